@@ -1,0 +1,1 @@
+"""Variance of Gradients: scoring core, checkpoint contract and the TFX component."""
