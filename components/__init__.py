@@ -12,7 +12,10 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 _PUBLIC = {
+    'HumanReviewGate': 'components.review_gate.component',
     'VogCheckpointCallback': 'components.vog.checkpoints',
+    'VarianceOfGradients': 'components.vog.component',
+    'DifficultyReport': 'components.vog.artifacts',
 }
 
 

@@ -93,7 +93,11 @@ class CheckpointGradients:
                        'with respect to float inputs only')
     self.num_classes = int(self.model.outputs[0].shape[-1])
     self._target = target
-    self._gradients = tf.function(self._gradients_graph, reduce_retracing=True)
+    # One trace for every batch size: the batch axis is left unknown.
+    signature = ({n: tf.TensorSpec([None] + t.shape.as_list()[1:], t.dtype, name=n)
+                  for n, t in zip(self.input_names, self.model.inputs)},
+                 tf.TensorSpec([None], tf.int32, name='target_class'))
+    self._gradients = tf.function(self._gradients_graph, input_signature=signature)
 
   def _call_model(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
     if len(self.input_names) == 1:

@@ -1,0 +1,11 @@
+"""The artifact type VarianceOfGradients writes for people and the review gate."""
+
+from tfx.types import artifact
+
+
+class DifficultyReport(artifact.Artifact):
+  """A VoG audit's findings: summary.json, flagged.jsonl, quarantine.jsonl, report.html.
+
+  Headline counts are integer custom properties: seen, scored, quarantined, flagged.
+  """
+  TYPE_NAME = 'DifficultyReport'

@@ -1,0 +1,397 @@
+"""One VoG audit from start to end: check the configuration, run Beam, write the report.
+
+The TFX executor and `vog-audit score` both call `plan_audit` then `run_audit`, so the
+component and the command line share one code path. Configuration problems fail in
+`plan_audit`, before Beam starts; per-example problems go to quarantine.jsonl.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import logging
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+
+from components.vog import beam_audit
+from components.vog import checkpoints
+from components.vog import examples_io
+from components.vog import report_html
+from components.vog import stages
+from components.vog.scoring import VogScorer
+from components.vog.settings import VogSettings
+
+SUMMARY_FILE = 'summary.json'
+FLAGGED_FILE = 'flagged.jsonl'
+QUARANTINE_FILE = 'quarantine.jsonl'
+REPORT_FILE = 'report.html'
+MONTAGE_FILE = 'flagged.png'
+PEEK_RECORDS = 50
+QUARANTINE_SAMPLE = 50
+
+
+class AuditConfigError(ValueError):
+  """A configuration problem found before any example is scored."""
+
+
+def load_user_module(module_file: Optional[str]
+                     ) -> Tuple[Optional[examples_io.InputsFn], Dict[str, Any]]:
+  """(vog_inputs_fn or None, custom_objects) from a user module file."""
+  if not module_file:
+    return None, {}
+  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(module_file):
+    raise AuditConfigError(f'module_file {module_file} does not exist')
+  try:
+    inputs_fn = import_utils.import_func_from_source(module_file, 'vog_inputs_fn')
+  except AttributeError:
+    inputs_fn = None
+  try:
+    custom_objects = import_utils.import_func_from_source(module_file, 'custom_objects')
+  except AttributeError:
+    custom_objects = {}
+  if inputs_fn is None and not custom_objects:
+    raise AuditConfigError(f'module_file {module_file} defines neither vog_inputs_fn '
+                           'nor custom_objects; define one or drop module_file')
+  if callable(custom_objects):
+    custom_objects = custom_objects()
+  return inputs_fn, dict(custom_objects)
+
+
+def compression_of(files: Sequence[str]) -> str:
+  """GZIP when the first file starts with the gzip magic bytes, else UNCOMPRESSED."""
+  with tf.io.gfile.GFile(files[0], 'rb') as f:
+    return 'GZIP' if f.read(2) == b'\x1f\x8b' else 'UNCOMPRESSED'
+
+
+def _peek(files: Sequence[str], count: int) -> List[bytes]:
+  dataset = tf.data.TFRecordDataset(list(files), compression_type=compression_of(files))
+  try:
+    return [r.numpy() for r in dataset.take(count)]
+  except tf.errors.DataLossError:
+    return []  # A corrupt first record is still read (and quarantined) by Beam.
+
+
+class ScorerFactory:
+  """Loads the selected checkpoints into a VogScorer; runs once per Beam worker."""
+
+  def __init__(self, checkpoint_paths: Sequence[str], module_file: Optional[str],
+               target: str, label_mode: str):
+    self.checkpoint_paths = list(checkpoint_paths)
+    self.module_file = module_file
+    self.target = target
+    self.label_mode = label_mode
+
+  def cache_key(self) -> str:
+    text = json.dumps([self.checkpoint_paths, self.module_file, self.target,
+                       self.label_mode])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+  def __call__(self) -> VogScorer:
+    for gpu in tf.config.list_physical_devices('GPU'):
+      try:
+        tf.config.experimental.set_memory_growth(gpu, True)
+      except RuntimeError:  # Already initialised in this process.
+        pass
+    _, custom_objects = load_user_module(self.module_file)
+    entries = [checkpoints.CheckpointEntry(p, 0, 0, {}) for p in self.checkpoint_paths]
+    models = checkpoints.load_checkpoint_models(entries, custom_objects)
+    return VogScorer(models, self.target, self.label_mode)
+
+
+class ParserFactory:
+  """Builds the ExampleParser inside each Beam worker (user functions load there)."""
+
+  def __init__(self, input_specs, settings: VogSettings, num_classes: int,
+               module_file: Optional[str]):
+    self.input_specs = input_specs
+    self.settings = settings
+    self.num_classes = num_classes
+    self.module_file = module_file
+
+  def __call__(self) -> examples_io.ExampleParser:
+    inputs_fn, _ = load_user_module(self.module_file)
+    return examples_io.ExampleParser(
+        self.input_specs, self.settings.label_key,
+        self.settings.label_mode == 'label', self.num_classes,
+        self.settings.example_id_key, inputs_fn)
+
+
+class AuditPlan:
+  """A checked audit: settings, checkpoints, model inputs and the files of each split."""
+
+  def __init__(self, settings, entries, input_specs, num_classes, split_files,
+               module_file, baseline):
+    self.settings: VogSettings = settings
+    self.entries: List[checkpoints.CheckpointEntry] = entries
+    self.input_specs: List[examples_io.InputSpec] = input_specs
+    self.num_classes: int = num_classes
+    self.split_files: Dict[str, List[str]] = split_files
+    self.module_file: Optional[str] = module_file
+    self.baseline: Optional[Dict[str, Any]] = baseline
+
+
+def plan_audit(settings: VogSettings, model_run_dir: str,
+               split_patterns: Mapping[str, str], module_file: Optional[str] = None,
+               schema_features: Optional[Sequence[str]] = None,
+               baseline: Optional[Dict[str, Any]] = None) -> AuditPlan:
+  """Checks everything that can be checked before Beam starts.
+
+  `split_patterns` maps each available split to a file pattern. Raises
+  AuditConfigError (or CheckpointError) for bad settings, manifest problems, a
+  requested split that does not exist or is empty, and model inputs or the label
+  missing from the examples.
+  """
+  try:
+    settings.validate()
+  except ValueError as e:
+    raise AuditConfigError(str(e)) from e
+  entries = checkpoints.load_manifest(model_run_dir)
+  try:
+    steps = stages.checkpoints_for_stage([e.step for e in entries], settings.stage,
+                                         settings.num_checkpoints)
+  except ValueError as e:
+    raise AuditConfigError(f'{e} (manifest under {model_run_dir})') from e
+  chosen = [e for e in entries if e.step in set(steps)]
+  inputs_fn, custom_objects = load_user_module(module_file)
+  models = checkpoints.load_checkpoint_models(chosen, custom_objects)
+  try:
+    scorer = VogScorer(models, settings.target, settings.label_mode)
+  except ValueError as e:
+    raise AuditConfigError(str(e)) from e
+  input_specs = examples_io.input_specs_of(models[-1])
+  for spec in input_specs:
+    if any(d is None for d in spec.shape):
+      raise AuditConfigError(
+          f'model input {spec.name!r} has shape {spec.shape} with an unknown size; '
+          'give a module_file whose vog_inputs_fn returns fixed-size inputs')
+
+  wanted = settings.splits or sorted(split_patterns)
+  unknown = [s for s in wanted if s not in split_patterns]
+  if unknown:
+    raise AuditConfigError(f'split(s) {unknown} do not exist in the examples; '
+                           f'available: {sorted(split_patterns)}')
+  split_files = {}
+  for split in wanted:
+    files = sorted(tf.io.gfile.glob(split_patterns[split]))
+    peeked = _peek(files, PEEK_RECORDS) if files else []
+    if not files or (not peeked and all(tf.io.gfile.stat(f).length == 0 for f in files)):
+      raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
+                             ' - check the examples, or leave the split out with splits=')
+    split_files[split] = files
+    _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings)
+  logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
+               len(chosen), len(entries), steps, wanted,
+               [(s.name, s.shape) for s in input_specs])
+  return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
+                   module_file, baseline)
+
+
+def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings):
+  """Refuses model inputs or a label that no example of the split carries."""
+  if schema_features is not None:
+    present = set(schema_features)
+  else:
+    present = set()
+    for record in peeked:
+      try:
+        present.update(tf.train.Example.FromString(record).features.feature.keys())
+      except Exception:  # An unparsable record is quarantined later.
+        continue
+    if not present:
+      return  # Nothing parsable to judge by; Beam quarantines each bad record.
+  if inputs_fn is None:
+    missing = [s.name for s in input_specs if s.name not in present]
+    if missing:
+      raise AuditConfigError(
+          f'model input(s) {missing} are not features of split {split!r} (it has '
+          f'{sorted(present)}) - name the model inputs like the features, or give a '
+          'module_file with vog_inputs_fn(features) -> model inputs')
+  if settings.label_mode == 'label' and settings.label_key not in present:
+    raise AuditConfigError(
+        f'label_key {settings.label_key!r} is not a feature of split {split!r} (it has '
+        f'{sorted(present)}) - set label_key, or use label_mode=predicted for '
+        'unlabeled data')
+
+
+def read_split_records(pipeline: beam.Pipeline, split_files: Mapping[str, List[str]]):
+  """(split, serialized) for every record of every split, as one PCollection."""
+  per_split = []
+  for split, files in split_files.items():
+    compression = {'GZIP': beam.io.filesystem.CompressionTypes.GZIP,
+                   'UNCOMPRESSED': beam.io.filesystem.CompressionTypes.UNCOMPRESSED
+                   }[compression_of(files)]
+    per_split.append(
+        pipeline
+        | f'FileNames[{split}]' >> beam.Create(files)
+        | f'Read[{split}]' >> beam.io.ReadAllFromTFRecord(compression_type=compression)
+        | f'Tag[{split}]' >> beam.Map(lambda r, s=split: (s, r)))
+  return per_split | 'AllSplits' >> beam.Flatten()
+
+
+def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str,
+              report_dir: str) -> Dict[str, Any]:
+  """Runs the Beam audit and writes the report; returns summary.json's content.
+
+  Raises RuntimeError, publishing no report, when seen != scored + quarantined.
+  """
+  settings = plan.settings
+  work_dir = os.path.join(report_dir, f'.work-{uuid.uuid4().hex[:8]}')
+  tf.io.gfile.makedirs(work_dir)
+  scorer_factory = ScorerFactory([e.path for e in plan.entries], plan.module_file,
+                                 settings.target, settings.label_mode)
+  parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
+                                 plan.module_file)
+  with pipeline as p:
+    _ = (read_split_records(p, plan.split_files)
+         | 'AuditExamples' >> beam_audit.AuditExamples(
+             settings, list(plan.split_files), parser_factory, scorer_factory,
+             scorer_factory.cache_key(), scored_examples_dir, work_dir))
+  summary = _summarize(plan, os.path.join(work_dir, 'tallies.jsonl'))
+  flagged, records = _read_flagged(os.path.join(work_dir, 'flagged_records.jsonl'))
+  quarantine_work = os.path.join(work_dir, QUARANTINE_FILE)
+  if not tf.io.gfile.exists(quarantine_work):  # Some runners write nothing for no rows.
+    with tf.io.gfile.GFile(quarantine_work, 'w'):
+      pass
+  tf.io.gfile.rename(os.path.join(work_dir, QUARANTINE_FILE),
+                     os.path.join(report_dir, QUARANTINE_FILE), overwrite=True)
+  _write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
+  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
+    f.write(json.dumps(summary, indent=2, sort_keys=True))
+  write_report_page(report_dir, summary, flagged, previews_of(plan, flagged, records))
+  tf.io.gfile.rmtree(work_dir)
+  counts = summary['counts']
+  logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
+               counts['seen'], counts['scored'], counts['quarantined'], counts['flagged'])
+  return summary
+
+
+def _read_jsonl(path: str) -> List[Dict[str, Any]]:
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  with tf.io.gfile.GFile(path, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row, sort_keys=True) + '\n')
+
+
+def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
+  counts: Dict[tuple, int] = {}
+  class_stats = {}
+  for row in _read_jsonl(tallies_path):
+    if 'class_stats' in row:
+      class_stats[tuple(row['class_stats'])] = row
+    else:
+      counts[tuple(row['key'])] = row['count']
+  splits = {}
+  for split in plan.split_files:
+    splits[split] = {k: counts.get((k, split), 0)
+                     for k in ('seen', 'scored', 'quarantined', 'flagged')}
+    s = splits[split]
+    if s['seen'] != s['scored'] + s['quarantined']:
+      raise RuntimeError(
+          f'VoG audit lost examples in split {split!r}: seen {s["seen"]}, scored '
+          f'{s["scored"]}, quarantined {s["quarantined"]}; nothing was published - '
+          'report this with the Beam logs')
+  per_class = []
+  for (split, cls), stats in sorted(class_stats.items()):
+    labelled = counts.get(('class_labelled', split, cls), 0)
+    errors = counts.get(('class_errors', split, cls), 0)
+    flagged = counts.get(('class_flagged', split, cls), 0)
+    per_class.append({
+        'split': split, 'class': cls, 'count': stats['count'], 'flagged': flagged,
+        'flagged_share': flagged / stats['count'], 'vog_raw_mean': stats['mean'],
+        'vog_raw_std': stats['std'],
+        'error_rate': errors / labelled if labelled else None})
+  by_decile = []
+  for split in plan.split_files:
+    for decile in range(1, 11):
+      labelled = counts.get(('decile_labelled', split, decile), 0)
+      if labelled:
+        errors = counts.get(('decile_errors', split, decile), 0)
+        by_decile.append({'split': split, 'decile': decile, 'count': labelled,
+                          'errors': errors, 'error_rate': errors / labelled})
+  kinds: Dict[str, Dict[str, int]] = {}
+  for key, n in counts.items():
+    if key[0] == 'quarantine_kind':
+      kinds.setdefault(key[1], {})[key[2]] = n
+  total = {k: sum(s[k] for s in splits.values())
+           for k in ('seen', 'scored', 'quarantined', 'flagged')}
+  return {
+      'format_version': 1,
+      'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(
+          '%Y-%m-%dT%H:%M:%SZ'),
+      'settings': dict(plan.settings.to_json(), splits=list(plan.split_files)),
+      'checkpoints': [{'path': e.path, 'epoch': e.epoch, 'step': e.step}
+                      for e in plan.entries],
+      'num_classes': plan.num_classes,
+      'counts': total,
+      'splits': splits,
+      'quarantine_kinds': kinds,
+      'per_class': per_class,
+      'error_rate_by_decile': by_decile,
+      'baseline': plan.baseline,
+      'drift': None,
+  }
+
+
+def _read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
+  import base64  # pylint: disable=g-import-not-at-top
+  rows = sorted(_read_jsonl(path), key=lambda r: r['rank'])
+  records = {r['rank']: base64.b64decode(r.pop('record_base64')) for r in rows}
+  return rows, records
+
+
+def _short(values: np.ndarray) -> str:
+  shown = [v.decode('utf-8', 'replace') if isinstance(v, bytes) else
+           (f'{v:.4g}' if isinstance(v, (float, np.floating)) else str(v))
+           for v in values[:6].tolist()]
+  return ', '.join(shown) + (f' ... ({values.size} values)' if values.size > 6 else '')
+
+
+def previews_of(plan: AuditPlan, flagged: Sequence[Mapping[str, Any]],
+                records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
+  """Thumbnails (first image-like model input) or feature text of flagged examples."""
+  parser = ParserFactory(plan.input_specs, plan.settings, plan.num_classes,
+                         plan.module_file)()
+  image_input = next((s.name for s in plan.input_specs if len(s.shape) in (2, 3)), None)
+  previews = []
+  for row in flagged:
+    serialized = records[row['rank']]
+    example = tf.train.Example.FromString(serialized)
+    features = {k: _short(v) for k, v in sorted(examples_io.example_features(example).items())
+                if not k.startswith('vog_')}
+    image = None
+    if image_input is not None:
+      parsed = parser.parse(row['split'], serialized)
+      if isinstance(parsed, examples_io.ScorableExample):
+        image = parsed.inputs[image_input]
+    previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
+                                               {} if image is not None else features))
+  return previews
+
+
+def write_report_page(report_dir: str, summary: Mapping[str, Any],
+                      flagged: Sequence[Mapping[str, Any]],
+                      previews: Sequence[report_html.ExamplePreview]) -> None:
+  """Writes report.html (and flagged.png for image data) into `report_dir`."""
+  sample = []
+  with tf.io.gfile.GFile(os.path.join(report_dir, QUARANTINE_FILE)) as f:
+    for line in f:
+      if len(sample) >= QUARANTINE_SAMPLE:
+        break
+      row = json.loads(line)
+      row.pop('record_base64', None)
+      sample.append(row)
+  html = report_html.render_report(summary, flagged, sample, previews)
+  with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
+    f.write(html)
+  report_html.write_flagged_montage(os.path.join(report_dir, MONTAGE_FILE), previews)

@@ -1,0 +1,383 @@
+"""The VoG audit as Beam transforms.
+
+    records | ParseForScoring | ScoreWithCheckpoints | NormalizePerClass
+            | AssignPercentiles | FlagForReview | WriteScoredExamples
+
+Checkpoints load once per worker (shared across threads); a batch goes through all K
+checkpoints before the next. Class statistics, percentiles and the flagged set are
+global and arrive as side inputs.
+"""
+
+import base64
+import json
+import os
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.utils import shared
+import numpy as np
+
+from components.vog import examples_io
+from components.vog.settings import VogSettings
+
+NAMESPACE = 'vog_audit'
+NUM_QUANTILES = 1001  # percentiles resolved to 0.1
+
+
+class ScoredExample(NamedTuple):
+  split: str
+  example_id: str
+  serialized: bytes
+  label: Optional[int]
+  target_class: int
+  predicted_class: int
+  vog_raw: float
+  vog_score: float = 0.0
+  vog_percentile: float = 0.0
+  vog_decile: int = 0
+  vog_bucket: str = ''
+  vog_flagged: int = 0
+
+
+class _Counted(beam.DoFn):
+  """Passes elements through, counting them in a Beam counter."""
+
+  def __init__(self, name: str):
+    self._counter = beam.metrics.Metrics.counter(NAMESPACE, name)
+
+  def process(self, element):
+    self._counter.inc()
+    yield element
+
+
+class ParseForScoring(beam.PTransform):
+  """(split, serialized) -> ScorableExample, with Quarantined on the 'quarantine' tag."""
+
+  def __init__(self, parser_factory: Callable[[], examples_io.ExampleParser]):
+    super().__init__()
+    self._parser_factory = parser_factory
+
+  class _Parse(beam.DoFn):
+
+    def __init__(self, parser_factory):
+      self._parser_factory = parser_factory
+      self._parser = None
+
+    def setup(self):
+      self._parser = self._parser_factory()
+
+    def process(self, element):
+      split, serialized = element
+      parsed = self._parser.parse(split, serialized)
+      if isinstance(parsed, examples_io.Quarantined):
+        yield beam.pvalue.TaggedOutput('quarantine', parsed)
+      else:
+        yield parsed
+
+  def expand(self, records):
+    return (records
+            | 'CountSeen' >> beam.ParDo(_Counted('seen'))
+            | 'Parse' >> beam.ParDo(self._Parse(self._parser_factory)).with_outputs(
+                'quarantine', main='scorable'))
+
+
+class _ScoreBatch(beam.DoFn):
+  """Scores batches with checkpoints loaded once per worker process."""
+
+  def __init__(self, shared_handle: shared.Shared, scorer_factory: Callable[[], Any],
+               cache_key: str, label_mode: str):
+    self._shared = shared_handle
+    self._scorer_factory = scorer_factory
+    self._cache_key = cache_key
+    self._label_mode = label_mode
+    self._scorer = None
+    self._scored = beam.metrics.Metrics.counter(NAMESPACE, 'scored')
+    self._batches = beam.metrics.Metrics.counter(NAMESPACE, 'batches')
+
+  def setup(self):
+    self._scorer = self._shared.acquire(self._scorer_factory, tag=self._cache_key)
+
+  def process(self, batch: List[examples_io.ScorableExample]):
+    names = self._scorer.input_names
+    inputs = {n: np.stack([e.inputs[n] for e in batch]) for n in names}
+    labels = None
+    if self._label_mode == 'label':
+      labels = np.asarray([e.label for e in batch], dtype=np.int64)
+    result = self._scorer.score(inputs, labels)
+    self._batches.inc()
+    for i, e in enumerate(batch):
+      raw = float(result.vog_raw[i])
+      if not np.isfinite(raw):
+        yield beam.pvalue.TaggedOutput('quarantine', examples_io.Quarantined(
+            e.split, e.example_id, 'non-finite gradient',
+            'the model produced NaN or infinite gradients for this example',
+            e.serialized))
+        continue
+      self._scored.inc()
+      yield ScoredExample(e.split, e.example_id, e.serialized, e.label,
+                          int(result.target_class[i]), int(result.predicted_class[i]), raw)
+
+
+class ScoreWithCheckpoints(beam.PTransform):
+  """ScorableExample -> ScoredExample (vog_raw), non-finite results quarantined."""
+
+  def __init__(self, scorer_factory: Callable[[], Any], cache_key: str,
+               batch_size: int, label_mode: str):
+    super().__init__()
+    self._scorer_factory = scorer_factory
+    self._cache_key = cache_key
+    self._batch_size = batch_size
+    self._label_mode = label_mode
+
+  def expand(self, scorable):
+    return (scorable
+            | 'Batch' >> beam.BatchElements(min_batch_size=self._batch_size,
+                                            max_batch_size=self._batch_size)
+            | 'Score' >> beam.ParDo(_ScoreBatch(shared.Shared(), self._scorer_factory,
+                                                self._cache_key, self._label_mode)
+                                    ).with_outputs('quarantine', main='scored'))
+
+
+class MeanStdCombineFn(beam.CombineFn):
+  """(count, mean, population std) in float64, merged with Chan's parallel formula."""
+
+  def create_accumulator(self):
+    return 0, 0.0, 0.0
+
+  def add_input(self, acc, value):
+    count, mean, m2 = acc
+    count += 1
+    delta = value - mean
+    mean += delta / count
+    return count, mean, m2 + delta * (value - mean)
+
+  def merge_accumulators(self, accumulators):
+    count, mean, m2 = 0, 0.0, 0.0
+    for n, m, s in accumulators:
+      if n == 0:
+        continue
+      total = count + n
+      delta = m - mean
+      mean += delta * n / total
+      m2 += s + delta * delta * count * n / total
+      count = total
+    return count, mean, m2
+
+  def extract_output(self, acc):
+    count, mean, m2 = acc
+    return count, mean, float(np.sqrt(m2 / count)) if count else 0.0
+
+
+class NormalizePerClass(beam.PTransform):
+  """Adds vog_score; returns (scored, class statistics keyed by (split, class))."""
+
+  def __init__(self, normalize: str):
+    super().__init__()
+    self._normalize = normalize
+
+  def expand(self, scored):
+    from components.vog.scoring import normalize_score
+    class_stats = (scored
+                   | 'KeyByClass' >> beam.Map(
+                       lambda s: ((s.split, s.target_class), s.vog_raw))
+                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
+    normalize = self._normalize
+
+    def add_score(s, stats):
+      count, mean, std = stats[(s.split, s.target_class)]
+      return s._replace(vog_score=normalize_score(s.vog_raw, mean, std, count, normalize))
+
+    normalized = scored | 'Normalize' >> beam.Map(add_score,
+                                                   beam.pvalue.AsDict(class_stats))
+    return normalized, class_stats
+
+
+def percentile_of(score: float, quantiles: Sequence[float]) -> float:
+  """Share (0-100) of the split at or below `score`, read off its quantile boundaries."""
+  position = np.searchsorted(np.asarray(quantiles), score, side='right') - 1
+  return float(np.clip(100.0 * position / (len(quantiles) - 1), 0.0, 100.0))
+
+
+def bucket_of(percentile: float, cuts: Sequence[float]) -> str:
+  if percentile <= cuts[0]:
+    return 'easy'
+  return 'medium' if percentile <= cuts[1] else 'hard'
+
+
+def decile_of(percentile: float) -> int:
+  return int(np.clip(np.ceil(percentile / 10.0), 1, 10))
+
+
+class AssignPercentiles(beam.PTransform):
+  """Adds percentile within split, decile and bucket from approximate quantiles."""
+
+  def __init__(self, bucket_percentiles: Sequence[float]):
+    super().__init__()
+    self._cuts = list(bucket_percentiles)
+
+  def expand(self, normalized):
+    quantiles = (normalized
+                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score))
+                 | 'Quantiles' >> beam.ApproximateQuantiles.PerKey(NUM_QUANTILES))
+    cuts = self._cuts
+
+    def place(s, split_quantiles):
+      p = percentile_of(s.vog_score, split_quantiles[s.split])
+      return s._replace(vog_percentile=p, vog_decile=decile_of(p),
+                        vog_bucket=bucket_of(p, cuts))
+
+    return normalized | 'Place' >> beam.Map(place, beam.pvalue.AsDict(quantiles))
+
+
+def _review_order(s: ScoredExample) -> Tuple[float, str, str]:
+  # Deterministic across runners: ties broken by split and id.
+  return s.vog_score, s.split, s.example_id
+
+
+class FlagForReview(beam.PTransform):
+  """Marks the `inspection_budget` highest scores across splits; returns (all, top list)."""
+
+  def __init__(self, inspection_budget: int):
+    super().__init__()
+    self._budget = inspection_budget
+
+  def expand(self, placed):
+    budget = self._budget
+    top = (placed
+           | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=_review_order)
+           | 'WithinBudget' >> beam.Map(lambda rows: rows[:budget]))
+
+    top_keys = top | 'TopKeys' >> beam.FlatMap(
+        lambda rows: [((t.split, t.example_id), 1) for t in rows])
+
+    def mark(s, flagged_keys):
+      return s._replace(vog_flagged=int((s.split, s.example_id) in flagged_keys))
+
+    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(top_keys)), top
+
+
+class WriteScoredExamples(beam.PTransform):
+  """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz."""
+
+  def __init__(self, output_dir: str, splits: Sequence[str], example_id_key: str):
+    super().__init__()
+    self._output_dir = output_dir
+    self._splits = list(splits)
+    self._example_id_key = example_id_key
+
+  def expand(self, flagged):
+    splits, key = self._splits, self._example_id_key
+    parts = flagged | 'BySplit' >> beam.Partition(
+        lambda s, n: splits.index(s.split), len(splits))
+    for split, part in zip(splits, parts):
+      _ = (part
+           | f'Serialize[{split}]' >> beam.Map(
+               lambda s: examples_io.with_vog_features(s.serialized, key, s.example_id,
+                                                       s._asdict()))
+           | f'Write[{split}]' >> beam.io.WriteToTFRecord(
+               os.path.join(self._output_dir, f'Split-{split}', 'data_tfrecord'),
+               file_name_suffix='.gz'))
+    return flagged
+
+
+def _tally_keys(s: ScoredExample) -> Iterable[Tuple]:
+  yield ('scored', s.split)
+  yield ('class', s.split, s.target_class)
+  if s.vog_flagged:
+    yield ('flagged', s.split)
+    yield ('class_flagged', s.split, s.target_class)
+  if s.label is not None:
+    wrong = s.predicted_class != s.label
+    yield ('class_labelled', s.split, s.target_class)
+    yield ('decile_labelled', s.split, s.vog_decile)
+    if wrong:
+      yield ('class_errors', s.split, s.target_class)
+      yield ('decile_errors', s.split, s.vog_decile)
+
+
+def _quarantine_keys(q: examples_io.Quarantined) -> Iterable[Tuple]:
+  yield ('quarantined', q.split)
+  yield ('quarantine_kind', q.split, q.kind)
+
+
+class WriteAuditTallies(beam.PTransform):
+  """Counts everything the summary reports and writes them as one JSON-lines file."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self._path = path
+
+  def expand(self, inputs):
+    records, flagged, quarantined, class_stats = inputs
+    seen = records | 'SeenKeys' >> beam.Map(lambda r: ('seen', r[0]))
+    scored = flagged | 'ScoredKeys' >> beam.FlatMap(_tally_keys)
+    bad = quarantined | 'QuarantineKeys' >> beam.FlatMap(_quarantine_keys)
+    counts = ((seen, scored, bad)
+              | 'AllKeys' >> beam.Flatten()
+              | 'Count' >> beam.combiners.Count.PerElement()
+              | 'CountLines' >> beam.Map(
+                  lambda kv: json.dumps({'key': list(kv[0]), 'count': kv[1]})))
+    stats = class_stats | 'StatLines' >> beam.Map(lambda kv: json.dumps(
+        {'class_stats': [kv[0][0], kv[0][1]], 'count': kv[1][0], 'mean': kv[1][1],
+         'std': kv[1][2]}))
+    return ((counts, stats)
+            | 'AllLines' >> beam.Flatten()
+            | 'Write' >> beam.io.WriteToText(self._path, shard_name_template=''))
+
+
+def _flagged_lines(rows: List[ScoredExample]) -> Iterable[str]:
+  for rank, s in enumerate(rows, start=1):
+    yield json.dumps({
+        'rank': rank, 'example_id': s.example_id, 'split': s.split, 'label': s.label,
+        'predicted_class': s.predicted_class, 'target_class': s.target_class,
+        'vog_score': s.vog_score, 'vog_raw': s.vog_raw,
+        'vog_percentile': s.vog_percentile, 'vog_bucket': s.vog_bucket,
+        'record_base64': base64.b64encode(s.serialized).decode('ascii')})
+
+
+class AuditExamples(beam.PTransform):
+  """The whole audit on (split, serialized) records; writes examples and work files.
+
+  Writes scored examples under `scored_examples_dir`, `quarantine.jsonl` and the work
+  files `tallies.jsonl` and `flagged_records.jsonl` under `work_dir`.
+  """
+
+  def __init__(self, settings: VogSettings, splits: Sequence[str],
+               parser_factory: Callable[[], examples_io.ExampleParser],
+               scorer_factory: Callable[[], Any], cache_key: str,
+               scored_examples_dir: str, work_dir: str):
+    super().__init__()
+    self._settings = settings
+    self._splits = list(splits)
+    self._parser_factory = parser_factory
+    self._scorer_factory = scorer_factory
+    self._cache_key = cache_key
+    self._scored_examples_dir = scored_examples_dir
+    self._work_dir = work_dir
+
+  def expand(self, records):
+    s = self._settings
+    parsed = records | 'ParseForScoring' >> ParseForScoring(self._parser_factory)
+    scored = parsed.scorable | 'ScoreWithCheckpoints' >> ScoreWithCheckpoints(
+        self._scorer_factory, self._cache_key, s.batch_size, s.label_mode)
+    normalized, class_stats = (scored.scored
+                               | 'NormalizePerClass' >> NormalizePerClass(s.normalize))
+    placed = normalized | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
+    flagged, top = placed | 'FlagForReview' >> FlagForReview(s.inspection_budget)
+    _ = flagged | 'WriteScoredExamples' >> WriteScoredExamples(
+        self._scored_examples_dir, self._splits, s.example_id_key)
+    quarantined = ((parsed.quarantine, scored.quarantine)
+                   | 'AllQuarantined' >> beam.Flatten()
+                   | 'CountQuarantined' >> beam.ParDo(_Counted('quarantined')))
+    _ = (quarantined
+         | 'QuarantineLines' >> beam.Map(lambda q: json.dumps(q.to_json()))
+         | 'WriteQuarantine' >> beam.io.WriteToText(
+             os.path.join(self._work_dir, 'quarantine.jsonl'), shard_name_template=''))
+    _ = (top
+         | 'FlaggedLines' >> beam.FlatMap(_flagged_lines)
+         | 'WriteFlagged' >> beam.io.WriteToText(
+             os.path.join(self._work_dir, 'flagged_records.jsonl'),
+             shard_name_template=''))
+    return ((records, flagged, quarantined, class_stats)
+            | 'WriteAuditTallies' >> WriteAuditTallies(
+                os.path.join(self._work_dir, 'tallies.jsonl')))

@@ -1,0 +1,199 @@
+"""From serialized tf.Examples to model inputs, and back with the VoG fields added.
+
+Pure Python + TensorFlow protos + NumPy; runs inside Beam workers and in the driver.
+Each example either becomes a `ScorableExample` or a `Quarantined` record with the
+reason it cannot be scored. Nothing is dropped silently.
+"""
+
+import base64
+import hashlib
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+VOG_FEATURES = ('vog_score', 'vog_raw', 'vog_percentile', 'vog_decile', 'vog_bucket',
+                'vog_flagged', 'vog_target_class')
+
+InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
+
+
+class InputSpec(NamedTuple):
+  """One model input: its name, per-example shape and NumPy dtype name."""
+  name: str
+  shape: Tuple[int, ...]
+  dtype: str
+
+  @property
+  def size(self) -> int:
+    return int(np.prod(self.shape)) if self.shape else 1
+
+
+def input_specs_of(model: tf.keras.Model) -> List[InputSpec]:
+  """The per-example input specs of a Keras model (batch axis dropped)."""
+  specs = []
+  for name, tensor in zip(model.input_names, model.inputs):
+    shape = tuple(tensor.shape.as_list()[1:])
+    specs.append(InputSpec(name, shape, tensor.dtype.as_numpy_dtype.__name__))
+  return specs
+
+
+class ScorableExample(NamedTuple):
+  split: str
+  example_id: str
+  serialized: bytes
+  inputs: Dict[str, np.ndarray]
+  label: Optional[int]
+
+
+class Quarantined(NamedTuple):
+  """An example that cannot be scored: `kind` is a short category, `detail` says why."""
+  split: str
+  example_id: str
+  kind: str
+  detail: str
+  serialized: bytes
+
+  @property
+  def reason(self) -> str:
+    return f'{self.kind}: {self.detail}'
+
+  def to_json(self) -> Dict[str, Any]:
+    return {'split': self.split, 'example_id': self.example_id, 'kind': self.kind,
+            'reason': self.reason,
+            'record_base64': base64.b64encode(self.serialized).decode('ascii')}
+
+
+def fingerprint(serialized: bytes) -> str:
+  """A deterministic id for an example that has none: its content hash."""
+  return hashlib.sha256(serialized).hexdigest()[:20]
+
+
+def feature_values(feature: tf.train.Feature) -> Union[List[Any], None]:
+  """The values of one tf.train.Feature as a list; None when no kind is set."""
+  kind = feature.WhichOneof('kind')
+  if kind is None:
+    return None
+  return list(getattr(feature, kind).value)
+
+
+def example_features(example: tf.train.Example) -> Dict[str, np.ndarray]:
+  """Every feature of an example as a 1-D NumPy array (bytes features as object)."""
+  out = {}
+  for key, feature in example.features.feature.items():
+    values = feature_values(feature)
+    if values is None:
+      continue
+    kind = feature.WhichOneof('kind')
+    dtype = {'float_list': np.float32, 'int64_list': np.int64}.get(kind, object)
+    out[key] = np.asarray(values, dtype=dtype)
+  return out
+
+
+def example_id_of(example: tf.train.Example, serialized: bytes,
+                  example_id_key: Optional[str]) -> str:
+  if example_id_key and example_id_key in example.features.feature:
+    values = feature_values(example.features.feature[example_id_key])
+    if values:
+      value = values[0]
+      return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
+  return fingerprint(serialized)
+
+
+class ExampleParser:
+  """Turns one serialized example into a ScorableExample or a Quarantined record.
+
+  Args:
+    input_specs: the model's inputs.
+    label_key: the int label feature; required per example when `label_required`.
+    num_classes: labels must lie in [0, num_classes).
+    example_id_key: feature holding the example's id, if the data has one.
+    inputs_fn: optional user function from an example's features to model inputs.
+  """
+
+  def __init__(self, input_specs: List[InputSpec], label_key: Optional[str],
+               label_required: bool, num_classes: int, example_id_key: Optional[str],
+               inputs_fn: Optional[InputsFn] = None):
+    self.input_specs = input_specs
+    self.label_key = label_key
+    self.label_required = label_required
+    self.num_classes = num_classes
+    self.example_id_key = example_id_key
+    self.inputs_fn = inputs_fn
+
+  def parse(self, split: str, serialized: bytes) -> Union[ScorableExample, Quarantined]:
+    try:
+      example = tf.train.Example.FromString(serialized)
+    except Exception as e:  # protobuf raises DecodeError or RuntimeWarning-like errors.
+      return Quarantined(split, fingerprint(serialized), 'unparsable record',
+                         f'not a tf.Example ({type(e).__name__})', serialized)
+    example_id = example_id_of(example, serialized, self.example_id_key)
+
+    def quarantine(kind: str, detail: str) -> Quarantined:
+      return Quarantined(split, example_id, kind, detail, serialized)
+
+    label, problem = self._label(example)
+    if problem:
+      return quarantine(*problem)
+    features = example_features(example)
+    if self.inputs_fn is not None:
+      try:
+        raw_inputs = dict(self.inputs_fn(features))
+      except Exception as e:  # A user function may fail on any one example.
+        return quarantine('vog_inputs_fn failed', f'{type(e).__name__}: {e}')
+    else:
+      raw_inputs = features
+    inputs = {}
+    for spec in self.input_specs:
+      if spec.name not in raw_inputs:
+        return quarantine('missing feature', f'{spec.name!r} (a model input)')
+      try:
+        values = np.asarray(raw_inputs[spec.name], dtype=np.float64)
+      except (TypeError, ValueError):
+        return quarantine('not numeric', f'feature {spec.name!r}')
+      if values.size != spec.size:
+        return quarantine('wrong shape', f'feature {spec.name!r} has {values.size} '
+                          f'values; model input {spec.name!r} takes {spec.size} '
+                          f'(shape {spec.shape})')
+      if not np.all(np.isfinite(values)):
+        return quarantine('non-finite value', f'feature {spec.name!r}')
+      inputs[spec.name] = values.reshape(spec.shape).astype(spec.dtype)
+    return ScorableExample(split, example_id, serialized, inputs, label)
+
+  def _label(self, example: tf.train.Example
+             ) -> Tuple[Optional[int], Optional[Tuple[str, str]]]:
+    """(label, None) or (None, (kind, detail)); no label is fine when not required."""
+    feature = example.features.feature.get(self.label_key) if self.label_key else None
+    values = feature_values(feature) if feature is not None else None
+    if not values:
+      if not self.label_required:
+        return None, None
+      return None, ('missing label', f'no value for {self.label_key!r}')
+    if len(values) != 1:
+      return None, ('bad label', f'{self.label_key!r} has {len(values)} values; expected 1')
+    value = values[0]
+    if isinstance(value, bytes) or not np.isfinite(value) or float(value) != int(value):
+      return None, ('bad label', f'{self.label_key!r} is {value!r}, not an integer class')
+    label = int(value)
+    if not 0 <= label < self.num_classes:
+      if not self.label_required:
+        return None, None
+      return None, ('label out of range',
+                    f'{label} is outside [0, {self.num_classes}) for this model')
+    return label, None
+
+
+def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
+                      fields: Mapping[str, Any]) -> bytes:
+  """The example with the VoG fields added (and its id when it had none)."""
+  example = tf.train.Example.FromString(serialized)
+  feature = example.features.feature
+  if example_id_key not in feature:
+    feature[example_id_key].bytes_list.value.append(example_id.encode('utf-8'))
+  for key in ('vog_score', 'vog_raw', 'vog_percentile'):
+    feature[key].float_list.value[:] = [float(fields[key])]
+  for key in ('vog_decile', 'vog_flagged'):
+    feature[key].int64_list.value[:] = [int(fields[key])]
+  feature['vog_target_class'].int64_list.value[:] = [int(fields['target_class'])]
+  feature['vog_bucket'].bytes_list.value[:] = [fields['vog_bucket'].encode('utf-8')]
+  return example.SerializeToString()
