@@ -1,0 +1,105 @@
+"""The `auto` backend: a written policy on the report's numbers decides, and says which rule.
+
+A policy is a dict of thresholds, e.g. `{"max_flagged_share": 0.15, "min_hard_accuracy": 0.6}`.
+Rules are checked in the order of RULES; the first that fails rejects. A number the policy
+needs but the inputs lack (no evaluation, nothing scored) rejects too: the gate fails closed.
+"""
+
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from components.review_gate import decision as decision_lib
+from components.review_gate import review_summary
+
+BACKEND = 'auto'
+
+
+def _share(part: int, whole: int) -> Optional[float]:
+  return None if not whole else part / whole
+
+
+def _flagged_share(s: review_summary.ReviewSummary):
+  c = s.counts
+  return _share(c['flagged'], c['scored']), f'{c["flagged"]}/{c["scored"]} flagged'
+
+
+def _quarantined_share(s: review_summary.ReviewSummary):
+  c = s.counts
+  return _share(c['quarantined'], c['seen']), f'{c["quarantined"]}/{c["seen"]} quarantined'
+
+
+def _quarantined(s: review_summary.ReviewSummary):
+  return s.counts['quarantined'], 'quarantined examples'
+
+
+def _class_flagged_share(s: review_summary.ReviewSummary):
+  if not s.worst_classes:
+    return None, 'no per-class statistics'
+  worst = s.worst_classes[0]
+  return (float(worst.get('flagged_share') or 0.0),
+          f'worst class {worst.get("class")} in {worst.get("split")}')
+
+
+def _overall_accuracy(s: review_summary.ReviewSummary):
+  return s.overall_accuracy, 'overall accuracy'
+
+
+def _hard_accuracy(s: review_summary.ReviewSummary):
+  return s.hard_accuracy, 'accuracy on the vog_bucket=hard slice'
+
+
+# name -> (reads the number, True when the threshold is a maximum)
+RULES: Dict[str, Tuple[Callable, bool]] = {
+    'max_flagged_share': (_flagged_share, True),
+    'max_quarantined_share': (_quarantined_share, True),
+    'max_quarantined': (_quarantined, True),
+    'max_class_flagged_share': (_class_flagged_share, True),
+    'min_overall_accuracy': (_overall_accuracy, False),
+    'min_hard_accuracy': (_hard_accuracy, False),
+}
+
+
+def check_policy(policy: Optional[Mapping]) -> Dict[str, float]:
+  """Returns the policy with float thresholds.
+
+  Refuses: no rules at all (that would approve everything), an unknown rule, a threshold
+  that is not a number.
+  """
+  if not policy:
+    raise ValueError('auto_policy needs at least one rule for backend="auto"; known rules: '
+                     + ', '.join(RULES))
+  checked = {}
+  for name, value in policy.items():
+    if name not in RULES:
+      raise ValueError(f'auto_policy rule {name!r} is unknown; known rules: ' + ', '.join(RULES))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f'auto_policy rule {name!r} needs a number, got {value!r}')
+    checked[name] = float(value)
+  return checked
+
+
+def decide(policy: Mapping, summary: review_summary.ReviewSummary) -> decision_lib.Decision:
+  """Applies `policy` to `summary`: approved when every rule passes, else the first failure."""
+  policy = check_policy(policy)
+  passed = []
+  for name, (read, is_max) in RULES.items():
+    if name not in policy:
+      continue
+    threshold = policy[name]
+    value, what = read(summary)
+    if value is None:
+      return _verdict(decision_lib.REJECTED, f'rule {name} cannot be checked: {what} is not '
+                      'available, so the policy rejects')
+    ok = value <= threshold if is_max else value >= threshold
+    line = f'{name}: {what} = {value:.4g} {"<=" if is_max else ">="} {threshold:.4g}'
+    if not ok:
+      sign = '>' if is_max else '<'
+      return _verdict(decision_lib.REJECTED,
+                      f'rule {name} failed: {what} = {value:.4g} {sign} {threshold:.4g}')
+    passed.append(line)
+  return _verdict(decision_lib.APPROVED,
+                  f'all {len(passed)} rules passed (' + '; '.join(passed) + ')')
+
+
+def _verdict(verdict: str, why: str) -> decision_lib.Decision:
+  return decision_lib.Decision(decision=verdict, backend=BACKEND, reviewer='auto_policy',
+                               reason=f'{verdict} by auto policy: {why}', comment=why)

@@ -1,0 +1,71 @@
+"""What a review ends with, in the words that go onto the output ModelBlessing."""
+
+import dataclasses
+import datetime
+from typing import Optional
+
+APPROVED = 'approved'
+REJECTED = 'rejected'
+TIMEOUT = 'timeout'
+ERROR = 'error'
+NOT_BLESSED_UPSTREAM = 'not_blessed_upstream'
+
+DECISIONS = (APPROVED, REJECTED, TIMEOUT, ERROR, NOT_BLESSED_UPSTREAM)
+
+
+def utc_now() -> str:
+  """The current time as ISO-8601 UTC with a `Z`, second precision."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+@dataclasses.dataclass
+class Decision:
+  """The outcome of one review.
+
+  Only `decision == 'approved'` blesses the model; everything else fails closed.
+  `reason` says in one line why the gate ended where it did (the rule, the error, the timeout).
+  """
+  decision: str
+  backend: str
+  reason: str
+  reviewer: str = ''
+  comment: str = ''
+  reviewed_at: str = dataclasses.field(default_factory=utc_now)
+  slack_channel: str = ''
+  slack_thread_ts: str = ''
+
+  def __post_init__(self):
+    if self.decision not in DECISIONS:
+      raise ValueError(f'unknown review decision {self.decision!r}; expected one of {DECISIONS}')
+
+  @property
+  def blessed(self) -> bool:
+    return self.decision == APPROVED
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, data: dict) -> 'Decision':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+class ReviewError(Exception):
+  """A failure that ends the review as NOT_BLESSED with this message as the reason."""
+
+
+class PermanentReviewError(ReviewError):
+  """A failure that retrying will not fix (bad token, unknown channel, missing bot membership)."""
+
+
+class TransientReviewError(ReviewError):
+  """A failure that persisted through every retry (rate limits, 5xx, network)."""
+
+
+def redact(text: Optional[str], secret: Optional[str]) -> str:
+  """Returns `text` with every occurrence of `secret` replaced, so no message can carry it."""
+  text = text or ''
+  if secret:
+    text = text.replace(secret, '<redacted>')
+  return text

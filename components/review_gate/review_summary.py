@@ -1,0 +1,174 @@
+"""What a reviewer is shown: headline numbers from the DifficultyReport and the Evaluator.
+
+`build_summary` reads the report folder (`summary.json`, `flagged.jsonl`, optional
+`flagged.png`) and, when given, the Evaluator's TFMA output, into a `ReviewSummary` that every
+backend renders in its own way.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+WORST_CLASSES = 5
+TOP_FLAGGED = 5
+MONTAGE_FILE = 'flagged.png'
+# Keras names the same metric differently depending on how the model was compiled.
+ACCURACY_METRICS = ('accuracy', 'sparse_categorical_accuracy', 'categorical_accuracy',
+                    'binary_accuracy')
+HARD_SLICE = ('vog_bucket', 'hard')
+REPORT_URL_FIELDS = ('report_uri', 'report_html', 'report_id', 'model_uri', 'model_id',
+                     'pipeline', 'run_id')
+
+
+@dataclasses.dataclass
+class ReviewSummary:
+  """Everything a review message shows; numbers are None when the input did not have them."""
+  pipeline: str
+  run_id: str
+  model_uri: str
+  model_id: int
+  report_uri: str
+  report_url: str
+  counts: Dict[str, int]
+  splits: Dict[str, Dict[str, int]]
+  worst_classes: List[Dict]
+  top_flagged: List[Dict]
+  overall_accuracy: Optional[float] = None
+  hard_accuracy: Optional[float] = None
+  montage_path: Optional[str] = None
+  per_class: List[Dict] = dataclasses.field(default_factory=list)
+
+  def headline(self) -> Dict:
+    """The few numbers that go into the pending-review record and the CLI listing."""
+    return {'counts': self.counts, 'overall_accuracy': self.overall_accuracy,
+            'hard_accuracy': self.hard_accuracy, 'report_url': self.report_url}
+
+
+def format_accuracy(value: Optional[float]) -> str:
+  """`0.9312` -> `93.1%`; a missing number reads `n/a`."""
+  return 'n/a' if value is None else f'{100.0 * value:.1f}%'
+
+
+def report_url(template: Optional[str], fields: Dict[str, str]) -> str:
+  """Fills `template` (placeholders from REPORT_URL_FIELDS); without one, the file path.
+
+  Refuses a template with an unknown placeholder, naming the ones it knows.
+  """
+  if not template:
+    return fields['report_html']
+  try:
+    return template.format(**fields)
+  except (KeyError, IndexError) as e:
+    raise ValueError(
+        f'report_url_template {template!r} uses unknown placeholder {e}; use any of '
+        + ', '.join('{%s}' % f for f in REPORT_URL_FIELDS)) from None
+
+
+def check_report_url_template(template: Optional[str]) -> None:
+  """Raises ValueError now for a template that would fail at run time."""
+  report_url(template, {f: 'x' for f in REPORT_URL_FIELDS})
+
+
+def _read_json(path: str, what: str) -> Dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f'DifficultyReport has no {what} at {path}; is the input the '
+                     'difficulty_report output of VarianceOfGradients?') from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{what} at {path} is not valid JSON: {e}') from None
+
+
+def read_top_flagged(report_uri: str, limit: int = TOP_FLAGGED) -> List[Dict]:
+  """The first `limit` lines of flagged.jsonl (already highest score first)."""
+  path = os.path.join(report_uri, 'flagged.jsonl')
+  if not os.path.exists(path):
+    raise ValueError(f'DifficultyReport has no flagged.jsonl at {path}')
+  rows = []
+  with open(path) as f:
+    for line_no, line in enumerate(f, 1):
+      if len(rows) >= limit:
+        break
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f'{path} line {line_no} is not valid JSON: {e}') from None
+  return rows
+
+
+def worst_classes(per_class: List[Dict], limit: int = WORST_CLASSES) -> List[Dict]:
+  """Classes by flagged share, largest first, ties broken by flagged count then class."""
+  rows = [r for r in per_class if r.get('count')]
+  rows.sort(key=lambda r: (-float(r.get('flagged_share') or 0.0), -int(r.get('flagged') or 0),
+                           str(r.get('split')), str(r.get('class'))))
+  return rows[:limit]
+
+
+def read_accuracies(evaluation_uri: Optional[str]):
+  """(overall, hard-slice) accuracy from TFMA output; None for what is not there."""
+  if not evaluation_uri:
+    return None, None
+  # TFMA imports TensorFlow and Beam; only pay for it when there is an evaluation.
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  try:
+    metrics = list(tfma.load_metrics(evaluation_uri))
+  except Exception:  # pylint: disable=broad-except
+    # A missing or unreadable evaluation shows as n/a; the Evaluator's blessing still gates.
+    return None, None
+  overall = hard = None
+  for per_slice in metrics:
+    keys = [(k.column, k.bytes_value.decode('utf-8', 'replace') if k.HasField('bytes_value')
+             else str(k.int64_value if k.HasField('int64_value') else k.float_value))
+            for k in per_slice.slice_key.single_slice_keys]
+    value = _accuracy(per_slice)
+    if value is None:
+      continue
+    if not keys and overall is None:
+      overall = value
+    elif keys == [HARD_SLICE] and hard is None:
+      hard = value
+  return overall, hard
+
+
+def _accuracy(per_slice) -> Optional[float]:
+  found = {}
+  for kv in per_slice.metric_keys_and_values:
+    if kv.key.HasField('sub_key') or kv.key.is_diff or not kv.value.HasField('double_value'):
+      continue
+    if kv.key.name in ACCURACY_METRICS:
+      found.setdefault(kv.key.name, kv.value.double_value.value)
+  for name in ACCURACY_METRICS:
+    if name in found:
+      return found[name]
+  return None
+
+
+def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: int,
+                  pipeline: str, run_id: str, evaluation_uri: Optional[str],
+                  report_url_template: Optional[str]) -> ReviewSummary:
+  """Reads the report folder and the evaluation into a ReviewSummary.
+
+  Refuses a report folder without a readable summary.json or flagged.jsonl.
+  """
+  summary = _read_json(os.path.join(report_uri, 'summary.json'), 'summary.json')
+  counts = summary.get('counts')
+  if not isinstance(counts, dict):
+    raise ValueError(f'summary.json in {report_uri} has no "counts" object')
+  per_class = summary.get('per_class') or []
+  overall, hard = read_accuracies(evaluation_uri)
+  montage = os.path.join(report_uri, MONTAGE_FILE)
+  url = report_url(report_url_template, {
+      'report_uri': report_uri, 'report_html': os.path.join(report_uri, 'report.html'),
+      'report_id': str(report_id), 'model_uri': model_uri, 'model_id': str(model_id),
+      'pipeline': pipeline, 'run_id': run_id})
+  return ReviewSummary(
+      pipeline=pipeline, run_id=run_id, model_uri=model_uri, model_id=model_id,
+      report_uri=report_uri, report_url=url,
+      counts={k: int(counts.get(k, 0)) for k in ('seen', 'scored', 'quarantined', 'flagged')},
+      splits=summary.get('splits') or {}, per_class=per_class,
+      worst_classes=worst_classes(per_class), top_flagged=read_top_flagged(report_uri),
+      overall_accuracy=overall, hard_accuracy=hard,
+      montage_path=montage if os.path.exists(montage) else None)

@@ -1,0 +1,187 @@
+"""A Slack Web API stand-in on 127.0.0.1 for the review gate's tests.
+
+It implements, over real HTTP, the methods the gate calls (chat.postMessage,
+conversations.replies, reactions.get, files.getUploadURLExternal, the upload URL,
+files.completeUploadExternal), checks the bearer token like Slack does, records every call,
+and lets a test script replies, reactions and failures.
+"""
+
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List, Optional
+
+
+class FakeSlack:
+  """Start with `with FakeSlack(token, channels=['C1']) as slack:`; `slack.api_url` for the gate."""
+
+  def __init__(self, token: str, channels=('C0REVIEW',)):
+    self.token = token
+    self.channels = set(channels)
+    self.calls: List[Dict] = []
+    self.messages: Dict[str, Dict] = {}
+    self.uploads: Dict[str, bytes] = {}
+    self.failures: Dict[str, List[Dict]] = {}
+    # Applied to each new top-level message: replies (user, text) and reactions (name, user).
+    self.auto_replies: List = []
+    self.auto_reactions: List = []
+    self._lock = threading.Lock()
+    self._ts = itertools.count(1)
+    self._server = ThreadingHTTPServer(('127.0.0.1', 0), _handler(self))
+    self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+  @property
+  def api_url(self) -> str:
+    return f'http://127.0.0.1:{self._server.server_address[1]}/api/'
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._server.shutdown()
+    self._server.server_close()
+
+  # --- what tests script ----------------------------------------------------------------
+  def fail(self, method: str, status: int = 200, error: Optional[str] = None,
+           headers: Optional[Dict[str, str]] = None, times: int = 1) -> None:
+    """The next `times` calls of `method` answer `status` (and ok=false `error`)."""
+    for _ in range(times):
+      self.failures.setdefault(method, []).append(
+          {'status': status, 'error': error, 'headers': headers or {}})
+
+  def reply(self, thread_ts: str, user: str, text: str) -> None:
+    with self._lock:
+      self._add_message(self.messages[thread_ts]['channel'], user, text, thread_ts)
+
+  def react(self, ts: str, name: str, user: str) -> None:
+    with self._lock:
+      reactions = self.messages[ts].setdefault('reactions', [])
+      for r in reactions:
+        if r['name'] == name:
+          r['users'].append(user)
+          r['count'] += 1
+          return
+      reactions.append({'name': name, 'users': [user], 'count': 1})
+
+  # --- what tests read --------------------------------------------------------------------
+  def calls_to(self, method: str) -> List[Dict]:
+    return [c for c in list(self.calls) if c['method'] == method]
+
+  def threads(self) -> List[str]:
+    """The ts of every top-level message, oldest first."""
+    with self._lock:
+      return sorted(m['ts'] for m in self.messages.values() if 'thread_ts' not in m)
+
+  def top_level_posts(self) -> List[Dict]:
+    return [c for c in self.calls_to('chat.postMessage')
+            if c['ok'] and not c['params'].get('thread_ts')]
+
+  # --- server side ------------------------------------------------------------------------
+  def _add_message(self, channel, user, text, thread_ts=None, bot=False, **extra):
+    ts = f'{int(time.time())}.{next(self._ts):06d}'
+    message = {'type': 'message', 'ts': ts, 'text': text, 'channel': channel, **extra}
+    if bot:
+      message['bot_id'] = 'B0GATE'
+    else:
+      message['user'] = user
+    if thread_ts:
+      message['thread_ts'] = thread_ts
+    self.messages[ts] = message
+    return message
+
+  def handle(self, method: str, params: Dict, authorization: str):
+    """Returns (status, headers, body dict) for one API call."""
+    with self._lock:
+      queued = self.failures.get(method)
+      if queued:
+        failure = queued.pop(0)
+        body = {'ok': False, 'error': failure['error'] or 'ratelimited'}
+        return failure['status'], failure['headers'], body
+      if authorization != f'Bearer {self.token}':
+        return 200, {}, {'ok': False, 'error': 'invalid_auth'}
+      channel = params.get('channel') or params.get('channel_id')
+      if method in ('chat.postMessage', 'conversations.replies', 'reactions.get',
+                    'files.completeUploadExternal') and channel not in self.channels:
+        return 200, {}, {'ok': False, 'error': 'channel_not_found'}
+      if method == 'chat.postMessage':
+        message = self._add_message(channel, None, params.get('text', ''),
+                                    params.get('thread_ts'), bot=True,
+                                    blocks=params.get('blocks'))
+        if not params.get('thread_ts'):
+          for user, text in self.auto_replies:
+            self._add_message(channel, user, text, message['ts'])
+          for name, user in self.auto_reactions:
+            message.setdefault('reactions', []).append({'name': name, 'users': [user], 'count': 1})
+        return 200, {}, {'ok': True, 'channel': channel, 'ts': message['ts'], 'message': message}
+      if method == 'conversations.replies':
+        ts = params.get('ts')
+        if ts not in self.messages:
+          return 200, {}, {'ok': False, 'error': 'thread_not_found'}
+        thread = [m for m in self.messages.values()
+                  if m['ts'] == ts or m.get('thread_ts') == ts]
+        return 200, {}, {'ok': True, 'messages': sorted(thread, key=lambda m: m['ts']),
+                         'has_more': False}
+      if method == 'reactions.get':
+        message = self.messages.get(params.get('timestamp'))
+        if message is None:
+          return 200, {}, {'ok': False, 'error': 'message_not_found'}
+        return 200, {}, {'ok': True, 'type': 'message', 'channel': channel, 'message': message}
+      if method == 'files.getUploadURLExternal':
+        file_id = f'F{next(self._ts):06d}'
+        return 200, {}, {'ok': True, 'file_id': file_id,
+                         'upload_url': self.api_url.replace('/api/', f'/upload/{file_id}')}
+      if method == 'files.completeUploadExternal':
+        files = json.loads(params.get('files') or '[]')
+        return 200, {}, {'ok': True, 'files': [{'id': f['id'], 'title': f.get('title')}
+                                               for f in files]}
+      return 404, {}, {'ok': False, 'error': 'unknown_method'}
+
+
+def _handler(slack: FakeSlack):
+
+  class Handler(BaseHTTPRequestHandler):
+
+    def log_message(self, *args):  # keep test output clean
+      pass
+
+    def do_GET(self):
+      self.do_POST()
+
+    def do_POST(self):
+      url = urllib.parse.urlparse(self.path)
+      raw = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+      if url.path.startswith('/upload/'):
+        slack.uploads[url.path.rsplit('/', 1)[1]] = raw
+        slack.calls.append({'method': 'upload', 'params': {}, 'ok': True, 'time': time.monotonic(),
+                            'authorization': self.headers.get('Authorization', '')})
+        return self._send(200, {}, b'OK - %d' % len(raw), 'text/plain')
+      params = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+      content_type = self.headers.get('Content-Type', '')
+      if raw and content_type.startswith('application/json'):
+        params.update(json.loads(raw))
+      elif raw:
+        params.update({k: v[-1] for k, v in urllib.parse.parse_qs(raw.decode()).items()})
+      method = url.path.rsplit('/', 1)[-1]
+      status, headers, body = slack.handle(method, params,
+                                           self.headers.get('Authorization', ''))
+      slack.calls.append({'method': method, 'params': params, 'status': status,
+                          'ok': bool(body.get('ok')), 'time': time.monotonic(),
+                          'authorization': self.headers.get('Authorization', '')})
+      data = json.dumps(body).encode() if status < 500 else b'<html>upstream error</html>'
+      self._send(status, headers, data,
+                 'application/json; charset=utf-8' if status < 500 else 'text/html')
+
+    def _send(self, status, headers, data, content_type):
+      self.send_response(status)
+      self.send_header('Content-Type', content_type)
+      self.send_header('Content-Length', str(len(data)))
+      for key, value in headers.items():
+        self.send_header(key, value)
+      self.end_headers()
+      self.wfile.write(data)
+
+  return Handler

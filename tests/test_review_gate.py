@@ -1,0 +1,366 @@
+"""HumanReviewGate against a Slack Web API stand-in on 127.0.0.1, the local store and the policy.
+
+Each test runs the real executor; Slack is `slack_server.FakeSlack`, a real HTTP server.
+"""
+
+import logging as py_logging
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from slack_server import FakeSlack
+import test_review_gate_support as support
+
+from components.review_gate import auto_policy
+from components.review_gate import review_store
+from components.review_gate import slack_backend
+
+ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
+
+
+@pytest.fixture
+def token(monkeypatch):
+  value = 'xoxb-' + secrets.token_hex(12)
+  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
+  return value
+
+
+@pytest.fixture
+def slack(token):
+  with FakeSlack(token) as server:
+    yield server
+
+
+@pytest.fixture
+def logs(caplog):
+  caplog.set_level(py_logging.INFO)
+  return caplog
+
+
+def _props(slack, **overrides):
+  return support.gate_properties(slack_api_url=slack.api_url, **overrides)
+
+
+def _review(blessing):
+  return {name: blessing.get_string_custom_property(name)
+          for name in ('review_decision', 'reviewer', 'review_comment', 'review_backend',
+                       'review_reason', 'slack_channel', 'slack_thread_ts', 'review_id')}
+
+
+def _blessed_file(blessing):
+  return sorted(os.listdir(blessing.uri))
+
+
+def test_approval_in_thread_blesses_and_message_carries_the_audit(tmp_path, slack, logs):
+  slack.auto_replies = [(ALICE, 'approve - checked class 8 by hand')]
+  evaluation = support.write_evaluation(str(tmp_path / 'eval'), overall=0.931, hard=0.612)
+  blessing = support.run_gate(str(tmp_path), _props(slack), evaluation_uri=evaluation)
+
+  assert blessing.get_int_custom_property('blessed') == 1
+  assert _blessed_file(blessing) == ['BLESSED']
+  review = _review(blessing)
+  assert review['review_decision'] == 'approved'
+  assert review['reviewer'] == ALICE
+  assert review['review_comment'] == 'checked class 8 by hand'
+  assert review['review_backend'] == 'slack'
+  posts = slack.top_level_posts()
+  assert len(posts) == 1
+  assert [review['slack_thread_ts']] == slack.threads()
+  assert review['slack_channel'] == 'C0REVIEW'
+  assert blessing.get_string_custom_property('current_model') == str(tmp_path / 'Trainer/model/3')
+  assert blessing.get_int_custom_property('current_model_id') == 11
+  blocks = str(posts[0]['params']['blocks'])
+  assert '1797 seen, 1790 scored, 7 quarantined, 200 flagged' in blocks
+  assert 'overall 93.1%, hard slice 61.2%' in blocks
+  # Worst class first: class 8 has the largest flagged share.
+  assert blocks.index('class 8 (train): 31/100') < blocks.index('class 3 (train): 14/120')
+  assert '`digit-0412` (train) label 8, predicted 1' in blocks
+  assert 'digit-&lt;0099&gt;' in blocks  # data is escaped, not read as Slack markup
+  assert 'https://reports.example.com/digits_audit/12/report.html' in blocks
+  # The montage went into the thread through the three-step upload.
+  complete = slack.calls_to('files.completeUploadExternal')
+  assert len(complete) == 1 and complete[0]['params']['thread_ts'] == review['slack_thread_ts']
+  assert list(slack.uploads.values())[0].startswith(b'\x89PNG')
+  # The thread is told what happened.
+  confirmations = [c for c in slack.calls_to('chat.postMessage') if c['params'].get('thread_ts')]
+  assert 'Approved by <@U0ALICE>' in confirmations[0]['params']['text']
+
+
+def test_rejection_with_comment_does_not_bless(tmp_path, slack):
+  slack.auto_replies = [(BOB, 'Reject: class 8 labels look swapped with 1')]
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert _blessed_file(blessing) == ['NOT_BLESSED']
+  review = _review(blessing)
+  assert (review['review_decision'], review['reviewer'], review['review_comment']) == (
+      'rejected', BOB, 'class 8 labels look swapped with 1')
+  assert not slack.calls_to('files.getUploadURLExternal')  # no montage, no upload
+
+
+def test_non_approver_is_ignored_and_the_review_times_out(tmp_path, slack, logs):
+  slack.auto_replies = [(EVE, 'approve'), (EVE, 'lgtm')]
+  slack.auto_reactions = [('white_check_mark', EVE)]
+  started = time.monotonic()
+  blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=1.5))
+  elapsed = time.monotonic() - started
+
+  assert blessing.get_int_custom_property('blessed') == 0
+  review = _review(blessing)
+  assert review['review_decision'] == 'timeout'
+  assert review['reviewer'] == ''
+  assert 'no decision from an approver within 1.5s' in review['review_reason']
+  assert 1.5 <= elapsed < 8
+  ignored = [r.getMessage() for r in logs.records if 'not a listed approver' in r.getMessage()]
+  # One line per ignored answer, not one per poll.
+  assert len(ignored) == 3 and all(EVE in line for line in ignored)
+  assert len(slack.calls_to('conversations.replies')) >= 3
+
+
+def test_approver_reaction_decides_and_rejection_outweighs_approval(tmp_path, slack):
+  slack.auto_reactions = [('white_check_mark', ALICE), ('x', BOB)]
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+  review = _review(blessing)
+  assert (review['review_decision'], review['reviewer']) == ('rejected', BOB)
+  assert 'reaction :x:' in review['review_reason']
+
+
+def test_late_answer_while_polling(tmp_path, slack):
+  import threading
+
+  def answer_later():
+    deadline = time.monotonic() + 20
+    while not slack.threads() and time.monotonic() < deadline:
+      time.sleep(0.05)
+    time.sleep(0.6)
+    slack.react(slack.threads()[0], '+1', BOB)
+
+  thread = threading.Thread(target=answer_later)
+  thread.start()
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+  thread.join()
+  review = _review(blessing)
+  assert (review['review_decision'], review['reviewer']) == ('approved', BOB)
+  assert len(slack.calls_to('reactions.get')) >= 2  # it kept looking until the answer
+
+
+def test_rate_limit_then_success_honours_retry_after(tmp_path, slack, logs):
+  slack.fail('chat.postMessage', status=429, error='ratelimited', headers={'Retry-After': '1'})
+  slack.auto_replies = [(ALICE, 'approve')]
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+
+  attempts = [c for c in slack.calls_to('chat.postMessage') if not c['params'].get('thread_ts')]
+  assert [c['status'] for c in attempts] == [429, 200]
+  assert attempts[1]['time'] - attempts[0]['time'] >= 1.0
+  assert len(slack.top_level_posts()) == 1
+  assert blessing.get_int_custom_property('blessed') == 1
+  assert any('HTTP 429' in r.getMessage() and 'retrying in 1.0s' in r.getMessage()
+             for r in logs.records)
+
+
+def test_server_errors_are_retried_with_backoff(tmp_path, slack):
+  slack.fail('conversations.replies', status=503, times=2)
+  slack.auto_replies = [(ALICE, 'approve')]
+  blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=10.0),
+                              with_montage=False)
+  replies = slack.calls_to('conversations.replies')
+  assert [c['status'] for c in replies[:3]] == [503, 503, 200]
+  # Backoff doubles: 1s after the first failure, 2s after the second.
+  assert replies[1]['time'] - replies[0]['time'] >= 1.0
+  assert replies[2]['time'] - replies[1]['time'] >= 2.0
+  assert blessing.get_int_custom_property('blessed') == 1
+
+
+@pytest.mark.parametrize('error', ['invalid_auth', 'channel_not_found', 'not_in_channel'])
+def test_permanent_slack_error_fails_closed_without_waiting(tmp_path, slack, error):
+  slack.fail('chat.postMessage', error=error)
+  started = time.monotonic()
+  blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=30.0))
+  assert time.monotonic() - started < 10  # not retried, not waited out
+  assert blessing.get_int_custom_property('blessed') == 0
+  review = _review(blessing)
+  assert review['review_decision'] == 'error'
+  assert f'Slack refused chat.postMessage with {error}' in review['review_reason']
+  assert len(slack.calls_to('chat.postMessage')) == 1
+  assert not slack.calls_to('conversations.replies')
+
+
+def test_wrong_token_is_invalid_auth(tmp_path, slack, monkeypatch):
+  monkeypatch.setenv('SLACK_BOT_TOKEN', 'xoxb-not-the-right-one')
+  blessing = support.run_gate(str(tmp_path), _props(slack))
+  assert _review(blessing)['review_decision'] == 'error'
+  assert 'invalid_auth' in _review(blessing)['review_reason']
+  assert 'xoxb-not-the-right-one' not in str(blessing.mlmd_artifact)
+
+
+def test_missing_token_names_the_variable(tmp_path, slack, monkeypatch):
+  monkeypatch.delenv('SLACK_BOT_TOKEN')
+  blessing = support.run_gate(str(tmp_path), _props(slack))
+  review = _review(blessing)
+  assert review['review_decision'] == 'error'
+  assert 'environment variable SLACK_BOT_TOKEN is empty or not set' in review['review_reason']
+  assert not slack.calls
+
+
+def test_server_down_at_posting_fails_closed_within_the_timeout(tmp_path, token):
+  import socket
+  with socket.socket() as s:  # a port with nobody listening
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  started = time.monotonic()
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=f'http://127.0.0.1:{port}/api/', timeout_seconds=2.5))
+  elapsed = time.monotonic() - started
+  review = _review(blessing)
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert review['review_decision'] == 'error'
+  assert f'chat.postMessage: cannot reach http://127.0.0.1:{port}/api/' in review['review_reason']
+  assert 'gave up after 2 attempt(s)' in review['review_reason']  # waits 1s, then 2s > left
+  assert elapsed < 2.5 + 5
+
+
+def test_evaluator_not_blessed_asks_nobody(tmp_path, slack):
+  blessing = support.run_gate(str(tmp_path), _props(slack), upstream_blessed=0)
+  assert slack.calls == []
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert _blessed_file(blessing) == ['NOT_BLESSED']
+  review = _review(blessing)
+  assert review['review_decision'] == 'not_blessed_upstream'
+  assert 'the Evaluator did not bless the model' in review['review_reason']
+  assert not os.path.exists(tmp_path / 'reviews')
+
+
+def test_evaluator_blessed_goes_on_to_ask(tmp_path, slack):
+  slack.auto_replies = [(ALICE, 'approve')]
+  blessing = support.run_gate(str(tmp_path), _props(slack), upstream_blessed=1,
+                              with_montage=False)
+  assert blessing.get_int_custom_property('blessed') == 1
+  assert len(slack.top_level_posts()) == 1
+
+
+_CRASHING_GATE = textwrap.dedent('''
+    import sys
+    sys.path[:0] = [{tests!r}, {repo!r}]
+    import test_review_gate_support as support
+    support.run_gate({root!r}, support.gate_properties(
+        slack_api_url={url!r}, timeout_seconds=120.0, poll_interval_seconds=0.2))
+''')
+
+
+def test_retried_execution_resumes_the_same_thread(tmp_path, slack, token):
+  """The first execution dies while waiting; the retry answers in the same thread."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = _CRASHING_GATE.format(tests=os.path.join(repo, 'tests'), repo=repo,
+                                 root=str(tmp_path), url=slack.api_url)
+  first = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 60
+    while not slack.calls_to('conversations.replies') and time.monotonic() < deadline:
+      assert first.poll() is None, 'the first execution ended before it was waiting'
+      time.sleep(0.1)
+  finally:
+    first.kill()  # what a preempted worker or a killed pod looks like
+    first.wait()
+  assert len(slack.top_level_posts()) == 1
+  [thread_ts] = slack.threads()
+  pending = review_store.ReviewStore(str(tmp_path / 'reviews')).list()
+  assert [(r['status'], r['slack_thread_ts']) for r in pending] == [('pending', thread_ts)]
+
+  slack.reply(thread_ts, ALICE, 'approve after the retry')
+  blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=10.0))
+  assert len(slack.top_level_posts()) == 1  # resumed, not posted again
+  assert len(slack.calls_to('files.completeUploadExternal')) == 1  # montage not sent twice
+  review = _review(blessing)
+  assert (review['review_decision'], review['slack_thread_ts'], review['review_id']) == (
+      'approved', thread_ts, pending[0]['review_id'])
+  # The review is closed; running the gate again asks again in a new thread.
+  slack.auto_replies = [(BOB, 'reject')]
+  again = support.run_gate(str(tmp_path), _props(slack), execution_id=8)
+  assert len(slack.top_level_posts()) == 2
+  assert _review(again)['review_id'] != review['review_id']
+
+
+def test_token_never_reaches_logs_or_outputs(tmp_path, slack, token, logs, capfd):
+  slack.fail('chat.postMessage', status=429, headers={'Retry-After': '0'})
+  slack.auto_replies = [(ALICE, 'approve')]
+  blessing = support.run_gate(str(tmp_path), _props(slack))
+  assert blessing.get_int_custom_property('blessed') == 1
+  assert all(c['authorization'] == f'Bearer {token}' for c in slack.calls
+             if c['method'] != 'upload')  # it was sent where it belongs
+  out, err = capfd.readouterr()
+  assert token not in out + err + logs.text
+  assert token not in str(blessing.mlmd_artifact)
+  for folder, _, files in os.walk(tmp_path):
+    for name in files:
+      with open(os.path.join(folder, name), 'rb') as f:
+        assert token.encode() not in f.read(), os.path.join(folder, name)
+
+
+def test_auto_policy_names_the_rule_that_decided(tmp_path):
+  strict = support.run_gate(str(tmp_path / 'a'), support.gate_properties(
+      backend='auto', auto_policy={'max_quarantined': 10, 'max_flagged_share': 0.1}))
+  review = _review(strict)
+  assert strict.get_int_custom_property('blessed') == 0
+  assert review['review_decision'] == 'rejected'
+  assert review['review_reason'] == ('rejected by auto policy: rule max_flagged_share failed: '
+                                     '200/1790 flagged = 0.1117 > 0.1')
+  lenient = support.run_gate(str(tmp_path / 'b'), support.gate_properties(
+      backend='auto', auto_policy={'max_flagged_share': 0.2, 'max_class_flagged_share': 0.35}))
+  assert lenient.get_int_custom_property('blessed') == 1
+  assert _review(lenient)['review_reason'].startswith('approved by auto policy: all 2 rules passed')
+  # A number the policy needs but nobody measured rejects: fail closed.
+  blind = support.run_gate(str(tmp_path / 'c'), support.gate_properties(
+      backend='auto', auto_policy={'min_hard_accuracy': 0.5}))
+  assert blind.get_int_custom_property('blessed') == 0
+  assert 'accuracy on the vog_bucket=hard slice is not available' in _review(blind)['review_reason']
+
+
+def test_auto_policy_uses_the_evaluation(tmp_path):
+  evaluation = support.write_evaluation(str(tmp_path / 'eval'), 0.95, 0.58, metric='accuracy')
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      backend='auto', auto_policy={'min_overall_accuracy': 0.9, 'min_hard_accuracy': 0.6}),
+                              evaluation_uri=evaluation)
+  assert _review(blessing)['review_reason'] == (
+      'rejected by auto policy: rule min_hard_accuracy failed: accuracy on the vog_bucket=hard '
+      'slice = 0.58 < 0.6')
+
+
+def test_reply_parsing():
+  assert slack_backend.parse_reply('approve') == ('approved', '')
+  assert slack_backend.parse_reply('<@U0GATE> LGTM!') == ('approved', '')
+  assert slack_backend.parse_reply('reject: class 3 is noisy') == ('rejected', 'class 3 is noisy')
+  assert slack_backend.parse_reply('*Rejected* - see the report') == ('rejected', 'see the report')
+  assert slack_backend.parse_reply('approvers please look') == (None, '')
+  assert slack_backend.parse_reply('should we approve?') == (None, '')
+
+
+def test_component_refuses_bad_configuration():
+  from tfx.types import channel_utils, standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components import HumanReviewGate  # pylint: disable=g-import-not-at-top
+  from components.vog.artifacts import DifficultyReport  # pylint: disable=g-import-not-at-top
+  model = channel_utils.as_channel([standard_artifacts.Model()])
+  report = channel_utils.as_channel([DifficultyReport()])
+  cases = [
+      (dict(backend='email'), "backend 'email' is not one of slack, local, auto"),
+      (dict(backend='slack', slack_channel='C1'), 'needs approvers'),
+      (dict(backend='slack', approvers=['U1']), 'needs slack_channel'),
+      (dict(backend='local', approvers=['alice'], timeout_seconds=0), 'timeout_seconds must be'),
+      (dict(backend='auto'), 'auto_policy needs at least one rule'),
+      (dict(backend='auto', auto_policy={'max_flaged_share': 0.1}), "rule 'max_flaged_share' is unknown"),
+      (dict(backend='local', approvers=['a'], slack_token_env='xoxb-12-34'), 'never pass the token'),
+      (dict(backend='local', approvers=['a'], report_url_template='https://x/{run}'),
+       "unknown placeholder 'run'"),
+  ]
+  for kwargs, message in cases:
+    with pytest.raises(ValueError, match=message.replace('(', r'\(')):
+      HumanReviewGate(model=model, difficulty_report=report, **kwargs)
+  gate = HumanReviewGate(model=model, difficulty_report=report, backend='auto',
+                         auto_policy={'max_flagged_share': 0.2})
+  assert gate.outputs['blessing'].type_name == 'ModelBlessing'
+  assert auto_policy.BACKEND == gate.exec_properties['backend']

@@ -1,0 +1,135 @@
+"""Inputs for the review gate's tests: a DifficultyReport folder, TFMA metrics, executor runs."""
+
+import json
+import os
+from typing import Dict, Optional
+
+from PIL import Image
+
+SUMMARY = {
+    'format_version': 1, 'created_at': '2025-01-01T00:00:00Z',
+    'settings': {'label_key': 'label', 'target': 'loss', 'label_mode': 'label',
+                 'normalize': 'class', 'stage': 'complete', 'num_checkpoints': 10,
+                 'splits': ['train', 'eval'], 'batch_size': 256, 'inspection_budget': 200,
+                 'bucket_percentiles': [50, 90], 'example_id_key': 'example_id'},
+    'checkpoints': [{'path': 'epoch-0003.keras', 'epoch': 3, 'step': 96}],
+    'counts': {'seen': 1797, 'scored': 1790, 'quarantined': 7, 'flagged': 200},
+    'splits': {'train': {'seen': 1437, 'scored': 1432, 'quarantined': 5, 'flagged': 160},
+               'eval': {'seen': 360, 'scored': 358, 'quarantined': 2, 'flagged': 40}},
+    'per_class': [
+        {'split': 'train', 'class': 3, 'count': 120, 'flagged': 14, 'flagged_share': 0.1167,
+         'vog_raw_mean': 0.012, 'vog_raw_std': 0.004, 'error_rate': 0.05},
+        {'split': 'train', 'class': 8, 'count': 100, 'flagged': 31, 'flagged_share': 0.31,
+         'vog_raw_mean': 0.02, 'vog_raw_std': 0.006, 'error_rate': 0.12},
+        {'split': 'eval', 'class': 1, 'count': 40, 'flagged': 2, 'flagged_share': 0.05,
+         'vog_raw_mean': 0.01, 'vog_raw_std': 0.003, 'error_rate': 0.0},
+    ],
+    'error_rate_by_decile': [], 'baseline': None, 'drift': None,
+}
+
+FLAGGED = [
+    {'rank': 1, 'example_id': 'digit-0412', 'split': 'train', 'label': 8, 'predicted_class': 1,
+     'target_class': 8, 'vog_score': 4.2, 'vog_raw': 0.03, 'vog_percentile': 99.9},
+    {'rank': 2, 'example_id': 'digit-<0099>', 'split': 'train', 'label': 3,
+     'predicted_class': 5, 'target_class': 3, 'vog_score': 3.9, 'vog_raw': 0.028,
+     'vog_percentile': 99.8},
+]
+
+
+def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None) -> str:
+  """A DifficultyReport folder as VarianceOfGradients writes it."""
+  os.makedirs(folder, exist_ok=True)
+  summary = dict(SUMMARY, counts=dict(SUMMARY['counts'], **(counts or {})))
+  with open(os.path.join(folder, 'summary.json'), 'w') as f:
+    json.dump(summary, f)
+  with open(os.path.join(folder, 'flagged.jsonl'), 'w') as f:
+    for row in FLAGGED:
+      f.write(json.dumps(row) + '\n')
+  with open(os.path.join(folder, 'quarantine.jsonl'), 'w') as f:
+    f.write(json.dumps({'example_id': 'digit-9999', 'reason': 'missing label'}) + '\n')
+  with open(os.path.join(folder, 'report.html'), 'w') as f:
+    f.write('<html><body>report</body></html>')
+  if with_montage:
+    Image.new('RGB', (32, 16), (200, 30, 30)).save(os.path.join(folder, 'flagged.png'))
+  return folder
+
+
+def write_evaluation(folder: str, overall: float, hard: float,
+                     metric: str = 'sparse_categorical_accuracy') -> str:
+  """TFMA metrics output (metrics-*.tfrecord of MetricsForSlice) with two slices."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_analysis.proto import metrics_for_slice_pb2  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  records = []
+  for slice_value, value in ((None, overall), (b'hard', hard)):
+    m = metrics_for_slice_pb2.MetricsForSlice()
+    if slice_value is not None:
+      key = m.slice_key.single_slice_keys.add()
+      key.column, key.bytes_value = 'vog_bucket', slice_value
+    kv = m.metric_keys_and_values.add()
+    kv.key.name = metric
+    kv.value.double_value.value = value
+    kv = m.metric_keys_and_values.add()
+    kv.key.name = 'example_count'
+    kv.value.double_value.value = 100.0
+    records.append(m.SerializeToString())
+  with tf.io.TFRecordWriter(os.path.join(folder, 'metrics-00000-of-00001.tfrecord')) as w:
+    for r in records:
+      w.write(r)
+  return folder
+
+
+def gate_properties(**overrides) -> Dict:
+  """Exec properties as HumanReviewGate serialises them, with short test times."""
+  props = {
+      'backend': 'slack', 'approvers': json.dumps(['U0ALICE', 'U0BOB']),
+      'timeout_seconds': 5.0, 'poll_interval_seconds': 0.2, 'slack_channel': 'C0REVIEW',
+      'slack_token_env': 'SLACK_BOT_TOKEN', 'slack_api_url': None,
+      'report_url_template': 'https://reports.example.com/{pipeline}/{report_id}/report.html',
+      'auto_policy': None, 'reviews_dir': None,
+  }
+  for key, value in overrides.items():
+    props[key] = json.dumps(value) if key in ('approvers', 'auto_policy') and value else value
+  return props
+
+
+def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
+             evaluation_uri: Optional[str] = None, with_montage: bool = True,
+             execution_id: int = 7, model_id: int = 11, report_id: int = 12):
+  """Runs the HumanReviewGate executor as the orchestrator would; returns the output blessing.
+
+  Artifacts live under `root` laid out like a pipeline root, so reviews land in root/reviews.
+  """
+  from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
+  from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.review_gate import executor  # pylint: disable=g-import-not-at-top
+  from components.vog.artifacts import DifficultyReport  # pylint: disable=g-import-not-at-top
+
+  model = standard_artifacts.Model()
+  model.uri, model.id = os.path.join(root, 'Trainer', 'model', '3'), model_id
+  os.makedirs(model.uri, exist_ok=True)
+  report = DifficultyReport()
+  report.uri, report.id = os.path.join(root, 'VarianceOfGradients', 'difficulty_report', '5'), report_id
+  if not os.path.exists(os.path.join(report.uri, 'summary.json')):
+    write_report(report.uri, with_montage=with_montage)
+  inputs = {'model': [model], 'difficulty_report': [report]}
+  if upstream_blessed is not None:
+    upstream = standard_artifacts.ModelBlessing()
+    upstream.uri, upstream.id = os.path.join(root, 'Evaluator', 'blessing', '6'), 21
+    upstream.set_int_custom_property('blessed', upstream_blessed)
+    inputs['model_blessing'] = [upstream]
+  if evaluation_uri:
+    evaluation = standard_artifacts.ModelEvaluation()
+    evaluation.uri, evaluation.id = evaluation_uri, 22
+    inputs['evaluation'] = [evaluation]
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = os.path.join(root, 'HumanReviewGate', 'blessing', str(execution_id))
+  os.makedirs(blessing.uri, exist_ok=True)
+  node = pipeline_pb2.PipelineNode()
+  node.node_info.id = 'HumanReviewGate'
+  context = base_executor.BaseExecutor.Context(
+      tmp_dir=os.path.join(root, '.tmp'), unique_id=str(execution_id), pipeline_node=node,
+      pipeline_info=pipeline_pb2.PipelineInfo(id='digits_audit'), pipeline_run_id='run-1')
+  executor.Executor(context).Do(inputs, {'blessing': [blessing]}, props)
+  return blessing
