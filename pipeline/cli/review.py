@@ -1,0 +1,111 @@
+"""`vog-audit review`: list and answer the reviews that HumanReviewGate(backend='local') waits on.
+
+    vog-audit review list [--all]
+    vog-audit review approve ID --by NAME [--comment TEXT]
+    vog-audit review reject ID --by NAME [--comment TEXT]
+
+Reviews live in `<pipeline root>/reviews` (override with --reviews-dir). Only the gate's
+approvers may answer, and each review takes one answer. Bad input exits 2 with one line.
+"""
+
+import os
+import sys
+
+import click
+
+from components.review_gate import review_store
+
+DEFAULT_PIPELINE_ROOT = os.path.join('demo_output', 'pipeline')
+
+
+def _fail(message: str) -> None:
+  click.echo(f'error: {message}', err=True)
+  sys.exit(2)
+
+
+def _store(pipeline_root: str, reviews_dir: str) -> review_store.ReviewStore:
+  folder = reviews_dir or review_store.default_reviews_dir(pipeline_root)
+  if not os.path.isdir(folder):
+    _fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
+          'waiting (or --reviews-dir)')
+  try:
+    return review_store.ReviewStore(folder)
+  except review_store.ReviewStoreError as e:
+    _fail(str(e))
+
+
+def _location_options(fn):
+  fn = click.option('--reviews-dir', default=None, type=click.Path(file_okay=False),
+                    help='Folder of review files; default <pipeline root>/reviews.')(fn)
+  return click.option('--pipeline-root', default=DEFAULT_PIPELINE_ROOT, show_default=True,
+                      type=click.Path(file_okay=False),
+                      help='Pipeline root the gate runs under.')(fn)
+
+
+@click.group()
+def review():
+  """List and answer pending model reviews (HumanReviewGate backend='local')."""
+
+
+@review.command('list')
+@_location_options
+@click.option('--all', 'show_all', is_flag=True, help='Also show closed reviews.')
+def list_reviews(pipeline_root, reviews_dir, show_all):
+  """Show pending reviews: ID, status, model, headline counts, who may answer."""
+  store = _store(pipeline_root, reviews_dir)
+  try:
+    records = store.list(include_closed=show_all)
+  except review_store.ReviewStoreError as e:
+    _fail(str(e))
+  if not records:
+    click.echo(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}')
+    return
+  for r in records:
+    counts = (r.get('headline') or {}).get('counts') or {}
+    decision = r.get('decision') or {}
+    state = decision.get('decision') if r.get('closed') else r['status']
+    click.echo(f'{r["review_id"]}  {state:<9} {r.get("backend")}  {r.get("created_at")}  '
+               f'pipeline {r.get("pipeline") or "-"}  model #{r.get("model_id")} '
+               f'{r.get("model_uri")}')
+    click.echo(f'    {counts.get("flagged", "?")} flagged of {counts.get("scored", "?")} scored, '
+               f'{counts.get("quarantined", "?")} quarantined; report '
+               f'{(r.get("headline") or {}).get("report_url", "-")}')
+    if decision:
+      who = f' by {decision.get("reviewer")}' if decision.get('reviewer') else ''
+      note = f': {decision.get("comment")}' if decision.get('comment') else ''
+      click.echo(f'    {decision.get("decision")}{who} at {decision.get("reviewed_at")}{note}')
+    elif r.get('backend') == 'slack':
+      click.echo(f'    answer in Slack channel {r.get("slack_channel")} thread '
+                 f'{r.get("slack_thread_ts") or "(not posted yet)"}')
+    else:
+      click.echo(f'    approvers: {", ".join(r.get("approvers") or [])}')
+
+
+def _answer(approve: bool, review_id, by, comment, pipeline_root, reviews_dir):
+  store = _store(pipeline_root, reviews_dir)
+  try:
+    record = store.answer(review_id, approve=approve, by=by, comment=comment or '')
+  except review_store.ReviewStoreError as e:
+    _fail(str(e))
+  click.echo(f'review {record["review_id"]} {record["status"]} by {by}; the waiting gate '
+             'picks it up at its next poll')
+
+
+@review.command()
+@click.argument('review_id')
+@click.option('--by', default='', help='Who approves (one of the gate\'s approvers).')
+@click.option('--comment', default='', help='Why, for the record.')
+@_location_options
+def approve(review_id, by, comment, pipeline_root, reviews_dir):
+  """Approve pending review REVIEW_ID: the gate blesses the model."""
+  _answer(True, review_id, by, comment, pipeline_root, reviews_dir)
+
+
+@review.command()
+@click.argument('review_id')
+@click.option('--by', default='', help='Who rejects (one of the gate\'s approvers).')
+@click.option('--comment', default='', help='Why, for the record and the next training run.')
+@_location_options
+def reject(review_id, by, comment, pipeline_root, reviews_dir):
+  """Reject pending review REVIEW_ID: the gate does not bless the model."""
+  _answer(False, review_id, by, comment, pipeline_root, reviews_dir)
