@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import os
+import tempfile
 import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -170,7 +171,7 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
           f'model input {spec.name!r} has shape {spec.shape} with an unknown size; '
           'give a module_file whose vog_inputs_fn returns fixed-size inputs')
 
-  wanted = settings.splits or sorted(split_patterns)
+  wanted = settings.splits or list(split_patterns)
   unknown = [s for s in wanted if s not in split_patterns]
   if unknown:
     raise AuditConfigError(f'split(s) {unknown} do not exist in the examples; '
@@ -374,8 +375,10 @@ def previews_of(plan: AuditPlan, flagged: Sequence[Mapping[str, Any]],
       parsed = parser.parse(row['split'], serialized)
       if isinstance(parsed, examples_io.ScorableExample):
         image = parsed.inputs[image_input]
+    if image is not None:  # The page shows the image; the montage captions these.
+      features = {'label': str(row['label']), 'predicted_class': str(row['predicted_class'])}
     previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
-                                               {} if image is not None else features))
+                                               features))
   return previews
 
 
@@ -394,4 +397,7 @@ def write_report_page(report_dir: str, summary: Mapping[str, Any],
   html = report_html.render_report(summary, flagged, sample, previews)
   with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
     f.write(html)
-  report_html.write_flagged_montage(os.path.join(report_dir, MONTAGE_FILE), previews)
+  with tempfile.TemporaryDirectory() as tmp:  # report_dir may be remote (gs://...).
+    local = os.path.join(tmp, MONTAGE_FILE)
+    if report_html.write_flagged_montage(local, previews):
+      tf.io.gfile.copy(local, os.path.join(report_dir, MONTAGE_FILE), overwrite=True)
