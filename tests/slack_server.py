@@ -123,8 +123,11 @@ class FakeSlack:
           return 200, {}, {'ok': False, 'error': 'thread_not_found'}
         thread = [m for m in self.messages.values()
                   if m['ts'] == ts or m.get('thread_ts') == ts]
-        return 200, {}, {'ok': True, 'messages': sorted(thread, key=lambda m: m['ts']),
-                         'has_more': False}
+        thread.sort(key=lambda m: m['ts'])
+        start, limit = int(params.get('cursor') or 0), int(params.get('limit') or 1000)
+        page, more = thread[start:start + limit], start + limit < len(thread)
+        return 200, {}, {'ok': True, 'messages': page, 'has_more': more,
+                         'response_metadata': {'next_cursor': str(start + limit) if more else ''}}
       if method == 'reactions.get':
         message = self.messages.get(params.get('timestamp'))
         if message is None:

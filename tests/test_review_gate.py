@@ -149,6 +149,15 @@ def test_late_answer_while_polling(tmp_path, slack):
   assert len(slack.calls_to('reactions.get')) >= 2  # it kept looking until the answer
 
 
+def test_decision_on_the_second_page_of_a_long_thread(tmp_path, slack):
+  slack.auto_replies = [(EVE, f'looking at example {i}') for i in range(230)]
+  slack.auto_replies.append((BOB, 'reject: see the discussion above'))
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+  assert _review(blessing)['review_decision'] == 'rejected'
+  pages = slack.calls_to('conversations.replies')
+  assert [c['params'].get('cursor') for c in pages[:2]] == [None, '200']
+
+
 def test_rate_limit_then_success_honours_retry_after(tmp_path, slack, logs):
   slack.fail('chat.postMessage', status=429, error='ratelimited', headers={'Retry-After': '1'})
   slack.auto_replies = [(ALICE, 'approve')]

@@ -88,7 +88,7 @@ class Executor(base_executor.BaseExecutor):
     approvers = json.loads(exec_properties['approvers'])
     node_id = self._node_id()
     record, resumed = store.open_review(
-        _fingerprint(pipeline, node_id, model, report, upstream, evaluation),
+        _fingerprint(pipeline, node_id, backend, model, report, upstream, evaluation),
         {'backend': backend, 'pipeline': pipeline, 'run_id': run_id, 'node_id': node_id,
          'model_uri': model.uri, 'model_id': model.id, 'report_uri': report.uri,
          'report_id': report.id, 'approvers': approvers, 'headline': summary.headline(),
@@ -98,12 +98,7 @@ class Executor(base_executor.BaseExecutor):
                  store.reviews_dir)
     timeout = float(exec_properties['timeout_seconds'])
     poll = float(exec_properties['poll_interval_seconds'])
-    if record.get('backend') != backend:
-      outcome = decision_lib.Decision(
-          decision=decision_lib.ERROR, backend=backend,
-          reason=f'review {review_id} for these inputs is open as a {record.get("backend")} '
-          f'review; answer or delete it in {store.reviews_dir} before switching backends')
-    elif record['status'] != review_store.PENDING and record.get('decision'):
+    if record['status'] != review_store.PENDING and record.get('decision'):
       outcome = decision_lib.Decision.from_json(record['decision'])
       logging.info('Review %s was already answered: %s', review_id, outcome.decision)
     elif backend == local_backend.BACKEND:
@@ -150,9 +145,10 @@ def _upstream_refusal(upstream: Optional[types.Artifact]) -> str:
   return ''
 
 
-def _fingerprint(pipeline: str, node_id: str, *artifacts: Optional[types.Artifact]) -> str:
+def _fingerprint(pipeline: str, node_id: str, backend: str,
+                 *artifacts: Optional[types.Artifact]) -> str:
   """Identifies the question: the same inputs to the same gate resume the same review."""
-  parts = [pipeline, node_id] + [f'{a.type_name}:{a.id}:{a.uri}' if a is not None else '-'
+  parts = [pipeline, node_id, backend] + [f'{a.type_name}:{a.id}:{a.uri}' if a is not None else '-'
                                  for a in artifacts]
   return hashlib.sha256('\n'.join(parts).encode('utf-8')).hexdigest()
 

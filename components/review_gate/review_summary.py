@@ -10,6 +10,8 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from absl import logging
+
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
 MONTAGE_FILE = 'flagged.png'
@@ -115,8 +117,10 @@ def read_accuracies(evaluation_uri: Optional[str]):
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   try:
     metrics = list(tfma.load_metrics(evaluation_uri))
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
     # A missing or unreadable evaluation shows as n/a; the Evaluator's blessing still gates.
+    logging.warning('Cannot read TFMA metrics at %s (%s); accuracy shows as n/a',
+                    evaluation_uri, str(e).splitlines()[0] if str(e) else type(e).__name__)
     return None, None
   overall = hard = None
   for per_slice in metrics:

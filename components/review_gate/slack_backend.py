@@ -278,10 +278,16 @@ class SlackReview:
 
     A rejection from any approver outweighs approvals seen in the same look: fail closed.
     """
-    replies = self._call('conversations_replies', deadline, channel=self.channel, ts=thread_ts,
-                         limit=200)
+    messages, cursor = [], None
+    while True:  # a long discussion spans pages
+      page = self._call('conversations_replies', deadline, channel=self.channel, ts=thread_ts,
+                        limit=200, **({'cursor': cursor} if cursor else {}))
+      messages.extend(page.get('messages') or [])
+      cursor = (page.get('response_metadata') or {}).get('next_cursor')
+      if not page.get('has_more') or not cursor:
+        break
     approvals, rejections = [], []
-    for message in replies.get('messages') or []:
+    for message in messages:
       if message.get('ts') == thread_ts or message.get('bot_id') or not message.get('user'):
         continue
       verdict, comment = parse_reply(message.get('text', ''))
