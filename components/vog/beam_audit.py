@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from absl import logging
 import apache_beam as beam
 from apache_beam.utils import shared
 import numpy as np
@@ -96,6 +97,7 @@ class _ScoreBatch(beam.DoFn):
 
   def setup(self):
     self._scorer = self._shared.acquire(self._scorer_factory, tag=self._cache_key)
+    self._done, self._next_log = 0, 1000
 
   def process(self, batch: List[examples_io.ScorableExample]):
     names = self._scorer.input_names
@@ -105,6 +107,10 @@ class _ScoreBatch(beam.DoFn):
       labels = np.asarray([e.label for e in batch], dtype=np.int64)
     result = self._scorer.score(inputs, labels)
     self._batches.inc()
+    self._done += len(batch)
+    if self._done >= self._next_log:
+      logging.info('VoG scored %d examples in this worker', self._done)
+      self._next_log = self._done * 2
     for i, e in enumerate(batch):
       raw = float(result.vog_raw[i])
       if not np.isfinite(raw):

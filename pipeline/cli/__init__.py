@@ -1,0 +1,40 @@
+"""`vog-audit`: score, demo, review, runs and report from the command line.
+
+Each subcommand lives in its own module and is registered below.
+"""
+
+import os
+import sys
+from typing import NoReturn
+import warnings
+
+import click
+
+# Before TensorFlow loads: keep its start-up chatter and Google's Python-version
+# notices out of the way of the lines this command prints.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+warnings.filterwarnings('ignore', category=FutureWarning, module=r'google\..*')
+
+
+def fail(message: str) -> NoReturn:
+  """Ends the command with one clear line on stderr and exit code 2 (bad input)."""
+  click.echo(f'error: {message}', err=True)
+  sys.exit(2)
+
+
+@click.group(context_settings={'help_option_names': ['-h', '--help']})
+def main():
+  """Variance of Gradients data audits for TFX pipelines."""
+
+
+def _register():
+  # Imported here so `vog-audit --help` stays fast and each module stays independent.
+  from pipeline.cli import score
+  main.add_command(score.score)
+  from pipeline.cli import review
+  main.add_command(review.review)
+  from pipeline.cli import runs
+  main.add_command(runs.runs)
+
+
+_register()
