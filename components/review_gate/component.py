@@ -113,6 +113,8 @@ class HumanReviewGate(base_component.BaseComponent):
       auto_policy: thresholds for `auto`, rules from `auto_policy.RULES`, e.g.
         `{"max_flagged_share": 0.15, "min_hard_accuracy": 0.6}`.
       reviews_dir: where pending reviews are written; default `<pipeline_root>/reviews`.
+        It must be a local or mounted path (on Vertex, e.g. `/gcs/<bucket>/reviews`):
+        reviews need file locks and atomic renames, which object stores lack.
 
     Raises:
       ValueError: an unknown backend, a Slack gate without channel or approvers, a local
