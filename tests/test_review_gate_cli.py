@@ -126,6 +126,16 @@ def test_unanswered_local_review_times_out_and_cannot_be_answered_late(tmp_path)
   assert f'review {review_id} is closed (timeout)' in late.output
 
 
+def test_list_on_a_root_without_reviews_yet(tmp_path):
+  listed = _cli('review', 'list', '--pipeline-root', str(tmp_path))
+  assert listed.exit_code == 0
+  assert listed.output == f'no pending reviews in {tmp_path}/reviews\n'
+  assert not (tmp_path / 'reviews').exists()
+  missing = _cli('review', 'list', '--pipeline-root', str(tmp_path / 'typo'))
+  assert missing.exit_code == 2
+  assert missing.output.startswith(f'error: no reviews folder at {tmp_path}/typo/reviews')
+
+
 @pytest.mark.parametrize('args, message', [
     (['approve', 'nope-1'], "error: no review 'nope-1' in {reviews}; `vog-audit review list` "
                             'shows the pending ones\n'),

@@ -98,6 +98,8 @@ class ReviewStore:
 
   def list(self, include_closed: bool = False) -> List[Dict]:
     """Returns the records, oldest first; closed ones only when asked for."""
+    if not os.path.isdir(self.reviews_dir):
+      return []  # looking must not create the folder
     with self._locked():
       records = self._read_all()
     records = [r for r in records if include_closed or not r.get('closed')]

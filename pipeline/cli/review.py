@@ -23,9 +23,12 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def _store(pipeline_root: str, reviews_dir: str) -> review_store.ReviewStore:
+def _store(pipeline_root: str, reviews_dir: str,
+           allow_empty: bool = False) -> review_store.ReviewStore:
   folder = reviews_dir or review_store.default_reviews_dir(pipeline_root)
-  if not os.path.isdir(folder):
+  # A pipeline root whose gate has not asked yet has no reviews, which is not a mistake.
+  known_root = os.path.isdir(reviews_dir or pipeline_root)
+  if not os.path.isdir(folder) and not (allow_empty and known_root):
     _fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
           'waiting (or --reviews-dir)')
   try:
@@ -52,7 +55,7 @@ def review():
 @click.option('--all', 'show_all', is_flag=True, help='Also show closed reviews.')
 def list_reviews(pipeline_root, reviews_dir, show_all):
   """Show pending reviews: ID, status, model, headline counts, who may answer."""
-  store = _store(pipeline_root, reviews_dir)
+  store = _store(pipeline_root, reviews_dir, allow_empty=True)
   try:
     records = store.list(include_closed=show_all)
   except review_store.ReviewStoreError as e:
