@@ -9,18 +9,13 @@ approvers may answer, and each review takes one answer. Bad input exits 2 with o
 """
 
 import os
-import sys
 
 import click
 
 from components.review_gate import review_store
+from pipeline.cli import fail
 
 DEFAULT_PIPELINE_ROOT = os.path.join('demo_output', 'pipeline')
-
-
-def _fail(message: str) -> None:
-  click.echo(f'error: {message}', err=True)
-  sys.exit(2)
 
 
 def _store(pipeline_root: str, reviews_dir: str,
@@ -29,12 +24,12 @@ def _store(pipeline_root: str, reviews_dir: str,
   # A pipeline root whose gate has not asked yet has no reviews, which is not a mistake.
   known_root = os.path.isdir(reviews_dir or pipeline_root)
   if not os.path.isdir(folder) and not (allow_empty and known_root):
-    _fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
+    fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
           'waiting (or --reviews-dir)')
   try:
     return review_store.ReviewStore(folder)
   except review_store.ReviewStoreError as e:
-    _fail(str(e))
+    fail(str(e))
 
 
 def _location_options(fn):
@@ -59,7 +54,7 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
   try:
     records = store.list(include_closed=show_all)
   except review_store.ReviewStoreError as e:
-    _fail(str(e))
+    fail(str(e))
   if not records:
     click.echo(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}')
     return
@@ -89,7 +84,7 @@ def _answer(approve: bool, review_id, by, comment, pipeline_root, reviews_dir):
   try:
     record = store.answer(review_id, approve=approve, by=by, comment=comment or '')
   except review_store.ReviewStoreError as e:
-    _fail(str(e))
+    fail(str(e))
   click.echo(f'review {record["review_id"]} {record["status"]} by {by}; the waiting gate '
              'picks it up at its next poll')
 

@@ -8,10 +8,11 @@ headline counts, and the review's decision, reviewer, comment, time and channel.
 import datetime
 import json
 import os
-import sys
 from typing import Dict, List
 
 import click
+
+from pipeline.cli import fail
 
 COMPONENTS = ('VarianceOfGradients', 'HumanReviewGate')
 COUNT_PROPERTIES = ('seen', 'scored', 'quarantined', 'flagged')
@@ -20,17 +21,12 @@ REVIEW_PROPERTIES = ('blessed', 'review_decision', 'reviewer', 'review_comment',
                      'slack_thread_ts')
 
 
-def _fail(message: str) -> None:
-  click.echo(f'error: {message}', err=True)
-  sys.exit(2)
-
-
 def _open_store(path: str):
   # ml_metadata is slow to import; only pay for it when this command runs.
   from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
-    _fail(f'no ML Metadata database at {path}; pass the SQLite file the pipeline writes '
+    fail(f'no ML Metadata database at {path}; pass the SQLite file the pipeline writes '
           '(e.g. demo_output/metadata.sqlite)')
   config = metadata_store_pb2.ConnectionConfig()
   config.sqlite.filename_uri = path
@@ -39,7 +35,7 @@ def _open_store(path: str):
   try:
     return metadata_store.MetadataStore(config)
   except Exception as e:  # pylint: disable=broad-except
-    _fail(f'{path} is not an ML Metadata database this version can read ({e})'.splitlines()[0])
+    fail(f'{path} is not an ML Metadata database this version can read ({e})'.splitlines()[0])
 
 
 def _value(value) -> object:
