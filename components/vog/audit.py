@@ -69,12 +69,13 @@ def compression_of(files: Sequence[str]) -> str:
     return 'GZIP' if f.read(2) == b'\x1f\x8b' else 'UNCOMPRESSED'
 
 
-def _peek(files: Sequence[str], count: int) -> List[bytes]:
+def _peek(files: Sequence[str], count: int) -> Optional[List[bytes]]:
+  """The first `count` records; None when the file framing itself is corrupt."""
   dataset = tf.data.TFRecordDataset(list(files), compression_type=compression_of(files))
   try:
     return [r.numpy() for r in dataset.take(count)]
   except tf.errors.DataLossError:
-    return []  # A corrupt first record is still read (and quarantined) by Beam.
+    return None
 
 
 class ScorerFactory:
@@ -180,7 +181,10 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   for split in wanted:
     files = sorted(tf.io.gfile.glob(split_patterns[split]))
     peeked = _peek(files, PEEK_RECORDS) if files else []
-    if not files or (not peeked and all(tf.io.gfile.stat(f).length == 0 for f in files)):
+    if peeked is None:
+      raise AuditConfigError(f'split {split!r} has a corrupt TFRecord file among {files}'
+                             ' - rewrite the examples; no record can be read past it')
+    if not peeked:
       raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
                              ' - check the examples, or leave the split out with splits=')
     split_files[split] = files

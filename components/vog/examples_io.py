@@ -127,6 +127,9 @@ class ExampleParser:
     except Exception as e:  # protobuf raises DecodeError or RuntimeWarning-like errors.
       return Quarantined(split, fingerprint(serialized), 'unparsable record',
                          f'not a tf.Example ({type(e).__name__})', serialized)
+    if serialized and example.ByteSize() == 0:  # Bytes the parser skipped as nothing.
+      return Quarantined(split, fingerprint(serialized), 'unparsable record',
+                         'not a tf.Example (no field could be read)', serialized)
     example_id = example_id_of(example, serialized, self.example_id_key)
 
     def quarantine(kind: str, detail: str) -> Quarantined:

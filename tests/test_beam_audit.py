@@ -1,0 +1,229 @@
+"""The Beam audit: runners agree, bad records are quarantined, bad config fails early.
+
+Configuration errors are checked through the component's executor and through
+`vog-audit score` (exit code 2, one clear line).
+"""
+
+import base64
+import glob
+import json
+import math
+import os
+
+from click.testing import CliRunner
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.types import standard_artifacts
+from tfx.types import artifact_utils
+
+from components.vog import audit
+from components.vog import executor as vog_executor
+from components.vog import checkpoints
+from components.vog.settings import VogSettings
+from components.vog.scoring import VogScorer
+from pipeline.cli import main as cli
+import apache_beam as beam
+import fixtures
+
+N_GOOD = 120
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('beam_audit'))
+  images, labels, _ = fixtures.digits(N_GOOD, seed=2)
+  fixtures.train_checkpoints(os.path.join(root, 'run'), images, labels, epochs=3)
+  records = [fixtures.example(im, lab, f'ok-{i}').SerializeToString()
+             for i, (im, lab) in enumerate(zip(images, labels))]
+  return root, images, labels, records
+
+
+def _run(plan, out, beam_args=()):
+  summary = audit.run_audit(plan, beam.Pipeline(argv=list(beam_args)),
+                            os.path.join(out, 'scored'), os.path.join(out, 'report'))
+  return summary, _scored(os.path.join(out, 'scored'))
+
+
+def _scored(folder):
+  rows = {}
+  for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
+    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      f = tf.train.Example.FromString(record.numpy()).features.feature
+      rows[(split, f['example_id'].bytes_list.value[0].decode())] = {
+          'vog_raw': f['vog_raw'].float_list.value[0],
+          'vog_score': f['vog_score'].float_list.value[0],
+          'vog_percentile': f['vog_percentile'].float_list.value[0],
+          'vog_bucket': f['vog_bucket'].bytes_list.value[0].decode(),
+          'vog_flagged': f['vog_flagged'].int64_list.value[0]}
+  return rows
+
+
+def test_multiprocessing_runner_gives_the_same_scores(trained, tmp_path):
+  root, _, _, records = trained
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {
+      'train': records[:80], 'eval': records[80:]})
+  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=10),
+                          os.path.join(root, 'run'), patterns)
+  summary_1, in_process = _run(plan, str(tmp_path / 'a'))
+  summary_2, two_workers = _run(plan, str(tmp_path / 'b'), [
+      '--direct_running_mode=multi_processing', '--direct_num_workers=2'])
+  assert set(in_process) == set(two_workers) and len(in_process) == N_GOOD
+  for key, row in in_process.items():
+    other = two_workers[key]
+    assert other['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-5)
+    assert other['vog_score'] == pytest.approx(row['vog_score'], rel=1e-4, abs=1e-6)
+    assert other['vog_bucket'] == row['vog_bucket']
+    assert other['vog_flagged'] == row['vog_flagged']
+  assert summary_1['counts'] == summary_2['counts']
+
+
+def test_bad_records_are_quarantined_and_none_is_lost(trained, tmp_path):
+  root, images, labels, records = trained
+  bad = {
+      'no-label': fixtures.example(images[0], None, 'no-label'),
+      'nan-pixel': fixtures.example(np.where(np.arange(64) == 5, np.nan,
+                                             images[1].reshape(-1)), labels[1], 'nan-pixel'),
+      'short': fixtures.example(images[2].reshape(-1)[:60], labels[2], 'short'),
+      'label-99': fixtures.example(images[3], 99, 'label-99'),
+  }
+  planted = [e.SerializeToString() for e in bad.values()] + [b'\x00garbage bytes']
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'),
+                                              {'train': records[:50] + planted})
+  plan = audit.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
+                          patterns)
+  summary, scored = _run(plan, str(tmp_path / 'out'))
+  assert summary['counts'] == {'seen': 55, 'scored': 50, 'quarantined': 5, 'flagged': 5}
+  assert {k[1] for k in scored} == {f'ok-{i}' for i in range(50)}
+  rows = [json.loads(l) for l in open(tmp_path / 'out' / 'report' / 'quarantine.jsonl')]
+  reasons = {r['example_id']: r['reason'] for r in rows}
+  assert reasons['no-label'].startswith('missing label')
+  assert reasons['nan-pixel'] == "non-finite value: feature 'image'"
+  assert reasons['short'].startswith("wrong shape: feature 'image' has 60 values")
+  assert reasons['label-99'].startswith('label out of range: 99 is outside [0, 10)')
+  garbage = [r for r in rows if r['kind'] == 'unparsable record']
+  assert len(garbage) == 1
+  # Nothing is lost: the quarantined record's bytes come back exactly.
+  assert base64.b64decode(garbage[0]['record_base64']) == b'\x00garbage bytes'
+  assert summary['quarantine_kinds']['train'] == {
+      'missing label': 1, 'non-finite value': 1, 'wrong shape': 1,
+      'label out of range': 1, 'unparsable record': 1}
+
+
+def _executor_inputs(root, patterns_root, splits):
+  examples = standard_artifacts.Examples()
+  examples.uri = patterns_root
+  examples.split_names = artifact_utils.encode_split_names(splits)
+  model_run = standard_artifacts.ModelRun()
+  model_run.uri = os.path.join(root, 'run')
+  return examples, model_run
+
+
+def _exec_properties(**overrides):
+  props = {'label_key': 'label', 'target': 'loss', 'label_mode': 'label',
+           'normalize': 'class', 'stage': 'complete', 'num_checkpoints': 10,
+           'splits': None, 'batch_size': 32, 'inspection_budget': 10,
+           'bucket_percentiles': '[50.0, 90.0]', 'example_id_key': 'example_id',
+           'module_file': None}
+  props.update(overrides)
+  return props
+
+
+def _bad_cases(root, tmp_path, records):
+  """(name, executor kwargs, CLI args, expected message) for each configuration error."""
+  good = str(tmp_path / 'good')
+  fixtures.write_examples_artifact(good, {'train': records[:20]})
+  empty = str(tmp_path / 'empty')
+  fixtures.write_examples_artifact(empty, {'train': []})
+  other = str(tmp_path / 'other_features')
+  fixtures.write_examples_artifact(other, {'train': [
+      tf.train.Example(features=tf.train.Features(feature={
+          'pixels': tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 64)),
+          'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})
+      ).SerializeToString()]})
+  no_manifest = str(tmp_path / 'no_manifest')
+  os.makedirs(no_manifest)
+  run = os.path.join(root, 'run')
+  return [
+      ('missing manifest', dict(model_run=no_manifest, examples=good), 
+       ['--model-run', no_manifest, '--examples', good], 'no checkpoint manifest at'),
+      ('unknown split', dict(examples=good, props={'splits': '["eval"]'}),
+       ['--model-run', run, '--examples', good, '--split', 'eval'],
+       "split(s) ['eval'] do not exist in the examples; available: ['train']"),
+      ('empty split', dict(examples=empty), ['--model-run', run, '--examples', empty],
+       "split 'train' holds no examples"),
+      ('model input missing', dict(examples=other),
+       ['--model-run', run, '--examples', other],
+       "model input(s) ['image'] are not features of split 'train'"),
+      ('negative budget', dict(examples=good, props={'inspection_budget': -1}),
+       ['--model-run', run, '--examples', good, '--inspection-budget', '-1'],
+       'inspection_budget=-1'),
+      ('stage too small', dict(examples=good, props={'stage': 'early'}),
+       ['--model-run', run, '--examples', good, '--stage', 'early'],
+       "stage 'early' holds 1 of the 3 saved checkpoints"),
+  ]
+
+
+def test_configuration_errors_fail_before_beam(trained, tmp_path):
+  root, _, _, records = trained
+  for name, case, cli_args, message in _bad_cases(root, tmp_path, records):
+    examples, model_run = _executor_inputs(root, case['examples'], ['train'])
+    if 'model_run' in case:
+      model_run.uri = case['model_run']
+    scored = standard_artifacts.Examples()
+    scored.uri = str(tmp_path / name / 'scored')
+    report = standard_artifacts.Examples()
+    report.uri = str(tmp_path / name / 'report')
+    with pytest.raises(ValueError, match=_escape(message)):
+      vog_executor.Executor().Do(
+          {'examples': [examples], 'model_run': [model_run]},
+          {'scored_examples': [scored], 'difficulty_report': [report]},
+          _exec_properties(**case.get('props', {})))
+    assert not os.path.exists(scored.uri), name  # nothing written
+
+    result = CliRunner().invoke(cli, ['score', '--output', str(tmp_path / name / 'cli')]
+                                + cli_args)
+    assert result.exit_code == 2, (name, result.output)
+    error_lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+    assert len(error_lines) == 1 and message in error_lines[0], (name, result.stderr)
+
+
+def _escape(text):
+  import re  # pylint: disable=g-import-not-at-top
+  return re.escape(text)
+
+
+def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
+  root, images, labels, records = trained
+  fixtures.write_records(str(tmp_path / 'files' / 'part-0.gz'), records[:60])
+  fixtures.write_records(str(tmp_path / 'files' / 'part-1.gz'), records[60:])
+  examples = standard_artifacts.Examples()
+  examples.uri = str(tmp_path / 'artifact')
+  fixtures.write_examples_artifact(examples.uri, {'data': records})
+  examples.split_names = artifact_utils.encode_split_names(['data'])
+  model_run = standard_artifacts.ModelRun()
+  model_run.uri = os.path.join(root, 'run')
+  scored, report = standard_artifacts.Examples(), standard_artifacts.Examples()
+  scored.uri, report.uri = str(tmp_path / 'c' / 'scored'), str(tmp_path / 'c' / 'report')
+  os.makedirs(report.uri)
+  vog_executor.Executor().Do({'examples': [examples], 'model_run': [model_run]},
+                             {'scored_examples': [scored], 'difficulty_report': [report]},
+                             _exec_properties())
+  component = _scored(scored.uri)
+
+  result = CliRunner().invoke(cli, [
+      'score', '--model-run', os.path.join(root, 'run'), '--examples',
+      str(tmp_path / 'files' / 'part-*.gz'), '--output', str(tmp_path / 'cli'),
+      '--batch-size', '32', '--inspection-budget', '10'])
+  assert result.exit_code == 0, result.output
+  assert 'scored 120, quarantined 0, flagged 10 of 120 examples' in result.output
+  assert os.path.join(str(tmp_path / 'cli'), 'difficulty_report', 'report.html') in result.output
+  cli_rows = _scored(str(tmp_path / 'cli' / 'scored_examples'))
+  assert set(cli_rows) == set(component)
+  for key, row in component.items():
+    assert cli_rows[key]['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-6)
+    assert cli_rows[key]['vog_score'] == pytest.approx(row['vog_score'], rel=1e-5, abs=1e-7)
+    assert cli_rows[key]['vog_flagged'] == row['vog_flagged']
+  for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html'):
+    assert (tmp_path / 'cli' / 'difficulty_report' / name).exists()
