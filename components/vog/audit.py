@@ -5,6 +5,7 @@ component and the command line share one code path. Configuration problems fail 
 `plan_audit`, before Beam starts; per-example problems go to quarantine.jsonl.
 """
 
+import base64
 import datetime
 import hashlib
 import json
@@ -223,19 +224,25 @@ def _check_features(split, peeked, schema_features, input_specs, inputs_fn, sett
         'unlabeled data')
 
 
-def read_split_records(pipeline: beam.Pipeline, split_files: Mapping[str, List[str]]):
-  """(split, serialized) for every record of every split, as one PCollection."""
-  per_split = []
-  for split, files in split_files.items():
-    compression = {'GZIP': beam.io.filesystem.CompressionTypes.GZIP,
-                   'UNCOMPRESSED': beam.io.filesystem.CompressionTypes.UNCOMPRESSED
-                   }[compression_of(files)]
-    per_split.append(
-        pipeline
-        | f'FileNames[{split}]' >> beam.Create(files)
-        | f'Read[{split}]' >> beam.io.ReadAllFromTFRecord(compression_type=compression)
-        | f'Tag[{split}]' >> beam.Map(lambda r, s=split: (s, r)))
-  return per_split | 'AllSplits' >> beam.Flatten()
+def split_records_reader(split_files: Mapping[str, List[str]]):
+  """A function that reads (split, serialized) of every split into a pipeline."""
+  compressions = {split: {'GZIP': beam.io.filesystem.CompressionTypes.GZIP,
+                          'UNCOMPRESSED': beam.io.filesystem.CompressionTypes.UNCOMPRESSED
+                          }[compression_of(files)]
+                  for split, files in split_files.items()}
+
+  def read(pipeline: beam.Pipeline, label: str):
+    per_split = []
+    for split, files in split_files.items():
+      per_split.append(
+          pipeline
+          | f'{label}Files[{split}]' >> beam.Create(files)
+          | f'{label}Read[{split}]' >> beam.io.ReadAllFromTFRecord(
+              compression_type=compressions[split])
+          | f'{label}Tag[{split}]' >> beam.Map(lambda r, s=split: (s, r)))
+    return per_split | f'{label}AllSplits' >> beam.Flatten()
+
+  return read
 
 
 def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str,
@@ -252,10 +259,10 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
   with pipeline as p:
-    _ = (read_split_records(p, plan.split_files)
-         | 'AuditExamples' >> beam_audit.AuditExamples(
-             settings, list(plan.split_files), parser_factory, scorer_factory,
-             scorer_factory.cache_key(), scored_examples_dir, work_dir))
+    _ = p | 'AuditExamples' >> beam_audit.AuditExamples(
+        settings, list(plan.split_files), split_records_reader(plan.split_files),
+        parser_factory, scorer_factory, scorer_factory.cache_key(),
+        scored_examples_dir, work_dir)
   summary = _summarize(plan, os.path.join(work_dir, 'tallies.jsonl'))
   flagged, records = _read_flagged(os.path.join(work_dir, 'flagged_records.jsonl'))
   quarantine_work = os.path.join(work_dir, QUARANTINE_FILE)
@@ -349,9 +356,13 @@ def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
 
 
 def _read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
-  import base64  # pylint: disable=g-import-not-at-top
-  rows = sorted(_read_jsonl(path), key=lambda r: r['rank'])
-  records = {r['rank']: base64.b64decode(r.pop('record_base64')) for r in rows}
+  """Flagged rows in rank order, and each rank's example bytes."""
+  rows, records = [], {}
+  for row in sorted(_read_jsonl(path), key=lambda r: r['rank']):
+    record = base64.b64decode(row.pop('record_base64'))
+    if row['rank'] not in records:  # Identical examples share a rank; show one.
+      records[row['rank']] = record
+      rows.append(row)
   return rows, records
 
 

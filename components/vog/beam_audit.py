@@ -1,11 +1,14 @@
 """The VoG audit as Beam transforms.
 
     records | ParseForScoring | ScoreWithCheckpoints | NormalizePerClass
-            | AssignPercentiles | FlagForReview | WriteScoredExamples
+            | AssignPercentiles | FlagForReview
+    records (read again) | WriteScoredExamples(scores as a side input)
 
 Checkpoints load once per worker (shared across threads); a batch goes through all K
 checkpoints before the next. Class statistics, percentiles and the flagged set are
-global and arrive as side inputs.
+global and arrive as side inputs. Only small score records cross those global steps;
+the examples themselves stream through a second read and are matched to their scores
+by a fingerprint of their bytes, so memory does not grow with the examples' size.
 """
 
 import base64
@@ -26,9 +29,10 @@ NUM_QUANTILES = 1001  # percentiles resolved to 0.1
 
 
 class ScoredExample(NamedTuple):
+  """The scores of one example; `record_key` is the fingerprint of its bytes."""
   split: str
   example_id: str
-  serialized: bytes
+  record_key: str
   label: Optional[int]
   target_class: int
   predicted_class: int
@@ -38,6 +42,7 @@ class ScoredExample(NamedTuple):
   vog_decile: int = 0
   vog_bucket: str = ''
   vog_flagged: int = 0
+  review_rank: int = 0
 
 
 class _Counted(beam.DoFn):
@@ -120,7 +125,8 @@ class _ScoreBatch(beam.DoFn):
             e.serialized))
         continue
       self._scored.inc()
-      yield ScoredExample(e.split, e.example_id, e.serialized, e.label,
+      yield ScoredExample(e.split, e.example_id, examples_io.fingerprint(e.serialized),
+                          e.label,
                           int(result.target_class[i]), int(result.predicted_class[i]), raw)
 
 
@@ -241,7 +247,7 @@ def _review_order(s: ScoredExample) -> Tuple[float, str, str]:
 
 
 class FlagForReview(beam.PTransform):
-  """Marks the `inspection_budget` highest scores across splits; returns (all, top list)."""
+  """Marks the `inspection_budget` highest scores across splits with their rank."""
 
   def __init__(self, inspection_budget: int):
     super().__init__()
@@ -249,41 +255,73 @@ class FlagForReview(beam.PTransform):
 
   def expand(self, placed):
     budget = self._budget
-    top = (placed
-           | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=_review_order)
-           | 'WithinBudget' >> beam.Map(lambda rows: rows[:budget]))
+    ranks = (placed
+             | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=_review_order)
+             | 'Ranks' >> beam.FlatMap(lambda rows: [
+                 ((t.split, t.record_key), rank)
+                 for rank, t in enumerate(rows[:budget], start=1)]))
 
-    top_keys = top | 'TopKeys' >> beam.FlatMap(
-        lambda rows: [((t.split, t.example_id), 1) for t in rows])
+    def mark(s, rank_of):
+      rank = rank_of.get((s.split, s.record_key), 0)
+      return s._replace(vog_flagged=int(rank > 0), review_rank=rank)
 
-    def mark(s, flagged_keys):
-      return s._replace(vog_flagged=int((s.split, s.example_id) in flagged_keys))
+    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(ranks))
 
-    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(top_keys)), top
+
+def _attach_scores(record: Tuple[str, bytes], scores: Dict[Tuple[str, str], ScoredExample]):
+  split, serialized = record
+  score = scores.get((split, examples_io.fingerprint(serialized)))
+  if score is not None:  # Records without a score are in quarantine.jsonl.
+    yield score, serialized
+
+
+def _flagged_line(pair: Tuple[ScoredExample, bytes]) -> str:
+  s, serialized = pair
+  return json.dumps({
+      'rank': s.review_rank, 'example_id': s.example_id, 'split': s.split,
+      'label': s.label, 'predicted_class': s.predicted_class,
+      'target_class': s.target_class, 'vog_score': s.vog_score, 'vog_raw': s.vog_raw,
+      'vog_percentile': s.vog_percentile, 'vog_bucket': s.vog_bucket,
+      'record_base64': base64.b64encode(serialized).decode('ascii')})
 
 
 class WriteScoredExamples(beam.PTransform):
-  """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz."""
+  """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz.
 
-  def __init__(self, output_dir: str, splits: Sequence[str], example_id_key: str):
+  Takes (records, final scores); also writes the flagged examples with their bytes
+  to `flagged_records_path` for the review page.
+  """
+
+  def __init__(self, output_dir: str, splits: Sequence[str], example_id_key: str,
+               flagged_records_path: str):
     super().__init__()
     self._output_dir = output_dir
     self._splits = list(splits)
     self._example_id_key = example_id_key
+    self._flagged_records_path = flagged_records_path
 
-  def expand(self, flagged):
+  def expand(self, inputs):
+    records, scores = inputs
     splits, key = self._splits, self._example_id_key
-    parts = flagged | 'BySplit' >> beam.Partition(
-        lambda s, n: splits.index(s.split), len(splits))
+    keyed = scores | 'KeyByRecord' >> beam.Map(lambda s: ((s.split, s.record_key), s))
+    joined = records | 'AttachScores' >> beam.FlatMap(_attach_scores,
+                                                      beam.pvalue.AsDict(keyed))
+    _ = (joined
+         | 'Flagged' >> beam.Filter(lambda pair: pair[0].vog_flagged)
+         | 'FlaggedLines' >> beam.Map(_flagged_line)
+         | 'WriteFlagged' >> beam.io.WriteToText(self._flagged_records_path,
+                                                 shard_name_template=''))
+    parts = joined | 'BySplit' >> beam.Partition(
+        lambda pair, n: splits.index(pair[0].split), len(splits))
     for split, part in zip(splits, parts):
       _ = (part
-           | f'Serialize[{split}]' >> beam.Map(
-               lambda s: examples_io.with_vog_features(s.serialized, key, s.example_id,
-                                                       s._asdict()))
+           | f'Serialize[{split}]' >> beam.MapTuple(
+               lambda s, serialized: examples_io.with_vog_features(
+                   serialized, key, s.example_id, s._asdict()))
            | f'Write[{split}]' >> beam.io.WriteToTFRecord(
                os.path.join(self._output_dir, f'Split-{split}', 'data_tfrecord'),
                file_name_suffix='.gz'))
-    return flagged
+    return joined
 
 
 def _tally_keys(s: ScoredExample) -> Iterable[Tuple]:
@@ -331,47 +369,44 @@ class WriteAuditTallies(beam.PTransform):
             | 'Write' >> beam.io.WriteToText(self._path, shard_name_template=''))
 
 
-def _flagged_lines(rows: List[ScoredExample]) -> Iterable[str]:
-  for rank, s in enumerate(rows, start=1):
-    yield json.dumps({
-        'rank': rank, 'example_id': s.example_id, 'split': s.split, 'label': s.label,
-        'predicted_class': s.predicted_class, 'target_class': s.target_class,
-        'vog_score': s.vog_score, 'vog_raw': s.vog_raw,
-        'vog_percentile': s.vog_percentile, 'vog_bucket': s.vog_bucket,
-        'record_base64': base64.b64encode(s.serialized).decode('ascii')})
-
-
 class AuditExamples(beam.PTransform):
-  """The whole audit on (split, serialized) records; writes examples and work files.
+  """The whole audit; writes scored examples and the work files of the report.
 
-  Writes scored examples under `scored_examples_dir`, `quarantine.jsonl` and the work
-  files `tallies.jsonl` and `flagged_records.jsonl` under `work_dir`.
+  Takes a function that reads (split, serialized) records into a pipeline (it is
+  called twice: once to score, once to write). Writes scored examples under
+  `scored_examples_dir`, and `quarantine.jsonl`, `tallies.jsonl` and
+  `flagged_records.jsonl` under `work_dir`.
   """
 
   def __init__(self, settings: VogSettings, splits: Sequence[str],
+               read_records: Callable[[beam.Pipeline, str], beam.PCollection],
                parser_factory: Callable[[], examples_io.ExampleParser],
                scorer_factory: Callable[[], Any], cache_key: str,
                scored_examples_dir: str, work_dir: str):
     super().__init__()
     self._settings = settings
     self._splits = list(splits)
+    self._read_records = read_records
     self._parser_factory = parser_factory
     self._scorer_factory = scorer_factory
     self._cache_key = cache_key
     self._scored_examples_dir = scored_examples_dir
     self._work_dir = work_dir
 
-  def expand(self, records):
+  def expand(self, pipeline):
     s = self._settings
+    records = self._read_records(pipeline, 'ToScore')
     parsed = records | 'ParseForScoring' >> ParseForScoring(self._parser_factory)
     scored = parsed.scorable | 'ScoreWithCheckpoints' >> ScoreWithCheckpoints(
         self._scorer_factory, self._cache_key, s.batch_size, s.label_mode)
     normalized, class_stats = (scored.scored
                                | 'NormalizePerClass' >> NormalizePerClass(s.normalize))
     placed = normalized | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
-    flagged, top = placed | 'FlagForReview' >> FlagForReview(s.inspection_budget)
-    _ = flagged | 'WriteScoredExamples' >> WriteScoredExamples(
-        self._scored_examples_dir, self._splits, s.example_id_key)
+    flagged = placed | 'FlagForReview' >> FlagForReview(s.inspection_budget)
+    _ = ((self._read_records(pipeline, 'ToWrite'), flagged)
+         | 'WriteScoredExamples' >> WriteScoredExamples(
+             self._scored_examples_dir, self._splits, s.example_id_key,
+             os.path.join(self._work_dir, 'flagged_records.jsonl')))
     quarantined = ((parsed.quarantine, scored.quarantine)
                    | 'AllQuarantined' >> beam.Flatten()
                    | 'CountQuarantined' >> beam.ParDo(_Counted('quarantined')))
@@ -379,11 +414,6 @@ class AuditExamples(beam.PTransform):
          | 'QuarantineLines' >> beam.Map(lambda q: json.dumps(q.to_json()))
          | 'WriteQuarantine' >> beam.io.WriteToText(
              os.path.join(self._work_dir, 'quarantine.jsonl'), shard_name_template=''))
-    _ = (top
-         | 'FlaggedLines' >> beam.FlatMap(_flagged_lines)
-         | 'WriteFlagged' >> beam.io.WriteToText(
-             os.path.join(self._work_dir, 'flagged_records.jsonl'),
-             shard_name_template=''))
     return ((records, flagged, quarantined, class_stats)
             | 'WriteAuditTallies' >> WriteAuditTallies(
                 os.path.join(self._work_dir, 'tallies.jsonl')))
