@@ -1,0 +1,138 @@
+"""The reference VoG audit pipeline, defined once for every runner.
+
+    ImportExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+    ImportExampleGen + SchemaGen -> Trainer (checkpoints for VoG)
+    Trainer.model_run + ImportExampleGen -> VarianceOfGradients
+    VarianceOfGradients.scored_examples (eval) + Trainer.model
+        + latest blessed model -> Evaluator -> Pusher
+
+Runners: `tfx.orchestration.LocalDagRunner().run(create_pipeline(config))`, the Airflow DAG
+in `pipeline/airflow_dag.py`, and `python -m kubeflow.compile`.
+"""
+
+from tfx import v1 as tfx
+
+from pipeline import demo_data
+from pipeline.config import PipelineConfig
+from pipeline.evaluation import difficulty_eval_config
+
+# Component ids, in pipeline order; runners and tests refer to these.
+EXAMPLE_GEN = 'ImportExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+SCHEMA_GEN = 'SchemaGen'
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRAINER = 'Trainer'
+VOG = 'VarianceOfGradients'
+BASELINE_RESOLVER = 'latest_blessed_model_resolver'
+EVALUATOR = 'Evaluator'
+PUSHER = 'Pusher'
+COMPONENT_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRAINER,
+                 VOG, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+
+
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+  """Builds the audit pipeline from `config`.
+
+  Args:
+    config: paths, ML Metadata, Beam arguments and component settings.
+    metadata_connection_config: overrides `config.metadata`; Kubeflow passes None
+      through `kubeflow.compile`, where the cluster provides ML Metadata.
+
+  Raises:
+    ValueError: a bad setting, named (from this module, the VoG component or the
+      Evaluator configuration).
+  """
+  # Imported here so that `pipeline` stays importable while only the config is needed.
+  from components import VarianceOfGradients  # pylint: disable=g-import-not-at-top
+
+  if config.epochs < 2:
+    raise ValueError(f'epochs={config.epochs}; VarianceOfGradients needs at least 2 '
+                     'saved checkpoints, so train for at least 2 epochs')
+
+  example_gen = tfx.components.ImportExampleGen(
+      input_base=config.data_root, input_config=demo_data.input_config())
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+  schema_gen = tfx.components.SchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  if config.module_file:
+    trainer_code = {'module_file': config.module_file}
+  else:
+    trainer_code = {'run_fn': config.trainer_run_fn}
+  trainer = tfx.components.Trainer(
+      **trainer_code,
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(splits=['train']),
+      eval_args=tfx.proto.EvalArgs(splits=['eval']),
+      custom_config=config.trainer_custom_config())
+
+  vog = VarianceOfGradients(
+      examples=example_gen.outputs['examples'],
+      model_run=trainer.outputs['model_run'],
+      schema=schema_gen.outputs['schema'],
+      label_key=config.label_key,
+      target=config.vog_target,
+      label_mode=config.vog_label_mode,
+      normalize=config.vog_normalize,
+      stage=config.vog_stage,
+      num_checkpoints=config.vog_num_checkpoints,
+      splits=None,
+      batch_size=config.vog_batch_size,
+      inspection_budget=config.inspection_budget,
+      bucket_percentiles=list(config.bucket_percentiles),
+      example_id_key=config.example_id_key).with_id(VOG)
+
+  # The change threshold compares against the last model that was blessed; before one
+  # exists the Evaluator drops it and applies the value thresholds alone.
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id(BASELINE_RESOLVER)
+
+  evaluator = tfx.components.Evaluator(
+      examples=vog.outputs['scored_examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_resolver.outputs['model'],
+      example_splits=['eval'],
+      eval_config=difficulty_eval_config(
+          label_key=config.label_key,
+          min_accuracy=config.min_accuracy,
+          min_hard_accuracy=config.min_hard_accuracy,
+          max_accuracy_drop=config.max_accuracy_drop))
+
+  # The blessing the Pusher obeys. HumanReviewGate goes here: it takes the model,
+  # vog.outputs['difficulty_report'] and this blessing, and its own blessing replaces it.
+  blessing = evaluator.outputs['blessing']
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=blessing,
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=config.serving_model_dir)))
+
+  components = [example_gen, statistics_gen, schema_gen, example_validator, trainer,
+                vog, baseline_resolver, evaluator, pusher]
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=components,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_args())
+
+
+def create_local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  """`create_pipeline` with the ML Metadata store of `config` (SQLite by default)."""
+  return create_pipeline(config, config.metadata_config().connection_config())
+
+
+def run_local(config: PipelineConfig) -> None:
+  """Runs the pipeline once with LocalDagRunner and the store of `config`."""
+  tfx.orchestration.LocalDagRunner().run(create_local_pipeline(config))

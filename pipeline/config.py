@@ -1,0 +1,165 @@
+"""Configuration of the reference pipeline: paths, ML Metadata, Beam and component settings.
+
+One `PipelineConfig` feeds every runner (local, Airflow, Kubeflow). `from_env` builds it
+from `VOG_AUDIT_*` environment variables, which is how the Airflow DAG file is configured.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Mapping, Optional, Tuple
+
+MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_module.py')
+# Used when module_file is None: the installed package's run_fn, as in the container image.
+TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
+MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
+DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataConfig:
+  """Where ML Metadata lives: a SQLite file (default) or a MySQL database.
+
+  For MySQL set `mysql_host` and `mysql_database` (and usually `mysql_user`); the
+  password is read from the environment variable named by `password_env` when the
+  connection is built, so it never sits in a config file, a DAG or a compiled spec.
+  """
+  sqlite_path: Optional[str] = None
+  mysql_host: Optional[str] = None
+  mysql_port: int = 3306
+  mysql_database: Optional[str] = None
+  mysql_user: Optional[str] = None
+  password_env: str = MYSQL_PASSWORD_ENV
+
+  @property
+  def kind(self) -> str:
+    return 'mysql' if self.mysql_host else 'sqlite'
+
+  def connection_config(self, environ: Optional[Mapping[str, str]] = None):
+    """The `metadata_store_pb2.ConnectionConfig` for this store.
+
+    Raises ValueError naming the missing setting: no SQLite path, MySQL without a
+    database, or a port out of range.
+    """
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    environ = os.environ if environ is None else environ
+    config = metadata_store_pb2.ConnectionConfig()
+    if self.kind == 'sqlite':
+      if not self.sqlite_path:
+        raise ValueError('ML Metadata needs a SQLite path (metadata.sqlite_path) or a '
+                         'MySQL host (metadata.mysql_host)')
+      config.sqlite.filename_uri = self.sqlite_path
+      config.sqlite.connection_mode = (
+          metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
+      return config
+    if not self.mysql_database:
+      raise ValueError(f'MySQL ML Metadata at {self.mysql_host} needs a database name; '
+                       'set mysql_database (VOG_AUDIT_MYSQL_DATABASE)')
+    if not 0 < int(self.mysql_port) < 65536:
+      raise ValueError(f'mysql_port={self.mysql_port!r} is not a TCP port')
+    config.mysql.host = self.mysql_host
+    config.mysql.port = int(self.mysql_port)
+    config.mysql.database = self.mysql_database
+    if self.mysql_user:
+      config.mysql.user = self.mysql_user
+    password = environ.get(self.password_env)
+    if password:
+      config.mysql.password = password
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Everything the reference pipeline needs. Paths may be local or gs://.
+
+  data_root: folder with `train/` and `eval/` TFRecords (see pipeline.demo_data).
+  pipeline_root: where TFX writes artifacts.
+  serving_model_dir: where the Pusher copies a blessed model.
+  metadata: the ML Metadata store; SQLite under `pipeline_root` when None.
+  module_file: the Trainer module file, packaged by TFX with each run so that edits
+    invalidate the cache; None uses `trainer_run_fn` from the installed package
+    instead (container images, where nothing needs packaging).
+  beam_pipeline_args: for every Beam component (StatisticsGen ... Evaluator, VoG).
+  epochs, batch_size, learning_rate, max_checkpoints: the Trainer's custom_config.
+  vog_*: the VarianceOfGradients parameters.
+  min_accuracy, min_hard_accuracy, max_accuracy_drop: the Evaluator's thresholds.
+  """
+  data_root: str
+  pipeline_root: str
+  serving_model_dir: str
+  pipeline_name: str = 'vog-audit'
+  metadata: Optional[MetadataConfig] = None
+  beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
+  enable_cache: bool = True
+  module_file: Optional[str] = MODULE_FILE
+  trainer_run_fn: str = TRAINER_RUN_FN
+  label_key: str = 'label'
+  example_id_key: str = 'example_id'
+  epochs: int = 12
+  batch_size: int = 32
+  learning_rate: float = 0.003
+  max_checkpoints: int = 10
+  vog_target: str = 'loss'
+  vog_label_mode: str = 'label'
+  vog_normalize: str = 'class'
+  vog_stage: str = 'complete'
+  vog_num_checkpoints: int = 10
+  vog_batch_size: int = 256
+  inspection_budget: int = 200
+  bucket_percentiles: Tuple[float, float] = (50.0, 90.0)
+  min_accuracy: float = 0.8
+  min_hard_accuracy: float = 0.1
+  max_accuracy_drop: float = 0.05
+
+  def metadata_config(self) -> MetadataConfig:
+    """The configured store, or SQLite at `<pipeline_root>/metadata.sqlite`."""
+    if self.metadata is not None:
+      return self.metadata
+    return MetadataConfig(sqlite_path=os.path.join(self.pipeline_root, 'metadata.sqlite'))
+
+  def trainer_custom_config(self) -> Dict[str, object]:
+    return {'epochs': self.epochs, 'batch_size': self.batch_size,
+            'learning_rate': self.learning_rate, 'max_checkpoints': self.max_checkpoints}
+
+  @classmethod
+  def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> 'PipelineConfig':
+    """Builds a config from VOG_AUDIT_* variables.
+
+    VOG_AUDIT_HOME (required) holds `data/`, `pipeline_root/` and `serving_model/`
+    unless VOG_AUDIT_DATA_ROOT, VOG_AUDIT_PIPELINE_ROOT or VOG_AUDIT_SERVING_DIR say
+    otherwise. VOG_AUDIT_MYSQL_HOST switches ML Metadata to MySQL, with
+    VOG_AUDIT_MYSQL_PORT, VOG_AUDIT_MYSQL_DATABASE, VOG_AUDIT_MYSQL_USER and the
+    password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated) and
+    VOG_AUDIT_EPOCHS override the defaults.
+    """
+    environ = os.environ if environ is None else environ
+    home = environ.get('VOG_AUDIT_HOME')
+    paths = {'data_root': ('VOG_AUDIT_DATA_ROOT', 'data'),
+             'pipeline_root': ('VOG_AUDIT_PIPELINE_ROOT', 'pipeline_root'),
+             'serving_model_dir': ('VOG_AUDIT_SERVING_DIR', 'serving_model')}
+    kwargs: Dict[str, object] = {}
+    for field, (variable, sub) in paths.items():
+      value = environ.get(variable) or (os.path.join(home, sub) if home else None)
+      if not value:
+        raise ValueError(f'{field} is not configured; set VOG_AUDIT_HOME (or {variable})')
+      kwargs[field] = value
+    if environ.get('VOG_AUDIT_MYSQL_HOST'):
+      port = environ.get('VOG_AUDIT_MYSQL_PORT', '3306')
+      if not port.isdigit():
+        raise ValueError(f'VOG_AUDIT_MYSQL_PORT={port!r} is not a port number')
+      kwargs['metadata'] = MetadataConfig(
+          mysql_host=environ['VOG_AUDIT_MYSQL_HOST'], mysql_port=int(port),
+          mysql_database=environ.get('VOG_AUDIT_MYSQL_DATABASE'),
+          mysql_user=environ.get('VOG_AUDIT_MYSQL_USER'))
+    if environ.get('VOG_AUDIT_BEAM_ARGS'):
+      kwargs['beam_pipeline_args'] = tuple(environ['VOG_AUDIT_BEAM_ARGS'].split())
+    if environ.get('VOG_AUDIT_EPOCHS'):
+      epochs = environ['VOG_AUDIT_EPOCHS']
+      if not epochs.isdigit():
+        raise ValueError(f'VOG_AUDIT_EPOCHS={epochs!r} is not a whole number')
+      kwargs['epochs'] = int(epochs)
+    if environ.get('VOG_AUDIT_PIPELINE_NAME'):
+      kwargs['pipeline_name'] = environ['VOG_AUDIT_PIPELINE_NAME']
+    return cls(**kwargs)
+
+  def beam_args(self) -> List[str]:
+    return list(self.beam_pipeline_args)
