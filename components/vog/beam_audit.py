@@ -43,6 +43,7 @@ class ScoredExample(NamedTuple):
   vog_bucket: str = ''
   vog_flagged: int = 0
   review_rank: int = 0
+  has_example_id: bool = True
 
 
 class _Counted(beam.DoFn):
@@ -126,8 +127,9 @@ class _ScoreBatch(beam.DoFn):
         continue
       self._scored.inc()
       yield ScoredExample(e.split, e.example_id, examples_io.fingerprint(e.serialized),
-                          e.label,
-                          int(result.target_class[i]), int(result.predicted_class[i]), raw)
+                          e.label, int(result.target_class[i]),
+                          int(result.predicted_class[i]), raw,
+                          has_example_id=e.has_example_id)
 
 
 class ScoreWithCheckpoints(beam.PTransform):
@@ -317,7 +319,7 @@ class WriteScoredExamples(beam.PTransform):
       _ = (part
            | f'Serialize[{split}]' >> beam.MapTuple(
                lambda s, serialized: examples_io.with_vog_features(
-                   serialized, key, s.example_id, s._asdict()))
+                   serialized, key, s.example_id, s._asdict(), s.has_example_id))
            | f'Write[{split}]' >> beam.io.WriteToTFRecord(
                os.path.join(self._output_dir, f'Split-{split}', 'data_tfrecord'),
                file_name_suffix='.gz'))

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): speed and memory of the VoG audit, never run as tests."""

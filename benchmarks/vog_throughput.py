@@ -1,0 +1,212 @@
+"""Throughput and memory of VoG scoring, measured three ways in one run.
+
+  (a) limit: the scorer's tf.function gradients in a tight loop over pre-batched,
+      in-memory tensors;
+  (b) component: the VarianceOfGradients Beam path end to end, TFRecords in, scored
+      examples and report out (DirectRunner, in a fresh process per size so peak RSS
+      is its own), at N and 4N examples;
+  (c) per-example: one example per gradient call, as the paper's reference script
+      does, on a subset.
+
+Throughput is examples x checkpoints per second. Writes bench_output/results.json
+and prints a table.
+
+    python -m benchmarks.vog_throughput --output bench_output [--examples 10000]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from components import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
+
+IMAGE_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+CHECKPOINTS = 5
+BATCH_SIZE = 256
+TARGETS = {'ratio_component_vs_limit': 0.75, 'speedup_vs_per_example': 50.0,
+           'rss_growth_4x': 1.2}
+
+
+def synthetic_images(n: int, seed: int):
+  """Class-dependent colour blobs plus noise: learnable, but not trivially."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, NUM_CLASSES, n)
+  yy, xx = np.mgrid[0:32, 0:32] / 31.0
+  centres = rng.uniform(0.2, 0.8, size=(NUM_CLASSES, 2))
+  colours = rng.uniform(0, 1, size=(NUM_CLASSES, 3))
+  images = np.empty((n,) + IMAGE_SHAPE, np.float32)
+  for start in range(0, n, 4096):
+    lab = labels[start:start + 4096]
+    d2 = (yy[None] - centres[lab, 0, None, None]) ** 2 + (xx[None] - centres[lab, 1, None, None]) ** 2
+    blob = np.exp(-d2 / 0.02)[..., None] * colours[lab, None, None, :]
+    noise = rng.normal(0, 0.25, size=blob.shape)
+    images[start:start + len(lab)] = (blob + noise).astype(np.float32)
+  return images, labels
+
+
+def small_cnn() -> tf.keras.Model:
+  tf.keras.utils.set_random_seed(0)
+  inp = tf.keras.Input(IMAGE_SHAPE, name='image')
+  x = tf.keras.layers.Conv2D(16, 3, padding='same', activation='relu')(inp)
+  x = tf.keras.layers.MaxPooling2D()(x)
+  x = tf.keras.layers.Conv2D(32, 3, padding='same', activation='relu')(x)
+  x = tf.keras.layers.MaxPooling2D()(x)
+  x = tf.keras.layers.Flatten()(x)
+  x = tf.keras.layers.Dense(64, activation='relu')(x)
+  model = tf.keras.Model(inp, tf.keras.layers.Dense(NUM_CLASSES, activation='softmax')(x))
+  model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
+  return model
+
+
+def write_tfrecords(path: str, images, labels) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type='GZIP')) as w:
+    for i, (image, label) in enumerate(zip(images, labels)):
+      w.write(tf.train.Example(features=tf.train.Features(feature={
+          'image': tf.train.Feature(float_list=tf.train.FloatList(value=image.reshape(-1))),
+          'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+          'example_id': tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[f'img-{i}'.encode()])),
+      })).SerializeToString())
+
+
+def load_scorer(model_run: str):
+  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
+  from components.vog.scoring import VogScorer  # pylint: disable=g-import-not-at-top
+  entries = checkpoints.load_manifest(model_run)
+  return VogScorer(checkpoints.load_checkpoint_models(entries), target='loss')
+
+
+def measure_limit(scorer, images, labels) -> float:
+  """(a): the same compiled gradients, tensors already batched in memory."""
+  batches = [(scorer.checkpoints[0].as_tensors({'image': images[i:i + BATCH_SIZE]}),
+              labels[i:i + BATCH_SIZE].astype(np.int32))
+             for i in range(0, len(images), BATCH_SIZE)]
+  for ckpt in scorer.checkpoints:  # warm-up: trace once per checkpoint
+    ckpt(*batches[0])
+  start = time.perf_counter()
+  for tensors, target in batches:
+    for ckpt in scorer.checkpoints:
+      ckpt(tensors, target)
+  return len(images) * len(scorer.checkpoints) / (time.perf_counter() - start)
+
+
+def measure_per_example(scorer, images, labels) -> float:
+  """(c): one example per gradient call, every checkpoint."""
+  scorer.score({'image': images[:1]}, labels[:1])  # warm-up
+  start = time.perf_counter()
+  for i in range(len(images)):
+    scorer.score({'image': images[i:i + 1]}, labels[i:i + 1])
+  return len(images) * len(scorer.checkpoints) / (time.perf_counter() - start)
+
+
+def component_run(model_run: str, examples_glob: str, output: str) -> None:
+  """(b), run in its own process: prints one JSON line with seconds and peak RSS."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog.settings import VogSettings  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  plan = audit.plan_audit(VogSettings(batch_size=BATCH_SIZE), model_run,
+                          {'data': examples_glob})
+  summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(output, 'scored'),
+                            os.path.join(output, 'report'))
+  seconds = time.perf_counter() - start
+  rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  print(json.dumps({'seconds': seconds, 'peak_rss_mb': rss_mb,
+                    'scored': summary['counts']['scored'],
+                    'checkpoints': len(plan.entries)}))
+
+
+def run_component_in_subprocess(model_run, examples_glob, output):
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.vog_throughput', '--component-run', model_run,
+       examples_glob, output], check=True, capture_output=True, text=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--output', default='bench_output')
+  parser.add_argument('--examples', type=int, default=10000, help='N; (b) also runs 4N')
+  parser.add_argument('--per-example-subset', type=int, default=300)
+  parser.add_argument('--component-run', nargs=3, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.component_run:
+    component_run(*args.component_run)
+    return
+
+  n = args.examples
+  os.makedirs(args.output, exist_ok=True)
+  work = os.path.join(args.output, 'work')
+  print(f'preparing {4 * n} synthetic {IMAGE_SHAPE} images and {CHECKPOINTS} checkpoints',
+        flush=True)
+  images, labels = synthetic_images(4 * n, seed=0)
+  model_run = os.path.join(work, 'model_run')
+  if not os.path.exists(os.path.join(model_run, 'vog_checkpoints', 'manifest.json')):
+    small_cnn().fit(images[:3000], labels[:3000], epochs=CHECKPOINTS, batch_size=64,
+                    verbose=0, callbacks=[VogCheckpointCallback(model_run, CHECKPOINTS)])
+  for size in (n, 4 * n):
+    path = os.path.join(work, f'examples-{size}', 'data.gz')
+    if not os.path.exists(path):
+      write_tfrecords(path, images[:size], labels[:size])
+
+  scorer = load_scorer(model_run)
+  print('(a) limit: in-memory tf.function loop', flush=True)
+  limit = measure_limit(scorer, images[:n], labels[:n])
+  print('(c) per-example calls', flush=True)
+  per_example = measure_per_example(scorer, images[:args.per_example_subset],
+                                    labels[:args.per_example_subset])
+  runs = {}
+  for size in (n, 4 * n):
+    print(f'(b) component Beam path on {size} examples', flush=True)
+    out_dir = os.path.join(work, f'out-{size}-{int(time.time())}')
+    runs[size] = run_component_in_subprocess(
+        model_run, os.path.join(work, f'examples-{size}', '*.gz'), out_dir)
+    subprocess.run(['rm', '-rf', out_dir], check=True)
+  big = runs[4 * n]
+  component = big['scored'] * big['checkpoints'] / big['seconds']
+  results = {
+      'device': 'GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
+      'cpu_count': os.cpu_count(),
+      'image_shape': list(IMAGE_SHAPE), 'checkpoints': CHECKPOINTS,
+      'batch_size': BATCH_SIZE, 'examples_n': n, 'examples_4n': 4 * n,
+      'throughput_limit': limit,
+      'throughput_component': component,
+      'throughput_per_example': per_example,
+      'ratio_component_vs_limit': component / limit,
+      'speedup_vs_per_example': component / per_example,
+      'component_seconds': {str(k): v['seconds'] for k, v in runs.items()},
+      'peak_rss_mb': {str(k): v['peak_rss_mb'] for k, v in runs.items()},
+      'rss_growth_4x': runs[4 * n]['peak_rss_mb'] / runs[n]['peak_rss_mb'],
+      'targets': TARGETS,
+  }
+  with open(os.path.join(args.output, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  print()
+  print(f'{"measure":34s} {"value":>12s}  target')
+  rows = [('(a) limit, examples x ckpts / s', limit, ''),
+          ('(b) component, examples x ckpts / s', component, ''),
+          ('(c) per-example, examples x ckpts / s', per_example, ''),
+          ('ratio (b)/(a)', results['ratio_component_vs_limit'], '>= 0.75'),
+          ('speedup (b)/(c)', results['speedup_vs_per_example'], '>= 50'),
+          (f'peak RSS (b) at {n}, MB', runs[n]['peak_rss_mb'], ''),
+          (f'peak RSS (b) at {4 * n}, MB', runs[4 * n]['peak_rss_mb'], ''),
+          ('rss_growth_4x', results['rss_growth_4x'], '<= 1.2')]
+  for name, value, target in rows:
+    print(f'{name:34s} {value:12.2f}  {target}')
+  print(f'\nwrote {os.path.join(args.output, "results.json")}')
+
+
+if __name__ == '__main__':
+  main()
