@@ -1,0 +1,59 @@
+"""Airflow DAG for scheduled retraining audits, built with TFX's AirflowDagRunner.
+
+Install: copy or symlink this file into Airflow's dags folder on a machine where
+vog-audit is installed (`pip install -c constraints.txt -e .`), and configure it through
+the environment of the scheduler and workers:
+
+  VOG_AUDIT_HOME           folder with data/, pipeline_root/, serving_model/ (required,
+                           unless the three VOG_AUDIT_* paths below are all set)
+  VOG_AUDIT_DATA_ROOT, VOG_AUDIT_PIPELINE_ROOT, VOG_AUDIT_SERVING_DIR   path overrides
+  VOG_AUDIT_SCHEDULE       cron expression or preset; default '@weekly'
+  VOG_AUDIT_START_DATE     first logical date, YYYY-MM-DD; default 2025-01-01
+  VOG_AUDIT_MYSQL_HOST, _PORT, _DATABASE, _USER, _PASSWORD   ML Metadata in MySQL
+                           (SQLite under the pipeline root otherwise)
+  VOG_AUDIT_BEAM_ARGS      Beam arguments, space separated
+  VOG_AUDIT_EPOCHS         Trainer epochs
+
+Each TFX component becomes one Airflow task with the component's id as task id. Runs do
+not catch up on missed intervals, and one run at a time writes to the pipeline root.
+"""
+
+import datetime
+import os
+
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
+
+from pipeline import audit_pipeline
+from pipeline.config import PipelineConfig
+
+DEFAULT_SCHEDULE = '@weekly'
+DEFAULT_START_DATE = '2025-01-01'
+
+
+def airflow_dag_config(environ=None) -> dict:
+  """The Airflow DAG arguments: schedule, start date, no catch-up, one active run."""
+  environ = os.environ if environ is None else environ
+  start = environ.get('VOG_AUDIT_START_DATE', DEFAULT_START_DATE)
+  try:
+    start_date = datetime.datetime.strptime(start, '%Y-%m-%d')
+  except ValueError as e:
+    raise ValueError(f'VOG_AUDIT_START_DATE={start!r} is not a date like 2025-01-01') from e
+  return {
+      'schedule': environ.get('VOG_AUDIT_SCHEDULE') or DEFAULT_SCHEDULE,
+      'start_date': start_date,
+      'catchup': False,
+      'max_active_runs': 1,
+      'tags': ['vog-audit'],
+  }
+
+
+def create_dag(environ=None):
+  """The audit pipeline as an Airflow DAG configured from `environ`."""
+  config = PipelineConfig.from_env(environ)
+  return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config(environ))).run(
+      audit_pipeline.create_local_pipeline(config))
+
+
+# Airflow finds DAGs among module-level names.
+DAG = create_dag()
