@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2: compile the audit pipeline (`python -m kubeflow.compile`)."""

@@ -1,0 +1,104 @@
+"""Compiles the audit pipeline to a Kubeflow Pipelines v2 spec (JSON).
+
+    python -m kubeflow.compile --output kubeflow/build \
+        --image us-docker.pkg.dev/PROJECT/vog-audit/pipeline:0.1.0 \
+        --pipeline-root gs://BUCKET/vog-audit --data-root gs://BUCKET/digits \
+        --serving-dir gs://BUCKET/serving --beam-arg=--runner=DataflowRunner ...
+
+Writes `<output>/vog_audit_pipeline.json` with TFX's KubeflowV2DagRunner. On the cluster
+ML Metadata is the one Kubeflow provides, so the spec carries no connection config, and
+the Trainer runs `pipeline.trainer_module.run_fn` from the image (nothing to package).
+See kubeflow/README.md for building the image and running the spec.
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+# TFX 1.16 and TFMA 0.47 expect Keras 2 (tf-keras); this must precede any TensorFlow import.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+OUTPUT_FILENAME = 'vog_audit_pipeline.json'
+DEFAULT_IMAGE = 'vog-audit:0.1.0'
+DEFAULT_BUCKET = 'gs://YOUR_BUCKET/vog-audit'
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog='python -m kubeflow.compile', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--output', required=True, help='folder for the pipeline spec JSON')
+  p.add_argument('--image', default=DEFAULT_IMAGE,
+                 help='pipeline image built from kubeflow/Dockerfile (default %(default)s)')
+  p.add_argument('--pipeline-name', default='vog-audit')
+  p.add_argument('--pipeline-root', default=f'{DEFAULT_BUCKET}/pipeline_root')
+  p.add_argument('--data-root', default=f'{DEFAULT_BUCKET}/data',
+                 help='folder with train/ and eval/ TFRecords')
+  p.add_argument('--serving-dir', default=f'{DEFAULT_BUCKET}/serving_model')
+  p.add_argument('--beam-arg', action='append', default=None, dest='beam_args',
+                 help='a Beam pipeline argument, repeatable; e.g. '
+                      '--beam-arg=--runner=DataflowRunner (default: DirectRunner, '
+                      'multi-processing, in the component pod)')
+  p.add_argument('--epochs', type=int, default=12)
+  p.add_argument('--vog-target', default='loss', choices=('loss', 'prob', 'logit'))
+  p.add_argument('--vog-normalize', default='class', choices=('class', 'abs-class', 'raw'))
+  p.add_argument('--vog-stage', default='complete')
+  p.add_argument('--vog-num-checkpoints', type=int, default=10)
+  p.add_argument('--vog-batch-size', type=int, default=256)
+  p.add_argument('--inspection-budget', type=int, default=200)
+  p.add_argument('--bucket-percentiles', type=float, nargs=2, default=(50.0, 90.0),
+                 metavar=('MEDIUM', 'HARD'))
+  p.add_argument('--min-accuracy', type=float, default=0.8)
+  p.add_argument('--min-hard-accuracy', type=float, default=0.1)
+  p.add_argument('--max-accuracy-drop', type=float, default=0.05)
+  return p
+
+
+def compile_pipeline(argv: Optional[List[str]] = None) -> str:
+  """Parses `argv`, writes the spec and returns its path.
+
+  Raises SystemExit with argparse's message for bad flags, and ValueError naming the
+  setting for values the pipeline refuses.
+  """
+  args = _parser().parse_args(argv)
+  # Imported after parsing so that `--help` and flag errors come back quickly.
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
+
+  from pipeline import audit_pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig  # pylint: disable=g-import-not-at-top
+
+  config = PipelineConfig(
+      pipeline_name=args.pipeline_name,
+      data_root=args.data_root,
+      pipeline_root=args.pipeline_root,
+      serving_model_dir=args.serving_dir,
+      beam_pipeline_args=tuple(args.beam_args or DEFAULT_BEAM_ARGS),
+      module_file=None,
+      epochs=args.epochs,
+      vog_target=args.vog_target,
+      vog_normalize=args.vog_normalize,
+      vog_stage=args.vog_stage,
+      vog_num_checkpoints=args.vog_num_checkpoints,
+      vog_batch_size=args.vog_batch_size,
+      inspection_budget=args.inspection_budget,
+      bucket_percentiles=tuple(args.bucket_percentiles),
+      min_accuracy=args.min_accuracy,
+      min_hard_accuracy=args.min_hard_accuracy,
+      max_accuracy_drop=args.max_accuracy_drop)
+  os.makedirs(args.output, exist_ok=True)
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),
+      output_dir=args.output,
+      output_filename=OUTPUT_FILENAME)
+  runner.run(audit_pipeline.create_pipeline(config), write_out=True)
+  return os.path.join(args.output, OUTPUT_FILENAME)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  path = compile_pipeline(argv)
+  print(f'wrote {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,77 @@
+"""`python -m kubeflow.compile` writes a KFP v2 spec with every component, the image and VoG settings."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = 'us-docker.pkg.dev/acme/vog-audit/pipeline:1.2.3'
+COMPONENTS = {'ImportExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
+              'Trainer', 'VarianceOfGradients', 'Evaluator', 'Pusher'}
+
+
+def _compile(*args):
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, '-m', 'kubeflow.compile', *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def spec(tmp_path_factory):
+  out = tmp_path_factory.mktemp('kfp')
+  result = _compile('--output', str(out), '--image', IMAGE,
+                    '--pipeline-root', 'gs://acme-ml/vog/root',
+                    '--data-root', 'gs://acme-ml/vog/data',
+                    '--serving-dir', 'gs://acme-ml/vog/serving',
+                    '--vog-target', 'prob', '--vog-num-checkpoints', '7',
+                    '--inspection-budget', '50', '--bucket-percentiles', '60', '95',
+                    '--beam-arg=--runner=DataflowRunner',
+                    '--beam-arg=--region=europe-west4')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(out, 'vog_audit_pipeline.json')) as f:
+    return json.load(f)['pipelineSpec']
+
+
+def _parameters(spec, task):
+  params = spec['root']['dag']['tasks'][task]['inputs']['parameters']
+  return {k: list(v['runtimeValue']['constantValue'].values())[0]
+          for k, v in params.items()}
+
+
+def test_every_component_is_a_task_running_the_image(spec):
+  tasks = set(spec['root']['dag']['tasks'])
+  assert COMPONENTS <= tasks
+  assert any(t.startswith('latest_blessed_model_resolver') for t in tasks)
+  executors = spec['deploymentSpec']['executors']
+  for component in COMPONENTS:
+    assert executors[f'{component}_executor']['container']['image'] == IMAGE
+
+
+def test_vog_parameters_are_as_set(spec):
+  params = _parameters(spec, 'VarianceOfGradients')
+  assert params['target'] == 'prob'
+  assert int(params['num_checkpoints']) == 7
+  assert int(params['inspection_budget']) == 50
+  assert json.loads(params['bucket_percentiles']) == [60.0, 95.0]
+  assert params['label_key'] == 'label' and params['normalize'] == 'class'
+
+
+def test_beam_args_trainer_and_evaluator_config(spec):
+  container = spec['deploymentSpec']['executors']['VarianceOfGradients_executor'][
+      'container']
+  assert '--runner=DataflowRunner' in json.dumps(container['args'])
+  # In the image the Trainer runs the installed module; nothing is packaged at compile.
+  assert _parameters(spec, 'Trainer')['run_fn'] == 'pipeline.trainer_module.run_fn'
+  eval_config = json.loads(_parameters(spec, 'Evaluator')['eval_config'])
+  slices = [s.get('feature_keys', []) for s in eval_config['slicing_specs']]
+  assert slices == [[], ['vog_bucket'], ['vog_decile'], ['label']]
+
+
+def test_bad_flag_is_refused_before_compiling(tmp_path):
+  result = _compile('--output', str(tmp_path), '--vog-target', 'gradient')
+  assert result.returncode == 2
+  assert "argument --vog-target: invalid choice: 'gradient'" in result.stderr
+  assert not os.listdir(tmp_path)
