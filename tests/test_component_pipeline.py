@@ -11,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
+from components import DifficultyReport
 from components import VarianceOfGradients
 from components.vog import checkpoints
 from components.vog.scoring import VogScorer
@@ -99,7 +100,7 @@ def test_every_example_scored_once_with_the_core_scores(pipeline_run):
 def test_report_registered_in_ml_metadata(pipeline_run):
   root, _, _ = pipeline_run
   with _store(root) as m:
-    [report] = m.store.get_artifacts_by_type('DifficultyReport')
+    [report] = m.store.get_artifacts_by_type(DifficultyReport.TYPE_NAME)
   props = {k: v.int_value for k, v in report.custom_properties.items()
            if k in ('seen', 'scored', 'quarantined', 'flagged')}
   assert props == {'seen': NUM_EXAMPLES, 'scored': NUM_EXAMPLES, 'quarantined': 0,
@@ -122,7 +123,7 @@ def test_rerun_with_caching_reuses_the_result(pipeline_run):
   with _store(root) as m:
     executions = m.store.get_executions_by_type(
         'components.vog.component.VarianceOfGradients')
-    reports = m.store.get_artifacts_by_type('DifficultyReport')
+    reports = m.store.get_artifacts_by_type(DifficultyReport.TYPE_NAME)
   states = sorted(metadata_store_pb2.Execution.State.Name(e.last_known_state)
                   for e in executions)
   assert states == ['CACHED', 'COMPLETE']

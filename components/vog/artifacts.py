@@ -8,4 +8,5 @@ class DifficultyReport(artifact.Artifact):
 
   Headline counts are integer custom properties: seen, scored, quarantined, flagged.
   """
-  TYPE_NAME = 'DifficultyReport'
+  # KFP v2 needs custom artifact types named <namespace>.<Name>.
+  TYPE_NAME = 'vog_audit.DifficultyReport'

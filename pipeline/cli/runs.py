@@ -86,6 +86,7 @@ class _Lineage:
 
 def collect(store) -> List[Dict]:
   """The audit and review executions in `store`, oldest first, as plain dicts."""
+  from components.vog.artifacts import DifficultyReport  # pylint: disable=g-import-not-at-top
   lineage = _Lineage(store)
   wanted = {tid: name.rsplit('.', 1)[-1] for tid, name in lineage.execution_types.items()
             if name.rsplit('.', 1)[-1] in COMPONENTS}
@@ -119,7 +120,7 @@ def collect(store) -> List[Dict]:
         entry['outputs'].append(row)
       else:
         continue
-      if row['type'] == 'DifficultyReport':
+      if row['type'] == DifficultyReport.TYPE_NAME:
         row['counts'] = {k: props[k] for k in COUNT_PROPERTIES if k in props}
       if entry['component'] == 'HumanReviewGate' and row['type'] == 'ModelBlessing' and \
           event.type in (event.OUTPUT, event.DECLARED_OUTPUT):
