@@ -225,5 +225,24 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
     assert cli_rows[key]['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-6)
     assert cli_rows[key]['vog_score'] == pytest.approx(row['vog_score'], rel=1e-5, abs=1e-7)
     assert cli_rows[key]['vog_flagged'] == row['vog_flagged']
-  for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html'):
-    assert (tmp_path / 'cli' / 'difficulty_report' / name).exists()
+  report_dir = tmp_path / 'cli' / 'difficulty_report'
+  for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html',
+               'flagged_examples.tfrecord', 'flagged.png'):
+    assert (report_dir / name).exists(), name
+
+  # The page can be rebuilt from the report folder alone.
+  first_page = (report_dir / 'report.html').read_text()
+  (report_dir / 'report.html').unlink()
+  (report_dir / 'flagged.png').unlink()
+  result = CliRunner().invoke(cli, ['report', str(report_dir)])
+  assert result.exit_code == 0, result.output
+  rebuilt = (report_dir / 'report.html').read_text()
+  flagged_ids = [json.loads(l)['example_id'] for l in open(report_dir / 'flagged.jsonl')]
+  assert len(flagged_ids) == 10
+  assert all(i in rebuilt for i in flagged_ids)
+  assert rebuilt.count('data:image/png;base64') == first_page.count('data:image/png;base64') > 0
+  assert (report_dir / 'flagged.png').exists()
+  (report_dir / 'flagged_examples.tfrecord').unlink()
+  result = CliRunner().invoke(cli, ['report', str(report_dir)])
+  assert result.exit_code == 2
+  assert 'lacks flagged_examples.tfrecord' in result.stderr

@@ -32,6 +32,7 @@ FLAGGED_FILE = 'flagged.jsonl'
 QUARANTINE_FILE = 'quarantine.jsonl'
 REPORT_FILE = 'report.html'
 MONTAGE_FILE = 'flagged.png'
+FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'  # rank order; the page is rebuilt from it
 PEEK_RECORDS = 50
 QUARANTINE_SAMPLE = 50
 
@@ -272,9 +273,14 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   tf.io.gfile.rename(os.path.join(work_dir, QUARANTINE_FILE),
                      os.path.join(report_dir, QUARANTINE_FILE), overwrite=True)
   _write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
+  with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
+    for row in flagged:
+      writer.write(records[row['rank']])
   with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
     f.write(json.dumps(summary, indent=2, sort_keys=True))
-  write_report_page(report_dir, summary, flagged, previews_of(plan, flagged, records))
+  parser = ParserFactory(plan.input_specs, settings, plan.num_classes, plan.module_file)()
+  write_report_page(report_dir, summary, flagged,
+                    previews_of(parser, plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)
   counts = summary['counts']
   logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
@@ -345,6 +351,8 @@ def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
       'checkpoints': [{'path': e.path, 'epoch': e.epoch, 'step': e.step}
                       for e in plan.entries],
       'num_classes': plan.num_classes,
+      'model_inputs': [{'name': i.name, 'shape': list(i.shape), 'dtype': i.dtype}
+                       for i in plan.input_specs],
       'counts': total,
       'splits': splits,
       'quarantine_kinds': kinds,
@@ -373,12 +381,12 @@ def _short(values: np.ndarray) -> str:
   return ', '.join(shown) + (f' ... ({values.size} values)' if values.size > 6 else '')
 
 
-def previews_of(plan: AuditPlan, flagged: Sequence[Mapping[str, Any]],
+def previews_of(parser: examples_io.ExampleParser,
+                input_specs: Sequence[examples_io.InputSpec],
+                flagged: Sequence[Mapping[str, Any]],
                 records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
   """Thumbnails (first image-like model input) or feature text of flagged examples."""
-  parser = ParserFactory(plan.input_specs, plan.settings, plan.num_classes,
-                         plan.module_file)()
-  image_input = next((s.name for s in plan.input_specs if len(s.shape) in (2, 3)), None)
+  image_input = next((s.name for s in input_specs if len(s.shape) in (2, 3)), None)
   previews = []
   for row in flagged:
     serialized = records[row['rank']]
@@ -395,6 +403,42 @@ def previews_of(plan: AuditPlan, flagged: Sequence[Mapping[str, Any]],
     previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
                                                features))
   return previews
+
+
+def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> str:
+  """Rebuilds report.html (and flagged.png) from a difficulty report folder alone.
+
+  Needs summary.json, flagged.jsonl, quarantine.jsonl and flagged_examples.tfrecord;
+  `module_file` only when the audit used a vog_inputs_fn. Returns the page's path.
+  Raises AuditConfigError naming a missing or unreadable file.
+  """
+  needed = (SUMMARY_FILE, FLAGGED_FILE, QUARANTINE_FILE, FLAGGED_EXAMPLES_FILE)
+  missing = [n for n in needed if not tf.io.gfile.exists(os.path.join(report_dir, n))]
+  if missing:
+    raise AuditConfigError(f'{report_dir} lacks {", ".join(missing)}; give the '
+                           'difficulty_report folder of a VoG audit')
+  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
+    summary = json.load(f)
+  try:
+    input_specs = [examples_io.InputSpec(i['name'], tuple(i['shape']), i['dtype'])
+                   for i in summary['model_inputs']]
+    settings = VogSettings(**{k: v for k, v in summary['settings'].items()
+                              if k in VogSettings.__dataclass_fields__})
+    num_classes = int(summary['num_classes'])
+  except (KeyError, TypeError, ValueError) as e:
+    raise AuditConfigError(f'{os.path.join(report_dir, SUMMARY_FILE)} lacks {e}; it was '
+                           'written by an older release - re-run the audit') from e
+  flagged = _read_jsonl(os.path.join(report_dir, FLAGGED_FILE))
+  serialized = [r.numpy() for r in tf.data.TFRecordDataset(
+      os.path.join(report_dir, FLAGGED_EXAMPLES_FILE))]
+  if len(serialized) != len(flagged):
+    raise AuditConfigError(f'{report_dir}: flagged.jsonl lists {len(flagged)} examples '
+                           f'but {FLAGGED_EXAMPLES_FILE} holds {len(serialized)}')
+  records = {row['rank']: record for row, record in zip(flagged, serialized)}
+  parser = ParserFactory(input_specs, settings, num_classes, module_file)()
+  write_report_page(report_dir, summary, flagged,
+                    previews_of(parser, input_specs, flagged, records))
+  return os.path.join(report_dir, REPORT_FILE)
 
 
 def write_report_page(report_dir: str, summary: Mapping[str, Any],

@@ -31,6 +31,10 @@ def _register():
   # Imported here so `vog-audit --help` stays fast and each module stays independent.
   from pipeline.cli import score
   main.add_command(score.score)
+  from pipeline.cli import demo
+  main.add_command(demo.demo)
+  from pipeline.cli import report
+  main.add_command(report.report)
   from pipeline.cli import review
   main.add_command(review.review)
   from pipeline.cli import runs

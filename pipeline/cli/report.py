@@ -1,0 +1,29 @@
+"""`vog-audit report`: rebuild report.html (and flagged.png) from a difficulty report folder.
+
+    vog-audit report DIR [--module-file FILE]
+
+DIR is a DifficultyReport artifact folder or `<output>/difficulty_report` of
+`vog-audit score`. Useful after an upgrade of the page, or when the page was lost.
+"""
+
+import os
+
+import click
+
+from pipeline.cli import fail
+
+
+@click.command()
+@click.argument('report_dir', type=click.Path())
+@click.option('--module-file', default=None,
+              help='The audit\'s module file, when it used vog_inputs_fn.')
+def report(report_dir, module_file):
+  """Rebuild the review page of the VoG audit in REPORT_DIR."""
+  if not os.path.isdir(report_dir):
+    fail(f'{report_dir} is not a folder; give the difficulty_report folder of an audit')
+  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  try:
+    page = audit.rebuild_report_page(report_dir, module_file)
+  except audit.AuditConfigError as e:
+    fail(str(e))
+  click.echo(f'report: {page}')
