@@ -95,6 +95,8 @@ def test_bad_records_are_quarantined_and_none_is_lost(trained, tmp_path):
                           patterns)
   summary, scored = _run(plan, str(tmp_path / 'out'))
   assert summary['counts'] == {'seen': 55, 'scored': 50, 'quarantined': 5, 'flagged': 5}
+  counters = summary['beam_counters']
+  assert (counters['seen'], counters['scored'], counters['quarantined']) == (55, 50, 5)
   assert {k[1] for k in scored} == {f'ok-{i}' for i in range(50)}
   rows = [json.loads(l) for l in open(tmp_path / 'out' / 'report' / 'quarantine.jsonl')]
   reasons = {r['example_id']: r['reason'] for r in rows}

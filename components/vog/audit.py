@@ -259,12 +259,14 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
                                  settings.target, settings.label_mode)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
-  with pipeline as p:
-    _ = p | 'AuditExamples' >> beam_audit.AuditExamples(
-        settings, list(plan.split_files), split_records_reader(plan.split_files),
-        parser_factory, scorer_factory, scorer_factory.cache_key(),
-        scored_examples_dir, work_dir)
+  _ = pipeline | 'AuditExamples' >> beam_audit.AuditExamples(
+      settings, list(plan.split_files), split_records_reader(plan.split_files),
+      parser_factory, scorer_factory, scorer_factory.cache_key(),
+      scored_examples_dir, work_dir)
+  result = pipeline.run()
+  result.wait_until_finish()
   summary = _summarize(plan, os.path.join(work_dir, 'tallies.jsonl'))
+  summary['beam_counters'] = _counters(result)
   flagged, records = _read_flagged(os.path.join(work_dir, 'flagged_records.jsonl'))
   quarantine_work = os.path.join(work_dir, QUARANTINE_FILE)
   if not tf.io.gfile.exists(quarantine_work):  # Some runners write nothing for no rows.
@@ -286,6 +288,21 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
                counts['seen'], counts['scored'], counts['quarantined'], counts['flagged'])
   return summary
+
+
+def _counters(result) -> Dict[str, int]:
+  """The audit's Beam counters (seen, scored, quarantined, batches) as the runner has them."""
+  from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=g-import-not-at-top
+  try:
+    found = result.metrics().query(
+        MetricsFilter().with_namespace(beam_audit.NAMESPACE))['counters']
+  except (NotImplementedError, AttributeError):  # Runners without a metrics API.
+    return {}
+  counters: Dict[str, int] = {}
+  for counter in found:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value)
+  return counters
 
 
 def _read_jsonl(path: str) -> List[Dict[str, Any]]:
