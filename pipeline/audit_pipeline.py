@@ -4,7 +4,11 @@
     ImportExampleGen + SchemaGen -> Trainer (checkpoints for VoG)
     Trainer.model_run + ImportExampleGen -> VarianceOfGradients
     VarianceOfGradients.scored_examples (eval) + Trainer.model
-        + latest blessed model -> Evaluator -> Pusher
+        + latest blessed model -> Evaluator
+    Evaluator.blessing + VarianceOfGradients.difficulty_report -> HumanReviewGate -> Pusher
+
+The Pusher obeys the gate's blessing: a model ships only when the Evaluator blessed it and
+the review (a written policy by default; a person over Slack or `vog-audit review`) approved.
 
 Runners: `tfx.orchestration.LocalDagRunner().run(create_pipeline(config))`, the Airflow DAG
 in `pipeline/airflow_dag.py`, and `python -m kubeflow.compile`.
@@ -25,9 +29,10 @@ TRAINER = 'Trainer'
 VOG = 'VarianceOfGradients'
 BASELINE_RESOLVER = 'latest_blessed_model_resolver'
 EVALUATOR = 'Evaluator'
+REVIEW_GATE = 'HumanReviewGate'
 PUSHER = 'Pusher'
 COMPONENT_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRAINER,
-                 VOG, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+                 VOG, BASELINE_RESOLVER, EVALUATOR, REVIEW_GATE, PUSHER)
 
 
 def create_pipeline(config: PipelineConfig,
@@ -40,10 +45,11 @@ def create_pipeline(config: PipelineConfig,
       through `kubeflow.compile`, where the cluster provides ML Metadata.
 
   Raises:
-    ValueError: a bad setting, named (from this module, the VoG component or the
-      Evaluator configuration).
+    ValueError: a bad setting, named (from this module, the VoG component, the
+      Evaluator configuration or the review gate).
   """
   # Imported here so that `pipeline` stays importable while only the config is needed.
+  from components import HumanReviewGate  # pylint: disable=g-import-not-at-top
   from components import VarianceOfGradients  # pylint: disable=g-import-not-at-top
 
   if config.epochs < 2:
@@ -106,19 +112,32 @@ def create_pipeline(config: PipelineConfig,
           min_hard_accuracy=config.min_hard_accuracy,
           max_accuracy_drop=config.max_accuracy_drop))
 
-  # The blessing the Pusher obeys. HumanReviewGate goes here: it takes the model,
-  # vog.outputs['difficulty_report'] and this blessing, and its own blessing replaces it.
-  blessing = evaluator.outputs['blessing']
+  # When the Evaluator does not bless, the gate asks nobody and does not bless either.
+  gate = HumanReviewGate(
+      model=trainer.outputs['model'],
+      difficulty_report=vog.outputs['difficulty_report'],
+      blessing=evaluator.outputs['blessing'],
+      evaluation=evaluator.outputs['evaluation'],
+      backend=config.review_backend,
+      approvers=list(config.review_approvers),
+      timeout_seconds=config.review_timeout_seconds,
+      poll_interval_seconds=config.review_poll_seconds,
+      slack_channel=config.slack_channel,
+      slack_token_env=config.slack_token_env,
+      slack_api_url=config.slack_api_url,
+      report_url_template=config.report_url_template,
+      auto_policy=config.auto_policy_rules() if config.review_backend == 'auto' else None,
+      reviews_dir=config.reviews_dir).with_id(REVIEW_GATE)
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
-      model_blessing=blessing,
+      model_blessing=gate.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=config.serving_model_dir)))
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, trainer,
-                vog, baseline_resolver, evaluator, pusher]
+                vog, baseline_resolver, evaluator, gate, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

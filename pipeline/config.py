@@ -13,6 +13,12 @@ MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_
 TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
 MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
+REVIEW_BACKENDS = ('auto', 'local', 'slack')
+# The written policy of the `auto` review backend (rules of components.review_gate.auto_policy).
+# It rejects a model when more than 1% of the examples could not be scored (the data is
+# broken, not hard), or when VoG flags more than half of one class in a split (that class is
+# probably mislabeled wholesale, which a model trained on it has learned).
+DEFAULT_AUTO_POLICY = (('max_quarantined_share', 0.01), ('max_class_flagged_share', 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +87,18 @@ class PipelineConfig:
   beam_pipeline_args: for every Beam component (StatisticsGen ... Evaluator, VoG).
   epochs, batch_size, learning_rate, max_checkpoints: the Trainer's custom_config.
   vog_*: the VarianceOfGradients parameters.
+  seed: the Trainer's seed (weights and shuffling).
   min_accuracy, min_hard_accuracy, max_accuracy_drop: the Evaluator's thresholds.
+  review_*: the HumanReviewGate between the Evaluator and the Pusher. `review_backend`
+    is `auto` (`auto_policy` decides; for demos and unattended runs), `local` (answered
+    with `vog-audit review`) or `slack`; `review_approvers` are who may decide (names for
+    `local`, Slack user IDs for `slack`); `review_timeout_seconds` bounds the whole review,
+    after which the model is NOT_BLESSED; `review_poll_seconds` is how often the answer is
+    read; `reviews_dir` defaults to `<pipeline_root>/reviews`.
+  slack_channel, slack_api_url, slack_token_env: the Slack backend's channel ID, Web API
+    base URL (default Slack's) and the environment variable that holds the bot token.
+  report_url_template: the link to report.html in review messages (see HumanReviewGate).
+  auto_policy: (rule, threshold) pairs for the `auto` backend; DEFAULT_AUTO_POLICY.
   """
   data_root: str
   pipeline_root: str
@@ -109,6 +126,17 @@ class PipelineConfig:
   min_accuracy: float = 0.8
   min_hard_accuracy: float = 0.1
   max_accuracy_drop: float = 0.05
+  seed: int = 0
+  review_backend: str = 'auto'
+  review_approvers: Tuple[str, ...] = ()
+  review_timeout_seconds: float = 24 * 3600.0
+  review_poll_seconds: float = 15.0
+  reviews_dir: Optional[str] = None
+  slack_channel: Optional[str] = None
+  slack_api_url: Optional[str] = None
+  slack_token_env: str = 'SLACK_BOT_TOKEN'
+  report_url_template: Optional[str] = None
+  auto_policy: Tuple[Tuple[str, float], ...] = DEFAULT_AUTO_POLICY
 
   def metadata_config(self) -> MetadataConfig:
     """The configured store, or SQLite at `<pipeline_root>/metadata.sqlite`."""
@@ -118,7 +146,12 @@ class PipelineConfig:
 
   def trainer_custom_config(self) -> Dict[str, object]:
     return {'epochs': self.epochs, 'batch_size': self.batch_size,
-            'learning_rate': self.learning_rate, 'max_checkpoints': self.max_checkpoints}
+            'learning_rate': self.learning_rate, 'max_checkpoints': self.max_checkpoints,
+            'seed': self.seed}
+
+  def auto_policy_rules(self) -> Dict[str, float]:
+    """`auto_policy` as the dict HumanReviewGate takes."""
+    return {name: float(value) for name, value in self.auto_policy}
 
   @classmethod
   def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> 'PipelineConfig':
@@ -129,7 +162,9 @@ class PipelineConfig:
     otherwise. VOG_AUDIT_MYSQL_HOST switches ML Metadata to MySQL, with
     VOG_AUDIT_MYSQL_PORT, VOG_AUDIT_MYSQL_DATABASE, VOG_AUDIT_MYSQL_USER and the
     password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated) and
-    VOG_AUDIT_EPOCHS override the defaults.
+    VOG_AUDIT_EPOCHS override the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
+    (auto, local or slack), VOG_AUDIT_REVIEW_APPROVERS (comma separated),
+    VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL.
     """
     environ = os.environ if environ is None else environ
     home = environ.get('VOG_AUDIT_HOME')
@@ -157,6 +192,20 @@ class PipelineConfig:
       if not epochs.isdigit():
         raise ValueError(f'VOG_AUDIT_EPOCHS={epochs!r} is not a whole number')
       kwargs['epochs'] = int(epochs)
+    if environ.get('VOG_AUDIT_REVIEW_BACKEND'):
+      kwargs['review_backend'] = environ['VOG_AUDIT_REVIEW_BACKEND']
+    if environ.get('VOG_AUDIT_REVIEW_APPROVERS'):
+      kwargs['review_approvers'] = tuple(
+          a.strip() for a in environ['VOG_AUDIT_REVIEW_APPROVERS'].split(',') if a.strip())
+    if environ.get('VOG_AUDIT_REVIEW_TIMEOUT'):
+      timeout = environ['VOG_AUDIT_REVIEW_TIMEOUT']
+      try:
+        kwargs['review_timeout_seconds'] = float(timeout)
+      except ValueError:
+        raise ValueError(f'VOG_AUDIT_REVIEW_TIMEOUT={timeout!r} is not a number of '
+                         'seconds') from None
+    if environ.get('VOG_AUDIT_SLACK_CHANNEL'):
+      kwargs['slack_channel'] = environ['VOG_AUDIT_SLACK_CHANNEL']
     if environ.get('VOG_AUDIT_PIPELINE_NAME'):
       kwargs['pipeline_name'] = environ['VOG_AUDIT_PIPELINE_NAME']
     return cls(**kwargs)

@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAG_FILE = os.path.join(REPO, 'pipeline', 'airflow_dag.py')
 EXPECTED_TASKS = {'ImportExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
                   'Trainer', 'VarianceOfGradients', 'latest_blessed_model_resolver',
-                  'Evaluator', 'Pusher'}
+                  'Evaluator', 'HumanReviewGate', 'Pusher'}
 
 # DagBag runs in a fresh interpreter: AIRFLOW_HOME must be set before airflow is first
 # imported, and the parent test process must not carry Airflow's global settings.
@@ -65,7 +65,8 @@ def test_every_component_is_a_task_wired_in_pipeline_order(weekly):
   edges = {tuple(e) for e in weekly['edges']}
   for edge in [('ImportExampleGen', 'StatisticsGen'), ('SchemaGen', 'Trainer'),
                ('Trainer', 'VarianceOfGradients'), ('VarianceOfGradients', 'Evaluator'),
-               ('latest_blessed_model_resolver', 'Evaluator'), ('Evaluator', 'Pusher')]:
+               ('latest_blessed_model_resolver', 'Evaluator'), ('Evaluator', 'HumanReviewGate'),
+               ('VarianceOfGradients', 'HumanReviewGate'), ('HumanReviewGate', 'Pusher')]:
     assert edge in edges, edge
 
 

@@ -10,7 +10,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = 'us-docker.pkg.dev/acme/vog-audit/pipeline:1.2.3'
 COMPONENTS = {'ImportExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
-              'Trainer', 'VarianceOfGradients', 'Evaluator', 'Pusher'}
+              'Trainer', 'VarianceOfGradients', 'Evaluator', 'HumanReviewGate', 'Pusher'}
 
 
 def _compile(*args):

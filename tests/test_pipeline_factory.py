@@ -42,11 +42,37 @@ def test_component_ids_and_wiring(built):
   assert evaluator.inputs['examples'].output_key == 'scored_examples'
   assert _producer(evaluator.inputs['baseline_model']) == 'latest_blessed_model_resolver'
   assert json.loads(evaluator.exec_properties['example_splits']) == ['eval']
-  assert _producer(nodes['Pusher'].inputs['model_blessing']) == 'Evaluator'
+  gate = nodes['HumanReviewGate']
+  assert _producer(gate.inputs['model_blessing']) == 'Evaluator'
+  assert gate.inputs['model_blessing'].output_key == 'blessing'
+  assert _producer(gate.inputs['evaluation']) == 'Evaluator'
+  assert _producer(gate.inputs['difficulty_report']) == 'VarianceOfGradients'
+  assert _producer(gate.inputs['model']) == 'Trainer'
+  # The Pusher obeys the review, not the Evaluator alone.
+  assert _producer(nodes['Pusher'].inputs['model_blessing']) == 'HumanReviewGate'
   assert pipeline.beam_pipeline_args == ['--direct_running_mode=multi_processing',
                                          '--direct_num_workers=0']
   assert pipeline.metadata_connection_config.sqlite.filename_uri.endswith(
       'root/metadata.sqlite')
+
+
+def test_review_gate_defaults_to_the_written_auto_policy(built):
+  _, nodes = built
+  gate = nodes['HumanReviewGate'].exec_properties
+  assert gate['backend'] == 'auto'
+  assert json.loads(gate['auto_policy']) == {'max_quarantined_share': 0.01,
+                                             'max_class_flagged_share': 0.5}
+  assert json.loads(gate['approvers']) == []
+
+
+def test_review_gate_backend_and_approvers_come_from_the_config(tmp_path):
+  pipeline = audit_pipeline.create_pipeline(_config(
+      tmp_path, review_backend='slack', review_approvers=('U0ALICE',),
+      slack_channel='C0REVIEW', review_timeout_seconds=600))
+  gate = {c.id: c for c in pipeline.components}['HumanReviewGate'].exec_properties
+  assert (gate['backend'], json.loads(gate['approvers']), gate['slack_channel'],
+          gate['timeout_seconds'], gate['auto_policy']) == (
+              'slack', ['U0ALICE'], 'C0REVIEW', 600.0, None)
 
 
 def test_evaluator_slices_and_both_thresholds(built):
@@ -84,10 +110,14 @@ def test_mysql_metadata_takes_the_password_from_the_environment(tmp_path):
 def test_config_from_env():
   config = PipelineConfig.from_env({
       'VOG_AUDIT_HOME': '/srv/vog', 'VOG_AUDIT_MYSQL_HOST': 'db', 'VOG_AUDIT_MYSQL_DATABASE':
-      'mlmd', 'VOG_AUDIT_BEAM_ARGS': '--direct_num_workers=4', 'VOG_AUDIT_EPOCHS': '5'})
+      'mlmd', 'VOG_AUDIT_BEAM_ARGS': '--direct_num_workers=4', 'VOG_AUDIT_EPOCHS': '5',
+      'VOG_AUDIT_REVIEW_BACKEND': 'local', 'VOG_AUDIT_REVIEW_APPROVERS': 'alice, bob',
+      'VOG_AUDIT_REVIEW_TIMEOUT': '7200'})
   assert config.data_root == '/srv/vog/data'
   assert config.metadata_config().kind == 'mysql'
   assert config.beam_args() == ['--direct_num_workers=4'] and config.epochs == 5
+  assert (config.review_backend, config.review_approvers, config.review_timeout_seconds) == (
+      'local', ('alice', 'bob'), 7200.0)
 
 
 @pytest.mark.parametrize('make, message', [
@@ -95,6 +125,15 @@ def test_config_from_env():
      'epochs=1; VarianceOfGradients needs at least 2'),
     (lambda t: audit_pipeline.create_pipeline(_config(t, min_hard_accuracy=1.5)),
      r'min_hard_accuracy=1.5 is an accuracy bound and must be in \[0, 1\]'),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, review_backend='local')),
+     "backend='local' needs approvers"),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, review_backend='email')),
+     "backend 'email' is not one of slack, local, auto"),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, auto_policy=(('max_typo', 1),))),
+     "auto_policy rule 'max_typo' is unknown"),
+    (lambda t: PipelineConfig.from_env({'VOG_AUDIT_HOME': '/x',
+                                        'VOG_AUDIT_REVIEW_TIMEOUT': 'soon'}),
+     "VOG_AUDIT_REVIEW_TIMEOUT='soon' is not a number of seconds"),
     (lambda t: MetadataConfig(mysql_host='db').connection_config({}),
      'MySQL ML Metadata at db needs a database name'),
     (lambda t: PipelineConfig.from_env({}), 'set VOG_AUDIT_HOME'),
