@@ -11,9 +11,12 @@ LocalDagRunner and prints what the run found, read back from ML Metadata. Under 
 
 A folder that holds an earlier demo is reused, never refused: the data is rewritten only
 when the noise rate, the seed or the size change it, and TFX's cache skips every step whose
-inputs are unchanged, so a second `make demo` is quick and summarises the same model. A
-changed setting re-runs what it affects; a newly blessed model must then also pass the
-Evaluator's change threshold against the last blessed one before it is pushed.
+inputs are unchanged. The second run in a folder re-runs the Evaluator, because the model
+blessed the first time is now its baseline (the same model, so the change threshold holds),
+and the gate and Pusher after it: the same model is pushed again as a new version. From the
+third run on every step is reused and the summary describes the same model. A changed setting
+re-runs what it affects; a newly trained model must then also pass the Evaluator's change
+threshold against the last blessed one before it is pushed.
 """
 
 import contextlib
