@@ -28,7 +28,8 @@ BUDGET = 50
 # 10% of 500 labels flipped, 50 flagged: a random choice of 50 holds
 # Hypergeometric(500, 50, 50) flipped labels, mean 5 and standard deviation 2.0. 25 is ten
 # standard deviations above that, so a ranking no better than chance cannot pass; loss-VoG
-# finds 39 at this size with seed 0, so the bound leaves room for run-to-run noise.
+# finds 37 at this size with seed 0 (41 with seed 1), so the bound leaves room for noise.
+# The seeded model reaches 83.2% overall on the 125 eval examples, above the 80% bound.
 MIN_FLIPPED_FOUND = 25
 SMALL = dict(num_examples=NUM_EXAMPLES, inspection_budget=BUDGET,
              beam_pipeline_args=('--direct_running_mode=in_memory',))
