@@ -13,6 +13,10 @@ the environment of the scheduler and workers:
                            (SQLite under the pipeline root otherwise)
   VOG_AUDIT_BEAM_ARGS      Beam arguments, space separated
   VOG_AUDIT_EPOCHS         Trainer epochs
+  VOG_AUDIT_REVIEW_BACKEND auto (default), local or slack: who approves before the Pusher
+  VOG_AUDIT_REVIEW_APPROVERS, VOG_AUDIT_REVIEW_TIMEOUT, VOG_AUDIT_SLACK_CHANNEL
+                           approvers (comma separated), seconds to wait, Slack channel;
+                           the Slack token comes from SLACK_BOT_TOKEN at run time
 
 Each TFX component becomes one Airflow task with the component's id as task id. Runs do
 not catch up on missed intervals, and one run at a time writes to the pipeline root.

@@ -98,7 +98,7 @@ def write_demo_data(output_dir: str,
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type='GZIP')) as w:
       for row, label, flip in zip(rows, labels, flipped):
         w.write(_example(f'digits-{row:04d}', digits.data[row] / 16.0, label, flip)
-                .SerializeToString())
+                .SerializeToString(deterministic=True))
     summary[split] = SplitSummary(len(rows), int(flipped.sum()), path)
   with tf.io.gfile.GFile(os.path.join(output_dir, SUMMARY_FILE), 'w') as f:
     json.dump({'seed': seed, 'flip_fraction': flip_fraction,

@@ -12,7 +12,7 @@ import click
 
 # Before TensorFlow loads: keep its start-up chatter and Google's Python-version
 # notices out of the way of the lines this command prints.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 warnings.filterwarnings('ignore', category=FutureWarning, module=r'google\..*')
 
 
