@@ -133,10 +133,26 @@ def component_run(model_run: str, examples_glob: str, output: str) -> None:
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(output, 'scored'),
                             os.path.join(output, 'report'))
   seconds = time.perf_counter() - start
-  rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  rss_mb = peak_rss_mb()
   print(json.dumps({'seconds': seconds, 'peak_rss_mb': rss_mb,
                     'scored': summary['counts']['scored'],
                     'checkpoints': len(plan.entries)}))
+
+
+def peak_rss_mb() -> float:
+  """This process's own peak RSS.
+
+  Linux carries the parent's high-water mark into ru_maxrss across fork and exec, so
+  a child of a big parent would report the parent's; VmHWM belongs to this image alone.
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_component_in_subprocess(model_run, examples_glob, output):
