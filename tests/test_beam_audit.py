@@ -7,7 +7,6 @@ Configuration errors are checked through the component's executor and through
 import base64
 import glob
 import json
-import math
 import os
 
 from click.testing import CliRunner
@@ -19,9 +18,7 @@ from tfx.types import artifact_utils
 
 from components.vog import audit
 from components.vog import executor as vog_executor
-from components.vog import checkpoints
 from components.vog.settings import VogSettings
-from components.vog.scoring import VogScorer
 from pipeline.cli import main as cli
 import apache_beam as beam
 import fixtures

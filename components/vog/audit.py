@@ -5,36 +5,26 @@ component and the command line share one code path. Configuration problems fail 
 `plan_audit`, before Beam starts; per-example problems go to quarantine.jsonl.
 """
 
-import base64
 import datetime
 import hashlib
 import json
 import os
-import tempfile
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 
 from components.vog import beam_audit
 from components.vog import checkpoints
 from components.vog import examples_io
-from components.vog import report_html
+from components.vog import report_folder
 from components.vog import stages
 from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
 
-SUMMARY_FILE = 'summary.json'
-FLAGGED_FILE = 'flagged.jsonl'
-QUARANTINE_FILE = 'quarantine.jsonl'
-REPORT_FILE = 'report.html'
-MONTAGE_FILE = 'flagged.png'
-FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'  # rank order; the page is rebuilt from it
 PEEK_RECORDS = 50
-QUARANTINE_SAMPLE = 50
 
 
 class AuditConfigError(ValueError):
@@ -267,22 +257,12 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   result.wait_until_finish()
   summary = _summarize(plan, os.path.join(work_dir, 'tallies.jsonl'))
   summary['beam_counters'] = _counters(result)
-  flagged, records = _read_flagged(os.path.join(work_dir, 'flagged_records.jsonl'))
-  quarantine_work = os.path.join(work_dir, QUARANTINE_FILE)
-  if not tf.io.gfile.exists(quarantine_work):  # Some runners write nothing for no rows.
-    with tf.io.gfile.GFile(quarantine_work, 'w'):
-      pass
-  tf.io.gfile.rename(os.path.join(work_dir, QUARANTINE_FILE),
-                     os.path.join(report_dir, QUARANTINE_FILE), overwrite=True)
-  _write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
-  with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
-    for row in flagged:
-      writer.write(records[row['rank']])
-  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
-    f.write(json.dumps(summary, indent=2, sort_keys=True))
-  parser = ParserFactory(plan.input_specs, settings, plan.num_classes, plan.module_file)()
-  write_report_page(report_dir, summary, flagged,
-                    previews_of(parser, plan.input_specs, flagged, records))
+  flagged, records = report_folder.read_flagged(
+      os.path.join(work_dir, 'flagged_records.jsonl'))
+  report_folder.publish(report_dir, os.path.join(work_dir, report_folder.QUARANTINE_FILE),
+                        summary, flagged, records,
+                        report_folder.previews_of(parser_factory(), plan.input_specs,
+                                                  flagged, records))
   tf.io.gfile.rmtree(work_dir)
   counts = summary['counts']
   logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
@@ -305,23 +285,10 @@ def _counters(result) -> Dict[str, int]:
   return counters
 
 
-def _read_jsonl(path: str) -> List[Dict[str, Any]]:
-  if not tf.io.gfile.exists(path):
-    return []
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-  with tf.io.gfile.GFile(path, 'w') as f:
-    for row in rows:
-      f.write(json.dumps(row, sort_keys=True) + '\n')
-
-
 def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
   counts: Dict[tuple, int] = {}
   class_stats = {}
-  for row in _read_jsonl(tallies_path):
+  for row in report_folder.read_jsonl(tallies_path):
     if 'class_stats' in row:
       class_stats[tuple(row['class_stats'])] = row
     else:
@@ -380,48 +347,6 @@ def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
   }
 
 
-def _read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
-  """Flagged rows in rank order, and each rank's example bytes."""
-  rows, records = [], {}
-  for row in sorted(_read_jsonl(path), key=lambda r: r['rank']):
-    record = base64.b64decode(row.pop('record_base64'))
-    if row['rank'] not in records:  # Identical examples share a rank; show one.
-      records[row['rank']] = record
-      rows.append(row)
-  return rows, records
-
-
-def _short(values: np.ndarray) -> str:
-  shown = [v.decode('utf-8', 'replace') if isinstance(v, bytes) else
-           (f'{v:.4g}' if isinstance(v, (float, np.floating)) else str(v))
-           for v in values[:6].tolist()]
-  return ', '.join(shown) + (f' ... ({values.size} values)' if values.size > 6 else '')
-
-
-def previews_of(parser: examples_io.ExampleParser,
-                input_specs: Sequence[examples_io.InputSpec],
-                flagged: Sequence[Mapping[str, Any]],
-                records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
-  """Thumbnails (first image-like model input) or feature text of flagged examples."""
-  image_input = next((s.name for s in input_specs if len(s.shape) in (2, 3)), None)
-  previews = []
-  for row in flagged:
-    serialized = records[row['rank']]
-    example = tf.train.Example.FromString(serialized)
-    features = {k: _short(v) for k, v in sorted(examples_io.example_features(example).items())
-                if not k.startswith('vog_')}
-    image = None
-    if image_input is not None:
-      parsed = parser.parse(row['split'], serialized)
-      if isinstance(parsed, examples_io.ScorableExample):
-        image = parsed.inputs[image_input]
-    if image is not None:  # The page shows the image; the montage captions these.
-      features = {'label': str(row['label']), 'predicted_class': str(row['predicted_class'])}
-    previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
-                                               features))
-  return previews
-
-
 def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> str:
   """Rebuilds report.html (and flagged.png) from a difficulty report folder alone.
 
@@ -429,13 +354,10 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   `module_file` only when the audit used a vog_inputs_fn. Returns the page's path.
   Raises AuditConfigError naming a missing or unreadable file.
   """
-  needed = (SUMMARY_FILE, FLAGGED_FILE, QUARANTINE_FILE, FLAGGED_EXAMPLES_FILE)
-  missing = [n for n in needed if not tf.io.gfile.exists(os.path.join(report_dir, n))]
-  if missing:
-    raise AuditConfigError(f'{report_dir} lacks {", ".join(missing)}; give the '
-                           'difficulty_report folder of a VoG audit')
-  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
-    summary = json.load(f)
+  try:
+    summary, flagged, records = report_folder.read_for_rebuild(report_dir)
+  except ValueError as e:
+    raise AuditConfigError(str(e)) from e
   try:
     input_specs = [examples_io.InputSpec(i['name'], tuple(i['shape']), i['dtype'])
                    for i in summary['model_inputs']]
@@ -443,37 +365,10 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
                               if k in VogSettings.__dataclass_fields__})
     num_classes = int(summary['num_classes'])
   except (KeyError, TypeError, ValueError) as e:
-    raise AuditConfigError(f'{os.path.join(report_dir, SUMMARY_FILE)} lacks {e}; it was '
-                           'written by an older release - re-run the audit') from e
-  flagged = _read_jsonl(os.path.join(report_dir, FLAGGED_FILE))
-  serialized = [r.numpy() for r in tf.data.TFRecordDataset(
-      os.path.join(report_dir, FLAGGED_EXAMPLES_FILE))]
-  if len(serialized) != len(flagged):
-    raise AuditConfigError(f'{report_dir}: flagged.jsonl lists {len(flagged)} examples '
-                           f'but {FLAGGED_EXAMPLES_FILE} holds {len(serialized)}')
-  records = {row['rank']: record for row, record in zip(flagged, serialized)}
+    raise AuditConfigError(f'the summary.json in {report_dir} lacks {e}; it was written '
+                           'by an older release - re-run the audit') from e
   parser = ParserFactory(input_specs, settings, num_classes, module_file)()
-  write_report_page(report_dir, summary, flagged,
-                    previews_of(parser, input_specs, flagged, records))
-  return os.path.join(report_dir, REPORT_FILE)
-
-
-def write_report_page(report_dir: str, summary: Mapping[str, Any],
-                      flagged: Sequence[Mapping[str, Any]],
-                      previews: Sequence[report_html.ExamplePreview]) -> None:
-  """Writes report.html (and flagged.png for image data) into `report_dir`."""
-  sample = []
-  with tf.io.gfile.GFile(os.path.join(report_dir, QUARANTINE_FILE)) as f:
-    for line in f:
-      if len(sample) >= QUARANTINE_SAMPLE:
-        break
-      row = json.loads(line)
-      row.pop('record_base64', None)
-      sample.append(row)
-  html = report_html.render_report(summary, flagged, sample, previews)
-  with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
-    f.write(html)
-  with tempfile.TemporaryDirectory() as tmp:  # report_dir may be remote (gs://...).
-    local = os.path.join(tmp, MONTAGE_FILE)
-    if report_html.write_flagged_montage(local, previews):
-      tf.io.gfile.copy(local, os.path.join(report_dir, MONTAGE_FILE), overwrite=True)
+  report_folder.write_report_page(
+      report_dir, summary, flagged,
+      report_folder.previews_of(parser, input_specs, flagged, records))
+  return os.path.join(report_dir, report_folder.REPORT_FILE)

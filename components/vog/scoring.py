@@ -15,7 +15,7 @@ Memory holds one batch of gradients at a time: the K checkpoints are folded into
 running mean and sum of squared deviations (Welford), never stacked.
 """
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -66,6 +66,7 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import report_folder  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
   from components.vog.settings import VogSettings, stage_from_text  # pylint: disable=g-import-not-at-top
 
@@ -102,5 +103,5 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
              f'of {counts["seen"]} examples')
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
-               f'{os.path.join(report_dir, audit.QUARANTINE_FILE)}')
-  click.echo(f'report: {os.path.join(report_dir, audit.REPORT_FILE)}')
+               f'{os.path.join(report_dir, report_folder.QUARANTINE_FILE)}')
+  click.echo(f'report: {os.path.join(report_dir, report_folder.REPORT_FILE)}')

@@ -1,0 +1,141 @@
+"""The files of a difficulty report folder, and the review page built from them.
+
+    summary.json  flagged.jsonl  quarantine.jsonl  flagged_examples.tfrecord
+    report.html   flagged.png (image data only)
+"""
+
+import base64
+import json
+import os
+import tempfile
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from components.vog import examples_io
+from components.vog import report_html
+
+SUMMARY_FILE = 'summary.json'
+FLAGGED_FILE = 'flagged.jsonl'
+QUARANTINE_FILE = 'quarantine.jsonl'
+REPORT_FILE = 'report.html'
+MONTAGE_FILE = 'flagged.png'
+FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'  # rank order; the page is rebuilt from it
+QUARANTINE_SAMPLE = 50
+
+
+def read_jsonl(path: str) -> List[Dict[str, Any]]:
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  with tf.io.gfile.GFile(path, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row, sort_keys=True) + '\n')
+
+
+def read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
+  """Flagged rows in rank order, and each rank's example bytes."""
+  rows, records = [], {}
+  for row in sorted(read_jsonl(path), key=lambda r: r['rank']):
+    record = base64.b64decode(row.pop('record_base64'))
+    if row['rank'] not in records:  # Identical examples share a rank; show one.
+      records[row['rank']] = record
+      rows.append(row)
+  return rows, records
+
+
+def _short(values: np.ndarray) -> str:
+  shown = [v.decode('utf-8', 'replace') if isinstance(v, bytes) else
+           (f'{v:.4g}' if isinstance(v, (float, np.floating)) else str(v))
+           for v in values[:6].tolist()]
+  return ', '.join(shown) + (f' ... ({values.size} values)' if values.size > 6 else '')
+
+
+def previews_of(parser: examples_io.ExampleParser,
+                input_specs: Sequence[examples_io.InputSpec],
+                flagged: Sequence[Mapping[str, Any]],
+                records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
+  """Thumbnails (first image-like model input) or feature text of flagged examples."""
+  image_input = next((s.name for s in input_specs if len(s.shape) in (2, 3)), None)
+  previews = []
+  for row in flagged:
+    serialized = records[row['rank']]
+    example = tf.train.Example.FromString(serialized)
+    features = {k: _short(v) for k, v in sorted(examples_io.example_features(example).items())
+                if not k.startswith('vog_')}
+    image = None
+    if image_input is not None:
+      parsed = parser.parse(row['split'], serialized)
+      if isinstance(parsed, examples_io.ScorableExample):
+        image = parsed.inputs[image_input]
+    if image is not None:  # The page shows the image; the montage captions these.
+      features = {'label': str(row['label']), 'predicted_class': str(row['predicted_class'])}
+    previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
+                                               features))
+  return previews
+
+
+def publish(report_dir: str, quarantine_work_file: str, summary: Mapping[str, Any],
+            flagged: Sequence[Mapping[str, Any]], records: Mapping[int, bytes],
+            previews: Sequence[report_html.ExamplePreview]) -> None:
+  """Writes every file of the report folder; the quarantine file moves in from work."""
+  if not tf.io.gfile.exists(quarantine_work_file):  # Some runners write nothing for no rows.
+    with tf.io.gfile.GFile(quarantine_work_file, 'w'):
+      pass
+  tf.io.gfile.rename(quarantine_work_file, os.path.join(report_dir, QUARANTINE_FILE),
+                     overwrite=True)
+  write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
+  with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
+    for row in flagged:
+      writer.write(records[row['rank']])
+  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
+    f.write(json.dumps(summary, indent=2, sort_keys=True))
+  write_report_page(report_dir, summary, flagged, previews)
+
+
+def read_for_rebuild(report_dir: str
+                     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]], Dict[int, bytes]]:
+  """(summary, flagged rows, each rank's example bytes) of a report folder.
+
+  Raises ValueError naming a missing file, or flagged rows without their examples.
+  """
+  needed = (SUMMARY_FILE, FLAGGED_FILE, QUARANTINE_FILE, FLAGGED_EXAMPLES_FILE)
+  missing = [n for n in needed if not tf.io.gfile.exists(os.path.join(report_dir, n))]
+  if missing:
+    raise ValueError(f'{report_dir} lacks {", ".join(missing)}; give the '
+                     'difficulty_report folder of a VoG audit')
+  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
+    summary = json.load(f)
+  flagged = read_jsonl(os.path.join(report_dir, FLAGGED_FILE))
+  serialized = [r.numpy() for r in tf.data.TFRecordDataset(
+      os.path.join(report_dir, FLAGGED_EXAMPLES_FILE))]
+  if len(serialized) != len(flagged):
+    raise ValueError(f'{report_dir}: flagged.jsonl lists {len(flagged)} examples but '
+                     f'{FLAGGED_EXAMPLES_FILE} holds {len(serialized)}')
+  return summary, flagged, {row['rank']: r for row, r in zip(flagged, serialized)}
+
+
+def write_report_page(report_dir: str, summary: Mapping[str, Any],
+                      flagged: Sequence[Mapping[str, Any]],
+                      previews: Sequence[report_html.ExamplePreview]) -> None:
+  """Writes report.html (and flagged.png for image data) into `report_dir`."""
+  sample = []
+  with tf.io.gfile.GFile(os.path.join(report_dir, QUARANTINE_FILE)) as f:
+    for line in f:
+      if len(sample) >= QUARANTINE_SAMPLE:
+        break
+      row = json.loads(line)
+      row.pop('record_base64', None)
+      sample.append(row)
+  html = report_html.render_report(summary, flagged, sample, previews)
+  with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
+    f.write(html)
+  with tempfile.TemporaryDirectory() as tmp:  # report_dir may be remote (gs://...).
+    local = os.path.join(tmp, MONTAGE_FILE)
+    if report_html.write_flagged_montage(local, previews):
+      tf.io.gfile.copy(local, os.path.join(report_dir, MONTAGE_FILE), overwrite=True)
