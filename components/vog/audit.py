@@ -21,6 +21,7 @@ from components.vog import checkpoints
 from components.vog import examples_io
 from components.vog import report_folder
 from components.vog import stages
+from components.vog import tallies
 from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
 
@@ -255,7 +256,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
       scored_examples_dir, work_dir)
   result = pipeline.run()
   result.wait_until_finish()
-  summary = _summarize(plan, os.path.join(work_dir, 'tallies.jsonl'))
+  summary = _summarize(plan, os.path.join(work_dir, tallies.TALLIES_FILE))
   summary['beam_counters'] = _counters(result)
   flagged, records = report_folder.read_flagged(
       os.path.join(work_dir, 'flagged_records.jsonl'))
@@ -286,47 +287,8 @@ def _counters(result) -> Dict[str, int]:
 
 
 def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
-  counts: Dict[tuple, int] = {}
-  class_stats = {}
-  for row in report_folder.read_jsonl(tallies_path):
-    if 'class_stats' in row:
-      class_stats[tuple(row['class_stats'])] = row
-    else:
-      counts[tuple(row['key'])] = row['count']
-  splits = {}
-  for split in plan.split_files:
-    splits[split] = {k: counts.get((k, split), 0)
-                     for k in ('seen', 'scored', 'quarantined', 'flagged')}
-    s = splits[split]
-    if s['seen'] != s['scored'] + s['quarantined']:
-      raise RuntimeError(
-          f'VoG audit lost examples in split {split!r}: seen {s["seen"]}, scored '
-          f'{s["scored"]}, quarantined {s["quarantined"]}; nothing was published - '
-          'report this with the Beam logs')
-  per_class = []
-  for (split, cls), stats in sorted(class_stats.items()):
-    labelled = counts.get(('class_labelled', split, cls), 0)
-    errors = counts.get(('class_errors', split, cls), 0)
-    flagged = counts.get(('class_flagged', split, cls), 0)
-    per_class.append({
-        'split': split, 'class': cls, 'count': stats['count'], 'flagged': flagged,
-        'flagged_share': flagged / stats['count'], 'vog_raw_mean': stats['mean'],
-        'vog_raw_std': stats['std'],
-        'error_rate': errors / labelled if labelled else None})
-  by_decile = []
-  for split in plan.split_files:
-    for decile in range(1, 11):
-      labelled = counts.get(('decile_labelled', split, decile), 0)
-      if labelled:
-        errors = counts.get(('decile_errors', split, decile), 0)
-        by_decile.append({'split': split, 'decile': decile, 'count': labelled,
-                          'errors': errors, 'error_rate': errors / labelled})
-  kinds: Dict[str, Dict[str, int]] = {}
-  for key, n in counts.items():
-    if key[0] == 'quarantine_kind':
-      kinds.setdefault(key[1], {})[key[2]] = n
-  total = {k: sum(s[k] for s in splits.values())
-           for k in ('seen', 'scored', 'quarantined', 'flagged')}
+  """summary.json's content: the plan's settings plus what the tallies counted."""
+  counted = tallies.read_tallies(tallies_path, list(plan.split_files))
   return {
       'format_version': 1,
       'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -337,11 +299,7 @@ def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
       'num_classes': plan.num_classes,
       'model_inputs': [{'name': i.name, 'shape': list(i.shape), 'dtype': i.dtype}
                        for i in plan.input_specs],
-      'counts': total,
-      'splits': splits,
-      'quarantine_kinds': kinds,
-      'per_class': per_class,
-      'error_rate_by_decile': by_decile,
+      **counted,
       'baseline': plan.baseline,
       'drift': None,
   }

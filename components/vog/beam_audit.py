@@ -14,7 +14,7 @@ by a fingerprint of their bytes, so memory does not grow with the examples' size
 import base64
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -22,6 +22,7 @@ from apache_beam.utils import shared
 import numpy as np
 
 from components.vog import examples_io
+from components.vog import tallies
 from components.vog.settings import VogSettings
 
 NAMESPACE = 'vog_audit'
@@ -326,51 +327,6 @@ class WriteScoredExamples(beam.PTransform):
     return joined
 
 
-def _tally_keys(s: ScoredExample) -> Iterable[Tuple]:
-  yield ('scored', s.split)
-  yield ('class', s.split, s.target_class)
-  if s.vog_flagged:
-    yield ('flagged', s.split)
-    yield ('class_flagged', s.split, s.target_class)
-  if s.label is not None:
-    wrong = s.predicted_class != s.label
-    yield ('class_labelled', s.split, s.target_class)
-    yield ('decile_labelled', s.split, s.vog_decile)
-    if wrong:
-      yield ('class_errors', s.split, s.target_class)
-      yield ('decile_errors', s.split, s.vog_decile)
-
-
-def _quarantine_keys(q: examples_io.Quarantined) -> Iterable[Tuple]:
-  yield ('quarantined', q.split)
-  yield ('quarantine_kind', q.split, q.kind)
-
-
-class WriteAuditTallies(beam.PTransform):
-  """Counts everything the summary reports and writes them as one JSON-lines file."""
-
-  def __init__(self, path: str):
-    super().__init__()
-    self._path = path
-
-  def expand(self, inputs):
-    records, flagged, quarantined, class_stats = inputs
-    seen = records | 'SeenKeys' >> beam.Map(lambda r: ('seen', r[0]))
-    scored = flagged | 'ScoredKeys' >> beam.FlatMap(_tally_keys)
-    bad = quarantined | 'QuarantineKeys' >> beam.FlatMap(_quarantine_keys)
-    counts = ((seen, scored, bad)
-              | 'AllKeys' >> beam.Flatten()
-              | 'Count' >> beam.combiners.Count.PerElement()
-              | 'CountLines' >> beam.Map(
-                  lambda kv: json.dumps({'key': list(kv[0]), 'count': kv[1]})))
-    stats = class_stats | 'StatLines' >> beam.Map(lambda kv: json.dumps(
-        {'class_stats': [kv[0][0], kv[0][1]], 'count': kv[1][0], 'mean': kv[1][1],
-         'std': kv[1][2]}))
-    return ((counts, stats)
-            | 'AllLines' >> beam.Flatten()
-            | 'Write' >> beam.io.WriteToText(self._path, shard_name_template=''))
-
-
 class AuditExamples(beam.PTransform):
   """The whole audit; writes scored examples and the work files of the report.
 
@@ -417,5 +373,5 @@ class AuditExamples(beam.PTransform):
          | 'WriteQuarantine' >> beam.io.WriteToText(
              os.path.join(self._work_dir, 'quarantine.jsonl'), shard_name_template=''))
     return ((records, flagged, quarantined, class_stats)
-            | 'WriteAuditTallies' >> WriteAuditTallies(
-                os.path.join(self._work_dir, 'tallies.jsonl')))
+            | 'WriteAuditTallies' >> tallies.WriteAuditTallies(
+                os.path.join(self._work_dir, tallies.TALLIES_FILE)))
