@@ -62,9 +62,9 @@ def compression_of(files: Sequence[str]) -> str:
     return 'GZIP' if f.read(2) == b'\x1f\x8b' else 'UNCOMPRESSED'
 
 
-def _peek(files: Sequence[str], count: int) -> Optional[List[bytes]]:
+def _peek(files: Sequence[str], compression: str, count: int) -> Optional[List[bytes]]:
   """The first `count` records; None when the file framing itself is corrupt."""
-  dataset = tf.data.TFRecordDataset(list(files), compression_type=compression_of(files))
+  dataset = tf.data.TFRecordDataset(list(files), compression_type=compression)
   try:
     return [r.numpy() for r in dataset.take(count)]
   except tf.errors.DataLossError:
@@ -72,17 +72,20 @@ def _peek(files: Sequence[str], count: int) -> Optional[List[bytes]]:
 
 
 class ScorerFactory:
-  """Loads the selected checkpoints into a VogScorer; runs once per Beam worker."""
+  """Loads the selected checkpoints into a VogScorer; runs once per Beam worker.
 
-  def __init__(self, checkpoint_paths: Sequence[str], module_file: Optional[str],
-               target: str, label_mode: str):
-    self.checkpoint_paths = list(checkpoint_paths)
+  `cache_key()` names what it loads, so workers share one scorer across threads.
+  """
+
+  def __init__(self, entries: Sequence[checkpoints.CheckpointEntry],
+               module_file: Optional[str], target: str, label_mode: str):
+    self.entries = list(entries)
     self.module_file = module_file
     self.target = target
     self.label_mode = label_mode
 
   def cache_key(self) -> str:
-    text = json.dumps([self.checkpoint_paths, self.module_file, self.target,
+    text = json.dumps([[e.path for e in self.entries], self.module_file, self.target,
                        self.label_mode])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -93,8 +96,7 @@ class ScorerFactory:
       except RuntimeError:  # Already initialised in this process.
         pass
     _, custom_objects = load_user_module(self.module_file)
-    entries = [checkpoints.CheckpointEntry(p, 0, 0, {}) for p in self.checkpoint_paths]
-    models = checkpoints.load_checkpoint_models(entries, custom_objects)
+    models = checkpoints.load_checkpoint_models(self.entries, custom_objects)
     return VogScorer(models, self.target, self.label_mode)
 
 
@@ -120,12 +122,13 @@ class AuditPlan:
   """A checked audit: settings, checkpoints, model inputs and the files of each split."""
 
   def __init__(self, settings, entries, input_specs, num_classes, split_files,
-               module_file, baseline):
+               split_compression, module_file, baseline):
     self.settings: VogSettings = settings
     self.entries: List[checkpoints.CheckpointEntry] = entries
     self.input_specs: List[examples_io.InputSpec] = input_specs
     self.num_classes: int = num_classes
     self.split_files: Dict[str, List[str]] = split_files
+    self.split_compression: Dict[str, str] = split_compression  # GZIP or UNCOMPRESSED
     self.module_file: Optional[str] = module_file
     self.baseline: Optional[Dict[str, Any]] = baseline
 
@@ -170,23 +173,24 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   if unknown:
     raise AuditConfigError(f'split(s) {unknown} do not exist in the examples; '
                            f'available: {sorted(split_patterns)}')
-  split_files = {}
+  split_files, split_compression = {}, {}
   for split in wanted:
     files = sorted(tf.io.gfile.glob(split_patterns[split]))
-    peeked = _peek(files, PEEK_RECORDS) if files else []
+    compression = compression_of(files) if files else 'UNCOMPRESSED'
+    peeked = _peek(files, compression, PEEK_RECORDS) if files else []
     if peeked is None:
       raise AuditConfigError(f'split {split!r} has a corrupt TFRecord file among {files}'
                              ' - rewrite the examples; no record can be read past it')
     if not peeked:
       raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
                              ' - check the examples, or leave the split out with splits=')
-    split_files[split] = files
+    split_files[split], split_compression[split] = files, compression
     _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings)
   logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
                len(chosen), len(entries), steps, wanted,
                [(s.name, s.shape) for s in input_specs])
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   module_file, baseline)
+                   split_compression, module_file, baseline)
 
 
 def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings):
@@ -216,16 +220,15 @@ def _check_features(split, peeked, schema_features, input_specs, inputs_fn, sett
         'unlabeled data')
 
 
-def split_records_reader(split_files: Mapping[str, List[str]]):
+def split_records_reader(plan: AuditPlan):
   """A function that reads (split, serialized) of every split into a pipeline."""
-  compressions = {split: {'GZIP': beam.io.filesystem.CompressionTypes.GZIP,
-                          'UNCOMPRESSED': beam.io.filesystem.CompressionTypes.UNCOMPRESSED
-                          }[compression_of(files)]
-                  for split, files in split_files.items()}
+  types = beam.io.filesystem.CompressionTypes
+  compressions = {split: {'GZIP': types.GZIP, 'UNCOMPRESSED': types.UNCOMPRESSED}[c]
+                  for split, c in plan.split_compression.items()}
 
   def read(pipeline: beam.Pipeline, label: str):
     per_split = []
-    for split, files in split_files.items():
+    for split, files in plan.split_files.items():
       per_split.append(
           pipeline
           | f'{label}Files[{split}]' >> beam.Create(files)
@@ -246,21 +249,20 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   settings = plan.settings
   work_dir = os.path.join(report_dir, f'.work-{uuid.uuid4().hex[:8]}')
   tf.io.gfile.makedirs(work_dir)
-  scorer_factory = ScorerFactory([e.path for e in plan.entries], plan.module_file,
-                                 settings.target, settings.label_mode)
+  scorer_factory = ScorerFactory(plan.entries, plan.module_file, settings.target,
+                                 settings.label_mode)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
   _ = pipeline | 'AuditExamples' >> beam_audit.AuditExamples(
-      settings, list(plan.split_files), split_records_reader(plan.split_files),
-      parser_factory, scorer_factory, scorer_factory.cache_key(),
-      scored_examples_dir, work_dir)
+      settings, list(plan.split_files), split_records_reader(plan), parser_factory,
+      scorer_factory, scored_examples_dir, work_dir)
   result = pipeline.run()
   result.wait_until_finish()
   summary = _summarize(plan, os.path.join(work_dir, tallies.TALLIES_FILE))
   summary['beam_counters'] = _counters(result)
   flagged, records = report_folder.read_flagged(
-      os.path.join(work_dir, 'flagged_records.jsonl'))
-  report_folder.publish(report_dir, os.path.join(work_dir, report_folder.QUARANTINE_FILE),
+      os.path.join(work_dir, beam_audit.FLAGGED_RECORDS_FILE))
+  report_folder.publish(report_dir, os.path.join(work_dir, beam_audit.QUARANTINE_FILE),
                         summary, flagged, records,
                         report_folder.previews_of(parser_factory(), plan.input_specs,
                                                   flagged, records))

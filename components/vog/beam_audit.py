@@ -14,7 +14,7 @@ by a fingerprint of their bytes, so memory does not grow with the examples' size
 import base64
 import json
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -26,6 +26,9 @@ from components.vog import tallies
 from components.vog.settings import VogSettings
 
 NAMESPACE = 'vog_audit'
+# Work files AuditExamples writes for the driver, which turns them into the report.
+QUARANTINE_FILE = 'quarantine.jsonl'
+FLAGGED_RECORDS_FILE = 'flagged_records.jsonl'
 NUM_QUANTILES = 1001  # percentiles resolved to 0.1
 
 
@@ -92,25 +95,23 @@ class ParseForScoring(beam.PTransform):
 class _ScoreBatch(beam.DoFn):
   """Scores batches with checkpoints loaded once per worker process."""
 
-  def __init__(self, shared_handle: shared.Shared, scorer_factory: Callable[[], Any],
-               cache_key: str, label_mode: str):
+  def __init__(self, shared_handle: shared.Shared, scorer_factory):
     self._shared = shared_handle
     self._scorer_factory = scorer_factory
-    self._cache_key = cache_key
-    self._label_mode = label_mode
     self._scorer = None
     self._scored = beam.metrics.Metrics.counter(NAMESPACE, 'scored')
     self._batches = beam.metrics.Metrics.counter(NAMESPACE, 'batches')
 
   def setup(self):
-    self._scorer = self._shared.acquire(self._scorer_factory, tag=self._cache_key)
+    self._scorer = self._shared.acquire(self._scorer_factory,
+                                        tag=self._scorer_factory.cache_key())
     self._done, self._next_log = 0, 1000
 
   def process(self, batch: List[examples_io.ScorableExample]):
     names = self._scorer.input_names
     inputs = {n: np.stack([e.inputs[n] for e in batch]) for n in names}
     labels = None
-    if self._label_mode == 'label':
+    if self._scorer.label_mode == 'label':
       labels = np.asarray([e.label for e in batch], dtype=np.int64)
     result = self._scorer.score(inputs, labels)
     self._batches.inc()
@@ -134,22 +135,21 @@ class _ScoreBatch(beam.DoFn):
 
 
 class ScoreWithCheckpoints(beam.PTransform):
-  """ScorableExample -> ScoredExample (vog_raw), non-finite results quarantined."""
+  """ScorableExample -> ScoredExample (vog_raw), non-finite results quarantined.
 
-  def __init__(self, scorer_factory: Callable[[], Any], cache_key: str,
-               batch_size: int, label_mode: str):
+  `scorer_factory()` builds a VogScorer; its `cache_key()` names what it loads.
+  """
+
+  def __init__(self, scorer_factory, batch_size: int):
     super().__init__()
     self._scorer_factory = scorer_factory
-    self._cache_key = cache_key
     self._batch_size = batch_size
-    self._label_mode = label_mode
 
   def expand(self, scorable):
     return (scorable
             | 'Batch' >> beam.BatchElements(min_batch_size=self._batch_size,
                                             max_batch_size=self._batch_size)
-            | 'Score' >> beam.ParDo(_ScoreBatch(shared.Shared(), self._scorer_factory,
-                                                self._cache_key, self._label_mode)
+            | 'Score' >> beam.ParDo(_ScoreBatch(shared.Shared(), self._scorer_factory)
                                     ).with_outputs('quarantine', main='scored'))
 
 
@@ -332,22 +332,20 @@ class AuditExamples(beam.PTransform):
 
   Takes a function that reads (split, serialized) records into a pipeline (it is
   called twice: once to score, once to write). Writes scored examples under
-  `scored_examples_dir`, and `quarantine.jsonl`, `tallies.jsonl` and
-  `flagged_records.jsonl` under `work_dir`.
+  `scored_examples_dir`, and QUARANTINE_FILE, FLAGGED_RECORDS_FILE and
+  tallies.TALLIES_FILE under `work_dir`.
   """
 
   def __init__(self, settings: VogSettings, splits: Sequence[str],
                read_records: Callable[[beam.Pipeline, str], beam.PCollection],
                parser_factory: Callable[[], examples_io.ExampleParser],
-               scorer_factory: Callable[[], Any], cache_key: str,
-               scored_examples_dir: str, work_dir: str):
+               scorer_factory, scored_examples_dir: str, work_dir: str):
     super().__init__()
     self._settings = settings
     self._splits = list(splits)
     self._read_records = read_records
     self._parser_factory = parser_factory
     self._scorer_factory = scorer_factory
-    self._cache_key = cache_key
     self._scored_examples_dir = scored_examples_dir
     self._work_dir = work_dir
 
@@ -356,7 +354,7 @@ class AuditExamples(beam.PTransform):
     records = self._read_records(pipeline, 'ToScore')
     parsed = records | 'ParseForScoring' >> ParseForScoring(self._parser_factory)
     scored = parsed.scorable | 'ScoreWithCheckpoints' >> ScoreWithCheckpoints(
-        self._scorer_factory, self._cache_key, s.batch_size, s.label_mode)
+        self._scorer_factory, s.batch_size)
     normalized, class_stats = (scored.scored
                                | 'NormalizePerClass' >> NormalizePerClass(s.normalize))
     placed = normalized | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
@@ -364,14 +362,14 @@ class AuditExamples(beam.PTransform):
     _ = ((self._read_records(pipeline, 'ToWrite'), flagged)
          | 'WriteScoredExamples' >> WriteScoredExamples(
              self._scored_examples_dir, self._splits, s.example_id_key,
-             os.path.join(self._work_dir, 'flagged_records.jsonl')))
+             os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
     quarantined = ((parsed.quarantine, scored.quarantine)
                    | 'AllQuarantined' >> beam.Flatten()
                    | 'CountQuarantined' >> beam.ParDo(_Counted('quarantined')))
     _ = (quarantined
          | 'QuarantineLines' >> beam.Map(lambda q: json.dumps(q.to_json()))
          | 'WriteQuarantine' >> beam.io.WriteToText(
-             os.path.join(self._work_dir, 'quarantine.jsonl'), shard_name_template=''))
+             os.path.join(self._work_dir, QUARANTINE_FILE), shard_name_template=''))
     return ((records, flagged, quarantined, class_stats)
             | 'WriteAuditTallies' >> tallies.WriteAuditTallies(
                 os.path.join(self._work_dir, tallies.TALLIES_FILE)))

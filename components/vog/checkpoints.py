@@ -115,10 +115,6 @@ class CheckpointEntry:
     self.step = step
     self.metrics = dict(metrics)
 
-  def to_json(self) -> Dict[str, Any]:
-    return {'path': self.path, 'epoch': self.epoch, 'step': self.step,
-            'metrics': self.metrics}
-
 
 def checkpoint_dir_of(model_run_dir: str) -> str:
   """`<model_run_dir>/vog_checkpoints`, or the folder itself when given that."""

@@ -12,9 +12,6 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import numpy as np
 import tensorflow as tf
 
-VOG_FEATURES = ('vog_score', 'vog_raw', 'vog_percentile', 'vog_decile', 'vog_bucket',
-                'vog_flagged', 'vog_target_class')
-
 InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
 
 

@@ -11,10 +11,9 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.vog import audit
+from components.vog import tallies
 from components.vog.settings import VogSettings
 from components.vog.settings import stage_from_text
-
-HEADLINE_COUNTS = ('seen', 'scored', 'quarantined', 'flagged')
 
 
 def settings_from_exec_properties(exec_properties: Dict[str, Any]) -> VogSettings:
@@ -70,6 +69,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     scored.split_names = artifact_utils.encode_split_names(list(plan.split_files))
     report = artifact_utils.get_single_instance(output_dict['difficulty_report'])
     summary = audit.run_audit(plan, self._make_beam_pipeline(), scored.uri, report.uri)
-    for name in HEADLINE_COUNTS:
+    for name in tallies.HEADLINE:
       report.set_int_custom_property(name, summary['counts'][name])
     logging.info('VarianceOfGradients wrote %s and %s', scored.uri, report.uri)
