@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Optional
 
 from absl import logging
+import tensorflow as tf
 
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
@@ -73,12 +74,13 @@ def check_report_url_template(template: Optional[str]) -> None:
 
 
 def _read_json(path: str, what: str) -> Dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
+  # gfile, not open(): on managed runners the report lives in gs:// or another store.
+  if not tf.io.gfile.exists(path):
     raise ValueError(f'DifficultyReport has no {what} at {path}; is the input the '
-                     'difficulty_report output of VarianceOfGradients?') from None
+                     'difficulty_report output of VarianceOfGradients?')
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f'{what} at {path} is not valid JSON: {e}') from None
 
@@ -86,10 +88,10 @@ def _read_json(path: str, what: str) -> Dict:
 def read_top_flagged(report_uri: str, limit: int = TOP_FLAGGED) -> List[Dict]:
   """The first `limit` lines of flagged.jsonl (already highest score first)."""
   path = os.path.join(report_uri, 'flagged.jsonl')
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise ValueError(f'DifficultyReport has no flagged.jsonl at {path}')
   rows = []
-  with open(path) as f:
+  with tf.io.gfile.GFile(path) as f:
     for line_no, line in enumerate(f, 1):
       if len(rows) >= limit:
         break
@@ -175,4 +177,4 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
       splits=summary.get('splits') or {}, per_class=per_class,
       worst_classes=worst_classes(per_class), top_flagged=read_top_flagged(report_uri),
       overall_accuracy=overall, hard_accuracy=hard,
-      montage_path=montage if os.path.exists(montage) else None)
+      montage_path=montage if tf.io.gfile.exists(montage) else None)

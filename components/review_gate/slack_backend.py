@@ -108,6 +108,13 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
   return text, blocks
 
 
+
+def _read_bytes(path: str) -> bytes:
+  """A file's bytes from any file system TensorFlow reads (local, gs://, ...)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
 class SlackReview:
   """One review in one Slack channel, through the Web API."""
 
@@ -236,7 +243,8 @@ class SlackReview:
   def _upload_montage(self, store, review_id, path, thread_ts, deadline) -> None:
     try:
       self._call('files_upload_v2', deadline, channel=self.channel, thread_ts=thread_ts,
-                 file=path, filename=os.path.basename(path), title='Top flagged examples')
+                 file=_read_bytes(path), filename=os.path.basename(path),
+                 title='Top flagged examples')
     except decision_lib.ReviewError as e:
       # The message already holds the numbers; a missing picture is no reason to block.
       logging.warning('Could not upload %s to the review thread: %s', path, e)

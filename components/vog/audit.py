@@ -290,7 +290,8 @@ def _counters(result) -> Dict[str, int]:
 
 def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
   """summary.json's content: the plan's settings plus what the tallies counted."""
-  counted = tallies.read_tallies(tallies_path, list(plan.split_files))
+  counted = tallies.summarize_tallies(report_folder.read_jsonl(tallies_path),
+                                      list(plan.split_files))
   return {
       'format_version': 1,
       'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(

@@ -6,10 +6,9 @@ key once globally and writes one JSON line per key, beside the class statistics.
 """
 
 import json
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple
 
 import apache_beam as beam
-import tensorflow as tf
 
 from components.vog import examples_io
 
@@ -63,19 +62,15 @@ class WriteAuditTallies(beam.PTransform):
             | 'Write' >> beam.io.WriteToText(self._path, shard_name_template=''))
 
 
-def _read_lines(path: str) -> List[Dict[str, Any]]:
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def read_tallies(path: str, splits: Sequence[str]) -> Dict[str, Any]:
-  """The summary's counts, per split, per class, per decile and per quarantine kind.
+def summarize_tallies(rows: Sequence[Mapping[str, Any]],
+                      splits: Sequence[str]) -> Dict[str, Any]:
+  """From the tallies file's rows: counts per split, class, decile and quarantine kind.
 
   Raises RuntimeError when a split's seen != scored + quarantined: an example was lost.
   """
   counts: Dict[tuple, int] = {}
   class_stats = {}
-  for row in _read_lines(path):
+  for row in rows:
     if 'class_stats' in row:
       class_stats[tuple(row['class_stats'])] = row
     else:
