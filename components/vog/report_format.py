@@ -1,8 +1,9 @@
 """The DifficultyReport's format: its files, summary keys and the fields added to examples.
 
-This module is the one owner of these names. The audit writes through them, and everything
-that reads a report (the review gate, the demo summary, `vog-audit runs` and `vog-audit
-report`) reads through them.
+This module is the one owner of these names. The audit writes through them (and through
+`flagged_row_to_json` and `quarantine_row_to_json`), and everything that reads a report
+(the review gate, the demo summary, `vog-audit runs` and `vog-audit report`) reads
+through `load_report`.
 
 A DifficultyReport folder holds:
 
@@ -16,9 +17,21 @@ A DifficultyReport folder holds:
 
 Every example of `scored_examples` carries its original features plus the VoG fields
 below, and `example_id` when it had none (a fingerprint of its bytes).
+
+Importing this module does not import TensorFlow; only reading a folder does.
 """
 
+import base64
+import binascii
+import dataclasses
+import itertools
+import json
+import os
+import re
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
 FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 SUMMARY_FILE = 'summary.json'
 FLAGGED_FILE = 'flagged.jsonl'
@@ -26,8 +39,10 @@ FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'
 QUARANTINE_PREFIX = 'quarantine'
 QUARANTINE_SUFFIX = '.jsonl'
 QUARANTINE_GLOB = QUARANTINE_PREFIX + '-*-of-*' + QUARANTINE_SUFFIX
+LEGACY_QUARANTINE_FILE = QUARANTINE_PREFIX + QUARANTINE_SUFFIX  # format_version 1: one file
 REPORT_FILE = 'report.html'
 MONTAGE_FILE = 'flagged.png'
+RECORD_BASE64 = 'record_base64'  # an example's bytes inside a JSON line
 
 # summary.json: `counts` (totals) and `splits[<split>]` hold these headline counts.
 SEEN = 'seen'
@@ -35,6 +50,14 @@ SCORED = 'scored'
 QUARANTINED = 'quarantined'
 FLAGGED = 'flagged'
 HEADLINE = (SEEN, SCORED, QUARANTINED, FLAGGED)
+# summary.json keys every reader needs; the loader also needs `format_version` and splits.
+SETTINGS = 'settings'
+CHECKPOINTS = 'checkpoints'
+COUNTS = 'counts'
+REQUIRED_SUMMARY_KEYS = (SETTINGS, CHECKPOINTS, COUNTS)
+# Per-class rows of summary.json: the mean and std of vog_raw within the class.
+VOG_RAW_MEAN = 'vog_raw_mean'
+VOG_RAW_STD = 'vog_raw_std'
 
 # Features VarianceOfGradients adds to every scored example.
 VOG_SCORE = 'vog_score'
@@ -48,4 +71,401 @@ FLOAT_FIELDS = (VOG_SCORE, VOG_RAW, VOG_PERCENTILE)
 INT_FIELDS = (VOG_DECILE, VOG_FLAGGED, VOG_TARGET_CLASS)
 BYTES_FIELDS = (VOG_BUCKET,)
 VOG_FIELDS = FLOAT_FIELDS + INT_FIELDS + BYTES_FIELDS
-BUCKETS = ('easy', 'medium', 'hard')
+EASY, MEDIUM, HARD = 'easy', 'medium', 'hard'
+BUCKETS = (EASY, MEDIUM, HARD)
+
+_REWRITE = ('re-run the VarianceOfGradients audit to rewrite the report, or give the '
+            'difficulty_report folder of one')
+_SHARD_NAME = re.compile(re.escape(QUARANTINE_PREFIX) + r'-(\d+)-of-(\d+)'
+                         + re.escape(QUARANTINE_SUFFIX) + '$')
+
+
+class ReportFormatError(ValueError):
+  """A report folder's file is missing or does not hold what the format says."""
+
+
+def _fail(where: str, problem: str, fix: str = _REWRITE):
+  raise ReportFormatError(f'{where}: {problem} - {fix}')
+
+
+_INT, _NUM, _STR, _OBJ, _LIST = 'an integer', 'a number', 'a string', 'an object', 'a list'
+_CHECKS = {
+    _INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    _NUM: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    _STR: lambda v: isinstance(v, str),
+    _OBJ: lambda v: isinstance(v, dict),
+    _LIST: lambda v: isinstance(v, list),
+}
+
+
+def _describe(value: Any) -> str:
+  kind = {dict: _OBJ, list: _LIST, str: _STR, bool: 'a boolean', int: _INT, float: _NUM,
+          type(None): 'null'}.get(type(value), 'a value')
+  return kind if isinstance(value, (dict, list)) else f'{kind} ({repr(value)[:40]})'
+
+
+def _check(value: Any, kind: str, where: str, what: str) -> Any:
+  if not _CHECKS[kind](value):
+    _fail(where, f'{what} is {_describe(value)}; expected {kind}')
+  return float(value) if kind == _NUM else value
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: str, where: str,
+           optional: bool = False) -> Any:
+  """obj[key] of `kind`; None when `optional` and the key is missing or null."""
+  if obj.get(key) is None:
+    if optional:
+      return None
+    _fail(where, f'has no {key!r}' if key not in obj else f'has {key!r} null')
+  return _check(obj[key], kind, where, repr(key))
+
+
+_KINDS = {int: (_INT, False), float: (_NUM, False), str: (_STR, False),
+          Optional[int]: (_INT, True), Optional[float]: (_NUM, True)}
+_JSON_KEYS = {'class_id': 'class'}  # attributes named otherwise in JSON
+
+
+def _spec(cls) -> Tuple[Tuple[str, str, str, bool], ...]:
+  """(attribute, JSON key, kind, may be missing or null) of a row type's plain fields."""
+  return tuple((f.name, _JSON_KEYS.get(f.name, f.name)) + _KINDS[f.type]
+               for f in dataclasses.fields(cls) if f.type in _KINDS)
+
+
+def _row(cls, spec, obj: Any, where: str):
+  if not isinstance(obj, dict):
+    _fail(where, f'is {_describe(obj)}; expected an object')
+  return cls(**{attr: _field(obj, key, kind, where, optional)
+                for attr, key, kind, optional in spec})
+
+
+def _to_json(row, spec) -> Dict[str, Any]:
+  return {key: getattr(row, attr) for attr, key, _, _ in spec}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaggedRow:
+  """One line of flagged.jsonl: a flagged example; rank 1 has the highest vog_score."""
+  rank: int
+  example_id: str
+  split: str
+  label: Optional[int]  # None for unlabeled data (label_mode=predicted)
+  predicted_class: int
+  target_class: int
+  vog_score: float
+  vog_raw: float
+  vog_percentile: float
+  vog_bucket: str
+
+
+@dataclasses.dataclass(frozen=True)
+class QuarantineRow:
+  """One line of a quarantine shard: an example that could not be scored, and why."""
+  split: str
+  example_id: str
+  kind: str
+  reason: str
+  record: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassRow:
+  """One `per_class` row of summary.json (`class` in JSON is `class_id` here)."""
+  split: str
+  class_id: int
+  count: int
+  flagged: int
+  flagged_share: float
+  vog_raw_mean: float
+  vog_raw_std: float
+  error_rate: Optional[float]  # None when the class had no labelled example
+
+  def to_json(self) -> Dict[str, Any]:
+    return _to_json(self, _spec(ClassRow))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecileRow:
+  """One `error_rate_by_decile` row of summary.json."""
+  split: str
+  decile: int
+  count: int
+  errors: int
+  error_rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  path: str
+  epoch: int
+  step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+  name: str
+  shape: Tuple[int, ...]
+  dtype: str
+
+
+def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict[str, Any]:
+  """flagged.jsonl's line for `row`; with `record`, its bytes too (as RECORD_BASE64)."""
+  line = _to_json(row, _spec(FlaggedRow))
+  if record is not None:
+    line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
+  return line
+
+
+def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
+  """The FlaggedRow of one parsed line; extra keys are ignored.
+
+  Refuses (ReportFormatError naming `where`) a line that is not an object, lacks a
+  field or holds one of the wrong type.
+  """
+  return _row(FlaggedRow, _spec(FlaggedRow), obj, where)
+
+
+def quarantine_row_to_json(row: QuarantineRow) -> Dict[str, Any]:
+  """A quarantine shard's line for `row`, its bytes as RECORD_BASE64."""
+  return dict(_to_json(row, _spec(QuarantineRow)),
+              **{RECORD_BASE64: base64.b64encode(row.record).decode('ascii')})
+
+
+def quarantine_row_from_json(obj: Any, where: str = 'quarantine row') -> QuarantineRow:
+  """The QuarantineRow of one parsed line; refuses bad fields or base64 (ReportFormatError)."""
+  fields = _row(dict, _spec(QuarantineRow), obj, where)
+  return QuarantineRow(record=record_from_json(obj, where), **fields)
+
+
+def record_from_json(obj: Mapping[str, Any], where: str) -> bytes:
+  """The example bytes of a line's RECORD_BASE64; refuses text that is not base64."""
+  text = _field(obj, RECORD_BASE64, _STR, where)
+  try:
+    return base64.b64decode(text, validate=True)
+  except (binascii.Error, ValueError):
+    _fail(where, f'has {RECORD_BASE64} that is not valid base64')
+
+
+def quarantine_shard_name(index: int, count: int) -> str:
+  """`quarantine-00003-of-00008.jsonl` for shard 3 of 8 (as Beam names shards)."""
+  return f'{QUARANTINE_PREFIX}-{index:05d}-of-{count:05d}{QUARANTINE_SUFFIX}'
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSummary:
+  """summary.json, typed. Keys this class does not name are in `raw`."""
+  format_version: int
+  created_at: Optional[str]
+  counts: Dict[str, int]  # every HEADLINE key
+  splits: Dict[str, Dict[str, int]]  # split -> every HEADLINE key
+  per_class: Tuple[ClassRow, ...]
+  error_rate_by_decile: Tuple[DecileRow, ...]
+  quarantine_kinds: Dict[str, Dict[str, int]]  # split -> kind -> count
+  settings: Dict[str, Any]
+  checkpoints: Tuple[Checkpoint, ...]
+  num_classes: Optional[int]  # None (and model_inputs None) in summaries that lack them
+  model_inputs: Optional[Tuple[ModelInput, ...]]
+  baseline: Optional[Dict[str, Any]]
+  drift: Optional[Dict[str, Any]]
+  raw: Dict[str, Any]
+
+
+def _counts(obj: Any, where: str, what: str) -> Dict[str, int]:
+  """{HEADLINE key: count} of `obj`, which must hold every HEADLINE key."""
+  _check(obj, _OBJ, where, what)
+  return {k: _field(obj, k, _INT, f'{where}, {what}') for k in HEADLINE}
+
+
+def _int_map(obj: Any, where: str, what: str) -> Dict[str, Dict[str, int]]:
+  """{name: {name: int}} such as quarantine_kinds."""
+  _check(obj, _OBJ, where, what)
+  return {outer: {k: _check(n, _INT, where, f'{what}[{outer!r}][{k!r}]')
+                  for k, n in _check(inner, _OBJ, where, f'{what}[{outer!r}]').items()}
+          for outer, inner in obj.items()}
+
+
+def _rows(values: Any, key: str, cls, spec, where: str) -> tuple:
+  _check(values, _LIST, where, repr(key))
+  return tuple(_row(cls, spec, v, f'{where}, {key}[{i}]') for i, v in enumerate(values))
+
+
+def _model_inputs(values: Any, where: str) -> Tuple[ModelInput, ...]:
+  inputs = []
+  for i, v in enumerate(_check(values, _LIST, where, "'model_inputs'")):
+    at = f'{where}, model_inputs[{i}]'
+    _check(v, _OBJ, where, f'model_inputs[{i}]')
+    shape = tuple(_check(d, _INT, at, 'a shape entry') for d in _field(v, 'shape', _LIST, at))
+    inputs.append(ModelInput(_field(v, 'name', _STR, at), shape, _field(v, 'dtype', _STR, at)))
+  return tuple(inputs)
+
+
+def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
+  """The ReportSummary of summary.json's parsed content.
+
+  Refuses (ReportFormatError naming `where`) a summary that is not an object, a
+  format_version this release cannot read, missing required keys, or values of the
+  wrong type (e.g. a count that is a string).
+  """
+  if not isinstance(raw, dict):
+    _fail(where, f'is {_describe(raw)}; expected an object')
+  version = _field(raw, 'format_version', _INT, where)
+  if version not in READABLE_VERSIONS:
+    _fail(where, f'has format_version {version}; this release reads {READABLE_VERSIONS}',
+          'upgrade vog-audit to read it, or re-run the audit with this release')
+  splits = _field(raw, 'splits', _OBJ, where)
+  inputs = raw.get('model_inputs')
+  return ReportSummary(
+      format_version=version,
+      created_at=_field(raw, 'created_at', _STR, where, optional=True),
+      counts=_counts(_field(raw, COUNTS, _OBJ, where), where, COUNTS),
+      splits={name: _counts(v, where, f'splits[{name!r}]') for name, v in splits.items()},
+      per_class=_rows(raw.get('per_class') or [], 'per_class', ClassRow, _spec(ClassRow), where),
+      error_rate_by_decile=_rows(raw.get('error_rate_by_decile') or [], 'error_rate_by_decile',
+                                 DecileRow, _spec(DecileRow), where),
+      quarantine_kinds=_int_map(raw.get('quarantine_kinds') or {}, where,
+                                'quarantine_kinds'),
+      settings=_field(raw, SETTINGS, _OBJ, where),
+      checkpoints=_rows(_field(raw, CHECKPOINTS, _LIST, where), CHECKPOINTS, Checkpoint,
+                        _spec(Checkpoint), where),
+      num_classes=_field(raw, 'num_classes', _INT, where, optional=True),
+      model_inputs=None if inputs is None else _model_inputs(inputs, where),
+      baseline=_field(raw, 'baseline', _OBJ, where, optional=True),
+      drift=_field(raw, 'drift', _OBJ, where, optional=True), raw=raw)
+
+
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def _lines(path: str, what: str) -> Iterator[Tuple[int, Any]]:
+  """(line number, parsed JSON) of each non-blank line of a JSON-lines file."""
+  gfile = _tf().io.gfile
+  if not gfile.exists(path):
+    _fail(path, f'does not exist; the report folder has no {what}')
+  with gfile.GFile(path, 'rb') as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        yield number, json.loads(line)
+      except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        _fail(f'{path} line {number}', f'is not valid JSON ({e})')
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedReport:
+  """A DifficultyReport folder: its summary and flagged rows, the rest read on demand."""
+  uri: str
+  summary: ReportSummary
+  flagged: Tuple[FlaggedRow, ...]  # rank order, highest vog_score first
+
+  @property
+  def page_path(self) -> str:
+    return os.path.join(self.uri, REPORT_FILE)
+
+  @property
+  def montage_path(self) -> Optional[str]:
+    """flagged.png's path; None when the folder has none (data that is not images)."""
+    path = os.path.join(self.uri, MONTAGE_FILE)
+    return path if _tf().io.gfile.exists(path) else None
+
+  def flagged_examples(self) -> List[bytes]:
+    """The serialized tf.train.Example of each flagged row, aligned with `flagged`.
+
+    Refuses (ReportFormatError) a missing, truncated or corrupt flagged_examples.tfrecord
+    and one whose record count differs from flagged.jsonl's row count.
+    """
+    tf = _tf()
+    path = os.path.join(self.uri, FLAGGED_EXAMPLES_FILE)
+    if not tf.io.gfile.exists(path):
+      _fail(path, 'does not exist; the review page is built from it')
+    try:
+      records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    except tf.errors.DataLossError as e:
+      detail = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip()
+      _fail(path, f'is truncated or corrupt ({detail})')
+    if len(records) != len(self.flagged):
+      _fail(path, f'holds {len(records)} examples but {FLAGGED_FILE} lists '
+                  f'{len(self.flagged)}')
+    return records
+
+  def quarantine_files(self) -> List[str]:
+    """The quarantine shards in order; [] when nothing was quarantined.
+
+    Refuses an incomplete shard set, or none when summary.json counts quarantined examples.
+    """
+    gfile = _tf().io.gfile
+    paths = gfile.glob(os.path.join(self.uri, QUARANTINE_GLOB))
+    shards = {}
+    for path in paths:
+      match = _SHARD_NAME.match(os.path.basename(path))
+      if not match:
+        _fail(path, f'is not a quarantine shard name like {quarantine_shard_name(0, 1)}')
+      shards[(int(match.group(2)), int(match.group(1)))] = path
+    totals = sorted({total for total, _ in shards})
+    if len(totals) > 1:
+      _fail(self.uri, f'mixes quarantine shards of different runs (of {totals} shards)')
+    if totals:
+      total = totals[0]
+      beyond = [p for (_, i), p in shards.items() if i >= total]
+      if beyond:
+        _fail(beyond[0], f'numbers a shard beyond its count of {total}')
+      missing = [quarantine_shard_name(i, total) for i in range(total)
+                 if (total, i) not in shards]
+      if missing:
+        _fail(self.uri, f'lacks quarantine shard(s) {", ".join(missing)}')
+      return [shards[(total, i)] for i in range(total)]
+    legacy = os.path.join(self.uri, LEGACY_QUARANTINE_FILE)
+    if self.summary.format_version == 1 and gfile.exists(legacy):
+      return [legacy]
+    if self.summary.counts[QUARANTINED]:
+      _fail(self.uri, f'has no {QUARANTINE_GLOB} though {SUMMARY_FILE} counts '
+                      f'{self.summary.counts[QUARANTINED]} quarantined examples')
+    return []
+
+  def quarantine_rows(self, limit: Optional[int] = None) -> Iterator[QuarantineRow]:
+    """The quarantined examples over all shards, at most `limit` of them (None: all).
+
+    Reads lazily, shard by shard, while iterated. Refuses a bad line (ReportFormatError
+    naming the shard and line) and a negative limit (ValueError, at once).
+    """
+    if limit is not None and limit < 0:
+      raise ValueError(f'limit={limit}; give a count of rows >= 0, or None for all')
+    return itertools.islice(self._all_quarantine_rows(), limit)
+
+  def _all_quarantine_rows(self) -> Iterator[QuarantineRow]:
+    for path in self.quarantine_files():
+      for number, obj in _lines(path, 'quarantine rows'):
+        yield quarantine_row_from_json(obj, f'{path} line {number}')
+
+
+def load_report(uri: str) -> LoadedReport:
+  """Reads summary.json and flagged.jsonl of the report folder at `uri` (local or gs://).
+
+  Example bytes and quarantine shards are read only when asked for. Refuses
+  (ReportFormatError naming the file, and the line in flagged.jsonl) a missing file,
+  invalid JSON, a value of the wrong type, or flagged rows out of rank order.
+  """
+  tf = _tf()
+  path = os.path.join(uri, SUMMARY_FILE)
+  if not tf.io.gfile.exists(path):
+    _fail(path, 'does not exist; is this the difficulty_report output of VarianceOfGradients?',
+          'give the difficulty_report folder of an audit')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    content = f.read()
+  try:
+    raw = json.loads(content)
+  except ValueError as e:
+    _fail(path, f'is not valid JSON ({e})')
+  summary = parse_summary(raw, path)
+  flagged, rank = [], 0
+  flagged_path = os.path.join(uri, FLAGGED_FILE)
+  for number, obj in _lines(flagged_path, 'flagged rows'):
+    where = f'{flagged_path} line {number}'
+    row = flagged_row_from_json(obj, where)
+    if row.rank <= rank:
+      _fail(where, f'has rank {row.rank} after rank {rank}; rows must be in rank order, '
+                   'one per rank')
+    rank = row.rank
+    flagged.append(row)
+  return LoadedReport(uri, summary, tuple(flagged))
