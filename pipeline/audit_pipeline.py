@@ -81,17 +81,7 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       model_run=trainer.outputs['model_run'],
       schema=schema_gen.outputs['schema'],
-      label_key=config.label_key,
-      target=config.vog_target,
-      label_mode=config.vog_label_mode,
-      normalize=config.vog_normalize,
-      stage=config.vog_stage,
-      num_checkpoints=config.vog_num_checkpoints,
-      splits=None,
-      batch_size=config.vog_batch_size,
-      inspection_budget=config.inspection_budget,
-      bucket_percentiles=list(config.bucket_percentiles),
-      example_id_key=config.example_id_key).with_id(VOG)
+      settings=config.vog_settings()).with_id(VOG)
 
   # The change threshold compares against the last model that was blessed; before one
   # exists the Evaluator drops it and applies the value thresholds alone.

@@ -8,6 +8,9 @@ import dataclasses
 import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from components.vog.settings import VogSettings
+from components.vog.settings import stage_from_text
+
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_module.py')
 # Used when module_file is None: the installed package's run_fn, as in the container image.
 TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
@@ -19,6 +22,8 @@ REVIEW_BACKENDS = ('auto', 'local', 'slack')
 # broken, not hard), or when VoG flags more than half of one class in a split (that class is
 # probably mislabeled wholesale, which a model trained on it has learned).
 DEFAULT_AUTO_POLICY = (('max_quarantined_share', 0.01), ('max_class_flagged_share', 0.5))
+# The VarianceOfGradients defaults, which the vog_* fields below start from.
+VOG_DEFAULTS = VogSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,20 +114,20 @@ class PipelineConfig:
   enable_cache: bool = True
   module_file: Optional[str] = MODULE_FILE
   trainer_run_fn: str = TRAINER_RUN_FN
-  label_key: str = 'label'
-  example_id_key: str = 'example_id'
+  label_key: str = VOG_DEFAULTS.label_key
+  example_id_key: str = VOG_DEFAULTS.example_id_key
   epochs: int = 12
   batch_size: int = 32
   learning_rate: float = 0.003
   max_checkpoints: int = 10
-  vog_target: str = 'loss'
-  vog_label_mode: str = 'label'
-  vog_normalize: str = 'class'
-  vog_stage: str = 'complete'
-  vog_num_checkpoints: int = 10
-  vog_batch_size: int = 256
-  inspection_budget: int = 200
-  bucket_percentiles: Tuple[float, float] = (50.0, 90.0)
+  vog_target: str = VOG_DEFAULTS.target
+  vog_label_mode: str = VOG_DEFAULTS.label_mode
+  vog_normalize: str = VOG_DEFAULTS.normalize
+  vog_stage: str = VOG_DEFAULTS.stage
+  vog_num_checkpoints: int = VOG_DEFAULTS.num_checkpoints
+  vog_batch_size: int = VOG_DEFAULTS.batch_size
+  inspection_budget: int = VOG_DEFAULTS.inspection_budget
+  bucket_percentiles: Tuple[float, float] = tuple(VOG_DEFAULTS.bucket_percentiles)
   min_accuracy: float = 0.8
   min_hard_accuracy: float = 0.1
   max_accuracy_drop: float = 0.05
@@ -143,6 +148,20 @@ class PipelineConfig:
     if self.metadata is not None:
       return self.metadata
     return MetadataConfig(sqlite_path=os.path.join(self.pipeline_root, 'metadata.sqlite'))
+
+  def vog_settings(self) -> VogSettings:
+    """The VarianceOfGradients settings of this config (every split is scored).
+
+    `vog_stage` is a stage name or steps such as '120,240,360'. Values are checked by
+    the component, which refuses a bad one by name; unreadable steps raise ValueError.
+    """
+    return VogSettings(
+        label_key=self.label_key, target=self.vog_target, label_mode=self.vog_label_mode,
+        normalize=self.vog_normalize, stage=stage_from_text(self.vog_stage),
+        num_checkpoints=self.vog_num_checkpoints, batch_size=self.vog_batch_size,
+        inspection_budget=self.inspection_budget,
+        bucket_percentiles=tuple(self.bucket_percentiles),
+        example_id_key=self.example_id_key)
 
   def trainer_custom_config(self) -> Dict[str, object]:
     return {'epochs': self.epochs, 'batch_size': self.batch_size,

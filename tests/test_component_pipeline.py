@@ -14,6 +14,7 @@ from tfx.orchestration import metadata
 from components import DifficultyReport
 from components import VarianceOfGradients
 from components.vog import checkpoints
+from components.vog.settings import HEADLINE
 from components.vog.scoring import VogScorer
 import fixtures
 
@@ -101,10 +102,14 @@ def test_report_registered_in_ml_metadata(pipeline_run):
   root, _, _ = pipeline_run
   with _store(root) as m:
     [report] = m.store.get_artifacts_by_type(DifficultyReport.TYPE_NAME)
-  props = {k: v.int_value for k, v in report.custom_properties.items()
-           if k in ('seen', 'scored', 'quarantined', 'flagged')}
-  assert props == {'seen': NUM_EXAMPLES, 'scored': NUM_EXAMPLES, 'quarantined': 0,
-                   'flagged': 25}
+  props = {k: getattr(v, v.WhichOneof('value'))
+           for k, v in report.custom_properties.items()}
+  assert {k: props[k] for k in ('seen', 'scored', 'quarantined', 'flagged')} == {
+      'seen': NUM_EXAMPLES, 'scored': NUM_EXAMPLES, 'quarantined': 0, 'flagged': 25}
+  # The headline settings sit beside the counts, so runs can be compared in ML Metadata.
+  assert {k: props[k] for k in HEADLINE} == {
+      'target': 'loss', 'label_mode': 'label', 'normalize': 'class',
+      'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 25}
   for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html'):
     assert os.path.exists(os.path.join(report.uri, name)), name
   summary = json.loads(open(os.path.join(report.uri, 'summary.json')).read())

@@ -50,13 +50,12 @@ def test_every_component_is_a_task_running_the_image(spec):
     assert executors[f'{component}_executor']['container']['image'] == IMAGE
 
 
-def test_vog_parameters_are_as_set(spec):
+def test_vog_settings_are_as_set(spec):
   params = _parameters(spec, 'VarianceOfGradients')
-  assert params['target'] == 'prob'
-  assert int(params['num_checkpoints']) == 7
-  assert int(params['inspection_budget']) == 50
-  assert json.loads(params['bucket_percentiles']) == [60.0, 95.0]
-  assert params['label_key'] == 'label' and params['normalize'] == 'class'
+  settings = json.loads(params['vog_settings'])
+  assert (settings['target'], settings['num_checkpoints'], settings['inspection_budget'],
+          settings['bucket_percentiles']) == ('prob', 7, 50, [60.0, 95.0])
+  assert settings['label_key'] == 'label' and settings['normalize'] == 'class'
 
 
 def test_beam_args_trainer_and_evaluator_config(spec):

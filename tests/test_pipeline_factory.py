@@ -6,6 +6,8 @@ import pytest
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
+from components.vog import spec_keys
+from components.vog.settings import VogSettings
 from pipeline import audit_pipeline
 from pipeline.config import MetadataConfig, PipelineConfig
 
@@ -35,8 +37,10 @@ def test_component_ids_and_wiring(built):
   vog = nodes['VarianceOfGradients']
   assert _producer(vog.inputs['model_run']) == 'Trainer'
   assert _producer(vog.inputs['examples']) == 'ImportExampleGen'
-  assert vog.exec_properties['num_checkpoints'] == 6
-  assert vog.exec_properties['target'] == 'loss'
+  settings = VogSettings.from_json(vog.exec_properties[spec_keys.SETTINGS_KEY])
+  assert settings == VogSettings(num_checkpoints=6)
+  assert PipelineConfig(data_root='d', pipeline_root='r', serving_model_dir='s',
+                        vog_stage='120,240').vog_settings().stage == [120, 240]
   evaluator = nodes['Evaluator']
   assert _producer(evaluator.inputs['examples']) == 'VarianceOfGradients'
   assert evaluator.inputs['examples'].output_key == 'scored_examples'
@@ -123,6 +127,10 @@ def test_config_from_env():
 @pytest.mark.parametrize('make, message', [
     (lambda t: audit_pipeline.create_pipeline(_config(t, epochs=1)),
      'epochs=1; VarianceOfGradients needs at least 2'),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, vog_target='gradient')),
+     "target='gradient' is not supported; choose one of"),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, vog_stage='warmup')),
+     "stage='warmup': give early, middle, late, complete or a list"),
     (lambda t: audit_pipeline.create_pipeline(_config(t, min_hard_accuracy=1.5)),
      r'min_hard_accuracy=1.5 is an accuracy bound and must be in \[0, 1\]'),
     (lambda t: audit_pipeline.create_pipeline(_config(t, review_backend='local')),

@@ -6,10 +6,12 @@ executor.py.
         model_run=trainer.outputs['model_run'],
         label_key='label')
     evaluator = Evaluator(examples=vog.outputs['scored_examples'], ...)
+
+Every VoG setting travels in one execution property, `vog_settings`: the JSON text of a
+`VogSettings` (as StatisticsGen carries its StatsOptions).
 """
 
-import json
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component
@@ -22,36 +24,44 @@ from tfx.types.component_spec import ExecutionParameter
 from components.vog import executor
 from components.vog.artifacts import DifficultyReport
 from components.vog.settings import VogSettings
+from components.vog.spec_keys import BASELINE_KEY
+from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
+from components.vog.spec_keys import EXAMPLES_KEY
+from components.vog.spec_keys import MODEL_RUN_KEY
+from components.vog.spec_keys import MODULE_FILE_KEY
+from components.vog.spec_keys import SCHEMA_KEY
+from components.vog.spec_keys import SCORED_EXAMPLES_KEY
+from components.vog.spec_keys import SETTINGS_KEY
 
 DEFAULTS = VogSettings()
 
 
+class _Default:
+  """Marks a setting the caller did not give; it takes its VogSettings default."""
+
+  def __repr__(self) -> str:
+    return 'VogSettings default'
+
+
+_DEFAULT: Any = _Default()
+
+
 class VarianceOfGradientsSpec(ComponentSpec):
-  """Parameters of a VoG audit; lists and the stage travel as JSON strings."""
+  """Inputs, outputs, and the audit's settings as one VogSettings JSON text."""
 
   PARAMETERS = {
-      'label_key': ExecutionParameter(type=str, optional=True),
-      'target': ExecutionParameter(type=str),
-      'label_mode': ExecutionParameter(type=str),
-      'normalize': ExecutionParameter(type=str),
-      'stage': ExecutionParameter(type=str),
-      'num_checkpoints': ExecutionParameter(type=int),
-      'splits': ExecutionParameter(type=str, optional=True),
-      'batch_size': ExecutionParameter(type=int),
-      'inspection_budget': ExecutionParameter(type=int),
-      'bucket_percentiles': ExecutionParameter(type=str),
-      'example_id_key': ExecutionParameter(type=str),
-      'module_file': ExecutionParameter(type=str, optional=True),
+      SETTINGS_KEY: ExecutionParameter(type=str),
+      MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
-      'examples': ChannelParameter(type=standard_artifacts.Examples),
-      'model_run': ChannelParameter(type=standard_artifacts.ModelRun),
-      'schema': ChannelParameter(type=standard_artifacts.Schema, optional=True),
-      'baseline': ChannelParameter(type=DifficultyReport, optional=True),
+      EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+      MODEL_RUN_KEY: ChannelParameter(type=standard_artifacts.ModelRun),
+      SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+      BASELINE_KEY: ChannelParameter(type=DifficultyReport, optional=True),
   }
   OUTPUTS = {
-      'scored_examples': ChannelParameter(type=standard_artifacts.Examples),
-      'difficulty_report': ChannelParameter(type=DifficultyReport),
+      SCORED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+      DIFFICULTY_REPORT_KEY: ChannelParameter(type=DifficultyReport),
   }
 
 
@@ -62,7 +72,8 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
   vog_percentile, vog_decile, vog_bucket, vog_flagged, vog_target_class and
   example_id added) for the Evaluator to slice on, and `difficulty_report`
   (summary.json, flagged.jsonl, quarantine.jsonl, report.html) for people and the
-  HumanReviewGate. Beam runner and workers come from `beam_pipeline_args`
+  HumanReviewGate; the report's ML Metadata custom properties hold the headline
+  counts and settings. Beam runner and workers come from `beam_pipeline_args`
   (`.with_beam_pipeline_args([...])` or the pipeline's).
   """
 
@@ -74,59 +85,69 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
                model_run: types.BaseChannel,
                schema: Optional[types.BaseChannel] = None,
                baseline: Optional[types.BaseChannel] = None,
-               label_key: Optional[str] = DEFAULTS.label_key,
-               target: str = DEFAULTS.target,
-               label_mode: str = DEFAULTS.label_mode,
-               normalize: str = DEFAULTS.normalize,
-               stage: Union[str, Sequence[int]] = DEFAULTS.stage,
-               num_checkpoints: int = DEFAULTS.num_checkpoints,
-               splits: Optional[List[str]] = None,
-               batch_size: int = DEFAULTS.batch_size,
-               inspection_budget: int = DEFAULTS.inspection_budget,
-               bucket_percentiles: Sequence[float] = DEFAULTS.bucket_percentiles,
-               example_id_key: str = DEFAULTS.example_id_key,
-               module_file: Optional[str] = None):
-    """Args:
+               label_key: Optional[str] = _DEFAULT,
+               target: str = _DEFAULT,
+               label_mode: str = _DEFAULT,
+               normalize: str = _DEFAULT,
+               stage: Union[str, Sequence[int]] = _DEFAULT,
+               num_checkpoints: int = _DEFAULT,
+               splits: Optional[List[str]] = _DEFAULT,
+               batch_size: int = _DEFAULT,
+               inspection_budget: int = _DEFAULT,
+               bucket_percentiles: Sequence[float] = _DEFAULT,
+               example_id_key: str = _DEFAULT,
+               module_file: Optional[str] = None,
+               settings: Optional[VogSettings] = None):
+    """Args (settings left out take the defaults of VogSettings, shown in brackets):
       examples: Examples to score (every split unless `splits` says otherwise).
       model_run: the Trainer's ModelRun holding `vog_checkpoints/` written by
         VogCheckpointCallback.
       schema: optional Schema; model inputs and the label are checked against it.
       baseline: optional DifficultyReport of an earlier run, recorded in the summary.
-      label_key: int label feature (needed in `label` mode).
-      target: `loss` (default; best at finding mislabeled examples), `prob` or `logit`.
-      label_mode: `label`, or `predicted` for unlabeled data.
-      normalize: `class` (default), `abs-class` or `raw`.
-      stage: `early`, `middle`, `late`, `complete` or a list of saved steps.
-      num_checkpoints: at most this many checkpoints of the stage, evenly spaced.
-      splits: splits to score; all when None.
-      batch_size: examples per gradient batch (size it to the worker's memory).
-      inspection_budget: how many examples at most to surface for people.
-      bucket_percentiles: the two percentile cut points for easy/medium/hard.
-      example_id_key: feature holding example ids; fingerprints are used without it.
+      label_key: int label feature, needed in `label` mode ['label'].
+      target: `loss` (best at finding mislabeled examples), `prob` or `logit` ['loss'].
+      label_mode: `label`, or `predicted` for unlabeled data ['label'].
+      normalize: `class`, `abs-class` or `raw` ['class'].
+      stage: `early`, `middle`, `late`, `complete` or a list of saved steps
+        ['complete'].
+      num_checkpoints: at most this many checkpoints of the stage, evenly spaced [10].
+      splits: splits to score; all when None [None].
+      batch_size: examples per gradient batch (size it to the worker's memory) [256].
+      inspection_budget: how many examples at most to surface for people [200].
+      bucket_percentiles: the two percentile cut points for easy/medium/hard
+        [(50, 90)].
+      example_id_key: feature holding example ids; fingerprints are used without it
+        ['example_id'].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
         and/or `custom_objects` for custom layers.
+      settings: every setting above at once, as a VogSettings; give either this or
+        the separate settings, not both.
+
+    Raises:
+      ValueError: a bad setting, named; or `settings` given together with separate
+        settings (named).
     """
-    VogSettings(label_key, target, label_mode, normalize,
-                stage if isinstance(stage, str) else list(stage), num_checkpoints,
-                splits, batch_size, inspection_budget, tuple(bucket_percentiles),
-                example_id_key).validate()
+    given = {name: value for name, value in (
+        ('label_key', label_key), ('target', target), ('label_mode', label_mode),
+        ('normalize', normalize), ('stage', stage), ('num_checkpoints', num_checkpoints),
+        ('splits', splits), ('batch_size', batch_size),
+        ('inspection_budget', inspection_budget),
+        ('bucket_percentiles', bucket_percentiles), ('example_id_key', example_id_key),
+    ) if value is not _DEFAULT}
+    if settings is None:
+      settings = VogSettings(**given)
+    elif not isinstance(settings, VogSettings):
+      raise ValueError(f'settings={settings!r} must be a VogSettings; or leave it out and '
+                       'give the settings as separate arguments')
+    elif given:
+      raise ValueError(f'VarianceOfGradients got settings= and also {", ".join(given)}; '
+                       'give either a VogSettings or separate settings, not both '
+                       '(e.g. settings=dataclasses.replace(settings, ...))')
+    settings.validate()
     spec = VarianceOfGradientsSpec(
-        examples=examples,
-        model_run=model_run,
-        schema=schema,
-        baseline=baseline,
-        label_key=label_key,
-        target=target,
-        label_mode=label_mode,
-        normalize=normalize,
-        stage=stage if isinstance(stage, str) else json.dumps([int(s) for s in stage]),
-        num_checkpoints=num_checkpoints,
-        splits=json.dumps(list(splits)) if splits is not None else None,
-        batch_size=batch_size,
-        inspection_budget=inspection_budget,
-        bucket_percentiles=json.dumps([float(c) for c in bucket_percentiles]),
-        example_id_key=example_id_key,
-        module_file=module_file,
-        scored_examples=types.Channel(type=standard_artifacts.Examples),
-        difficulty_report=types.Channel(type=DifficultyReport))
+        **{EXAMPLES_KEY: examples, MODEL_RUN_KEY: model_run, SCHEMA_KEY: schema,
+           BASELINE_KEY: baseline, SETTINGS_KEY: settings.to_json_string(),
+           MODULE_FILE_KEY: module_file,
+           SCORED_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples),
+           DIFFICULTY_REPORT_KEY: types.Channel(type=DifficultyReport)})
     super().__init__(spec=spec)

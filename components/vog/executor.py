@@ -1,6 +1,5 @@
 """VarianceOfGradients executor: resolves artifacts, then runs the shared audit."""
 
-import json
 import os
 from typing import Any, Dict, List
 
@@ -13,30 +12,51 @@ from tfx.utils import io_utils
 from components.vog import audit
 from components.vog import tallies
 from components.vog.settings import VogSettings
-from components.vog.settings import stage_from_text
+from components.vog.spec_keys import BASELINE_KEY
+from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
+from components.vog.spec_keys import EXAMPLES_KEY
+from components.vog.spec_keys import MODEL_RUN_KEY
+from components.vog.spec_keys import MODULE_FILE_KEY
+from components.vog.spec_keys import SCHEMA_KEY
+from components.vog.spec_keys import SCORED_EXAMPLES_KEY
+from components.vog.spec_keys import SETTINGS_KEY
 
 
 def settings_from_exec_properties(exec_properties: Dict[str, Any]) -> VogSettings:
-  """VogSettings from the component's execution properties (lists arrive as JSON)."""
-  splits = exec_properties.get('splits')
-  return VogSettings(
-      label_key=exec_properties.get('label_key'),
-      target=exec_properties['target'],
-      label_mode=exec_properties['label_mode'],
-      normalize=exec_properties['normalize'],
-      stage=stage_from_text(exec_properties['stage']),
-      num_checkpoints=int(exec_properties['num_checkpoints']),
-      splits=json.loads(splits) if splits else None,
-      batch_size=int(exec_properties['batch_size']),
-      inspection_budget=int(exec_properties['inspection_budget']),
-      bucket_percentiles=tuple(json.loads(exec_properties['bucket_percentiles'])),
-      example_id_key=exec_properties['example_id_key'])
+  """VogSettings from the component's `vog_settings` execution property (JSON text).
+
+  The text comes from ML Metadata or a compiled pipeline spec, so it is checked like
+  any outside input. Raises audit.AuditConfigError (a ValueError) when the property is
+  missing, or for an unknown key, a wrong type or a bad value, each named.
+  """
+  text = exec_properties.get(SETTINGS_KEY)
+  if not text:
+    raise audit.AuditConfigError(
+        f'execution property {SETTINGS_KEY!r} is missing; VarianceOfGradients carries '
+        'its settings there as VogSettings JSON - recompile the pipeline with this '
+        'release of the component')
+  try:
+    return VogSettings.from_json(text)
+  except ValueError as e:
+    raise audit.AuditConfigError(f'{SETTINGS_KEY}: {e}') from e
 
 
 def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
   schema_path = io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema_artifacts))
   schema = io_utils.SchemaReader().read(schema_path)
   return [f.name for f in schema.feature]
+
+
+def record_headline(report: types.Artifact, settings: VogSettings,
+                    summary: Dict[str, Any]) -> None:
+  """Sets the report's ML Metadata custom properties: counts and headline settings."""
+  for name in tallies.HEADLINE:
+    report.set_int_custom_property(name, summary['counts'][name])
+  for name, value in settings.headline().items():
+    if isinstance(value, int):
+      report.set_int_custom_property(name, value)
+    else:
+      report.set_string_custom_property(name, value)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -46,29 +66,29 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    examples = artifact_utils.get_single_instance(input_dict['examples'])
+    settings = settings_from_exec_properties(exec_properties)
+    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     split_patterns = {
         split: os.path.join(artifact_utils.get_split_uri([examples], split), '*')
         for split in artifact_utils.decode_split_names(examples.split_names)}
     baseline = None
-    if input_dict.get('baseline'):
-      base = artifact_utils.get_single_instance(input_dict['baseline'])
+    if input_dict.get(BASELINE_KEY):
+      base = artifact_utils.get_single_instance(input_dict[BASELINE_KEY])
       baseline = {'artifact_id': base.id, 'uri': base.uri}
-    schema_features = (_schema_features(input_dict['schema'])
-                       if input_dict.get('schema') else None)
+    schema_features = (_schema_features(input_dict[SCHEMA_KEY])
+                       if input_dict.get(SCHEMA_KEY) else None)
 
     plan = audit.plan_audit(
-        settings_from_exec_properties(exec_properties),
-        artifact_utils.get_single_uri(input_dict['model_run']),
+        settings,
+        artifact_utils.get_single_uri(input_dict[MODEL_RUN_KEY]),
         split_patterns,
-        module_file=exec_properties.get('module_file'),
+        module_file=exec_properties.get(MODULE_FILE_KEY),
         schema_features=schema_features,
         baseline=baseline)
 
-    scored = artifact_utils.get_single_instance(output_dict['scored_examples'])
+    scored = artifact_utils.get_single_instance(output_dict[SCORED_EXAMPLES_KEY])
     scored.split_names = artifact_utils.encode_split_names(list(plan.split_files))
-    report = artifact_utils.get_single_instance(output_dict['difficulty_report'])
+    report = artifact_utils.get_single_instance(output_dict[DIFFICULTY_REPORT_KEY])
     summary = audit.run_audit(plan, self._make_beam_pipeline(), scored.uri, report.uri)
-    for name in tallies.HEADLINE:
-      report.set_int_custom_property(name, summary['counts'][name])
+    record_headline(report, settings, summary)
     logging.info('VarianceOfGradients wrote %s and %s', scored.uri, report.uri)

@@ -1,18 +1,43 @@
-"""The parameters of a VoG audit, validated once for the component and the CLI alike."""
+"""The parameters of a VoG audit, validated once for the component and the CLI alike.
+
+`VogSettings` travels as one JSON object, the way TFX's StatisticsGen carries its
+StatsOptions: the VarianceOfGradients component stores `to_json_string()` in a single
+execution property, the executor reads it back with `from_json()`, and summary.json
+records `to_json()`.
+"""
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from components.vog import scoring
 from components.vog import stages
 
 Stage = Union[str, List[int]]
 
+# The settings people look for first; the executor also records them as ML Metadata
+# custom properties of the difficulty report.
+HEADLINE = ('target', 'label_mode', 'normalize', 'stage', 'num_checkpoints',
+            'inspection_budget')
+
+_TEXT_FIELDS = ('target', 'label_mode', 'normalize', 'example_id_key')
+_COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget')
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 @dataclasses.dataclass(frozen=True)
 class VogSettings:
-  """What a VoG audit computes. `validate()` refuses every bad value with a clear line."""
+  """What a VoG audit computes. `validate()` refuses every bad value with a clear line.
+
+  Lists are kept in one canonical form (stage and splits as lists, bucket_percentiles
+  as a tuple of floats), so equal settings compare equal and survive a JSON round trip.
+  """
   label_key: Optional[str] = 'label'
   target: str = 'loss'
   label_mode: str = 'label'
@@ -25,15 +50,56 @@ class VogSettings:
   bucket_percentiles: Sequence[float] = (50.0, 90.0)
   example_id_key: str = 'example_id'
 
+  def __post_init__(self):
+    # Only the container changes here; validate() judges the values.
+    if isinstance(self.stage, tuple):
+      object.__setattr__(self, 'stage', list(self.stage))
+    if isinstance(self.splits, tuple):
+      object.__setattr__(self, 'splits', list(self.splits))
+    cuts = self.bucket_percentiles
+    if isinstance(cuts, (list, tuple)) and all(_is_number(c) for c in cuts):
+      object.__setattr__(self, 'bucket_percentiles', tuple(float(c) for c in cuts))
+
+  @classmethod
+  def field_names(cls) -> List[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+  def _check_types(self) -> None:
+    """Refuses a value of the wrong type, naming the setting and an example value."""
+    if self.label_key is not None and not isinstance(self.label_key, str):
+      raise ValueError(f'label_key={self.label_key!r} must be a feature name (text), '
+                       'or null for unlabeled data')
+    for name in _TEXT_FIELDS:
+      value = getattr(self, name)
+      if not isinstance(value, str):
+        raise ValueError(f'{name}={value!r} must be text, e.g. '
+                         f'{getattr(VogSettings, name)!r}')
+    for name in _COUNT_FIELDS:
+      value = getattr(self, name)
+      if not _is_int(value):
+        raise ValueError(f'{name}={value!r} must be a whole number, e.g. '
+                         f'{getattr(VogSettings, name)}')
+    if not isinstance(self.stage, str) and not (
+        isinstance(self.stage, list) and self.stage and all(_is_int(s) for s in self.stage)):
+      raise ValueError(f'stage={self.stage!r}: give a stage name '
+                       f'({", ".join(stages.STAGES)}) or a non-empty list of steps')
+    if self.splits is not None and not (
+        isinstance(self.splits, list) and all(isinstance(s, str) for s in self.splits)):
+      raise ValueError(f'splits={self.splits!r} must be a list of split names, or null '
+                       'to score every split')
+    cuts = self.bucket_percentiles
+    if not (isinstance(cuts, (list, tuple)) and all(_is_number(c) for c in cuts)):
+      raise ValueError(f'bucket_percentiles={cuts!r} must be two numbers, e.g. [50, 90]')
+
   def validate(self) -> 'VogSettings':
+    """Returns these settings, or raises ValueError naming the first bad setting."""
+    from components.vog import scoring  # pylint: disable=g-import-not-at-top
+    self._check_types()
     scoring.check_choice('target', self.target, scoring.TARGETS)
     scoring.check_choice('label_mode', self.label_mode, scoring.LABEL_MODES)
     scoring.check_choice('normalize', self.normalize, scoring.NORMALIZATIONS)
     if isinstance(self.stage, str):
       scoring.check_choice('stage', self.stage, stages.STAGES)
-    elif not self.stage or not all(isinstance(s, int) for s in self.stage):
-      raise ValueError(f'stage={self.stage!r}: give a stage name '
-                       f'({", ".join(stages.STAGES)}) or a non-empty list of steps')
     if self.label_mode == 'label' and not self.label_key:
       raise ValueError("label_mode='label' needs label_key; use label_mode='predicted' "
                        'for unlabeled data')
@@ -53,8 +119,46 @@ class VogSettings:
     return self
 
   def to_json(self) -> Dict[str, Any]:
+    """Every setting as a JSON-ready dict (lists for stage steps, splits and cut points)."""
     out = dataclasses.asdict(self)
     out['bucket_percentiles'] = [float(c) for c in self.bucket_percentiles]
+    return out
+
+  def to_json_string(self) -> str:
+    """`to_json()` as compact JSON text with sorted keys: equal settings, equal text."""
+    return json.dumps(self.to_json(), sort_keys=True, separators=(',', ':'))
+
+  @classmethod
+  def from_json(cls, data: Union[str, bytes, Mapping[str, Any]]) -> 'VogSettings':
+    """Reads settings written by `to_json()` or `to_json_string()`, and validates them.
+
+    `data` is JSON text or an already parsed dict. Keys that are absent take their
+    defaults. Raises ValueError for text that is not a JSON object, an unknown key
+    (named, with the known ones), a value of the wrong type, or an invalid value
+    (named as `validate()` does).
+    """
+    if isinstance(data, (str, bytes)):
+      try:
+        data = json.loads(data)
+      except ValueError as e:
+        raise ValueError(f'VoG settings are not valid JSON ({e}); give a JSON object '
+                         'such as VogSettings().to_json_string() writes') from None
+    if not isinstance(data, Mapping):
+      raise ValueError(f'VoG settings must be a JSON object of settings, not '
+                       f'{type(data).__name__}; e.g. {VogSettings().to_json_string()}')
+    known = cls.field_names()
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+      raise ValueError(f'VoG settings key(s) {", ".join(unknown)} are unknown; the known '
+                       f'keys are {", ".join(known)}')
+    return cls(**dict(data)).validate()
+
+  def headline(self) -> Dict[str, Union[int, str]]:
+    """HEADLINE settings as ML Metadata property values (a list of steps as JSON text)."""
+    out: Dict[str, Union[int, str]] = {}
+    for name in HEADLINE:
+      value = getattr(self, name)
+      out[name] = value if isinstance(value, (int, str)) else json.dumps(value)
     return out
 
 
@@ -65,7 +169,9 @@ def stage_from_text(text: str) -> Stage:
     return text
   try:
     steps = json.loads(text) if text.startswith('[') else [int(s) for s in text.split(',')]
-  except ValueError as e:
+    if not isinstance(steps, list) or not all(float(s).is_integer() for s in steps):
+      raise ValueError(text)
+    return [int(s) for s in steps]
+  except (TypeError, ValueError) as e:
     raise ValueError(f'stage={text!r}: give {", ".join(stages.STAGES)} or a list of '
                      'saved steps such as "120,240,360"') from e
-  return [int(s) for s in steps]
