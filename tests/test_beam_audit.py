@@ -95,7 +95,9 @@ def test_bad_records_are_quarantined_and_none_is_lost(trained, tmp_path):
   counters = summary['beam_counters']
   assert (counters['seen'], counters['scored'], counters['quarantined']) == (55, 50, 5)
   assert {k[1] for k in scored} == {f'ok-{i}' for i in range(50)}
-  rows = [json.loads(l) for l in open(tmp_path / 'out' / 'report' / 'quarantine.jsonl')]
+  rows = [json.loads(l) for path in glob.glob(str(tmp_path / 'out' / 'report' /
+                                              'quarantine-*-of-*.jsonl'))
+          for l in open(path)]
   reasons = {r['example_id']: r['reason'] for r in rows}
   assert reasons['no-label'].startswith('missing label')
   assert reasons['nan-pixel'] == "non-finite value: feature 'image'"
@@ -225,8 +227,8 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
     assert cli_rows[key]['vog_score'] == pytest.approx(row['vog_score'], rel=1e-5, abs=1e-7)
     assert cli_rows[key]['vog_flagged'] == row['vog_flagged']
   report_dir = tmp_path / 'cli' / 'difficulty_report'
-  for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html',
-               'flagged_examples.tfrecord', 'flagged.png'):
+  for name in ('summary.json', 'flagged.jsonl', 'quarantine-00000-of-00001.jsonl',
+               'report.html', 'flagged_examples.tfrecord', 'flagged.png'):
     assert (report_dir / name).exists(), name
 
   # The page can be rebuilt from the report folder alone.

@@ -16,12 +16,14 @@ from absl import logging
 import apache_beam as beam
 import tensorflow as tf
 
+from components.vog import audit_summary
 from components.vog import beam_audit
+from components.vog import beam_writers
 from components.vog import checkpoints
 from components.vog import examples_io
 from components.vog import report_folder
+from components.vog import report_format as fmt
 from components.vog import stages
-from components.vog import tallies
 from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
 
@@ -30,6 +32,10 @@ PEEK_RECORDS = 50
 
 class AuditConfigError(ValueError):
   """A configuration problem found before any example is scored."""
+
+
+class AuditInputError(AuditConfigError):
+  """An input file that cannot be read (damaged framing); names the file and where."""
 
 
 def load_user_module(module_file: Optional[str]
@@ -56,19 +62,33 @@ def load_user_module(module_file: Optional[str]
   return inputs_fn, dict(custom_objects)
 
 
-def compression_of(files: Sequence[str]) -> str:
-  """GZIP when the first file starts with the gzip magic bytes, else UNCOMPRESSED."""
-  with tf.io.gfile.GFile(files[0], 'rb') as f:
+def compression_of(path: str) -> str:
+  """GZIP when the file starts with the gzip magic bytes, else UNCOMPRESSED."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
     return 'GZIP' if f.read(2) == b'\x1f\x8b' else 'UNCOMPRESSED'
 
 
-def _peek(files: Sequence[str], compression: str, count: int) -> Optional[List[bytes]]:
-  """The first `count` records; None when the file framing itself is corrupt."""
-  dataset = tf.data.TFRecordDataset(list(files), compression_type=compression)
-  try:
-    return [r.numpy() for r in dataset.take(count)]
-  except tf.errors.DataLossError:
-    return None
+def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
+  """The first `count` records of the split; AuditInputError where framing is damaged."""
+  peeked: List[bytes] = []
+  for input_file in files:
+    try:
+      for _, record in beam_audit.read_records(input_file):
+        if len(peeked) >= count:
+          return peeked
+        peeked.append(record)
+    except tf.errors.OpError as e:
+      raise AuditInputError(
+          f'input file {input_file.path} is damaged after record {len(peeked)} '
+          f'({type(e).__name__}: {(e.message or str(e)).splitlines()[0]}) - rewrite it or '
+          'leave it out of the examples') from None
+  return peeked
+
+
+def input_files(split: str, pattern: str) -> List[beam_audit.InputFile]:
+  """The regular files a split's pattern matches, sorted, each with its own compression."""
+  paths = [p for p in sorted(tf.io.gfile.glob(pattern)) if not tf.io.gfile.isdir(p)]
+  return [beam_audit.InputFile(split, i, p, compression_of(p)) for i, p in enumerate(paths)]
 
 
 class ScorerFactory:
@@ -122,13 +142,12 @@ class AuditPlan:
   """A checked audit: settings, checkpoints, model inputs and the files of each split."""
 
   def __init__(self, settings, entries, input_specs, num_classes, split_files,
-               split_compression, module_file, baseline):
+               module_file, baseline):
     self.settings: VogSettings = settings
     self.entries: List[checkpoints.CheckpointEntry] = entries
     self.input_specs: List[examples_io.InputSpec] = input_specs
     self.num_classes: int = num_classes
-    self.split_files: Dict[str, List[str]] = split_files
-    self.split_compression: Dict[str, str] = split_compression  # GZIP or UNCOMPRESSED
+    self.split_files: Dict[str, List[beam_audit.InputFile]] = split_files
     self.module_file: Optional[str] = module_file
     self.baseline: Optional[Dict[str, Any]] = baseline
 
@@ -173,24 +192,20 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   if unknown:
     raise AuditConfigError(f'split(s) {unknown} do not exist in the examples; '
                            f'available: {sorted(split_patterns)}')
-  split_files, split_compression = {}, {}
+  split_files = {}
   for split in wanted:
-    files = sorted(tf.io.gfile.glob(split_patterns[split]))
-    compression = compression_of(files) if files else 'UNCOMPRESSED'
-    peeked = _peek(files, compression, PEEK_RECORDS) if files else []
-    if peeked is None:
-      raise AuditConfigError(f'split {split!r} has a corrupt TFRecord file among {files}'
-                             ' - rewrite the examples; no record can be read past it')
+    files = input_files(split, split_patterns[split])
+    peeked = _peek(files, PEEK_RECORDS)
     if not peeked:
       raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
                              ' - check the examples, or leave the split out with splits=')
-    split_files[split], split_compression[split] = files, compression
+    split_files[split] = files
     _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings)
   logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
                len(chosen), len(entries), steps, wanted,
                [(s.name, s.shape) for s in input_specs])
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   split_compression, module_file, baseline)
+                   module_file, baseline)
 
 
 def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings):
@@ -220,52 +235,54 @@ def _check_features(split, peeked, schema_features, input_specs, inputs_fn, sett
         'unlabeled data')
 
 
-def split_records_reader(plan: AuditPlan):
-  """A function that reads (split, serialized) of every split into a pipeline."""
-  types = beam.io.filesystem.CompressionTypes
-  compressions = {split: {'GZIP': types.GZIP, 'UNCOMPRESSED': types.UNCOMPRESSED}[c]
-                  for split, c in plan.split_compression.items()}
-
-  def read(pipeline: beam.Pipeline, label: str):
-    per_split = []
-    for split, files in plan.split_files.items():
-      per_split.append(
-          pipeline
-          | f'{label}Files[{split}]' >> beam.Create(files)
-          | f'{label}Read[{split}]' >> beam.io.ReadAllFromTFRecord(
-              compression_type=compressions[split])
-          | f'{label}Tag[{split}]' >> beam.Map(lambda r, s=split: (s, r)))
-    return per_split | f'{label}AllSplits' >> beam.Flatten()
-
-  return read
-
-
 def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str,
-              report_dir: str) -> Dict[str, Any]:
-  """Runs the Beam audit and writes the report; returns summary.json's content.
+              report_dir: str, progress=None) -> Dict[str, Any]:
+  """Runs the Beam audit and publishes the report; returns summary.json's content.
 
-  Raises RuntimeError, publishing no report, when seen != scored + quarantined.
+  The pipeline writes the scored examples and the report's work files (the summary
+  is combined inside it); then, before anything is published, the driver checks that
+  every example read was written or quarantined (AuditLostExamples otherwise) and
+  that no input file was damaged (AuditInputError naming the file and the record
+  where reading stopped). `progress` is an optional progress.ProgressSink.
   """
   settings = plan.settings
+  splits = list(plan.split_files)
   work_dir = os.path.join(report_dir, f'.work-{uuid.uuid4().hex[:8]}')
   tf.io.gfile.makedirs(work_dir)
   scorer_factory = ScorerFactory(plan.entries, plan.module_file, settings.target,
                                  settings.label_mode)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
-  _ = pipeline | 'AuditExamples' >> beam_audit.AuditExamples(
-      settings, list(plan.split_files), split_records_reader(plan), parser_factory,
-      scorer_factory, scored_examples_dir, work_dir)
+  all_files = [f for files in plan.split_files.values() for f in files]
+
+  files = pipeline | 'ListInputFiles' >> beam.Create(all_files)
+  read = files | 'ReadRecords' >> beam_audit.ReadRecordsWithPosition(progress)
+  results = read.records | 'ScoreExamples' >> beam_audit.ScoreExamples(
+      settings, scorer_factory, parser_factory, progress)
+  written = ({'files': files, 'scored': results['scored'],
+              'quarantined': results['quarantined']}
+             | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(
+                 scored_examples_dir, splits, settings.example_id_key))
+  _ = (dict(results, files_read=read.files, **written)
+       | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
+           work_dir, splits, _summary_base(plan)))
   result = pipeline.run()
   result.wait_until_finish()
-  summary = _summarize(plan, os.path.join(work_dir, tallies.TALLIES_FILE))
+
+  summary = _read_work_summary(work_dir)
   summary['beam_counters'] = _counters(result)
   flagged, records = report_folder.read_flagged(
-      os.path.join(work_dir, beam_audit.FLAGGED_RECORDS_FILE))
-  report_folder.publish(report_dir, os.path.join(work_dir, beam_audit.QUARANTINE_FILE),
-                        summary, flagged, records,
-                        report_folder.previews_of(parser_factory(), plan.input_specs,
-                                                  flagged, records))
+      os.path.join(work_dir, beam_writers.FLAGGED_RECORDS_FILE))
+  audit_summary.check_conservation(summary, len(flagged))
+  if summary['damaged_files']:
+    raise AuditInputError('; '.join(
+        f'input file {d["path"]} (split {d["split"]!r}) is damaged after record '
+        f'{d["records_read"]}: {d["damage"]}' for d in summary['damaged_files'])
+        + ' - nothing was published; rewrite the damaged files or leave them out')
+  report_folder.publish(
+      report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)), summary,
+      flagged, records,
+      report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)
   counts = summary['counts']
   logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
@@ -273,13 +290,26 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   return summary
 
 
+def _read_work_summary(work_dir: str) -> Dict[str, Any]:
+  path = os.path.join(work_dir, beam_writers.SUMMARY_WORK_FILE)
+  if not tf.io.gfile.exists(path):
+    raise audit_summary.AuditLostExamples(
+        f'the Beam pipeline finished without writing {path}; nothing was published - '
+        'report this with the Beam logs')
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def _counters(result) -> Dict[str, int]:
-  """The audit's Beam counters (seen, scored, quarantined, batches) as the runner has them."""
+  """The audit's Beam counters (seen, scored, quarantined, batches) as the runner has them.
+
+  Empty where the runner has no metrics API (the Dask runner, for one).
+  """
   from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=g-import-not-at-top
   try:
     found = result.metrics().query(
         MetricsFilter().with_namespace(beam_audit.NAMESPACE))['counters']
-  except (NotImplementedError, AttributeError):  # Runners without a metrics API.
+  except (NotImplementedError, AttributeError):
     return {}
   counters: Dict[str, int] = {}
   for counter in found:
@@ -288,12 +318,10 @@ def _counters(result) -> Dict[str, int]:
   return counters
 
 
-def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
-  """summary.json's content: the plan's settings plus what the tallies counted."""
-  counted = tallies.summarize_tallies(report_folder.read_jsonl(tallies_path),
-                                      list(plan.split_files))
+def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
+  """What summary.json says of the plan; the pipeline adds what it counted."""
   return {
-      'format_version': 1,
+      'format_version': fmt.FORMAT_VERSION,
       'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(
           '%Y-%m-%dT%H:%M:%SZ'),
       'settings': dict(plan.settings.to_json(), splits=list(plan.split_files)),
@@ -302,7 +330,7 @@ def _summarize(plan: AuditPlan, tallies_path: str) -> Dict[str, Any]:
       'num_classes': plan.num_classes,
       'model_inputs': [{'name': i.name, 'shape': list(i.shape), 'dtype': i.dtype}
                        for i in plan.input_specs],
-      **counted,
+      'input_files': {split: len(files) for split, files in plan.split_files.items()},
       'baseline': plan.baseline,
       'drift': None,
   }

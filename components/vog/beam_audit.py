@@ -1,42 +1,58 @@
-"""The VoG audit as Beam transforms.
+"""The VoG audit's computation as Beam transforms.
 
-    records | ParseForScoring | ScoreWithCheckpoints | NormalizePerClass
-            | AssignPercentiles | FlagForReview
-    records (read again) | WriteScoredExamples(scores as a side input)
+    files | ReadRecordsWithPosition -> {records, files_read}
+    records | ScoreExamples -> {scored, quarantined, class_stats}
 
+ScoreExamples is ParseAndScore | NormalizePerClass | AssignPercentiles | FlagForReview.
 Checkpoints load once per worker (shared across threads); a batch goes through all K
-checkpoints before the next. Class statistics, percentiles and the flagged set are
-global and arrive as side inputs. Only small score records cross those global steps;
-the examples themselves stream through a second read and are matched to their scores
-by a fingerprint of their bytes, so memory does not grow with the examples' size.
+checkpoints before the next. Every global number that comes back as a side input is
+bounded: class statistics (splits x classes), quantiles (splits x 1001) and the flagged
+set (`inspection_budget`). Per-example scores never travel as a side input: they are
+keyed by the example's position (split, file, record index), which is also its
+identity, so copies of one record are different examples. The writers
+(beam_writers.py) join the scores back to the records by that position.
 """
 
-import base64
-import json
-import os
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
 from apache_beam.utils import shared
 import numpy as np
+import tensorflow as tf
 
 from components.vog import examples_io
-from components.vog import tallies
-from components.vog.settings import VogSettings
+from components.vog import percentiles
+from components.vog.examples_io import InputRecord, Quarantined
 
 NAMESPACE = 'vog_audit'
-# Work files AuditExamples writes for the driver, which turns them into the report.
-QUARANTINE_FILE = 'quarantine.jsonl'
-FLAGGED_RECORDS_FILE = 'flagged_records.jsonl'
-NUM_QUANTILES = 1001  # percentiles resolved to 0.1
+NUM_QUANTILES = percentiles.NUM_QUANTILES
+
+
+class InputFile(NamedTuple):
+  """One input file of a split; `file_index` is its place in the split's sorted list."""
+  split: str
+  file_index: int
+  path: str
+  compression: str  # GZIP or UNCOMPRESSED
+
+
+class FileRead(NamedTuple):
+  """What reading one file gave: its record count, and the damage that stopped it early."""
+  split: str
+  file_index: int
+  path: str
+  records: int
+  damage: Optional[str] = None
 
 
 class ScoredExample(NamedTuple):
-  """The scores of one example; `record_key` is the fingerprint of its bytes."""
+  """The scores of one example, identified by its position in the input."""
   split: str
+  file_index: int
+  record_index: int
   example_id: str
-  record_key: str
+  has_example_id: bool
   label: Optional[int]
   target_class: int
   predicted_class: int
@@ -47,184 +63,207 @@ class ScoredExample(NamedTuple):
   vog_bucket: str = ''
   vog_flagged: int = 0
   review_rank: int = 0
-  has_example_id: bool = True
+
+  @property
+  def position(self) -> Tuple[str, int, int]:
+    return self.split, self.file_index, self.record_index
 
 
-class _Counted(beam.DoFn):
-  """Passes elements through, counting them in a Beam counter."""
+ClassKey = Tuple[str, int]
+ClassStats = Tuple[int, float, float]  # count, mean, population std
 
-  def __init__(self, name: str):
-    self._counter = beam.metrics.Metrics.counter(NAMESPACE, name)
-
-  def process(self, element):
-    self._counter.inc()
-    yield element
+def _counter(name: str):
+  return beam.metrics.Metrics.counter(NAMESPACE, name)
 
 
-class ParseForScoring(beam.PTransform):
-  """(split, serialized) -> ScorableExample, with Quarantined on the 'quarantine' tag."""
+def read_records(input_file: InputFile) -> Iterable[Tuple[int, bytes]]:
+  """(record index, bytes) of one TFRecord file, in order.
 
-  def __init__(self, parser_factory: Callable[[], examples_io.ExampleParser]):
+  Raises tf.errors.DataLossError (or OpError) where the file's framing is damaged.
+  """
+  options = tf.io.TFRecordOptions(
+      compression_type='GZIP' if input_file.compression == 'GZIP' else '')
+  for index, serialized in enumerate(
+      tf.compat.v1.io.tf_record_iterator(input_file.path, options)):
+    yield index, serialized
+
+
+class _ReadFile(beam.DoFn):
+  """Reads one file in order; its record count (and any damage) on the 'files' tag."""
+
+  def __init__(self, progress=None):
+    self._progress = progress
+    self._seen = _counter('seen')
+
+  def process(self, input_file: InputFile):
+    count, damage = 0, None
+    try:
+      for index, serialized in read_records(input_file):
+        count = index + 1
+        self._seen.inc()
+        yield InputRecord(input_file.split, input_file.file_index, index, serialized)
+    except tf.errors.OpError as e:
+      damage = (f'{type(e).__name__} after record {count}: '
+                f'{(e.message or str(e)).splitlines()[0]}')
+      logging.error('VoG audit cannot read %s past record %d (%s)', input_file.path,
+                    count, damage)
+    if self._progress is not None:
+      self._progress.add('read', count)
+      self._progress.add('files', 1)
+    yield beam.pvalue.TaggedOutput('files', FileRead(
+        input_file.split, input_file.file_index, input_file.path, count, damage))
+
+  def teardown(self):
+    if self._progress is not None:
+      self._progress.flush()
+
+
+class ReadRecordsWithPosition(beam.PTransform):
+  """InputFile -> {'records': InputRecord, 'files': FileRead}.
+
+  Each file is read whole, in order, by one worker, so record indices are stable
+  across reads; the input is spread over workers by file.
+  """
+
+  def __init__(self, progress=None):
     super().__init__()
-    self._parser_factory = parser_factory
+    self._progress = progress
 
-  class _Parse(beam.DoFn):
-
-    def __init__(self, parser_factory):
-      self._parser_factory = parser_factory
-      self._parser = None
-
-    def setup(self):
-      self._parser = self._parser_factory()
-
-    def process(self, element):
-      split, serialized = element
-      parsed = self._parser.parse(split, serialized)
-      if isinstance(parsed, examples_io.Quarantined):
-        yield beam.pvalue.TaggedOutput('quarantine', parsed)
-      else:
-        yield parsed
-
-  def expand(self, records):
-    return (records
-            | 'CountSeen' >> beam.ParDo(_Counted('seen'))
-            | 'Parse' >> beam.ParDo(self._Parse(self._parser_factory)).with_outputs(
-                'quarantine', main='scorable'))
+  def expand(self, files):
+    return (files
+            | 'Spread' >> beam.Reshuffle()
+            | 'Read' >> beam.ParDo(_ReadFile(self._progress)).with_outputs(
+                'files', main='records').with_output_types(InputRecord))
 
 
-class _ScoreBatch(beam.DoFn):
-  """Scores batches with checkpoints loaded once per worker process."""
+class _ParseAndScoreBatch(beam.DoFn):
+  """Parses and scores a batch with checkpoints loaded once per worker process."""
 
-  def __init__(self, shared_handle: shared.Shared, scorer_factory):
+  def __init__(self, shared_handle: shared.Shared, scorer_factory, parser_factory,
+               progress=None):
     self._shared = shared_handle
     self._scorer_factory = scorer_factory
+    self._parser_factory = parser_factory
+    self._progress = progress
     self._scorer = None
-    self._scored = beam.metrics.Metrics.counter(NAMESPACE, 'scored')
-    self._batches = beam.metrics.Metrics.counter(NAMESPACE, 'batches')
+    self._parser = None
+    self._scored = _counter('scored')
+    self._quarantined = _counter('quarantined')
+    self._batches = _counter('batches')
 
   def setup(self):
     self._scorer = self._shared.acquire(self._scorer_factory,
                                         tag=self._scorer_factory.cache_key())
+    self._parser = self._parser_factory()
     self._done, self._next_log = 0, 1000
 
-  def process(self, batch: List[examples_io.ScorableExample]):
-    names = self._scorer.input_names
-    inputs = {n: np.stack([e.inputs[n] for e in batch]) for n in names}
-    labels = None
-    if self._scorer.label_mode == 'label':
-      labels = np.asarray([e.label for e in batch], dtype=np.int64)
-    result = self._scorer.score(inputs, labels)
+  def process(self, records: List[InputRecord]):
+    batch, bad = self._parser.parse_batch(records)
+    for q in bad:
+      self._quarantined.inc()
+      yield beam.pvalue.TaggedOutput('quarantine', q)
+    if batch.records:
+      yield from self._score(batch)
     self._batches.inc()
-    self._done += len(batch)
+    self._done += len(records)
+    if self._progress is not None:
+      self._progress.add('scored', len(records))
     if self._done >= self._next_log:
       logging.info('VoG scored %d examples in this worker', self._done)
       self._next_log = self._done * 2
-    for i, e in enumerate(batch):
+
+  def _score(self, batch: examples_io.ScorableBatch):
+    labels = None
+    if self._scorer.label_mode == 'label':
+      labels = np.asarray(batch.labels, dtype=np.int64)
+    result = self._scorer.score(batch.inputs, labels)
+    for i, record in enumerate(batch.records):
       raw = float(result.vog_raw[i])
       if not np.isfinite(raw):
-        yield beam.pvalue.TaggedOutput('quarantine', examples_io.Quarantined(
-            e.split, e.example_id, 'non-finite gradient',
+        self._quarantined.inc()
+        yield beam.pvalue.TaggedOutput('quarantine', Quarantined(
+            record.split, batch.example_ids[i], 'non-finite gradient',
             'the model produced NaN or infinite gradients for this example',
-            e.serialized))
+            record.serialized, record.file_index, record.record_index))
         continue
       self._scored.inc()
-      yield ScoredExample(e.split, e.example_id, examples_io.fingerprint(e.serialized),
-                          e.label, int(result.target_class[i]),
-                          int(result.predicted_class[i]), raw,
-                          has_example_id=e.has_example_id)
+      yield ScoredExample(record.split, record.file_index, record.record_index,
+                          batch.example_ids[i], batch.has_example_ids[i], batch.labels[i],
+                          int(result.target_class[i]), int(result.predicted_class[i]), raw)
+
+  def teardown(self):
+    if self._progress is not None:
+      self._progress.flush()
 
 
-class ScoreWithCheckpoints(beam.PTransform):
-  """ScorableExample -> ScoredExample (vog_raw), non-finite results quarantined.
+class ParseAndScore(beam.PTransform):
+  """InputRecord -> {'scored': ScoredExample with vog_raw, 'quarantine': Quarantined}.
 
-  `scorer_factory()` builds a VogScorer; its `cache_key()` names what it loads.
+  `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
+  `parser_factory()` an ExampleParser; both run inside the workers.
   """
 
-  def __init__(self, scorer_factory, batch_size: int):
+  def __init__(self, scorer_factory, parser_factory, batch_size: int, progress=None):
     super().__init__()
     self._scorer_factory = scorer_factory
+    self._parser_factory = parser_factory
     self._batch_size = batch_size
+    self._progress = progress
 
-  def expand(self, scorable):
-    return (scorable
+  def expand(self, records):
+    return (records
             | 'Batch' >> beam.BatchElements(min_batch_size=self._batch_size,
                                             max_batch_size=self._batch_size)
-            | 'Score' >> beam.ParDo(_ScoreBatch(shared.Shared(), self._scorer_factory)
-                                    ).with_outputs('quarantine', main='scored'))
+            | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
+                shared.Shared(), self._scorer_factory, self._parser_factory,
+                self._progress)).with_outputs('quarantine', main='scored'))
 
 
 class MeanStdCombineFn(beam.CombineFn):
   """(count, mean, population std) in float64, merged with Chan's parallel formula."""
 
   def create_accumulator(self):
-    return 0, 0.0, 0.0
+    return percentiles.MeanStd()
 
   def add_input(self, acc, value):
-    count, mean, m2 = acc
-    count += 1
-    delta = value - mean
-    mean += delta / count
-    return count, mean, m2 + delta * (value - mean)
+    return acc.add(value)
 
   def merge_accumulators(self, accumulators):
-    count, mean, m2 = 0, 0.0, 0.0
-    for n, m, s in accumulators:
-      if n == 0:
-        continue
-      total = count + n
-      delta = m - mean
-      mean += delta * n / total
-      m2 += s + delta * delta * count * n / total
-      count = total
-    return count, mean, m2
+    return percentiles.MeanStd.merge(accumulators)
 
   def extract_output(self, acc):
-    count, mean, m2 = acc
-    return count, mean, float(np.sqrt(m2 / count)) if count else 0.0
+    return acc.result()
 
 
 class NormalizePerClass(beam.PTransform):
-  """Adds vog_score; returns (scored, class statistics keyed by (split, class))."""
+  """ScoredExample -> (ScoredExample with vog_score, class statistics by (split, class))."""
 
   def __init__(self, normalize: str):
     super().__init__()
     self._normalize = normalize
 
   def expand(self, scored):
-    from components.vog.scoring import normalize_score
+    from components.vog.scoring import normalize_score  # pylint: disable=g-import-not-at-top
     class_stats = (scored
                    | 'KeyByClass' >> beam.Map(
-                       lambda s: ((s.split, s.target_class), s.vog_raw))
-                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
+                       lambda s: ((s.split, s.target_class), s.vog_raw)
+                   ).with_output_types(Tuple[ClassKey, float])
+                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
+                                                          ).with_output_types(
+                                                              Tuple[ClassKey, ClassStats]))
     normalize = self._normalize
 
-    def add_score(s, stats):
+    def add_score(s: ScoredExample, stats: Dict[ClassKey, ClassStats]) -> ScoredExample:
       count, mean, std = stats[(s.split, s.target_class)]
       return s._replace(vog_score=normalize_score(s.vog_raw, mean, std, count, normalize))
 
-    normalized = scored | 'Normalize' >> beam.Map(add_score,
-                                                   beam.pvalue.AsDict(class_stats))
+    normalized = scored | 'Normalize' >> beam.Map(
+        add_score, beam.pvalue.AsDict(class_stats)).with_output_types(ScoredExample)
     return normalized, class_stats
 
 
-def percentile_of(score: float, quantiles: Sequence[float]) -> float:
-  """Share (0-100) of the split at or below `score`, read off its quantile boundaries."""
-  position = np.searchsorted(np.asarray(quantiles), score, side='right') - 1
-  return float(np.clip(100.0 * position / (len(quantiles) - 1), 0.0, 100.0))
-
-
-def bucket_of(percentile: float, cuts: Sequence[float]) -> str:
-  if percentile <= cuts[0]:
-    return 'easy'
-  return 'medium' if percentile <= cuts[1] else 'hard'
-
-
-def decile_of(percentile: float) -> int:
-  return int(np.clip(np.ceil(percentile / 10.0), 1, 10))
-
-
 class AssignPercentiles(beam.PTransform):
-  """Adds percentile within split, decile and bucket from approximate quantiles."""
+  """ScoredExample -> ScoredExample with percentile within split, decile and bucket."""
 
   def __init__(self, bucket_percentiles: Sequence[float]):
     super().__init__()
@@ -232,21 +271,23 @@ class AssignPercentiles(beam.PTransform):
 
   def expand(self, normalized):
     quantiles = (normalized
-                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score))
+                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score)
+                                            ).with_output_types(Tuple[str, float])
                  | 'Quantiles' >> beam.ApproximateQuantiles.PerKey(NUM_QUANTILES))
     cuts = self._cuts
 
-    def place(s, split_quantiles):
-      p = percentile_of(s.vog_score, split_quantiles[s.split])
-      return s._replace(vog_percentile=p, vog_decile=decile_of(p),
-                        vog_bucket=bucket_of(p, cuts))
+    def place(s: ScoredExample, split_quantiles) -> ScoredExample:
+      p = percentiles.percentile_of(s.vog_score, split_quantiles[s.split])
+      return s._replace(vog_percentile=p, vog_decile=percentiles.decile_of(p),
+                        vog_bucket=percentiles.bucket_of(p, cuts))
 
-    return normalized | 'Place' >> beam.Map(place, beam.pvalue.AsDict(quantiles))
+    return normalized | 'Place' >> beam.Map(
+        place, beam.pvalue.AsDict(quantiles)).with_output_types(ScoredExample)
 
 
-def _review_order(s: ScoredExample) -> Tuple[float, str, str]:
-  # Deterministic across runners: ties broken by split and id.
-  return s.vog_score, s.split, s.example_id
+def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
+  """Highest score first; ties go to the earlier position, the same on every runner."""
+  return s.vog_score, s.split, -s.file_index, -s.record_index
 
 
 class FlagForReview(beam.PTransform):
@@ -259,117 +300,40 @@ class FlagForReview(beam.PTransform):
   def expand(self, placed):
     budget = self._budget
     ranks = (placed
-             | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=_review_order)
+             | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=review_order)
              | 'Ranks' >> beam.FlatMap(lambda rows: [
-                 ((t.split, t.record_key), rank)
-                 for rank, t in enumerate(rows[:budget], start=1)]))
+                 (t.position, rank) for rank, t in enumerate(rows[:budget], start=1)]))
 
-    def mark(s, rank_of):
-      rank = rank_of.get((s.split, s.record_key), 0)
+    def mark(s: ScoredExample, rank_of) -> ScoredExample:
+      rank = rank_of.get(s.position, 0)
       return s._replace(vog_flagged=int(rank > 0), review_rank=rank)
 
-    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(ranks))
+    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(ranks)
+                                       ).with_output_types(ScoredExample)
 
 
-def _attach_scores(record: Tuple[str, bytes], scores: Dict[Tuple[str, str], ScoredExample]):
-  split, serialized = record
-  score = scores.get((split, examples_io.fingerprint(serialized)))
-  if score is not None:  # Records without a score are in quarantine.jsonl.
-    yield score, serialized
+class ScoreExamples(beam.PTransform):
+  """InputRecord -> {'scored', 'quarantined', 'class_stats'}: the whole VoG computation.
 
-
-def _flagged_line(pair: Tuple[ScoredExample, bytes]) -> str:
-  s, serialized = pair
-  return json.dumps({
-      'rank': s.review_rank, 'example_id': s.example_id, 'split': s.split,
-      'label': s.label, 'predicted_class': s.predicted_class,
-      'target_class': s.target_class, 'vog_score': s.vog_score, 'vog_raw': s.vog_raw,
-      'vog_percentile': s.vog_percentile, 'vog_bucket': s.vog_bucket,
-      'record_base64': base64.b64encode(serialized).decode('ascii')})
-
-
-class WriteScoredExamples(beam.PTransform):
-  """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz.
-
-  Takes (records, final scores); also writes the flagged examples with their bytes
-  to `flagged_records_path` for the review page.
+  `scored` holds one final ScoredExample per scorable record (score, percentile,
+  bucket, flag and review rank); `quarantined` every record that could not be scored;
+  `class_stats` ((split, class), (count, mean, std)) of vog_raw.
   """
 
-  def __init__(self, output_dir: str, splits: Sequence[str], example_id_key: str,
-               flagged_records_path: str):
-    super().__init__()
-    self._output_dir = output_dir
-    self._splits = list(splits)
-    self._example_id_key = example_id_key
-    self._flagged_records_path = flagged_records_path
-
-  def expand(self, inputs):
-    records, scores = inputs
-    splits, key = self._splits, self._example_id_key
-    keyed = scores | 'KeyByRecord' >> beam.Map(lambda s: ((s.split, s.record_key), s))
-    joined = records | 'AttachScores' >> beam.FlatMap(_attach_scores,
-                                                      beam.pvalue.AsDict(keyed))
-    _ = (joined
-         | 'Flagged' >> beam.Filter(lambda pair: pair[0].vog_flagged)
-         | 'FlaggedLines' >> beam.Map(_flagged_line)
-         | 'WriteFlagged' >> beam.io.WriteToText(self._flagged_records_path,
-                                                 shard_name_template=''))
-    parts = joined | 'BySplit' >> beam.Partition(
-        lambda pair, n: splits.index(pair[0].split), len(splits))
-    for split, part in zip(splits, parts):
-      _ = (part
-           | f'Serialize[{split}]' >> beam.MapTuple(
-               lambda s, serialized: examples_io.with_vog_features(
-                   serialized, key, s.example_id, s._asdict(), s.has_example_id))
-           | f'Write[{split}]' >> beam.io.WriteToTFRecord(
-               os.path.join(self._output_dir, f'Split-{split}', 'data_tfrecord'),
-               file_name_suffix='.gz'))
-    return joined
-
-
-class AuditExamples(beam.PTransform):
-  """The whole audit; writes scored examples and the work files of the report.
-
-  Takes a function that reads (split, serialized) records into a pipeline (it is
-  called twice: once to score, once to write). Writes scored examples under
-  `scored_examples_dir`, and QUARANTINE_FILE, FLAGGED_RECORDS_FILE and
-  tallies.TALLIES_FILE under `work_dir`.
-  """
-
-  def __init__(self, settings: VogSettings, splits: Sequence[str],
-               read_records: Callable[[beam.Pipeline, str], beam.PCollection],
-               parser_factory: Callable[[], examples_io.ExampleParser],
-               scorer_factory, scored_examples_dir: str, work_dir: str):
+  def __init__(self, settings, scorer_factory, parser_factory, progress=None):
     super().__init__()
     self._settings = settings
-    self._splits = list(splits)
-    self._read_records = read_records
-    self._parser_factory = parser_factory
     self._scorer_factory = scorer_factory
-    self._scored_examples_dir = scored_examples_dir
-    self._work_dir = work_dir
+    self._parser_factory = parser_factory
+    self._progress = progress
 
-  def expand(self, pipeline):
+  def expand(self, records):
     s = self._settings
-    records = self._read_records(pipeline, 'ToScore')
-    parsed = records | 'ParseForScoring' >> ParseForScoring(self._parser_factory)
-    scored = parsed.scorable | 'ScoreWithCheckpoints' >> ScoreWithCheckpoints(
-        self._scorer_factory, s.batch_size)
-    normalized, class_stats = (scored.scored
-                               | 'NormalizePerClass' >> NormalizePerClass(s.normalize))
-    placed = normalized | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
-    flagged = placed | 'FlagForReview' >> FlagForReview(s.inspection_budget)
-    _ = ((self._read_records(pipeline, 'ToWrite'), flagged)
-         | 'WriteScoredExamples' >> WriteScoredExamples(
-             self._scored_examples_dir, self._splits, s.example_id_key,
-             os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
-    quarantined = ((parsed.quarantine, scored.quarantine)
-                   | 'AllQuarantined' >> beam.Flatten()
-                   | 'CountQuarantined' >> beam.ParDo(_Counted('quarantined')))
-    _ = (quarantined
-         | 'QuarantineLines' >> beam.Map(lambda q: json.dumps(q.to_json()))
-         | 'WriteQuarantine' >> beam.io.WriteToText(
-             os.path.join(self._work_dir, QUARANTINE_FILE), shard_name_template=''))
-    return ((records, flagged, quarantined, class_stats)
-            | 'WriteAuditTallies' >> tallies.WriteAuditTallies(
-                os.path.join(self._work_dir, tallies.TALLIES_FILE)))
+    parsed = records | 'ParseAndScore' >> ParseAndScore(
+        self._scorer_factory, self._parser_factory, s.batch_size, self._progress)
+    normalized, class_stats = parsed.scored | 'NormalizePerClass' >> NormalizePerClass(
+        s.normalize)
+    flagged = (normalized
+               | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
+               | 'FlagForReview' >> FlagForReview(s.inspection_budget))
+    return {'scored': flagged, 'quarantined': parsed.quarantine, 'class_stats': class_stats}

@@ -7,10 +7,13 @@ reason it cannot be scored. Nothing is dropped silently.
 
 import base64
 import hashlib
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import tensorflow as tf
+
+from components.vog import report_format as fmt
 
 InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
 
@@ -35,6 +38,16 @@ def input_specs_of(model: tf.keras.Model) -> List[InputSpec]:
   return specs
 
 
+class InputRecord(NamedTuple):
+  """One serialized example and where it was read: the `record_index`-th record of the
+  split's `file_index`-th file. The position is its identity: copies of one record are
+  different examples."""
+  split: str
+  file_index: int
+  record_index: int
+  serialized: bytes
+
+
 class ScorableExample(NamedTuple):
   split: str
   example_id: str
@@ -51,6 +64,8 @@ class Quarantined(NamedTuple):
   kind: str
   detail: str
   serialized: bytes
+  file_index: int = -1
+  record_index: int = -1
 
   @property
   def reason(self) -> str:
@@ -60,6 +75,15 @@ class Quarantined(NamedTuple):
     return {'split': self.split, 'example_id': self.example_id, 'kind': self.kind,
             'reason': self.reason,
             'record_base64': base64.b64encode(self.serialized).decode('ascii')}
+
+
+class ScorableBatch(NamedTuple):
+  """Parsed records ready for the scorer: row i of every array belongs to records[i]."""
+  records: List[InputRecord]
+  example_ids: List[str]
+  has_example_ids: List[bool]
+  inputs: Dict[str, np.ndarray]
+  labels: List[Optional[int]]
 
 
 def fingerprint(serialized: bytes) -> str:
@@ -180,6 +204,96 @@ class ExampleParser:
       inputs[spec.name] = values.reshape(spec.shape).astype(spec.dtype)
     return ScorableExample(split, example_id, serialized, inputs, label, has_example_id)
 
+  def parse_batch(self, records: Sequence[InputRecord]
+                  ) -> Tuple['ScorableBatch', List[Quarantined]]:
+    """Parses records together; each one is scorable or quarantined, in input order.
+
+    Without a `vog_inputs_fn` the batch goes through one `tf.io.parse_example` call;
+    a batch that call cannot take as a whole (a record with a missing feature, the
+    wrong size or type, or bytes that are no tf.Example) is parsed record by record,
+    which gives each record its own verdict. Both paths give the same results.
+    """
+    if self.inputs_fn is None and records:
+      parsed = self._parse_together(records)
+      if parsed is not None:
+        return parsed
+    good: List[Tuple[InputRecord, ScorableExample]] = []
+    bad: List[Quarantined] = []
+    for record in records:
+      result = self.parse(record.split, record.serialized)
+      if isinstance(result, Quarantined):
+        bad.append(result._replace(file_index=record.file_index,
+                                   record_index=record.record_index))
+      else:
+        good.append((record, result))
+    inputs = {s.name: np.stack([e.inputs[s.name] for _, e in good]) if good else
+              np.zeros((0,) + tuple(s.shape), dtype=s.dtype) for s in self.input_specs}
+    return ScorableBatch([r for r, _ in good], [e.example_id for _, e in good],
+                         [e.has_example_id for _, e in good], inputs,
+                         [e.label for _, e in good]), bad
+
+  def _feature_spec(self) -> Dict[str, Any]:
+    spec = {s.name: tf.io.FixedLenFeature([s.size], tf.float32) for s in self.input_specs}
+    if self.label_required:
+      spec[self.label_key] = tf.io.FixedLenFeature([], tf.int64)
+    elif self.label_key:
+      spec[self.label_key] = tf.io.VarLenFeature(tf.int64)
+    if self.example_id_key:
+      spec[self.example_id_key] = tf.io.VarLenFeature(tf.string)
+    return spec
+
+  def _parse_together(self, records: Sequence[InputRecord]
+                      ) -> Optional[Tuple['ScorableBatch', List[Quarantined]]]:
+    """The one-call path; None when the batch needs record-by-record parsing."""
+    if any(s.dtype not in ('float32', 'float64') for s in self.input_specs):
+      return None
+    try:
+      parsed = tf.io.parse_example([r.serialized for r in records], self._feature_spec())
+    except (tf.errors.InvalidArgumentError, ValueError):
+      return None
+    n = len(records)
+    texts, has_ids = [None] * n, [False] * n
+    if self.example_id_key:
+      ids = parsed[self.example_id_key]
+      for (row, position), value in zip(ids.indices.numpy(), ids.values.numpy()):
+        if position == 0:  # The first value is the id, as in example_id_of.
+          texts[row], has_ids[row] = value.decode('utf-8', 'replace'), True
+    for i, record in enumerate(records):
+      if texts[i] is None:
+        texts[i] = fingerprint(record.serialized)
+    verdict: List[Optional[Tuple[str, str]]] = [None] * n
+    labels: List[Optional[int]] = [None] * n
+    if self.label_required:
+      values = parsed[self.label_key].numpy()
+      labels = [int(v) for v in values]
+      for i in np.flatnonzero((values < 0) | (values >= self.num_classes)):
+        verdict[i] = ('label out of range',
+                      f'{int(values[i])} is outside [0, {self.num_classes}) for this model')
+    elif self.label_key:  # Optional labels: used where present and in range.
+      found = parsed[self.label_key]
+      rows = found.indices.numpy()[:, 0]
+      if len(rows) != len(set(rows.tolist())):
+        return None  # A record with several labels is quarantined record by record.
+      for row, value in zip(rows, found.values.numpy()):
+        if 0 <= value < self.num_classes:
+          labels[row] = int(value)
+    inputs = {}
+    for spec in self.input_specs:
+      values = parsed[spec.name].numpy()
+      finite = np.isfinite(values).all(axis=1)
+      for i in np.flatnonzero(~finite):
+        if verdict[i] is None:
+          verdict[i] = ('non-finite value', f'feature {spec.name!r}')
+      inputs[spec.name] = values.reshape((n,) + tuple(spec.shape)).astype(spec.dtype)
+    keep = [i for i in range(n) if verdict[i] is None]
+    bad = [Quarantined(r.split, texts[i], verdict[i][0], verdict[i][1], r.serialized,
+                       r.file_index, r.record_index)
+           for i, r in enumerate(records) if verdict[i] is not None]
+    batch = ScorableBatch([records[i] for i in keep], [texts[i] for i in keep],
+                          [has_ids[i] for i in keep], {k: v[keep] for k, v in inputs.items()},
+                          [labels[i] for i in keep])
+    return batch, bad
+
   def _label(self, example: tf.train.Example
              ) -> Tuple[Optional[int], Optional[Tuple[str, str]]]:
     """(label, None) or (None, (kind, detail)); no label is fine when not required."""
@@ -207,6 +321,8 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
                       fields: Mapping[str, Any], has_example_id: bool) -> bytes:
   """The example with the VoG fields added (and its id when it had none).
 
+  `fields` maps every report_format.VOG_FIELDS name to its value.
+
   Appends a serialized Example holding only the new features: protobuf merges the
   two on parsing, so the original bytes stay as they were and a feature of the same
   name (from an earlier audit) is replaced.
@@ -215,10 +331,10 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
   feature = extra.features.feature
   if not has_example_id:
     feature[example_id_key].bytes_list.value.append(example_id.encode('utf-8'))
-  for key in ('vog_score', 'vog_raw', 'vog_percentile'):
+  for key in fmt.FLOAT_FIELDS:
     feature[key].float_list.value.append(float(fields[key]))
-  for key in ('vog_decile', 'vog_flagged'):
+  for key in fmt.INT_FIELDS:
     feature[key].int64_list.value.append(int(fields[key]))
-  feature['vog_target_class'].int64_list.value.append(int(fields['target_class']))
-  feature['vog_bucket'].bytes_list.value.append(fields['vog_bucket'].encode('utf-8'))
+  for key in fmt.BYTES_FIELDS:
+    feature[key].bytes_list.value.append(str(fields[key]).encode('utf-8'))
   return serialized + extra.SerializeToString()

@@ -1,7 +1,6 @@
-"""The files of a difficulty report folder, and the review page built from them.
+"""Publishing a difficulty report folder, and the review page built from it.
 
-    summary.json  flagged.jsonl  quarantine.jsonl  flagged_examples.tfrecord
-    report.html   flagged.png (image data only)
+The folder's files and fields are defined in report_format.py.
 """
 
 import base64
@@ -16,12 +15,10 @@ import tensorflow as tf
 from components.vog import examples_io
 from components.vog import report_html
 
-SUMMARY_FILE = 'summary.json'
-FLAGGED_FILE = 'flagged.jsonl'
-QUARANTINE_FILE = 'quarantine.jsonl'
-REPORT_FILE = 'report.html'
-MONTAGE_FILE = 'flagged.png'
-FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'  # rank order; the page is rebuilt from it
+from components.vog.report_format import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
+                                          QUARANTINE_GLOB, QUARANTINE_PREFIX,
+                                          QUARANTINE_SUFFIX, REPORT_FILE, SUMMARY_FILE)
+
 QUARANTINE_SAMPLE = 50
 
 
@@ -42,10 +39,8 @@ def read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
   """Flagged rows in rank order, and each rank's example bytes."""
   rows, records = [], {}
   for row in sorted(read_jsonl(path), key=lambda r: r['rank']):
-    record = base64.b64decode(row.pop('record_base64'))
-    if row['rank'] not in records:  # Identical examples share a rank; show one.
-      records[row['rank']] = record
-      rows.append(row)
+    records[row['rank']] = base64.b64decode(row.pop('record_base64'))
+    rows.append(row)
   return rows, records
 
 
@@ -80,15 +75,24 @@ def previews_of(parser: examples_io.ExampleParser,
   return previews
 
 
-def publish(report_dir: str, quarantine_work_file: str, summary: Mapping[str, Any],
+def publish(report_dir: str, quarantine_shards: Sequence[str], summary: Mapping[str, Any],
             flagged: Sequence[Mapping[str, Any]], records: Mapping[int, bytes],
             previews: Sequence[report_html.ExamplePreview]) -> None:
-  """Writes every file of the report folder; the quarantine file moves in from work."""
-  if not tf.io.gfile.exists(quarantine_work_file):  # Some runners write nothing for no rows.
-    with tf.io.gfile.GFile(quarantine_work_file, 'w'):
+  """Writes every file of the report folder; the quarantine shards move in from work.
+
+  Shards of an earlier audit into the same folder are removed first, so the folder
+  only ever holds one audit's quarantine.
+  """
+  for old in tf.io.gfile.glob(os.path.join(report_dir, QUARANTINE_GLOB)):
+    tf.io.gfile.remove(old)
+  shards = sorted(quarantine_shards)
+  if not shards:  # Some runners write no file for no rows; the format wants one.
+    with tf.io.gfile.GFile(os.path.join(
+        report_dir, f'{QUARANTINE_PREFIX}-00000-of-00001{QUARANTINE_SUFFIX}'), 'w'):
       pass
-  tf.io.gfile.rename(quarantine_work_file, os.path.join(report_dir, QUARANTINE_FILE),
-                     overwrite=True)
+  for shard in shards:
+    tf.io.gfile.rename(shard, os.path.join(report_dir, os.path.basename(shard)),
+                       overwrite=True)
   write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:
@@ -104,7 +108,7 @@ def read_for_rebuild(report_dir: str
 
   Raises ValueError naming a missing file, or flagged rows without their examples.
   """
-  needed = (SUMMARY_FILE, FLAGGED_FILE, QUARANTINE_FILE, FLAGGED_EXAMPLES_FILE)
+  needed = (SUMMARY_FILE, FLAGGED_FILE, FLAGGED_EXAMPLES_FILE)
   missing = [n for n in needed if not tf.io.gfile.exists(os.path.join(report_dir, n))]
   if missing:
     raise ValueError(f'{report_dir} lacks {", ".join(missing)}; give the '
@@ -125,13 +129,15 @@ def write_report_page(report_dir: str, summary: Mapping[str, Any],
                       previews: Sequence[report_html.ExamplePreview]) -> None:
   """Writes report.html (and flagged.png for image data) into `report_dir`."""
   sample = []
-  with tf.io.gfile.GFile(os.path.join(report_dir, QUARANTINE_FILE)) as f:
-    for line in f:
-      if len(sample) >= QUARANTINE_SAMPLE:
-        break
-      row = json.loads(line)
-      row.pop('record_base64', None)
-      sample.append(row)
+  for shard in sorted(tf.io.gfile.glob(os.path.join(report_dir, QUARANTINE_GLOB))):
+    with tf.io.gfile.GFile(shard) as f:
+      for line in f:
+        if len(sample) >= QUARANTINE_SAMPLE:
+          break
+        if line.strip():
+          row = json.loads(line)
+          row.pop('record_base64', None)
+          sample.append(row)
   html = report_html.render_report(summary, flagged, sample, previews)
   with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
     f.write(html)

@@ -1,0 +1,252 @@
+"""Each transform of the Beam audit on its own, on a real Beam runner, with assert_that."""
+
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.vog import audit
+from components.vog import audit_summary
+from components.vog import beam_audit
+from components.vog import beam_writers
+from components.vog import examples_io
+from components.vog import percentiles
+from components.vog.beam_audit import FileRead, InputFile, ScoredExample
+from components.vog.examples_io import InputRecord, Quarantined
+from components.vog.scoring import normalize_scores
+from components.vog.settings import VogSettings
+import fixtures
+
+
+def _scored(split, index, raw, cls=0, **fields):
+  return ScoredExample(split, 0, index, f'{split}-{index}', True, cls, cls, cls, raw,
+                       **fields)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('transforms'))
+  images, labels, _ = fixtures.digits(60, seed=4)
+  fixtures.train_checkpoints(os.path.join(root, 'run'), images, labels, epochs=3)
+  records = [fixtures.example(im, lab, f'id-{i}').SerializeToString()
+             for i, (im, lab) in enumerate(zip(images, labels))]
+  return root, records
+
+
+def test_read_records_with_position_numbers_every_copy_and_reports_damage(tmp_path):
+  a = fixtures.write_records(str(tmp_path / 'a.gz'), [b'x', b'x', b'y'])
+  b = fixtures.write_records(str(tmp_path / 'b'), [b'x'], gzip=False)
+  full = fixtures.write_records(str(tmp_path / 'c'), [b'first', b'second'], gzip=False)
+  with open(full, 'rb') as f:
+    data = f.read()
+  cut = str(tmp_path / 'cut')
+  with open(cut, 'wb') as f:
+    f.write(data[:-3])  # The second record loses its last bytes.
+  files = [InputFile('train', 0, a, 'GZIP'), InputFile('train', 1, b, 'UNCOMPRESSED'),
+           InputFile('eval', 0, cut, 'UNCOMPRESSED')]
+  with TestPipeline() as p:
+    read = (p | beam.Create(files) | beam_audit.ReadRecordsWithPosition())
+    assert_that(read.records, equal_to([
+        InputRecord('train', 0, 0, b'x'), InputRecord('train', 0, 1, b'x'),
+        InputRecord('train', 0, 2, b'y'), InputRecord('train', 1, 0, b'x'),
+        InputRecord('eval', 0, 0, b'first')]), label='records')
+    file_rows = read.files | beam.Map(lambda f: (f.split, f.file_index, f.records,
+                                                 f.damage is not None))
+    assert_that(file_rows, equal_to([('train', 0, 3, False), ('train', 1, 1, False),
+                                     ('eval', 0, 1, True)]), label='files')
+
+
+def test_parse_and_score_quarantines_bad_records_and_scores_the_rest(trained):
+  root, records = trained
+  plan = audit.plan_audit(VogSettings(batch_size=8), os.path.join(root, 'run'),
+                          fixtures.write_examples_artifact(os.path.join(root, 'ex'),
+                                                           {'train': records}))
+  scorer = audit.ScorerFactory(plan.entries, None, 'loss', 'label')
+  parser = audit.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)
+  inputs = [InputRecord('train', 0, i, r) for i, r in enumerate(records[:20])]
+  inputs.append(InputRecord('train', 0, 20, records[0]))  # an exact copy
+  inputs.append(InputRecord('train', 0, 21, b'\x00not an example'))
+  with TestPipeline() as p:
+    out = (p | beam.Create(inputs)
+           | beam_audit.ParseAndScore(scorer, parser, batch_size=8))
+    assert_that(out.scored | beam.Map(lambda s: (s.record_index, s.example_id)),
+                equal_to([(i, f'id-{i}') for i in range(20)] + [(20, 'id-0')]),
+                label='scored')
+    assert_that(out.scored | beam.Filter(lambda s: s.record_index in (0, 20))
+                | beam.Map(lambda s: round(s.vog_raw, 7)) | beam.combiners.Count.PerElement()
+                | beam.Map(lambda kv: kv[1]),
+                equal_to([2]), label='copies score alike')
+    assert_that(out.quarantine | beam.Map(lambda q: (q.record_index, q.kind)),
+                equal_to([(21, 'unparsable record')]), label='quarantine')
+
+
+def test_normalize_per_class_matches_the_numpy_oracle():
+  rng = np.random.default_rng(0)
+  raw = rng.gamma(2.0, 1.0, 40)
+  classes = np.repeat([0, 1, 2, 3], 10)
+  rows = [_scored('train', i, float(raw[i]), int(classes[i])) for i in range(40)]
+  expected = normalize_scores(raw, classes, 'class')
+  with TestPipeline() as p:
+    normalized, stats = p | beam.Create(rows) | beam_audit.NormalizePerClass('class')
+    assert_that(normalized | beam.Map(lambda s: (s.record_index, round(s.vog_score, 9))),
+                equal_to([(i, round(float(expected[i]), 9)) for i in range(40)]),
+                label='scores')
+    assert_that(stats | beam.Map(lambda kv: (kv[0], kv[1][0], round(kv[1][1], 9))),
+                equal_to([(('train', c), 10, round(float(raw[classes == c].mean()), 9))
+                          for c in range(4)]), label='stats')
+
+
+def test_assign_percentiles_places_scores_within_their_split():
+  rows = ([_scored('train', i, 0.0, vog_score=float(i)) for i in range(100)] +
+          [_scored('eval', i, 0.0, vog_score=1000.0 + i) for i in range(10)])
+  with TestPipeline() as p:
+    placed = p | beam.Create(rows) | beam_audit.AssignPercentiles([50.0, 90.0])
+    assert_that(placed | beam.Map(lambda s: (s.split, s.record_index, s.vog_decile,
+                                             s.vog_bucket)),
+                equal_to([('train', i, percentiles.decile_of(100 * i / 99),
+                           percentiles.bucket_of(100 * i / 99, [50, 90]))
+                          for i in range(100)] +
+                         [('eval', i, percentiles.decile_of(100 * i / 9),
+                           percentiles.bucket_of(100 * i / 9, [50, 90]))
+                          for i in range(10)]))
+
+
+def test_flag_for_review_ranks_identical_scores_one_by_one():
+  rows = [_scored('train', i, 0.0, vog_score=5.0) for i in range(3)]
+  rows += [_scored('train', 3 + i, 0.0, vog_score=float(i)) for i in range(5)]
+  with TestPipeline() as p:
+    flagged = p | beam.Create(rows) | beam_audit.FlagForReview(4)
+    assert_that(flagged | beam.Filter(lambda s: s.vog_flagged)
+                | beam.Map(lambda s: (s.record_index, s.review_rank)),
+                equal_to([(0, 1), (1, 2), (2, 3), (7, 4)]))
+
+
+def test_write_scored_examples_zips_by_position_and_counts_what_it_wrote(tmp_path):
+  records = [fixtures.example(np.zeros(64), 1, 'same').SerializeToString()] * 3
+  path = fixtures.write_records(str(tmp_path / 'in.gz'), records + [b'junk'])
+  files = [InputFile('train', 0, path, 'GZIP')]
+  scored = [_scored('train', i, 0.1, 1, vog_flagged=int(i == 1), review_rank=int(i == 1),
+                    vog_bucket='hard') for i in range(3)]
+  scored = [s._replace(example_id='same') for s in scored]
+  quarantined = [Quarantined('train', 'x', 'unparsable record', '', b'junk', 0, 3)]
+  out_dir = str(tmp_path / 'out')
+  with TestPipeline() as p:
+    written = ({'files': p | 'F' >> beam.Create(files),
+                'scored': p | 'S' >> beam.Create(scored),
+                'quarantined': p | 'Q' >> beam.Create(quarantined)}
+               | beam_writers.WriteScoredExamples(out_dir, ['train'], 'example_id'))
+    assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 3, 1, 0)]),
+                label='written')
+    assert_that(written['flagged'] | beam.Map(lambda pair: pair[0].record_index),
+                equal_to([1]), label='flagged')
+  out = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(
+      tf.io.gfile.glob(os.path.join(out_dir, 'Split-train', '*.gz')), 'GZIP')]
+  assert len(out) == 3  # every copy is its own example
+  assert sorted(e.features.feature['vog_flagged'].int64_list.value[0] for e in out) == [0, 0, 1]
+
+
+def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
+  path = fixtures.write_records(str(tmp_path / 'in.gz'), [b'a', b'b'])
+  with TestPipeline() as p:
+    written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
+                'scored': p | 'S' >> beam.Create([_scored('train', 0, 0.1)]),
+                'quarantined': p | 'Q' >> beam.Create([]).with_output_types(Quarantined)}
+               | beam_writers.WriteScoredExamples(str(tmp_path / 'out'), ['train'],
+                                                  'example_id'))
+    assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 1, 0, 1)]))
+
+
+def test_audit_summary_fn_combines_tallies_into_counts():
+  tallies = [audit_summary.file_tally('train', 'f0', 4, None),
+             audit_summary.scored_tally('train', 1, 1, 1, 10, 1),
+             audit_summary.scored_tally('train', 1, 1, 2, 3, 0),
+             audit_summary.scored_tally('train', 2, None, 2, 1, 0),
+             audit_summary.quarantined_tally('train', 'missing label'),
+             audit_summary.class_stats_tally('train', 1, (2, 0.5, 0.1)),
+             audit_summary.class_stats_tally('train', 2, (1, 0.2, 0.0)),
+             audit_summary.written_tally('train', 3, 1, 0)]
+  with TestPipeline() as p:
+    summary = (p | beam.Create(tallies)
+               | beam.CombineGlobally(audit_summary.AuditSummaryFn(['train'], {'x': 1})))
+
+    def check(results):
+      (s,) = results
+      assert s['x'] == 1
+      assert s['counts'] == {'seen': 4, 'scored': 3, 'quarantined': 1, 'flagged': 1}
+      assert s['splits']['train']['written'] == 3
+      assert s['quarantine_kinds'] == {'train': {'missing label': 1}}
+      class_1 = [r for r in s['per_class'] if r['class'] == 1][0]
+      assert class_1['error_rate'] == 0.5 and class_1['flagged_share'] == 0.5
+      audit_summary.check_conservation(s, flagged_rows=1)
+    assert_that(summary, check)
+
+
+def test_conservation_check_names_the_split_and_counts():
+  summary = {'counts': {'flagged': 0}, 'splits': {'eval': {
+      'seen': 10, 'scored': 9, 'quarantined': 0, 'flagged': 0, 'written': 9,
+      'written_flagged': 0, 'unmatched': 1}}}
+  with pytest.raises(audit_summary.AuditLostExamples,
+                     match="split 'eval': seen 10, written 9, quarantined 0"):
+    audit_summary.check_conservation(summary, flagged_rows=0)
+
+
+def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_path):
+  s = _scored('train', 0, 0.3, 1, vog_flagged=1, review_rank=1, vog_bucket='hard')
+  inputs = {
+      'files_read': [FileRead('train', 0, 'f', 2)],
+      'scored': [s],
+      'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
+      'class_stats': [(('train', 1), (1, 0.3, 0.0))],
+      'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],
+      'flagged': [(s, b'bytes')],
+  }
+  work = str(tmp_path)
+  with TestPipeline() as p:
+    _ = ({k: p | k >> beam.Create(v) for k, v in inputs.items()}
+         | beam_writers.WriteDifficultyReport(work, ['train'], {'format_version': 2}))
+  summary = json.load(open(os.path.join(work, beam_writers.SUMMARY_WORK_FILE)))
+  assert summary['counts'] == {'seen': 2, 'scored': 1, 'quarantined': 1, 'flagged': 1}
+  flagged = [json.loads(l) for l in open(os.path.join(work, beam_writers.FLAGGED_RECORDS_FILE))]
+  assert [r['rank'] for r in flagged] == [1]
+  shards = tf.io.gfile.glob(os.path.join(work, 'quarantine-*-of-*.jsonl'))
+  rows = [json.loads(l) for path in shards for l in open(path)]
+  assert [(r['example_id'], r['kind']) for r in rows] == [('q', 'missing label')]
+
+
+def test_batch_parsing_agrees_with_record_by_record_parsing(trained):
+  root, records = trained
+  plan = audit.plan_audit(VogSettings(), os.path.join(root, 'run'),
+                          fixtures.write_examples_artifact(os.path.join(root, 'ex2'),
+                                                           {'train': records}))
+  parser = audit.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)()
+  image = np.linspace(0, 1, 64)
+  nan_image = image.copy()
+  nan_image[3] = np.nan
+  cases = [
+      records[:10],  # all good: the one-call path
+      records[:5] + [fixtures.example(nan_image, 2, 'nan').SerializeToString(),
+                     fixtures.example(image, 42, 'range').SerializeToString()],
+      records[:3] + [fixtures.example(image, 1).SerializeToString()],  # no id
+      records[:3] + [fixtures.example(image[:10], 1, 'short').SerializeToString(),
+                     b'\x00junk', fixtures.example(image, None, 'nolabel').SerializeToString()],
+  ]
+  for case in cases:
+    batch = [InputRecord('train', 0, i, r) for i, r in enumerate(case)]
+    good, bad = parser.parse_batch(batch)
+    one_by_one = [parser.parse('train', r) for r in case]
+    expected_bad = [(i, q.kind, q.detail, q.example_id) for i, q in enumerate(one_by_one)
+                    if isinstance(q, Quarantined)]
+    assert [(q.record_index, q.kind, q.detail, q.example_id) for q in bad] == expected_bad
+    expected_good = [(i, e) for i, e in enumerate(one_by_one)
+                     if isinstance(e, examples_io.ScorableExample)]
+    assert [r.record_index for r in good.records] == [i for i, _ in expected_good]
+    assert good.example_ids == [e.example_id for _, e in expected_good]
+    assert good.has_example_ids == [e.has_example_id for _, e in expected_good]
+    assert good.labels == [e.label for _, e in expected_good]
+    np.testing.assert_array_equal(
+        good.inputs['image'], np.stack([e.inputs['image'] for _, e in expected_good]))
