@@ -6,6 +6,8 @@ from typing import Dict, Optional
 
 from PIL import Image
 
+from components.vog import report_format
+
 SUMMARY = {
     'format_version': 1, 'created_at': '2025-01-01T00:00:00Z',
     'settings': {'label_key': 'label', 'target': 'loss', 'label_mode': 'label',
@@ -29,10 +31,11 @@ SUMMARY = {
 
 FLAGGED = [
     {'rank': 1, 'example_id': 'digit-0412', 'split': 'train', 'label': 8, 'predicted_class': 1,
-     'target_class': 8, 'vog_score': 4.2, 'vog_raw': 0.03, 'vog_percentile': 99.9},
+     'target_class': 8, 'vog_score': 4.2, 'vog_raw': 0.03, 'vog_percentile': 99.9,
+     'vog_bucket': 'hard'},
     {'rank': 2, 'example_id': 'digit-<0099>', 'split': 'train', 'label': 3,
      'predicted_class': 5, 'target_class': 3, 'vog_score': 3.9, 'vog_raw': 0.028,
-     'vog_percentile': 99.8},
+     'vog_percentile': 99.8, 'vog_bucket': 'hard'},
 ]
 
 
@@ -45,8 +48,9 @@ def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] 
   with open(os.path.join(folder, 'flagged.jsonl'), 'w') as f:
     for row in FLAGGED:
       f.write(json.dumps(row) + '\n')
-  with open(os.path.join(folder, 'quarantine.jsonl'), 'w') as f:
-    f.write(json.dumps({'example_id': 'digit-9999', 'reason': 'missing label'}) + '\n')
+  with open(os.path.join(folder, report_format.quarantine_shard_name(0, 1)), 'w') as f:
+    f.write(json.dumps(report_format.quarantine_row_to_json(report_format.QuarantineRow(
+        'train', 'digit-9999', 'missing label', 'missing label: no label', b'\x00'))) + '\n')
   with open(os.path.join(folder, 'report.html'), 'w') as f:
     f.write('<html><body>report</body></html>')
   if with_montage:

@@ -1,25 +1,24 @@
 """What a reviewer is shown: headline numbers from the DifficultyReport and the Evaluator.
 
-`build_summary` reads the report folder (`summary.json`, `flagged.jsonl`, optional
-`flagged.png`) and, when given, the Evaluator's TFMA output, into a `ReviewSummary` that every
-backend renders in its own way.
+`build_summary` reads the report folder through `report_format.load_report` (the summary,
+the flagged rows and the optional montage) and, when given, the Evaluator's TFMA output, into a
+`ReviewSummary` that every backend renders in its own way.
 """
 
 import dataclasses
-import json
-import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from absl import logging
-import tensorflow as tf
+
+from components.vog import report_format
 
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
-MONTAGE_FILE = 'flagged.png'
+MONTAGE_FILE = report_format.MONTAGE_FILE
 # Keras names the same metric differently depending on how the model was compiled.
 ACCURACY_METRICS = ('accuracy', 'sparse_categorical_accuracy', 'categorical_accuracy',
                     'binary_accuracy')
-HARD_SLICE = ('vog_bucket', 'hard')
+HARD_SLICE = (report_format.VOG_BUCKET, report_format.HARD)
 REPORT_URL_FIELDS = ('report_uri', 'report_html', 'report_id', 'model_uri', 'model_id',
                      'pipeline', 'run_id')
 
@@ -73,42 +72,24 @@ def check_report_url_template(template: Optional[str]) -> None:
   report_url(template, {f: 'x' for f in REPORT_URL_FIELDS})
 
 
-def _read_json(path: str, what: str) -> Dict:
-  # gfile, not open(): on managed runners the report lives in gs:// or another store.
-  if not tf.io.gfile.exists(path):
-    raise ValueError(f'DifficultyReport has no {what} at {path}; is the input the '
-                     'difficulty_report output of VarianceOfGradients?')
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{what} at {path} is not valid JSON: {e}') from None
-
-
 def read_top_flagged(report_uri: str, limit: int = TOP_FLAGGED) -> List[Dict]:
-  """The first `limit` lines of flagged.jsonl (already highest score first)."""
-  path = os.path.join(report_uri, 'flagged.jsonl')
-  if not tf.io.gfile.exists(path):
-    raise ValueError(f'DifficultyReport has no flagged.jsonl at {path}')
-  rows = []
-  with tf.io.gfile.GFile(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if len(rows) >= limit:
-        break
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f'{path} line {line_no} is not valid JSON: {e}') from None
-  return rows
+  """The first `limit` flagged rows (highest score first), as flagged.jsonl's dicts.
+
+  Refuses (report_format.ReportFormatError) a report folder the loader refuses.
+  """
+  report = report_format.load_report(report_uri)
+  return [report_format.flagged_row_to_json(r) for r in report.flagged[:limit]]
 
 
-def worst_classes(per_class: List[Dict], limit: int = WORST_CLASSES) -> List[Dict]:
-  """Classes by flagged share, largest first, ties broken by flagged count then class."""
-  rows = [r for r in per_class if r.get('count')]
-  rows.sort(key=lambda r: (-float(r.get('flagged_share') or 0.0), -int(r.get('flagged') or 0),
-                           str(r.get('split')), str(r.get('class'))))
-  return rows[:limit]
+def worst_classes(per_class: Sequence[report_format.ClassRow],
+                  limit: int = WORST_CLASSES) -> List[Dict]:
+  """Classes by flagged share, largest first, ties broken by flagged count then class.
+
+  In: the summary's typed per-class rows; out: summary.json's dicts of the first `limit`.
+  """
+  rows = sorted((r for r in per_class if r.count),
+                key=lambda r: (-r.flagged_share, -r.flagged, r.split, r.class_id))
+  return [r.to_json() for r in rows[:limit]]
 
 
 def read_accuracies(evaluation_uri: Optional[str]):
@@ -157,24 +138,20 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
                   report_url_template: Optional[str]) -> ReviewSummary:
   """Reads the report folder and the evaluation into a ReviewSummary.
 
-  Refuses a report folder without a readable summary.json or flagged.jsonl.
+  Refuses (report_format.ReportFormatError, a ValueError naming the file) a report folder
+  without a readable summary.json or flagged.jsonl.
   """
-  summary = _read_json(os.path.join(report_uri, 'summary.json'), 'summary.json')
-  counts = summary.get('counts')
-  if not isinstance(counts, dict):
-    raise ValueError(f'summary.json in {report_uri} has no "counts" object')
-  per_class = summary.get('per_class') or []
+  report = report_format.load_report(report_uri)
   overall, hard = read_accuracies(evaluation_uri)
-  montage = os.path.join(report_uri, MONTAGE_FILE)
   url = report_url(report_url_template, {
-      'report_uri': report_uri, 'report_html': os.path.join(report_uri, 'report.html'),
+      'report_uri': report_uri, 'report_html': report.page_path,
       'report_id': str(report_id), 'model_uri': model_uri, 'model_id': str(model_id),
       'pipeline': pipeline, 'run_id': run_id})
   return ReviewSummary(
       pipeline=pipeline, run_id=run_id, model_uri=model_uri, model_id=model_id,
-      report_uri=report_uri, report_url=url,
-      counts={k: int(counts.get(k, 0)) for k in ('seen', 'scored', 'quarantined', 'flagged')},
-      splits=summary.get('splits') or {}, per_class=per_class,
-      worst_classes=worst_classes(per_class), top_flagged=read_top_flagged(report_uri),
-      overall_accuracy=overall, hard_accuracy=hard,
-      montage_path=montage if tf.io.gfile.exists(montage) else None)
+      report_uri=report_uri, report_url=url, counts=dict(report.summary.counts),
+      splits={name: dict(c) for name, c in report.summary.splits.items()},
+      per_class=[row.to_json() for row in report.summary.per_class],
+      worst_classes=worst_classes(report.summary.per_class),
+      top_flagged=[report_format.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
+      overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path)
