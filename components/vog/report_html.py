@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 import numpy as np
 from PIL import Image
 
+from components.vog import report_format
+
 THUMBNAIL_PX = 64  # small digits (8x8) are upscaled by whole pixels to about this size
 MAX_THUMBNAIL_PX = 128  # larger images are shrunk to fit, so 200 previews keep the page light
 MONTAGE_COLUMNS = 6
@@ -24,8 +26,8 @@ MONTAGE_COLUMNS = 6
 MONTAGE_LABEL_FEATURE = 'label'
 MONTAGE_PREDICTED_FEATURE = 'predicted_class'
 NA = 'n/a'
-_REQUIRED_SUMMARY_KEYS = ('settings', 'checkpoints', 'counts')
-_HEADLINE_COUNTS = ('seen', 'scored', 'quarantined', 'flagged')
+_REQUIRED_SUMMARY_KEYS = report_format.REQUIRED_SUMMARY_KEYS
+_HEADLINE_COUNTS = report_format.HEADLINE
 
 
 class ExamplePreview(NamedTuple):
@@ -126,10 +128,10 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'label': _fmt(row.get('label')),
         'predicted': _fmt(row.get('predicted_class')),
         'mismatch': _mismatch(row.get('label'), row.get('predicted_class')),
-        'score': _fmt(row.get('vog_score'), '.3f'),
-        'raw': _fmt(row.get('vog_raw'), '.3g'),
-        'percentile': _fmt(row.get('vog_percentile'), '.1f'),
-        'bucket': _fmt(row.get('vog_bucket')),
+        'score': _fmt(row.get(report_format.VOG_SCORE), '.3f'),
+        'raw': _fmt(row.get(report_format.VOG_RAW), '.3g'),
+        'percentile': _fmt(row.get(report_format.VOG_PERCENTILE), '.1f'),
+        'bucket': _fmt(row.get(report_format.VOG_BUCKET)),
         'image_uri': image_uri,
         'features': sorted(preview.features.items()) if preview and image_uri is None else [],
     })
@@ -142,9 +144,10 @@ def _per_class_rows(per_class: Sequence[Mapping[str, Any]]) -> List[Dict[str, st
     return (-share if _is_number(share) else math.inf, str(row.get('split')), str(row.get('class')))
   return [{
       'split': _fmt(r.get('split')), 'class': _fmt(r.get('class')), 'count': _fmt(r.get('count')),
-      'flagged': _fmt(r.get('flagged')), 'share': _pct(r.get('flagged_share')),
+      'flagged': _fmt(r.get(report_format.FLAGGED)), 'share': _pct(r.get('flagged_share')),
       'share_width': _bar_width(r.get('flagged_share'), 1.0),
-      'raw': f"{_fmt(r.get('vog_raw_mean'), '.3g')} ± {_fmt(r.get('vog_raw_std'), '.2g')}",
+      'raw': (f"{_fmt(r.get(report_format.VOG_RAW_MEAN), '.3g')} ± "
+              f"{_fmt(r.get(report_format.VOG_RAW_STD), '.2g')}"),
       'error_rate': _pct(r.get('error_rate')),
   } for r in sorted(per_class, key=key)]
 
@@ -176,16 +179,18 @@ def _quarantine_kind_rows(kinds: Mapping[str, Mapping[str, Any]]) -> List[Dict[s
 
 
 def _check_summary(summary: Any) -> None:
+  name = report_format.SUMMARY_FILE
   if not isinstance(summary, Mapping):
-    raise ValueError(f'summary must be the mapping read from summary.json, got '
+    raise ValueError(f'summary must be the mapping read from {name}, got '
                      f'{type(summary).__name__}')
   missing = [k for k in _REQUIRED_SUMMARY_KEYS if k not in summary]
   if missing:
-    raise ValueError(f'summary.json has no {", ".join(missing)}; the report needs '
+    raise ValueError(f'{name} has no {", ".join(missing)}; the report needs '
                      f'{", ".join(_REQUIRED_SUMMARY_KEYS)} - rerun the audit to rebuild it')
-  for key, kind in (('settings', Mapping), ('counts', Mapping), ('checkpoints', list)):
+  for key, kind in ((report_format.SETTINGS, Mapping), (report_format.COUNTS, Mapping),
+                    (report_format.CHECKPOINTS, list)):
     if not isinstance(summary[key], kind):
-      raise ValueError(f"summary.json '{key}' is a {type(summary[key]).__name__}; expected "
+      raise ValueError(f"{name} '{key}' is a {type(summary[key]).__name__}; expected "
                        f"{'an object' if kind is Mapping else 'a list'}")
 
 
@@ -196,13 +201,15 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
 
   In: `summary` as in summary.json (settings, checkpoints and counts are required; every other
   key may be missing and shows as n/a), `flagged` rows of flagged.jsonl highest score first,
-  up to ~50 rows of quarantine.jsonl, and previews matched to flagged rows by rank. Everything
+  up to ~50 rows of the quarantine shards, and previews matched to flagged rows by rank. Everything
   from the data is HTML-escaped. Refuses a summary without settings/checkpoints/counts and a
   preview image of an unsupported shape (ValueError naming it).
   """
   _check_summary(summary)
-  counts = summary['counts']
-  seen, scored, quarantined = (counts.get(k) for k in ('seen', 'scored', 'quarantined'))
+  counts = summary[report_format.COUNTS]
+  seen, scored, quarantined = (counts.get(k) for k in (
+      report_format.SEEN, report_format.SCORED, report_format.QUARANTINED))
+  flagged_count = counts.get(report_format.FLAGGED)
   counts_add_up = not all(_is_number(v) for v in (seen, scored, quarantined)) or (
       seen == scored + quarantined)
   splits = summary.get('splits')
@@ -212,12 +219,12 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'created_at': _fmt(summary.get('created_at')),
       'headline': [(k, _fmt(counts.get(k))) for k in _HEADLINE_COUNTS],
       'counts_add_up': counts_add_up,
-      'flagged_share': _pct(counts['flagged'] / scored) if _is_number(counts.get('flagged'))
+      'flagged_share': _pct(flagged_count / scored) if _is_number(flagged_count)
                        and _is_number(scored) and scored else NA,
-      'settings': [(str(k), _fmt(v)) for k, v in summary['settings'].items()],
+      'settings': [(str(k), _fmt(v)) for k, v in summary[report_format.SETTINGS].items()],
       'checkpoints': [{'epoch': _fmt(c.get('epoch')), 'step': _fmt(c.get('step')),
                        'file': _file_name(c.get('path'))}
-                      for c in summary['checkpoints'] if isinstance(c, Mapping)],
+                      for c in summary[report_format.CHECKPOINTS] if isinstance(c, Mapping)],
       'splits': None if not isinstance(splits, Mapping) else [
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],
