@@ -2,7 +2,8 @@
 
 `read_summary(config)` takes the newest run of `config.pipeline_name` in the config's ML
 Metadata store and reads, from the artifacts that run produced or reused:
-  * the DifficultyReport's summary.json: examples seen, scored, quarantined, flagged per split;
+  * the DifficultyReport's summary (through `report_format.load_report`): examples seen,
+    scored, quarantined, flagged per split;
   * the scored examples: how many flagged examples (`vog_flagged == 1`) carry a flipped
     label (`label_flipped == 1`, written by pipeline.demo_data), against chance;
   * the Evaluator's TFMA metrics and validation: accuracy per `vog_bucket`, the blessing;
@@ -13,16 +14,16 @@ Metadata store and reads, from the artifacts that run produced or reused:
 
 import dataclasses
 import glob
-import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+from components.vog import report_format
 from pipeline import audit_pipeline
 from pipeline import demo_data
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import ACCURACY, BUCKET_KEY
 
-BUCKETS = ('easy', 'medium', 'hard')
+BUCKETS = report_format.BUCKETS
 OVERALL = 'overall'
 _ACCURACY_NAME = 'sparse_categorical_accuracy'
 
@@ -108,7 +109,7 @@ def count_flipped_in_flagged(scored_examples_uri: str) -> Tuple[int, int, int, i
       raise ValueError(f'scored examples in {scored_examples_uri} have no '
                        f'{demo_data.FLIPPED_KEY} feature; is this the demo data?')
     is_flipped = feature[demo_data.FLIPPED_KEY].int64_list.value[0] == 1
-    is_flagged = feature['vog_flagged'].int64_list.value[0] == 1
+    is_flagged = feature[report_format.VOG_FLAGGED].int64_list.value[0] == 1
     scored += 1
     flipped += is_flipped
     flagged += is_flagged
@@ -183,7 +184,9 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
     ValueError: no run recorded, or a step of the run without its output (it failed).
   """
   from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
-  store = metadata_store.MetadataStore(config.metadata_config().connection_config())
+  metadata = config.metadata_config()
+  metadata.export_password()  # MySQL: the password reaches the client through MYSQL_PWD
+  store = metadata_store.MetadataStore(metadata.connection_config())
   run_id, nodes = _latest_run(store, config.pipeline_name)
   needed = (audit_pipeline.VOG, audit_pipeline.EVALUATOR, audit_pipeline.REVIEW_GATE,
             audit_pipeline.PUSHER)
@@ -192,9 +195,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
     if node not in nodes:
       raise ValueError(f'run {run_id} has no {node} execution; did the pipeline fail?')
     outputs[node] = _outputs(store, nodes[node])
-  report = outputs[audit_pipeline.VOG]['difficulty_report']
-  with open(os.path.join(report.uri, 'summary.json')) as f:
-    splits = json.load(f)['splits']
+  report = report_format.load_report(outputs[audit_pipeline.VOG]['difficulty_report'].uri)
   flagged, hit, flipped, scored = count_flipped_in_flagged(
       outputs[audit_pipeline.VOG]['scored_examples'].uri)
   evaluation = outputs[audit_pipeline.EVALUATOR]['evaluation'].uri
@@ -205,7 +206,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
   return DemoSummary(
       run_id=run_id,
       node_states={n: state_names(e.last_known_state) for n, e in nodes.items()},
-      splits=splits, flagged=flagged, flipped_in_flagged=hit, flipped=flipped,
+      splits=report.summary.splits, flagged=flagged, flipped_in_flagged=hit, flipped=flipped,
       scored=scored, accuracy=read_bucket_accuracy(evaluation),
       evaluator_blessed=evaluator_blessing.get('blessed') == 1,
       evaluator_failures=read_evaluator_failures(evaluation),
@@ -214,7 +215,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
                                                   'review_reason')},
       blessed=gate.get('blessed') == 1,
       pushed_to=str(pushed['pushed_destination']) if pushed.get('pushed') == 1 else None,
-      report_html=os.path.join(report.uri, 'report.html'))
+      report_html=report.page_path)
 
 
 def format_summary(s: DemoSummary) -> List[str]:
@@ -224,8 +225,9 @@ def format_summary(s: DemoSummary) -> List[str]:
                                 'from an earlier run)' if reused else '')]
   lines.append('examples per split:')
   for split, c in s.splits.items():
-    lines.append(f'  {split:<6} {c["scored"]:5d} scored, {c["quarantined"]} quarantined, '
-                 f'{c["flagged"]} flagged (of {c["seen"]} seen)')
+    lines.append(f'  {split:<6} {c[report_format.SCORED]:5d} scored, '
+                 f'{c[report_format.QUARANTINED]} quarantined, {c[report_format.FLAGGED]} '
+                 f'flagged (of {c[report_format.SEEN]} seen)')
   found = f'{s.flipped_in_flagged} of {s.flipped} flipped labels found'
   lines.append(f'flipped labels in the flagged set: {s.flipped_in_flagged} of {s.flagged} '
                f'flagged (chance: {s.chance:.1f}); {found}')

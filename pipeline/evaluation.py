@@ -14,10 +14,12 @@ The `hard` slice threshold is a `PerSliceMetricThreshold` on the metric: the dic
 
 import tensorflow_model_analysis as tfma
 
+from components.vog import report_format
+
 ACCURACY = 'SparseCategoricalAccuracy'
-BUCKET_KEY = 'vog_bucket'
-DECILE_KEY = 'vog_decile'
-HARD_BUCKET = 'hard'
+BUCKET_KEY = report_format.VOG_BUCKET
+DECILE_KEY = report_format.VOG_DECILE
+HARD_BUCKET = report_format.HARD
 
 
 def _check_share(name: str, value: float) -> None:

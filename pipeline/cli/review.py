@@ -13,6 +13,7 @@ import os
 import click
 
 from components.review_gate import review_store
+from components.vog import report_format
 from pipeline.cli import fail
 
 DEFAULT_PIPELINE_ROOT = os.path.join('demo_output', 'pipeline')
@@ -65,8 +66,9 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
     click.echo(f'{r["review_id"]}  {state:<9} {r.get("backend")}  {r.get("created_at")}  '
                f'pipeline {r.get("pipeline") or "-"}  model #{r.get("model_id")} '
                f'{r.get("model_uri")}')
-    click.echo(f'    {counts.get("flagged", "?")} flagged of {counts.get("scored", "?")} scored, '
-               f'{counts.get("quarantined", "?")} quarantined; report '
+    flagged, scored, quarantined = (counts.get(k, '?') for k in (
+        report_format.FLAGGED, report_format.SCORED, report_format.QUARANTINED))
+    click.echo(f'    {flagged} flagged of {scored} scored, {quarantined} quarantined; report '
                f'{(r.get("headline") or {}).get("report_url", "-")}')
     if decision:
       who = f' by {decision.get("reviewer")}' if decision.get('reviewer') else ''
