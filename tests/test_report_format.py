@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -157,6 +158,14 @@ def test_writer_helpers_round_trip():
   assert report_format.quarantine_shard_name(3, 8) == 'quarantine-00003-of-00008.jsonl'
 
 
+def test_the_writer_helpers_turn_numpy_scalars_into_json():
+  row = report_format.FlaggedRow(np.int64(1), 'id', 'train', None, np.int64(2), np.int64(2),
+                                 np.float32(1.5), np.float64(0.25), np.float32(99.5), 'hard')
+  line = json.loads(json.dumps(report_format.flagged_row_to_json(row)))
+  assert line['rank'] == 1 and line['vog_score'] == 1.5 and line['label'] is None
+  assert report_format.flagged_row_from_json(line) == row
+
+
 def _summary_with(**changes):
   return dict(SUMMARY, **changes)
 
@@ -286,7 +295,8 @@ def test_an_incomplete_or_mixed_shard_set_is_refused(tmp_path):
   folder = write_folder(tmp_path)
   os.remove(os.path.join(folder, 'quarantine-00000-of-00002.jsonl'))
   report = report_format.load_report(folder)
-  with pytest.raises(ReportFormatError, match='lacks quarantine shard.s. quarantine-00000-of-00002'):
+  with pytest.raises(ReportFormatError, match=re.escape(
+      'lacks quarantine shard(s) quarantine-00000-of-00002.jsonl')):
     report.quarantine_files()
   _write_lines(os.path.join(folder, 'quarantine-00000-of-00003.jsonl'), [])
   with pytest.raises(ReportFormatError, match='mixes quarantine shards'):

@@ -28,7 +28,7 @@ import itertools
 import json
 import os
 import re
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -84,28 +84,24 @@ class ReportFormatError(ValueError):
   """A report folder's file is missing or does not hold what the format says."""
 
 
-def _fail(where: str, problem: str, fix: str = _REWRITE):
+def _fail(where: str, problem: str, fix: str = _REWRITE) -> NoReturn:
   raise ReportFormatError(f'{where}: {problem} - {fix}')
 
 
 _INT, _NUM, _STR, _OBJ, _LIST = 'an integer', 'a number', 'a string', 'an object', 'a list'
-_CHECKS = {
-    _INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
-    _NUM: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    _STR: lambda v: isinstance(v, str),
-    _OBJ: lambda v: isinstance(v, dict),
-    _LIST: lambda v: isinstance(v, list),
-}
+_JSON_KINDS = {dict: _OBJ, list: _LIST, str: _STR, bool: 'a boolean', int: _INT, float: _NUM,
+               type(None): 'null'}
 
 
 def _describe(value: Any) -> str:
-  kind = {dict: _OBJ, list: _LIST, str: _STR, bool: 'a boolean', int: _INT, float: _NUM,
-          type(None): 'null'}.get(type(value), 'a value')
-  return kind if isinstance(value, (dict, list)) else f'{kind} ({repr(value)[:40]})'
+  kind = _JSON_KINDS.get(type(value), 'a value')
+  return kind if kind in (_OBJ, _LIST) else f'{kind} ({repr(value)[:40]})'
 
 
 def _check(value: Any, kind: str, where: str, what: str) -> Any:
-  if not _CHECKS[kind](value):
+  """`value` when it is of `kind` (a number may be an integer); else ReportFormatError."""
+  found = _JSON_KINDS.get(type(value))
+  if found != kind and (kind, found) != (_NUM, _INT):
     _fail(where, f'{what} is {_describe(value)}; expected {kind}')
   return float(value) if kind == _NUM else value
 
@@ -131,15 +127,20 @@ def _spec(cls) -> Tuple[Tuple[str, str, str, bool], ...]:
                for f in dataclasses.fields(cls) if f.type in _KINDS)
 
 
-def _row(cls, spec, obj: Any, where: str):
+def _fields(cls, obj: Any, where: str) -> Dict[str, Any]:
+  """{attribute: checked value} of the row type `cls` from one parsed JSON object."""
   if not isinstance(obj, dict):
     _fail(where, f'is {_describe(obj)}; expected an object')
-  return cls(**{attr: _field(obj, key, kind, where, optional)
-                for attr, key, kind, optional in spec})
+  return {attr: _field(obj, key, kind, where, optional)
+          for attr, key, kind, optional in _spec(cls)}
 
 
-def _to_json(row, spec) -> Dict[str, Any]:
-  return {key: getattr(row, attr) for attr, key, _, _ in spec}
+_CASTS = {_INT: int, _NUM: float, _STR: str}  # NumPy scalars from the writer become JSON's
+
+
+def _to_json(row) -> Dict[str, Any]:
+  return {key: None if getattr(row, attr) is None else _CASTS[kind](getattr(row, attr))
+          for attr, key, kind, _ in _spec(type(row))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +181,7 @@ class ClassRow:
   error_rate: Optional[float]  # None when the class had no labelled example
 
   def to_json(self) -> Dict[str, Any]:
-    return _to_json(self, _spec(ClassRow))
+    return _to_json(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +210,7 @@ class ModelInput:
 
 def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict[str, Any]:
   """flagged.jsonl's line for `row`; with `record`, its bytes too (as RECORD_BASE64)."""
-  line = _to_json(row, _spec(FlaggedRow))
+  line = _to_json(row)
   if record is not None:
     line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
   return line
@@ -221,18 +222,17 @@ def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
   Refuses (ReportFormatError naming `where`) a line that is not an object, lacks a
   field or holds one of the wrong type.
   """
-  return _row(FlaggedRow, _spec(FlaggedRow), obj, where)
+  return FlaggedRow(**_fields(FlaggedRow, obj, where))
 
 
 def quarantine_row_to_json(row: QuarantineRow) -> Dict[str, Any]:
   """A quarantine shard's line for `row`, its bytes as RECORD_BASE64."""
-  return dict(_to_json(row, _spec(QuarantineRow)),
-              **{RECORD_BASE64: base64.b64encode(row.record).decode('ascii')})
+  return dict(_to_json(row), **{RECORD_BASE64: base64.b64encode(row.record).decode('ascii')})
 
 
 def quarantine_row_from_json(obj: Any, where: str = 'quarantine row') -> QuarantineRow:
   """The QuarantineRow of one parsed line; refuses bad fields or base64 (ReportFormatError)."""
-  fields = _row(dict, _spec(QuarantineRow), obj, where)
+  fields = _fields(QuarantineRow, obj, where)
   return QuarantineRow(record=record_from_json(obj, where), **fields)
 
 
@@ -283,9 +283,9 @@ def _int_map(obj: Any, where: str, what: str) -> Dict[str, Dict[str, int]]:
           for outer, inner in obj.items()}
 
 
-def _rows(values: Any, key: str, cls, spec, where: str) -> tuple:
+def _rows(values: Any, key: str, cls, where: str) -> tuple:
   _check(values, _LIST, where, repr(key))
-  return tuple(_row(cls, spec, v, f'{where}, {key}[{i}]') for i, v in enumerate(values))
+  return tuple(cls(**_fields(cls, v, f'{where}, {key}[{i}]')) for i, v in enumerate(values))
 
 
 def _model_inputs(values: Any, where: str) -> Tuple[ModelInput, ...]:
@@ -318,14 +318,13 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
       created_at=_field(raw, 'created_at', _STR, where, optional=True),
       counts=_counts(_field(raw, COUNTS, _OBJ, where), where, COUNTS),
       splits={name: _counts(v, where, f'splits[{name!r}]') for name, v in splits.items()},
-      per_class=_rows(raw.get('per_class') or [], 'per_class', ClassRow, _spec(ClassRow), where),
+      per_class=_rows(raw.get('per_class') or [], 'per_class', ClassRow, where),
       error_rate_by_decile=_rows(raw.get('error_rate_by_decile') or [], 'error_rate_by_decile',
-                                 DecileRow, _spec(DecileRow), where),
+                                 DecileRow, where),
       quarantine_kinds=_int_map(raw.get('quarantine_kinds') or {}, where,
                                 'quarantine_kinds'),
       settings=_field(raw, SETTINGS, _OBJ, where),
-      checkpoints=_rows(_field(raw, CHECKPOINTS, _LIST, where), CHECKPOINTS, Checkpoint,
-                        _spec(Checkpoint), where),
+      checkpoints=_rows(_field(raw, CHECKPOINTS, _LIST, where), CHECKPOINTS, Checkpoint, where),
       num_classes=_field(raw, 'num_classes', _INT, where, optional=True),
       model_inputs=None if inputs is None else _model_inputs(inputs, where),
       baseline=_field(raw, 'baseline', _OBJ, where, optional=True),
@@ -426,17 +425,16 @@ class LoadedReport:
   def quarantine_rows(self, limit: Optional[int] = None) -> Iterator[QuarantineRow]:
     """The quarantined examples over all shards, at most `limit` of them (None: all).
 
-    Reads lazily, shard by shard, while iterated. Refuses a bad line (ReportFormatError
-    naming the shard and line) and a negative limit (ValueError, at once).
+    Lists the shards at once and reads them lazily, while iterated. Refuses a bad shard
+    set at once and a bad line when reached (ReportFormatError naming the shard and line);
+    a negative limit is a ValueError.
     """
     if limit is not None and limit < 0:
       raise ValueError(f'limit={limit}; give a count of rows >= 0, or None for all')
-    return itertools.islice(self._all_quarantine_rows(), limit)
-
-  def _all_quarantine_rows(self) -> Iterator[QuarantineRow]:
-    for path in self.quarantine_files():
-      for number, obj in _lines(path, 'quarantine rows'):
-        yield quarantine_row_from_json(obj, f'{path} line {number}')
+    rows = (quarantine_row_from_json(obj, f'{path} line {number}')
+            for path in self.quarantine_files()
+            for number, obj in _lines(path, 'quarantine rows'))
+    return itertools.islice(rows, limit)
 
 
 def load_report(uri: str) -> LoadedReport:
