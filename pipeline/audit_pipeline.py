@@ -42,7 +42,8 @@ def create_pipeline(config: PipelineConfig,
   Args:
     config: paths, ML Metadata, Beam arguments and component settings.
     metadata_connection_config: overrides `config.metadata`; Kubeflow passes None
-      through `kubeflow.compile`, where the cluster provides ML Metadata.
+      through `kubeflow.compile`, where the cluster provides ML Metadata. It becomes
+      part of the pipeline IR and TFX logs it, so it must hold no password.
 
   Raises:
     ValueError: a bad setting, named (from this module, the VoG component, the
@@ -138,8 +139,17 @@ def create_pipeline(config: PipelineConfig,
 
 
 def create_local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-  """`create_pipeline` with the ML Metadata store of `config` (SQLite by default)."""
-  return create_pipeline(config, config.metadata_config().connection_config())
+  """`create_pipeline` with the ML Metadata store of `config` (SQLite by default).
+
+  The connection config in the pipeline holds no MySQL password. The password goes from
+  the variable that `config.metadata.password_env` names to MYSQL_PWD of this process
+  (see MetadataConfig.export_password), where ML Metadata's MySQL client reads it when
+  LocalDagRunner, or an Airflow task that imported the DAG file, connects.
+  """
+  metadata = config.metadata_config()
+  connection = metadata.connection_config()
+  metadata.export_password()
+  return create_pipeline(config, connection)
 
 
 def run_local(config: PipelineConfig) -> None:

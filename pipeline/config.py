@@ -15,6 +15,8 @@ MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_
 # Used when module_file is None: the installed package's run_fn, as in the container image.
 TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
 MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
+# Where the MySQL client library inside ML Metadata looks for a password the config lacks.
+MYSQL_CLIENT_PASSWORD_ENV = 'MYSQL_PWD'
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
 REVIEW_BACKENDS = ('auto', 'local', 'slack')
 # The written policy of the `auto` review backend (rules of components.review_gate.auto_policy).
@@ -30,9 +32,13 @@ VOG_DEFAULTS = VogSettings()
 class MetadataConfig:
   """Where ML Metadata lives: a SQLite file (default) or a MySQL database.
 
-  For MySQL set `mysql_host` and `mysql_database` (and usually `mysql_user`); the
-  password is read from the environment variable named by `password_env` when the
-  connection is built, so it never sits in a config file, a DAG or a compiled spec.
+  For MySQL set `mysql_host` and `mysql_database` (and usually `mysql_user`), and put the
+  password in the environment variable named by `password_env`. The password is never part
+  of `connection_config()`: TFX compiles that config into the pipeline IR, hands it to every
+  Airflow task and logs it before connecting, and ML Metadata logs it at DEBUG level.
+  Instead `export_password()` copies it to MYSQL_PWD in the process that connects, where
+  the MySQL client library built into ML Metadata reads it when the config holds no
+  password. So the password sits in no config file, DAG, compiled spec, log or artifact.
   """
   sqlite_path: Optional[str] = None
   mysql_host: Optional[str] = None
@@ -45,14 +51,16 @@ class MetadataConfig:
   def kind(self) -> str:
     return 'mysql' if self.mysql_host else 'sqlite'
 
-  def connection_config(self, environ: Optional[Mapping[str, str]] = None):
-    """The `metadata_store_pb2.ConnectionConfig` for this store.
+  def connection_config(self):
+    """The `metadata_store_pb2.ConnectionConfig` for this store, never with a password.
+
+    For MySQL, call `export_password()` in the process that connects (the pipeline
+    factories in pipeline.audit_pipeline do).
 
     Raises ValueError naming the missing setting: no SQLite path, MySQL without a
     database, or a port out of range.
     """
     from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-    environ = os.environ if environ is None else environ
     config = metadata_store_pb2.ConnectionConfig()
     if self.kind == 'sqlite':
       if not self.sqlite_path:
@@ -72,10 +80,25 @@ class MetadataConfig:
     config.mysql.database = self.mysql_database
     if self.mysql_user:
       config.mysql.user = self.mysql_user
-    password = environ.get(self.password_env)
-    if password:
-      config.mysql.password = password
     return config
+
+  def export_password(self, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Hands the MySQL password to the MySQL client library of this process.
+
+    Copies the variable named by `password_env` (looked up in `environ`, os.environ when
+    None) to MYSQL_PWD in os.environ. ML Metadata's client library reads MYSQL_PWD when it
+    connects with a config that holds no password. Child processes inherit it, as they
+    inherit the variable it comes from.
+
+    Returns whether a password was exported: False for SQLite, and when the variable is
+    unset or empty (a MYSQL_PWD set by hand then still applies).
+    """
+    environ = os.environ if environ is None else environ
+    password = environ.get(self.password_env)
+    if self.kind != 'mysql' or not password:
+      return False
+    os.environ[MYSQL_CLIENT_PASSWORD_ENV] = password
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
