@@ -6,12 +6,17 @@
       examples and report out (DirectRunner, in a fresh process per size so peak RSS
       is its own), at N and 4N examples;
   (c) per-example: eager gradients, one example per call, as a direct port of the
-      paper's reference loop does, on a subset.
+      paper's reference loop does, on a subset;
+  (d) scale: the same component path (plan_audit + run_audit, in-process
+      DirectRunner, a fresh process per size) on many small examples - 16x16x1
+      images, a small CNN, sharded gzip TFRecords - at 200,000 and 800,000 by
+      default: wall time, examples/s and the scoring process's peak RSS.
 
-Throughput is examples x checkpoints per second. Writes bench_output/results.json
-and prints a table.
+Throughput is examples x checkpoints per second for (a)-(c), examples per second for
+(d). Writes bench_output/results.json and prints a table.
 
     python -m benchmarks.vog_throughput --output bench_output [--examples 10000]
+        [--scale-sizes 200000,800000] [--scale-shards 8]
 """
 
 import argparse
@@ -28,6 +33,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from benchmarks import scale_data  # pylint: disable=g-import-not-at-top
 from components import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -35,7 +41,11 @@ NUM_CLASSES = 10
 CHECKPOINTS = 5
 BATCH_SIZE = 256
 TARGETS = {'ratio_component_vs_limit': 0.75, 'speedup_vs_per_example': 50.0,
-           'rss_growth_4x': 1.2}
+           'rss_growth_4x': 1.2, 'rss_growth_4x_large': 1.2}
+SCALE_SIZES = (200000, 800000)
+SCALE_SHARDS = 8
+SCALE_CHECKPOINTS = 4
+SCALE_TRAIN_EXAMPLES = 4096
 
 
 def synthetic_images(n: int, seed: int):
@@ -65,6 +75,22 @@ def small_cnn() -> tf.keras.Model:
   x = tf.keras.layers.Flatten()(x)
   x = tf.keras.layers.Dense(64, activation='relu')(x)
   model = tf.keras.Model(inp, tf.keras.layers.Dense(NUM_CLASSES, activation='softmax')(x))
+  model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
+  return model
+
+
+def scale_cnn() -> tf.keras.Model:
+  """A small CNN for the 16x16x1 images of the scale run (d)."""
+  tf.keras.utils.set_random_seed(0)
+  inp = tf.keras.Input(scale_data.IMAGE_SHAPE, name='image')
+  x = tf.keras.layers.Conv2D(8, 3, padding='same', activation='relu')(inp)
+  x = tf.keras.layers.MaxPooling2D()(x)
+  x = tf.keras.layers.Conv2D(16, 3, padding='same', activation='relu')(x)
+  x = tf.keras.layers.MaxPooling2D()(x)
+  x = tf.keras.layers.Flatten()(x)
+  x = tf.keras.layers.Dense(32, activation='relu')(x)
+  out = tf.keras.layers.Dense(scale_data.NUM_CLASSES, activation='softmax')(x)
+  model = tf.keras.Model(inp, out)
   model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
   return model
 
@@ -158,8 +184,59 @@ def peak_rss_mb() -> float:
 def run_component_in_subprocess(model_run, examples_glob, output):
   out = subprocess.run(
       [sys.executable, '-m', 'benchmarks.vog_throughput', '--component-run', model_run,
-       examples_glob, output], check=True, capture_output=True, text=True)
+       examples_glob, output], capture_output=True, text=True, check=False)
+  if out.returncode != 0:
+    raise RuntimeError(f'the component run on {examples_glob} failed (exit code '
+                       f'{out.returncode}); its last output:\n{out.stderr[-4000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scale_sizes(text: str):
+  """'200000,800000' -> (200000, 800000); '' or 'none' -> () (no scale run)."""
+  if text.strip().lower() in ('', 'none'):
+    return ()
+  try:
+    sizes = tuple(int(part) for part in text.split(','))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f'--scale-sizes {text!r}: give example counts separated by commas, '
+        'e.g. 200000,800000, or none') from None
+  if len(sizes) < 2 or any(n <= 0 for n in sizes):
+    raise argparse.ArgumentTypeError(
+        f'--scale-sizes {text!r}: give at least two positive example counts, '
+        'e.g. 200000,800000 (or none to skip the scale run)')
+  return tuple(sorted(sizes))
+
+
+def run_scale(work: str, sizes, shards: int):
+  """(d): each size through the component path in its own process; per-size figures."""
+  if not sizes:
+    return {}
+  model_run = os.path.join(work, 'model_run')
+  if not os.path.exists(os.path.join(model_run, 'vog_checkpoints', 'manifest.json')):
+    images, labels = scale_data.training_set(SCALE_TRAIN_EXAMPLES)
+    scale_cnn().fit(images, labels, epochs=SCALE_CHECKPOINTS, batch_size=64, verbose=0,
+                    callbacks=[VogCheckpointCallback(model_run, SCALE_CHECKPOINTS)])
+  runs = {}
+  for size in sizes:
+    print(f'(d) scale: writing {size} {scale_data.IMAGE_SHAPE} examples in {shards} '
+          'gzip shards', flush=True)
+    start = time.perf_counter()
+    pattern = scale_data.write_examples(os.path.join(work, f'examples-{size}'), size,
+                                        min(shards, size))
+    written_s = time.perf_counter() - start
+    print(f'(d) scale: component path on {size} examples', flush=True)
+    out_dir = os.path.join(work, f'out-{size}-{int(time.time())}')
+    try:
+      run = run_component_in_subprocess(model_run, pattern, out_dir)
+    finally:
+      subprocess.run(['rm', '-rf', out_dir], check=True)
+    if run['scored'] != size:
+      raise RuntimeError(f'the scale run on {size} examples scored {run["scored"]}')
+    run['examples_per_s'] = run['scored'] / run['seconds']
+    run['data_generation_seconds'] = written_s
+    runs[size] = run
+  return runs
 
 
 def main(argv=None):
@@ -167,6 +244,13 @@ def main(argv=None):
   parser.add_argument('--output', default='bench_output')
   parser.add_argument('--examples', type=int, default=10000, help='N; (b) also runs 4N')
   parser.add_argument('--per-example-subset', type=int, default=300)
+  parser.add_argument('--scale-sizes', type=scale_sizes,
+                      default=','.join(str(n) for n in SCALE_SIZES),
+                      help='example counts of the scale run (d), comma-separated; '
+                      'rss_growth_4x_large is peak RSS at the largest over the smallest; '
+                      '"none" skips it')
+  parser.add_argument('--scale-shards', type=int, default=SCALE_SHARDS,
+                      help='gzip TFRecord files per scale-run size')
   parser.add_argument('--component-run', nargs=3, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.component_run:
@@ -201,6 +285,7 @@ def main(argv=None):
     runs[size] = run_component_in_subprocess(
         model_run, os.path.join(work, f'examples-{size}', '*.gz'), out_dir)
     subprocess.run(['rm', '-rf', out_dir], check=True)
+  scale = run_scale(os.path.join(work, 'scale'), args.scale_sizes, args.scale_shards)
   big = runs[4 * n]
   component = big['scored'] * big['checkpoints'] / big['seconds']
   results = {
@@ -218,10 +303,24 @@ def main(argv=None):
       'rss_growth_4x': runs[4 * n]['peak_rss_mb'] / runs[n]['peak_rss_mb'],
       'targets': TARGETS,
   }
+  if scale:
+    small, large = min(scale), max(scale)
+    results.update({
+        'scale_image_shape': list(scale_data.IMAGE_SHAPE),
+        'scale_checkpoints': scale[large]['checkpoints'],
+        'scale_shards': args.scale_shards,
+        'scale_sizes': sorted(scale),
+        'scale_seconds': {str(k): v['seconds'] for k, v in scale.items()},
+        'scale_examples_per_s': {str(k): v['examples_per_s'] for k, v in scale.items()},
+        'scale_peak_rss_mb': {str(k): v['peak_rss_mb'] for k, v in scale.items()},
+        'scale_data_generation_seconds': {
+            str(k): v['data_generation_seconds'] for k, v in scale.items()},
+        'rss_growth_4x_large': scale[large]['peak_rss_mb'] / scale[small]['peak_rss_mb'],
+    })
   with open(os.path.join(args.output, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print()
-  print(f'{"measure":34s} {"value":>12s}  target')
+  print(f'{"measure":40s} {"value":>12s}  target')
   rows = [('(a) limit, examples x ckpts / s', limit, ''),
           ('(b) component, examples x ckpts / s', component, ''),
           ('(c) per-example, examples x ckpts / s', per_example, ''),
@@ -230,8 +329,15 @@ def main(argv=None):
           (f'peak RSS (b) at {n}, MB', runs[n]['peak_rss_mb'], ''),
           (f'peak RSS (b) at {4 * n}, MB', runs[4 * n]['peak_rss_mb'], ''),
           ('rss_growth_4x', results['rss_growth_4x'], '<= 1.2')]
+  for size in sorted(scale):
+    rows += [(f'(d) scale {size}: wall s', scale[size]['seconds'], ''),
+             (f'(d) scale {size}: examples / s', scale[size]['examples_per_s'], ''),
+             (f'(d) scale {size}: peak RSS, MB', scale[size]['peak_rss_mb'], '')]
+  if scale:
+    rows.append((f'rss_growth_4x_large ({max(scale)}/{min(scale)})',
+                 results['rss_growth_4x_large'], '<= 1.2'))
   for name, value, target in rows:
-    print(f'{name:34s} {value:12.2f}  {target}')
+    print(f'{name:40s} {value:12.2f}  {target}')
   print(f'\nwrote {os.path.join(args.output, "results.json")}')
 
 
