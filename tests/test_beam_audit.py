@@ -17,6 +17,7 @@ from tfx.types import standard_artifacts
 from tfx.types import artifact_utils
 
 from components.vog import audit
+from components.vog import spec_keys
 from components.vog import executor as vog_executor
 from components.vog.settings import VogSettings
 from pipeline.cli import main as cli
@@ -122,13 +123,10 @@ def _executor_inputs(root, patterns_root, splits):
 
 
 def _exec_properties(**overrides):
-  props = {'label_key': 'label', 'target': 'loss', 'label_mode': 'label',
-           'normalize': 'class', 'stage': 'complete', 'num_checkpoints': 10,
-           'splits': None, 'batch_size': 32, 'inspection_budget': 10,
-           'bucket_percentiles': '[50.0, 90.0]', 'example_id_key': 'example_id',
-           'module_file': None}
-  props.update(overrides)
-  return props
+  # As a compiled spec could carry it: not validated on the way in.
+  settings = dict(VogSettings(batch_size=32, inspection_budget=10).to_json(), **overrides)
+  return {spec_keys.SETTINGS_KEY: json.dumps(settings),
+          spec_keys.MODULE_FILE_KEY: None}
 
 
 def _bad_cases(root, tmp_path, records):
@@ -149,7 +147,7 @@ def _bad_cases(root, tmp_path, records):
   return [
       ('missing manifest', dict(model_run=no_manifest, examples=good), 
        ['--model-run', no_manifest, '--examples', good], 'no checkpoint manifest at'),
-      ('unknown split', dict(examples=good, props={'splits': '["eval"]'}),
+      ('unknown split', dict(examples=good, props={'splits': ['eval']}),
        ['--model-run', run, '--examples', good, '--split', 'eval'],
        "split(s) ['eval'] do not exist in the examples; available: ['train']"),
       ('empty split', dict(examples=empty), ['--model-run', run, '--examples', empty],
@@ -246,4 +244,75 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
   (report_dir / 'flagged_examples.tfrecord').unlink()
   result = CliRunner().invoke(cli, ['report', str(report_dir)])
   assert result.exit_code == 2
-  assert 'lacks flagged_examples.tfrecord' in result.stderr
+  assert 'flagged_examples.tfrecord' in result.stderr and 'Traceback' not in result.output
+
+
+def _flagged_in_scored_examples(folder):
+  count = 0
+  for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      f = tf.train.Example.FromString(record.numpy()).features.feature
+      count += f['vog_flagged'].int64_list.value[0]
+  return count
+
+
+def test_exact_duplicates_are_separate_examples_and_counts_agree(trained, tmp_path):
+  root, _, _, records = trained
+  # The highest-scoring record of a first audit, copied twice more, and many copies
+  # of an ordinary one: every copy must be written, flagged and counted on its own.
+  # Raw scores do not depend on the other examples, so the copies stay on top.
+  settings = VogSettings(inspection_budget=5, normalize='raw')
+  data = records[:40] + [records[0]] * 5 + [b'\x00junk'] * 2
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'first'), {'train': data})
+  _run(audit.plan_audit(settings, os.path.join(root, 'run'), patterns), str(tmp_path / 'a'))
+  top_id = json.loads(open(tmp_path / 'a' / 'report' / 'flagged.jsonl').readline())[
+      'example_id']
+  top = records[int(top_id.split('-')[1])]
+  data += [top, top]
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'dup'), {'train': data})
+  plan = audit.plan_audit(settings, os.path.join(root, 'run'), patterns)
+  summary, _ = _run(plan, str(tmp_path / 'b'))
+  split = summary['splits']['train']
+  assert split['seen'] == len(data) == split['written'] + split['quarantined']
+  assert (split['written'], split['quarantined']) == (len(data) - 2, 2)
+  report = tmp_path / 'b' / 'report'
+  flagged = [json.loads(l) for l in open(report / 'flagged.jsonl')]
+  assert summary['counts']['flagged'] == len(flagged) == 5
+  assert _flagged_in_scored_examples(str(tmp_path / 'b' / 'scored')) == 5
+  assert [r['rank'] for r in flagged] == [1, 2, 3, 4, 5]
+  assert [r['example_id'] for r in flagged].count(top_id) == 3
+  ids = []
+  for path in glob.glob(str(tmp_path / 'b' / 'scored' / 'Split-*' / '*.gz')):
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      f = tf.train.Example.FromString(record.numpy()).features.feature
+      ids.append(f['example_id'].bytes_list.value[0].decode())
+  assert ids.count(top_id) == 3 + (top_id == 'ok-0') * 6
+  assert ids.count('ok-0') >= 6
+
+
+def test_a_damaged_input_file_stops_the_audit_naming_the_file(trained, tmp_path):
+  root, _, _, records = trained
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {'train': records[:70]})
+  good = fixtures.write_records(
+      str(tmp_path / 'ex' / 'Split-train' / 'plain-part'), records[70:90], gzip=False)
+  damaged = str(tmp_path / 'ex' / 'Split-train' / 'zz-damaged')
+  with open(good, 'rb') as f:
+    data = f.read()
+  with open(damaged, 'wb') as f:
+    f.write(data[:len(data) * 3 // 4 + 7])  # cut inside record 15
+  os.makedirs(str(tmp_path / 'ex' / 'Split-train' / 'a-folder'))  # globs keep files only
+  plan = audit.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
+                          patterns)
+  assert [f.compression for f in plan.split_files['train']] == [
+      'GZIP', 'UNCOMPRESSED', 'UNCOMPRESSED']
+  with pytest.raises(audit.AuditInputError, match=r'input file .*zz-damaged is damaged at '
+                     r'record 15 \(byte offset \d+ of the file\): the file ends inside'):
+    _run(plan, str(tmp_path / 'out'))
+  assert not os.path.exists(tmp_path / 'out' / 'report' / 'summary.json')
+
+  result = CliRunner().invoke(cli, [
+      'score', '--model-run', os.path.join(root, 'run'), '--examples',
+      os.path.join(str(tmp_path / 'ex' / 'Split-train'), '*'), '--output',
+      str(tmp_path / 'cli')])
+  assert result.exit_code == 2, result.output
+  assert 'zz-damaged' in result.stderr and 'Traceback' not in result.output

@@ -21,6 +21,7 @@ from components.vog import beam_audit
 from components.vog import beam_writers
 from components.vog import checkpoints
 from components.vog import examples_io
+from components.vog import record_files
 from components.vog import report_folder
 from components.vog import report_format as fmt
 from components.vog import stages
@@ -62,12 +63,6 @@ def load_user_module(module_file: Optional[str]
   return inputs_fn, dict(custom_objects)
 
 
-def compression_of(path: str) -> str:
-  """GZIP when the file starts with the gzip magic bytes, else UNCOMPRESSED."""
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    return 'GZIP' if f.read(2) == b'\x1f\x8b' else 'UNCOMPRESSED'
-
-
 def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
   """The first `count` records of the split; AuditInputError where framing is damaged."""
   peeked: List[bytes] = []
@@ -77,18 +72,17 @@ def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
         if len(peeked) >= count:
           return peeked
         peeked.append(record)
-    except tf.errors.OpError as e:
-      raise AuditInputError(
-          f'input file {input_file.path} is damaged after record {len(peeked)} '
-          f'({type(e).__name__}: {(e.message or str(e)).splitlines()[0]}) - rewrite it or '
-          'leave it out of the examples') from None
+    except record_files.DamagedRecordFile as e:
+      raise AuditInputError(f'input file {e} - rewrite it or leave it out of the '
+                            'examples; nothing was scored') from None
   return peeked
 
 
 def input_files(split: str, pattern: str) -> List[beam_audit.InputFile]:
   """The regular files a split's pattern matches, sorted, each with its own compression."""
   paths = [p for p in sorted(tf.io.gfile.glob(pattern)) if not tf.io.gfile.isdir(p)]
-  return [beam_audit.InputFile(split, i, p, compression_of(p)) for i, p in enumerate(paths)]
+  return [beam_audit.InputFile(split, i, p, record_files.compression_of(p))
+          for i, p in enumerate(paths)]
 
 
 class ScorerFactory:
@@ -276,8 +270,8 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   audit_summary.check_conservation(summary, len(flagged))
   if summary['damaged_files']:
     raise AuditInputError('; '.join(
-        f'input file {d["path"]} (split {d["split"]!r}) is damaged after record '
-        f'{d["records_read"]}: {d["damage"]}' for d in summary['damaged_files'])
+        f'input file {d["damage"]} (split {d["split"]!r})'
+        for d in summary['damaged_files'])
         + ' - nothing was published; rewrite the damaged files or leave them out')
   report_folder.publish(
       report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)), summary,
@@ -339,25 +333,31 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
 def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> str:
   """Rebuilds report.html (and flagged.png) from a difficulty report folder alone.
 
-  Needs summary.json, flagged.jsonl, quarantine.jsonl and flagged_examples.tfrecord;
-  `module_file` only when the audit used a vog_inputs_fn. Returns the page's path.
-  Raises AuditConfigError naming a missing or unreadable file.
+  Reads the folder through report_format.load_report; `module_file` only when the
+  audit used a vog_inputs_fn. Returns the page's path. Raises AuditConfigError naming
+  a missing or malformed file.
   """
   try:
-    summary, flagged, records = report_folder.read_for_rebuild(report_dir)
-  except ValueError as e:
+    report = fmt.load_report(report_dir)
+    examples = report.flagged_examples()
+  except fmt.ReportFormatError as e:
     raise AuditConfigError(str(e)) from e
+  summary = report.summary
+  if summary.model_inputs is None or summary.num_classes is None:
+    raise AuditConfigError(f'the summary.json in {report_dir} lacks model_inputs or '
+                           'num_classes; it was written by an older release - re-run the '
+                           'audit')
+  input_specs = [examples_io.InputSpec(i.name, tuple(i.shape), i.dtype)
+                 for i in summary.model_inputs]
   try:
-    input_specs = [examples_io.InputSpec(i['name'], tuple(i['shape']), i['dtype'])
-                   for i in summary['model_inputs']]
-    settings = VogSettings(**{k: v for k, v in summary['settings'].items()
-                              if k in VogSettings.__dataclass_fields__})
-    num_classes = int(summary['num_classes'])
-  except (KeyError, TypeError, ValueError) as e:
-    raise AuditConfigError(f'the summary.json in {report_dir} lacks {e}; it was written '
-                           'by an older release - re-run the audit') from e
-  parser = ParserFactory(input_specs, settings, num_classes, module_file)()
+    settings = VogSettings.from_json(summary.settings)
+  except ValueError as e:
+    raise AuditConfigError(f'the settings in {report_dir}/{fmt.SUMMARY_FILE} are not '
+                           f'valid: {e}') from e
+  flagged = [fmt.flagged_row_to_json(row) for row in report.flagged]
+  records = {row.rank: record for row, record in zip(report.flagged, examples)}
+  parser = ParserFactory(input_specs, settings, summary.num_classes, module_file)()
   report_folder.write_report_page(
-      report_dir, summary, flagged,
+      report_dir, summary.raw, flagged,
       report_folder.previews_of(parser, input_specs, flagged, records))
-  return os.path.join(report_dir, report_folder.REPORT_FILE)
+  return report.page_path

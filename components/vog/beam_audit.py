@@ -19,10 +19,10 @@ from absl import logging
 import apache_beam as beam
 from apache_beam.utils import shared
 import numpy as np
-import tensorflow as tf
 
 from components.vog import examples_io
 from components.vog import percentiles
+from components.vog import record_files
 from components.vog.examples_io import InputRecord, Quarantined
 
 NAMESPACE = 'vog_audit'
@@ -77,15 +77,8 @@ def _counter(name: str):
 
 
 def read_records(input_file: InputFile) -> Iterable[Tuple[int, bytes]]:
-  """(record index, bytes) of one TFRecord file, in order.
-
-  Raises tf.errors.DataLossError (or OpError) where the file's framing is damaged.
-  """
-  options = tf.io.TFRecordOptions(
-      compression_type='GZIP' if input_file.compression == 'GZIP' else '')
-  for index, serialized in enumerate(
-      tf.compat.v1.io.tf_record_iterator(input_file.path, options)):
-    yield index, serialized
+  """(record index, bytes) of one input file, in order; DamagedRecordFile where broken."""
+  return record_files.read_records(input_file.path, input_file.compression)
 
 
 class _ReadFile(beam.DoFn):
@@ -102,11 +95,9 @@ class _ReadFile(beam.DoFn):
         count = index + 1
         self._seen.inc()
         yield InputRecord(input_file.split, input_file.file_index, index, serialized)
-    except tf.errors.OpError as e:
-      damage = (f'{type(e).__name__} after record {count}: '
-                f'{(e.message or str(e)).splitlines()[0]}')
-      logging.error('VoG audit cannot read %s past record %d (%s)', input_file.path,
-                    count, damage)
+    except record_files.DamagedRecordFile as e:
+      damage = str(e)
+      logging.error('VoG audit cannot read past record %d: %s', count, damage)
     if self._progress is not None:
       self._progress.add('read', count)
       self._progress.add('files', 1)

@@ -11,7 +11,6 @@ examples, and a worker holds the scores of one file at a time. The zip counts wh
 writes, so seen = written + quarantined is checked on what was written.
 """
 
-import base64
 import json
 import os
 from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
@@ -128,16 +127,19 @@ class _QuarantineLines(beam.DoFn):
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
-  return {'split': q.split, 'example_id': q.example_id, 'kind': q.kind, 'reason': q.reason,
-          'record_base64': base64.b64encode(q.serialized).decode('ascii')}
+  """The quarantine shard line of one quarantined example."""
+  return fmt.quarantine_row_to_json(fmt.QuarantineRow(
+      split=q.split, example_id=q.example_id, kind=q.kind, reason=q.reason,
+      record=q.serialized))
 
 
 def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
-  return {'rank': s.review_rank, 'example_id': s.example_id, 'split': s.split,
-          'label': s.label, 'predicted_class': s.predicted_class,
-          'target_class': s.target_class, fmt.VOG_SCORE: s.vog_score, fmt.VOG_RAW: s.vog_raw,
-          fmt.VOG_PERCENTILE: s.vog_percentile, fmt.VOG_BUCKET: s.vog_bucket,
-          'record_base64': base64.b64encode(serialized).decode('ascii')}
+  """The flagged.jsonl line of one flagged example, with its bytes for the page."""
+  return fmt.flagged_row_to_json(fmt.FlaggedRow(
+      rank=s.review_rank, example_id=s.example_id, split=s.split, label=s.label,
+      predicted_class=s.predicted_class, target_class=s.target_class,
+      vog_score=s.vog_score, vog_raw=s.vog_raw, vog_percentile=s.vog_percentile,
+      vog_bucket=s.vog_bucket), serialized)
 
 
 def _flagged_lines(pairs: List[Tuple[ScoredExample, bytes]]) -> Iterable[str]:

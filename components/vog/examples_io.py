@@ -5,7 +5,6 @@ Each example either becomes a `ScorableExample` or a `Quarantined` record with t
 reason it cannot be scored. Nothing is dropped silently.
 """
 
-import base64
 import hashlib
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence,
                     Tuple, Union)
@@ -70,11 +69,6 @@ class Quarantined(NamedTuple):
   @property
   def reason(self) -> str:
     return f'{self.kind}: {self.detail}'
-
-  def to_json(self) -> Dict[str, Any]:
-    return {'split': self.split, 'example_id': self.example_id, 'kind': self.kind,
-            'reason': self.reason,
-            'record_base64': base64.b64encode(self.serialized).decode('ascii')}
 
 
 class ScorableBatch(NamedTuple):

@@ -3,7 +3,6 @@
 The folder's files and fields are defined in report_format.py.
 """
 
-import base64
 import json
 import os
 import tempfile
@@ -13,20 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from components.vog import examples_io
+from components.vog import report_format as fmt
 from components.vog import report_html
-
 from components.vog.report_format import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
-                                          QUARANTINE_GLOB, QUARANTINE_PREFIX,
-                                          QUARANTINE_SUFFIX, REPORT_FILE, SUMMARY_FILE)
+                                          QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
 
 QUARANTINE_SAMPLE = 50
-
-
-def read_jsonl(path: str) -> List[Dict[str, Any]]:
-  if not tf.io.gfile.exists(path):
-    return []
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -36,11 +27,19 @@ def write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
-  """Flagged rows in rank order, and each rank's example bytes."""
+  """Flagged rows of the audit's work file in rank order, and each rank's example bytes."""
   rows, records = [], {}
-  for row in sorted(read_jsonl(path), key=lambda r: r['rank']):
-    records[row['rank']] = base64.b64decode(row.pop('record_base64'))
-    rows.append(row)
+  if not tf.io.gfile.exists(path):  # Some runners write no file for no rows.
+    return rows, records
+  with tf.io.gfile.GFile(path) as f:
+    for line_no, line in enumerate(f, 1):
+      if line.strip():
+        where = f'{path} line {line_no}'
+        obj = json.loads(line)
+        row = fmt.flagged_row_from_json(obj, where)
+        records[row.rank] = fmt.record_from_json(obj, where)
+        rows.append(fmt.flagged_row_to_json(row))
+  rows.sort(key=lambda r: r['rank'])
   return rows, records
 
 
@@ -87,8 +86,7 @@ def publish(report_dir: str, quarantine_shards: Sequence[str], summary: Mapping[
     tf.io.gfile.remove(old)
   shards = sorted(quarantine_shards)
   if not shards:  # Some runners write no file for no rows; the format wants one.
-    with tf.io.gfile.GFile(os.path.join(
-        report_dir, f'{QUARANTINE_PREFIX}-00000-of-00001{QUARANTINE_SUFFIX}'), 'w'):
+    with tf.io.gfile.GFile(os.path.join(report_dir, fmt.quarantine_shard_name(0, 1)), 'w'):
       pass
   for shard in shards:
     tf.io.gfile.rename(shard, os.path.join(report_dir, os.path.basename(shard)),
@@ -102,42 +100,13 @@ def publish(report_dir: str, quarantine_shards: Sequence[str], summary: Mapping[
   write_report_page(report_dir, summary, flagged, previews)
 
 
-def read_for_rebuild(report_dir: str
-                     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]], Dict[int, bytes]]:
-  """(summary, flagged rows, each rank's example bytes) of a report folder.
-
-  Raises ValueError naming a missing file, or flagged rows without their examples.
-  """
-  needed = (SUMMARY_FILE, FLAGGED_FILE, FLAGGED_EXAMPLES_FILE)
-  missing = [n for n in needed if not tf.io.gfile.exists(os.path.join(report_dir, n))]
-  if missing:
-    raise ValueError(f'{report_dir} lacks {", ".join(missing)}; give the '
-                     'difficulty_report folder of a VoG audit')
-  with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
-    summary = json.load(f)
-  flagged = read_jsonl(os.path.join(report_dir, FLAGGED_FILE))
-  serialized = [r.numpy() for r in tf.data.TFRecordDataset(
-      os.path.join(report_dir, FLAGGED_EXAMPLES_FILE))]
-  if len(serialized) != len(flagged):
-    raise ValueError(f'{report_dir}: flagged.jsonl lists {len(flagged)} examples but '
-                     f'{FLAGGED_EXAMPLES_FILE} holds {len(serialized)}')
-  return summary, flagged, {row['rank']: r for row, r in zip(flagged, serialized)}
-
-
 def write_report_page(report_dir: str, summary: Mapping[str, Any],
                       flagged: Sequence[Mapping[str, Any]],
                       previews: Sequence[report_html.ExamplePreview]) -> None:
   """Writes report.html (and flagged.png for image data) into `report_dir`."""
-  sample = []
-  for shard in sorted(tf.io.gfile.glob(os.path.join(report_dir, QUARANTINE_GLOB))):
-    with tf.io.gfile.GFile(shard) as f:
-      for line in f:
-        if len(sample) >= QUARANTINE_SAMPLE:
-          break
-        if line.strip():
-          row = json.loads(line)
-          row.pop('record_base64', None)
-          sample.append(row)
+  sample = [{'split': q.split, 'example_id': q.example_id, 'kind': q.kind,
+             'reason': q.reason}
+            for q in fmt.load_report(report_dir).quarantine_rows(limit=QUARANTINE_SAMPLE)]
   html = report_html.render_report(summary, flagged, sample, previews)
   with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
     f.write(html)
