@@ -5,17 +5,36 @@ outputs under --output:
 
     <output>/scored_examples/Split-<name>/*.gz
     <output>/difficulty_report/{summary.json,flagged.jsonl,quarantine.jsonl,report.html}
+
+On a terminal a progress bar shows the examples scored of the total, the rate and the
+time left; elsewhere (logs, CI) each step prints one line with its counts.
 """
 
 import glob
+import logging as py_logging
 import os
+import shutil
+import tempfile
 import time
+from typing import IO, List, Optional, Sequence
 
 import click
 
+from components.vog.settings import VogSettings
 from pipeline.cli import fail
 
 SPLIT_PREFIX = 'Split-'
+DEFAULTS = VogSettings()
+# Runners whose workers run on this machine, where they can write the progress folder.
+LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
+                 'FnApiRunner', 'PrismRunner')
+
+
+def _text(value) -> str:
+  """A default as the command line writes it: lists comma separated."""
+  if isinstance(value, (list, tuple)):
+    return ','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)
+  return str(value)
 
 
 def split_patterns_of(path: str):
@@ -39,22 +58,25 @@ def split_patterns_of(path: str):
               help='Examples artifact folder (Split-*/) or a TFRecord file pattern.')
 @click.option('--output', required=True, type=click.Path(file_okay=False),
               help='Where scored_examples/ and difficulty_report/ go.')
-@click.option('--label-key', default='label', show_default=True)
-@click.option('--target', default='loss', show_default=True,
+@click.option('--label-key', default=DEFAULTS.label_key or '', show_default=True,
+              help='Label feature; empty for unlabeled data (with --label-mode predicted).')
+@click.option('--target', default=DEFAULTS.target, show_default=True,
               help='loss (finds mislabeled examples), prob or logit.')
-@click.option('--label-mode', default='label', show_default=True,
+@click.option('--label-mode', default=DEFAULTS.label_mode, show_default=True,
               help='label, or predicted for unlabeled data.')
-@click.option('--normalize', default='class', show_default=True,
+@click.option('--normalize', default=DEFAULTS.normalize, show_default=True,
               help='class, abs-class or raw.')
-@click.option('--stage', default='complete', show_default=True,
+@click.option('--stage', default=_text(DEFAULTS.stage), show_default=True,
               help='early, middle, late, complete, or steps such as 120,240,360.')
-@click.option('--num-checkpoints', default=10, show_default=True, type=int)
+@click.option('--num-checkpoints', default=DEFAULTS.num_checkpoints, show_default=True,
+              type=int)
 @click.option('--split', 'splits', multiple=True, help='Split to score (repeatable).')
-@click.option('--batch-size', default=256, show_default=True, type=int)
-@click.option('--inspection-budget', default=200, show_default=True, type=int)
-@click.option('--bucket-percentiles', default='50,90', show_default=True,
-              help='Two cut points for easy/medium/hard.')
-@click.option('--example-id-key', default='example_id', show_default=True)
+@click.option('--batch-size', default=DEFAULTS.batch_size, show_default=True, type=int)
+@click.option('--inspection-budget', default=DEFAULTS.inspection_budget, show_default=True,
+              type=int)
+@click.option('--bucket-percentiles', default=_text(DEFAULTS.bucket_percentiles),
+              show_default=True, help='Two cut points for easy/medium/hard.')
+@click.option('--example-id-key', default=DEFAULTS.example_id_key, show_default=True)
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--beam-arg', 'beam_args', multiple=True,
@@ -68,15 +90,22 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   from components.vog import audit  # pylint: disable=g-import-not-at-top
   from components.vog import report_folder  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-  from components.vog.settings import VogSettings, stage_from_text  # pylint: disable=g-import-not-at-top
+  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  from components.vog.settings import stage_from_text  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.INFO)
   try:
     cuts = tuple(float(c) for c in bucket_percentiles.split(','))
-    settings = VogSettings(label_key or None, target, label_mode, normalize,
-                           stage_from_text(stage), num_checkpoints,
-                           list(splits) or None, batch_size, inspection_budget, cuts,
-                           example_id_key)
+  except ValueError:
+    fail(f'--bucket-percentiles {bucket_percentiles!r} is not two numbers; give cut '
+         f'points such as {_text(DEFAULTS.bucket_percentiles)}')
+  try:
+    settings = VogSettings(
+        label_key=label_key or None, target=target, label_mode=label_mode,
+        normalize=normalize, stage=stage_from_text(stage), num_checkpoints=num_checkpoints,
+        splits=list(splits) or None, batch_size=batch_size,
+        inspection_budget=inspection_budget, bucket_percentiles=cuts,
+        example_id_key=example_id_key)
   except ValueError as e:
     fail(str(e))
   patterns = split_patterns_of(examples)
@@ -91,12 +120,24 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
     if os.path.exists(folder) and os.listdir(folder):
       fail(f'{folder} is not empty; choose a new --output so earlier results are kept')
   os.makedirs(report_dir, exist_ok=True)
-  click.echo(f'scoring splits {", ".join(plan.split_files)} with {len(plan.entries)} '
-             f'checkpoints (steps {", ".join(str(e.step) for e in plan.entries)}), '
+  files = [f for split in plan.split_files for f in _paths_of(plan, split)]
+  estimate = _estimate(plan)
+  size = progress.total_bytes(files)
+  click.echo(f'scoring splits {", ".join(plan.split_files)} ({len(files)} files'
+             f'{f", {_size_text(size)}" if size is not None else ""}'
+             f'{f", about {estimate} examples" if estimate is not None else ""}) with '
+             f'{len(plan.entries)} checkpoints (steps '
+             f'{", ".join(str(e.step) for e in plan.entries)}), '
              f'batches of {settings.batch_size}')
   started = time.time()
-  summary = audit.run_audit(plan, beam.Pipeline(argv=list(beam_args)), scored_dir,
-                            report_dir)
+  pipeline = beam.Pipeline(argv=list(beam_args))
+  stream = click.get_text_stream('stderr')
+  if _shows_bar(stream, beam_args):
+    summary = run_with_progress_bar(
+        lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
+        len(files), estimate, stream)
+  else:
+    summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
   counts = summary['counts']
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
@@ -105,3 +146,72 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
     click.echo(f'quarantined examples and reasons: '
                f'{os.path.join(report_dir, report_folder.QUARANTINE_FILE)}')
   click.echo(f'report: {os.path.join(report_dir, report_folder.REPORT_FILE)}')
+
+
+def _size_text(size: int) -> str:
+  return f'{size / 1e6:.1f} MB' if size >= 1e5 else f'{size / 1e3:.1f} kB'
+
+
+def _runner_of(beam_args: Sequence[str]) -> Optional[str]:
+  for i, arg in enumerate(beam_args):
+    if arg.startswith('--runner='):
+      return arg.split('=', 1)[1]
+    if arg == '--runner' and i + 1 < len(beam_args):
+      return beam_args[i + 1]
+  return None
+
+
+def _shows_bar(stream: IO[str], beam_args: Sequence[str]) -> bool:
+  """A bar on a terminal when the workers run on this machine; log lines otherwise."""
+  try:
+    terminal = stream.isatty()
+  except (AttributeError, ValueError):
+    terminal = False
+  runner = _runner_of(beam_args)
+  return terminal and (runner is None or runner.split('.')[-1] in LOCAL_RUNNERS)
+
+
+def _paths_of(plan, split: str) -> List[str]:
+  """The paths of a split's input files (plain paths, or entries with a `path`)."""
+  return [getattr(f, 'path', f) for f in plan.split_files[split]]
+
+
+def _estimate(plan) -> Optional[int]:
+  """About how many examples the plan's files hold; None when a split cannot tell."""
+  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  total = 0
+  for split in plan.split_files:
+    count = progress.estimate_records(_paths_of(plan, split))
+    if count is None:
+      return None
+    total += count
+  return total
+
+
+def run_with_progress_bar(run, num_files: int, estimated_total: Optional[int],
+                          stream: IO[str], interval_s: float = 0.5):
+  """Calls `run(sink)` while a progress bar on `stream` follows the sink's counts.
+
+  `run` gets a ProgressSink in a fresh local folder and is the audit itself; its
+  result is returned and its exception raised, after the bar's last line is drawn and
+  the folder removed. `num_files` input files make the total exact once all are read;
+  until then `estimated_total` is shown (with `~`).
+  """
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  folder = tempfile.mkdtemp(prefix='vog-progress-')
+  # Info lines would break into the bar's line; warnings and errors still show.
+  verbosity = logging.get_verbosity()
+  root = py_logging.getLogger()
+  root_level = root.level
+  logging.set_verbosity(logging.WARNING)
+  root.setLevel(max(root_level, py_logging.WARNING))
+  try:
+    sink = progress.ProgressSink(folder)
+    with progress.ProgressBar(folder, num_files, estimated_total, stream,
+                              interval_s=interval_s):
+      return run(sink)
+  finally:
+    logging.set_verbosity(verbosity)
+    root.setLevel(root_level)
+    shutil.rmtree(folder, ignore_errors=True)
