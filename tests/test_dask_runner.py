@@ -1,0 +1,302 @@
+"""The audit on Beam's DaskRunner, against a dask.distributed cluster of real processes.
+
+A scheduler and two single-threaded workers run as separate processes on 127.0.0.1.
+The same plan runs once there and once on the DirectRunner; scores, flagged rows and
+counts must agree, and the work must have run inside the worker processes.
+"""
+
+import collections
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import distributed
+import pytest
+import tensorflow as tf
+
+from components.vog import audit
+from components.vog.settings import VogSettings
+import apache_beam as beam
+import fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+NUM_WORKERS = 2
+START_TIMEOUT_S = 90
+N_TRAIN, N_EVAL = 80, 40
+
+
+def _free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _tail(path: str, lines: int = 40) -> str:
+  try:
+    with open(path, errors='replace') as f:
+      return ''.join(f.readlines()[-lines:])
+  except OSError as e:
+    return f'(unreadable: {e})'
+
+
+class DaskCluster:
+  """A scheduler and single-threaded workers started as processes; `stop()` ends them."""
+
+  def __init__(self, root: str):
+    self.root = root
+    self.port = _free_port()
+    self.address = f'127.0.0.1:{self.port}'
+    self.env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
+                    PYTHONHASHSEED='0', PYTHONWARNINGS='ignore::FutureWarning',
+                    PYTHONPATH=os.pathsep.join(
+                        [REPO, os.path.join(REPO, 'tests')]
+                        + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
+                           if p]))
+    self.processes = {}  # name -> (Popen, log path)
+    self.client = None
+
+  def _start(self, name, args):
+    log = os.path.join(self.root, f'{name}.log')
+    with open(log, 'wb') as out:
+      proc = subprocess.Popen([sys.executable, '-m'] + args, env=self.env, cwd=self.root,
+                              stdout=out, stderr=subprocess.STDOUT)
+    self.processes[name] = (proc, log)
+
+  def start(self):
+    self._start('scheduler', ['distributed.cli.dask_scheduler', '--host', '127.0.0.1',
+                              '--port', str(self.port), '--no-dashboard'])
+    for i in range(NUM_WORKERS):
+      # --no-nanny: the worker is the process started here, so its pid is known.
+      self._start(f'worker-{i}', [
+          'distributed.cli.dask_worker', f'tcp://{self.address}', '--host', '127.0.0.1',
+          '--nworkers', '1', '--nthreads', '1', '--no-nanny', '--no-dashboard',
+          '--name', f'vog-worker-{i}', '--death-timeout', '120',
+          '--local-directory', os.path.join(self.root, f'scratch-{i}')])
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+      self.client = distributed.Client(self.address, timeout=START_TIMEOUT_S,
+                                       set_as_default=False)
+      self.client.wait_for_workers(NUM_WORKERS,
+                                   timeout=max(1.0, deadline - time.monotonic()))
+    except Exception as e:  # pylint: disable=broad-except
+      try:
+        seen = len(self.client.scheduler_info()['workers'])
+      except Exception:  # pylint: disable=broad-except
+        seen = 0
+      logs = '\n'.join(f'--- {name} (exit code {proc.poll()}) ---\n{_tail(log)}'
+                       for name, (proc, log) in self.processes.items())
+      self.stop()
+      pytest.fail(f'the dask cluster at {self.address} did not report {NUM_WORKERS} '
+                  f'workers within {START_TIMEOUT_S}s (it has {seen}): '
+                  f'{type(e).__name__}: {e}\n{logs}')
+
+  def worker_pids(self):
+    """{worker address: pid} as the workers report it."""
+    return self.client.run(os.getpid)
+
+  def executed_counts(self):
+    """{worker address: tasks it has run so far}."""
+    return self.client.run(lambda dask_worker: dask_worker.state.executed_count)
+
+  def logs(self) -> str:
+    return '\n'.join(f'--- {name} ---\n{_tail(log)}'
+                     for name, (_, log) in self.processes.items())
+
+  def stop(self):
+    if self.client is not None:
+      self.client.close()
+      self.client = None
+    # The DaskRunner opens its own client per pipeline and leaves it open as the
+    # default client; close those before the scheduler goes away.
+    for _ in range(100):
+      try:
+        leftover = distributed.default_client()
+      except ValueError:
+        break
+      leftover.close()
+    for proc, _ in self.processes.values():
+      if proc.poll() is None:
+        proc.terminate()
+    for proc, _ in self.processes.values():
+      try:
+        proc.wait(timeout=20)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope='module')
+def dask_cluster(tmp_path_factory):
+  cluster = DaskCluster(str(tmp_path_factory.mktemp('dask_cluster')))
+  cluster.start()
+  yield cluster
+  cluster.stop()
+
+
+# A user module whose custom_objects() notes the pid of every process that loads it;
+# the audit loads the user module wherever it builds a scorer or a parser.
+PID_MODULE = '''
+import os
+
+
+def custom_objects():
+  with open({log!r}, 'a') as f:
+    f.write(f'{{os.getpid()}}\\n')
+  return {{}}
+'''
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('dask_audit'))
+  images, labels, _ = fixtures.digits(N_TRAIN + N_EVAL, seed=5)
+  fixtures.train_checkpoints(os.path.join(root, 'run'), images, labels, epochs=3)
+  records = [fixtures.example(im, lab, f'ex-{i}').SerializeToString()
+             for i, (im, lab) in enumerate(zip(images, labels))]
+  return root, records
+
+
+def _write_split(uri, split, shards):
+  for i, records in enumerate(shards):
+    fixtures.write_records(
+        os.path.join(uri, f'Split-{split}', f'data_tfrecord-{i:05d}-of-{len(shards):05d}.gz'),
+        records)
+  return os.path.join(uri, f'Split-{split}', '*')
+
+
+def _scored_rows(folder):
+  """{(split, example_id): [rows of each copy, sorted]} from the scored examples."""
+  rows = collections.defaultdict(list)
+  for path in sorted(glob.glob(os.path.join(folder, 'Split-*', '*.gz'))):
+    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      f = tf.train.Example.FromString(record.numpy()).features.feature
+      rows[(split, f['example_id'].bytes_list.value[0].decode())].append({
+          'vog_raw': f['vog_raw'].float_list.value[0],
+          'vog_score': f['vog_score'].float_list.value[0],
+          'vog_percentile': f['vog_percentile'].float_list.value[0],
+          'vog_decile': f['vog_decile'].int64_list.value[0],
+          'vog_bucket': f['vog_bucket'].bytes_list.value[0].decode(),
+          'vog_flagged': f['vog_flagged'].int64_list.value[0]})
+  return {k: sorted(v, key=lambda r: r['vog_raw']) for k, v in rows.items()}
+
+
+def _flagged_rows(report_dir):
+  with open(os.path.join(report_dir, 'flagged.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _run(plan, out, beam_args):
+  summary = audit.run_audit(plan, beam.Pipeline(argv=list(beam_args)),
+                            os.path.join(out, 'scored'), os.path.join(out, 'report'))
+  return (summary, _scored_rows(os.path.join(out, 'scored')),
+          _flagged_rows(os.path.join(out, 'report')))
+
+
+def _pids(log):
+  if not os.path.exists(log):
+    return collections.Counter()
+  with open(log) as f:
+    return collections.Counter(int(line) for line in f if line.strip())
+
+
+def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
+  root, records = trained
+  train, evaluation = records[:N_TRAIN], records[N_TRAIN:]
+  # Exact duplicates (identical bytes): three copies of one train record across both
+  # shards, two copies of one eval record.
+  train_shards = [train[:40] + [train[3]], train[40:] + [train[3]]]
+  eval_shards = [evaluation[:20] + [evaluation[7]], evaluation[20:]]
+  examples = str(tmp_path / 'examples')
+  patterns = {'train': _write_split(examples, 'train', train_shards),
+              'eval': _write_split(examples, 'eval', eval_shards)}
+  expected_copies = collections.Counter(
+      {('train', f'ex-{i}'): 1 for i in range(N_TRAIN)})
+  expected_copies.update({('eval', f'ex-{i}'): 1 for i in range(N_TRAIN, N_TRAIN + N_EVAL)})
+  expected_copies[('train', 'ex-3')] = 3
+  expected_copies[('eval', f'ex-{N_TRAIN + 7}')] = 2
+  total = sum(expected_copies.values())
+
+  pid_log = str(tmp_path / 'scorer_pids.txt')
+  module_file = str(tmp_path / 'pid_module.py')
+  with open(module_file, 'w') as f:
+    f.write(PID_MODULE.format(log=pid_log))
+  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
+                          os.path.join(root, 'run'), patterns, module_file=module_file)
+
+  direct_summary, direct_scored, direct_flagged = _run(plan, str(tmp_path / 'direct'), [])
+  os.remove(pid_log)
+
+  worker_pids = dask_cluster.worker_pids()
+  assert os.getpid() not in worker_pids.values()
+  before = dask_cluster.executed_counts()
+  start = time.monotonic()
+  try:
+    dask_summary, dask_scored, dask_flagged = _run(
+        plan, str(tmp_path / 'dask'),
+        [f'--runner={DASK_RUNNER}', f'--dask_client_address={dask_cluster.address}',
+         '--dask_npartitions=2'])
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.fail(f'the audit failed on the DaskRunner: {type(e).__name__}: {e}\n'
+                f'{dask_cluster.logs()}')
+  dask_seconds = time.monotonic() - start
+  after = dask_cluster.executed_counts()
+
+  # The work ran in the worker processes: both ran tasks, and the checkpoints were
+  # loaded there, not in this process (which only plans and writes the report).
+  ran = {addr: after[addr] - before.get(addr, 0) for addr in after}
+  assert len(ran) == 2 and all(n > 0 for n in ran.values()), ran
+  loaded_in = _pids(pid_log)
+  assert set(worker_pids.values()) <= set(loaded_in), (worker_pids, loaded_in)
+
+  # Every copy of every example is scored, written and counted, on both runners.
+  for name, scored in (('direct', direct_scored), ('dask', dask_scored)):
+    copies = collections.Counter({k: len(v) for k, v in scored.items()})
+    assert copies == expected_copies, (name, copies - expected_copies,
+                                       expected_copies - copies)
+  for name, summary, scored in (('direct', direct_summary, direct_scored),
+                                ('dask', dask_summary, dask_scored)):
+    assert summary['counts']['seen'] == summary['counts']['scored'] == total, name
+    assert summary['counts']['quarantined'] == 0, name
+    assert summary['splits']['train']['seen'] == N_TRAIN + 2, name
+    assert summary['splits']['eval']['seen'] == N_EVAL + 1, name
+    # What the summary counts per decile is what the written rows say, copy by copy.
+    written = collections.Counter((split, row['vog_decile'])
+                                  for (split, _), rows in scored.items() for row in rows)
+    counted = {(r['split'], r['decile']): r['count'] for r in summary['error_rate_by_decile']}
+    assert counted == dict(written), (name, counted, dict(written))
+
+  for key, rows in direct_scored.items():
+    for row, other in zip(rows, dask_scored[key]):
+      assert other['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-5), key
+      assert other['vog_score'] == pytest.approx(row['vog_score'], rel=1e-4, abs=1e-6), key
+      assert other['vog_percentile'] == row['vog_percentile'], key
+      assert other['vog_decile'] == row['vog_decile'], key
+      assert other['vog_bucket'] == row['vog_bucket'], key
+      assert other['vog_flagged'] == row['vog_flagged'], key
+  for copies in (direct_scored[('train', 'ex-3')], dask_scored[('train', 'ex-3')]):
+    assert len({json.dumps(c, sort_keys=True) for c in copies}) == 1  # identical scores
+
+  assert len(dask_flagged) == len(direct_flagged) > 0
+  for row, other in zip(direct_flagged, dask_flagged):
+    exact = ('rank', 'example_id', 'split', 'label', 'predicted_class', 'target_class',
+             'vog_bucket', 'vog_percentile')
+    assert {k: other[k] for k in exact} == {k: row[k] for k in exact}
+    assert other['vog_score'] == pytest.approx(row['vog_score'], rel=1e-4, abs=1e-6)
+    assert other['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-5)
+
+  for key in ('counts', 'splits', 'quarantine_kinds', 'error_rate_by_decile'):
+    assert dask_summary[key] == direct_summary[key], key
+  assert len(dask_summary['per_class']) == len(direct_summary['per_class'])
+  for row, other in zip(direct_summary['per_class'], dask_summary['per_class']):
+    assert {k: other[k] for k in ('split', 'class', 'count', 'flagged')} == \
+        {k: row[k] for k in ('split', 'class', 'count', 'flagged')}
+    assert other['vog_raw_mean'] == pytest.approx(row['vog_raw_mean'], rel=1e-5)
+  # The DaskRunner has no metrics API; the audit reports no Beam counters there.
+  assert dask_summary['beam_counters'] == {}
+  print(f'dask run: {dask_seconds:.1f}s, tasks per worker {ran}')
