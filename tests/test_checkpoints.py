@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -148,3 +150,144 @@ def test_explicit_steps_and_their_errors():
     checkpoints_for_stage([5, 10, 15], 'complete', 1)
   with pytest.raises(ValueError, match="stage='first' is not supported"):
     checkpoints_for_stage([5, 10, 15], 'first', 3)
+
+
+# Untrusted manifests and checkpoint files stay inert.
+
+def _manifest_entries(tmp_path):
+  return json.loads((tmp_path / 'vog_checkpoints' / 'manifest.json').read_text())['checkpoints']
+
+
+def _outside_checkpoint(tmp_path):
+  """A valid zip .keras model outside the checkpoint folder."""
+  outside = tmp_path / 'outside'
+  outside.mkdir()
+  _tiny_model().save(str(outside / 'model.keras'))
+  return outside / 'model.keras'
+
+
+@pytest.mark.parametrize('name, problem', [
+    ('../../outside/model.keras', r'climbs out of the folder with \.\.'),
+    ('../outside/model.keras', r'climbs out of the folder with \.\.'),
+    ('sub/../../outside/model.keras', r'climbs out of the folder with \.\.'),
+    ('ABSOLUTE', 'is absolute'),
+    ('', 'has an empty path'),
+])
+def test_manifest_paths_outside_the_folder_are_refused(tmp_path, name, problem):
+  _fit(str(tmp_path / 'run'), epochs=2, max_checkpoints=2)
+  outside = _outside_checkpoint(tmp_path / 'run')
+  if name == 'ABSOLUTE':
+    name = str(outside)
+  entries = _manifest_entries(tmp_path / 'run')
+  entries[1]['path'] = name
+  _write_manifest(tmp_path / 'run' / 'vog_checkpoints', entries)
+  with pytest.raises(checkpoints.CheckpointError) as e:
+    checkpoints.load_manifest(str(tmp_path / 'run'))
+  message = str(e.value)
+  assert re.search(f'manifest .*/vog_checkpoints/manifest.json: entry 1 .*{problem}', message)
+  if name:
+    assert repr(name) in message
+  assert message.endswith(
+      f'a manifest may only name files inside {tmp_path}/run/vog_checkpoints; re-run the '
+      'Trainer with VogCheckpointCallback, which writes plain file names, or copy the '
+      'checkpoints into that folder and list them by name')
+
+
+def test_a_symlink_out_of_the_folder_is_refused(tmp_path):
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+  outside = _outside_checkpoint(tmp_path)
+  link = tmp_path / 'vog_checkpoints' / 'epoch-0002.keras'
+  link.unlink()
+  link.symlink_to(outside)
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=f"entry 1 path 'epoch-0002.keras' resolves to {outside}, outside "
+                     f'{tmp_path}/vog_checkpoints \\(through a symbolic link\\) - a manifest '
+                     'may only name files inside'):
+    checkpoints.load_manifest(str(tmp_path))
+
+
+def test_a_symlink_inside_the_folder_still_loads(tmp_path):
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+  folder = tmp_path / 'vog_checkpoints'
+  (folder / 'latest.keras').symlink_to(folder / 'epoch-0002.keras')
+  entries = _manifest_entries(tmp_path)
+  entries[1]['path'] = 'latest.keras'
+  _write_manifest(folder, entries)
+  models = checkpoints.load_checkpoint_models(checkpoints.load_manifest(str(tmp_path)))
+  assert len(models) == 2
+
+
+def _hdf5_with_a_lambda_that_writes(path, marker):
+  """An HDF5 model file whose Lambda layer creates `marker` whenever the model is built."""
+  inp = tf.keras.Input((2,), name='x')
+  touch = lambda t, m=str(marker): (__import__('pathlib').Path(m).touch(), t)[1]
+  out = tf.keras.layers.Lambda(touch)(tf.keras.layers.Dense(3)(inp))
+  tf.keras.Model(inp, out).save(str(path), save_format='h5')
+  os.remove(marker)  # building the model above ran the lambda once
+
+
+def test_an_hdf5_file_named_keras_is_refused_before_keras_reads_it(tmp_path):
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+  marker = tmp_path / 'code_ran'
+  planted = tmp_path / 'vog_checkpoints' / 'epoch-0002.keras'
+  _hdf5_with_a_lambda_that_writes(tmp_path / 'planted.h5', marker)
+  os.replace(tmp_path / 'planted.h5', planted)
+  entries = checkpoints.load_manifest(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"epoch-0002.keras does not load as a Keras model: it is not a zip "
+                     r"\.keras file \(it starts with b'\\x89HDF'\); only that format is "
+                     'loaded, because HDF5 and SavedModel files can run code while loading '
+                     '- re-run the Trainer with VogCheckpointCallback'):
+    checkpoints.load_checkpoint_models(entries)
+  assert not marker.exists()
+  # What the check prevents: Keras itself, safe mode or not, runs the Lambda of this file.
+  tf.keras.models.load_model(str(planted), compile=False, safe_mode=True)
+  assert marker.exists()
+
+
+def _rewrite_config(path, change):
+  with zipfile.ZipFile(path) as archive:
+    files = {name: archive.read(name) for name in archive.namelist()}
+  config = json.loads(files['config.json'])
+  change(config)
+  files['config.json'] = json.dumps(config).encode()
+  with zipfile.ZipFile(path, 'w') as archive:
+    for name, data in files.items():
+      archive.writestr(name, data)
+
+
+def test_a_keras_zip_that_names_code_outside_keras_is_refused(tmp_path):
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+
+  def use_os_system(config):
+    [dense] = [l for l in config['config']['layers'] if l['class_name'] == 'Dense']
+    dense['config']['activation'] = {'module': 'builtins', 'class_name': 'function',
+                                     'config': 'exec', 'registered_name': 'function'}
+    dense['config']['kernel_initializer'] = {'module': 'os', 'class_name': 'system',
+                                             'config': {}, 'registered_name': None}
+
+  _rewrite_config(tmp_path / 'vog_checkpoints' / 'epoch-0002.keras', use_os_system)
+  entries = checkpoints.load_manifest(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError,
+                     match='epoch-0002.keras does not load as a Keras model without importing '
+                     'builtins.exec, os.system from outside Keras, which a checkpoint may not '
+                     'ask for - if you trust that code, return it from custom_objects in the '
+                     'module_file'):
+    checkpoints.load_checkpoint_models(entries)
+
+
+class ScaledDense(tf.keras.layers.Dense):
+  """A custom layer, as a Trainer module file might define one."""
+
+
+def test_custom_layers_load_only_through_custom_objects(tmp_path):
+  inp = tf.keras.Input((2,), name='x')
+  model = tf.keras.Model(inp, ScaledDense(3, activation='softmax')(inp))
+  model.compile(optimizer='sgd', loss='sparse_categorical_crossentropy')
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2, model=model)
+  entries = checkpoints.load_manifest(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'without importing test_checkpoints\.ScaledDense from outside'):
+    checkpoints.load_checkpoint_models(entries)
+  models = checkpoints.load_checkpoint_models(entries, {'ScaledDense': ScaledDense})
+  assert isinstance(models[0].layers[-1], ScaledDense)

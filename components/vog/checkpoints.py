@@ -10,11 +10,30 @@ epoch and `manifest.json`:
 
 Paths are relative to `vog_checkpoints/`, so the artifact can move between file systems.
 `load_manifest` reads and validates it; `load_checkpoint_models` loads the models.
+
+What is data and what is code. The manifest and the checkpoint files are data, written by
+whoever can write the Trainer's output, and are treated as untrusted:
+  * a manifest path must name a file inside `vog_checkpoints/`: absolute paths and `..`
+    are refused, and a local path must still lie inside the folder once symbolic links are
+    resolved;
+  * only zip `.keras` files (the Keras v3 format the callback writes) are loaded, told by
+    their first bytes, not their name: HDF5 and SavedModel files can run code while
+    loading, and Keras picks the format from the content;
+  * a checkpoint whose config.json names a class or function from outside Keras (a Lambda
+    layer's function included) is refused unless `custom_objects` supplies that name, so
+    loading never imports a module named by the file;
+  * Keras loads with `safe_mode=True`, which refuses Lambda layers stored as bytecode.
+`module_file` and the `custom_objects` it defines are code, and trusted as such:
+VarianceOfGradients imports the module file in the process that runs its executor and in
+every Beam worker that parses or scores examples, and the custom objects run while the
+checkpoints load and score. Use only module files you would run yourself.
 """
 
 import json
 import os
+import re
 import tempfile
+import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -23,6 +42,15 @@ import tensorflow as tf
 CHECKPOINT_DIR = 'vog_checkpoints'
 MANIFEST_FILE = 'manifest.json'
 FORMAT_VERSION = 1
+CHECKPOINT_SUFFIX = '.keras'
+# The first bytes of a zip file (a local file header), which every .keras file starts with.
+ZIP_MAGIC = b'PK\x03\x04'
+# Modules whose classes and functions Keras resolves from its own API.
+_KERAS_MODULES = ('keras', 'tf_keras')
+_KERAS_PREFIXES = tuple(m + '.' for m in _KERAS_MODULES)
+# Keras's own built-in functions are serialized with module `builtins`, by name.
+_KERAS_BUILTIN_FUNCTION_MODULES = ('activations', 'constraints', 'initializers', 'losses',
+                                   'metrics', 'optimizers', 'regularizers')
 
 
 class CheckpointError(ValueError):
@@ -123,12 +151,42 @@ def checkpoint_dir_of(model_run_dir: str) -> str:
   return os.path.join(model_run_dir, CHECKPOINT_DIR)
 
 
+def _confined_path(folder: str, name: Any) -> str:
+  """`folder/name`, where `name` comes from a manifest and must stay inside `folder`.
+
+  Raises CheckpointError (a message to follow 'entry N') for a name that is not a
+  non-empty relative path, climbs with `..`, or, for a local folder, resolves through a
+  symbolic link to somewhere outside the folder.
+  """
+  fix = (f'a manifest may only name files inside {folder}; re-run the Trainer with '
+         'VogCheckpointCallback, which writes plain file names, or copy the checkpoints '
+         'into that folder and list them by name')
+  if not isinstance(name, str):
+    raise TypeError(f'path {name!r} is not a string')
+  if not name.strip():
+    raise CheckpointError(f'has an empty path - {fix}')
+  if (os.path.isabs(name) or name.startswith(('/', '\\')) or '://' in name
+      or re.match(r'[A-Za-z]:', name)):
+    raise CheckpointError(f'path {name!r} is absolute - {fix}')
+  if '..' in re.split(r'[\\/]', name):
+    raise CheckpointError(f'path {name!r} climbs out of the folder with .. - {fix}')
+  joined = os.path.join(folder, name)
+  if _is_local(folder):
+    real_folder = os.path.realpath(folder)
+    real = os.path.realpath(joined)
+    if not real.startswith(real_folder.rstrip(os.sep) + os.sep):
+      raise CheckpointError(f'path {name!r} resolves to {real}, outside {real_folder} '
+                            f'(through a symbolic link) - {fix}')
+  return joined
+
+
 def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
   """Reads and validates the manifest under `model_run_dir`; entries sorted by step.
 
   Raises CheckpointError naming the path and the fix when the manifest is missing,
-  unreadable, of another format version, empty, lists fewer than 2 checkpoints, or
-  names a file that is not there.
+  unreadable, of another format version, empty, lists fewer than 2 checkpoints, names a
+  file that is not there, or names a path outside `vog_checkpoints/` (absolute, with
+  `..`, or through a symbolic link that leads out).
   """
   folder = checkpoint_dir_of(model_run_dir)
   path = os.path.join(folder, MANIFEST_FILE)
@@ -153,9 +211,11 @@ def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
   entries = []
   for i, item in enumerate(raw):
     try:
-      entry = CheckpointEntry(os.path.join(folder, item['path']), int(item['epoch']),
+      entry = CheckpointEntry(_confined_path(folder, item['path']), int(item['epoch']),
                               int(item['step']), item.get('metrics') or {})
     except (KeyError, TypeError, ValueError) as e:
+      if isinstance(e, CheckpointError):
+        raise CheckpointError(f'checkpoint manifest {path}: entry {i} {e}') from None
       raise CheckpointError(f'checkpoint manifest {path}: entry {i} lacks a valid '
                             f'path, epoch or step ({e!r}) - re-run the Trainer') from e
     if not tf.io.gfile.exists(entry.path):
@@ -179,31 +239,108 @@ def _input_signature(model: tf.keras.Model) -> List[tuple]:
           for name, t in zip(model.input_names, model.inputs)]
 
 
+def _object_name(node: Mapping[str, Any]) -> str:
+  """The class or function name of one serialized object in a .keras config."""
+  if node.get('function_type') == 'lambda':
+    return '<lambda>'
+  for key in ('class_name', 'function', 'config'):
+    value = node.get(key)
+    if isinstance(value, str) and value != 'function':
+      return value
+  return '?'
+
+
+def _foreign_objects(config: Any, custom_objects: Mapping[str, Any]) -> List[str]:
+  """'module.name' of every object in a .keras config that Keras would import from
+  outside Keras, and that `custom_objects` does not supply. The compile config is
+  skipped: checkpoints load without compiling."""
+  found: List[str] = []
+
+  def supplied(node: Mapping[str, Any]) -> bool:
+    names = [node.get(k) for k in ('class_name', 'registered_name', 'function', 'config')]
+    return any(isinstance(n, str) and n in custom_objects for n in names)
+
+  def keras_builtin(node: Mapping[str, Any]) -> bool:
+    name = node.get('config') if node.get('class_name') == 'function' else None
+    return isinstance(name, str) and not name.startswith('_') and any(
+        getattr(getattr(tf.keras, m), name, None) is not None
+        for m in _KERAS_BUILTIN_FUNCTION_MODULES)
+
+  def walk(node: Any) -> None:
+    if isinstance(node, dict):
+      module = node.get('module')
+      if isinstance(module, str) and not (
+          module in _KERAS_MODULES or module.startswith(_KERAS_PREFIXES)
+          or (module == 'builtins' and keras_builtin(node)) or supplied(node)):
+        found.append(f'{module}.{_object_name(node)}')
+      for key, value in node.items():
+        if key != 'compile_config':
+          walk(value)
+    elif isinstance(node, list):
+      for value in node:
+        walk(value)
+
+  walk(config)
+  return sorted(set(found))
+
+
+def _load_keras_zip(path: str, shown: str,
+                    custom_objects: Mapping[str, Any]) -> tf.keras.Model:
+  """Loads the local zip .keras file `path` (named `shown` in errors), checked first."""
+  fix = ('re-run the Trainer with VogCheckpointCallback, which writes zip .keras files, '
+         'or re-save the model with model.save("<name>.keras")')
+  with open(path, 'rb') as f:
+    head = f.read(len(ZIP_MAGIC))
+  if not path.endswith(CHECKPOINT_SUFFIX) or head != ZIP_MAGIC:
+    raise CheckpointError(
+        f'checkpoint {shown} does not load as a Keras model: it is not a zip '
+        f'{CHECKPOINT_SUFFIX} file (it starts with {head!r}); only that format is loaded, '
+        f'because HDF5 and SavedModel files can run code while loading - {fix}')
+  try:
+    with zipfile.ZipFile(path) as archive:
+      config = json.loads(archive.read('config.json'))
+  except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as e:
+    raise CheckpointError(f'checkpoint {shown} does not load as a Keras model: it is not '
+                          f'a complete {CHECKPOINT_SUFFIX} file ({e}) - {fix}') from e
+  foreign = _foreign_objects(config, custom_objects)
+  if foreign:
+    raise CheckpointError(
+        f'checkpoint {shown} does not load as a Keras model without importing '
+        f'{", ".join(foreign)} from outside Keras, which a checkpoint may not ask for - '
+        'if you trust that code, return it from custom_objects in the module_file; '
+        'otherwise re-run the Trainer without it')
+  try:
+    return tf.keras.models.load_model(path, custom_objects=dict(custom_objects),
+                                      compile=False, safe_mode=True)
+  except Exception as e:  # Keras raises many types for a bad file.
+    raise CheckpointError(
+        f'checkpoint {shown} does not load as a Keras model ({type(e).__name__}: '
+        f'{e}) - if it uses custom layers, pass them as custom_objects through '
+        'module_file; otherwise re-run the Trainer') from e
+
+
 def load_checkpoint_models(entries: Sequence[CheckpointEntry],
                            custom_objects: Optional[Mapping[str, Any]] = None
                            ) -> List[tf.keras.Model]:
   """Loads each checkpoint's Keras model (without its optimizer) in the given order.
 
-  Raises CheckpointError naming the file when one does not load, and when the
-  checkpoints' input signatures differ.
+  Only zip .keras files are loaded, in Keras safe mode, and only when every class and
+  function their config names is Keras's own or in `custom_objects` (see the module
+  docstring). Remote files are copied to a local temporary folder first.
+
+  Raises CheckpointError naming the file when one is not a zip .keras file, names code
+  from outside Keras, or does not load, and when the checkpoints' input signatures differ.
   """
+  custom_objects = dict(custom_objects or {})
   models = []
   for entry in entries:
-    try:
-      if _is_local(entry.path):
-        model = tf.keras.models.load_model(entry.path, custom_objects=custom_objects,
-                                           compile=False)
-      else:
-        with tempfile.TemporaryDirectory() as tmp:
-          local = os.path.join(tmp, os.path.basename(entry.path))
-          tf.io.gfile.copy(entry.path, local)
-          model = tf.keras.models.load_model(local, custom_objects=custom_objects,
-                                             compile=False)
-    except Exception as e:  # Keras raises many types for a bad file.
-      raise CheckpointError(
-          f'checkpoint {entry.path} does not load as a Keras model ({type(e).__name__}: '
-          f'{e}) - if it uses custom layers, pass them as custom_objects through '
-          'module_file; otherwise re-run the Trainer') from e
+    if _is_local(entry.path):
+      model = _load_keras_zip(entry.path, entry.path, custom_objects)
+    else:
+      with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(entry.path))
+        tf.io.gfile.copy(entry.path, local)
+        model = _load_keras_zip(local, entry.path, custom_objects)
     models.append(model)
   first = _input_signature(models[0])
   for entry, model in zip(entries[1:], models[1:]):
