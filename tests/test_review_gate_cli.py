@@ -137,12 +137,12 @@ def test_list_on_a_root_without_reviews_yet(tmp_path):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['approve', 'nope-1'], "error: no review 'nope-1' in {reviews}; `vog-audit review list` "
-                            'shows the pending ones\n'),
+    (['approve', '0000beef-1'], "error: no review '0000beef-1' in {reviews}; `vog-audit review "
+                                'list` shows the pending ones\n'),
     (['approve', 'x', '--pipeline-root', '{tmp}/missing'],
      'error: no reviews folder at {tmp}/missing/reviews; pass --pipeline-root of the pipeline '
      'whose gate is waiting (or --reviews-dir)\n'),
-    (['approve', 'nope-1', '--by', ''], "error: say who decides: pass --by NAME (one of the "
+    (['approve', '0000beef-1', '--by', ''], "error: say who decides: pass --by NAME (one of the "
                                         "review's approvers)\n"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):

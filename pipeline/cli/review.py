@@ -5,13 +5,16 @@
     vog-audit review reject ID --by NAME [--comment TEXT]
 
 Reviews live in `<pipeline root>/reviews` (override with --reviews-dir). Only the gate's
-approvers may answer, and each review takes one answer. Bad input exits 2 with one line.
+approvers may answer, before the review's deadline, and each review takes one answer; the gate
+checks the answer against its own approvers again when it reads it. Files in the folder that
+are not review records are skipped with a warning on stderr. Bad input exits 2 with one line.
 """
 
 import os
 
 import click
 
+from components.review_gate import decision as decision_lib
 from components.review_gate import review_store
 from components.vog import report_format
 from pipeline.cli import fail
@@ -56,6 +59,8 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
     records = store.list(include_closed=show_all)
   except review_store.ReviewStoreError as e:
     fail(str(e))
+  for path, why in store.skipped:
+    click.echo(f'warning: skipped {path}: {why}', err=True)
   if not records:
     click.echo(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}')
     return
@@ -78,7 +83,10 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
       click.echo(f'    answer in Slack channel {r.get("slack_channel")} thread '
                  f'{r.get("slack_thread_ts") or "(not posted yet)"}')
     else:
-      click.echo(f'    approvers: {", ".join(r.get("approvers") or [])}')
+      deadline = review_store.deadline_of(r)
+      by = f'; answer by {decision_lib.iso_time(deadline)}' if deadline and not r.get(
+          'closed') else ''
+      click.echo(f'    approvers: {", ".join(str(a) for a in r.get("approvers") or [])}{by}')
 
 
 def _answer(approve: bool, review_id, by, comment, pipeline_root, reviews_dir):
