@@ -1,9 +1,14 @@
 """A Slack Web API stand-in on 127.0.0.1 for the review gate's tests.
 
-It implements, over real HTTP, the methods the gate calls (chat.postMessage,
+It implements, over real HTTP, the methods the gate calls (auth.test, chat.postMessage,
 conversations.replies, reactions.get, files.getUploadURLExternal, the upload URL,
 files.completeUploadExternal), checks the bearer token like Slack does, records every call,
 and lets a test script replies, reactions and failures.
+
+Like Slack, `reactions.get` without `full=true` shows only the first
+`REACTION_USERS_WITHOUT_FULL` users of each reaction, and a reply can be given an explicit
+`ts` and kept out of the next few `conversations.replies` answers (`hidden_reads`), which is
+how a message that Slack dates earlier can show up in a later read.
 """
 
 import itertools
@@ -13,6 +18,10 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional
+
+BOT_ID = 'B0GATE'
+BOT_USER_ID = 'U0GATEBOT'
+REACTION_USERS_WITHOUT_FULL = 2
 
 
 class FakeSlack:
@@ -25,11 +34,14 @@ class FakeSlack:
     self.messages: Dict[str, Dict] = {}
     self.uploads: Dict[str, bytes] = {}
     self.failures: Dict[str, List[Dict]] = {}
-    # Applied to each new top-level message: replies (user, text) and reactions (name, user).
+    # Applied to each new top-level message: replies (user, text) or (user, text, options)
+    # with the options of `reply`, and reactions (name, user).
     self.auto_replies: List = []
     self.auto_reactions: List = []
     self._lock = threading.Lock()
     self._ts = itertools.count(1)
+    self._last_ts = 0.0
+    self._hidden: Dict[str, int] = {}  # ts -> conversations.replies reads it is left out of
     self._server = ThreadingHTTPServer(('127.0.0.1', 0), _handler(self))
     self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -53,19 +65,23 @@ class FakeSlack:
       self.failures.setdefault(method, []).append(
           {'status': status, 'error': error, 'headers': headers or {}})
 
-  def reply(self, thread_ts: str, user: str, text: str) -> None:
+  def reply(self, thread_ts: str, user: str, text: str, ts: Optional[str] = None,
+            hidden_reads: int = 0) -> str:
+    """Adds a reply; `ts` dates it (default: now), `hidden_reads` hides it from that many reads."""
     with self._lock:
-      self._add_message(self.messages[thread_ts]['channel'], user, text, thread_ts)
+      return self._add_message(self.messages[thread_ts]['channel'], user, text, thread_ts,
+                               ts=ts, hidden_reads=hidden_reads)['ts']
+
+  def post_as_bot(self, channel: str, text: str, bot_id: str = 'B0OTHER', blocks=None) -> str:
+    """A top-level message by some bot (another app, or the gate's own when bot_id=BOT_ID)."""
+    with self._lock:
+      message = self._add_message(channel, None, text, bot=True, blocks=blocks)
+      message['bot_id'] = bot_id
+      return message['ts']
 
   def react(self, ts: str, name: str, user: str) -> None:
     with self._lock:
-      reactions = self.messages[ts].setdefault('reactions', [])
-      for r in reactions:
-        if r['name'] == name:
-          r['users'].append(user)
-          r['count'] += 1
-          return
-      reactions.append({'name': name, 'users': [user], 'count': 1})
+      self._add_reaction(self.messages[ts], name, user)
 
   # --- what tests read --------------------------------------------------------------------
   def calls_to(self, method: str) -> List[Dict]:
@@ -81,17 +97,32 @@ class FakeSlack:
             if c['ok'] and not c['params'].get('thread_ts')]
 
   # --- server side ------------------------------------------------------------------------
-  def _add_message(self, channel, user, text, thread_ts=None, bot=False, **extra):
-    ts = f'{int(time.time())}.{next(self._ts):06d}'
+  def _add_message(self, channel, user, text, thread_ts=None, bot=False, ts=None,
+                   hidden_reads=0, **extra):
+    if not ts:  # like Slack's: the posting time in microseconds, unique within the channel
+      self._last_ts = max(round(time.time(), 6), self._last_ts + 0.000001)
+      ts = f'{self._last_ts:.6f}'
     message = {'type': 'message', 'ts': ts, 'text': text, 'channel': channel, **extra}
     if bot:
-      message['bot_id'] = 'B0GATE'
+      message['bot_id'] = BOT_ID
     else:
       message['user'] = user
     if thread_ts:
       message['thread_ts'] = thread_ts
+    if hidden_reads:
+      self._hidden[ts] = hidden_reads
     self.messages[ts] = message
     return message
+
+  @staticmethod
+  def _add_reaction(message, name, user):
+    reactions = message.setdefault('reactions', [])
+    for r in reactions:
+      if r['name'] == name:
+        r['users'].append(user)
+        r['count'] += 1
+        return
+    reactions.append({'name': name, 'users': [user], 'count': 1})
 
   def handle(self, method: str, params: Dict, authorization: str):
     """Returns (status, headers, body dict) for one API call."""
@@ -107,23 +138,31 @@ class FakeSlack:
       if method in ('chat.postMessage', 'conversations.replies', 'reactions.get',
                     'files.completeUploadExternal') and channel not in self.channels:
         return 200, {}, {'ok': False, 'error': 'channel_not_found'}
+      if method == 'auth.test':
+        return 200, {}, {'ok': True, 'user_id': BOT_USER_ID, 'bot_id': BOT_ID, 'team_id': 'T0TEAM'}
       if method == 'chat.postMessage':
         message = self._add_message(channel, None, params.get('text', ''),
                                     params.get('thread_ts'), bot=True,
                                     blocks=params.get('blocks'))
         if not params.get('thread_ts'):
-          for user, text in self.auto_replies:
-            self._add_message(channel, user, text, message['ts'])
+          for user, text, *options in self.auto_replies:
+            self._add_message(channel, user, text, message['ts'], **(options[0] if options else {}))
           for name, user in self.auto_reactions:
-            message.setdefault('reactions', []).append({'name': name, 'users': [user], 'count': 1})
+            self._add_reaction(message, name, user)
         return 200, {}, {'ok': True, 'channel': channel, 'ts': message['ts'], 'message': message}
       if method == 'conversations.replies':
         ts = params.get('ts')
         if ts not in self.messages:
           return 200, {}, {'ok': False, 'error': 'thread_not_found'}
-        thread = [m for m in self.messages.values()
-                  if m['ts'] == ts or m.get('thread_ts') == ts]
-        thread.sort(key=lambda m: m['ts'])
+        thread = []
+        for m in self.messages.values():
+          if m['ts'] != ts and m.get('thread_ts') != ts:
+            continue
+          if self._hidden.get(m['ts']):
+            self._hidden[m['ts']] -= 1
+            continue
+          thread.append(m)
+        thread.sort(key=lambda m: float(m['ts']))
         start, limit = int(params.get('cursor') or 0), int(params.get('limit') or 1000)
         page, more = thread[start:start + limit], start + limit < len(thread)
         return 200, {}, {'ok': True, 'messages': page, 'has_more': more,
@@ -132,6 +171,10 @@ class FakeSlack:
         message = self.messages.get(params.get('timestamp'))
         if message is None:
           return 200, {}, {'ok': False, 'error': 'message_not_found'}
+        if str(params.get('full', '')).lower() not in ('1', 'true'):
+          message = dict(message, reactions=[
+              dict(r, users=r['users'][:REACTION_USERS_WITHOUT_FULL])
+              for r in message.get('reactions') or []])
         return 200, {}, {'ok': True, 'type': 'message', 'channel': channel, 'message': message}
       if method == 'files.getUploadURLExternal':
         file_id = f'F{next(self._ts):06d}'

@@ -281,7 +281,7 @@ def test_retried_execution_resumes_the_same_thread(tmp_path, slack, token):
   pending = review_store.ReviewStore(str(tmp_path / 'reviews')).list()
   assert [(r['status'], r['slack_thread_ts']) for r in pending] == [('pending', thread_ts)]
 
-  slack.reply(thread_ts, ALICE, 'approve after the retry')
+  slack.reply(thread_ts, ALICE, 'approve: fine on the retry')
   blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=10.0))
   assert len(slack.top_level_posts()) == 1  # resumed, not posted again
   assert len(slack.calls_to('files.completeUploadExternal')) == 1  # montage not sent twice

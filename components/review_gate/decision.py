@@ -11,11 +11,28 @@ ERROR = 'error'
 NOT_BLESSED_UPSTREAM = 'not_blessed_upstream'
 
 DECISIONS = (APPROVED, REJECTED, TIMEOUT, ERROR, NOT_BLESSED_UPSTREAM)
+# Outcomes that follow from the inputs and from what a person said: the same model and report
+# would end the same way, so TFX may hand them out again from its cache. A timeout or an error
+# says nothing about the model, and the next run must ask again.
+REUSABLE = (APPROVED, REJECTED, NOT_BLESSED_UPSTREAM)
 
 
 def utc_now() -> str:
   """The current time as ISO-8601 UTC with a `Z`, second precision."""
   return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def iso_time(epoch_seconds: float) -> str:
+  """`epoch_seconds` as ISO-8601 UTC with a `Z`, second precision."""
+  moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
+  return moment.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def slack_time(ts: str) -> str:
+  """A Slack message `ts` ('1712345678.000200') as ISO-8601 UTC with microseconds and a `Z`."""
+  seconds, _, micros = str(ts).partition('.')
+  moment = datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc)
+  return moment.strftime('%Y-%m-%dT%H:%M:%S') + f'.{(micros or "0")[:6]:0<6}Z'
 
 
 @dataclasses.dataclass

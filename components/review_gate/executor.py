@@ -3,7 +3,8 @@
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 from tfx import types
@@ -22,9 +23,13 @@ from components.review_gate import slack_backend
 UPSTREAM_BLESSING_KEY = 'model_blessing'
 OUTPUT_KEY = 'blessing'
 # Custom properties written onto the output ModelBlessing (all strings).
+# `review_cache` says whether TFX's cache may hand this outcome out again; `review_cache_key`
+# is the key the gate's driver gave the execution (component.ReviewGateDriver), '' where
+# no driver ran.
+CACHE_KEY_PROPERTY = 'review_cache_key'
 REVIEW_PROPERTIES = ('review_decision', 'reviewer', 'review_comment', 'reviewed_at',
                      'review_backend', 'review_reason', 'review_id', 'slack_channel',
-                     'slack_thread_ts')
+                     'slack_thread_ts', 'review_cache', CACHE_KEY_PROPERTY)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -39,6 +44,11 @@ class Executor(base_executor.BaseExecutor):
       input_dict: `model`, `difficulty_report`, optional `model_blessing` and `evaluation`.
       output_dict: `blessing`, one ModelBlessing.
       exec_properties: the HumanReviewGateSpec parameters.
+
+    A decision read back from the reviews folder counts only after it is verified: a Slack
+    decision is read again from its thread (never from the file), a local one must be for the
+    local backend and by one of `approvers` in `exec_properties`. The deadline is the one set
+    when the review was first opened.
 
     Raises:
       ValueError: a DifficultyReport without a readable summary, or a reviews folder that
@@ -58,16 +68,21 @@ class Executor(base_executor.BaseExecutor):
     blessing.set_int_custom_property(
         evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
 
+    pipeline = self._context.pipeline_info.id if self._context and self._context.pipeline_info \
+        else ''
+    run_id = (self._context.pipeline_run_id if self._context else None) or ''
+    node_id = self._node_id()
+    fingerprint = review_fingerprint(pipeline, node_id, backend, model, report, upstream,
+                                     evaluation)
+    cache_key = exec_properties.get(CACHE_KEY_PROPERTY) or ''
+
     refusal = _upstream_refusal(upstream)
     if refusal:
       logging.info('Not asking for a review: %s', refusal)
       _write_blessing(blessing, decision_lib.Decision(
-          decision=decision_lib.NOT_BLESSED_UPSTREAM, backend=backend, reason=refusal), '')
+          decision=decision_lib.NOT_BLESSED_UPSTREAM, backend=backend, reason=refusal), '',
+                      cache_key)
       return
-
-    pipeline = self._context.pipeline_info.id if self._context and self._context.pipeline_info \
-        else ''
-    run_id = (self._context.pipeline_run_id if self._context else None) or ''
     summary = review_summary.build_summary(
         report_uri=report.uri, model_uri=model.uri, model_id=model.id, report_id=report.id,
         pipeline=pipeline, run_id=run_id, evaluation_uri=evaluation.uri if evaluation else None,
@@ -81,37 +96,40 @@ class Executor(base_executor.BaseExecutor):
     if backend == auto_policy.BACKEND:
       outcome = auto_policy.decide(json.loads(exec_properties['auto_policy']), summary)
       logging.info('Auto policy: %s', outcome.reason)
-      _write_blessing(blessing, outcome, '')
+      _write_blessing(blessing, outcome, '', cache_key)
       return
 
     store = review_store.ReviewStore(self._reviews_dir(exec_properties, blessing.uri))
     approvers = json.loads(exec_properties['approvers'])
-    node_id = self._node_id()
+    timeout = float(exec_properties['timeout_seconds'])
+    poll = float(exec_properties['poll_interval_seconds'])
     record, resumed = store.open_review(
-        _fingerprint(pipeline, node_id, backend, model, report, upstream, evaluation),
+        fingerprint,
         {'backend': backend, 'pipeline': pipeline, 'run_id': run_id, 'node_id': node_id,
          'model_uri': model.uri, 'model_id': model.id, 'report_uri': report.uri,
          'report_id': report.id, 'approvers': approvers, 'headline': summary.headline(),
-         'slack_channel': exec_properties.get('slack_channel') or ''})
+         'slack_channel': exec_properties.get('slack_channel') or ''},
+        timeout_seconds=timeout)
     review_id = record['review_id']
-    logging.info('%s %s review %s in %s', 'Resuming' if resumed else 'Opened', backend, review_id,
-                 store.reviews_dir)
-    timeout = float(exec_properties['timeout_seconds'])
-    poll = float(exec_properties['poll_interval_seconds'])
-    if record['status'] != review_store.PENDING and record.get('decision'):
-      outcome = decision_lib.Decision.from_json(record['decision'])
-      logging.info('Review %s was already answered: %s', review_id, outcome.decision)
-    elif backend == local_backend.BACKEND:
-      outcome = local_backend.wait_for_answer(store, review_id, timeout_seconds=timeout,
-                                              poll_interval_seconds=poll)
+    deadline_at, review_timeout = _deadline(record, timeout)
+    logging.info('%s %s review %s in %s; answers count until %s', 'Resuming' if resumed
+                 else 'Opened', backend, review_id, store.reviews_dir,
+                 decision_lib.iso_time(deadline_at))
+    if backend == local_backend.BACKEND:
+      outcome = local_backend.wait_for_answer(
+          store, review_id, approvers=approvers, deadline_at=deadline_at,
+          timeout_seconds=review_timeout, poll_interval_seconds=poll)
     else:
+      _, why = review_store.verified_decision(record, backend, approvers)
+      if why:
+        logging.warning('Ignoring the decision stored in review %s: %s', review_id, why)
       outcome = slack_backend.SlackReview(
-          channel=record.get('slack_channel_id') or exec_properties['slack_channel'],
+          channel=_slack_channel(record, exec_properties['slack_channel']),
           approvers=approvers, token_env=exec_properties['slack_token_env'],
           api_url=exec_properties.get('slack_api_url'), poll_interval_seconds=poll,
-      ).run(store, record, summary, timeout)
+      ).run(store, record, summary, review_timeout, deadline_at)
     review_store.close(store, review_id, outcome, outcome.slack_thread_ts or None)
-    _write_blessing(blessing, outcome, review_id)
+    _write_blessing(blessing, outcome, review_id, cache_key)
 
   def _node_id(self) -> str:
     node = self._context.pipeline_node if self._context else None
@@ -145,16 +163,58 @@ def _upstream_refusal(upstream: Optional[types.Artifact]) -> str:
   return ''
 
 
-def _fingerprint(pipeline: str, node_id: str, backend: str,
-                 *artifacts: Optional[types.Artifact]) -> str:
+def review_fingerprint(pipeline: str, node_id: str, backend: str,
+                       *artifacts: Optional[types.Artifact]) -> str:
   """Identifies the question: the same inputs to the same gate resume the same review."""
   parts = [pipeline, node_id, backend] + [f'{a.type_name}:{a.id}:{a.uri}' if a is not None else '-'
                                  for a in artifacts]
   return hashlib.sha256('\n'.join(parts).encode('utf-8')).hexdigest()
 
 
+def _deadline(record: Dict[str, Any], timeout: float) -> Tuple[float, float]:
+  """(deadline in epoch seconds, the review's timeout) for an opened or resumed record.
+
+  The deadline is the one written when the review was opened, so a retried execution does not
+  start the clock again; it is never later than a fresh review's would be.
+  """
+  latest = time.time() + timeout
+  stored = review_store.deadline_of(record)
+  if stored is None:
+    return latest, timeout
+  original = record.get('timeout_seconds')
+  if isinstance(original, bool) or not isinstance(original, (int, float)) or original <= 0:
+    original = timeout
+  return min(stored, latest), float(original)
+
+
+def _slack_channel(record: Dict[str, Any], configured: str) -> str:
+  """The channel to read: the configured ID, or the ID Slack gave for a configured name."""
+  recorded = record.get('slack_channel_id') or ''
+  if slack_backend.CHANNEL_ID_PATTERN.fullmatch(configured or ''):
+    if recorded and recorded != configured:
+      logging.warning('Review %s names channel %s, but the gate is set to %s; reading %s',
+                      record['review_id'], recorded, configured, configured)
+    return configured
+  return recorded if isinstance(recorded, str) and recorded else configured
+
+
+_NOUNS = {decision_lib.APPROVED: 'approval', decision_lib.REJECTED: 'rejection',
+          decision_lib.NOT_BLESSED_UPSTREAM: "Evaluator's refusal"}
+
+
+def _cache_note(outcome: decision_lib.Decision, cache_key: str) -> str:
+  """What TFX's cache may do with this outcome, for the `review_cache` property."""
+  if outcome.decision in decision_lib.REUSABLE:
+    return (f'reusable: with caching on, TFX may reuse this {_NOUNS[outcome.decision]} for the '
+            'same model and report')
+  if cache_key:
+    return 'not reusable: with caching on, the next run asks again'
+  return ('not reusable: the next run must ask again, but no HumanReviewGate driver ran here '
+          'to keep it out of the cache; turn caching off for this pipeline')
+
+
 def _write_blessing(blessing: types.Artifact, outcome: decision_lib.Decision,
-                    review_id: str) -> None:
+                    review_id: str, cache_key: str = '') -> None:
   """BLESSED/NOT_BLESSED file and `blessed` as the Evaluator writes them, plus the review."""
   if outcome.blessed:
     io_utils.write_string_file(
@@ -171,8 +231,10 @@ def _write_blessing(blessing: types.Artifact, outcome: decision_lib.Decision,
       'review_backend': outcome.backend, 'review_reason': outcome.reason,
       'review_id': review_id, 'slack_channel': outcome.slack_channel,
       'slack_thread_ts': outcome.slack_thread_ts,
+      'review_cache': _cache_note(outcome, cache_key), CACHE_KEY_PROPERTY: cache_key,
   }
   for name in REVIEW_PROPERTIES:
     blessing.set_string_custom_property(name, values[name] or '')
-  logging.info('Review decision %s (%s): %s written to %s', outcome.decision,
-               'BLESSED' if blessed else 'NOT_BLESSED', outcome.reason, blessing.uri)
+  logging.info('Review decision %s (%s): %s written to %s; %s', outcome.decision,
+               'BLESSED' if blessed else 'NOT_BLESSED', outcome.reason, blessing.uri,
+               values['review_cache'])

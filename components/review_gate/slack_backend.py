@@ -2,22 +2,43 @@
 
 Flow: the review record is already on disk (written by the executor before anything is sent).
 `SlackReview.run` posts the message unless the record already names a thread (a retried
-execution resumes it), uploads the flagged-examples montage into the thread, then polls
-`conversations.replies` and `reactions.get` until a listed approver decides or the time is up.
+execution resumes it, after checking that the thread really is this review's message, posted
+by this Slack app), uploads the flagged-examples montage into the thread, then reads
+`conversations.replies` and `reactions.get` (with `full=True`) until a listed approver decides
+or the deadline, fixed when the review was opened, has passed.
+
+What decides (`read_reply`): a reply counts only when it is exactly a decision word, optionally
+followed by `:` or `-` and a comment, after any @mentions:
+
+    approve: class 8 spot-checked      LGTM - ship it      *Rejected* - see the report
+
+A `?` anywhere, or a negation or condition in an approval's comment (`approve - once the labels
+are fixed`, `LGTM: not before Monday`), makes a reply count for nothing; the gate logs why. A
+reaction counts when its name (skin tone aside) is in APPROVE_REACTIONS or REJECT_REACTIONS.
+Of the answers from listed approvers, the earliest in Slack time decides: a reply's time is its
+message `ts`; Slack gives reactions no time, so a reaction's is when the gate first saw it
+(kept in the review record). A tie goes to the rejection. An answer is final once the next
+read of the thread shows the same earliest answer, so an earlier message that Slack shows late
+still wins; answers dated after the deadline never count. `reviewed_at` is the answer's time.
 
 Errors: 429 waits exactly its Retry-After, 5xx and network errors back off exponentially, both
 within MAX_ATTEMPTS and the review's deadline. Slack's own error codes other than the transient
 ones (`invalid_auth`, `channel_not_found`, `not_in_channel`, ...) are permanent and end the
-review as NOT_BLESSED. The token is read from the environment here and never leaves the client.
+review as NOT_BLESSED. The token is read from the environment here, sent only to an https://
+(or loopback) `slack_api_url`, and redacted from every message the gate writes.
 """
 
+import dataclasses
 import http.client
+import ipaddress
+import json
 import os
 import re
 import socket
 import time
 import urllib.error
-from typing import Callable, Dict, List, Optional, Tuple
+import urllib.parse
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from absl import logging
 from slack_sdk import WebClient
@@ -33,32 +54,140 @@ MAX_ATTEMPTS = 6
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 HTTP_TIMEOUT_SECONDS = 15
+# How soon the thread is read again to confirm the earliest answer before it becomes final.
+CONFIRM_SECONDS = 1.0
 # Slack reports these with HTTP 200 and ok=false, yet they clear up on their own.
 TRANSIENT_SLACK_ERRORS = frozenset({'ratelimited', 'internal_error', 'fatal_error',
                                     'service_unavailable', 'request_timeout'})
-APPROVE_WORDS = frozenset({'approve', 'approved', 'lgtm', 'ship'})
-REJECT_WORDS = frozenset({'reject', 'rejected', 'decline', 'stop'})
+# The decision words, matched whole and case-insensitively.
+APPROVE_WORDS = ('approve', 'approved', 'lgtm', 'ship', 'ship it')
+REJECT_WORDS = ('reject', 'rejected', 'decline', 'declined', 'stop')
+# Words that make an approval's comment negated or conditional (and words ending in n't).
+NEGATION_WORDS = frozenset({'no', 'not', 'never', 'none', 'nope', 'nor', 'without', 'cannot',
+                            'dont', 'wont', 'cant', 'shouldnt', 'wait', 'hold'})
+CONDITION_WORDS = frozenset({'if', 'unless', 'once', 'until', 'till', 'after', 'before', 'when',
+                             'whenever', 'provided', 'assuming', 'pending', 'but', 'except',
+                             'however', 'though', 'although'})
 APPROVE_REACTIONS = frozenset({'white_check_mark', 'heavy_check_mark', '+1', 'thumbsup'})
 REJECT_REACTIONS = frozenset({'x', 'no_entry', 'no_entry_sign', '-1', 'thumbsdown'})
-_MENTION = re.compile(r'^\s*<@[A-Z0-9]+>\s*')
-# `approve`, `Reject: labels look wrong`, `LGTM!`, `reject - class 3` -> (word, comment)
-_VERDICT = re.compile(r'^\s*\*?([A-Za-z]+)\b\*?[\s:,.!\-]*(.*)$', re.DOTALL)
+# Slack member IDs: U (or W on Enterprise Grid) and capital letters and digits.
+USER_ID_PATTERN = re.compile(r'[UW][A-Z0-9]{1,20}')
+CHANNEL_ID_PATTERN = re.compile(r'[CGD][A-Z0-9]{1,20}')
+
+_MENTIONS = re.compile(r'^\s*(?:<[@!][^>]*>[\s,:]*)+')
+_WORDS = '|'.join(re.escape(w) for w in sorted(APPROVE_WORDS + REJECT_WORDS, key=len,
+                                                reverse=True))
+_STARTS_WITH_WORD = re.compile(rf'[*_]?(?:{_WORDS})\b', re.IGNORECASE)
+_REPLY = re.compile(
+    rf'(?P<mark>[*_]?)(?P<word>{_WORDS})(?P=mark)[.!]?(?:\s*[:\-\u2013\u2014]\s*(?P<comment>.*))?',
+    re.IGNORECASE | re.DOTALL)
+_GRAMMAR = 'only a decision word, optionally followed by ":" or "-" and a comment, counts'
+
+
+def read_reply(text: str) -> Tuple[Optional[str], str, str]:
+  """Reads one thread reply: (verdict or None, comment, why it does not count).
+
+  `why` is '' for a reply that decides and for ordinary discussion (text that does not start
+  with a decision word); it says what is wrong with a reply that looks like an answer but is
+  not one, so that the gate can log it.
+  """
+  text = _MENTIONS.sub('', text or '').strip().replace('\u2019', "'")
+  if not _STARTS_WITH_WORD.match(text):
+    return None, '', ''
+  if '?' in text:
+    return None, '', 'a question ("?") is not a decision'
+  match = _REPLY.fullmatch(text)
+  if not match:
+    return None, '', _GRAMMAR
+  word, comment = match.group('word').lower(), (match.group('comment') or '').strip()
+  if word in REJECT_WORDS:
+    return decision_lib.REJECTED, comment, ''  # a hedged rejection still fails closed
+  hedge = _hedge(comment)
+  if hedge:
+    return None, '', f'an approval with "{hedge}" in it is negated or conditional'
+  return decision_lib.APPROVED, comment, ''
 
 
 def parse_reply(text: str) -> Tuple[Optional[str], str]:
   """`'reject: labels of class 3 look wrong'` -> ('rejected', 'labels of class 3 look wrong').
 
-  The first word decides (after an optional @mention); anything else is (None, '').
+  Anything that is not a decision by `read_reply`'s grammar is (None, '').
   """
-  match = _VERDICT.match(_MENTION.sub('', text or ''))
-  if not match:
-    return None, ''
-  word, comment = match.group(1).lower(), match.group(2).strip()
-  if word in APPROVE_WORDS:
-    return decision_lib.APPROVED, comment
-  if word in REJECT_WORDS:
-    return decision_lib.REJECTED, comment
-  return None, ''
+  verdict, comment, _ = read_reply(text)
+  return verdict, comment
+
+
+def _hedge(comment: str) -> str:
+  """The first negation or condition word in `comment`, or ''."""
+  for word in re.findall(r"[a-z']+", comment.lower()):
+    bare = word.replace("'", '')
+    if bare in NEGATION_WORDS or bare in CONDITION_WORDS or word.endswith("n't"):
+      return word
+  return ''
+
+
+def reaction_verdict(name: str) -> Optional[str]:
+  """The verdict of a reaction by its name (skin tone ignored), or None when it is not listed."""
+  name = (name or '').split('::')[0]
+  if name in APPROVE_REACTIONS:
+    return decision_lib.APPROVED
+  if name in REJECT_REACTIONS:
+    return decision_lib.REJECTED
+  return None
+
+
+def check_approvers(approvers: Iterable[str]) -> List[str]:
+  """Returns `approvers` when each is a Slack user ID; ValueError naming the first that is not."""
+  approvers = list(approvers)
+  for approver in approvers:
+    if not isinstance(approver, str) or not USER_ID_PATTERN.fullmatch(approver):
+      raise ValueError(
+          f'approver {approver!r} is not a Slack user ID: backend="slack" needs IDs like '
+          'U0123ABCD (a U or W and capital letters and digits; in Slack, open the profile, '
+          'then ... > Copy member ID)')
+  return approvers
+
+
+def check_api_url(api_url: Optional[str]) -> str:
+  """The Web API base URL ending in '/'; refuses anything but https:// or http:// to loopback.
+
+  The bot token goes with every call, so it must not cross a network in clear: plain http://
+  is accepted only for 127.0.0.0/8, ::1 and localhost (tests, a local TLS-terminating proxy).
+  """
+  url = api_url or DEFAULT_API_URL
+  parts = urllib.parse.urlsplit(url)
+  host = parts.hostname or ''
+  if not (parts.scheme == 'https' and host) and not (parts.scheme == 'http' and _loopback(host)):
+    raise ValueError(
+        f'slack_api_url {url!r} must start with https:// and name a host: the bot token is '
+        'sent with every call; plain http:// is accepted only for a loopback address, e.g. '
+        'http://127.0.0.1:PORT/api/')
+  return url if url.endswith('/') else url + '/'
+
+
+def _loopback(host: str) -> bool:
+  if host == 'localhost':
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  """One approver's answer: a thread reply or a reaction on the review message."""
+  at: float  # Slack time in epoch seconds: the reply's ts, or when the reaction was first seen
+  verdict: str
+  user: str
+  comment: str
+  how: str  # 'thread reply' or 'reaction :x:'
+  key: str  # the reply's ts, or 'reaction/user'
+  ts: str  # the time as a Slack ts string
+
+  def order(self):
+    """Earliest first; at the same time a rejection first (fail closed); then stable."""
+    return (self.at, self.verdict != decision_lib.REJECTED, self.user, self.key)
 
 
 def _esc(value) -> str:
@@ -67,9 +196,15 @@ def _esc(value) -> str:
 
 
 def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approvers: List[str],
-                 timeout_seconds: float) -> Tuple[str, List[Dict]]:
-  """Returns (fallback text, Block Kit blocks) of the review message."""
+                 timeout_seconds: float,
+                 deadline_at: Optional[float] = None) -> Tuple[str, List[Dict]]:
+  """Returns (fallback text, Block Kit blocks) of the review message.
+
+  Both carry the review ID in backticks: a resumed gate checks it to know the thread is its own.
+  """
   c = summary.counts
+  by = (f'by {decision_lib.iso_time(deadline_at)} ({timeout_seconds:g}s after the review '
+        'opened)' if deadline_at else f'within {timeout_seconds:g}s')
   acc = review_summary.format_accuracy
   classes = '\n'.join(
       f'• class {_esc(r.get("class"))} ({_esc(r.get("split"))}): {r.get("flagged")}/'
@@ -80,8 +215,8 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
       f'{_esc(r.get("label"))}, predicted {_esc(r.get("predicted_class"))}, score '
       f'{float(r.get("vog_score") or 0):.2f}' for r in summary.top_flagged) or '_none flagged_'
   who = ', '.join(f'<@{a}>' for a in approvers)
-  text = (f'Model review for {summary.pipeline}: {c["flagged"]} of {c["scored"]} examples '
-          f'flagged. Reply "approve" or "reject <why>" in the thread.')
+  text = (f'Model review `{review_id}` for {summary.pipeline}: {c["flagged"]} of '
+          f'{c["scored"]} examples flagged. Reply "approve" or "reject: <why>" in the thread.')
   blocks = [
       {'type': 'header', 'text': {'type': 'plain_text',
                                   'text': f'Model review: {summary.pipeline}'[:150]}},
@@ -101,9 +236,10 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
                                    if '://' in summary.report_url
                                    else f'*Report*: `{_esc(summary.report_url)}`'}},
       {'type': 'context', 'elements': [{'type': 'mrkdwn', 'text': (
-          f'Reply in this thread with `approve` or `reject <comment>`, or react :white_check_mark:'
-          f' / :x:. Approvers: {who}. Review `{review_id}`; no answer within '
-          f'{timeout_seconds:g}s means not blessed.')}]},
+          f'Reply in this thread with just `approve` or `reject`, optionally followed by `:` or '
+          f'`-` and a comment (a question or a condition does not count), or react '
+          f':white_check_mark: / :x:. The earliest answer decides. Approvers: {who}. Review '
+          f'`{review_id}`; no answer {by} means not blessed.')}]},
   ]
   return text, blocks
 
@@ -115,6 +251,7 @@ def _read_bytes(path: str) -> bytes:
   with tf.io.gfile.GFile(path, 'rb') as f:
     return f.read()
 
+
 class SlackReview:
   """One review in one Slack channel, through the Web API."""
 
@@ -125,13 +262,23 @@ class SlackReview:
     self.approvers = list(approvers)
     self.token_env = token_env
     self.api_url = api_url or DEFAULT_API_URL
-    if not self.api_url.endswith('/'):
-      self.api_url += '/'
     self.poll_interval = poll_interval_seconds
     self._sleep = sleep
     self._token = None
     self._client = None
     self._ignored = set()
+    self._store = None
+    self._review_id = ''
+    self._deadline_at = 0.0
+    self._reactions_seen: Dict[str, float] = {}
+
+  def _check_settings(self) -> None:
+    """Refuses approvers that are not user IDs and a URL the token must not go to."""
+    try:
+      check_approvers(self.approvers)
+      self.api_url = check_api_url(self.api_url)
+    except ValueError as e:
+      raise decision_lib.PermanentReviewError(str(e)) from None
 
   def _connect(self) -> None:
     token = os.environ.get(self.token_env, '').strip()
@@ -190,18 +337,36 @@ class SlackReview:
     return decision_lib.redact(text, self._token)
 
   def run(self, store: review_store.ReviewStore, record: Dict,
-          summary: review_summary.ReviewSummary, timeout_seconds: float) -> decision_lib.Decision:
-    """Posts (or resumes) the review and waits for a decision; never raises for Slack errors."""
-    deadline = time.monotonic() + timeout_seconds
+          summary: review_summary.ReviewSummary, timeout_seconds: float,
+          deadline_at: Optional[float] = None) -> decision_lib.Decision:
+    """Posts (or resumes) the review and waits for a decision; never raises for Slack errors.
+
+    Args:
+      store: the reviews folder; the thread, the upload and first-seen reactions are noted there.
+      record: the review record the executor opened or resumed.
+      summary: what the message shows.
+      timeout_seconds: the review's time in all, for the messages.
+      deadline_at: epoch seconds after which no answer counts; default now + timeout_seconds.
+
+    Returns:
+      The decision: approved or rejected by a listed approver, a timeout, or an error (bad
+      settings, no token, a thread that is not this review's, Slack refusing or unreachable).
+    """
+    deadline_at = time.time() + timeout_seconds if deadline_at is None else deadline_at
+    deadline = time.monotonic() + (deadline_at - time.time())
     review_id = record['review_id']
+    self._store, self._review_id, self._deadline_at = store, review_id, deadline_at
+    self._reactions_seen = _reactions_seen(record)
     thread_ts = record.get('slack_thread_ts') or ''
     try:
+      self._check_settings()
       self._connect()
       if thread_ts:
         logging.info('Resuming Slack review %s in channel %s thread %s', review_id,
                      self.channel, thread_ts)
+        self._check_thread(review_id, thread_ts, deadline)
       else:
-        thread_ts = self._post(store, review_id, summary, timeout_seconds, deadline)
+        thread_ts = self._post(store, review_id, summary, timeout_seconds, deadline_at, deadline)
       if summary.montage_path and not record.get('montage_uploaded'):
         self._upload_montage(store, review_id, summary.montage_path, thread_ts, deadline)
       outcome = self._wait(review_id, thread_ts, timeout_seconds, deadline)
@@ -219,8 +384,8 @@ class SlackReview:
     return decision_lib.Decision(decision=verdict, backend=BACKEND, slack_channel=self.channel,
                                  slack_thread_ts=thread_ts or '', **fields)
 
-  def _post(self, store, review_id, summary, timeout_seconds, deadline) -> str:
-    text, blocks = build_blocks(summary, review_id, self.approvers, timeout_seconds)
+  def _post(self, store, review_id, summary, timeout_seconds, deadline_at, deadline) -> str:
+    text, blocks = build_blocks(summary, review_id, self.approvers, timeout_seconds, deadline_at)
     response = self._call('chat_postMessage', deadline, channel=self.channel, text=text,
                           blocks=blocks, unfurl_links=False)
     thread_ts = response.get('ts')
@@ -240,6 +405,31 @@ class SlackReview:
                  thread_ts)
     return thread_ts
 
+  def _check_thread(self, review_id: str, thread_ts: str, deadline: float) -> None:
+    """Refuses a recorded thread unless this app posted it for this review.
+
+    The record's thread is only a pointer someone could have changed: the thread must start
+    with a message from this bot (auth.test says which) that names the review ID.
+    """
+    me = self._call('auth_test', deadline)
+    page = self._call('conversations_replies', deadline, channel=self.channel, ts=thread_ts,
+                      limit=1)
+    parent = next((m for m in page.get('messages') or [] if m.get('ts') == thread_ts), None)
+    marker = f'`{review_id}`'
+    why = ''
+    if parent is None:
+      why = 'Slack did not return it'
+    elif not me.get('bot_id') or parent.get('bot_id') != me.get('bot_id'):
+      why = 'it was not posted by this Slack app'
+    elif marker not in (parent.get('text') or '') and marker not in json.dumps(
+        parent.get('blocks') or []):
+      why = f'it does not name review {review_id}'
+    if why:
+      raise decision_lib.PermanentReviewError(
+          f'thread {thread_ts} in {self.channel} is not the message of review {review_id} '
+          f'({why}); the review record points at the wrong thread - move '
+          f'{review_id}.json out of the reviews folder and run the pipeline again')
+
   def _upload_montage(self, store, review_id, path, thread_ts, deadline) -> None:
     try:
       self._call('files_upload_v2', deadline, channel=self.channel, thread_ts=thread_ts,
@@ -253,39 +443,48 @@ class SlackReview:
     logging.info('Uploaded %s to Slack review %s', os.path.basename(path), review_id)
 
   def _wait(self, review_id, thread_ts, timeout_seconds, deadline) -> decision_lib.Decision:
-    logging.info('Waiting up to %gs for %s to answer Slack review %s', timeout_seconds,
-                 ', '.join(self.approvers), review_id)
-    polls, last_error = 0, ''
+    """Reads the thread until the earliest answer is confirmed by a second read, or time is up."""
+    logging.info('Waiting until %s for %s to answer Slack review %s',
+                 decision_lib.iso_time(self._deadline_at), ', '.join(self.approvers), review_id)
+    polls, last_error, previous = 0, '', None
     while True:
       polls += 1
+      answers = None
       try:
-        found = self._poll(thread_ts, deadline)
+        answers = self._read_answers(thread_ts, deadline)
         last_error = ''
       except decision_lib.TransientReviewError as e:
         # An outage while waiting only costs time; the deadline still ends the review.
         last_error = str(e)
         logging.warning('Slack review %s: %s', review_id, e)
-        found = None
-      if found:
-        verdict, reviewer, comment, how = found
-        logging.info('Slack review %s %s by %s (%s) after %d poll(s)', review_id, verdict,
-                     reviewer, how, polls)
-        return self._decision(verdict, thread_ts, reviewer=reviewer, comment=comment,
-                              reason=f'{verdict} by {reviewer} in Slack ({how})')
-      remaining = deadline - time.monotonic()
-      if remaining <= 0:
+      out_of_time = time.monotonic() >= deadline
+      if answers is not None:
+        first = min(answers, key=Answer.order, default=None)
+        if first is not None and (out_of_time or (previous and previous.key == first.key)):
+          return self._answered(review_id, thread_ts, first, polls)
+        previous = first
+      elif out_of_time and previous is not None:
+        return self._answered(review_id, thread_ts, previous, polls)
+      if out_of_time:
         why = f'no decision from an approver within {timeout_seconds:g}s'
         if last_error:
           why += f' (last Slack error: {last_error})'
         logging.warning('Slack review %s timed out: %s', review_id, why)
         return self._decision(decision_lib.TIMEOUT, thread_ts, reason=why)
-      self._sleep(min(self.poll_interval, remaining))
+      remaining = deadline - time.monotonic()
+      pause = self.poll_interval if previous is None else min(self.poll_interval, CONFIRM_SECONDS)
+      self._sleep(max(0.0, min(pause, remaining)))
 
-  def _poll(self, thread_ts, deadline) -> Optional[Tuple[str, str, str, str]]:
-    """One look at the thread; (verdict, reviewer, comment, how) once an approver decided.
+  def _answered(self, review_id, thread_ts, answer: Answer, polls: int) -> decision_lib.Decision:
+    reviewed_at = decision_lib.slack_time(answer.ts)
+    logging.info('Slack review %s %s by %s (%s at %s) after %d read(s)', review_id,
+                 answer.verdict, answer.user, answer.how, reviewed_at, polls)
+    return self._decision(answer.verdict, thread_ts, reviewer=answer.user, comment=answer.comment,
+                          reviewed_at=reviewed_at,
+                          reason=f'{answer.verdict} by {answer.user} in Slack ({answer.how})')
 
-    A rejection from any approver outweighs approvals seen in the same look: fail closed.
-    """
+  def _read_answers(self, thread_ts, deadline) -> List[Answer]:
+    """One read of the thread: every answer a listed approver gave by the deadline."""
     messages, cursor = [], None
     while True:  # a long discussion spans pages
       page = self._call('conversations_replies', deadline, channel=self.channel, ts=thread_ts,
@@ -294,42 +493,64 @@ class SlackReview:
       cursor = (page.get('response_metadata') or {}).get('next_cursor')
       if not page.get('has_more') or not cursor:
         break
-    approvals, rejections = [], []
+    answers = []
     for message in messages:
-      if message.get('ts') == thread_ts or message.get('bot_id') or not message.get('user'):
-        continue
-      verdict, comment = parse_reply(message.get('text', ''))
-      if verdict is None:
+      ts = str(message.get('ts') or '')
+      if ts == thread_ts or message.get('bot_id') or not message.get('user'):
         continue
       user = message['user']
-      if user not in self.approvers:
-        if message.get('ts') not in self._ignored:
-          self._ignored.add(message.get('ts'))
-          logging.warning('Ignoring "%s" from %s in the review thread: not a listed approver',
-                          verdict, user)
+      verdict, comment, why = read_reply(message.get('text', ''))
+      if verdict is None:
+        if why and user in self.approvers:
+          self._note(ts, 'Ignoring a reply by %s in the review thread (ts %s): %s: %r', user, ts,
+                     why, message.get('text', ''))
         continue
-      target = approvals if verdict == decision_lib.APPROVED else rejections
-      target.append((verdict, user, comment, 'thread reply'))
-    reactions = self._call('reactions_get', deadline, channel=self.channel, timestamp=thread_ts)
+      if user not in self.approvers:
+        self._note(ts, 'Ignoring "%s" from %s in the review thread: not a listed approver',
+                   verdict, user)
+        continue
+      at = _seconds(ts)
+      if at is None:
+        continue
+      if at > self._deadline_at:
+        self._note(ts, 'Ignoring "%s" from %s in the review thread: it came after the deadline '
+                   '(%s)', verdict, user, decision_lib.iso_time(self._deadline_at))
+        continue
+      answers.append(Answer(at=at, verdict=verdict, user=user, comment=comment,
+                            how='thread reply', key=ts, ts=ts))
+    reactions = self._call('reactions_get', deadline, channel=self.channel, timestamp=thread_ts,
+                           full=True)
+    now, new = time.time(), {}
     for reaction in (reactions.get('message') or {}).get('reactions') or []:
-      name = reaction.get('name', '').split('::')[0]
-      verdict = (decision_lib.APPROVED if name in APPROVE_REACTIONS
-                 else decision_lib.REJECTED if name in REJECT_REACTIONS else None)
+      name = (reaction.get('name') or '').split('::')[0]
+      verdict = reaction_verdict(name)
+      if verdict is None:
+        continue
       for user in reaction.get('users') or []:
-        if verdict is None:
-          continue
+        key = f'{name}/{user}'
         if user not in self.approvers:
-          key = f'{name}/{user}'
-          if key not in self._ignored:
-            self._ignored.add(key)
-            logging.warning('Ignoring :%s: from %s on the review: not a listed approver', name,
-                            user)
+          self._note(key, 'Ignoring :%s: from %s on the review: not a listed approver', name,
+                     user)
           continue
-        target = approvals if verdict == decision_lib.APPROVED else rejections
-        target.append((verdict, user, '', f'reaction :{name}:'))
-    if rejections:
-      return rejections[0]
-    return approvals[0] if approvals else None
+        at = self._reactions_seen.get(key)
+        if at is None:
+          at = self._reactions_seen[key] = new[key] = now
+        if at > self._deadline_at:
+          self._note(key, 'Ignoring :%s: from %s on the review: first seen after the deadline',
+                     name, user)
+          continue
+        answers.append(Answer(at=at, verdict=verdict, user=user, comment='',
+                              how=f'reaction :{name}:', key=key, ts=f'{at:.6f}'))
+    if new:  # a retried execution dates these reactions as this one did
+      self._store.update(self._review_id,
+                         lambda r: r.update(reactions_seen={**_reactions_seen(r), **new}))
+    return answers
+
+  def _note(self, key: str, message: str, *args) -> None:
+    """Logs `message` once per answer, not once per read."""
+    if key not in self._ignored:
+      self._ignored.add(key)
+      logging.warning(message, *args)
 
   def _confirm(self, thread_ts: str, outcome: decision_lib.Decision) -> None:
     """Says in the thread what the gate did; a failure here changes nothing."""
@@ -340,6 +561,22 @@ class SlackReview:
                  text=f'{outcome.decision.capitalize()} by <@{outcome.reviewer}>: {result}.')
     except decision_lib.ReviewError as e:
       logging.warning('Could not confirm the decision in the review thread: %s', e)
+
+
+def _seconds(ts: str) -> Optional[float]:
+  try:
+    return float(ts)
+  except (TypeError, ValueError):
+    return None
+
+
+def _reactions_seen(record: Dict) -> Dict[str, float]:
+  """The record's first-seen times of reactions, keeping only well-formed entries."""
+  seen = record.get('reactions_seen')
+  if not isinstance(seen, dict):
+    return {}
+  return {k: float(v) for k, v in seen.items()
+          if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _retry_after(headers) -> float:
