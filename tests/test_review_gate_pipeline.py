@@ -24,7 +24,7 @@ def _saved_model(folder: str) -> str:
   return folder
 
 
-def _pipeline(tmp_path, api_url):
+def _pipeline(tmp_path, api_url, enable_cache=False, timeout_seconds=30):
   from tfx.components import Pusher  # pylint: disable=g-import-not-at-top
   from tfx.dsl.components.common.importer import Importer  # pylint: disable=g-import-not-at-top
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
@@ -50,7 +50,7 @@ def _pipeline(tmp_path, api_url):
   gate = HumanReviewGate(
       model=model.outputs['result'], difficulty_report=report.outputs['result'],
       evaluation=evaluation.outputs['result'], backend='slack', approvers=[ALICE],
-      slack_channel='C0REVIEW', slack_api_url=api_url, timeout_seconds=30,
+      slack_channel='C0REVIEW', slack_api_url=api_url, timeout_seconds=timeout_seconds,
       poll_interval_seconds=0.2)
   pusher = Pusher(
       model=model.outputs['result'], model_blessing=gate.outputs['blessing'],
@@ -59,7 +59,7 @@ def _pipeline(tmp_path, api_url):
               base_directory=str(tmp_path / 'serving'))))
   return tfx_pipeline.Pipeline(
       pipeline_name='digits_audit', pipeline_root=str(tmp_path / 'root'),
-      components=[model, report, evaluation, gate, pusher], enable_cache=False,
+      components=[model, report, evaluation, gate, pusher], enable_cache=enable_cache,
       metadata_connection_config=metadata.sqlite_metadata_connection_config(
           str(tmp_path / 'metadata.sqlite')))
 
@@ -100,7 +100,7 @@ def test_pusher_pushes_only_after_approval(tmp_path, token, caplog, capfd):
     assert _props(_latest(store, 'PushedModel'))['pushed'] == 0
     assert not serving.exists() or not os.listdir(serving)
 
-    slack.auto_replies = [(ALICE, 'approve relabelled and checked')]
+    slack.auto_replies = [(ALICE, 'approve: relabelled and checked')]
     LocalDagRunner().run(_pipeline(tmp_path, slack.api_url))
     approved = _props(_latest(store, 'ModelBlessing'))
     assert (approved['blessed'], approved['review_decision'], approved['reviewer']) == (
@@ -137,6 +137,52 @@ def test_pusher_pushes_only_after_approval(tmp_path, token, caplog, capfd):
         assert token.encode() not in f.read(), os.path.join(folder, name)
       checked += 1
   assert checked > 10 and os.path.getsize(db) > 0
+
+
+def _gate_executions(store):
+  types = [t.name for t in store.get_execution_types() if t.name.endswith('HumanReviewGate')]
+  return sorted((e for name in types for e in store.get_executions_by_type(name)),
+                key=lambda e: e.id)
+
+
+def test_cache_never_serves_a_timeout_and_may_serve_an_approval(tmp_path, token):
+  """With caching on and the same model and report: a timeout is asked again, an approval kept."""
+  from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  db = str(tmp_path / 'metadata.sqlite')
+
+  with FakeSlack(token) as slack:
+    LocalDagRunner().run(_pipeline(tmp_path, slack.api_url, enable_cache=True,
+                                   timeout_seconds=2))
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
+    timed_out = _latest(store, 'ModelBlessing')
+    props = _props(timed_out)
+    assert (props['blessed'], props['review_decision']) == (0, 'timeout')
+    assert props['review_cache'] == 'not reusable: with caching on, the next run asks again'
+
+    # Same inputs, same parameters: TFX would reuse the timeout; the gate asks again instead.
+    slack.auto_replies = [(ALICE, 'approve: checked on the second run')]
+    LocalDagRunner().run(_pipeline(tmp_path, slack.api_url, enable_cache=True,
+                                   timeout_seconds=2))
+    approved = _latest(store, 'ModelBlessing')
+    props = _props(approved)
+    assert approved.id != timed_out.id
+    assert (props['blessed'], props['review_decision'], props['reviewer']) == (
+        1, 'approved', ALICE)
+    assert props['review_cache'] == ('reusable: with caching on, TFX may reuse this approval for '
+                                     'the same model and report')
+    assert len(slack.top_level_posts()) == 2
+
+    # Once more: the approval of this model and report comes from the cache; nobody is asked.
+    LocalDagRunner().run(_pipeline(tmp_path, slack.api_url, enable_cache=True,
+                                   timeout_seconds=2))
+    assert _latest(store, 'ModelBlessing').id == approved.id
+    assert len(slack.top_level_posts()) == 2
+    states = [e.last_known_state for e in _gate_executions(store)]
+    assert states == [metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.COMPLETE,
+                      metadata_store_pb2.Execution.CACHED]
 
 
 def test_runs_refuses_a_missing_database(tmp_path):

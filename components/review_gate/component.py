@@ -15,27 +15,39 @@ Wiring:
 The output `blessing` is a standard ModelBlessing (`blessed` = 1/0, a BLESSED or NOT_BLESSED
 file, `current_model`/`current_model_id`) with the review on it as custom properties:
 review_decision, reviewer, review_comment, reviewed_at, review_backend, review_reason,
-review_id, slack_channel, slack_thread_ts. Only an approval blesses; a timeout, a rejection,
-an error or an upstream NOT_BLESSED all give NOT_BLESSED.
+review_id, slack_channel, slack_thread_ts, review_cache, review_cache_key. Only an approval
+blesses; a timeout, a rejection, an error or an upstream NOT_BLESSED all give NOT_BLESSED.
+
+With caching on, TFX may hand out an earlier approval (or rejection) of the same model and
+report again, and its `review_cache` property says so; a timeout or an error is never reused:
+ReviewGateDriver gives such an execution a cache key no later run asks for.
 
 The Evaluator's blessing comes in through the argument `blessing` and is stored under the
 input key `model_blessing`: TFX needs input and output names to differ, and the output keeps
 the name `blessing` that the Evaluator's output has.
 """
 
+import hashlib
 import json
-from typing import Any, Dict, List, Optional
+import secrets
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from absl import logging
+from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import base_driver
 from tfx.dsl.components.base import executor_spec
+from tfx.proto.orchestration import driver_output_pb2
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.review_gate import auto_policy as auto_policy_lib
+from components.review_gate import decision as decision_lib
 from components.review_gate import executor
 from components.review_gate import review_summary
+from components.review_gate import slack_backend
 from components.vog.artifacts import DifficultyReport
 
 BACKENDS = ('slack', 'local', 'auto')
@@ -56,6 +68,8 @@ class HumanReviewGateSpec(types.ComponentSpec):
       'report_url_template': ExecutionParameter(type=str, optional=True),
       'auto_policy': ExecutionParameter(type=str, optional=True),  # JSON object
       'reviews_dir': ExecutionParameter(type=str, optional=True),
+      # Set at run time by ReviewGateDriver, never by hand: part of TFX's cache key.
+      executor.CACHE_KEY_PROPERTY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       'model': ChannelParameter(type=standard_artifacts.Model),
@@ -69,11 +83,87 @@ class HumanReviewGateSpec(types.ComponentSpec):
   }
 
 
+class ReviewGateDriver(base_driver.BaseDriver):
+  """Keeps a timeout or an error out of TFX's cache, and lets a decision be reused.
+
+  TFX reuses an execution's outputs when the inputs and the parameters are the same. For the
+  gate that would hand out an old timeout (or Slack outage) forever. So before the cache is
+  looked up, this driver sets the parameter `review_cache_key`: the key of the newest earlier
+  outcome of this gate for the same input artifacts if that outcome was a decision
+  (decision.REUSABLE: approved, rejected, not blessed upstream), otherwise a new random key
+  that no earlier execution had. The executor writes the key onto the blessing, so the next
+  driver finds it. Keys look like `<inputs hash>/<random>`.
+
+  It runs under the portable launcher (LocalDagRunner, BeamDagRunner) through `run` and under
+  the Airflow runner's launcher through `resolve_input_artifacts`. Kubeflow Pipelines v2 and
+  Vertex AI run no custom driver and cache by their own rules.
+  """
+
+  def run(self, execution_info) -> driver_output_pb2.DriverOutput:
+    """Portable launcher: returns the cache key as an execution property."""
+    with self._metadata_handle as m:
+      key = cache_key(m.store, execution_info.input_dict, execution_info.pipeline_info.id,
+                      execution_info.pipeline_node.node_info.id)
+    output = driver_output_pb2.DriverOutput()
+    output.exec_properties[executor.CACHE_KEY_PROPERTY].string_value = key
+    return output
+
+  def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+    """Airflow's launcher: notes the node ID for `resolve_input_artifacts`."""
+    self._component_id = component_info.component_id
+    return super().resolve_exec_properties(exec_properties, pipeline_info, component_info)
+
+  def resolve_input_artifacts(self, input_dict, exec_properties, driver_args, pipeline_info):
+    """Airflow's launcher: resolves the inputs, then sets the key before the cache lookup."""
+    artifacts = super().resolve_input_artifacts(input_dict, exec_properties, driver_args,
+                                                pipeline_info)
+    exec_properties[executor.CACHE_KEY_PROPERTY] = cache_key(
+        self._metadata_handle.store, artifacts, pipeline_info.pipeline_name,
+        getattr(self, '_component_id', ''))
+    return artifacts
+
+
+def cache_key(store, input_artifacts: Mapping[str, Sequence[types.Artifact]], pipeline: str,
+              node_id: str) -> str:
+  """The `review_cache_key` for a gate execution with these inputs (see ReviewGateDriver).
+
+  Args:
+    store: the ML Metadata store the pipeline writes to.
+    input_artifacts: the resolved inputs, key -> artifacts.
+    pipeline: the pipeline's name.
+    node_id: the gate's node ID.
+
+  Returns:
+    The key of the newest earlier reusable outcome of this gate for these inputs, or a new one.
+  """
+  parts = [pipeline, node_id] + [f'{key}:{",".join(str(a.id) for a in input_artifacts[key])}'
+                                 for key in sorted(input_artifacts)]
+  prefix = hashlib.sha256('\n'.join(parts).encode('utf-8')).hexdigest()[:16] + '/'
+  newest = None
+  for blessing in store.get_artifacts_by_type(standard_artifacts.ModelBlessing.TYPE_NAME):
+    props = blessing.custom_properties
+    key = props[executor.CACHE_KEY_PROPERTY].string_value if (
+        executor.CACHE_KEY_PROPERTY in props) else ''
+    decided = props['review_decision'].string_value if 'review_decision' in props else ''
+    if (key.startswith(prefix) and decided in decision_lib.REUSABLE
+        and blessing.state == metadata_store_pb2.Artifact.LIVE
+        and (newest is None or blessing.id > newest[0])):
+      newest = (blessing.id, key, decided)
+  if newest:
+    logging.info('HumanReviewGate: the same inputs were %s before (blessing #%d); TFX may reuse '
+                 'that outcome', newest[2], newest[0])
+    return newest[1]
+  logging.info('HumanReviewGate: no earlier decision on these inputs; asking afresh, out of '
+               "TFX's cache")
+  return prefix + secrets.token_hex(8)
+
+
 class HumanReviewGate(base_component.BaseComponent):
   """Blesses a model only when a listed approver (or the written policy) says so."""
 
   SPEC_CLASS = HumanReviewGateSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  DRIVER_CLASS = ReviewGateDriver
 
   def __init__(self,
                model: types.BaseChannel,
@@ -99,27 +189,34 @@ class HumanReviewGate(base_component.BaseComponent):
       evaluation: optional Evaluator `evaluation`; overall and `vog_bucket=hard` accuracy.
       backend: `slack` (a message answered in its thread or by reaction), `local` (a review
         on disk answered with `vog-audit review`), or `auto` (`auto_policy` decides).
-      approvers: who may decide: Slack user IDs (U0123...) for `slack`, names given to
-        `--by` for `local`. Required for both; others are ignored and logged.
-      timeout_seconds: how long the review may take in all (posting, retries, waiting);
-        after that the model is NOT_BLESSED.
+      approvers: who may decide: Slack user IDs (U0123ABCD, or W... on Enterprise Grid) for
+        `slack`, names given to `--by` for `local`. Required for both; others are ignored and
+        logged. The gate checks every decision against this list when it reads it.
+      timeout_seconds: how long the review may take in all (posting, retries, waiting),
+        counted from when it is first opened: a retried execution keeps that deadline, and an
+        answer after it does not count. After it the model is NOT_BLESSED.
       poll_interval_seconds: how often the thread or the review file is read.
       slack_channel: channel ID (or name the bot can post to) for `slack`.
       slack_token_env: environment variable that holds the bot token at run time; the
         token itself is never a parameter, so it never reaches ML Metadata.
       slack_api_url: Slack Web API base URL, for Slack-compatible endpoints; default Slack's.
+        Must be https:// (the token goes with every call); http:// only to a loopback address.
       report_url_template: link to the review page, with placeholders from
         `review_summary.REPORT_URL_FIELDS` (e.g. `{report_id}`); default the file path.
       auto_policy: thresholds for `auto`, rules from `auto_policy.RULES`, e.g.
         `{"max_flagged_share": 0.15, "min_hard_accuracy": 0.6}`.
       reviews_dir: where pending reviews are written; default `<pipeline_root>/reviews`.
-        It must be a local or mounted path (on Vertex, e.g. `/gcs/<bucket>/reviews`):
-        reviews need file locks and atomic renames, which object stores lack.
+        It must be a folder on a local disk or a POSIX network file system (NFSv4) that the
+        gate and every reviewer reach: reviews need file locks and atomic renames, which
+        object stores and their FUSE mounts lack. Whoever can write it can write a review
+        record, so the gate verifies every decision it reads back (see the threat model in
+        the README).
 
     Raises:
-      ValueError: an unknown backend, a Slack gate without channel or approvers, a local
-        gate without approvers, an auto gate without a valid policy, a non-positive time, or
-        a report URL template with unknown placeholders.
+      ValueError: an unknown backend, a Slack gate without channel or approvers, Slack
+        approvers that are not user IDs, a `slack_api_url` that is not https:// (loopback
+        excepted), a local gate without approvers, an auto gate without a valid policy, a
+        non-positive time, or a report URL template with unknown placeholders.
     """
     if backend not in BACKENDS:
       raise ValueError(f'backend {backend!r} is not one of {", ".join(BACKENDS)}')
@@ -130,6 +227,10 @@ class HumanReviewGate(base_component.BaseComponent):
                           else 'the names they pass to --by') + ')')
     if backend == 'slack' and not slack_channel:
       raise ValueError('backend="slack" needs slack_channel (a channel ID like C0123ABCD)')
+    if backend == 'slack':
+      slack_backend.check_approvers(approvers)
+    if slack_api_url is not None:
+      slack_backend.check_api_url(slack_api_url)
     if backend == 'auto':
       auto_policy = auto_policy_lib.check_policy(auto_policy)
     elif auto_policy:

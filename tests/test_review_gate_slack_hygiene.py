@@ -1,0 +1,206 @@
+"""Slack settings checked before anything is sent, complete reactions, a deadline that holds.
+
+Approver ids must look like Slack user ids, the API URL must be https (loopback excepted, for
+tests and tunnels), reactions are read with `full=True`, and the deadline is fixed when the
+review is first opened: a retried execution keeps it, and an answer after it does not count.
+"""
+
+import logging as py_logging
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from slack_server import FakeSlack
+import test_review_gate_support as support
+
+from components.review_gate import review_store
+
+ALICE, BOB = 'U0ALICE', 'U0BOB'
+
+
+@pytest.fixture
+def token(monkeypatch):
+  value = 'xoxb-' + secrets.token_hex(12)
+  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
+  return value
+
+
+@pytest.fixture
+def slack(token):
+  with FakeSlack(token) as server:
+    yield server
+
+
+def _gate(**kwargs):
+  from tfx.types import channel_utils, standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components import HumanReviewGate  # pylint: disable=g-import-not-at-top
+  from components.vog.artifacts import DifficultyReport  # pylint: disable=g-import-not-at-top
+  model = channel_utils.as_channel([standard_artifacts.Model()])
+  report = channel_utils.as_channel([DifficultyReport()])
+  kwargs.setdefault('backend', 'slack')
+  kwargs.setdefault('slack_channel', 'C0REVIEW')
+  return HumanReviewGate(model=model, difficulty_report=report, **kwargs)
+
+
+def _review(blessing):
+  return {name: blessing.get_string_custom_property(name)
+          for name in ('review_decision', 'reviewer', 'review_reason', 'slack_thread_ts')}
+
+
+@pytest.mark.parametrize('approvers, bad', [
+    (['u0alice'], 'u0alice'),
+    ([ALICE, 'alice@example.com'], 'alice@example.com'),
+    (['<@U0ALICE>'], '<@U0ALICE>'),
+    (['C0REVIEW'], 'C0REVIEW'),
+])
+def test_approvers_must_be_slack_user_ids(approvers, bad):
+  with pytest.raises(ValueError) as raised:
+    _gate(approvers=approvers)
+  assert str(raised.value) == (
+      f'approver {bad!r} is not a Slack user ID: backend="slack" needs IDs like U0123ABCD '
+      '(a U or W and capital letters and digits; in Slack, open the profile, then ... > Copy '
+      'member ID)')
+
+
+def test_slack_user_ids_are_accepted_and_local_names_are_free():
+  assert _gate(approvers=[ALICE, 'W012ABCDEF']).exec_properties['approvers'] == (
+      '["U0ALICE", "W012ABCDEF"]')
+  _gate(backend='local', slack_channel=None, approvers=['alice', 'Bob Smith'])
+
+
+@pytest.mark.parametrize('url', [
+    'http://example.com/api/', 'http://10.0.0.8:8080/api/', 'ftp://slack.com/api/',
+    'slack.com/api/', 'http://localhost.example.com/api/', 'https:///api/',
+])
+def test_slack_api_url_must_be_https_except_loopback(url):
+  with pytest.raises(ValueError) as raised:
+    _gate(approvers=[ALICE], slack_api_url=url)
+  assert str(raised.value).startswith(f'slack_api_url {url!r} ')
+  assert 'https://' in str(raised.value)
+
+
+@pytest.mark.parametrize('url', [
+    'https://slack.com/api/', 'https://slack.example.com:8443/api', 'http://127.0.0.1:8080/api/',
+    'http://127.0.0.2/api/', 'http://[::1]:9000/api/', 'http://localhost:8080/api/',
+])
+def test_https_and_loopback_urls_are_accepted(url):
+  _gate(approvers=[ALICE], slack_api_url=url)
+
+
+def test_executor_refuses_a_plain_http_url_to_another_host_before_sending_the_token(
+    tmp_path, token):
+  started = time.monotonic()
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url='http://example.com/api/', timeout_seconds=30.0), with_montage=False)
+  assert time.monotonic() - started < 10
+  review = _review(blessing)
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert review['review_decision'] == 'error'
+  assert "slack_api_url 'http://example.com/api/' " in review['review_reason']
+  assert 'https://' in review['review_reason']
+
+
+def test_executor_refuses_approvers_that_are_not_user_ids(tmp_path, slack):
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=slack.api_url, approvers=['u0alice', ALICE]), with_montage=False)
+  review = _review(blessing)
+  assert review['review_decision'] == 'error'
+  assert "approver 'u0alice' is not a Slack user ID" in review['review_reason']
+  assert not slack.calls
+
+
+def test_reactions_are_read_in_full(tmp_path, slack):
+  """Slack shortens a reaction's user list unless asked for all of it; Alice reacted third."""
+  slack.auto_reactions = [('white_check_mark', 'U0EVE'), ('white_check_mark', 'U0MALLORY'),
+                          ('white_check_mark', ALICE)]
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=slack.api_url, timeout_seconds=2.0), with_montage=False)
+  review = _review(blessing)
+  assert (review['review_decision'], review['reviewer']) == ('approved', ALICE)
+  assert all(c['params'].get('full') in ('1', 'true')
+             for c in slack.calls_to('reactions.get'))
+
+
+_CRASHING_GATE = textwrap.dedent('''
+    import sys
+    sys.path[:0] = [{tests!r}, {repo!r}]
+    import test_review_gate_support as support
+    support.run_gate({root!r}, support.gate_properties(
+        slack_api_url={url!r}, timeout_seconds={timeout!r}, poll_interval_seconds=0.2),
+        with_montage=False)
+''')
+
+
+def _start_and_kill(tmp_path, slack, timeout):
+  """Runs the gate in a process and kills it once it waits, like a preempted worker."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = _CRASHING_GATE.format(tests=os.path.join(repo, 'tests'), repo=repo,
+                                 root=str(tmp_path), url=slack.api_url, timeout=timeout)
+  first = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 60
+    while not slack.calls_to('conversations.replies') and time.monotonic() < deadline:
+      assert first.poll() is None, 'the first execution ended before it was waiting'
+      time.sleep(0.05)
+  finally:
+    first.kill()
+    first.wait()
+  [pending] = review_store.ReviewStore(str(tmp_path / 'reviews')).list()
+  return pending
+
+
+def test_deadline_is_kept_when_a_retried_execution_resumes(tmp_path, slack, caplog):
+  caplog.set_level(py_logging.INFO)
+  pending = _start_and_kill(tmp_path, slack, timeout=4.0)
+  opened = time.time()
+  [thread_ts] = slack.threads()
+  # The answer comes after the deadline set when the review was opened.
+  while time.time() < pending['deadline_at'] + 0.5:
+    time.sleep(0.1)
+  slack.reply(thread_ts, ALICE, 'approve')
+
+  from components.review_gate import executor  # pylint: disable=g-import-not-at-top,unused-import
+  started = time.monotonic()  # imports done: what is timed is the review
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=slack.api_url, timeout_seconds=60.0), with_montage=False)
+  assert time.monotonic() - started < 10  # not another 60 seconds
+  review = _review(blessing)
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert review['review_decision'] == 'timeout'
+  assert review['slack_thread_ts'] == thread_ts
+  assert 'no decision from an approver within 4s' in review['review_reason']
+  assert pending['deadline_at'] - opened < 4.0 + 1e-6
+
+
+def test_an_answer_before_the_deadline_counts_after_a_resume_past_it(tmp_path, slack):
+  """Alice answered in time; the gate was down and comes back after the deadline."""
+  pending = _start_and_kill(tmp_path, slack, timeout=3.0)
+  [thread_ts] = slack.threads()
+  slack.reply(thread_ts, ALICE, 'approve: checked while the gate was down')
+  while time.time() < pending['deadline_at'] + 0.5:
+    time.sleep(0.1)
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=slack.api_url, timeout_seconds=60.0), with_montage=False)
+  review = _review(blessing)
+  assert (review['review_decision'], review['reviewer']) == ('approved', ALICE)
+
+
+def test_token_stays_out_of_debug_logs(tmp_path, slack, token, caplog, capfd):
+  """With every logger at DEBUG (slack_sdk's request lines included), the token is not printed."""
+  caplog.set_level(py_logging.DEBUG)
+  py_logging.getLogger('slack_sdk').setLevel(py_logging.DEBUG)
+  slack.fail('conversations.replies', status=503)
+  slack.fail('reactions.get', status=429, headers={'Retry-After': '0'})
+  slack.auto_replies = [(ALICE, 'approve')]
+  blessing = support.run_gate(str(tmp_path), support.gate_properties(
+      slack_api_url=slack.api_url, timeout_seconds=20.0))
+  assert blessing.get_int_custom_property('blessed') == 1
+  out, err = capfd.readouterr()
+  assert any('Sending a request' in r.getMessage() for r in caplog.records)
+  assert token not in out + err + caplog.text
