@@ -503,7 +503,7 @@ class SlackReview:
       if verdict is None:
         if why and user in self.approvers:
           self._note(ts, 'Ignoring a reply by %s in the review thread (ts %s): %s: %r', user, ts,
-                     why, message.get('text', ''))
+                     why, self._redact(message.get('text', '')))
         continue
       if user not in self.approvers:
         self._note(ts, 'Ignoring "%s" from %s in the review thread: not a listed approver',
