@@ -1,6 +1,7 @@
 """The pipeline factory: component ids, wiring, Evaluator slices and thresholds, ML Metadata."""
 
 import json
+import os
 
 import pytest
 import tensorflow_model_analysis as tfma
@@ -98,15 +99,19 @@ def test_evaluator_slices_and_both_thresholds(built):
   assert not accuracy.HasField('threshold')
 
 
-def test_mysql_metadata_takes_the_password_from_the_environment(tmp_path):
+def test_mysql_metadata_takes_the_password_from_the_environment(tmp_path, monkeypatch):
+  monkeypatch.delenv('MYSQL_PWD', raising=False)
   metadata = MetadataConfig(mysql_host='mlmd.internal', mysql_port=3307,
                             mysql_database='vog', mysql_user='auditor')
-  config = metadata.connection_config({'VOG_AUDIT_MYSQL_PASSWORD': 's3cret'})
+  config = metadata.connection_config()
+  # The connection config is compiled into the IR and logged: it never holds the password.
   assert (config.mysql.host, config.mysql.port, config.mysql.database,
           config.mysql.user, config.mysql.password) == (
-              'mlmd.internal', 3307, 'vog', 'auditor', 's3cret')
+              'mlmd.internal', 3307, 'vog', 'auditor', '')
+  assert metadata.export_password({'VOG_AUDIT_MYSQL_PASSWORD': 's3cret'})
+  assert os.environ['MYSQL_PWD'] == 's3cret' and not metadata.export_password({})
   pipeline = audit_pipeline.create_pipeline(
-      _config(tmp_path, metadata=metadata), metadata.connection_config({}))
+      _config(tmp_path, metadata=metadata), metadata.connection_config())
   assert pipeline.metadata_connection_config.mysql.host == 'mlmd.internal'
   assert not pipeline.metadata_connection_config.mysql.password
 
@@ -142,7 +147,7 @@ def test_config_from_env():
     (lambda t: PipelineConfig.from_env({'VOG_AUDIT_HOME': '/x',
                                         'VOG_AUDIT_REVIEW_TIMEOUT': 'soon'}),
      "VOG_AUDIT_REVIEW_TIMEOUT='soon' is not a number of seconds"),
-    (lambda t: MetadataConfig(mysql_host='db').connection_config({}),
+    (lambda t: MetadataConfig(mysql_host='db').connection_config(),
      'MySQL ML Metadata at db needs a database name'),
     (lambda t: PipelineConfig.from_env({}), 'set VOG_AUDIT_HOME'),
     (lambda t: PipelineConfig.from_env({'VOG_AUDIT_HOME': '/x',

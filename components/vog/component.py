@@ -71,7 +71,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
   Outputs `scored_examples` (the input splits, each example with vog_score, vog_raw,
   vog_percentile, vog_decile, vog_bucket, vog_flagged, vog_target_class and
   example_id added) for the Evaluator to slice on, and `difficulty_report`
-  (summary.json, flagged.jsonl, quarantine.jsonl, report.html) for people and the
+  (summary.json, flagged.jsonl, quarantine shards, report.html) for people and the
   HumanReviewGate; the report's ML Metadata custom properties hold the headline
   counts and settings. Beam runner and workers come from `beam_pipeline_args`
   (`.with_beam_pipeline_args([...])` or the pipeline's).
@@ -119,7 +119,9 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
       example_id_key: feature holding example ids; fingerprints are used without it
         ['example_id'].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
-        and/or `custom_objects` for custom layers.
+        and/or `custom_objects` for custom layers. Trusted code: it is imported in the
+        executor process and in every Beam worker, and its custom_objects run while
+        checkpoints load and score.
       settings: every setting above at once, as a VogSettings; give either this or
         the separate settings, not both.
 
