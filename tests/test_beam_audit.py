@@ -225,8 +225,9 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
     assert cli_rows[key]['vog_score'] == pytest.approx(row['vog_score'], rel=1e-5, abs=1e-7)
     assert cli_rows[key]['vog_flagged'] == row['vog_flagged']
   report_dir = tmp_path / 'cli' / 'difficulty_report'
-  for name in ('summary.json', 'flagged.jsonl', 'quarantine-00000-of-00001.jsonl',
-               'report.html', 'flagged_examples.tfrecord', 'flagged.png'):
+  for name in ('summary.json', 'flagged.jsonl', 'quarantine-00000-of-00002.jsonl',
+               'quarantine-00001-of-00002.jsonl', 'report.html', 'flagged_examples.tfrecord',
+               'flagged.png'):
     assert (report_dir / name).exists(), name
 
   # The page can be rebuilt from the report folder alone.

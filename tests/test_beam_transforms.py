@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
   return root, records
 
 
-def test_read_records_with_position_numbers_every_copy_and_reports_damage(tmp_path):
+def test_read_record_batches_numbers_every_copy_and_reports_damage(tmp_path):
   a = fixtures.write_records(str(tmp_path / 'a.gz'), [b'x', b'x', b'y'])
   b = fixtures.write_records(str(tmp_path / 'b'), [b'x'], gzip=False)
   full = fixtures.write_records(str(tmp_path / 'c'), [b'first', b'second'], gzip=False)
@@ -50,13 +50,13 @@ def test_read_records_with_position_numbers_every_copy_and_reports_damage(tmp_pa
   files = [InputFile('train', 0, a, 'GZIP'), InputFile('train', 1, b, 'UNCOMPRESSED'),
            InputFile('eval', 0, cut, 'UNCOMPRESSED')]
   with TestPipeline() as p:
-    read = (p | beam.Create(files) | beam_audit.ReadRecordsWithPosition())
-    assert_that(read.records, equal_to([
-        InputRecord('train', 0, 0, b'x'), InputRecord('train', 0, 1, b'x'),
-        InputRecord('train', 0, 2, b'y'), InputRecord('train', 1, 0, b'x'),
-        InputRecord('eval', 0, 0, b'first')]), label='records')
-    file_rows = read.files | beam.Map(lambda f: (f.split, f.file_index, f.records,
-                                                 f.damage is not None))
+    read = (p | beam.Create(files) | beam_audit.ReadRecordBatches(batch_size=2))
+    assert_that(read['batches'], equal_to([
+        [InputRecord('train', 0, 0, b'x'), InputRecord('train', 0, 1, b'x')],
+        [InputRecord('train', 0, 2, b'y')], [InputRecord('train', 1, 0, b'x')],
+        [InputRecord('eval', 0, 0, b'first')]]), label='batches')
+    file_rows = read['files'] | beam.Map(lambda f: (f.split, f.file_index, f.records,
+                                                    f.damage is not None))
     assert_that(file_rows, equal_to([('train', 0, 3, False), ('train', 1, 1, False),
                                      ('eval', 0, 1, True)]), label='files')
 
@@ -71,17 +71,17 @@ def test_parse_and_score_quarantines_bad_records_and_scores_the_rest(trained):
   inputs = [InputRecord('train', 0, i, r) for i, r in enumerate(records[:20])]
   inputs.append(InputRecord('train', 0, 20, records[0]))  # an exact copy
   inputs.append(InputRecord('train', 0, 21, b'\x00not an example'))
+  batches = [inputs[i:i + 8] for i in range(0, len(inputs), 8)]
   with TestPipeline() as p:
-    out = (p | beam.Create(inputs)
-           | beam_audit.ParseAndScore(scorer, parser, batch_size=8))
-    assert_that(out.scored | beam.Map(lambda s: (s.record_index, s.example_id)),
+    out = p | beam.Create(batches) | beam_audit.ParseAndScore(scorer, parser)
+    assert_that(out['scored'] | beam.Map(lambda s: (s.record_index, s.example_id)),
                 equal_to([(i, f'id-{i}') for i in range(20)] + [(20, 'id-0')]),
                 label='scored')
-    assert_that(out.scored | beam.Filter(lambda s: s.record_index in (0, 20))
+    assert_that(out['scored'] | beam.Filter(lambda s: s.record_index in (0, 20))
                 | beam.Map(lambda s: round(s.vog_raw, 7)) | beam.combiners.Count.PerElement()
                 | beam.Map(lambda kv: kv[1]),
                 equal_to([2]), label='copies score alike')
-    assert_that(out.quarantine | beam.Map(lambda q: (q.record_index, q.kind)),
+    assert_that(out['quarantined'] | beam.Map(lambda q: (q.record_index, q.kind)),
                 equal_to([(21, 'unparsable record')]), label='quarantine')
 
 
@@ -92,7 +92,7 @@ def test_normalize_per_class_matches_the_numpy_oracle():
   rows = [_scored('train', i, float(raw[i]), int(classes[i])) for i in range(40)]
   expected = normalize_scores(raw, classes, 'class')
   with TestPipeline() as p:
-    normalized, stats = p | beam.Create(rows) | beam_audit.NormalizePerClass('class')
+    normalized, stats = p | beam.Create(rows) | beam_audit.NormalizePerClass('class', [('train', 0)])
     assert_that(normalized | beam.Map(lambda s: (s.record_index, round(s.vog_score, 9))),
                 equal_to([(i, round(float(expected[i]), 9)) for i in range(40)]),
                 label='scores')
@@ -105,7 +105,8 @@ def test_assign_percentiles_places_scores_within_their_split():
   rows = ([_scored('train', i, 0.0, vog_score=float(i)) for i in range(100)] +
           [_scored('eval', i, 0.0, vog_score=1000.0 + i) for i in range(10)])
   with TestPipeline() as p:
-    placed = p | beam.Create(rows) | beam_audit.AssignPercentiles([50.0, 90.0])
+    placed = p | beam.Create(rows) | beam_audit.AssignPercentiles([50.0, 90.0],
+                                                                [('train', 0), ('eval', 0)])
     assert_that(placed | beam.Map(lambda s: (s.split, s.record_index, s.vog_decile,
                                              s.vog_bucket)),
                 equal_to([('train', i, percentiles.decile_of(100 * i / 99),
@@ -120,7 +121,7 @@ def test_flag_for_review_ranks_identical_scores_one_by_one():
   rows = [_scored('train', i, 0.0, vog_score=5.0) for i in range(3)]
   rows += [_scored('train', 3 + i, 0.0, vog_score=float(i)) for i in range(5)]
   with TestPipeline() as p:
-    flagged = p | beam.Create(rows) | beam_audit.FlagForReview(4)
+    flagged = p | beam.Create(rows) | beam_audit.FlagForReview(4, [('train', 0)])
     assert_that(flagged | beam.Filter(lambda s: s.vog_flagged)
                 | beam.Map(lambda s: (s.record_index, s.review_rank)),
                 equal_to([(0, 1), (1, 2), (2, 3), (7, 4)]))
@@ -139,11 +140,12 @@ def test_write_scored_examples_zips_by_position_and_counts_what_it_wrote(tmp_pat
     written = ({'files': p | 'F' >> beam.Create(files),
                 'scored': p | 'S' >> beam.Create(scored),
                 'quarantined': p | 'Q' >> beam.Create(quarantined)}
-               | beam_writers.WriteScoredExamples(out_dir, ['train'], 'example_id'))
+               | beam_writers.WriteScoredExamples(out_dir, {'train': 1}, 'example_id'))
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 3, 1, 0)]),
                 label='written')
     assert_that(written['flagged'] | beam.Map(lambda pair: pair[0].record_index),
                 equal_to([1]), label='flagged')
+  assert os.listdir(os.path.join(out_dir, 'Split-train')) == ['data_tfrecord-00000-of-00001.gz']
   out = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(
       tf.io.gfile.glob(os.path.join(out_dir, 'Split-train', '*.gz')), 'GZIP')]
   assert len(out) == 3  # every copy is its own example
@@ -156,7 +158,7 @@ def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
     written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
                 'scored': p | 'S' >> beam.Create([_scored('train', 0, 0.1)]),
                 'quarantined': p | 'Q' >> beam.Create([]).with_output_types(Quarantined)}
-               | beam_writers.WriteScoredExamples(str(tmp_path / 'out'), ['train'],
+               | beam_writers.WriteScoredExamples(str(tmp_path / 'out'), {'train': 1},
                                                   'example_id'))
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 1, 0, 1)]))
 
@@ -208,7 +210,8 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
   work = str(tmp_path)
   with TestPipeline() as p:
     _ = ({k: p | k >> beam.Create(v) for k, v in inputs.items()}
-         | beam_writers.WriteDifficultyReport(work, ['train'], {'format_version': 2}))
+         | beam_writers.WriteDifficultyReport(work, ['train'], {'format_version': 2},
+                                              {('train', 0): 0}, 1))
   summary = json.load(open(os.path.join(work, beam_writers.SUMMARY_WORK_FILE)))
   assert summary['counts'] == {'seen': 2, 'scored': 1, 'quarantined': 1, 'flagged': 1}
   flagged = [json.loads(l) for l in open(os.path.join(work, beam_writers.FLAGGED_RECORDS_FILE))]
@@ -250,3 +253,14 @@ def test_batch_parsing_agrees_with_record_by_record_parsing(trained):
     assert good.labels == [e.label for _, e in expected_good]
     np.testing.assert_array_equal(
         good.inputs['image'], np.stack([e.inputs['image'] for _, e in expected_good]))
+
+
+def test_apply_global_value_reaches_every_file_once():
+  rows = [_scored('train', i, 0.0)._replace(file_index=i % 3) for i in range(9)]
+  with TestPipeline() as p:
+    value = p | 'V' >> beam.Create([{'offset': 10}])
+    out = (p | 'R' >> beam.Create(rows)
+           | beam_audit.ApplyGlobalValue(value, lambda s, v: s.record_index + v['offset'],
+                                         [('train', 0), ('train', 1), ('train', 2),
+                                          ('eval', 0)]))
+    assert_that(out, equal_to([10 + i for i in range(9)]))

@@ -110,7 +110,9 @@ def test_report_registered_in_ml_metadata(pipeline_run):
   assert {k: props[k] for k in HEADLINE} == {
       'target': 'loss', 'label_mode': 'label', 'normalize': 'class',
       'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 25}
-  for name in ('summary.json', 'flagged.jsonl', 'quarantine.jsonl', 'report.html'):
+  # One quarantine shard per input file (a file for each of the two splits).
+  for name in ('summary.json', 'flagged.jsonl', 'quarantine-00000-of-00002.jsonl',
+               'quarantine-00001-of-00002.jsonl', 'report.html'):
     assert os.path.exists(os.path.join(report.uri, name)), name
   summary = json.loads(open(os.path.join(report.uri, 'summary.json')).read())
   assert summary['splits']['eval']['seen'] == NUM_EXAMPLES - 180

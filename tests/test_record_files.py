@@ -70,3 +70,21 @@ def test_gzip_of_garbage_is_damage(tmp_path):
     f.write(b'\x01' * 40)
   _, error = _damaged(path, 'GZIP')
   assert error.record_index == 0
+
+
+def test_atomic_file_writes_whole_files_even_empty_ones(tmp_path):
+  path = str(tmp_path / 'sub' / 'out.gz')
+  with record_files.AtomicFile(path, gzip_level=1) as out:
+    for r in RECORDS:
+      out.write(record_files.frame(r))
+  assert list(record_files.read_records(path, 'GZIP')) == list(enumerate(RECORDS))
+  assert [r.numpy() for r in tf.data.TFRecordDataset(path, 'GZIP')] == RECORDS
+  empty = str(tmp_path / 'empty.jsonl')
+  with record_files.AtomicFile(empty):
+    pass
+  assert open(empty, 'rb').read() == b''
+  with pytest.raises(RuntimeError):
+    with record_files.AtomicFile(str(tmp_path / 'never')) as out:
+      out.write(b'half')
+      raise RuntimeError('the writer dies')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.jsonl', 'sub']

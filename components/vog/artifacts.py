@@ -4,7 +4,7 @@ from tfx.types import artifact
 
 
 class DifficultyReport(artifact.Artifact):
-  """A VoG audit's findings: summary.json, flagged.jsonl, quarantine.jsonl, report.html.
+  """A VoG audit's findings: summary.json, flagged.jsonl, quarantine shards, report.html.
 
   Headline counts are integer custom properties: seen, scored, quarantined, flagged.
   """

@@ -2,7 +2,7 @@
 
 The TFX executor and `vog-audit score` both call `plan_audit` then `run_audit`, so the
 component and the command line share one code path. Configuration problems fail in
-`plan_audit`, before Beam starts; per-example problems go to quarantine.jsonl.
+`plan_audit`, before Beam starts; per-example problems go to the quarantine shards.
 """
 
 import datetime
@@ -248,18 +248,21 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
   all_files = [f for files in plan.split_files.values() for f in files]
+  shard_of = {(f.split, f.file_index): i for i, f in enumerate(all_files)}
 
   files = pipeline | 'ListInputFiles' >> beam.Create(all_files)
-  read = files | 'ReadRecords' >> beam_audit.ReadRecordsWithPosition(progress)
-  results = read.records | 'ScoreExamples' >> beam_audit.ScoreExamples(
-      settings, scorer_factory, parser_factory, progress)
+  read = files | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
+  results = read['batches'] | 'ScoreExamples' >> beam_audit.ScoreExamples(
+      settings, scorer_factory, parser_factory, list(shard_of), progress)
   written = ({'files': files, 'scored': results['scored'],
               'quarantined': results['quarantined']}
              | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(
-                 scored_examples_dir, splits, settings.example_id_key))
-  _ = (dict(results, files_read=read.files, **written)
+                 scored_examples_dir, {s: len(f) for s, f in plan.split_files.items()},
+                 settings.example_id_key))
+  # The report is written last: its summary waits for every other writer.
+  _ = (dict(results, files_read=read['files'], **written)
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
-           work_dir, splits, _summary_base(plan)))
+           work_dir, splits, _summary_base(plan), shard_of, len(all_files)))
   result = pipeline.run()
   result.wait_until_finish()
 
@@ -274,8 +277,8 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
         for d in summary['damaged_files'])
         + ' - nothing was published; rewrite the damaged files or leave them out')
   report_folder.publish(
-      report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)), summary,
-      flagged, records,
+      report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
+      len(all_files), summary, flagged, records,
       report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)
   counts = summary['counts']

@@ -43,6 +43,11 @@ def class_stats_tally(split: str, cls: int, stats: Tuple[int, float, float]) -> 
   return ('class_stats', split, cls) + tuple(stats)
 
 
+def flagged_file_tally() -> Tally:
+  """The flagged rows' file was written (it makes the summary wait for it)."""
+  return ('flagged_file', '')
+
+
 def written_tally(split: str, written: int, written_flagged: int, unmatched: int) -> Tally:
   return ('written', split, written, written_flagged, unmatched)
 
@@ -95,6 +100,8 @@ class AuditSummaryFn(beam.CombineFn):
       acc.bump(('quarantine_kind', split, tally[2]))
     elif kind == 'class_stats':
       acc.class_stats[(split, tally[2])] = tuple(tally[3:6])
+    elif kind == 'flagged_file':
+      pass
     elif kind == 'written':
       _, _, written, written_flagged, unmatched = tally
       acc.bump((WRITTEN, split), written)

@@ -1,19 +1,28 @@
 """The VoG audit's computation as Beam transforms.
 
-    files | ReadRecordsWithPosition -> {records, files_read}
-    records | ScoreExamples -> {scored, quarantined, class_stats}
+    files | ReadRecordBatches -> {batches, files}
+    batches | ScoreExamples -> {scored, quarantined, class_stats}
 
 ScoreExamples is ParseAndScore | NormalizePerClass | AssignPercentiles | FlagForReview.
 Checkpoints load once per worker (shared across threads); a batch goes through all K
-checkpoints before the next. Every global number that comes back as a side input is
-bounded: class statistics (splits x classes), quantiles (splits x 1001) and the flagged
-set (`inspection_budget`). Per-example scores never travel as a side input: they are
-keyed by the example's position (split, file, record index), which is also its
-identity, so copies of one record are different examples. The writers
-(beam_writers.py) join the scores back to the records by that position.
+checkpoints before the next. The global numbers are bounded: class statistics (splits x
+classes), quantiles (splits x 1001) and the flagged set (`inspection_budget`); each is
+copied to every input file and joined with that file's scores (ApplyGlobalValue), so
+no side input is used and no worker holds more than one file's scores. An example is
+identified by its position (split, file, record index), so copies of one record are
+different examples. The writers (beam_writers.py) join the scores back to the records
+by that position.
+
+Only primitives that every runner executes alike are used: each DoFn has one output
+(a transform that yields two kinds of things tags them and `split_by_tag` separates
+them), nothing is emitted from `finish_bundle` (records are batched per file by the
+reader), and writing is done by DoFns that write whole files under their final names.
+Beam 2.74's Dask runner, for one, drops tagged outputs, `finish_bundle` output and
+every leaf of a pipeline but the last, and computes side inputs built by a combine
+from part of the data.
 """
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -76,59 +85,86 @@ def _counter(name: str):
   return beam.metrics.Metrics.counter(NAMESPACE, name)
 
 
+def split_by_tag(tagged, tags: Sequence[str]) -> Dict[str, beam.PCollection]:
+  """(tag, value) pairs -> {tag: PCollection of values}; refuses an unknown tag."""
+  known = set(tags)
+
+  def check(pair):
+    if pair[0] not in known:
+      raise ValueError(f'unexpected output tag {pair[0]!r}; expected one of {sorted(known)}')
+    return pair
+
+  checked = tagged | 'CheckTags' >> beam.Map(check)
+  return {tag: (checked
+                | f'Keep[{tag}]' >> beam.Filter(lambda pair, t=tag: pair[0] == t)
+                | f'Value[{tag}]' >> beam.Map(lambda pair: pair[1]))
+          for tag in tags}
+
+
 def read_records(input_file: InputFile) -> Iterable[Tuple[int, bytes]]:
   """(record index, bytes) of one input file, in order; DamagedRecordFile where broken."""
   return record_files.read_records(input_file.path, input_file.compression)
 
 
 class _ReadFile(beam.DoFn):
-  """Reads one file in order; its record count (and any damage) on the 'files' tag."""
+  """Reads one file in order: ('batch', [InputRecord...]) and then ('file', FileRead)."""
 
-  def __init__(self, progress=None):
+  def __init__(self, batch_size: int, progress=None):
+    self._batch_size = batch_size
     self._progress = progress
     self._seen = _counter('seen')
 
   def process(self, input_file: InputFile):
-    count, damage = 0, None
+    count, damage, batch = 0, None, []
     try:
       for index, serialized in read_records(input_file):
         count = index + 1
-        self._seen.inc()
-        yield InputRecord(input_file.split, input_file.file_index, index, serialized)
+        batch.append(InputRecord(input_file.split, input_file.file_index, index,
+                                 serialized))
+        if len(batch) == self._batch_size:
+          self._seen.inc(len(batch))
+          yield 'batch', batch
+          batch = []
     except record_files.DamagedRecordFile as e:
       damage = str(e)
       logging.error('VoG audit cannot read past record %d: %s', count, damage)
+    if batch:
+      self._seen.inc(len(batch))
+      yield 'batch', batch
     if self._progress is not None:
       self._progress.add('read', count)
       self._progress.add('files', 1)
-    yield beam.pvalue.TaggedOutput('files', FileRead(
-        input_file.split, input_file.file_index, input_file.path, count, damage))
-
-  def teardown(self):
-    if self._progress is not None:
       self._progress.flush()
+    yield 'file', FileRead(input_file.split, input_file.file_index, input_file.path, count,
+                           damage)
 
 
-class ReadRecordsWithPosition(beam.PTransform):
-  """InputFile -> {'records': InputRecord, 'files': FileRead}.
+class ReadRecordBatches(beam.PTransform):
+  """InputFile -> {'batches': [InputRecord...], 'files': FileRead}.
 
   Each file is read whole, in order, by one worker, so record indices are stable
-  across reads; the input is spread over workers by file.
+  across reads, and cut into batches of `batch_size` records; the input is spread
+  over workers by file.
   """
 
-  def __init__(self, progress=None):
+  def __init__(self, batch_size: int, progress=None):
     super().__init__()
+    self._batch_size = batch_size
     self._progress = progress
 
   def expand(self, files):
-    return (files
-            | 'Spread' >> beam.Reshuffle()
-            | 'Read' >> beam.ParDo(_ReadFile(self._progress)).with_outputs(
-                'files', main='records').with_output_types(InputRecord))
+    tagged = (files
+              | 'Spread' >> beam.Reshuffle()
+              | 'Read' >> beam.ParDo(_ReadFile(self._batch_size, self._progress)))
+    parts = split_by_tag(tagged, ('batch', 'file'))
+    return {'batches': parts['batch'], 'files': parts['file']}
 
 
 class _ParseAndScoreBatch(beam.DoFn):
-  """Parses and scores a batch with checkpoints loaded once per worker process."""
+  """Parses and scores a batch: ('scored', ScoredExample) or ('quarantined', Quarantined).
+
+  Checkpoints are loaded once per worker process and shared across its threads.
+  """
 
   def __init__(self, shared_handle: shared.Shared, scorer_factory, parser_factory,
                progress=None):
@@ -152,7 +188,7 @@ class _ParseAndScoreBatch(beam.DoFn):
     batch, bad = self._parser.parse_batch(records)
     for q in bad:
       self._quarantined.inc()
-      yield beam.pvalue.TaggedOutput('quarantine', q)
+      yield 'quarantined', q
     if batch.records:
       yield from self._score(batch)
     self._batches.inc()
@@ -169,18 +205,21 @@ class _ParseAndScoreBatch(beam.DoFn):
       labels = np.asarray(batch.labels, dtype=np.int64)
     result = self._scorer.score(batch.inputs, labels)
     for i, record in enumerate(batch.records):
-      raw = float(result.vog_raw[i])
+      # As stored (float32): the score and percentile follow from the written vog_raw,
+      # and copies of a record scored in different batches do not differ by batch noise.
+      raw = float(np.float32(result.vog_raw[i]))
       if not np.isfinite(raw):
         self._quarantined.inc()
-        yield beam.pvalue.TaggedOutput('quarantine', Quarantined(
+        yield 'quarantined', Quarantined(
             record.split, batch.example_ids[i], 'non-finite gradient',
             'the model produced NaN or infinite gradients for this example',
-            record.serialized, record.file_index, record.record_index))
+            record.serialized, record.file_index, record.record_index)
         continue
       self._scored.inc()
-      yield ScoredExample(record.split, record.file_index, record.record_index,
-                          batch.example_ids[i], batch.has_example_ids[i], batch.labels[i],
-                          int(result.target_class[i]), int(result.predicted_class[i]), raw)
+      yield 'scored', ScoredExample(
+          record.split, record.file_index, record.record_index, batch.example_ids[i],
+          batch.has_example_ids[i], batch.labels[i], int(result.target_class[i]),
+          int(result.predicted_class[i]), raw)
 
   def teardown(self):
     if self._progress is not None:
@@ -188,26 +227,22 @@ class _ParseAndScoreBatch(beam.DoFn):
 
 
 class ParseAndScore(beam.PTransform):
-  """InputRecord -> {'scored': ScoredExample with vog_raw, 'quarantine': Quarantined}.
+  """[InputRecord...] -> {'scored': ScoredExample with vog_raw, 'quarantined': Quarantined}.
 
   `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
   `parser_factory()` an ExampleParser; both run inside the workers.
   """
 
-  def __init__(self, scorer_factory, parser_factory, batch_size: int, progress=None):
+  def __init__(self, scorer_factory, parser_factory, progress=None):
     super().__init__()
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
-    self._batch_size = batch_size
     self._progress = progress
 
-  def expand(self, records):
-    return (records
-            | 'Batch' >> beam.BatchElements(min_batch_size=self._batch_size,
-                                            max_batch_size=self._batch_size)
-            | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
-                shared.Shared(), self._scorer_factory, self._parser_factory,
-                self._progress)).with_outputs('quarantine', main='scored'))
+  def expand(self, batches):
+    tagged = batches | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
+        shared.Shared(), self._scorer_factory, self._parser_factory, self._progress))
+    return split_by_tag(tagged, ('scored', 'quarantined'))
 
 
 class MeanStdCombineFn(beam.CombineFn):
@@ -226,44 +261,90 @@ class MeanStdCombineFn(beam.CombineFn):
     return acc.result()
 
 
+FileKey = Tuple[str, int]  # (split, file index)
+
+
+def _apply_per_file(element, fn):
+  """One file's examples with the broadcast value: fn(example, value) for each."""
+  _, grouped = element
+  values = list(grouped['value'])
+  examples = list(grouped['examples'])
+  if examples and len(values) != 1:
+    raise RuntimeError(f'{len(values)} copies of a global value reached the examples of '
+                       'one input file; expected exactly 1')
+  for example in examples:
+    yield fn(example, values[0])
+
+
+class ApplyGlobalValue(beam.PTransform):
+  """(examples, a one-element PCollection) -> fn(example, value) for every example.
+
+  A bounded global value (class statistics, quantiles, the flagged set) meets the
+  examples through a join, not a side input: it is copied once for each input file
+  and grouped with that file's examples by (split, file index), so a worker holds one
+  file's examples at a time. Some runners (Beam 2.74's Dask runner) compute side
+  inputs inside each task and get combined values wrong there; a join is a shuffle,
+  which every runner does alike.
+  """
+
+  def __init__(self, value, fn: Callable, file_keys: Sequence[FileKey]):
+    super().__init__()
+    self._value = value
+    self._fn = fn
+    self._file_keys = list(file_keys)
+
+  def expand(self, examples):
+    file_keys, fn = self._file_keys, self._fn
+    return ({'examples': examples | 'KeyByFile' >> beam.Map(
+                 lambda e: ((e.split, e.file_index), e)),
+             'value': self._value | 'CopyPerFile' >> beam.FlatMap(
+                 lambda v: [(key, v) for key in file_keys])}
+            | 'GroupByFile' >> beam.CoGroupByKey()
+            | 'Apply' >> beam.FlatMap(_apply_per_file, fn))
+
+
+def _as_dict(label: str, pairs):
+  """(key, value) pairs -> one dict (bounded inputs only)."""
+  return pairs | label >> beam.CombineGlobally(
+      beam.combiners.ToDictCombineFn()).without_defaults()
+
+
 class NormalizePerClass(beam.PTransform):
   """ScoredExample -> (ScoredExample with vog_score, class statistics by (split, class))."""
 
-  def __init__(self, normalize: str):
+  def __init__(self, normalize: str, file_keys: Sequence[FileKey]):
     super().__init__()
     self._normalize = normalize
+    self._file_keys = list(file_keys)
 
   def expand(self, scored):
     from components.vog.scoring import normalize_score  # pylint: disable=g-import-not-at-top
     class_stats = (scored
                    | 'KeyByClass' >> beam.Map(
-                       lambda s: ((s.split, s.target_class), s.vog_raw)
-                   ).with_output_types(Tuple[ClassKey, float])
-                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
-                                                          ).with_output_types(
-                                                              Tuple[ClassKey, ClassStats]))
+                       lambda s: ((s.split, s.target_class), s.vog_raw))
+                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
     normalize = self._normalize
 
     def add_score(s: ScoredExample, stats: Dict[ClassKey, ClassStats]) -> ScoredExample:
       count, mean, std = stats[(s.split, s.target_class)]
       return s._replace(vog_score=normalize_score(s.vog_raw, mean, std, count, normalize))
 
-    normalized = scored | 'Normalize' >> beam.Map(
-        add_score, beam.pvalue.AsDict(class_stats)).with_output_types(ScoredExample)
+    normalized = scored | 'Normalize' >> ApplyGlobalValue(
+        _as_dict('AllClassStats', class_stats), add_score, self._file_keys)
     return normalized, class_stats
 
 
 class AssignPercentiles(beam.PTransform):
   """ScoredExample -> ScoredExample with percentile within split, decile and bucket."""
 
-  def __init__(self, bucket_percentiles: Sequence[float]):
+  def __init__(self, bucket_percentiles: Sequence[float], file_keys: Sequence[FileKey]):
     super().__init__()
     self._cuts = list(bucket_percentiles)
+    self._file_keys = list(file_keys)
 
   def expand(self, normalized):
     quantiles = (normalized
-                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score)
-                                            ).with_output_types(Tuple[str, float])
+                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score))
                  | 'Quantiles' >> beam.ApproximateQuantiles.PerKey(NUM_QUANTILES))
     cuts = self._cuts
 
@@ -272,8 +353,8 @@ class AssignPercentiles(beam.PTransform):
       return s._replace(vog_percentile=p, vog_decile=percentiles.decile_of(p),
                         vog_bucket=percentiles.bucket_of(p, cuts))
 
-    return normalized | 'Place' >> beam.Map(
-        place, beam.pvalue.AsDict(quantiles)).with_output_types(ScoredExample)
+    return normalized | 'Place' >> ApplyGlobalValue(
+        _as_dict('AllQuantiles', quantiles), place, self._file_keys)
 
 
 def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
@@ -284,47 +365,51 @@ def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
 class FlagForReview(beam.PTransform):
   """Marks the `inspection_budget` highest scores across splits with their rank."""
 
-  def __init__(self, inspection_budget: int):
+  def __init__(self, inspection_budget: int, file_keys: Sequence[FileKey]):
     super().__init__()
     self._budget = inspection_budget
+    self._file_keys = list(file_keys)
 
   def expand(self, placed):
     budget = self._budget
     ranks = (placed
-             | 'Top' >> beam.combiners.Top.Of(max(budget, 1), key=review_order)
-             | 'Ranks' >> beam.FlatMap(lambda rows: [
-                 (t.position, rank) for rank, t in enumerate(rows[:budget], start=1)]))
+             | 'Top' >> beam.CombineGlobally(beam.combiners.TopCombineFn(
+                 max(budget, 1), key=review_order)).without_defaults()
+             | 'Ranks' >> beam.Map(lambda rows: {
+                 t.position: rank for rank, t in enumerate(rows[:budget], start=1)}))
 
     def mark(s: ScoredExample, rank_of) -> ScoredExample:
       rank = rank_of.get(s.position, 0)
       return s._replace(vog_flagged=int(rank > 0), review_rank=rank)
 
-    return placed | 'Mark' >> beam.Map(mark, beam.pvalue.AsDict(ranks)
-                                       ).with_output_types(ScoredExample)
+    return placed | 'Mark' >> ApplyGlobalValue(ranks, mark, self._file_keys)
 
 
 class ScoreExamples(beam.PTransform):
-  """InputRecord -> {'scored', 'quarantined', 'class_stats'}: the whole VoG computation.
+  """[InputRecord...] -> {'scored', 'quarantined', 'class_stats'}: the VoG computation.
 
   `scored` holds one final ScoredExample per scorable record (score, percentile,
   bucket, flag and review rank); `quarantined` every record that could not be scored;
   `class_stats` ((split, class), (count, mean, std)) of vog_raw.
   """
 
-  def __init__(self, settings, scorer_factory, parser_factory, progress=None):
+  def __init__(self, settings, scorer_factory, parser_factory,
+               file_keys: Sequence[FileKey], progress=None):
     super().__init__()
     self._settings = settings
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
+    self._file_keys = list(file_keys)
     self._progress = progress
 
-  def expand(self, records):
-    s = self._settings
-    parsed = records | 'ParseAndScore' >> ParseAndScore(
-        self._scorer_factory, self._parser_factory, s.batch_size, self._progress)
-    normalized, class_stats = parsed.scored | 'NormalizePerClass' >> NormalizePerClass(
-        s.normalize)
+  def expand(self, batches):
+    s, files = self._settings, self._file_keys
+    parsed = batches | 'ParseAndScore' >> ParseAndScore(
+        self._scorer_factory, self._parser_factory, self._progress)
+    normalized, class_stats = parsed['scored'] | 'NormalizePerClass' >> NormalizePerClass(
+        s.normalize, files)
     flagged = (normalized
-               | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles)
-               | 'FlagForReview' >> FlagForReview(s.inspection_budget))
-    return {'scored': flagged, 'quarantined': parsed.quarantine, 'class_stats': class_stats}
+               | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles, files)
+               | 'FlagForReview' >> FlagForReview(s.inspection_budget, files))
+    return {'scored': flagged, 'quarantined': parsed['quarantined'],
+            'class_stats': class_stats}

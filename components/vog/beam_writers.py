@@ -1,14 +1,18 @@
 """Writing what ScoreExamples computed: the scored examples and the report's work files.
 
-    (files, scored, quarantined) | WriteScoredExamples -> {written, flagged}
+    (files, scored) | WriteScoredExamples -> {written, flagged}
     (files_read, scored, quarantined, class_stats, written, flagged)
-        | WriteDifficultyReport      (summary.json, flagged rows, quarantine shards)
+        | WriteDifficultyReport -> the names of the files it wrote
 
 Scores meet their records again by position. The scores are grouped by input file
 (`CoGroupByKey` on (split, file index)); each file is then read again, in order, and
 zipped with its scores. Only the small score records cross the shuffle, never the
-examples, and a worker holds the scores of one file at a time. The zip counts what it
-writes, so seen = written + quarantined is checked on what was written.
+examples, and a worker holds the scores of one file at a time.
+
+Every file is written whole by one DoFn call under a temporary name and renamed into
+place, named after what it holds (input file k of n gives output shard k of n), so a
+retried or repeated bundle rewrites the same file instead of adding another. Each
+writer counts what it wrote, and the summary is combined from those counts.
 """
 
 import json
@@ -20,12 +24,18 @@ import apache_beam as beam
 
 from components.vog import audit_summary
 from components.vog import examples_io
+from components.vog import record_files
 from components.vog import report_format as fmt
-from components.vog.beam_audit import FileRead, InputFile, ScoredExample, read_records
+from components.vog.beam_audit import (FileRead, InputFile, ScoredExample, read_records,
+                                       split_by_tag)
 from components.vog.examples_io import Quarantined
 
 FLAGGED_RECORDS_FILE = 'flagged_records.jsonl'  # rank order, with each example's bytes
 SUMMARY_WORK_FILE = 'summary.json'
+SCORED_FILE_PREFIX = 'data_tfrecord'
+# zlib level 1: images and other float data barely compress at any level, and on them
+# level 6 costs about a fifth more time for a file 0.3% smaller.
+GZIP_LEVEL = 1
 
 
 class FileWritten(NamedTuple):
@@ -34,7 +44,7 @@ class FileWritten(NamedTuple):
   file_index: int
   written: int
   written_flagged: int
-  unmatched: int  # records with neither a score nor a quarantine entry, or the reverse
+  unmatched: int  # records without a score or a quarantine entry, or scores without a record
 
 
 def vog_fields(s: ScoredExample) -> Dict[str, Any]:
@@ -45,10 +55,22 @@ def vog_fields(s: ScoredExample) -> Dict[str, Any]:
           fmt.VOG_BUCKET: s.vog_bucket}
 
 
-class _ZipFileWithScores(beam.DoFn):
-  """Reads one file again and pairs record i with the score of record i."""
+def scored_file_path(output_dir: str, split: str, file_index: int, num_files: int) -> str:
+  """Where the scored examples of input file `file_index` of a split are written."""
+  return os.path.join(output_dir, f'Split-{split}',
+                      f'{SCORED_FILE_PREFIX}-{file_index:05d}-of-{num_files:05d}.gz')
 
-  def __init__(self, example_id_key: str):
+
+class _ZipFileWithScores(beam.DoFn):
+  """Reads one input file again, pairs record i with score i and writes the result.
+
+  Yields ('written', FileWritten) once, and ('flagged', (ScoredExample, bytes)) for
+  each flagged example; records with a quarantine entry are left out of the output.
+  """
+
+  def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
+    self._output_dir = output_dir
+    self._files_per_split = dict(files_per_split)
     self._example_id_key = example_id_key
 
   def process(self, element):
@@ -57,28 +79,32 @@ class _ZipFileWithScores(beam.DoFn):
     scores = {s.record_index: s for s in grouped['scored']}
     quarantined = set(grouped['quarantined'])
     written = written_flagged = unmatched = 0
-    try:
-      for index, serialized in read_records(input_file):
-        s = scores.pop(index, None)
-        if s is None:
-          if index in quarantined:
-            quarantined.discard(index)
-          else:
-            unmatched += 1
-          continue
-        written += 1
-        yield (split, examples_io.with_vog_features(
-            serialized, self._example_id_key, s.example_id, vog_fields(s),
-            s.has_example_id))
-        if s.vog_flagged:
-          written_flagged += 1
-          yield beam.pvalue.TaggedOutput('flagged', (s, serialized))
-    except Exception as e:  # pylint: disable=broad-except
-      # The first read reports damage; here what was not read again counts as unmatched.
-      logging.error('VoG audit could not read %s again in full: %s', input_file.path, e)
+    flagged: List[Tuple[ScoredExample, bytes]] = []
+    path = scored_file_path(self._output_dir, split, file_index, self._files_per_split[split])
+    with record_files.AtomicFile(path, GZIP_LEVEL) as out:
+      try:
+        for index, serialized in read_records(input_file):
+          s = scores.pop(index, None)
+          if s is None:
+            if index in quarantined:
+              quarantined.discard(index)
+            else:
+              unmatched += 1
+            continue
+          out.write(record_files.frame(examples_io.with_vog_features(
+              serialized, self._example_id_key, s.example_id, vog_fields(s),
+              s.has_example_id)))
+          written += 1
+          if s.vog_flagged:
+            written_flagged += 1
+            flagged.append((s, serialized))
+      except record_files.DamagedRecordFile as e:
+        # The first read reports damage; what was not read again counts as unmatched.
+        logging.error('VoG audit could not read %s again in full: %s', input_file.path, e)
     unmatched += len(scores) + len(quarantined)
-    yield beam.pvalue.TaggedOutput('written', FileWritten(
-        split, file_index, written, written_flagged, unmatched))
+    yield 'written', FileWritten(split, file_index, written, written_flagged, unmatched)
+    for pair in flagged:
+      yield 'flagged', pair
 
 
 class WriteScoredExamples(beam.PTransform):
@@ -86,16 +112,16 @@ class WriteScoredExamples(beam.PTransform):
 
   Takes {'files': InputFile, 'scored': ScoredExample, 'quarantined': Quarantined};
   returns {'written': FileWritten per input file, 'flagged': (ScoredExample, bytes)}.
+  Input file k of a split's n becomes output file k of n.
   """
 
-  def __init__(self, output_dir: str, splits: Sequence[str], example_id_key: str):
+  def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
     super().__init__()
     self._output_dir = output_dir
-    self._splits = list(splits)
+    self._files_per_split = dict(files_per_split)
     self._example_id_key = example_id_key
 
   def expand(self, inputs):
-    splits = self._splits
     grouped = ({
         'file': inputs['files'] | 'KeyFiles' >> beam.Map(
             lambda f: ((f.split, f.file_index), f)),
@@ -104,26 +130,9 @@ class WriteScoredExamples(beam.PTransform):
         'quarantined': inputs['quarantined'] | 'KeyQuarantined' >> beam.Map(
             lambda q: ((q.split, q.file_index), q.record_index)),
     } | 'GroupByFile' >> beam.CoGroupByKey())
-    zipped = grouped | 'ZipWithScores' >> beam.ParDo(
-        _ZipFileWithScores(self._example_id_key)).with_outputs(
-            'written', 'flagged', main='examples')
-    parts = zipped.examples | 'BySplit' >> beam.Partition(
-        lambda pair, n: splits.index(pair[0]), len(splits))
-    for split, part in zip(splits, parts):
-      _ = (part
-           | f'Bytes[{split}]' >> beam.Map(lambda pair: pair[1]).with_output_types(bytes)
-           | f'Write[{split}]' >> beam.io.WriteToTFRecord(
-               os.path.join(self._output_dir, f'Split-{split}', 'data_tfrecord'),
-               file_name_suffix='.gz'))
-    return {'written': zipped.written, 'flagged': zipped.flagged}
-
-
-class _QuarantineLines(beam.DoFn):
-  """Quarantine rows as JSON lines; each one tallied where it is written."""
-
-  def process(self, q: Quarantined):
-    yield beam.pvalue.TaggedOutput('tallies', audit_summary.quarantined_tally(q.split, q.kind))
-    yield json.dumps(quarantine_row(q), sort_keys=True)
+    tagged = grouped | 'ZipWithScores' >> beam.ParDo(_ZipFileWithScores(
+        self._output_dir, self._files_per_split, self._example_id_key))
+    return split_by_tag(tagged, ('written', 'flagged'))
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
@@ -142,36 +151,74 @@ def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
       vog_bucket=s.vog_bucket), serialized)
 
 
-def _flagged_lines(pairs: List[Tuple[ScoredExample, bytes]]) -> Iterable[str]:
-  for s, serialized in sorted(pairs, key=lambda pair: pair[0].review_rank):
-    yield json.dumps(flagged_record_row(s, serialized), sort_keys=True)
+def _write_lines(path: str, lines: Iterable[str]) -> None:
+  with record_files.AtomicFile(path) as out:
+    for line in lines:
+      out.write(line.encode('utf-8') + b'\n')
+
+
+class _WriteQuarantineShard(beam.DoFn):
+  """Writes the quarantined examples of one input file as one shard; tallies each row."""
+
+  def __init__(self, work_dir: str, num_shards: int):
+    self._work_dir = work_dir
+    self._num_shards = num_shards
+
+  def process(self, element):
+    shard, rows = element
+    rows = sorted(rows, key=lambda q: q.record_index)
+    _write_lines(os.path.join(self._work_dir, fmt.quarantine_shard_name(shard,
+                                                                         self._num_shards)),
+                 (json.dumps(quarantine_row(q), sort_keys=True) for q in rows))
+    for q in rows:
+      yield audit_summary.quarantined_tally(q.split, q.kind)
+
+
+def _write_flagged(pairs: List[Tuple[ScoredExample, bytes]], path: str) -> str:
+  ordered = sorted(pairs, key=lambda pair: pair[0].review_rank)
+  _write_lines(path, (json.dumps(flagged_record_row(s, b), sort_keys=True)
+                      for s, b in ordered))
+  return path
+
+
+def _write_summary(summary: Dict[str, Any], path: str) -> str:
+  _write_lines(path, [json.dumps(summary, indent=2, sort_keys=True)])
+  return path
 
 
 class WriteDifficultyReport(beam.PTransform):
-  """Writes the report's work files under `work_dir`, summary included.
+  """Writes the report's work files under `work_dir`; returns the summary's path.
 
-  Takes {'files_read', 'scored', 'quarantined', 'class_stats', 'written', 'flagged'};
-  writes SUMMARY_WORK_FILE (combined by AuditSummaryFn, `summary_base` merged in),
-  FLAGGED_RECORDS_FILE (at most `inspection_budget` rows) and the quarantine shards.
+  Takes {'files_read', 'scored', 'quarantined', 'class_stats', 'written', 'flagged'}.
+  Writes SUMMARY_WORK_FILE (combined by AuditSummaryFn from what the writers counted,
+  `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows)
+  and one quarantine shard per input file that had quarantined examples, numbered by
+  the file's place in `shard_of` ((split, file index) -> shard) of `num_shards`.
   """
 
-  def __init__(self, work_dir: str, splits: Sequence[str], summary_base: Dict[str, Any]):
+  def __init__(self, work_dir: str, splits: Sequence[str], summary_base: Dict[str, Any],
+               shard_of: Dict[Tuple[str, int], int], num_shards: int):
     super().__init__()
     self._work_dir = work_dir
     self._splits = list(splits)
     self._summary_base = summary_base
+    self._shard_of = dict(shard_of)
+    self._num_shards = num_shards
 
   def expand(self, inputs):
-    quarantine = inputs['quarantined'] | 'QuarantineLines' >> beam.ParDo(
-        _QuarantineLines()).with_outputs('tallies', main='lines')
-    _ = quarantine.lines | 'WriteQuarantine' >> beam.io.WriteToText(
-        os.path.join(self._work_dir, fmt.QUARANTINE_PREFIX),
-        file_name_suffix=fmt.QUARANTINE_SUFFIX)
-    _ = (inputs['flagged']
-         | 'AllFlagged' >> beam.combiners.ToList()
-         | 'FlaggedLines' >> beam.FlatMap(_flagged_lines)
-         | 'WriteFlagged' >> beam.io.WriteToText(
-             os.path.join(self._work_dir, FLAGGED_RECORDS_FILE), shard_name_template=''))
+    shard_of = self._shard_of
+    quarantine_tallies = (
+        inputs['quarantined']
+        | 'KeyByShard' >> beam.Map(lambda q: (shard_of[(q.split, q.file_index)], q))
+        | 'GroupByShard' >> beam.GroupByKey()
+        | 'WriteQuarantine' >> beam.ParDo(_WriteQuarantineShard(self._work_dir,
+                                                                self._num_shards)))
+    flagged_path = (
+        inputs['flagged']
+        | 'AllFlagged' >> beam.CombineGlobally(
+            beam.combiners.ToListCombineFn()).without_defaults()
+        | 'WriteFlagged' >> beam.Map(
+            _write_flagged, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
     tallies = (
         inputs['files_read'] | 'FileTallies' >> beam.Map(
             lambda f: audit_summary.file_tally(f.split, f.path, f.records, f.damage)),
@@ -179,18 +226,22 @@ class WriteDifficultyReport(beam.PTransform):
             lambda s: audit_summary.scored_tally(s.split, s.target_class, s.label,
                                                  s.predicted_class, s.vog_decile,
                                                  s.vog_flagged)),
-        quarantine.tallies,
+        quarantine_tallies,
         inputs['class_stats'] | 'ClassTallies' >> beam.Map(
             lambda kv: audit_summary.class_stats_tally(kv[0][0], kv[0][1], kv[1])),
         inputs['written'] | 'WrittenTallies' >> beam.Map(
             lambda w: audit_summary.written_tally(w.split, w.written, w.written_flagged,
                                                   w.unmatched)),
+        # The flagged rows are counted once they are written.
+        flagged_path | 'FlaggedWritten' >> beam.Map(
+            lambda _: audit_summary.flagged_file_tally()),
     )
-    _ = (tallies
-         | 'AllTallies' >> beam.Flatten()
-         | 'Summarize' >> beam.CombineGlobally(
-             audit_summary.AuditSummaryFn(self._splits, self._summary_base))
-         | 'SummaryJson' >> beam.Map(lambda s: json.dumps(s, indent=2, sort_keys=True))
-         | 'WriteSummary' >> beam.io.WriteToText(
-             os.path.join(self._work_dir, SUMMARY_WORK_FILE), shard_name_template=''))
-    return quarantine.lines.pipeline
+    summary_path = (
+        tallies
+        | 'AllTallies' >> beam.Flatten()
+        | 'Summarize' >> beam.CombineGlobally(
+            audit_summary.AuditSummaryFn(self._splits, self._summary_base)
+        ).without_defaults()
+        | 'WriteSummary' >> beam.Map(
+            _write_summary, os.path.join(self._work_dir, SUMMARY_WORK_FILE)))
+    return summary_path

@@ -10,7 +10,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.vog import audit
-from components.vog import tallies
+from components.vog import report_format
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
 from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
@@ -50,7 +50,7 @@ def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
 def record_headline(report: types.Artifact, settings: VogSettings,
                     summary: Dict[str, Any]) -> None:
   """Sets the report's ML Metadata custom properties: counts and headline settings."""
-  for name in tallies.HEADLINE:
+  for name in report_format.HEADLINE:
     report.set_int_custom_property(name, summary['counts'][name])
   for name, value in settings.headline().items():
     if isinstance(value, int):

@@ -1,4 +1,5 @@
-"""Reading TFRecord files in order, with every record's framing and checksums verified.
+"""TFRecord files: read in order with every record's framing and checksums verified,
+and written whole under their final name.
 
 TensorFlow's own record iterator ends quietly at a record cut short at the end of a
 file, which would lose examples without a word. This reader names the damage instead:
@@ -11,9 +12,11 @@ uint32 masked crc32c of the data (all little-endian).
 """
 
 import gzip
+import os
 import struct
+import uuid
 import zlib
-from typing import BinaryIO, Iterator, Tuple
+from typing import BinaryIO, Iterator, Optional, Tuple
 
 import google_crc32c
 import tensorflow as tf
@@ -88,3 +91,56 @@ def read_records(path: str, compression: str) -> Iterator[Tuple[int, bytes]]:
       yield index, data
       index += 1
       offset += _HEADER.size + length + _FOOTER.size
+
+
+def frame(data: bytes) -> bytes:
+  """One record as it is stored: length, its checksum, the data, its checksum."""
+  length = struct.pack('<Q', len(data))
+  return (length + struct.pack('<I', _masked_crc(length)) + data +
+          struct.pack('<I', _masked_crc(data)))
+
+
+class AtomicFile:
+  """A file written under a temporary name and renamed into place on `commit()`.
+
+  A writer that dies leaves only a temporary file behind, never a half-written file
+  under the final name; a retry that writes the same path replaces it whole.
+  `gzip_level` (1-9) compresses what is written, as a GZIP TFRecord file is.
+  """
+
+  def __init__(self, path: str, gzip_level: Optional[int] = None):
+    self.path = path
+    self._temp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
+    tf.io.gfile.makedirs(os.path.dirname(path) or '.')
+    self._raw = tf.io.gfile.GFile(self._temp, 'wb')
+    self._raw.write(b'')  # GFile creates the file only once something is written.
+    self._stream = (gzip.GzipFile(fileobj=self._raw, mode='wb', compresslevel=gzip_level,
+                                  mtime=0)
+                    if gzip_level else self._raw)
+
+  def write(self, data: bytes) -> None:
+    self._stream.write(data)
+
+  def commit(self) -> None:
+    if self._stream is not self._raw:
+      self._stream.close()
+    self._raw.close()
+    tf.io.gfile.rename(self._temp, self.path, overwrite=True)
+
+  def abandon(self) -> None:
+    for handle in (self._stream, self._raw):
+      try:
+        handle.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+    if tf.io.gfile.exists(self._temp):
+      tf.io.gfile.remove(self._temp)
+
+  def __enter__(self) -> 'AtomicFile':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.commit()
+    else:
+      self.abandon()

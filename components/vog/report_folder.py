@@ -22,6 +22,7 @@ QUARANTINE_SAMPLE = 50
 
 def write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
+    f.write('')  # GFile creates the file only once something is written.
     for row in rows:
       f.write(json.dumps(row, sort_keys=True) + '\n')
 
@@ -74,23 +75,26 @@ def previews_of(parser: examples_io.ExampleParser,
   return previews
 
 
-def publish(report_dir: str, quarantine_shards: Sequence[str], summary: Mapping[str, Any],
-            flagged: Sequence[Mapping[str, Any]], records: Mapping[int, bytes],
+def publish(report_dir: str, quarantine_shards: Sequence[str], num_shards: int,
+            summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
+            records: Mapping[int, bytes],
             previews: Sequence[report_html.ExamplePreview]) -> None:
   """Writes every file of the report folder; the quarantine shards move in from work.
 
-  Shards of an earlier audit into the same folder are removed first, so the folder
-  only ever holds one audit's quarantine.
+  The audit writes one shard per input file that had quarantined examples; the others
+  of the `num_shards` are written empty here, so the set is complete. Shards of an
+  earlier audit into the same folder are removed first.
   """
   for old in tf.io.gfile.glob(os.path.join(report_dir, QUARANTINE_GLOB)):
     tf.io.gfile.remove(old)
-  shards = sorted(quarantine_shards)
-  if not shards:  # Some runners write no file for no rows; the format wants one.
-    with tf.io.gfile.GFile(os.path.join(report_dir, fmt.quarantine_shard_name(0, 1)), 'w'):
-      pass
-  for shard in shards:
-    tf.io.gfile.rename(shard, os.path.join(report_dir, os.path.basename(shard)),
-                       overwrite=True)
+  present = {os.path.basename(s): s for s in quarantine_shards}
+  for i in range(max(num_shards, 1)):
+    name = fmt.quarantine_shard_name(i, max(num_shards, 1))
+    if name in present:
+      tf.io.gfile.rename(present[name], os.path.join(report_dir, name), overwrite=True)
+    else:  # GFile creates a file only once something is written to it.
+      with tf.io.gfile.GFile(os.path.join(report_dir, name), 'w') as f:
+        f.write('')
   write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:

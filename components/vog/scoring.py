@@ -1,7 +1,8 @@
 """Variance of Gradients for one batch of examples across K checkpoints.
 
 The functional core of the product: TensorFlow and NumPy only, no Beam, no TFX.
-DESIGN.md, section "The VoG computation", is the contract this module implements:
+This module implements the VoG computation as the README states it (after Agarwal,
+D'souza and Hooker, arXiv 2008.11600):
 
 * target class c is the label (``label`` mode) or the class predicted by the latest
   selected checkpoint (``predicted`` mode), fixed across checkpoints;

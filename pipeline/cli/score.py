@@ -4,7 +4,7 @@ Runs the same Beam code as the VarianceOfGradients component and writes the same
 outputs under --output:
 
     <output>/scored_examples/Split-<name>/*.gz
-    <output>/difficulty_report/{summary.json,flagged.jsonl,quarantine.jsonl,report.html}
+    <output>/difficulty_report/{summary.json,flagged.jsonl,quarantine-*.jsonl,report.html}
 
 On a terminal a progress bar shows the examples scored of the total, the rate and the
 time left; elsewhere (logs, CI) each step prints one line with its counts.
@@ -88,7 +88,7 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
-  from components.vog import report_folder  # pylint: disable=g-import-not-at-top
+  from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
   from components.vog import progress  # pylint: disable=g-import-not-at-top
   from components.vog.settings import stage_from_text  # pylint: disable=g-import-not-at-top
@@ -132,20 +132,23 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   started = time.time()
   pipeline = beam.Pipeline(argv=list(beam_args))
   stream = click.get_text_stream('stderr')
-  if _shows_bar(stream, beam_args):
-    summary = run_with_progress_bar(
-        lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
-        len(files), estimate, stream)
-  else:
-    summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
+  try:
+    if _shows_bar(stream, beam_args):
+      summary = run_with_progress_bar(
+          lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
+          len(files), estimate, stream)
+    else:
+      summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
+  except audit.AuditInputError as e:  # A damaged input file: nothing was published.
+    fail(str(e))
   counts = summary['counts']
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
              f'of {counts["seen"]} examples')
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
-               f'{os.path.join(report_dir, report_folder.QUARANTINE_FILE)}')
-  click.echo(f'report: {os.path.join(report_dir, report_folder.REPORT_FILE)}')
+               f'{os.path.join(report_dir, report_format.QUARANTINE_GLOB)}')
+  click.echo(f'report: {os.path.join(report_dir, report_format.REPORT_FILE)}')
 
 
 def _size_text(size: int) -> str:
