@@ -3,9 +3,7 @@
 Each test runs the real executor; Slack is `slack_server.FakeSlack`, a real HTTP server.
 """
 
-import logging as py_logging
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -14,32 +12,14 @@ import time
 import pytest
 
 from slack_server import FakeSlack
+from slack_fixtures import token, slack, logs  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 from components.review_gate import auto_policy
 from components.review_gate import review_store
-from components.review_gate import slack_backend
+from components.review_gate import slack_grammar
 
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
-
-
-@pytest.fixture
-def token(monkeypatch):
-  value = 'xoxb-' + secrets.token_hex(12)
-  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
-  return value
-
-
-@pytest.fixture
-def slack(token):
-  with FakeSlack(token) as server:
-    yield server
-
-
-@pytest.fixture
-def logs(caplog):
-  caplog.set_level(py_logging.INFO)
-  return caplog
 
 
 def _props(slack, **overrides):
@@ -341,12 +321,12 @@ def test_auto_policy_uses_the_evaluation(tmp_path):
 
 
 def test_reply_parsing():
-  assert slack_backend.parse_reply('approve') == ('approved', '')
-  assert slack_backend.parse_reply('<@U0GATE> LGTM!') == ('approved', '')
-  assert slack_backend.parse_reply('reject: class 3 is noisy') == ('rejected', 'class 3 is noisy')
-  assert slack_backend.parse_reply('*Rejected* - see the report') == ('rejected', 'see the report')
-  assert slack_backend.parse_reply('approvers please look') == (None, '')
-  assert slack_backend.parse_reply('should we approve?') == (None, '')
+  assert slack_grammar.parse_reply('approve') == ('approved', '')
+  assert slack_grammar.parse_reply('<@U0GATE> LGTM!') == ('approved', '')
+  assert slack_grammar.parse_reply('reject: class 3 is noisy') == ('rejected', 'class 3 is noisy')
+  assert slack_grammar.parse_reply('*Rejected* - see the report') == ('rejected', 'see the report')
+  assert slack_grammar.parse_reply('approvers please look') == (None, '')
+  assert slack_grammar.parse_reply('should we approve?') == (None, '')
 
 
 def test_component_refuses_bad_configuration():

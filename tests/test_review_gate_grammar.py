@@ -6,36 +6,15 @@ earliest in Slack's own time (the message `ts`) decides, whichever read of the t
 """
 
 import datetime
-import logging as py_logging
-import secrets
 
 import pytest
 
-from slack_server import FakeSlack
+from slack_fixtures import token, slack, logs  # pylint: disable=unused-import
 import test_review_gate_support as support
 
-from components.review_gate import slack_backend
+from components.review_gate import slack_grammar
 
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
-
-
-@pytest.fixture
-def token(monkeypatch):
-  value = 'xoxb-' + secrets.token_hex(12)
-  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
-  return value
-
-
-@pytest.fixture
-def slack(token):
-  with FakeSlack(token) as server:
-    yield server
-
-
-@pytest.fixture
-def logs(caplog):
-  caplog.set_level(py_logging.INFO)
-  return caplog
 
 
 def _props(slack, **overrides):
@@ -66,7 +45,7 @@ def _review(blessing):
     'LGTM?!',
 ])
 def test_replies_that_do_not_approve(text):
-  assert slack_backend.parse_reply(text) == (None, '')
+  assert slack_grammar.parse_reply(text) == (None, '')
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -84,7 +63,7 @@ def test_replies_that_do_not_approve(text):
     ('reject - do not ship until class 3 is fixed', ('rejected', 'do not ship until class 3 is fixed')),
 ])
 def test_replies_that_decide(text, expected):
-  assert slack_backend.parse_reply(text) == expected
+  assert slack_grammar.parse_reply(text) == expected
 
 
 def test_ambiguous_replies_from_an_approver_are_ignored_and_logged(tmp_path, slack, logs):

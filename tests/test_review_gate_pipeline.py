@@ -6,12 +6,12 @@ asks the Slack stand-in on 127.0.0.1; the Pusher pushes to a folder only after a
 
 import logging as py_logging
 import os
-import secrets
 
 import pytest
 from click.testing import CliRunner
 
 from slack_server import FakeSlack
+from slack_fixtures import token  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 ALICE = 'U0ALICE'
@@ -71,13 +71,6 @@ def _latest(store, type_name):
 
 def _props(artifact):
   return {k: getattr(v, v.WhichOneof('value')) for k, v in artifact.custom_properties.items()}
-
-
-@pytest.fixture
-def token(monkeypatch):
-  value = 'xoxb-' + secrets.token_hex(12)
-  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
-  return value
 
 
 def test_pusher_pushes_only_after_approval(tmp_path, token, caplog, capfd):

@@ -7,7 +7,6 @@ review is first opened: a retried execution keeps it, and an answer after it doe
 
 import logging as py_logging
 import os
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -15,25 +14,12 @@ import time
 
 import pytest
 
-from slack_server import FakeSlack
+from slack_fixtures import token, slack  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 from components.review_gate import review_store
 
 ALICE, BOB = 'U0ALICE', 'U0BOB'
-
-
-@pytest.fixture
-def token(monkeypatch):
-  value = 'xoxb-' + secrets.token_hex(12)
-  monkeypatch.setenv('SLACK_BOT_TOKEN', value)
-  return value
-
-
-@pytest.fixture
-def slack(token):
-  with FakeSlack(token) as server:
-    yield server
 
 
 def _gate(**kwargs):
