@@ -42,6 +42,7 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.vog_throughput --output bench_output
+	$(PY) -m benchmarks.record_work --output bench_output
 
 kubeflow: setup
 	$(PY) -m kubeflow.compile --output kubeflow/build

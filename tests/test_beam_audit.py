@@ -242,6 +242,18 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
   assert all(i in rebuilt for i in flagged_ids)
   assert rebuilt.count('data:image/png;base64') == first_page.count('data:image/png;base64') > 0
   assert (report_dir / 'flagged.png').exists()
+  # Damaged files in the folder are named, never a traceback.
+  shard = report_dir / 'quarantine-00001-of-00002.jsonl'
+  shard.write_text('{"split": "data", "example_id": "x", "kind": "bad"\n')
+  result = CliRunner().invoke(cli, ['report', str(report_dir)])
+  assert result.exit_code == 2 and 'quarantine-00001-of-00002.jsonl line 1' in result.stderr
+  assert 'Traceback' not in result.output
+  shard.write_text('')
+  examples_file = report_dir / 'flagged_examples.tfrecord'
+  examples_file.write_bytes(examples_file.read_bytes()[:-7])
+  result = CliRunner().invoke(cli, ['report', str(report_dir)])
+  assert result.exit_code == 2 and 'flagged_examples.tfrecord' in result.stderr
+  assert 'Traceback' not in result.output
   (report_dir / 'flagged_examples.tfrecord').unlink()
   result = CliRunner().invoke(cli, ['report', str(report_dir)])
   assert result.exit_code == 2

@@ -360,7 +360,10 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   flagged = [fmt.flagged_row_to_json(row) for row in report.flagged]
   records = {row.rank: record for row, record in zip(report.flagged, examples)}
   parser = ParserFactory(input_specs, settings, summary.num_classes, module_file)()
-  report_folder.write_report_page(
-      report_dir, summary.raw, flagged,
-      report_folder.previews_of(parser, input_specs, flagged, records))
+  try:
+    report_folder.write_report_page(
+        report_dir, summary.raw, flagged,
+        report_folder.previews_of(parser, input_specs, flagged, records))
+  except fmt.ReportFormatError as e:  # a bad quarantine shard, read for the page's sample
+    raise AuditConfigError(str(e)) from e
   return report.page_path

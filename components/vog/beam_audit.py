@@ -22,7 +22,7 @@ every leaf of a pipeline but the last, and computes side inputs built by a combi
 from part of the data.
 """
 
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -85,11 +85,17 @@ def _counter(name: str):
   return beam.metrics.Metrics.counter(NAMESPACE, name)
 
 
-def split_by_tag(tagged, tags: Sequence[str]) -> Dict[str, beam.PCollection]:
-  """(tag, value) pairs -> {tag: PCollection of values}; refuses an unknown tag."""
-  known = set(tags)
+Tagged = Tuple[str, Any]  # (tag, value): one DoFn output that holds several kinds of things
 
-  def check(pair):
+
+def split_by_tag(tagged, types: Dict[str, Any]) -> Dict[str, beam.PCollection]:
+  """(tag, value) pairs -> {tag: PCollection of values typed types[tag]}.
+
+  Refuses (ValueError, failing the pipeline) a tag that is not in `types`.
+  """
+  known = set(types)
+
+  def check(pair: Tagged) -> Tagged:
     if pair[0] not in known:
       raise ValueError(f'unexpected output tag {pair[0]!r}; expected one of {sorted(known)}')
     return pair
@@ -97,8 +103,8 @@ def split_by_tag(tagged, tags: Sequence[str]) -> Dict[str, beam.PCollection]:
   checked = tagged | 'CheckTags' >> beam.Map(check)
   return {tag: (checked
                 | f'Keep[{tag}]' >> beam.Filter(lambda pair, t=tag: pair[0] == t)
-                | f'Value[{tag}]' >> beam.Map(lambda pair: pair[1]))
-          for tag in tags}
+                | f'Value[{tag}]' >> beam.Map(lambda pair: pair[1]).with_output_types(kind))
+          for tag, kind in types.items()}
 
 
 def read_records(input_file: InputFile) -> Iterable[Tuple[int, bytes]]:
@@ -114,7 +120,7 @@ class _ReadFile(beam.DoFn):
     self._progress = progress
     self._seen = _counter('seen')
 
-  def process(self, input_file: InputFile):
+  def process(self, input_file: InputFile) -> Iterable[Tagged]:
     count, damage, batch = 0, None, []
     try:
       for index, serialized in read_records(input_file):
@@ -139,6 +145,7 @@ class _ReadFile(beam.DoFn):
                            damage)
 
 
+@beam.typehints.with_input_types(InputFile)
 class ReadRecordBatches(beam.PTransform):
   """InputFile -> {'batches': [InputRecord...], 'files': FileRead}.
 
@@ -156,7 +163,7 @@ class ReadRecordBatches(beam.PTransform):
     tagged = (files
               | 'Spread' >> beam.Reshuffle()
               | 'Read' >> beam.ParDo(_ReadFile(self._batch_size, self._progress)))
-    parts = split_by_tag(tagged, ('batch', 'file'))
+    parts = split_by_tag(tagged, {'batch': List[InputRecord], 'file': FileRead})
     return {'batches': parts['batch'], 'files': parts['file']}
 
 
@@ -184,7 +191,7 @@ class _ParseAndScoreBatch(beam.DoFn):
     self._parser = self._parser_factory()
     self._done, self._next_log = 0, 1000
 
-  def process(self, records: List[InputRecord]):
+  def process(self, records: List[InputRecord]) -> Iterable[Tagged]:
     batch, bad = self._parser.parse_batch(records)
     for q in bad:
       self._quarantined.inc()
@@ -226,6 +233,7 @@ class _ParseAndScoreBatch(beam.DoFn):
       self._progress.flush()
 
 
+@beam.typehints.with_input_types(List[InputRecord])
 class ParseAndScore(beam.PTransform):
   """[InputRecord...] -> {'scored': ScoredExample with vog_raw, 'quarantined': Quarantined}.
 
@@ -242,7 +250,7 @@ class ParseAndScore(beam.PTransform):
   def expand(self, batches):
     tagged = batches | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
         shared.Shared(), self._scorer_factory, self._parser_factory, self._progress))
-    return split_by_tag(tagged, ('scored', 'quarantined'))
+    return split_by_tag(tagged, {'scored': ScoredExample, 'quarantined': Quarantined})
 
 
 class MeanStdCombineFn(beam.CombineFn):
@@ -287,11 +295,13 @@ class ApplyGlobalValue(beam.PTransform):
   which every runner does alike.
   """
 
-  def __init__(self, value, fn: Callable, file_keys: Sequence[FileKey]):
+  def __init__(self, value, fn: Callable, file_keys: Sequence[FileKey],
+               output_type: Any = Any):
     super().__init__()
     self._value = value
     self._fn = fn
     self._file_keys = list(file_keys)
+    self._output_type = output_type
 
   def expand(self, examples):
     file_keys, fn = self._file_keys, self._fn
@@ -300,7 +310,8 @@ class ApplyGlobalValue(beam.PTransform):
              'value': self._value | 'CopyPerFile' >> beam.FlatMap(
                  lambda v: [(key, v) for key in file_keys])}
             | 'GroupByFile' >> beam.CoGroupByKey()
-            | 'Apply' >> beam.FlatMap(_apply_per_file, fn))
+            | 'Apply' >> beam.FlatMap(_apply_per_file, fn).with_output_types(
+                self._output_type))
 
 
 def _as_dict(label: str, pairs):
@@ -309,6 +320,7 @@ def _as_dict(label: str, pairs):
       beam.combiners.ToDictCombineFn()).without_defaults()
 
 
+@beam.typehints.with_input_types(ScoredExample)
 class NormalizePerClass(beam.PTransform):
   """ScoredExample -> (ScoredExample with vog_score, class statistics by (split, class))."""
 
@@ -321,8 +333,11 @@ class NormalizePerClass(beam.PTransform):
     from components.vog.scoring import normalize_score  # pylint: disable=g-import-not-at-top
     class_stats = (scored
                    | 'KeyByClass' >> beam.Map(
-                       lambda s: ((s.split, s.target_class), s.vog_raw))
-                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
+                       lambda s: ((s.split, s.target_class), s.vog_raw)
+                   ).with_output_types(Tuple[ClassKey, float])
+                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
+                                                          ).with_output_types(
+                                                              Tuple[ClassKey, ClassStats]))
     normalize = self._normalize
 
     def add_score(s: ScoredExample, stats: Dict[ClassKey, ClassStats]) -> ScoredExample:
@@ -330,10 +345,12 @@ class NormalizePerClass(beam.PTransform):
       return s._replace(vog_score=normalize_score(s.vog_raw, mean, std, count, normalize))
 
     normalized = scored | 'Normalize' >> ApplyGlobalValue(
-        _as_dict('AllClassStats', class_stats), add_score, self._file_keys)
+        _as_dict('AllClassStats', class_stats), add_score, self._file_keys, ScoredExample)
     return normalized, class_stats
 
 
+@beam.typehints.with_input_types(ScoredExample)
+@beam.typehints.with_output_types(ScoredExample)
 class AssignPercentiles(beam.PTransform):
   """ScoredExample -> ScoredExample with percentile within split, decile and bucket."""
 
@@ -344,7 +361,8 @@ class AssignPercentiles(beam.PTransform):
 
   def expand(self, normalized):
     quantiles = (normalized
-                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score))
+                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score)
+                                            ).with_output_types(Tuple[str, float])
                  | 'Quantiles' >> beam.ApproximateQuantiles.PerKey(NUM_QUANTILES))
     cuts = self._cuts
 
@@ -354,7 +372,7 @@ class AssignPercentiles(beam.PTransform):
                         vog_bucket=percentiles.bucket_of(p, cuts))
 
     return normalized | 'Place' >> ApplyGlobalValue(
-        _as_dict('AllQuantiles', quantiles), place, self._file_keys)
+        _as_dict('AllQuantiles', quantiles), place, self._file_keys, ScoredExample)
 
 
 def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
@@ -362,6 +380,8 @@ def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
   return s.vog_score, s.split, -s.file_index, -s.record_index
 
 
+@beam.typehints.with_input_types(ScoredExample)
+@beam.typehints.with_output_types(ScoredExample)
 class FlagForReview(beam.PTransform):
   """Marks the `inspection_budget` highest scores across splits with their rank."""
 
@@ -382,9 +402,10 @@ class FlagForReview(beam.PTransform):
       rank = rank_of.get(s.position, 0)
       return s._replace(vog_flagged=int(rank > 0), review_rank=rank)
 
-    return placed | 'Mark' >> ApplyGlobalValue(ranks, mark, self._file_keys)
+    return placed | 'Mark' >> ApplyGlobalValue(ranks, mark, self._file_keys, ScoredExample)
 
 
+@beam.typehints.with_input_types(List[InputRecord])
 class ScoreExamples(beam.PTransform):
   """[InputRecord...] -> {'scored', 'quarantined', 'class_stats'}: the VoG computation.
 

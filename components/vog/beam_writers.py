@@ -26,7 +26,7 @@ from components.vog import audit_summary
 from components.vog import examples_io
 from components.vog import record_files
 from components.vog import report_format as fmt
-from components.vog.beam_audit import (FileRead, InputFile, ScoredExample, read_records,
+from components.vog.beam_audit import (InputFile, ScoredExample, Tagged, read_records,
                                        split_by_tag)
 from components.vog.examples_io import Quarantined
 
@@ -73,7 +73,8 @@ class _ZipFileWithScores(beam.DoFn):
     self._files_per_split = dict(files_per_split)
     self._example_id_key = example_id_key
 
-  def process(self, element):
+  def process(self, element: Tuple[Tuple[str, int], Dict[str, Iterable[Any]]]
+              ) -> Iterable[Tagged]:
     (split, file_index), grouped = element
     input_file: InputFile = list(grouped['file'])[0]
     scores = {s.record_index: s for s in grouped['scored']}
@@ -132,7 +133,8 @@ class WriteScoredExamples(beam.PTransform):
     } | 'GroupByFile' >> beam.CoGroupByKey())
     tagged = grouped | 'ZipWithScores' >> beam.ParDo(_ZipFileWithScores(
         self._output_dir, self._files_per_split, self._example_id_key))
-    return split_by_tag(tagged, ('written', 'flagged'))
+    return split_by_tag(tagged, {'written': FileWritten,
+                                 'flagged': Tuple[ScoredExample, bytes]})
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
@@ -164,7 +166,8 @@ class _WriteQuarantineShard(beam.DoFn):
     self._work_dir = work_dir
     self._num_shards = num_shards
 
-  def process(self, element):
+  def process(self, element: Tuple[int, Iterable[Quarantined]]
+              ) -> Iterable[audit_summary.Tally]:
     shard, rows = element
     rows = sorted(rows, key=lambda q: q.record_index)
     _write_lines(os.path.join(self._work_dir, fmt.quarantine_shard_name(shard,
@@ -209,7 +212,8 @@ class WriteDifficultyReport(beam.PTransform):
     shard_of = self._shard_of
     quarantine_tallies = (
         inputs['quarantined']
-        | 'KeyByShard' >> beam.Map(lambda q: (shard_of[(q.split, q.file_index)], q))
+        | 'KeyByShard' >> beam.Map(lambda q: (shard_of[(q.split, q.file_index)], q)
+                                   ).with_output_types(Tuple[int, Quarantined])
         | 'GroupByShard' >> beam.GroupByKey()
         | 'WriteQuarantine' >> beam.ParDo(_WriteQuarantineShard(self._work_dir,
                                                                 self._num_shards)))
