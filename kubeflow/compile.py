@@ -25,6 +25,12 @@ DEFAULT_BUCKET = 'gs://YOUR_BUCKET/vog-audit'
 
 
 def _parser() -> argparse.ArgumentParser:
+  # Defaults come from the objects that own them, so they cannot drift apart.
+  from components.vog.scoring import NORMALIZATIONS, TARGETS  # pylint: disable=g-import-not-at-top
+  from components.vog.settings import VogSettings  # pylint: disable=g-import-not-at-top
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  vog_defaults = VogSettings()
+  config_defaults = PipelineConfig('', '', '')
   p = argparse.ArgumentParser(prog='python -m kubeflow.compile', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--output', required=True, help='folder for the pipeline spec JSON')
@@ -39,18 +45,18 @@ def _parser() -> argparse.ArgumentParser:
                  help='a Beam pipeline argument, repeatable; e.g. '
                       '--beam-arg=--runner=DataflowRunner (default: DirectRunner, '
                       'multi-processing, in the component pod)')
-  p.add_argument('--epochs', type=int, default=12)
-  p.add_argument('--vog-target', default='loss', choices=('loss', 'prob', 'logit'))
-  p.add_argument('--vog-normalize', default='class', choices=('class', 'abs-class', 'raw'))
-  p.add_argument('--vog-stage', default='complete')
-  p.add_argument('--vog-num-checkpoints', type=int, default=10)
-  p.add_argument('--vog-batch-size', type=int, default=256)
-  p.add_argument('--inspection-budget', type=int, default=200)
-  p.add_argument('--bucket-percentiles', type=float, nargs=2, default=(50.0, 90.0),
-                 metavar=('MEDIUM', 'HARD'))
-  p.add_argument('--min-accuracy', type=float, default=0.8)
-  p.add_argument('--min-hard-accuracy', type=float, default=0.1)
-  p.add_argument('--max-accuracy-drop', type=float, default=0.05)
+  p.add_argument('--epochs', type=int, default=config_defaults.epochs)
+  p.add_argument('--vog-target', default=vog_defaults.target, choices=TARGETS)
+  p.add_argument('--vog-normalize', default=vog_defaults.normalize, choices=NORMALIZATIONS)
+  p.add_argument('--vog-stage', default=vog_defaults.stage)
+  p.add_argument('--vog-num-checkpoints', type=int, default=vog_defaults.num_checkpoints)
+  p.add_argument('--vog-batch-size', type=int, default=vog_defaults.batch_size)
+  p.add_argument('--inspection-budget', type=int, default=vog_defaults.inspection_budget)
+  p.add_argument('--bucket-percentiles', type=float, nargs=2,
+                 default=tuple(vog_defaults.bucket_percentiles), metavar=('MEDIUM', 'HARD'))
+  p.add_argument('--min-accuracy', type=float, default=config_defaults.min_accuracy)
+  p.add_argument('--min-hard-accuracy', type=float, default=config_defaults.min_hard_accuracy)
+  p.add_argument('--max-accuracy-drop', type=float, default=config_defaults.max_accuracy_drop)
   return p
 
 
