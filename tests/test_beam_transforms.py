@@ -23,6 +23,13 @@ from components.vog.settings import VogSettings
 import fixtures
 
 
+def _ranking(ranks):
+  """A Ranking of one class per split (0 and 1 of train) with scores around 0.1."""
+  stats = percentiles.ClassScores(3, 0.1, 0.0, (0.1, 0.1, 0.1))
+  return percentiles.Ranking('raw', (50.0, 90.0), {('train', 0): stats, ('train', 1): stats},
+                             ranks)
+
+
 def _scored(split, index, raw, cls=0, **fields):
   return ScoredExample(split, 0, index, f'{split}-{index}', True, cls, cls, cls, raw,
                        **fields)
@@ -85,46 +92,91 @@ def test_parse_and_score_quarantines_bad_records_and_scores_the_rest(trained):
                 equal_to([(21, 'unparsable record')]), label='quarantine')
 
 
-def test_normalize_per_class_matches_the_numpy_oracle():
+def test_summarize_scores_normalises_per_class_like_the_numpy_oracle():
   rng = np.random.default_rng(0)
   raw = rng.gamma(2.0, 1.0, 40)
   classes = np.repeat([0, 1, 2, 3], 10)
   rows = [_scored('train', i, float(raw[i]), int(classes[i])) for i in range(40)]
   expected = normalize_scores(raw, classes, 'class')
   with TestPipeline() as p:
-    normalized, stats = p | beam.Create(rows) | beam_audit.NormalizePerClass('class', [('train', 0)])
-    assert_that(normalized | beam.Map(lambda s: (s.record_index, round(s.vog_score, 9))),
-                equal_to([(i, round(float(expected[i]), 9)) for i in range(40)]),
+    out = p | beam.Create(rows) | beam_audit.SummarizeScores('class', (50.0, 90.0), 4)
+    placed = out['ranking'] | beam.FlatMap(lambda r: [
+        (i, round(r.place('train', int(classes[i]), float(raw[i]), ('train', 0, i))[0], 9))
+        for i in range(40)])
+    assert_that(placed, equal_to([(i, round(float(expected[i]), 9)) for i in range(40)]),
                 label='scores')
-    assert_that(stats | beam.Map(lambda kv: (kv[0], kv[1][0], round(kv[1][1], 9))),
+    assert_that(out['class_stats'] | beam.Map(lambda kv: (kv[0], kv[1][0],
+                                                         round(kv[1][1], 9))),
                 equal_to([(('train', c), 10, round(float(raw[classes == c].mean()), 9))
                           for c in range(4)]), label='stats')
+    # The four highest normalised scores are flagged, ranked from the highest.
+    top = sorted(range(40), key=lambda i: -expected[i])[:4]
+    assert_that(out['ranking'] | beam.Map(lambda r: sorted(r.ranks.items())),
+                equal_to([sorted((('train', 0, i), rank) for rank, i in
+                                 enumerate(top, start=1))]), label='ranks')
 
 
-def test_assign_percentiles_places_scores_within_their_split():
-  rows = ([_scored('train', i, 0.0, vog_score=float(i)) for i in range(100)] +
-          [_scored('eval', i, 0.0, vog_score=1000.0 + i) for i in range(10)])
+def test_percentiles_place_scores_within_their_split():
+  rows = ([_scored('train', i, float(i)) for i in range(100)] +
+          [_scored('eval', i, 1000.0 + i, 1) for i in range(10)])
   with TestPipeline() as p:
-    placed = p | beam.Create(rows) | beam_audit.AssignPercentiles([50.0, 90.0],
-                                                                [('train', 0), ('eval', 0)])
-    assert_that(placed | beam.Map(lambda s: (s.split, s.record_index, s.vog_decile,
-                                             s.vog_bucket)),
-                equal_to([('train', i, percentiles.decile_of(100 * i / 99),
-                           percentiles.bucket_of(100 * i / 99, [50, 90]))
-                          for i in range(100)] +
-                         [('eval', i, percentiles.decile_of(100 * i / 9),
-                           percentiles.bucket_of(100 * i / 9, [50, 90]))
-                          for i in range(10)]))
+    out = p | beam.Create(rows) | beam_audit.SummarizeScores('raw', (50.0, 90.0), 4)
+    placed = out['ranking'] | beam.FlatMap(lambda r: [
+        (row.split, row.record_index) + tuple(r.place(row.split, row.target_class,
+                                                      row.vog_raw, row.position)[2:4])
+        for row in rows])
+    assert_that(placed, equal_to(
+        [('train', i, percentiles.decile_of(100 * i / 99),
+          percentiles.bucket_of(100 * i / 99, [50, 90])) for i in range(100)] +
+        [('eval', i, percentiles.decile_of(100 * i / 9),
+          percentiles.bucket_of(100 * i / 9, [50, 90])) for i in range(10)]))
 
 
-def test_flag_for_review_ranks_identical_scores_one_by_one():
-  rows = [_scored('train', i, 0.0, vog_score=5.0) for i in range(3)]
-  rows += [_scored('train', 3 + i, 0.0, vog_score=float(i)) for i in range(5)]
+def test_a_split_percentile_mixes_its_classes_by_count():
+  # Two classes of one split with the same spread around different means: after class
+  # normalisation they are one distribution, so a score's percentile is as in one class.
+  stats = {('train', 0): percentiles.ClassScores(11, 5.0, 1.0, tuple(np.linspace(3, 7, 11))),
+           ('train', 1): percentiles.ClassScores(11, 50.0, 1.0,
+                                                 tuple(np.linspace(48, 52, 11)))}
+  ranking = percentiles.Ranking('class', (50.0, 90.0), stats, {})
+  for z in (-2.5, -1.9, -0.3, 0.1, 0.7, 1.9, 2.5):  # between grid points: no float ties
+    assert ranking.percentile('train', z) == pytest.approx(
+        percentiles.percentile_of(5.0 + z, np.linspace(3, 7, 11)))
+  assert ranking.place('train', 1, 52.0, ('train', 0, 0))[:2] == (2.0, 100.0)
+
+
+@pytest.mark.parametrize('normalize', ['class', 'abs-class', 'raw'])
+def test_review_candidates_per_class_hold_the_global_top(normalize):
+  rng = np.random.default_rng(3)
+  budget = 7
+  rows = [(('train' if i % 3 else 'eval'), int(rng.integers(0, 4)),
+           float(rng.gamma(2.0, 1.0)), (('train' if i % 3 else 'eval'), i % 2, i))
+          for i in range(300)]
+  rows += [('eval', 9, 1.0, ('eval', 0, 1000))]  # a class of one: its score is 0
+  classes = {}
+  for key in {(r[0], r[1]) for r in rows}:
+    values = np.array([r[2] for r in rows if (r[0], r[1]) == key])
+    classes[key] = percentiles.ClassScores(len(values), float(values.mean()),
+                                           float(values.std()), tuple(values))
+  everything = {key: [(r[2], r[3]) for r in rows if (r[0], r[1]) == key] for key in classes}
+  candidates = {}
+  for key, members in everything.items():
+    by = lambda f: sorted(members, key=f, reverse=True)[:budget]  # pylint: disable=cell-var-from-loop
+    candidates[key] = (by(lambda c: percentiles.review_key(c[0], c[1])) +
+                       by(lambda c: percentiles.review_key(-c[0], c[1])) +
+                       by(lambda c: percentiles.review_key(0.0, c[1])))
+  assert (percentiles.rank_for_review(classes, candidates, normalize, budget) ==
+          percentiles.rank_for_review(classes, everything, normalize, budget))
+
+
+def test_equal_scores_are_ranked_one_by_one_in_input_order():
+  rows = [_scored('train', i, 5.0) for i in range(3)]
+  rows += [_scored('train', 3 + i, float(i)) for i in range(5)]
   with TestPipeline() as p:
-    flagged = p | beam.Create(rows) | beam_audit.FlagForReview(4, [('train', 0)])
-    assert_that(flagged | beam.Filter(lambda s: s.vog_flagged)
-                | beam.Map(lambda s: (s.record_index, s.review_rank)),
-                equal_to([(0, 1), (1, 2), (2, 3), (7, 4)]))
+    out = p | beam.Create(rows) | beam_audit.SummarizeScores('raw', (50.0, 90.0), 4)
+    assert_that(out['ranking'] | beam.Map(lambda r: sorted(r.ranks.items())),
+                equal_to([[(('train', 0, 0), 1), (('train', 0, 1), 2), (('train', 0, 2), 3),
+                           (('train', 0, 7), 4)]]))
 
 
 def test_write_scored_examples_zips_by_position_and_counts_what_it_wrote(tmp_path):
@@ -139,7 +191,8 @@ def test_write_scored_examples_zips_by_position_and_counts_what_it_wrote(tmp_pat
   with TestPipeline() as p:
     written = ({'files': p | 'F' >> beam.Create(files),
                 'scored': p | 'S' >> beam.Create(scored),
-                'quarantined': p | 'Q' >> beam.Create(quarantined)}
+                'quarantined': p | 'Q' >> beam.Create(quarantined),
+                'ranking': p | 'R' >> beam.Create([_ranking({('train', 0, 1): 1})])}
                | beam_writers.WriteScoredExamples(out_dir, {'train': 1}, 'example_id'))
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 3, 1, 0)]),
                 label='written')
@@ -157,7 +210,8 @@ def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
   with TestPipeline() as p:
     written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
                 'scored': p | 'S' >> beam.Create([_scored('train', 0, 0.1)]),
-                'quarantined': p | 'Q' >> beam.Create([]).with_output_types(Quarantined)}
+                'quarantined': p | 'Q' >> beam.Create([]).with_output_types(Quarantined),
+                'ranking': p | 'R' >> beam.Create([_ranking({})])}
                | beam_writers.WriteScoredExamples(str(tmp_path / 'out'), {'train': 1},
                                                   'example_id'))
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 1, 0, 1)]))
@@ -201,7 +255,7 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
   s = _scored('train', 0, 0.3, 1, vog_flagged=1, review_rank=1, vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
-      'scored': [s],
+      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1)],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
       'class_stats': [(('train', 1), (1, 0.3, 0.0))],
       'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],
@@ -253,14 +307,3 @@ def test_batch_parsing_agrees_with_record_by_record_parsing(trained):
     assert good.labels == [e.label for _, e in expected_good]
     np.testing.assert_array_equal(
         good.inputs['image'], np.stack([e.inputs['image'] for _, e in expected_good]))
-
-
-def test_apply_global_value_reaches_every_file_once():
-  rows = [_scored('train', i, 0.0)._replace(file_index=i % 3) for i in range(9)]
-  with TestPipeline() as p:
-    value = p | 'V' >> beam.Create([{'offset': 10}])
-    out = (p | 'R' >> beam.Create(rows)
-           | beam_audit.ApplyGlobalValue(value, lambda s, v: s.record_index + v['offset'],
-                                         [('train', 0), ('train', 1), ('train', 2),
-                                          ('eval', 0)]))
-    assert_that(out, equal_to([10 + i for i in range(9)]))

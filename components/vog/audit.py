@@ -253,14 +253,15 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   files = pipeline | 'ListInputFiles' >> beam.Create(all_files)
   read = files | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
   results = read['batches'] | 'ScoreExamples' >> beam_audit.ScoreExamples(
-      settings, scorer_factory, parser_factory, list(shard_of), progress)
+      settings, scorer_factory, parser_factory, progress)
   written = ({'files': files, 'scored': results['scored'],
-              'quarantined': results['quarantined']}
+              'quarantined': results['quarantined'], 'ranking': results['ranking']}
              | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(
                  scored_examples_dir, {s: len(f) for s, f in plan.split_files.items()},
                  settings.example_id_key))
   # The report is written last: its summary waits for every other writer.
-  _ = (dict(results, files_read=read['files'], **written)
+  _ = ({'files_read': read['files'], 'quarantined': results['quarantined'],
+        'class_stats': results['class_stats'], **written}
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
            work_dir, splits, _summary_base(plan), shard_of, len(all_files)))
   result = pipeline.run()

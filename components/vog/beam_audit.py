@@ -1,17 +1,16 @@
 """The VoG audit's computation as Beam transforms.
 
     files | ReadRecordBatches -> {batches, files}
-    batches | ScoreExamples -> {scored, quarantined, class_stats}
+    batches | ScoreExamples -> {scored, quarantined, ranking, class_stats}
 
-ScoreExamples is ParseAndScore | NormalizePerClass | AssignPercentiles | FlagForReview.
+ScoreExamples is ParseAndScore | SummarizeScores.
 Checkpoints load once per worker (shared across threads); a batch goes through all K
-checkpoints before the next. The global numbers are bounded: class statistics (splits x
-classes), quantiles (splits x 1001) and the flagged set (`inspection_budget`); each is
-copied to every input file and joined with that file's scores (ApplyGlobalValue), so
-no side input is used and no worker holds more than one file's scores. An example is
-identified by its position (split, file, record index), so copies of one record are
-different examples. The writers (beam_writers.py) join the scores back to the records
-by that position.
+checkpoints before the next. The global numbers (class statistics, quantiles, the flagged
+set) are combined per class of the raw scores into one bounded Ranking
+(SummarizeScores); no side input is used. An example is identified by its position
+(split, file, record index), so copies of one record are different examples. The
+writers (beam_writers.py) join the raw scores and the Ranking back to the records by
+input file, in the one shuffle the scores go through.
 
 Only primitives that every runner executes alike are used: each DoFn has one output
 (a transform that yields two kinds of things tags them and `split_by_tag` separates
@@ -269,168 +268,115 @@ class MeanStdCombineFn(beam.CombineFn):
     return acc.result()
 
 
-FileKey = Tuple[str, int]  # (split, file index)
+def _raw(kv: Tuple[ClassKey, ScoredExample]) -> Tuple[ClassKey, float]:
+  return kv[0], kv[1].vog_raw
 
 
-def _apply_per_file(element, fn):
-  """One file's examples with the broadcast value: fn(example, value) for each."""
-  _, grouped = element
-  values = list(grouped['value'])
-  examples = list(grouped['examples'])
-  if examples and len(values) != 1:
-    raise RuntimeError(f'{len(values)} copies of a global value reached the examples of '
-                       'one input file; expected exactly 1')
-  for example in examples:
-    yield fn(example, values[0])
+def _candidate(kv: Tuple[ClassKey, ScoredExample]
+               ) -> Tuple[ClassKey, percentiles.Candidate]:
+  return kv[0], (kv[1].vog_raw, kv[1].position)
 
 
-class ApplyGlobalValue(beam.PTransform):
-  """(examples, a one-element PCollection) -> fn(example, value) for every example.
+def _highest(c: percentiles.Candidate):
+  return percentiles.review_key(c[0], c[1])
 
-  A bounded global value (class statistics, quantiles, the flagged set) meets the
-  examples through a join, not a side input: it is copied once for each input file
-  and grouped with that file's examples by (split, file index), so a worker holds one
-  file's examples at a time. Some runners (Beam 2.74's Dask runner) compute side
-  inputs inside each task and get combined values wrong there; a join is a shuffle,
-  which every runner does alike.
+
+def _lowest(c: percentiles.Candidate):
+  return percentiles.review_key(-c[0], c[1])
+
+
+def _earliest(c: percentiles.Candidate):
+  return percentiles.review_key(0.0, c[1])
+
+
+class SummarizeScores(beam.PTransform):
+  """ScoredExample (vog_raw) -> {'ranking': one percentiles.Ranking, 'class_stats'}.
+
+  Everything is combined per (split, class) of the raw scores, by combiners that runners
+  lift ahead of their shuffle: count, mean and std; approximate quantiles; and the
+  candidates for review (the class's `inspection_budget` highest raw scores, for
+  `abs-class` its lowest too, and its earliest positions, which rank first among equal
+  scores). The Ranking built from them places any example of the audit and holds the
+  flagged set: bounded by splits x classes x (1,001 + 3 x budget), whatever N is.
+  `class_stats` is ((split, class), (count, mean, std)).
   """
 
-  def __init__(self, value, fn: Callable, file_keys: Sequence[FileKey],
-               output_type: Any = Any):
-    super().__init__()
-    self._value = value
-    self._fn = fn
-    self._file_keys = list(file_keys)
-    self._output_type = output_type
-
-  def expand(self, examples):
-    file_keys, fn = self._file_keys, self._fn
-    return ({'examples': examples | 'KeyByFile' >> beam.Map(
-                 lambda e: ((e.split, e.file_index), e)),
-             'value': self._value | 'CopyPerFile' >> beam.FlatMap(
-                 lambda v: [(key, v) for key in file_keys])}
-            | 'GroupByFile' >> beam.CoGroupByKey()
-            | 'Apply' >> beam.FlatMap(_apply_per_file, fn).with_output_types(
-                self._output_type))
-
-
-def _as_dict(label: str, pairs):
-  """(key, value) pairs -> one dict (bounded inputs only)."""
-  return pairs | label >> beam.CombineGlobally(
-      beam.combiners.ToDictCombineFn()).without_defaults()
-
-
-@beam.typehints.with_input_types(ScoredExample)
-class NormalizePerClass(beam.PTransform):
-  """ScoredExample -> (ScoredExample with vog_score, class statistics by (split, class))."""
-
-  def __init__(self, normalize: str, file_keys: Sequence[FileKey]):
+  def __init__(self, normalize: str, bucket_percentiles: Sequence[float],
+               inspection_budget: int):
     super().__init__()
     self._normalize = normalize
-    self._file_keys = list(file_keys)
+    self._cuts = tuple(bucket_percentiles)
+    self._budget = inspection_budget
 
   def expand(self, scored):
-    from components.vog.scoring import normalize_score  # pylint: disable=g-import-not-at-top
-    class_stats = (scored
-                   | 'KeyByClass' >> beam.Map(
-                       lambda s: ((s.split, s.target_class), s.vog_raw)
-                   ).with_output_types(Tuple[ClassKey, float])
-                   | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
-                                                          ).with_output_types(
-                                                              Tuple[ClassKey, ClassStats]))
-    normalize = self._normalize
+    normalize, cuts, budget = self._normalize, self._cuts, self._budget
+    k = max(budget, 1)
+    by_class = scored | 'KeyByClass' >> beam.Map(
+        lambda s: ((s.split, s.target_class), s)
+    ).with_output_types(Tuple[ClassKey, ScoredExample])
+    raw = by_class | 'Raw' >> beam.Map(_raw).with_output_types(Tuple[ClassKey, float])
+    candidates = by_class | 'Candidates' >> beam.Map(_candidate)
+    parts = {
+        'stats': raw | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
+                                                            ).with_output_types(
+                                                                Tuple[ClassKey, ClassStats]),
+        'quantiles': raw | 'ClassQuantiles' >> beam.ApproximateQuantiles.PerKey(
+            NUM_QUANTILES),
+        'highest': candidates | 'Highest' >> beam.CombinePerKey(
+            beam.combiners.TopCombineFn(k, key=_highest)),
+        'earliest': candidates | 'Earliest' >> beam.CombinePerKey(
+            beam.combiners.TopCombineFn(k, key=_earliest)),
+    }
+    if normalize == 'abs-class':
+      parts['lowest'] = candidates | 'Lowest' >> beam.CombinePerKey(
+          beam.combiners.TopCombineFn(k, key=_lowest))
 
-    def add_score(s: ScoredExample, stats: Dict[ClassKey, ClassStats]) -> ScoredExample:
-      count, mean, std = stats[(s.split, s.target_class)]
-      return s._replace(vog_score=normalize_score(s.vog_raw, mean, std, count, normalize))
+    def per_class(kv):
+      key, grouped = kv
+      (count, mean, std), = grouped['stats']
+      (quantiles,) = grouped['quantiles']
+      rows = [c for name in ('highest', 'lowest', 'earliest')
+              for top in grouped.get(name, ()) for c in top]
+      return key, (percentiles.ClassScores(count, mean, std, tuple(quantiles)), rows)
 
-    normalized = scored | 'Normalize' >> ApplyGlobalValue(
-        _as_dict('AllClassStats', class_stats), add_score, self._file_keys, ScoredExample)
-    return normalized, class_stats
+    def ranking(per_class_values) -> percentiles.Ranking:
+      classes = {key: stats for key, (stats, _) in per_class_values.items()}
+      rows = {key: rows for key, (_, rows) in per_class_values.items()}
+      return percentiles.Ranking(normalize, cuts, classes,
+                                 percentiles.rank_for_review(classes, rows, normalize, budget))
 
-
-@beam.typehints.with_input_types(ScoredExample)
-@beam.typehints.with_output_types(ScoredExample)
-class AssignPercentiles(beam.PTransform):
-  """ScoredExample -> ScoredExample with percentile within split, decile and bucket."""
-
-  def __init__(self, bucket_percentiles: Sequence[float], file_keys: Sequence[FileKey]):
-    super().__init__()
-    self._cuts = list(bucket_percentiles)
-    self._file_keys = list(file_keys)
-
-  def expand(self, normalized):
-    quantiles = (normalized
-                 | 'KeyBySplit' >> beam.Map(lambda s: (s.split, s.vog_score)
-                                            ).with_output_types(Tuple[str, float])
-                 | 'Quantiles' >> beam.ApproximateQuantiles.PerKey(NUM_QUANTILES))
-    cuts = self._cuts
-
-    def place(s: ScoredExample, split_quantiles) -> ScoredExample:
-      p = percentiles.percentile_of(s.vog_score, split_quantiles[s.split])
-      return s._replace(vog_percentile=p, vog_decile=percentiles.decile_of(p),
-                        vog_bucket=percentiles.bucket_of(p, cuts))
-
-    return normalized | 'Place' >> ApplyGlobalValue(
-        _as_dict('AllQuantiles', quantiles), place, self._file_keys, ScoredExample)
-
-
-def review_order(s: ScoredExample) -> Tuple[float, str, int, int]:
-  """Highest score first; ties go to the earlier position, the same on every runner."""
-  return s.vog_score, s.split, -s.file_index, -s.record_index
-
-
-@beam.typehints.with_input_types(ScoredExample)
-@beam.typehints.with_output_types(ScoredExample)
-class FlagForReview(beam.PTransform):
-  """Marks the `inspection_budget` highest scores across splits with their rank."""
-
-  def __init__(self, inspection_budget: int, file_keys: Sequence[FileKey]):
-    super().__init__()
-    self._budget = inspection_budget
-    self._file_keys = list(file_keys)
-
-  def expand(self, placed):
-    budget = self._budget
-    ranks = (placed
-             | 'Top' >> beam.CombineGlobally(beam.combiners.TopCombineFn(
-                 max(budget, 1), key=review_order)).without_defaults()
-             | 'Ranks' >> beam.Map(lambda rows: {
-                 t.position: rank for rank, t in enumerate(rows[:budget], start=1)}))
-
-    def mark(s: ScoredExample, rank_of) -> ScoredExample:
-      rank = rank_of.get(s.position, 0)
-      return s._replace(vog_flagged=int(rank > 0), review_rank=rank)
-
-    return placed | 'Mark' >> ApplyGlobalValue(ranks, mark, self._file_keys, ScoredExample)
+    result = (parts
+              | 'GroupByClass' >> beam.CoGroupByKey()
+              | 'PerClass' >> beam.Map(per_class)
+              | 'AllClasses' >> beam.CombineGlobally(
+                  beam.combiners.ToDictCombineFn()).without_defaults()
+              | 'Ranking' >> beam.Map(ranking).with_output_types(percentiles.Ranking))
+    return {'ranking': result, 'class_stats': parts['stats']}
 
 
 @beam.typehints.with_input_types(List[InputRecord])
 class ScoreExamples(beam.PTransform):
-  """[InputRecord...] -> {'scored', 'quarantined', 'class_stats'}: the VoG computation.
+  """[InputRecord...] -> {'scored', 'quarantined', 'ranking', 'class_stats'}: the VoG audit.
 
-  `scored` holds one final ScoredExample per scorable record (score, percentile,
-  bucket, flag and review rank); `quarantined` every record that could not be scored;
-  `class_stats` ((split, class), (count, mean, std)) of vog_raw.
+  `scored` holds a ScoredExample with vog_raw per scorable record; `ranking` the one
+  percentiles.Ranking that gives each of them its vog_score, percentile, decile, bucket
+  and review rank (the writer applies it, record by record, as it writes);
+  `quarantined` every record that could not be scored; `class_stats` ((split, class),
+  (count, mean, std)) of vog_raw.
   """
 
-  def __init__(self, settings, scorer_factory, parser_factory,
-               file_keys: Sequence[FileKey], progress=None):
+  def __init__(self, settings, scorer_factory, parser_factory, progress=None):
     super().__init__()
     self._settings = settings
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
-    self._file_keys = list(file_keys)
     self._progress = progress
 
   def expand(self, batches):
-    s, files = self._settings, self._file_keys
+    s = self._settings
     parsed = batches | 'ParseAndScore' >> ParseAndScore(
         self._scorer_factory, self._parser_factory, self._progress)
-    normalized, class_stats = parsed['scored'] | 'NormalizePerClass' >> NormalizePerClass(
-        s.normalize, files)
-    flagged = (normalized
-               | 'AssignPercentiles' >> AssignPercentiles(s.bucket_percentiles, files)
-               | 'FlagForReview' >> FlagForReview(s.inspection_budget, files))
-    return {'scored': flagged, 'quarantined': parsed['quarantined'],
-            'class_stats': class_stats}
+    summary = parsed['scored'] | 'SummarizeScores' >> SummarizeScores(
+        s.normalize, s.bucket_percentiles, s.inspection_budget)
+    return {'scored': parsed['scored'], 'quarantined': parsed['quarantined'],
+            'ranking': summary['ranking'], 'class_stats': summary['class_stats']}

@@ -1,13 +1,15 @@
 """Writing what ScoreExamples computed: the scored examples and the report's work files.
 
-    (files, scored) | WriteScoredExamples -> {written, flagged}
-    (files_read, scored, quarantined, class_stats, written, flagged)
-        | WriteDifficultyReport -> the names of the files it wrote
+    (files, scored, quarantined, ranking) | WriteScoredExamples -> {written, flagged, tallies}
+    (files_read, quarantined, class_stats, written, flagged, tallies)
+        | WriteDifficultyReport -> the summary's path
 
-Scores meet their records again by position. The scores are grouped by input file
-(`CoGroupByKey` on (split, file index)); each file is then read again, in order, and
-zipped with its scores. Only the small score records cross the shuffle, never the
-examples, and a worker holds the scores of one file at a time.
+Scores meet their records again by position. The raw scores are grouped by input file
+(`CoGroupByKey` on (split, file index)) with a copy of the Ranking; each file is then
+read again, in order, and zipped with its scores, each placed by the Ranking (score,
+percentile, decile, bucket, review rank) as it is written. Only the small score records
+cross the shuffle, never the examples, and a worker holds the scores of one file at a
+time.
 
 Every file is written whole by one DoFn call under a temporary name and renamed into
 place, named after what it holds (input file k of n gives output shard k of n), so a
@@ -24,6 +26,7 @@ import apache_beam as beam
 
 from components.vog import audit_summary
 from components.vog import examples_io
+from components.vog import percentiles
 from components.vog import record_files
 from components.vog import report_format as fmt
 from components.vog.beam_audit import (InputFile, ScoredExample, Tagged, read_records,
@@ -64,8 +67,9 @@ def scored_file_path(output_dir: str, split: str, file_index: int, num_files: in
 class _ZipFileWithScores(beam.DoFn):
   """Reads one input file again, pairs record i with score i and writes the result.
 
-  Yields ('written', FileWritten) once, and ('flagged', (ScoredExample, bytes)) for
-  each flagged example; records with a quarantine entry are left out of the output.
+  Yields ('tally', ...) for each example written, ('written', FileWritten) once, and
+  ('flagged', (ScoredExample, bytes)) for each flagged example; records with a
+  quarantine entry are left out of the output.
   """
 
   def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
@@ -79,6 +83,10 @@ class _ZipFileWithScores(beam.DoFn):
     input_file: InputFile = list(grouped['file'])[0]
     scores = {s.record_index: s for s in grouped['scored']}
     quarantined = set(grouped['quarantined'])
+    rankings = list(grouped['ranking'])
+    if scores and len(rankings) != 1:
+      raise RuntimeError(f'{len(rankings)} rankings reached the scores of {input_file.path}; '
+                         'expected exactly 1')
     written = written_flagged = unmatched = 0
     flagged: List[Tuple[ScoredExample, bytes]] = []
     path = scored_file_path(self._output_dir, split, file_index, self._files_per_split[split])
@@ -92,10 +100,14 @@ class _ZipFileWithScores(beam.DoFn):
             else:
               unmatched += 1
             continue
+          s = placed(s, rankings[0])
           out.write(record_files.frame(examples_io.with_vog_features(
               serialized, self._example_id_key, s.example_id, vog_fields(s),
               s.has_example_id)))
           written += 1
+          yield 'tally', audit_summary.scored_tally(s.split, s.target_class, s.label,
+                                                    s.predicted_class, s.vog_decile,
+                                                    s.vog_flagged)
           if s.vog_flagged:
             written_flagged += 1
             flagged.append((s, serialized))
@@ -108,12 +120,21 @@ class _ZipFileWithScores(beam.DoFn):
       yield 'flagged', pair
 
 
+def placed(s: ScoredExample, ranking: percentiles.Ranking) -> ScoredExample:
+  """`s` with its score, percentile, decile, bucket and review rank from `ranking`."""
+  score, percentile, decile, bucket, rank = ranking.place(
+      s.split, s.target_class, s.vog_raw, s.position)
+  return s._replace(vog_score=score, vog_percentile=percentile, vog_decile=decile,
+                    vog_bucket=bucket, vog_flagged=int(rank > 0), review_rank=rank)
+
+
 class WriteScoredExamples(beam.PTransform):
   """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz.
 
-  Takes {'files': InputFile, 'scored': ScoredExample, 'quarantined': Quarantined};
-  returns {'written': FileWritten per input file, 'flagged': (ScoredExample, bytes)}.
-  Input file k of a split's n becomes output file k of n.
+  Takes {'files': InputFile, 'scored': ScoredExample (vog_raw), 'quarantined':
+  Quarantined, 'ranking': the one Ranking}; returns {'written': FileWritten per input
+  file, 'flagged': (ScoredExample, bytes), 'tallies': one per example written}. Input
+  file k of a split's n becomes output file k of n.
   """
 
   def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
@@ -123,6 +144,7 @@ class WriteScoredExamples(beam.PTransform):
     self._example_id_key = example_id_key
 
   def expand(self, inputs):
+    file_keys = [(split, i) for split, n in self._files_per_split.items() for i in range(n)]
     grouped = ({
         'file': inputs['files'] | 'KeyFiles' >> beam.Map(
             lambda f: ((f.split, f.file_index), f)),
@@ -130,11 +152,17 @@ class WriteScoredExamples(beam.PTransform):
             lambda s: ((s.split, s.file_index), s)),
         'quarantined': inputs['quarantined'] | 'KeyQuarantined' >> beam.Map(
             lambda q: ((q.split, q.file_index), q.record_index)),
+        # The Ranking is bounded; one copy goes to each input file.
+        'ranking': inputs['ranking'] | 'CopyPerFile' >> beam.FlatMap(
+            lambda r: [(key, r) for key in file_keys]),
     } | 'GroupByFile' >> beam.CoGroupByKey())
     tagged = grouped | 'ZipWithScores' >> beam.ParDo(_ZipFileWithScores(
         self._output_dir, self._files_per_split, self._example_id_key))
-    return split_by_tag(tagged, {'written': FileWritten,
-                                 'flagged': Tuple[ScoredExample, bytes]})
+    parts = split_by_tag(tagged, {'written': FileWritten,
+                                  'flagged': Tuple[ScoredExample, bytes],
+                                  'tally': audit_summary.Tally})
+    return {'written': parts['written'], 'flagged': parts['flagged'],
+            'tallies': parts['tally']}
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
@@ -192,7 +220,8 @@ def _write_summary(summary: Dict[str, Any], path: str) -> str:
 class WriteDifficultyReport(beam.PTransform):
   """Writes the report's work files under `work_dir`; returns the summary's path.
 
-  Takes {'files_read', 'scored', 'quarantined', 'class_stats', 'written', 'flagged'}.
+  Takes {'files_read', 'quarantined', 'class_stats', 'written', 'flagged', 'tallies'}
+  ('tallies' being the scored examples' tallies that WriteScoredExamples counted).
   Writes SUMMARY_WORK_FILE (combined by AuditSummaryFn from what the writers counted,
   `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows)
   and one quarantine shard per input file that had quarantined examples, numbered by
@@ -226,10 +255,7 @@ class WriteDifficultyReport(beam.PTransform):
     tallies = (
         inputs['files_read'] | 'FileTallies' >> beam.Map(
             lambda f: audit_summary.file_tally(f.split, f.path, f.records, f.damage)),
-        inputs['scored'] | 'ScoredTallies' >> beam.Map(
-            lambda s: audit_summary.scored_tally(s.split, s.target_class, s.label,
-                                                 s.predicted_class, s.vog_decile,
-                                                 s.vog_flagged)),
+        inputs['tallies'],
         quarantine_tallies,
         inputs['class_stats'] | 'ClassTallies' >> beam.Map(
             lambda kv: audit_summary.class_stats_tally(kv[0][0], kv[0][1], kv[1])),

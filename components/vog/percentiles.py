@@ -1,9 +1,22 @@
-"""Where a score stands in its split: class mean and std, percentile, decile, bucket.
+"""Where a score stands in its split: class statistics, normalised score, percentile,
+decile, bucket and review rank.
 
 Pure functions on numbers, beside the VoG core; the Beam transforms only apply them.
+
+Every global number of an audit is kept per (split, target class) of the raw scores: the
+count, mean and std, approximate quantiles, and the top-K candidates for review. That is
+enough for everything the ranking needs, so the raw scores cross no more than one shuffle:
+
+* vog_score is the class-normalised raw score (normalize_score);
+* the percentile of a score within its split is the count-weighted share of each class's
+  examples whose score is at or below it, read off that class's raw quantiles (the
+  normalisation is monotone within a class, or two-sided for `abs-class`);
+* the `inspection_budget` highest scores of a split are among the highest raw scores of
+  their class (and, for `abs-class`, the lowest): the union of each class's top K holds the
+  global top K.
 """
 
-from typing import Iterable, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,10 +65,131 @@ class MeanStd:
     return MeanStd, (self.count, self.mean, self.m2)
 
 
+def normalize_score(vog_raw: float, class_mean: float, class_std: float,
+                    class_count: int, normalize: str) -> float:
+  """One example's normalised score given its class's population mean and std.
+
+  A class with one example, or with no spread, gives 0 (never NaN). A spread below
+  float64 rounding noise of the mean counts as none.
+  """
+  if normalize == 'raw':
+    return float(vog_raw)
+  if _no_spread(class_count, class_mean, class_std):
+    return 0.0
+  z = (vog_raw - class_mean) / class_std
+  return float(abs(z) if normalize == 'abs-class' else z)
+
+
+def _no_spread(count: int, mean: float, std: float) -> bool:
+  return count < 2 or not std > 1e-12 * abs(mean)
+
+
 def percentile_of(score: float, quantiles: Sequence[float]) -> float:
-  """Share (0-100) of the split at or below `score`, read off its quantile boundaries."""
-  position = np.searchsorted(np.asarray(quantiles), score, side='right') - 1
-  return float(np.clip(100.0 * position / (len(quantiles) - 1), 0.0, 100.0))
+  """Share (0-100) of a set at or below `score`, read off its quantile boundaries."""
+  return 100.0 * _share_at_or_below(np.asarray(quantiles), score)
+
+
+def _share_at_or_below(quantiles: np.ndarray, x: float) -> float:
+  if len(quantiles) < 2:
+    return 1.0 if len(quantiles) and x >= quantiles[0] else 0.0
+  position = np.searchsorted(quantiles, x, side='right') - 1
+  return float(np.clip(position / (len(quantiles) - 1), 0.0, 1.0))
+
+
+def _share_below(quantiles: np.ndarray, x: float) -> float:
+  if len(quantiles) < 2:
+    return 1.0 if len(quantiles) and x > quantiles[0] else 0.0
+  position = np.searchsorted(quantiles, x, side='left') - 1
+  return float(np.clip(position / (len(quantiles) - 1), 0.0, 1.0))
+
+
+class ClassScores(NamedTuple):
+  """What an audit keeps of one (split, class): count, mean, std and quantiles of vog_raw."""
+  count: int
+  mean: float
+  std: float
+  quantiles: Tuple[float, ...]
+
+  def score(self, vog_raw: float, normalize: str) -> float:
+    return normalize_score(vog_raw, self.mean, self.std, self.count, normalize)
+
+  def share_at_or_below(self, score: float, normalize: str) -> float:
+    """The share (0-1) of this class's examples whose normalised score is <= `score`."""
+    q = np.asarray(self.quantiles)
+    if normalize == 'raw':
+      return _share_at_or_below(q, score)
+    if _no_spread(self.count, self.mean, self.std):
+      return 1.0 if score >= 0 else 0.0  # every score of the class is 0
+    if normalize == 'class':
+      return _share_at_or_below(q, self.mean + score * self.std)
+    if score < 0:  # abs-class: |z| <= score
+      return 0.0
+    return max(0.0, _share_at_or_below(q, self.mean + score * self.std) -
+               _share_below(q, self.mean - score * self.std))
+
+
+Position = Tuple[str, int, int]  # (split, file index, record index)
+Candidate = Tuple[float, Position]  # (vog_raw, position) of one example of a class
+
+
+def review_key(score: float, position: Position) -> Tuple[float, str, int, int]:
+  """Highest score first; ties go to the earlier position, the same on every runner."""
+  split, file_index, record_index = position
+  return score, split, -file_index, -record_index
+
+
+class Ranking:
+  """Everything that places a scored example in its split, and its review rank.
+
+  `classes` maps (split, class) to ClassScores; `ranks` maps the position of each of the
+  `inspection_budget` flagged examples to its rank (1 = highest score).
+  """
+
+  def __init__(self, normalize: str, cuts: Sequence[float],
+               classes: Dict[Tuple[str, int], ClassScores], ranks: Dict[Position, int]):
+    self.normalize = normalize
+    self.cuts = tuple(cuts)
+    self.classes = dict(classes)
+    self.ranks = dict(ranks)
+    self._by_split: Dict[str, List[ClassScores]] = {}
+    for (split, _), stats in sorted(self.classes.items()):
+      self._by_split.setdefault(split, []).append(stats)
+
+  def __reduce__(self):
+    return Ranking, (self.normalize, self.cuts, self.classes, self.ranks)
+
+  def percentile(self, split: str, score: float) -> float:
+    """The share (0-100) of the split's scored examples whose score is <= `score`."""
+    members = self._by_split[split]
+    share = sum(v.count * v.share_at_or_below(score, self.normalize) for v in members)
+    return float(np.clip(100.0 * share / sum(v.count for v in members), 0.0, 100.0))
+
+  def place(self, split: str, target_class: int, vog_raw: float, position: Position
+            ) -> Tuple[float, float, int, str, int]:
+    """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0)."""
+    score = self.classes[(split, target_class)].score(vog_raw, self.normalize)
+    percentile = self.percentile(split, score)
+    return (score, percentile, decile_of(percentile), bucket_of(percentile, self.cuts),
+            self.ranks.get(tuple(position), 0))
+
+
+def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],
+                    candidates: Dict[Tuple[str, int], Iterable[Candidate]], normalize: str,
+                    budget: int) -> Dict[Position, int]:
+  """The positions of the `budget` highest normalised scores across splits, ranked from 1.
+
+  `candidates` holds, per (split, class), at least the examples that could be among the
+  class's `budget` highest scores (its highest raw scores; for `abs-class` its lowest too;
+  and its first positions, which rank first among equal scores).
+  """
+  best: Dict[Position, Tuple[float, str, int, int]] = {}
+  for key, rows in candidates.items():
+    stats = classes[key]
+    for raw, position in rows:
+      position = tuple(position)
+      best[position] = review_key(stats.score(raw, normalize), position)
+  ordered = sorted(best.items(), key=lambda item: item[1], reverse=True)[:budget]
+  return {position: rank for rank, (position, _) in enumerate(ordered, start=1)}
 
 
 def bucket_of(percentile: float, cuts: Sequence[float]) -> str:

@@ -21,6 +21,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components.vog.percentiles import normalize_score
+
 TARGETS = ('logit', 'prob', 'loss')
 LABEL_MODES = ('label', 'predicted')
 NORMALIZATIONS = ('raw', 'class', 'abs-class')
@@ -217,21 +219,6 @@ class VogScorer:
       elements += sigma.shape[1]
     predicted = np.argmax(logits, axis=-1).astype(np.int64)
     return BatchScore(sigma_sum / elements, target_class, predicted)
-
-
-def normalize_score(vog_raw: float, class_mean: float, class_std: float,
-                    class_count: int, normalize: str) -> float:
-  """One example's normalised score given its class's population mean and std.
-
-  A class with one example, or with no spread, gives 0 (never NaN). A spread below
-  float64 rounding noise of the mean counts as none.
-  """
-  if normalize == 'raw':
-    return float(vog_raw)
-  if class_count < 2 or not class_std > 1e-12 * abs(class_mean):
-    return 0.0
-  z = (vog_raw - class_mean) / class_std
-  return float(abs(z) if normalize == 'abs-class' else z)
 
 
 def normalize_scores(vog_raw: np.ndarray, classes: np.ndarray,
