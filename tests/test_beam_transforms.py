@@ -307,3 +307,27 @@ def test_batch_parsing_agrees_with_record_by_record_parsing(trained):
     assert good.labels == [e.label for _, e in expected_good]
     np.testing.assert_array_equal(
         good.inputs['image'], np.stack([e.inputs['image'] for _, e in expected_good]))
+
+
+@pytest.mark.parametrize('normalize', ['class', 'abs-class', 'raw'])
+def test_placing_as_arrays_agrees_with_one_by_one(normalize):
+  rng = np.random.default_rng(5)
+  raw = rng.gamma(2.0, 1.0, 60)
+  classes = np.repeat([0, 1, 2], 20)
+  stats = {('train', c): percentiles.ClassScores(
+      20, float(raw[classes == c].mean()), float(raw[classes == c].std()),
+      tuple(np.quantile(raw[classes == c], np.linspace(0, 1, 101))))
+           for c in range(3)}
+  stats[('train', 3)] = percentiles.ClassScores(1, 2.0, 0.0, (2.0,))  # scores 0
+  ranking = percentiles.Ranking(normalize, (50.0, 90.0), stats, {('train', 0, 4): 1})
+  classes = list(classes) + [3]
+  raw = list(raw) + [2.0]
+  positions = [('train', 0, i) for i in range(61)]
+  together = ranking.place_all('train', classes, raw, positions)
+  for i in range(61):
+    z = stats[('train', classes[i])].score(raw[i], normalize)
+    share = sum(v.count * v.share_at_or_below(z, normalize) for v in stats.values())
+    expected_p = 100.0 * share / sum(v.count for v in stats.values())
+    assert together[i][0] == z
+    assert together[i][1] == pytest.approx(expected_p, abs=1e-9)
+    assert together[i][4] == (1 if i == 4 else 0)

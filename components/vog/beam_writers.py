@@ -87,6 +87,8 @@ class _ZipFileWithScores(beam.DoFn):
     if scores and len(rankings) != 1:
       raise RuntimeError(f'{len(rankings)} rankings reached the scores of {input_file.path}; '
                          'expected exactly 1')
+    if scores:
+      scores = placed_all(scores, rankings[0])
     written = written_flagged = unmatched = 0
     flagged: List[Tuple[ScoredExample, bytes]] = []
     path = scored_file_path(self._output_dir, split, file_index, self._files_per_split[split])
@@ -100,7 +102,6 @@ class _ZipFileWithScores(beam.DoFn):
             else:
               unmatched += 1
             continue
-          s = placed(s, rankings[0])
           out.write(record_files.frame(examples_io.with_vog_features(
               serialized, self._example_id_key, s.example_id, vog_fields(s),
               s.has_example_id)))
@@ -120,12 +121,17 @@ class _ZipFileWithScores(beam.DoFn):
       yield 'flagged', pair
 
 
-def placed(s: ScoredExample, ranking: percentiles.Ranking) -> ScoredExample:
-  """`s` with its score, percentile, decile, bucket and review rank from `ranking`."""
-  score, percentile, decile, bucket, rank = ranking.place(
-      s.split, s.target_class, s.vog_raw, s.position)
-  return s._replace(vog_score=score, vog_percentile=percentile, vog_decile=decile,
-                    vog_bucket=bucket, vog_flagged=int(rank > 0), review_rank=rank)
+def placed_all(scores: Dict[int, ScoredExample], ranking: percentiles.Ranking
+               ) -> Dict[int, ScoredExample]:
+  """The scores of one input file (one split) with their score, percentile, decile,
+  bucket and review rank from `ranking`, by record index."""
+  rows = list(scores.values())
+  placed = ranking.place_all(rows[0].split, [s.target_class for s in rows],
+                             [s.vog_raw for s in rows], [s.position for s in rows])
+  return {s.record_index: s._replace(vog_score=score, vog_percentile=p, vog_decile=decile,
+                                     vog_bucket=bucket, vog_flagged=int(rank > 0),
+                                     review_rank=rank)
+          for s, (score, p, decile, bucket, rank) in zip(rows, placed)}
 
 
 class WriteScoredExamples(beam.PTransform):

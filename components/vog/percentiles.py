@@ -103,6 +103,20 @@ def _share_below(quantiles: np.ndarray, x: float) -> float:
   return float(np.clip(position / (len(quantiles) - 1), 0.0, 1.0))
 
 
+def _shares_at_or_below(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
+  if len(quantiles) < 2:
+    return (x >= quantiles[0]).astype(float) if len(quantiles) else np.zeros(len(x))
+  position = np.searchsorted(quantiles, x, side='right') - 1
+  return np.clip(position / (len(quantiles) - 1), 0.0, 1.0)
+
+
+def _shares_below(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
+  if len(quantiles) < 2:
+    return (x > quantiles[0]).astype(float) if len(quantiles) else np.zeros(len(x))
+  position = np.searchsorted(quantiles, x, side='left') - 1
+  return np.clip(position / (len(quantiles) - 1), 0.0, 1.0)
+
+
 class ClassScores(NamedTuple):
   """What an audit keeps of one (split, class): count, mean, std and quantiles of vog_raw."""
   count: int
@@ -126,6 +140,28 @@ class ClassScores(NamedTuple):
       return 0.0
     return max(0.0, _share_at_or_below(q, self.mean + score * self.std) -
                _share_below(q, self.mean - score * self.std))
+
+  def scores(self, vog_raw: np.ndarray, normalize: str) -> np.ndarray:
+    """`score` of each of `vog_raw`, as arrays (the same arithmetic, element by element)."""
+    if normalize == 'raw':
+      return vog_raw.astype(np.float64)
+    if _no_spread(self.count, self.mean, self.std):
+      return np.zeros(len(vog_raw))
+    z = (vog_raw - self.mean) / self.std
+    return np.abs(z) if normalize == 'abs-class' else z
+
+  def shares_at_or_below(self, scores: np.ndarray, q: np.ndarray,
+                         normalize: str) -> np.ndarray:
+    """`share_at_or_below` of each of `scores`; `q` is this class's quantiles as an array."""
+    if normalize == 'raw':
+      return _shares_at_or_below(q, scores)
+    if _no_spread(self.count, self.mean, self.std):
+      return (scores >= 0).astype(float)
+    if normalize == 'class':
+      return _shares_at_or_below(q, self.mean + scores * self.std)
+    both = (_shares_at_or_below(q, self.mean + scores * self.std) -
+            _shares_below(q, self.mean - scores * self.std))
+    return np.where(scores < 0, 0.0, np.maximum(both, 0.0))
 
 
 Position = Tuple[str, int, int]  # (split, file index, record index)
@@ -151,26 +187,44 @@ class Ranking:
     self.cuts = tuple(cuts)
     self.classes = dict(classes)
     self.ranks = dict(ranks)
-    self._by_split: Dict[str, List[ClassScores]] = {}
+    self._by_split: Dict[str, List[Tuple[ClassScores, np.ndarray]]] = {}
     for (split, _), stats in sorted(self.classes.items()):
-      self._by_split.setdefault(split, []).append(stats)
+      self._by_split.setdefault(split, []).append(
+          (stats, np.asarray(stats.quantiles, dtype=np.float64)))
 
   def __reduce__(self):
     return Ranking, (self.normalize, self.cuts, self.classes, self.ranks)
 
+  def percentiles(self, split: str, scores: np.ndarray) -> np.ndarray:
+    """The share (0-100) of the split's scored examples at or below each of `scores`."""
+    members = self._by_split[split]
+    share = sum(v.count * v.shares_at_or_below(scores, q, self.normalize)
+                for v, q in members)
+    return np.clip(100.0 * share / sum(v.count for v, _ in members), 0.0, 100.0)
+
   def percentile(self, split: str, score: float) -> float:
     """The share (0-100) of the split's scored examples whose score is <= `score`."""
-    members = self._by_split[split]
-    share = sum(v.count * v.share_at_or_below(score, self.normalize) for v in members)
-    return float(np.clip(100.0 * share / sum(v.count for v in members), 0.0, 100.0))
+    return float(self.percentiles(split, np.asarray([score], dtype=np.float64))[0])
+
+  def place_all(self, split: str, target_classes: Sequence[int], vog_raw: Sequence[float],
+                positions: Sequence[Position]) -> List[Tuple[float, float, int, str, int]]:
+    """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0) of each
+    example of one split, computed as arrays."""
+    classes = np.asarray(target_classes, dtype=np.int64)
+    raw = np.asarray(vog_raw, dtype=np.float64)
+    scores = np.empty(len(raw))
+    for c in np.unique(classes):
+      members = classes == c
+      scores[members] = self.classes[(split, int(c))].scores(raw[members], self.normalize)
+    placed = self.percentiles(split, scores) if len(raw) else np.empty(0)
+    return [(float(z), float(p), decile_of(p), bucket_of(p, self.cuts),
+             self.ranks.get(tuple(position), 0))
+            for z, p, position in zip(scores, placed, positions)]
 
   def place(self, split: str, target_class: int, vog_raw: float, position: Position
             ) -> Tuple[float, float, int, str, int]:
     """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0)."""
-    score = self.classes[(split, target_class)].score(vog_raw, self.normalize)
-    percentile = self.percentile(split, score)
-    return (score, percentile, decile_of(percentile), bucket_of(percentile, self.cuts),
-            self.ranks.get(tuple(position), 0))
+    return self.place_all(split, [target_class], [vog_raw], [position])[0]
 
 
 def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],
