@@ -4,14 +4,12 @@ Each test runs the real executor; Slack is `slack_server.FakeSlack`, a real HTTP
 """
 
 import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
 from slack_server import FakeSlack
+from slack_fixtures import start_gate_and_kill_it_waiting
 from slack_fixtures import token, slack, logs  # pylint: disable=unused-import
 import test_review_gate_support as support
 
@@ -232,30 +230,9 @@ def test_evaluator_blessed_goes_on_to_ask(tmp_path, slack):
   assert len(slack.top_level_posts()) == 1
 
 
-_CRASHING_GATE = textwrap.dedent('''
-    import sys
-    sys.path[:0] = [{tests!r}, {repo!r}]
-    import test_review_gate_support as support
-    support.run_gate({root!r}, support.gate_properties(
-        slack_api_url={url!r}, timeout_seconds=120.0, poll_interval_seconds=0.2))
-''')
-
-
 def test_retried_execution_resumes_the_same_thread(tmp_path, slack, token):
   """The first execution dies while waiting; the retry answers in the same thread."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = _CRASHING_GATE.format(tests=os.path.join(repo, 'tests'), repo=repo,
-                                 root=str(tmp_path), url=slack.api_url)
-  first = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.monotonic() + 60
-    while not slack.calls_to('conversations.replies') and time.monotonic() < deadline:
-      assert first.poll() is None, 'the first execution ended before it was waiting'
-      time.sleep(0.1)
-  finally:
-    first.kill()  # what a preempted worker or a killed pod looks like
-    first.wait()
+  start_gate_and_kill_it_waiting(str(tmp_path), slack)
   assert len(slack.top_level_posts()) == 1
   [thread_ts] = slack.threads()
   pending = review_store.ReviewStore(str(tmp_path / 'reviews')).list()

@@ -6,14 +6,11 @@ review is first opened: a retried execution keeps it, and an answer after it doe
 """
 
 import logging as py_logging
-import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
+from slack_fixtures import start_gate_and_kill_it_waiting
 from slack_fixtures import token, slack  # pylint: disable=unused-import
 import test_review_gate_support as support
 
@@ -112,31 +109,9 @@ def test_reactions_are_read_in_full(tmp_path, slack):
              for c in slack.calls_to('reactions.get'))
 
 
-_CRASHING_GATE = textwrap.dedent('''
-    import sys
-    sys.path[:0] = [{tests!r}, {repo!r}]
-    import test_review_gate_support as support
-    support.run_gate({root!r}, support.gate_properties(
-        slack_api_url={url!r}, timeout_seconds={timeout!r}, poll_interval_seconds=0.2),
-        with_montage=False)
-''')
-
-
 def _start_and_kill(tmp_path, slack, timeout):
   """Runs the gate in a process and kills it once it waits, like a preempted worker."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = _CRASHING_GATE.format(tests=os.path.join(repo, 'tests'), repo=repo,
-                                 root=str(tmp_path), url=slack.api_url, timeout=timeout)
-  first = subprocess.Popen([sys.executable, '-c', script], env=dict(os.environ),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.monotonic() + 60
-    while not slack.calls_to('conversations.replies') and time.monotonic() < deadline:
-      assert first.poll() is None, 'the first execution ended before it was waiting'
-      time.sleep(0.05)
-  finally:
-    first.kill()
-    first.wait()
+  start_gate_and_kill_it_waiting(str(tmp_path), slack, timeout, with_montage=False)
   [pending] = review_store.ReviewStore(str(tmp_path / 'reviews')).list()
   return pending
 
