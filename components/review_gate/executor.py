@@ -22,14 +22,8 @@ from components.review_gate import slack_backend
 
 UPSTREAM_BLESSING_KEY = 'model_blessing'
 OUTPUT_KEY = 'blessing'
-# Custom properties written onto the output ModelBlessing (all strings).
-# `review_cache` says whether TFX's cache may hand this outcome out again; `review_cache_key`
-# is the key the gate's driver gave the execution (component.ReviewGateDriver), '' where
-# no driver ran.
-CACHE_KEY_PROPERTY = 'review_cache_key'
-REVIEW_PROPERTIES = ('review_decision', 'reviewer', 'review_comment', 'reviewed_at',
-                     'review_backend', 'review_reason', 'review_id', 'slack_channel',
-                     'slack_thread_ts', 'review_cache', CACHE_KEY_PROPERTY)
+CACHE_KEY_PROPERTY = decision_lib.CACHE_KEY_PROPERTY
+REVIEW_PROPERTIES = decision_lib.REVIEW_PROPERTIES
 
 
 class Executor(base_executor.BaseExecutor):
@@ -195,7 +189,9 @@ def _slack_channel(record: Dict[str, Any], configured: str) -> str:
       logging.warning('Review %s names channel %s, but the gate is set to %s; reading %s',
                       record['review_id'], recorded, configured, configured)
     return configured
-  return recorded if isinstance(recorded, str) and recorded else configured
+  if isinstance(recorded, str) and slack_backend.CHANNEL_ID_PATTERN.fullmatch(recorded):
+    return recorded
+  return configured  # the record is read from disk: only a channel ID counts
 
 
 _NOUNS = {decision_lib.APPROVED: 'approval', decision_lib.REJECTED: 'rejection',

@@ -25,6 +25,7 @@ import dataclasses
 import http.client
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -289,6 +290,10 @@ class SlackReview:
         self._check_thread(review_id, thread_ts, deadline)
       else:
         thread_ts = self._post(store, review_id, summary, timeout_seconds, deadline_at, deadline)
+      # Stored first-seen times are read from disk: a reaction cannot predate the review
+      # message, nor be seen later than now.
+      self._reactions_seen = _reactions_seen(record, floor=_seconds(thread_ts) or 0.0,
+                                             ceiling=time.time())
       if summary.montage_path and not record.get('montage_uploaded'):
         self._upload_montage(store, review_id, summary.montage_path, thread_ts, deadline)
       outcome = self._wait(review_id, thread_ts, timeout_seconds, deadline)
@@ -492,13 +497,16 @@ def _seconds(ts: str) -> Optional[float]:
     return None
 
 
-def _reactions_seen(record: Dict) -> Dict[str, float]:
-  """The record's first-seen times of reactions, keeping only well-formed entries."""
+def _reactions_seen(record: Dict, floor: float = -math.inf,
+                    ceiling: float = math.inf) -> Dict[str, float]:
+  """The record's first-seen times of reactions: well-formed, finite entries only, each
+  moved into [floor, ceiling]."""
   seen = record.get('reactions_seen')
   if not isinstance(seen, dict):
     return {}
-  return {k: float(v) for k, v in seen.items()
-          if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+  return {k: min(max(float(v), floor), ceiling) for k, v in seen.items()
+          if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+          and math.isfinite(v)}
 
 
 def _retry_after(headers) -> float:

@@ -257,8 +257,13 @@ def _foreign_objects(config: Any, custom_objects: Mapping[str, Any]) -> List[str
   found: List[str] = []
 
   def supplied(node: Mapping[str, Any]) -> bool:
-    names = [node.get(k) for k in ('class_name', 'registered_name', 'function', 'config')]
-    return any(isinstance(n, str) and n in custom_objects for n in names)
+    # The one name Keras looks up in custom_objects before it imports `module`: a
+    # function's `config`, a class's `registered_name` (its `class_name` when absent).
+    if node.get('class_name') == 'function':
+      name = node.get('config')
+    else:
+      name = node.get('registered_name', node.get('class_name'))
+    return isinstance(name, str) and name in custom_objects
 
   def keras_builtin(node: Mapping[str, Any]) -> bool:
     name = node.get('config') if node.get('class_name') == 'function' else None
