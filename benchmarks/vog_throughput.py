@@ -65,34 +65,29 @@ def synthetic_images(n: int, seed: int):
   return images, labels
 
 
-def small_cnn() -> tf.keras.Model:
+def _cnn(shape, num_classes: int, filters=(16, 32), dense: int = 64) -> tf.keras.Model:
+  """Two conv-pool blocks and a dense layer, seeded: the benchmarks' models."""
   tf.keras.utils.set_random_seed(0)
-  inp = tf.keras.Input(IMAGE_SHAPE, name='image')
-  x = tf.keras.layers.Conv2D(16, 3, padding='same', activation='relu')(inp)
-  x = tf.keras.layers.MaxPooling2D()(x)
-  x = tf.keras.layers.Conv2D(32, 3, padding='same', activation='relu')(x)
-  x = tf.keras.layers.MaxPooling2D()(x)
+  inp = tf.keras.Input(shape, name='image')
+  x = inp
+  for n in filters:
+    x = tf.keras.layers.Conv2D(n, 3, padding='same', activation='relu')(x)
+    x = tf.keras.layers.MaxPooling2D()(x)
   x = tf.keras.layers.Flatten()(x)
-  x = tf.keras.layers.Dense(64, activation='relu')(x)
-  model = tf.keras.Model(inp, tf.keras.layers.Dense(NUM_CLASSES, activation='softmax')(x))
+  x = tf.keras.layers.Dense(dense, activation='relu')(x)
+  model = tf.keras.Model(inp, tf.keras.layers.Dense(num_classes, activation='softmax')(x))
   model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
   return model
+
+
+def small_cnn() -> tf.keras.Model:
+  """The CNN for the 32x32x3 images of (a)-(c)."""
+  return _cnn(IMAGE_SHAPE, NUM_CLASSES)
 
 
 def scale_cnn() -> tf.keras.Model:
   """A small CNN for the 16x16x1 images of the scale run (d)."""
-  tf.keras.utils.set_random_seed(0)
-  inp = tf.keras.Input(scale_data.IMAGE_SHAPE, name='image')
-  x = tf.keras.layers.Conv2D(8, 3, padding='same', activation='relu')(inp)
-  x = tf.keras.layers.MaxPooling2D()(x)
-  x = tf.keras.layers.Conv2D(16, 3, padding='same', activation='relu')(x)
-  x = tf.keras.layers.MaxPooling2D()(x)
-  x = tf.keras.layers.Flatten()(x)
-  x = tf.keras.layers.Dense(32, activation='relu')(x)
-  out = tf.keras.layers.Dense(scale_data.NUM_CLASSES, activation='softmax')(x)
-  model = tf.keras.Model(inp, out)
-  model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
-  return model
+  return _cnn(scale_data.IMAGE_SHAPE, scale_data.NUM_CLASSES, filters=(8, 16), dense=32)
 
 
 def write_tfrecords(path: str, images, labels) -> None:

@@ -4,6 +4,15 @@ import dataclasses
 import datetime
 from typing import Optional
 
+# Custom properties written onto the gate's output ModelBlessing (all strings), read back
+# by `vog-audit runs`. `review_cache` says whether TFX's cache may hand this outcome out
+# again; `review_cache_key` is the key the gate's driver gave the execution
+# (component.ReviewGateDriver), '' where no driver ran.
+CACHE_KEY_PROPERTY = 'review_cache_key'
+REVIEW_PROPERTIES = ('review_decision', 'reviewer', 'review_comment', 'reviewed_at',
+                     'review_backend', 'review_reason', 'review_id', 'slack_channel',
+                     'slack_thread_ts', 'review_cache', CACHE_KEY_PROPERTY)
+
 APPROVED = 'approved'
 REJECTED = 'rejected'
 TIMEOUT = 'timeout'

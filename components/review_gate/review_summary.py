@@ -14,7 +14,6 @@ from components.vog import report_format
 
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
-MONTAGE_FILE = report_format.MONTAGE_FILE
 # Keras names the same metric differently depending on how the model was compiled.
 ACCURACY_METRICS = ('accuracy', 'sparse_categorical_accuracy', 'categorical_accuracy',
                     'binary_accuracy')
@@ -70,15 +69,6 @@ def report_url(template: Optional[str], fields: Dict[str, str]) -> str:
 def check_report_url_template(template: Optional[str]) -> None:
   """Raises ValueError now for a template that would fail at run time."""
   report_url(template, {f: 'x' for f in REPORT_URL_FIELDS})
-
-
-def read_top_flagged(report_uri: str, limit: int = TOP_FLAGGED) -> List[Dict]:
-  """The first `limit` flagged rows (highest score first), as flagged.jsonl's dicts.
-
-  Refuses (report_format.ReportFormatError) a report folder the loader refuses.
-  """
-  report = report_format.load_report(report_uri)
-  return [report_format.flagged_row_to_json(r) for r in report.flagged[:limit]]
 
 
 def worst_classes(per_class: Sequence[report_format.ClassRow],

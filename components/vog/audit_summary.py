@@ -11,7 +11,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import apache_beam as beam
 
 from components.vog import report_format as fmt
-from components.vog.percentiles import MeanStd
 
 Tally = Tuple  # ('kind', split, ...) as built by the functions below
 

@@ -21,7 +21,7 @@ every leaf of a pipeline but the last, and computes side inputs built by a combi
 from part of the data.
 """
 
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -30,6 +30,7 @@ import numpy as np
 
 from components.vog import examples_io
 from components.vog import percentiles
+from components.vog import progress as progress_lib
 from components.vog import record_files
 from components.vog.examples_io import InputRecord, Quarantined
 
@@ -137,8 +138,8 @@ class _ReadFile(beam.DoFn):
       self._seen.inc(len(batch))
       yield 'batch', batch
     if self._progress is not None:
-      self._progress.add('read', count)
-      self._progress.add('files', 1)
+      self._progress.add(progress_lib.READ, count)
+      self._progress.add(progress_lib.FILES, 1)
       self._progress.flush()
     yield 'file', FileRead(input_file.split, input_file.file_index, input_file.path, count,
                            damage)
@@ -200,7 +201,7 @@ class _ParseAndScoreBatch(beam.DoFn):
     self._batches.inc()
     self._done += len(records)
     if self._progress is not None:
-      self._progress.add('scored', len(records))
+      self._progress.add(progress_lib.SCORED, len(records))
     if self._done >= self._next_log:
       logging.info('VoG scored %d examples in this worker', self._done)
       self._next_log = self._done * 2

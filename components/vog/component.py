@@ -33,7 +33,6 @@ from components.vog.spec_keys import SCHEMA_KEY
 from components.vog.spec_keys import SCORED_EXAMPLES_KEY
 from components.vog.spec_keys import SETTINGS_KEY
 
-DEFAULTS = VogSettings()
 
 
 class _Default:

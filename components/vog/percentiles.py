@@ -16,7 +16,7 @@ enough for everything the ranking needs, so the raw scores cross no more than on
   global top K.
 """
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 

@@ -35,7 +35,6 @@ KINDS = (READ, FILES, SCORED)
 FILE_PREFIX = 'progress-'
 FILE_SUFFIX = '.json'
 # The gzip magic bytes, as TFRecord files compressed with GZIP begin.
-GZIP_MAGIC = b'\x1f\x8b'
 
 _log = logging.getLogger(__name__)
 
@@ -184,10 +183,9 @@ def estimate_records(files: Sequence[str], compression: Optional[str] = None,
     return None
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from components.vog import record_files  # pylint: disable=g-import-not-at-top
     sizes = [tf.io.gfile.stat(f).length for f in files]
-    if compression is None:
-      with tf.io.gfile.GFile(files[0], 'rb') as f:
-        compression = 'GZIP' if f.read(2) == GZIP_MAGIC else 'UNCOMPRESSED'
+    compression = compression or record_files.compression_of(files[0])
     dataset = tf.data.TFRecordDataset(files[0], compression_type=compression)
     records = [r.numpy() for r in dataset.take(sample_records)]
   except Exception as e:  # pylint: disable=broad-except

@@ -12,14 +12,13 @@ from typing import Dict, List
 
 import click
 
+from components.review_gate import decision
 from components.vog import report_format
 from pipeline.cli import fail
 
 COMPONENTS = ('VarianceOfGradients', 'HumanReviewGate')
 COUNT_PROPERTIES = report_format.HEADLINE
-REVIEW_PROPERTIES = ('blessed', 'review_decision', 'reviewer', 'review_comment', 'reviewed_at',
-                     'review_backend', 'review_reason', 'review_id', 'slack_channel',
-                     'slack_thread_ts')
+REVIEW_PROPERTIES = ('blessed',) + decision.REVIEW_PROPERTIES
 
 
 def _open_store(path: str):

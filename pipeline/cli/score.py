@@ -175,8 +175,8 @@ def _shows_bar(stream: IO[str], beam_args: Sequence[str]) -> bool:
 
 
 def _paths_of(plan, split: str) -> List[str]:
-  """The paths of a split's input files (plain paths, or entries with a `path`)."""
-  return [getattr(f, 'path', f) for f in plan.split_files[split]]
+  """The paths of a split's input files."""
+  return [f.path for f in plan.split_files[split]]
 
 
 def _estimate(plan) -> Optional[int]:
@@ -184,7 +184,8 @@ def _estimate(plan) -> Optional[int]:
   from components.vog import progress  # pylint: disable=g-import-not-at-top
   total = 0
   for split in plan.split_files:
-    count = progress.estimate_records(_paths_of(plan, split))
+    count = progress.estimate_records(_paths_of(plan, split),
+                                      plan.split_files[split][0].compression)
     if count is None:
       return None
     total += count
