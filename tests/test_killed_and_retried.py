@@ -38,7 +38,8 @@ _RUN = textwrap.dedent(f'''
 
 
 def _start(output_dir):
-  env = {k: v for k, v in os.environ.items() if not k.startswith('VOG_AUDIT_')}
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('VOG_AUDIT_') and k != 'MYSQL_PWD'}
   env.update(TF_USE_LEGACY_KERAS='1', PYTHONHASHSEED='0', PYTHONPATH=REPO)
   return subprocess.Popen([sys.executable, '-c', _RUN, output_dir], cwd=REPO, env=env,
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

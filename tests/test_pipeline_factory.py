@@ -100,7 +100,9 @@ def test_evaluator_slices_and_both_thresholds(built):
 
 
 def test_mysql_metadata_takes_the_password_from_the_environment(tmp_path, monkeypatch):
-  monkeypatch.delenv('MYSQL_PWD', raising=False)
+  # setenv first records the variable's state, so what export_password writes is undone.
+  monkeypatch.setenv('MYSQL_PWD', 'unset')
+  monkeypatch.delenv('MYSQL_PWD')
   metadata = MetadataConfig(mysql_host='mlmd.internal', mysql_port=3307,
                             mysql_database='vog', mysql_user='auditor')
   config = metadata.connection_config()

@@ -8,9 +8,7 @@ import time
 
 import pytest
 
-from slack_server import FakeSlack
 from slack_fixtures import start_gate_and_kill_it_waiting
-from slack_fixtures import token, slack, logs  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 from components.review_gate import auto_policy

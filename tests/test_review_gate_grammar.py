@@ -9,7 +9,6 @@ import datetime
 
 import pytest
 
-from slack_fixtures import token, slack, logs  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 from components.review_gate import slack_grammar

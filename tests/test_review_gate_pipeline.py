@@ -7,11 +7,9 @@ asks the Slack stand-in on 127.0.0.1; the Pusher pushes to a folder only after a
 import logging as py_logging
 import os
 
-import pytest
 from click.testing import CliRunner
 
 from slack_server import FakeSlack
-from slack_fixtures import token  # pylint: disable=unused-import
 import test_review_gate_support as support
 
 ALICE = 'U0ALICE'

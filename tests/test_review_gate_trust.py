@@ -7,7 +7,6 @@ for the gate's backend by one of the gate's approvers.
 """
 
 import json
-import logging as py_logging
 import os
 import secrets
 
@@ -17,12 +16,6 @@ from slack_server import FakeSlack
 import test_review_gate_support as support
 
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
-
-
-@pytest.fixture
-def logs(caplog):
-  caplog.set_level(py_logging.INFO)
-  return caplog
 
 
 def _records(root):
