@@ -291,3 +291,19 @@ def test_custom_layers_load_only_through_custom_objects(tmp_path):
     checkpoints.load_checkpoint_models(entries)
   models = checkpoints.load_checkpoint_models(entries, {'ScaledDense': ScaledDense})
   assert isinstance(models[0].layers[-1], ScaledDense)
+
+
+def test_a_supplied_name_elsewhere_in_a_node_does_not_let_its_module_in(tmp_path):
+  # Keras looks a function up by its `config` alone; a registered_name that
+  # custom_objects happens to supply must not wave os.system through.
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+
+  def sneak_os_system(config):
+    [dense] = [l for l in config['config']['layers'] if l['class_name'] == 'Dense']
+    dense['config']['activation'] = {'module': 'os', 'class_name': 'function',
+                                     'config': 'system', 'registered_name': 'ScaledDense'}
+
+  _rewrite_config(tmp_path / 'vog_checkpoints' / 'epoch-0002.keras', sneak_os_system)
+  entries = checkpoints.load_manifest(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError, match=r'without importing os\.system'):
+    checkpoints.load_checkpoint_models(entries, {'ScaledDense': ScaledDense})
