@@ -16,6 +16,7 @@ _PUBLIC = {
     'VogCheckpointCallback': 'components.vog.checkpoints',
     'VarianceOfGradients': 'components.vog.component',
     'DifficultyReport': 'components.vog.artifacts',
+    'ShippedAudit': 'components.vog.artifacts',
 }
 
 

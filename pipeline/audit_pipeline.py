@@ -2,10 +2,15 @@
 
     ImportExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
     ImportExampleGen + SchemaGen -> Trainer (checkpoints for VoG)
-    Trainer.model_run + ImportExampleGen -> VarianceOfGradients
+    Trainer.model_run + ImportExampleGen + latest ShippedAudit -> VarianceOfGradients
     VarianceOfGradients.scored_examples (eval) + Trainer.model
         + latest blessed model -> Evaluator
-    Evaluator.blessing + VarianceOfGradients.difficulty_report -> HumanReviewGate -> Pusher
+    Evaluator.blessing + VarianceOfGradients.difficulty_report + latest ShippedAudit
+        -> HumanReviewGate -> Pusher
+
+The latest ShippedAudit names the audit of the last model the gate let ship; the audit
+compares itself with it (summary.json's `drift`), and the gate passes it on when it does
+not bless, so a rejected model never becomes the baseline.
 
 The Pusher obeys the gate's blessing: a model ships only when the Evaluator blessed it and
 the review (a written policy by default; a person over Slack or `vog-audit review`) approved.
@@ -27,12 +32,14 @@ SCHEMA_GEN = 'SchemaGen'
 EXAMPLE_VALIDATOR = 'ExampleValidator'
 TRAINER = 'Trainer'
 VOG = 'VarianceOfGradients'
+SHIPPED_AUDIT_RESOLVER = 'latest_shipped_audit_resolver'
 BASELINE_RESOLVER = 'latest_blessed_model_resolver'
 EVALUATOR = 'Evaluator'
 REVIEW_GATE = 'HumanReviewGate'
 PUSHER = 'Pusher'
 COMPONENT_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRAINER,
-                 VOG, BASELINE_RESOLVER, EVALUATOR, REVIEW_GATE, PUSHER)
+                 SHIPPED_AUDIT_RESOLVER, VOG, BASELINE_RESOLVER, EVALUATOR, REVIEW_GATE,
+                 PUSHER)
 
 
 def create_pipeline(config: PipelineConfig,
@@ -51,6 +58,7 @@ def create_pipeline(config: PipelineConfig,
   """
   # Imported here so that `pipeline` stays importable while only the config is needed.
   from components import HumanReviewGate  # pylint: disable=g-import-not-at-top
+  from components import ShippedAudit  # pylint: disable=g-import-not-at-top
   from components import VarianceOfGradients  # pylint: disable=g-import-not-at-top
 
   if config.epochs < 2:
@@ -78,10 +86,17 @@ def create_pipeline(config: PipelineConfig,
       eval_args=tfx.proto.EvalArgs(splits=['eval']),
       custom_config=config.trainer_custom_config())
 
+  # The audit of the last model that shipped; none before the first one ships.
+  shipped_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+      shipped_audit=tfx.dsl.Channel(type=ShippedAudit),
+  ).with_id(SHIPPED_AUDIT_RESOLVER)
+
   vog = VarianceOfGradients(
       examples=example_gen.outputs['examples'],
       model_run=trainer.outputs['model_run'],
       schema=schema_gen.outputs['schema'],
+      baseline=shipped_resolver.outputs['shipped_audit'],
       settings=config.vog_settings()).with_id(VOG)
 
   # The change threshold compares against the last model that was blessed; before one
@@ -109,6 +124,7 @@ def create_pipeline(config: PipelineConfig,
       difficulty_report=vog.outputs['difficulty_report'],
       blessing=evaluator.outputs['blessing'],
       evaluation=evaluator.outputs['evaluation'],
+      last_shipped=shipped_resolver.outputs['shipped_audit'],
       backend=config.review_backend,
       approvers=list(config.review_approvers),
       timeout_seconds=config.review_timeout_seconds,
@@ -122,13 +138,13 @@ def create_pipeline(config: PipelineConfig,
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
-      model_blessing=gate.outputs['blessing'],
+      model_blessing=gate.outputs['review_blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=config.serving_model_dir)))
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, trainer,
-                vog, baseline_resolver, evaluator, gate, pusher]
+                shipped_resolver, vog, baseline_resolver, evaluator, gate, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

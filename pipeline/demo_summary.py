@@ -200,7 +200,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
       outputs[audit_pipeline.VOG]['scored_examples'].uri)
   evaluation = outputs[audit_pipeline.EVALUATOR]['evaluation'].uri
   evaluator_blessing = _props(outputs[audit_pipeline.EVALUATOR]['blessing'])
-  gate = _props(outputs[audit_pipeline.REVIEW_GATE]['blessing'])
+  gate = _props(outputs[audit_pipeline.REVIEW_GATE]['review_blessing'])
   pushed = _props(outputs[audit_pipeline.PUSHER]['pushed_model'])
   state_names = type(nodes[audit_pipeline.VOG]).State.Name
   return DemoSummary(

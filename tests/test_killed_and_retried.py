@@ -136,7 +136,7 @@ def test_the_killed_execution_never_completed_and_published_nothing(killed_then_
               if a.state == metadata_store_pb2.Artifact.LIVE]
   # One live DifficultyReport and one live set of scored examples: the completed ones.
   published = _artifacts(store, done, 'out')
-  live_reports = [a for a in store.get_artifacts_by_type('vog_audit.DifficultyReport')
+  live_reports = [a for a in store.get_artifacts_by_type('components.DifficultyReport')
                   if a.state == metadata_store_pb2.Artifact.LIVE]
   assert [a.id for a in live_reports] == [published['difficulty_report'].id]
 

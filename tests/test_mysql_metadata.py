@@ -210,7 +210,7 @@ def _props(artifact):
 def test_the_pipeline_records_artifacts_and_the_review_in_mysql(mariadb, run):
   assert run.returncode == 0, run.output.decode(errors='replace')[-6000:]
   store = _store(mariadb)
-  for type_name in ('Examples', 'Model', 'ModelRun', 'vog_audit.DifficultyReport',
+  for type_name in ('Examples', 'Model', 'ModelRun', 'components.DifficultyReport',
                     'ModelBlessing', 'PushedModel'):
     artifacts = store.get_artifacts_by_type(type_name)
     assert artifacts, f'no {type_name} artifact in MySQL'

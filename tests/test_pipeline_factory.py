@@ -49,7 +49,7 @@ def test_component_ids_and_wiring(built):
   assert json.loads(evaluator.exec_properties['example_splits']) == ['eval']
   gate = nodes['HumanReviewGate']
   assert _producer(gate.inputs['model_blessing']) == 'Evaluator'
-  assert gate.inputs['model_blessing'].output_key == 'blessing'
+  assert gate.inputs['model_blessing'].output_key == 'blessing'  # the Evaluator's
   assert _producer(gate.inputs['evaluation']) == 'Evaluator'
   assert _producer(gate.inputs['difficulty_report']) == 'VarianceOfGradients'
   assert _producer(gate.inputs['model']) == 'Trainer'

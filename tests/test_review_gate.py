@@ -326,5 +326,5 @@ def test_component_refuses_bad_configuration():
       HumanReviewGate(model=model, difficulty_report=report, **kwargs)
   gate = HumanReviewGate(model=model, difficulty_report=report, backend='auto',
                          auto_policy={'max_flagged_share': 0.2})
-  assert gate.outputs['blessing'].type_name == 'ModelBlessing'
+  assert gate.outputs['review_blessing'].type_name == 'ModelBlessing'
   assert auto_policy.BACKEND == gate.exec_properties['backend']

@@ -51,7 +51,7 @@ def _pipeline(tmp_path, api_url, enable_cache=False, timeout_seconds=30):
       slack_channel='C0REVIEW', slack_api_url=api_url, timeout_seconds=timeout_seconds,
       poll_interval_seconds=0.2)
   pusher = Pusher(
-      model=model.outputs['result'], model_blessing=gate.outputs['blessing'],
+      model=model.outputs['result'], model_blessing=gate.outputs['review_blessing'],
       push_destination=pusher_pb2.PushDestination(
           filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=str(tmp_path / 'serving'))))

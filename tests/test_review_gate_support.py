@@ -128,12 +128,12 @@ def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
     evaluation.uri, evaluation.id = evaluation_uri, 22
     inputs['evaluation'] = [evaluation]
   blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = os.path.join(root, 'HumanReviewGate', 'blessing', str(execution_id))
+  blessing.uri = os.path.join(root, 'HumanReviewGate', 'review_blessing', str(execution_id))
   os.makedirs(blessing.uri, exist_ok=True)
   node = pipeline_pb2.PipelineNode()
   node.node_info.id = 'HumanReviewGate'
   context = base_executor.BaseExecutor.Context(
       tmp_dir=os.path.join(root, '.tmp'), unique_id=str(execution_id), pipeline_node=node,
       pipeline_info=pipeline_pb2.PipelineInfo(id='digits_audit'), pipeline_run_id='run-1')
-  executor.Executor(context).Do(inputs, {'blessing': [blessing]}, props)
+  executor.Executor(context).Do(inputs, {'review_blessing': [blessing]}, props)
   return blessing

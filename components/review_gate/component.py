@@ -10,10 +10,12 @@ Wiring:
         backend='slack', slack_channel='C0123ABCD', approvers=['U01ALICE', 'U02BOB'],
         timeout_seconds=4 * 3600,
         report_url_template='https://reports.example.com/{report_id}/report.html')
-    pusher = Pusher(model=trainer.outputs['model'], model_blessing=gate.outputs['blessing'], ...)
+        last_shipped=shipped_resolver.outputs['shipped_audit'],  # optional: drift baseline
+    pusher = Pusher(model=trainer.outputs['model'],
+                    model_blessing=gate.outputs['review_blessing'], ...)
 
-The output `blessing` is a standard ModelBlessing (`blessed` = 1/0, a BLESSED or NOT_BLESSED
-file, `current_model`/`current_model_id`) with the review on it as custom properties:
+The output `review_blessing` is a standard ModelBlessing (`blessed` = 1/0, a BLESSED or
+NOT_BLESSED file, `current_model`/`current_model_id`) with the review on it as custom properties:
 review_decision, reviewer, review_comment, reviewed_at, review_backend, review_reason,
 review_id, slack_channel, slack_thread_ts, review_cache, review_cache_key. Only an approval
 blesses; a timeout, a rejection, an error or an upstream NOT_BLESSED all give NOT_BLESSED.
@@ -23,8 +25,13 @@ report again, and its `review_cache` property says so; a timeout or an error is 
 ReviewGateDriver gives such an execution a cache key no later run asks for.
 
 The Evaluator's blessing comes in through the argument `blessing` and is stored under the
-input key `model_blessing`: TFX needs input and output names to differ, and the output keeps
-the name `blessing` that the Evaluator's output has.
+input key `model_blessing`. The output is not called `blessing` like the Evaluator's: TFX's
+Airflow runner names artifacts `<output key>:<run id>`, unique per type, so the two
+ModelBlessings of one run would collide.
+
+The second output, `shipped_audit` (a ShippedAudit), names the DifficultyReport of the last
+model that shipped: this run's when the review blesses, else `last_shipped` passed on. A
+LatestArtifactStrategy resolver over it gives VarianceOfGradients its drift `baseline`.
 """
 
 import hashlib
@@ -49,6 +56,7 @@ from components.review_gate import executor
 from components.review_gate import review_summary
 from components.review_gate import slack_backend
 from components.vog.artifacts import DifficultyReport
+from components.vog.artifacts import ShippedAudit
 
 BACKENDS = ('slack', 'local', 'auto')
 UPSTREAM_BLESSING_KEY = 'model_blessing'
@@ -77,9 +85,11 @@ class HumanReviewGateSpec(types.ComponentSpec):
       UPSTREAM_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
                                               optional=True),
       'evaluation': ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+      executor.LAST_SHIPPED_KEY: ChannelParameter(type=ShippedAudit, optional=True),
   }
   OUTPUTS = {
-      'blessing': ChannelParameter(type=standard_artifacts.ModelBlessing),
+      executor.OUTPUT_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+      executor.SHIPPED_KEY: ChannelParameter(type=ShippedAudit),
   }
 
 
@@ -170,6 +180,7 @@ class HumanReviewGate(base_component.BaseComponent):
                difficulty_report: types.BaseChannel,
                blessing: Optional[types.BaseChannel] = None,
                evaluation: Optional[types.BaseChannel] = None,
+               last_shipped: Optional[types.BaseChannel] = None,
                backend: str = 'slack',
                approvers: Optional[List[str]] = None,
                timeout_seconds: float = 24 * 3600.0,
@@ -187,6 +198,8 @@ class HumanReviewGate(base_component.BaseComponent):
       difficulty_report: VarianceOfGradients' `difficulty_report`.
       blessing: optional Evaluator `blessing`; when it is NOT_BLESSED nobody is asked.
       evaluation: optional Evaluator `evaluation`; overall and `vog_bucket=hard` accuracy.
+      last_shipped: optional newest ShippedAudit (a LatestArtifactStrategy resolver over
+        this gate's `shipped_audit`); passed on when this review does not bless.
       backend: `slack` (a message answered in its thread or by reaction), `local` (a review
         on disk answered with `vog-audit review`), or `auto` (`auto_policy` decides).
       approvers: who may decide: Slack user IDs (U0123ABCD, or W... on Enterprise Grid) for
@@ -248,7 +261,9 @@ class HumanReviewGate(base_component.BaseComponent):
         difficulty_report=difficulty_report,
         model_blessing=blessing,
         evaluation=evaluation,
-        blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        last_shipped=last_shipped,
+        review_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        shipped_audit=types.Channel(type=ShippedAudit),
         backend=backend,
         approvers=json.dumps(approvers),
         timeout_seconds=float(timeout_seconds),

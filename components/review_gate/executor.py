@@ -19,15 +19,20 @@ from components.review_gate import local_backend
 from components.review_gate import review_store
 from components.review_gate import review_summary
 from components.review_gate import slack_backend
+from components.vog import baseline as baseline_lib
 
 UPSTREAM_BLESSING_KEY = 'model_blessing'
-OUTPUT_KEY = 'blessing'
+LAST_SHIPPED_KEY = 'last_shipped'
+# Not `blessing`: under TFX's Airflow runner an artifact is named `<output key>:<run id>`,
+# unique per type, so the gate's ModelBlessing must not share the Evaluator's key.
+OUTPUT_KEY = 'review_blessing'
+SHIPPED_KEY = 'shipped_audit'
 CACHE_KEY_PROPERTY = decision_lib.CACHE_KEY_PROPERTY
 REVIEW_PROPERTIES = decision_lib.REVIEW_PROPERTIES
 
 
 class Executor(base_executor.BaseExecutor):
-  """Runs one review and records its outcome on the `blessing` output."""
+  """Runs one review; records its outcome on `review_blessing` and `shipped_audit`."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -35,8 +40,10 @@ class Executor(base_executor.BaseExecutor):
     """Blesses `model` only when the review approves it.
 
     Args:
-      input_dict: `model`, `difficulty_report`, optional `model_blessing` and `evaluation`.
-      output_dict: `blessing`, one ModelBlessing.
+      input_dict: `model`, `difficulty_report`, optional `model_blessing`, `evaluation`
+        and `last_shipped` (the newest ShippedAudit).
+      output_dict: `review_blessing`, one ModelBlessing; `shipped_audit`, one ShippedAudit
+        naming this run's report when the model is blessed, else passing `last_shipped` on.
       exec_properties: the HumanReviewGateSpec parameters.
 
     A decision read back from the reviews folder counts only after it is verified: a Slack
@@ -45,11 +52,24 @@ class Executor(base_executor.BaseExecutor):
     when the review was first opened.
 
     Raises:
-      ValueError: a DifficultyReport without a readable summary, or a reviews folder that
-        cannot be found. Review outcomes (rejection, timeout, Slack errors) never raise: they
-        are written as NOT_BLESSED with the reason.
+      ValueError: a DifficultyReport without a readable summary, a reviews folder that
+        cannot be found, or a `last_shipped` folder without a valid pointer file (read
+        before anything is written). Review outcomes (rejection, timeout, Slack errors)
+        never raise: they are written as NOT_BLESSED with the reason.
     """
     self._log_startup(input_dict, output_dict, exec_properties)
+    last = (input_dict.get(LAST_SHIPPED_KEY) or [None])[0]
+    last_pointer = None if last is None else baseline_lib.read_pointer(last.uri)
+    outcome, review_id, cache_key = self._review(input_dict, output_dict, exec_properties)
+    blessing = artifact_utils.get_single_instance(output_dict[OUTPUT_KEY])
+    _write_blessing(blessing, outcome, review_id, cache_key)
+    if output_dict.get(SHIPPED_KEY):
+      _write_shipped(artifact_utils.get_single_instance(output_dict[SHIPPED_KEY]), outcome,
+                     input_dict, last_pointer)
+
+  def _review(self, input_dict, output_dict, exec_properties
+              ) -> Tuple[decision_lib.Decision, str, str]:
+    """(outcome, review id or '', cache key) of this execution's review."""
     model = artifact_utils.get_single_instance(input_dict['model'])
     report = artifact_utils.get_single_instance(input_dict['difficulty_report'])
     blessing = artifact_utils.get_single_instance(output_dict[OUTPUT_KEY])
@@ -73,10 +93,8 @@ class Executor(base_executor.BaseExecutor):
     refusal = _upstream_refusal(upstream)
     if refusal:
       logging.info('Not asking for a review: %s', refusal)
-      _write_blessing(blessing, decision_lib.Decision(
-          decision=decision_lib.NOT_BLESSED_UPSTREAM, backend=backend, reason=refusal), '',
-                      cache_key)
-      return
+      return decision_lib.Decision(decision=decision_lib.NOT_BLESSED_UPSTREAM,
+                                   backend=backend, reason=refusal), '', cache_key
     summary = review_summary.build_summary(
         report_uri=report.uri, model_uri=model.uri, model_id=model.id, report_id=report.id,
         pipeline=pipeline, run_id=run_id, evaluation_uri=evaluation.uri if evaluation else None,
@@ -90,8 +108,7 @@ class Executor(base_executor.BaseExecutor):
     if backend == auto_policy.BACKEND:
       outcome = auto_policy.decide(json.loads(exec_properties['auto_policy']), summary)
       logging.info('Auto policy: %s', outcome.reason)
-      _write_blessing(blessing, outcome, '', cache_key)
-      return
+      return outcome, '', cache_key
 
     store = review_store.ReviewStore(self._reviews_dir(exec_properties, blessing.uri))
     approvers = json.loads(exec_properties['approvers'])
@@ -123,7 +140,7 @@ class Executor(base_executor.BaseExecutor):
           api_url=exec_properties.get('slack_api_url'), poll_interval_seconds=poll,
       ).run(store, record, summary, review_timeout, deadline_at)
     review_store.close(store, review_id, outcome, outcome.slack_thread_ts or None)
-    _write_blessing(blessing, outcome, review_id, cache_key)
+    return outcome, review_id, cache_key
 
   def _node_id(self) -> str:
     node = self._context.pipeline_node if self._context else None
@@ -234,3 +251,21 @@ def _write_blessing(blessing: types.Artifact, outcome: decision_lib.Decision,
   logging.info('Review decision %s (%s): %s written to %s; %s', outcome.decision,
                'BLESSED' if blessed else 'NOT_BLESSED', outcome.reason, blessing.uri,
                values['review_cache'])
+
+
+def _write_shipped(shipped: types.Artifact, outcome: decision_lib.Decision,
+                   input_dict: Dict[str, List[types.Artifact]],
+                   last_pointer: Optional[baseline_lib.ShippedPointer]) -> None:
+  """This run's report when the model shipped, else the last shipped one passed on."""
+  report = artifact_utils.get_single_instance(input_dict['difficulty_report'])
+  model = artifact_utils.get_single_instance(input_dict['model'])
+  if outcome.blessed:
+    pointer = baseline_lib.shipped_now(report.uri, report.id or None, model.id or None)
+  else:
+    pointer = baseline_lib.passed_on(last_pointer)
+  baseline_lib.write_pointer(shipped.uri, pointer)
+  shipped.set_string_custom_property('difficulty_report_uri', pointer.report_uri or '')
+  shipped.set_int_custom_property('difficulty_report_id', pointer.report_id or 0)
+  shipped.set_int_custom_property('model_id', pointer.model_id or 0)
+  shipped.set_int_custom_property('carried', int(pointer.carried))
+  logging.info('Shipped audit: %s', pointer.report_uri or 'no model has shipped yet')

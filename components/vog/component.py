@@ -23,6 +23,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components.vog import executor
 from components.vog.artifacts import DifficultyReport
+from components.vog.artifacts import ShippedAudit
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
 from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
@@ -56,7 +57,7 @@ class VarianceOfGradientsSpec(ComponentSpec):
       EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
       MODEL_RUN_KEY: ChannelParameter(type=standard_artifacts.ModelRun),
       SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
-      BASELINE_KEY: ChannelParameter(type=DifficultyReport, optional=True),
+      BASELINE_KEY: ChannelParameter(type=ShippedAudit, optional=True),
   }
   OUTPUTS = {
       SCORED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -102,7 +103,9 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
       model_run: the Trainer's ModelRun holding `vog_checkpoints/` written by
         VogCheckpointCallback.
       schema: optional Schema; model inputs and the label are checked against it.
-      baseline: optional DifficultyReport of an earlier run, recorded in the summary.
+      baseline: optional ShippedAudit naming the audit of the last model that shipped
+        (HumanReviewGate's `shipped_audit`, through a LatestArtifactStrategy resolver);
+        the report then holds `drift` against it, and the history it keeps is extended.
       label_key: int label feature, needed in `label` mode ['label'].
       target: `loss` (best at finding mislabeled examples), `prob` or `logit` ['loss'].
       label_mode: `label`, or `predicted` for unlabeled data ['label'].

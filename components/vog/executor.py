@@ -10,6 +10,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.vog import audit
+from components.vog import baseline as baseline_lib
 from components.vog import report_format
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
@@ -39,6 +40,24 @@ def settings_from_exec_properties(exec_properties: Dict[str, Any]) -> VogSetting
     return VogSettings.from_json(text)
   except ValueError as e:
     raise audit.AuditConfigError(f'{SETTINGS_KEY}: {e}') from e
+
+
+def baseline_of(shipped: types.Artifact):
+  """The plan's baseline from a ShippedAudit: the shipped audit's report, or None.
+
+  Raises audit.AuditConfigError when the ShippedAudit's pointer file is missing or
+  malformed (it is read like any outside input).
+  """
+  try:
+    pointer = baseline_lib.read_pointer(shipped.uri)
+  except baseline_lib.BaselineError as e:
+    raise audit.AuditConfigError(f'baseline: {e}') from e
+  if pointer.report_uri is None:
+    logging.info('No model has shipped yet (%s); the audit has no drift baseline', shipped.uri)
+    return None
+  return {'uri': pointer.report_uri, 'artifact_id': pointer.report_id,
+          'model_id': pointer.model_id, 'shipped_at': pointer.shipped_at,
+          'shipped_audit_uri': shipped.uri}
 
 
 def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
@@ -73,8 +92,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for split in artifact_utils.decode_split_names(examples.split_names)}
     baseline = None
     if input_dict.get(BASELINE_KEY):
-      base = artifact_utils.get_single_instance(input_dict[BASELINE_KEY])
-      baseline = {'artifact_id': base.id, 'uri': base.uri}
+      baseline = baseline_of(artifact_utils.get_single_instance(input_dict[BASELINE_KEY]))
     schema_features = (_schema_features(input_dict[SCHEMA_KEY])
                        if input_dict.get(SCHEMA_KEY) else None)
 

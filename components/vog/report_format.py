@@ -13,6 +13,11 @@ A DifficultyReport folder holds:
     quarantine-SSSSS-of-NNNNN.jsonl
                                every example that could not be scored, with the reason
                                (sharded: its size grows with the data)
+    history-SSSSS-of-NNNNN.jsonl.gz
+                               one compact row per scored example, keyed by example_id:
+                               whether it was flagged and for how many audits in a row;
+                               the next audit that takes this report as its baseline reads
+                               it instead of every older report (see HistoryRow)
     report.html, flagged.png   the review page (the montage only for image inputs)
 
 Every example of `scored_examples` carries its original features plus the VoG fields
@@ -30,8 +35,9 @@ import os
 import re
 from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+DRIFT_MIN_VERSION = 3  # baselines before it lack hard counts, decile counts and history
 
 SUMMARY_FILE = 'summary.json'
 FLAGGED_FILE = 'flagged.jsonl'
@@ -40,6 +46,9 @@ QUARANTINE_PREFIX = 'quarantine'
 QUARANTINE_SUFFIX = '.jsonl'
 QUARANTINE_GLOB = QUARANTINE_PREFIX + '-*-of-*' + QUARANTINE_SUFFIX
 LEGACY_QUARANTINE_FILE = QUARANTINE_PREFIX + QUARANTINE_SUFFIX  # format_version 1: one file
+HISTORY_PREFIX = 'history'
+HISTORY_SUFFIX = '.jsonl.gz'
+HISTORY_GLOB = HISTORY_PREFIX + '-*-of-*' + HISTORY_SUFFIX
 REPORT_FILE = 'report.html'
 MONTAGE_FILE = 'flagged.png'
 RECORD_BASE64 = 'record_base64'  # an example's bytes inside a JSON line
@@ -78,6 +87,8 @@ _REWRITE = ('re-run the VarianceOfGradients audit to rewrite the report, or give
             'difficulty_report folder of one')
 _SHARD_NAME = re.compile(re.escape(QUARANTINE_PREFIX) + r'-(\d+)-of-(\d+)'
                          + re.escape(QUARANTINE_SUFFIX) + '$')
+_HISTORY_NAME = re.compile(re.escape(HISTORY_PREFIX) + r'-(\d+)-of-(\d+)'
+                           + re.escape(HISTORY_SUFFIX) + '$')
 
 
 class ReportFormatError(ValueError):
@@ -117,7 +128,8 @@ def _field(obj: Mapping[str, Any], key: str, kind: str, where: str,
 
 
 _KINDS = {int: (_INT, False), float: (_NUM, False), str: (_STR, False),
-          Optional[int]: (_INT, True), Optional[float]: (_NUM, True)}
+          Optional[int]: (_INT, True), Optional[float]: (_NUM, True),
+          Optional[str]: (_STR, True)}
 _JSON_KEYS = {'class_id': 'class'}  # attributes named otherwise in JSON
 
 
@@ -138,9 +150,14 @@ def _fields(cls, obj: Any, where: str) -> Dict[str, Any]:
 _CASTS = {_INT: int, _NUM: float, _STR: str}  # NumPy scalars from the writer become JSON's
 
 
+# Fields added in format_version 3; a row without them is written as before.
+_OMITTED_WHEN_NONE = frozenset(('drift_status', 'flagged_streak', 'hard'))
+
+
 def _to_json(row) -> Dict[str, Any]:
   return {key: None if getattr(row, attr) is None else _CASTS[kind](getattr(row, attr))
-          for attr, key, kind, _ in _spec(type(row))}
+          for attr, key, kind, _ in _spec(type(row))
+          if not (attr in _OMITTED_WHEN_NONE and getattr(row, attr) is None)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +173,16 @@ class FlaggedRow:
   vog_raw: float
   vog_percentile: float
   vog_bucket: str
+  # Against the baseline's history (None without one): DRIFT_STATUSES, and for how many
+  # audits in a row, this one included, the example has been flagged.
+  drift_status: Optional[str] = None
+  flagged_streak: Optional[int] = None
+
+
+# drift_status of a flagged example: not in the baseline's data at all; in it but not
+# flagged then; flagged then too.
+NEW_DATA, NEWLY_FLAGGED, STILL_FLAGGED = 'new_data', 'newly_flagged', 'still_flagged'
+DRIFT_STATUSES = (NEW_DATA, NEWLY_FLAGGED, STILL_FLAGGED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +206,66 @@ class ClassRow:
   vog_raw_mean: float
   vog_raw_std: float
   error_rate: Optional[float]  # None when the class had no labelled example
+  # From format_version 3 (None before): examples in the hard bucket, and how many fell
+  # in each vog_decile 1..10 (what the drift's shift statistic compares).
+  hard: Optional[int] = None
+  decile_counts: Optional[Tuple[int, ...]] = None
+
+  @property
+  def hard_share(self) -> Optional[float]:
+    return None if self.hard is None else (self.hard / self.count if self.count else 0.0)
 
   def to_json(self) -> Dict[str, Any]:
-    return _to_json(self)
+    out = _to_json(self)
+    if self.decile_counts is not None:
+      out['decile_counts'] = [int(n) for n in self.decile_counts]
+    return out
+
+
+def _class_row(obj: Any, where: str) -> ClassRow:
+  fields = _fields(ClassRow, obj, where)
+  deciles = obj.get('decile_counts')
+  if deciles is not None:
+    deciles = tuple(_check(n, _INT, where, 'a decile count')
+                    for n in _check(deciles, _LIST, where, "'decile_counts'"))
+    if len(deciles) != 10 or min(deciles) < 0:
+      _fail(where, f"has 'decile_counts' {list(deciles)[:12]}; expected 10 counts >= 0")
+  return ClassRow(decile_counts=deciles, **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRow:
+  """One line of a history shard: an example's standing after this audit.
+
+  `streak` is how many audits in a row, this one included, flagged the example (0 when
+  this one did not); each audit reads only its baseline's rows to extend it.
+  """
+  example_id: str
+  split: str
+  class_id: int
+  flagged: int
+  streak: int
+  percentile: float
+
+
+def history_row_to_json(row: HistoryRow) -> Dict[str, Any]:
+  return _to_json(row)
+
+
+def history_row_from_json(obj: Any, where: str = 'history row') -> HistoryRow:
+  """The HistoryRow of one parsed line; refuses a wrong type or an impossible value."""
+  row = HistoryRow(**_fields(HistoryRow, obj, where))
+  if row.flagged not in (0, 1) or row.streak < 0 or (row.streak > 0) != bool(row.flagged):
+    _fail(where, f'has flagged={row.flagged} and streak={row.streak}; a flagged example has '
+                 'a streak >= 1 and an unflagged one 0')
+  if not 0.0 <= row.percentile <= 100.0:
+    _fail(where, f'has percentile {row.percentile}; expected 0..100')
+  return row
+
+
+def history_shard_name(index: int, count: int) -> str:
+  """`history-00003-of-00008.jsonl.gz` for shard 3 of 8."""
+  return f'{HISTORY_PREFIX}-{index:05d}-of-{count:05d}{HISTORY_SUFFIX}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +290,131 @@ class ModelInput:
   name: str
   shape: Tuple[int, ...]
   dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftSplit:
+  """One split now against the baseline. Shares are fractions (0..1) of scored examples.
+
+  The example counts come from matching example_ids with the baseline's history:
+  `matched` are in both runs, `new_examples` only now (`gone_examples` were in the
+  baseline's split only). Of the examples flagged now, `newly_flagged` were matched but
+  not flagged then, `still_flagged` were flagged then too, and `flagged_new_data` are
+  new; `no_longer_flagged` were flagged then and are matched but not flagged now.
+  """
+  split: str
+  flagged_share_now: float
+  flagged_share_then: float
+  flagged_share_change: float
+  hard_share_now: float
+  hard_share_then: float
+  hard_share_change: float
+  matched: int
+  new_examples: int
+  gone_examples: int
+  newly_flagged: int
+  still_flagged: int
+  no_longer_flagged: int
+  flagged_new_data: int
+  flagged_new_data_share: Optional[float]  # of the flagged set; None when none is flagged
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftClass:
+  """One class of one split now against the baseline; `psi` is SHIFT_STATISTIC."""
+  split: str
+  class_id: int
+  count_now: int
+  count_then: int
+  flagged_share_now: float
+  flagged_share_then: float
+  flagged_share_change: float
+  hard_share_now: float
+  hard_share_then: float
+  hard_share_change: float
+  psi: float
+
+
+# Per class: the population stability index of the vog_decile histogram (vog_percentile
+# in ten bins) now against then, sum((p_now - p_then) * ln(p_now / p_then)), each bin's
+# share smoothed as (count + 0.5) / (total + 5). Percentiles are ranks of class-normalised
+# scores, comparable between models where raw VoG is not. Under 0.1 is read as stable,
+# 0.1 to 0.25 as a moderate shift, above 0.25 as a large one.
+SHIFT_STATISTIC = 'psi_vog_decile'
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+  """summary.json's `drift`: this audit against the audit of the last shipped model.
+
+  `unavailable` says why nothing could be compared (the baseline's report is missing,
+  unreadable or from a release before format_version 3); the other fields are then empty.
+  `streaks` counts the examples flagged now by how many audits in a row (>= 2) they have
+  been flagged.
+  """
+  baseline_uri: str
+  baseline_created_at: Optional[str]
+  unavailable: Optional[str]
+  flagged_share_now: Optional[float]
+  flagged_share_then: Optional[float]
+  flagged_share_change: Optional[float]
+  splits: Tuple[DriftSplit, ...]
+  per_class: Tuple[DriftClass, ...]
+  streaks: Dict[int, int]
+
+  @property
+  def largest_hard_share_increase(self) -> Optional[DriftClass]:
+    """The class whose hard share rose most (None when none rose)."""
+    rising = [c for c in self.per_class if c.hard_share_change > 0]
+    return max(rising, key=lambda c: (c.hard_share_change, -c.class_id)) if rising else None
+
+  @property
+  def newly_flagged(self) -> int:
+    return sum(s.newly_flagged for s in self.splits)
+
+  @property
+  def still_flagged(self) -> int:
+    return sum(s.still_flagged for s in self.splits)
+
+  @property
+  def longest_streak(self) -> int:
+    return max(self.streaks, default=0)
+
+  def to_json(self) -> Dict[str, Any]:
+    return {
+        'baseline': {'uri': self.baseline_uri, 'created_at': self.baseline_created_at},
+        'unavailable': self.unavailable,
+        'shift_statistic': SHIFT_STATISTIC,
+        'flagged_share_now': self.flagged_share_now,
+        'flagged_share_then': self.flagged_share_then,
+        'flagged_share_change': self.flagged_share_change,
+        'splits': [_to_json(r) for r in self.splits],
+        'per_class': [_to_json(r) for r in self.per_class],
+        'streaks': {str(k): int(v) for k, v in sorted(self.streaks.items())},
+    }
+
+
+def parse_drift(raw: Any, where: str) -> Drift:
+  """The Drift of summary.json's `drift` object; ReportFormatError for a bad one."""
+  where = f'{where}, drift'
+  _check(raw, _OBJ, where, 'drift')
+  baseline = _field(raw, 'baseline', _OBJ, where)
+  streaks = {}
+  for k, v in _check(raw.get('streaks') or {}, _OBJ, where, "'streaks'").items():
+    if not k.isdigit() or int(k) < 2:
+      _fail(where, f'has a streak length {k!r}; expected a whole number >= 2')
+    streaks[int(k)] = _check(v, _INT, where, f'streaks[{k!r}]')
+  return Drift(
+      baseline_uri=_field(baseline, 'uri', _STR, f'{where}, baseline'),
+      baseline_created_at=_field(baseline, 'created_at', _STR, f'{where}, baseline',
+                                 optional=True),
+      unavailable=_field(raw, 'unavailable', _STR, where, optional=True),
+      flagged_share_now=_field(raw, 'flagged_share_now', _NUM, where, optional=True),
+      flagged_share_then=_field(raw, 'flagged_share_then', _NUM, where, optional=True),
+      flagged_share_change=_field(raw, 'flagged_share_change', _NUM, where, optional=True),
+      splits=_rows(raw.get('splits') or [], 'splits', DriftSplit, where),
+      per_class=_rows(raw.get('per_class') or [], 'per_class', DriftClass, where),
+      streaks=streaks)
 
 
 def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict[str, Any]:
@@ -265,7 +474,7 @@ class ReportSummary:
   num_classes: Optional[int]  # None (and model_inputs None) in summaries that lack them
   model_inputs: Optional[Tuple[ModelInput, ...]]
   baseline: Optional[Dict[str, Any]]
-  drift: Optional[Dict[str, Any]]
+  drift: Optional[Drift]  # None without a baseline
   raw: Dict[str, Any]
 
 
@@ -318,7 +527,8 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
       created_at=_field(raw, 'created_at', _STR, where, optional=True),
       counts=_counts(_field(raw, COUNTS, _OBJ, where), where, COUNTS),
       splits={name: _counts(v, where, f'splits[{name!r}]') for name, v in splits.items()},
-      per_class=_rows(raw.get('per_class') or [], 'per_class', ClassRow, where),
+      per_class=tuple(_class_row(v, f'{where}, per_class[{i}]') for i, v in enumerate(
+          _check(raw.get('per_class') or [], _LIST, where, "'per_class'"))),
       error_rate_by_decile=_rows(raw.get('error_rate_by_decile') or [], 'error_rate_by_decile',
                                  DecileRow, where),
       quarantine_kinds=_int_map(raw.get('quarantine_kinds') or {}, where,
@@ -328,7 +538,8 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
       num_classes=_field(raw, 'num_classes', _INT, where, optional=True),
       model_inputs=None if inputs is None else _model_inputs(inputs, where),
       baseline=_field(raw, 'baseline', _OBJ, where, optional=True),
-      drift=_field(raw, 'drift', _OBJ, where, optional=True), raw=raw)
+      drift=None if raw.get('drift') is None else parse_drift(raw['drift'], where),
+      raw=raw)
 
 
 def _tf():
