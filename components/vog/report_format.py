@@ -59,6 +59,16 @@ SCORED = 'scored'
 QUARANTINED = 'quarantined'
 FLAGGED = 'flagged'
 HEADLINE = (SEEN, SCORED, QUARANTINED, FLAGGED)
+# The drift headline as ML Metadata custom properties of the DifficultyReport, set only
+# when drift was computed: fractions change in points of share (0.05 = 5 points).
+FLAGGED_SHARE_CHANGE = 'flagged_share_change'  # float
+NEWLY_FLAGGED = 'newly_flagged'  # int
+STILL_FLAGGED_COUNT = 'still_flagged'  # int
+MAX_CLASS_HARD_SHARE_INCREASE = 'max_class_hard_share_increase'  # float, 0 when none rose
+MAX_HARD_SHARE_CLASS = 'max_hard_share_class'  # string "<split>/<class>", '' when none rose
+DRIFT_BASELINE_URI = 'drift_baseline_uri'  # string
+DRIFT_PROPERTIES = (FLAGGED_SHARE_CHANGE, NEWLY_FLAGGED, STILL_FLAGGED_COUNT,
+                    MAX_CLASS_HARD_SHARE_INCREASE, MAX_HARD_SHARE_CLASS, DRIFT_BASELINE_URI)
 # summary.json keys every reader needs; the loader also needs `format_version` and splits.
 SETTINGS = 'settings'
 CHECKPOINTS = 'checkpoints'
@@ -379,6 +389,17 @@ class Drift:
   @property
   def longest_streak(self) -> int:
     return max(self.streaks, default=0)
+
+  def properties(self) -> Dict[str, Any]:
+    """The DRIFT_PROPERTIES values; {} when nothing could be compared."""
+    if self.unavailable is not None:
+      return {}
+    top = self.largest_hard_share_increase
+    return {FLAGGED_SHARE_CHANGE: float(self.flagged_share_change or 0.0),
+            NEWLY_FLAGGED: self.newly_flagged, STILL_FLAGGED_COUNT: self.still_flagged,
+            MAX_CLASS_HARD_SHARE_INCREASE: float(top.hard_share_change) if top else 0.0,
+            MAX_HARD_SHARE_CLASS: f'{top.split}/{top.class_id}' if top else '',
+            DRIFT_BASELINE_URI: self.baseline_uri}
 
   def to_json(self) -> Dict[str, Any]:
     return {
