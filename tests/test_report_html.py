@@ -10,10 +10,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 import browser
+from components.vog import report_format
 from components.vog import report_html
 from components.vog.report_html import ExamplePreview
 
 HOSTILE_ID = '<script>alert("x")</script>'
+HOSTILE_URI = '/pipelines/<script>alert(1)</script>/difficulty_report'
+# eval class: (hard share then, now, PSI); class 3 rose most, class 5 fell.
+EVAL_CLASSES = {0: (0.10, 0.10, 0.02), 3: (0.10, 0.22, 0.31), 5: (0.20, 0.15, 0.12)}
 
 
 def _summary():
@@ -40,6 +44,42 @@ def _summary():
       'baseline': {'artifact_id': 7, 'uri': '/pipelines/run6/difficulty_report'},
       'drift': None,
   }
+
+
+def _drift(baseline_uri='/pipelines/run6/difficulty_report'):
+  """A Drift as the audit writes it: flagged 11.1% -> 13.0%, class 3 of eval hard share up 12 pts."""
+  per_class = [report_format.DriftClass(
+      'eval', c, 40, 40, 0.1, 0.1, 0.0, hard_share_now=now, hard_share_then=then,
+      hard_share_change=now - then, psi=psi) for c, (then, now, psi) in EVAL_CLASSES.items()]
+  per_class.append(report_format.DriftClass(
+      'train', 3, count_now=120, count_then=118, flagged_share_now=0.12, flagged_share_then=0.1,
+      flagged_share_change=0.02, hard_share_now=0.15, hard_share_then=0.1,
+      hard_share_change=0.05, psi=0.04))
+  splits = (
+      report_format.DriftSplit('train', 0.112, 0.1, 0.012, 0.2, 0.18, 0.02, 1400, 32, 5,
+                               newly_flagged=30, still_flagged=20, no_longer_flagged=9,
+                               flagged_new_data=110, flagged_new_data_share=110 / 160),
+      report_format.DriftSplit('eval', 0.13, 0.111, 0.019, 0.2, 0.18, 0.02, 350, 8, 0,
+                               newly_flagged=10, still_flagged=5, no_longer_flagged=2,
+                               flagged_new_data=25, flagged_new_data_share=25 / 40))
+  return report_format.Drift(baseline_uri, '2026-11-20T09:00:00Z', None, 0.130, 0.111, 0.019,
+                             splits, tuple(per_class), {2: 18, 3: 6, 4: 1})
+
+
+def _drift_summary(drift=None):
+  return dict(_summary(), format_version=3, drift=(drift or _drift()).to_json())
+
+
+def _with_statuses(flagged):
+  """Flagged rows as an audit with a baseline writes them: each says how it stands now."""
+  statuses = [(report_format.NEW_DATA, 1), (report_format.NEWLY_FLAGGED, 1),
+              (report_format.STILL_FLAGGED, 4), (report_format.STILL_FLAGGED, 2)]
+  return [dict(row, drift_status=statuses[i % 4][0], flagged_streak=statuses[i % 4][1])
+          for i, row in enumerate(flagged)]
+
+
+def _drift_section(page):
+  return page.split('<section id="drift">', 1)[1].split('</section>', 1)[0]
 
 
 def _flagged_and_previews(n=12, images=True):
@@ -219,7 +259,8 @@ def test_montage_without_images_writes_nothing(tmp_path):
 
 def test_chromium_renders_the_page(tmp_path):
   flagged, previews = _flagged_and_previews(n=40)
-  page = report_html.render_report(_summary(), flagged, _QUARANTINE, previews)
+  page = report_html.render_report(_drift_summary(), _with_statuses(flagged), _QUARANTINE,
+                                   previews)
   html_path = tmp_path / 'report.html'
   html_path.write_text(page, encoding='utf-8')
   png = browser.screenshot(str(html_path), str(tmp_path / 'report.png'),
@@ -235,4 +276,197 @@ def test_chromium_renders_the_page(tmp_path):
   rows = _rows(dom)
   assert len(rows) == 40
   assert [cells[2] for _, cells, _ in rows[:3]] == ['digits-0001', HOSTILE_ID, 'digits-0003']
+  assert [cells[-1] for _, cells, _ in rows[:3]] == [
+      'new data', 'newly flagged', 'still flagged (4 audits in a row)']
   assert '<script>alert' not in dom
+  # The browser parsed the chart as SVG: six bars, first on the page after the title.
+  assert len(_svg(_drift_section(dom)).bars) == 6
+  assert dom.index('id="drift"') < dom.index('class="cards"')
+
+
+class _Svg(html.parser.HTMLParser):
+  """The drift chart's bars ({'when', 'height', 'title'}) and its text labels."""
+
+  def __init__(self):
+    super().__init__()
+    self.svgs, self.bars, self.texts, self._in = 0, [], [], None
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == 'svg':
+      self.svgs += 1
+    elif tag == 'rect' and (attrs.get('class') or '').startswith('hs-'):
+      self.bars.append({'when': attrs['class'][3:], 'height': float(attrs['height']),
+                        'title': ''})
+    self._in = tag
+
+  def handle_endtag(self, tag):
+    self._in = None
+
+  def handle_data(self, data):
+    if self._in == 'title' and self.bars:
+      self.bars[-1]['title'] += data
+    elif self._in == 'text':
+      self.texts.append(data)
+
+
+def _svg(page):
+  parser = _Svg()
+  parser.feed(page)
+  return parser
+
+
+def _visible_text(fragment):
+  text = []
+  parser = html.parser.HTMLParser()
+  parser.handle_data = text.append
+  parser.feed(fragment)
+  return ' '.join(' '.join(text).split())
+
+
+def test_since_the_last_shipped_model_opens_the_page_with_its_headline():
+  flagged, previews = _flagged_and_previews(n=4)
+  page = report_html.render_report(_drift_summary(), flagged, [], previews)
+  main = page.split('<main>', 1)[1]
+  assert main.lstrip().startswith('<section id="drift"><h2>Since the last shipped model</h2>')
+  assert main.index('Since the last shipped model') < main.index('<div class="cards">')
+  text = _visible_text(_drift_section(page))
+  assert '/pipelines/run6/difficulty_report , audited 2026-11-20T09:00:00Z' in text
+  assert '13.0% flagged now was 11.1%; +1.9 pts' in text
+  assert '40 newly flagged' in text  # 30 in train + 10 in eval
+  assert '25 still flagged flagged then too; the longest for 4 audits in a row' in text
+  assert '67.5% of flagged are new data 135 of 200 flagged' in text
+  assert ('class 3 (eval) largest hard-share rise hard share 10.0% → 22.0% (+12.0 pts)'
+          in text)
+  assert 'Flagged in a row: 18 for 2 audits, 6 for 3 audits, 1 for 4 audits.' in text
+  assert 'Drift against baseline' not in page
+
+
+def test_hard_share_chart_is_inline_svg_of_the_eval_split_then_and_now():
+  page = report_html.render_report(_drift_summary(), [], [], [])
+  section = _drift_section(page)
+  assert 'Hard share by class, eval split' in section
+  chart = _svg(section)
+  assert chart.svgs == 1
+  # Two bars per eval class in class order, then before now; train's class is not drawn.
+  assert [(b['when'], b['title']) for b in chart.bars] == [
+      ('then', 'class 0, last shipped: 10.0% hard'), ('now', 'class 0, now: 10.0% hard'),
+      ('then', 'class 3, last shipped: 10.0% hard'), ('now', 'class 3, now: 22.0% hard'),
+      ('then', 'class 5, last shipped: 20.0% hard'), ('now', 'class 5, now: 15.0% hard')]
+  heights = [b['height'] for b in chart.bars]
+  assert heights[3] == pytest.approx(2.2 * heights[2], abs=0.2)  # to scale: 22% against 10%
+  assert heights[4] == pytest.approx(2.0 * heights[0], abs=0.2)
+  assert max(heights) > 100  # tall enough to read
+  assert {'last shipped', 'now', 'class', 'hard share', '0.0%'} <= set(chart.texts)
+  assert {'0', '3', '5'} <= set(chart.texts)
+  # Self-contained: no script and nothing fetched from elsewhere.
+  assert '<script' not in page and 'http://' not in page and 'https://' not in page
+
+
+def test_chart_falls_back_to_the_first_split_without_eval():
+  drift = _drift()
+  drift = report_format.Drift(drift.baseline_uri, None, None, 0.13, 0.111, 0.019,
+                              drift.splits[:1], drift.per_class[-1:], {})
+  section = _drift_section(report_html.render_report(_drift_summary(drift), [], [], []))
+  assert 'Hard share by class, train split' in section
+  assert [b['title'] for b in _svg(section).bars] == [
+      'class 3, last shipped: 10.0% hard', 'class 3, now: 15.0% hard']
+  assert 'audited' not in section  # no creation time known for the baseline
+  assert 'in a row' not in section  # nothing has been flagged twice in a row
+
+
+def _class_rows(section):
+  rows = section.split('<table class="drift-classes">', 1)[1].split('</table>', 1)[0]
+  return [[_visible_text(cell) for cell in row.split('</td>')[:-1]]
+          for row in rows.split('<tr>')[2:]]
+
+
+def test_per_class_table_gives_the_shift_statistic_and_its_reading():
+  section = _drift_section(report_html.render_report(_drift_summary(), [], [], []))
+  rows = _class_rows(section)
+  # Largest hard-share rise first.
+  assert [(r[0], r[1]) for r in rows] == [('eval', '3'), ('train', '3'), ('eval', '0'),
+                                          ('eval', '5')]
+  assert rows[0] == ['eval', '3', '40 → 40', '10.0%', '22.0%', '+12.0 pts', '10.0%', '10.0%',
+                     '+0.0 pts', '0.310', 'large']
+  assert [(r[9], r[10]) for r in rows] == [('0.310', 'large'), ('0.040', 'stable'),
+                                           ('0.020', 'stable'), ('0.120', 'moderate')]
+  assert rows[3][5] == '-5.0 pts'
+  text = _visible_text(section)
+  assert 'shift (PSI)' in text
+  assert ('population stability index of the class\'s vog_decile histogram now against then'
+          in text)
+  assert 'Under 0.1 reads as stable, 0.1 to 0.25 as a moderate shift, above 0.25 as a large one' \
+      in text
+  assert [report_html.psi_reading(v) for v in (0.0, 0.099, 0.1, 0.25, 0.2501, float('nan'))] \
+      == ['stable', 'stable', 'moderate', 'moderate', 'large', 'n/a']
+
+
+def test_per_split_table_counts_what_changed():
+  section = _drift_section(report_html.render_report(_drift_summary(), [], [], []))
+  table = section.split('<table class="drift-splits">', 1)[1].split('</table>', 1)[0]
+  rows = [[_visible_text(c) for c in row.split('</td>')[:-1]] for row in table.split('<tr>')[2:]]
+  assert rows == [
+      ['train', '10.0%', '11.2%', '+1.2 pts', '18.0%', '20.0%', '+2.0 pts', '30', '20', '110',
+       '9'],
+      ['eval', '11.1%', '13.0%', '+1.9 pts', '18.0%', '20.0%', '+2.0 pts', '10', '5', '25', '2']]
+  assert 'train 1,400 in both, 32 new, 5 gone; eval 350 in both, 8 new, 0 gone' in \
+      _visible_text(section)
+
+
+def test_unavailable_drift_says_why_and_shows_no_numbers():
+  drift = report_format.Drift(
+      '/pipelines/run6/difficulty_report', None,
+      'the baseline report /pipelines/run6 has format_version 2; drift needs 3 <or later>',
+      None, None, None, (), (), {})
+  section = _drift_section(report_html.render_report(_drift_summary(drift), [], [], []))
+  assert ('Drift unavailable: the baseline report /pipelines/run6 has format_version 2; drift '
+          'needs 3 &lt;or later&gt;') in section
+  assert '/pipelines/run6/difficulty_report' in section
+  assert '<svg' not in section and 'flagged now' not in section and 'PSI' not in section
+
+
+def test_no_baseline_is_one_line():
+  page = report_html.render_report(_summary(), [], [], [])  # drift: null
+  section = _drift_section(page)
+  assert _visible_text(section) == (
+      'Since the last shipped model No baseline yet: no model has shipped since auditing began, '
+      'so there is nothing to compare with.')
+  del_drift = {k: v for k, v in _summary().items() if k != 'drift'}
+  assert _drift_section(report_html.render_report(del_drift, [], [], [])) == section
+  assert 'Drift against baseline' not in page
+
+
+def test_an_unreadable_drift_is_shown_not_refused():
+  summary = dict(_summary(), drift={'baseline': {'uri': 7}})
+  section = _drift_section(report_html.render_report(summary, [], [], []))
+  assert 'Drift cannot be shown: summary.json, drift, baseline: &#39;uri&#39; is an integer' \
+      in section
+
+
+def test_flagged_rows_say_how_they_stand_against_the_last_shipped_model():
+  flagged, previews = _flagged_and_previews(n=5)
+  page = report_html.render_report(_drift_summary(), _with_statuses(flagged), [], previews)
+  assert '<th>since last shipped</th>' in page
+  assert [cells[-1] for _, cells, _ in _rows(page)] == [
+      'new data', 'newly flagged', 'still flagged (4 audits in a row)',
+      'still flagged (2 audits in a row)', 'new data']
+  # Without a baseline the rows carry no status and the column is left out.
+  plain = report_html.render_report(_summary(), flagged, [], previews)
+  assert 'since last shipped' not in plain
+  assert [len(cells) for _, cells, _ in _rows(plain)] == [10] * 5
+
+
+def test_text_from_the_drift_is_escaped():
+  drift = _drift(baseline_uri=HOSTILE_URI)
+  flagged, previews = _flagged_and_previews(n=1)
+  flagged = [dict(flagged[0], drift_status='<b>odd</b>', flagged_streak=3)]
+  page = report_html.render_report(_drift_summary(drift), flagged, [], previews)
+  assert '<script>alert(1)' not in page and '<b>odd</b>' not in page
+  assert '/pipelines/&lt;script&gt;alert(1)&lt;/script&gt;/difficulty_report' in page
+  assert '<span class="status other">&lt;b&gt;odd&lt;/b&gt;</span>' in page
+  unavailable = report_format.Drift(HOSTILE_URI, None, f'cannot read {HOSTILE_URI}', None, None,
+                                    None, (), (), {})
+  page = report_html.render_report(_drift_summary(unavailable), [], [], [])
+  assert '<script>' not in page
+  assert page.count('&lt;script&gt;alert(1)&lt;/script&gt;') == 2

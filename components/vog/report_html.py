@@ -3,7 +3,14 @@
 Pure Python (jinja2, NumPy, Pillow, matplotlib): the executor and `vog-audit report` both call
 `render_report` with what the audit wrote (summary.json, flagged.jsonl, a quarantine sample) and
 one `ExamplePreview` per flagged example. The page is one self-contained HTML string: CSS inline,
-images as data: URIs, no JavaScript, so it opens from an artifact store or a mail attachment.
+images as data: URIs, the chart as inline SVG, no JavaScript, so it opens from an artifact store or
+a mail attachment.
+
+The page opens with "Since the last shipped model": summary.json's `drift` (see
+report_format.Drift) as a headline, a chart of per-class hard share then and now, and per-split
+and per-class tables with the shift statistic and how to read it; the reason when the drift
+was unavailable; one line when there was no baseline. Flagged rows say whether each example
+is newly flagged, still flagged (and for how many audits in a row) or new data.
 """
 
 import base64
@@ -134,6 +141,7 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'bucket': _fmt(row.get(report_format.VOG_BUCKET)),
         'image_uri': image_uri,
         'features': sorted(preview.features.items()) if preview and image_uri is None else [],
+        'drift': _drift_status(row),
     })
   return rows
 
@@ -178,6 +186,157 @@ def _quarantine_kind_rows(kinds: Mapping[str, Mapping[str, Any]]) -> List[Dict[s
   return [{'split': s, 'kind': k, 'count': _fmt(c)} for s, k, c in rows]
 
 
+PSI_MODERATE = 0.1  # report_format.SHIFT_STATISTIC is read as stable below this,
+PSI_LARGE = 0.25  # as a moderate shift up to this, and as a large one above it
+_STATUS_TEXT = {report_format.NEW_DATA: 'new data',
+                report_format.NEWLY_FLAGGED: 'newly flagged',
+                report_format.STILL_FLAGGED: 'still flagged'}
+# The hard-share chart: one group of two bars (then, now) per class.
+_CHART_BAR = 12
+_CHART_GAP = 8
+_CHART_PLOT_H = 160
+_CHART_LEFT, _CHART_RIGHT, _CHART_TOP, _CHART_BOTTOM = 64, 16, 34, 42
+
+
+def _pts(change: Any) -> str:
+  """A change of share in points: 0.019 -> '+1.9 pts'."""
+  if not _is_number(change) or not math.isfinite(float(change)):
+    return NA
+  points = round(float(change) * 100.0, 1)
+  return f'{points + 0.0:+.1f} pts'  # + 0.0: no '-0.0'
+
+
+def psi_reading(psi: Any) -> str:
+  """'stable', 'moderate' or 'large' for a value of report_format.SHIFT_STATISTIC."""
+  if not _is_number(psi) or not math.isfinite(float(psi)):
+    return NA
+  if psi < PSI_MODERATE:
+    return 'stable'
+  return 'moderate' if psi <= PSI_LARGE else 'large'
+
+
+def _drift_status(row: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+  """How a flagged row stands against the last shipped model's audit; None without one."""
+  status = row.get('drift_status')
+  if status is None:
+    return None
+  text = _STATUS_TEXT.get(status, str(status))
+  streak = row.get('flagged_streak')
+  if status == report_format.STILL_FLAGGED and _is_integral(streak) and streak >= 2:
+    text += f' ({streak} audits in a row)'
+  return {'text': text, 'kind': status if status in _STATUS_TEXT else 'other'}
+
+
+def _chart_split(drift: report_format.Drift) -> Optional[str]:
+  """The split the chart shows: eval when it has classes, else the first that has."""
+  with_classes = {c.split for c in drift.per_class}
+  order = [s.split for s in drift.splits] + [c.split for c in drift.per_class]
+  chosen = [s for s in order if s in with_classes]
+  if not chosen:
+    return None
+  return 'eval' if 'eval' in with_classes else chosen[0]
+
+
+def _nice_top(value: float) -> float:
+  """The axis' top: the next multiple of 10% (5% below 20%) at or above `value`."""
+  step = 0.05 if value <= 0.2 else 0.1
+  return min(1.0, max(step, math.ceil(round(value / step, 6)) * step))
+
+
+def _hard_share_chart(drift: report_format.Drift) -> Optional[Dict[str, Any]]:
+  """Geometry of the grouped bar chart of per-class hard share, then and now, for one split."""
+  split = _chart_split(drift)
+  if split is None:
+    return None
+  classes = sorted((c for c in drift.per_class if c.split == split), key=lambda c: c.class_id)
+  shares = [v for c in classes for v in (c.hard_share_then, c.hard_share_now)
+            if math.isfinite(v)]
+  top = _nice_top(max(shares, default=0.0))
+  group = 2 * _CHART_BAR + _CHART_GAP
+  width = _CHART_LEFT + len(classes) * group + _CHART_RIGHT
+  width = max(width, 360)
+  base = _CHART_TOP + _CHART_PLOT_H
+
+  def height(share: float) -> float:
+    if not math.isfinite(share):
+      return 0.0
+    return round(max(0.0, min(1.0, share / top)) * _CHART_PLOT_H, 1)
+
+  bars, labels = [], []
+  for i, c in enumerate(classes):
+    x = _CHART_LEFT + i * group + _CHART_GAP / 2
+    for j, (when, share) in enumerate((('then', c.hard_share_then), ('now', c.hard_share_now))):
+      h = height(share)
+      bars.append({'x': x + j * _CHART_BAR, 'y': round(base - h, 1), 'h': h, 'when': when,
+                   'title': f'class {c.class_id}, {"last shipped" if when == "then" else "now"}'
+                            f': {_pct(share)} hard'})
+    labels.append({'x': x + _CHART_BAR, 'text': str(c.class_id)})
+  ticks = [{'y': round(base - k / 4 * _CHART_PLOT_H, 1), 'text': _pct(top * k / 4)}
+           for k in range(5)]
+  return {'split': split, 'width': width, 'height': base + _CHART_BOTTOM, 'left': _CHART_LEFT,
+          'right': width - _CHART_RIGHT, 'base': base, 'top': _CHART_TOP, 'bars': bars,
+          'labels': labels, 'ticks': ticks, 'bar': _CHART_BAR,
+          'mid_x': round((_CHART_LEFT + width - _CHART_RIGHT) / 2, 1),
+          'mid_y': round(_CHART_TOP + _CHART_PLOT_H / 2, 1),
+          'legend_x': width - _CHART_RIGHT - 190, 'splits': len({c.split for c in drift.per_class})}
+
+
+def _drift_context(raw: Any) -> Dict[str, Any]:
+  """What the 'Since the last shipped model' section shows of summary.json's `drift`."""
+  if raw is None:
+    return {'state': 'none'}
+  try:
+    drift = raw if isinstance(raw, report_format.Drift) else report_format.parse_drift(
+        raw, report_format.SUMMARY_FILE)
+  except report_format.ReportFormatError as e:
+    return {'state': 'unreadable', 'reason': str(e)}
+  baseline = {'uri': drift.baseline_uri, 'created_at': drift.baseline_created_at}
+  if drift.unavailable is not None:
+    return {'state': 'unavailable', 'reason': drift.unavailable, 'baseline': baseline}
+  flagged_now = sum(s.newly_flagged + s.still_flagged + s.flagged_new_data
+                    for s in drift.splits)
+  new_data = sum(s.flagged_new_data for s in drift.splits)
+  top = drift.largest_hard_share_increase
+  order = {s.split: i for i, s in enumerate(drift.splits)}
+  classes = sorted(drift.per_class, key=lambda c: (
+      -c.hard_share_change, -c.psi if math.isfinite(c.psi) else 0.0,
+      order.get(c.split, len(order)), c.split, c.class_id))
+  return {
+      'state': 'available', 'baseline': baseline,
+      'flagged_now': _pct(drift.flagged_share_now),
+      'flagged_then': _pct(drift.flagged_share_then),
+      'flagged_change': _pts(drift.flagged_share_change),
+      'newly_flagged': _fmt(drift.newly_flagged), 'still_flagged': _fmt(drift.still_flagged),
+      'longest_streak': drift.longest_streak,
+      'new_data': _fmt(new_data), 'flagged_total': _fmt(flagged_now),
+      'new_data_share': _pct(new_data / flagged_now) if flagged_now else NA,
+      'top_class': None if top is None else {
+          'class': str(top.class_id), 'split': top.split, 'then': _pct(top.hard_share_then),
+          'now': _pct(top.hard_share_now), 'change': _pts(top.hard_share_change)},
+      'streaks': [(str(n), _fmt(count)) for n, count in sorted(drift.streaks.items())],
+      'splits': [{
+          'split': s.split, 'flagged_then': _pct(s.flagged_share_then),
+          'flagged_now': _pct(s.flagged_share_now), 'flagged_change': _pts(s.flagged_share_change),
+          'hard_then': _pct(s.hard_share_then), 'hard_now': _pct(s.hard_share_now),
+          'hard_change': _pts(s.hard_share_change), 'matched': _fmt(s.matched),
+          'new': _fmt(s.new_examples), 'gone': _fmt(s.gone_examples),
+          'newly': _fmt(s.newly_flagged), 'still': _fmt(s.still_flagged),
+          'new_data': _fmt(s.flagged_new_data), 'no_longer': _fmt(s.no_longer_flagged),
+      } for s in drift.splits],
+      'classes': [{
+          'split': c.split, 'class': str(c.class_id), 'count_then': _fmt(c.count_then),
+          'count_now': _fmt(c.count_now), 'hard_then': _pct(c.hard_share_then),
+          'hard_now': _pct(c.hard_share_now), 'hard_change': _pts(c.hard_share_change),
+          'rose': c.hard_share_change > 0, 'flagged_then': _pct(c.flagged_share_then),
+          'flagged_now': _pct(c.flagged_share_now),
+          'flagged_change': _pts(c.flagged_share_change), 'psi': _fmt(c.psi, '.3f'),
+          'reading': psi_reading(c.psi),
+      } for c in classes],
+      'chart': _hard_share_chart(drift),
+      'psi_moderate': PSI_MODERATE, 'psi_large': PSI_LARGE,
+  }
+
+
 def _check_summary(summary: Any) -> None:
   name = report_format.SUMMARY_FILE
   if not isinstance(summary, Mapping):
@@ -202,8 +361,9 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
   In: `summary` as in summary.json (settings, checkpoints and counts are required; every other
   key may be missing and shows as n/a), `flagged` rows of flagged.jsonl highest score first,
   up to ~50 rows of the quarantine shards, and previews matched to flagged rows by rank. Everything
-  from the data is HTML-escaped. Refuses a summary without settings/checkpoints/counts and a
-  preview image of an unsupported shape (ValueError naming it).
+  from the data is HTML-escaped. A `drift` that does not parse (report_format.parse_drift) is
+  shown as unreadable, with why, rather than refused. Refuses a summary without
+  settings/checkpoints/counts and a preview image of an unsupported shape (ValueError naming it).
   """
   _check_summary(summary)
   counts = summary[report_format.COUNTS]
@@ -214,7 +374,6 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       seen == scored + quarantined)
   splits = summary.get('splits')
   baseline = summary.get('baseline')
-  drift = summary.get('drift')
   context = {
       'created_at': _fmt(summary.get('created_at')),
       'headline': [(k, _fmt(counts.get(k))) for k in _HEADLINE_COUNTS],
@@ -229,6 +388,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],
       'flagged': _flagged_rows(flagged, previews),
+      'drift_column': any(r.get('drift_status') is not None for r in flagged),
       'per_class': _per_class_rows(summary['per_class']) if summary.get('per_class') else None,
       'deciles': _decile_rows(summary['error_rate_by_decile'])
                  if summary.get('error_rate_by_decile') else None,
@@ -238,8 +398,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
                             for q in quarantine_sample],
       'baseline': None if not isinstance(baseline, Mapping) else [
           (str(k), _fmt(v)) for k, v in baseline.items()],
-      'drift': None if not isinstance(drift, Mapping) else [
-          (str(k), _fmt(v)) for k, v in drift.items()],
+      'drift': _drift_context(summary.get('drift')),
   }
   return _TEMPLATE.render(**context)
 
@@ -321,9 +480,55 @@ img.thumb{image-rendering:pixelated;image-rendering:crisp-edges;border:1px solid
 table.features td{border:0;padding:0 6px 0 0;font-size:12px}
 .bar{display:inline-block;vertical-align:middle;background:#e3e7ee;height:12px;width:80px;margin-right:6px;border-radius:2px}td.rate{white-space:nowrap}.bar div{background:#3d6fd1;height:12px;border-radius:2px}
 .na{color:#7a8294}
+.drift-cards .card{flex:1;min-width:150px}.drift-cards .card small{display:block;color:#5a6478;font-size:12px}
+.drift-cards .card b{font-size:22px}
+.up{color:#b00020;font-weight:600}.psi-stable{color:#1b7a3a}.psi-moderate{color:#a15c00;font-weight:600}.psi-large{color:#b00020;font-weight:700}
+.status{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;white-space:nowrap}
+.status.newly_flagged{background:#fde8eb;color:#b00020}.status.still_flagged{background:#fff4d6;color:#7a4500}.status.new_data,.status.other{background:#e6effc;color:#1d4fa8}
+figure.chart{margin:6px 0;overflow-x:auto}figure.chart figcaption{color:#5a6478;font-size:12px}
+p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
 </style></head><body>
 <header><h1>Variance of Gradients audit</h1><p>created {{ created_at }} &middot; {{ flagged_share }} of scored examples flagged for review</p></header>
 <main>
+<section id="drift"><h2>Since the last shipped model</h2>
+{% if drift.state == 'none' %}<p class="drift-none">No baseline yet: no model has shipped since auditing began, so there is nothing to compare with.</p>
+{% elif drift.state == 'unreadable' %}<p class="warn">Drift cannot be shown: {{ drift.reason }}</p>
+{% elif drift.state == 'unavailable' %}<p class="warn drift-unavailable">Drift unavailable: {{ drift.reason }}</p>
+<p class="note">Baseline (the audit of the last model that shipped): <span class="id">{{ drift.baseline.uri }}</span></p>
+{% else %}
+<p class="note">Against the audit of the last model that shipped: <span class="id">{{ drift.baseline.uri }}</span>{% if drift.baseline.created_at %}, audited {{ drift.baseline.created_at }}{% endif %}. Shares are of scored examples; changes are now minus then, in percentage points (pts).</p>
+<div class="cards drift-cards">
+<div class="card"><b>{{ drift.flagged_now }}</b><span>flagged now</span><small>was {{ drift.flagged_then }}; {{ drift.flagged_change }}</small></div>
+<div class="card"><b>{{ drift.newly_flagged }}</b><span>newly flagged</span><small>in the last shipped model's data, not flagged then</small></div>
+<div class="card"><b>{{ drift.still_flagged }}</b><span>still flagged</span><small>{% if drift.longest_streak >= 2 %}flagged then too; the longest for {{ drift.longest_streak }} audits in a row{% else %}flagged then too{% endif %}</small></div>
+<div class="card"><b>{{ drift.new_data_share }}</b><span>of flagged are new data</span><small>{{ drift.new_data }} of {{ drift.flagged_total }} flagged were not in the last shipped model's data</small></div>
+<div class="card"><b>{% if drift.top_class %}class {{ drift.top_class.class }} ({{ drift.top_class.split }}){% else %}none{% endif %}</b><span>largest hard-share rise</span><small>{% if drift.top_class %}hard share {{ drift.top_class.then }} &rarr; {{ drift.top_class.now }} ({{ drift.top_class.change }}){% else %}no class&#39;s hard share rose{% endif %}</small></div>
+</div>
+{% if drift.streaks %}<p class="note">Flagged in a row: {% for n, count in drift.streaks %}{{ count }} for {{ n }} audits{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
+{% set c = drift.chart %}{% if c %}<h2>Hard share by class, {{ c.split }} split</h2><figure class="chart">
+<svg class="hard-share" width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="Hard share by class in the {{ c.split }} split: the last shipped model&#39;s audit against now">
+<rect x="{{ c.legend_x }}" y="8" width="10" height="10" fill="#9aa5b8"/><text x="{{ c.legend_x + 14 }}" y="17" font-size="12">last shipped</text>
+<rect x="{{ c.legend_x + 110 }}" y="8" width="10" height="10" fill="#3d6fd1"/><text x="{{ c.legend_x + 124 }}" y="17" font-size="12">now</text>
+{% for t in c.ticks %}<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ t.y }}" y2="{{ t.y }}" stroke="#e3e7ee"/><text x="{{ c.left - 6 }}" y="{{ t.y + 4 }}" font-size="11" text-anchor="end">{{ t.text }}</text>
+{% endfor %}
+{% for b in c.bars %}<rect class="hs-{{ b.when }}" x="{{ b.x }}" y="{{ b.y }}" width="{{ c.bar }}" height="{{ b.h }}" fill="{{ '#9aa5b8' if b.when == 'then' else '#3d6fd1' }}"><title>{{ b.title }}</title></rect>
+{% endfor %}
+<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ c.base }}" y2="{{ c.base }}" stroke="#1d2330"/><line x1="{{ c.left }}" x2="{{ c.left }}" y1="{{ c.top }}" y2="{{ c.base }}" stroke="#1d2330"/>
+{% for l in c.labels %}<text x="{{ l.x }}" y="{{ c.base + 15 }}" font-size="11" text-anchor="middle">{{ l.text }}</text>
+{% endfor %}
+<text x="{{ c.mid_x }}" y="{{ c.height - 6 }}" font-size="12" text-anchor="middle">class</text>
+<text transform="rotate(-90)" x="{{ -c.mid_y }}" y="14" font-size="12" text-anchor="middle">hard share</text>
+</svg><figcaption>Hard share: the share of a class&#39;s scored examples in the hard bucket.{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
+<h2>Per split</h2><table class="drift-splits"><tr><th>split</th><th class="num">flagged then</th><th class="num">now</th><th class="num">change</th><th class="num">hard then</th><th class="num">now</th><th class="num">change</th><th class="num">newly flagged</th><th class="num">still flagged</th><th class="num">flagged new data</th><th class="num">no longer flagged</th></tr>
+{% for s in drift.splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.flagged_then }}</td><td class="num">{{ s.flagged_now }}</td><td class="num">{{ s.flagged_change }}</td><td class="num">{{ s.hard_then }}</td><td class="num">{{ s.hard_now }}</td><td class="num">{{ s.hard_change }}</td><td class="num">{{ s.newly }}</td><td class="num">{{ s.still }}</td><td class="num">{{ s.new_data }}</td><td class="num">{{ s.no_longer }}</td></tr>
+{% endfor %}</table>
+<p class="note">Examples matched by example_id: {% for s in drift.splits %}{{ s.split }} {{ s.matched }} in both, {{ s.new }} new, {{ s.gone }} gone{% if not loop.last %}; {% endif %}{% endfor %}.</p>
+<details class="drift-classes"{% if drift.classes|length <= 30 %} open{% endif %}><summary><b>Per class ({{ drift.classes|length }} rows), largest hard-share rise first</b></summary>
+<table class="drift-classes"><tr><th>split</th><th>class</th><th class="num">examples then &rarr; now</th><th class="num">hard share then</th><th class="num">now</th><th class="num">change</th><th class="num">flagged share then</th><th class="num">now</th><th class="num">change</th><th class="num">shift (PSI)</th><th>reading</th></tr>
+{% for r in drift.classes %}<tr><td>{{ r.split }}</td><td>{{ r.class }}</td><td class="num">{{ r.count_then }} &rarr; {{ r.count_now }}</td><td class="num">{{ r.hard_then }}</td><td class="num">{{ r.hard_now }}</td><td class="num{% if r.rose %} up{% endif %}">{{ r.hard_change }}</td><td class="num">{{ r.flagged_then }}</td><td class="num">{{ r.flagged_now }}</td><td class="num">{{ r.flagged_change }}</td><td class="num">{{ r.psi }}</td><td class="psi-{{ r.reading if r.reading != 'n/a' else 'na' }}">{{ r.reading }}</td></tr>
+{% endfor %}</table>
+<p class="note">Shift (PSI): the population stability index of the class&#39;s vog_decile histogram now against then. Percentiles are ranks of class-normalised scores, so they compare across models where raw VoG does not. Under {{ drift.psi_moderate }} reads as stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above {{ drift.psi_large }} as a large one.</p></details>
+{% endif %}</section>
 <div class="cards">
 {% for name, value in headline %}<div class="card {{ name }}"><b>{{ value }}</b><span>{{ name }}</span></div>
 {% endfor %}</div>
@@ -337,14 +542,13 @@ table.features td{border:0;padding:0 6px 0 0;font-size:12px}
 {% for s in splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.seen }}</td><td class="num">{{ s.scored }}</td><td class="num">{{ s.quarantined }}</td><td class="num">{{ s.flagged }}</td></tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (not in this summary)</p>{% endif %}
 {% if baseline %}<h2>Baseline</h2><table>{% for k, v in baseline %}<tr><th>{{ k }}</th><td class="id">{{ v }}</td></tr>{% endfor %}</table>{% endif %}
-{% if drift %}<h2>Drift against baseline</h2><table>{% for k, v in drift %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
 </section></div>
 <section id="flagged"><h2>Flagged for review ({{ flagged|length }}, highest score first)</h2>
-{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th><th class="num">score</th><th class="num">raw</th><th class="num">percentile</th><th>bucket</th></tr></thead><tbody>
+{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th><th class="num">score</th><th class="num">raw</th><th class="num">percentile</th><th>bucket</th>{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
 {% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
 <td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" alt="example {{ r.example_id }}" width="64">{% elif r.features %}<table class="features">{% for k, v in r.features %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>{% endfor %}</table>{% else %}<span class="na">n/a</span>{% endif %}</td>
 <td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td><td class="pred">{{ r.predicted }}{% if r.mismatch %}<span class="badge">label &ne; predicted</span>{% endif %}</td>
-<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td></tr>
+<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
 {% endfor %}</tbody></table>{% else %}<p class="na">No examples were flagged.</p>{% endif %}</section>
 <div class="grid">
 <section><h2>Per class, by flagged share</h2>{% if per_class %}<table><tr><th>split</th><th>class</th><th class="num">count</th><th class="num">flagged</th><th>flagged share</th><th class="num">vog_raw mean &plusmn; std</th><th class="num">error rate</th></tr>
