@@ -13,9 +13,13 @@ import test_review_gate_support as support
 
 from components.review_gate import auto_policy
 from components.review_gate import review_store
+from components.review_gate import review_summary
 from components.review_gate import slack_grammar
+from components.vog import report_format
 
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
+DRIFT_LINE = ('Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard share '
+              '+12.0 pts (eval); 40 newly flagged, 25 still flagged (up to 4 audits in a row)')
 
 
 def _props(slack, **overrides):
@@ -58,6 +62,9 @@ def test_approval_in_thread_blesses_and_message_carries_the_audit(tmp_path, slac
   assert '`digit-0412` (train) label 8, predicted 1' in blocks
   assert 'digit-&lt;0099&gt;' in blocks  # data is escaped, not read as Slack markup
   assert 'https://reports.example.com/digits_audit/12/report.html' in blocks
+  # The report has no drift: nothing had shipped before, and the message says so.
+  assert 'First audit with no shipped model to compare with' in blocks
+  assert 'First audit with no shipped model to compare with.' in posts[0]['params']['text']
   # The montage went into the thread through the three-step upload.
   complete = slack.calls_to('files.completeUploadExternal')
   assert len(complete) == 1 and complete[0]['params']['thread_ts'] == review['slack_thread_ts']
@@ -69,7 +76,14 @@ def test_approval_in_thread_blesses_and_message_carries_the_audit(tmp_path, slac
 
 def test_rejection_with_comment_does_not_bless(tmp_path, slack):
   slack.auto_replies = [(BOB, 'Reject: class 8 labels look swapped with 1')]
-  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
+  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False,
+                              drift=support.example_drift())
+  # The reviewer saw what changed since the last shipped model, in the message and its
+  # notification text.
+  [post] = slack.top_level_posts()
+  assert {'type': 'section', 'text': {'type': 'mrkdwn', 'text': DRIFT_LINE}} in \
+      post['params']['blocks']
+  assert DRIFT_LINE + '. Reply "approve"' in post['params']['text']
 
   assert blessing.get_int_custom_property('blessed') == 0
   assert _blessed_file(blessing) == ['NOT_BLESSED']
@@ -293,6 +307,96 @@ def test_auto_policy_uses_the_evaluation(tmp_path):
   assert _review(blessing)['review_reason'] == (
       'rejected by auto policy: rule min_hard_accuracy failed: accuracy on the vog_bucket=hard '
       'slice = 0.58 < 0.6')
+
+
+def test_drift_headline_is_one_line_for_every_case():
+  assert review_summary.drift_headline(support.example_drift()) == DRIFT_LINE
+  assert review_summary.drift_headline(None) == (
+      'First audit with no shipped model to compare with')
+  assert review_summary.drift_headline(support.unavailable_drift(
+      'the baseline report cannot be read:\n/pipelines/x/summary.json: does not exist')) == (
+          'Drift unavailable: the baseline report cannot be read: /pipelines/x/summary.json: '
+          'does not exist')
+  # No class rose, the flagged share fell, nothing flagged twice in a row.
+  calm = support.example_drift(flagged_then=0.15, class_3_rises=(-0.02, -0.01), streaks={})
+  assert review_summary.drift_headline(calm) == (
+      'Since the last shipped model: flagged 15.0% → 13.0% (-2.0 pts); no class\'s hard share '
+      'rose; 40 newly flagged, 25 still flagged')
+
+
+def test_slack_message_escapes_the_drift_reason():
+  from components.review_gate import slack_backend  # pylint: disable=g-import-not-at-top
+  summary = _policy_summary(support.unavailable_drift('<!channel> report at <http://x|here>'))
+  text, blocks = slack_backend.build_blocks(summary, 'r-1', [ALICE], 60.0)
+  line = 'Drift unavailable: &lt;!channel&gt; report at &lt;http://x|here&gt;'
+  assert {'type': 'section', 'text': {'type': 'mrkdwn', 'text': line}} in blocks
+  assert line in text and '<!channel>' not in text + str(blocks)
+
+
+def _policy_summary(drift):
+  return review_summary.ReviewSummary(
+      pipeline='digits_audit', run_id='run-1', model_uri='/m', model_id=11, report_uri='/r',
+      report_url='/r/report.html', counts=dict(support.SUMMARY['counts']), splits={},
+      worst_classes=[], top_flagged=[], drift=drift)
+
+
+def test_drift_rules_reject_a_rise_and_name_the_class_and_split():
+  drift = support.example_drift()
+  decided = auto_policy.decide({'max_flagged_share_increase': 0.01}, _policy_summary(drift))
+  assert (decided.decision, decided.reason) == ('rejected', (
+      'rejected by auto policy: rule max_flagged_share_increase failed: flagged share change '
+      'since the last shipped model (11.1% -> 13.0%) = 0.019 > 0.01'))
+  decided = auto_policy.decide({'max_flagged_share_increase': 0.02,
+                                'max_class_hard_share_increase': 0.1}, _policy_summary(drift))
+  assert (decided.decision, decided.reason) == ('rejected', (
+      'rejected by auto policy: rule max_class_hard_share_increase failed: hard share change '
+      'of class 3 in eval since the last shipped model (10.0% -> 22.0%) = 0.12 > 0.1'))
+  decided = auto_policy.decide({'max_flagged_share_increase': 0.02,
+                                'max_class_hard_share_increase': 0.15}, _policy_summary(drift))
+  assert decided.decision == 'approved'
+  assert 'max_class_hard_share_increase: hard share change of class 3 in eval' in decided.reason
+  # A fall passes whatever the threshold.
+  calm = support.example_drift(flagged_then=0.15, class_3_rises=(-0.02, -0.01))
+  decided = auto_policy.decide({'max_flagged_share_increase': 0.0,
+                                'max_class_hard_share_increase': 0.0}, _policy_summary(calm))
+  assert decided.decision == 'approved', decided.reason
+
+
+def test_drift_rules_pass_without_a_baseline_and_say_so():
+  policy = {'max_flagged_share_increase': 0.0, 'max_class_hard_share_increase': 0.0}
+  first = auto_policy.decide(policy, _policy_summary(None))
+  assert (first.decision, first.reason) == ('approved', (
+      'approved by auto policy: all 2 rules passed (max_flagged_share_increase: passes, no '
+      'shipped model to compare with; max_class_hard_share_increase: passes, no shipped model '
+      'to compare with)'))
+  lost = auto_policy.decide(policy, _policy_summary(support.unavailable_drift(
+      'the baseline report cannot be read')))
+  assert lost.decision == 'approved'
+  assert ('max_flagged_share_increase: passes, drift against the last shipped model is '
+          'unavailable (the baseline report cannot be read)') in lost.reason
+  # The other rules still decide.
+  strict = auto_policy.decide(dict(policy, max_flagged_share=0.1), _policy_summary(None))
+  assert strict.reason.startswith('rejected by auto policy: rule max_flagged_share failed')
+  no_common_split = report_format.Drift('/pipelines/renamed_splits', None, None, 0.13, 0.111,
+                                        0.019, (), (), {})
+  decided = auto_policy.decide({'max_class_hard_share_increase': 0.0},
+                               _policy_summary(no_common_split))
+  assert decided.decision == 'approved'
+  assert 'no split of this audit was audited for the last shipped model' in decided.reason
+
+
+def test_auto_policy_reads_the_drift_of_the_report(tmp_path):
+  rejected = support.run_gate(str(tmp_path / 'a'), support.gate_properties(
+      backend='auto', auto_policy={'max_class_hard_share_increase': 0.05}),
+                              drift=support.example_drift())
+  assert rejected.get_int_custom_property('blessed') == 0
+  assert _review(rejected)['review_reason'] == (
+      'rejected by auto policy: rule max_class_hard_share_increase failed: hard share change '
+      'of class 3 in eval since the last shipped model (10.0% -> 22.0%) = 0.12 > 0.05')
+  first = support.run_gate(str(tmp_path / 'b'), support.gate_properties(
+      backend='auto', auto_policy={'max_class_hard_share_increase': 0.05}))
+  assert first.get_int_custom_property('blessed') == 1
+  assert 'no shipped model to compare with' in _review(first)['review_reason']
 
 
 def test_reply_parsing():

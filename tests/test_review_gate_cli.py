@@ -20,8 +20,9 @@ def _cli(*args):
 class _GateInThread:
   """Runs the executor with backend='local' in a thread, like a pipeline waiting on a person."""
 
-  def __init__(self, root, **props):
+  def __init__(self, root, drift=None, **props):
     self.root = str(root)
+    self.drift = drift
     self.props = support.gate_properties(backend='local', approvers=['alice', 'bob'],
                                          slack_channel=None, **props)
     self.blessing = None
@@ -30,7 +31,8 @@ class _GateInThread:
 
   def _run(self):
     try:
-      self.blessing = support.run_gate(self.root, self.props, with_montage=False)
+      self.blessing = support.run_gate(self.root, self.props, with_montage=False,
+                                       drift=self.drift)
     except Exception as e:  # pylint: disable=broad-except
       self.error = e
 
@@ -65,6 +67,7 @@ def test_approve_from_the_command_line_blesses(tmp_path):
     assert f'{review_id}  pending   local' in listed.output
     assert '200 flagged of 1790 scored, 7 quarantined' in listed.output
     assert 'approvers: alice, bob' in listed.output
+    assert '    First audit with no shipped model to compare with\n' in listed.output
 
     outsider = _cli('review', 'approve', review_id, '--by', 'mallory',
                     '--pipeline-root', str(tmp_path))
@@ -94,12 +97,18 @@ def test_approve_from_the_command_line_blesses(tmp_path):
 
 def test_reject_from_the_command_line_does_not_bless(tmp_path):
   reviews = tmp_path / 'elsewhere'
-  with _GateInThread(tmp_path, timeout_seconds=30.0, reviews_dir=str(reviews)) as gate:
+  with _GateInThread(tmp_path, timeout_seconds=30.0, reviews_dir=str(reviews),
+                     drift=support.example_drift()) as gate:
     store = review_store.ReviewStore(str(reviews))
     deadline = time.monotonic() + 30
     while not (reviews.exists() and store.list()) and time.monotonic() < deadline:
       time.sleep(0.05)
     review_id = store.list()[0]['review_id']
+    # The person answering sees what changed since the last shipped model.
+    listed = _cli('review', 'list', '--reviews-dir', str(reviews))
+    assert ('    Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard '
+            'share +12.0 pts (eval); 40 newly flagged, 25 still flagged (up to 4 audits in a '
+            'row)\n') in listed.output
     answered = _cli('review', 'reject', review_id, '--by', 'bob', '--comment',
                     'too many quarantined', '--reviews-dir', str(reviews))
     assert answered.exit_code == 0, answered.output

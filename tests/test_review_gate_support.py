@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from PIL import Image
 
@@ -39,10 +39,48 @@ FLAGGED = [
 ]
 
 
-def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None) -> str:
-  """A DifficultyReport folder as VarianceOfGradients writes it."""
+def example_drift(flagged_then: float = 0.111,
+                  class_3_rises: Tuple[float, float] = (0.05, 0.12),
+                  streaks: Optional[Dict[int, int]] = None) -> report_format.Drift:
+  """A Drift as the audit writes it: flagged 11.1% -> 13.0% overall; class 3's hard share
+  rises by `class_3_rises` in (train, eval), by default most in eval (+12 points); class 8
+  of eval falls; 40 newly flagged, 25 still flagged, 4 audits in a row at most.
+  """
+  def cls(split, class_id, then, change, psi):
+    return report_format.DriftClass(
+        split, class_id, count_now=40, count_then=40, flagged_share_now=0.1,
+        flagged_share_then=0.1, flagged_share_change=0.0, hard_share_now=then + change,
+        hard_share_then=then, hard_share_change=change, psi=psi)
+
+  def split(name, newly, still, new_data):
+    return report_format.DriftSplit(
+        name, 0.13, flagged_then, 0.13 - flagged_then, 0.2, 0.18, 0.02, matched=300,
+        new_examples=20, gone_examples=3, newly_flagged=newly, still_flagged=still,
+        no_longer_flagged=4, flagged_new_data=new_data,
+        flagged_new_data_share=new_data / (newly + still + new_data))
+
+  return report_format.Drift(
+      '/pipelines/digits/VarianceOfGradients/difficulty_report/2', '2025-01-01T00:00:00Z', None,
+      0.130, flagged_then, 0.130 - flagged_then,
+      (split('train', 30, 20, 110), split('eval', 10, 5, 25)),
+      (cls('train', 3, 0.1, class_3_rises[0], 0.04), cls('eval', 3, 0.1, class_3_rises[1], 0.31),
+       cls('eval', 8, 0.2, -0.05, 0.12)),
+      {2: 18, 3: 6, 4: 1} if streaks is None else streaks)
+
+
+def unavailable_drift(reason: str) -> report_format.Drift:
+  return report_format.Drift('/pipelines/digits/VarianceOfGradients/difficulty_report/2', None,
+                             reason, None, None, None, (), (), {})
+
+
+def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None,
+                 drift: Optional[report_format.Drift] = None) -> str:
+  """A DifficultyReport folder as VarianceOfGradients writes it; with `drift`, an audit that
+  had the last shipped model's audit to compare with."""
   os.makedirs(folder, exist_ok=True)
   summary = dict(SUMMARY, counts=dict(SUMMARY['counts'], **(counts or {})))
+  if drift is not None:
+    summary.update(format_version=3, drift=drift.to_json())
   with open(os.path.join(folder, 'summary.json'), 'w') as f:
     json.dump(summary, f)
   with open(os.path.join(folder, 'flagged.jsonl'), 'w') as f:
@@ -99,10 +137,12 @@ def gate_properties(**overrides) -> Dict:
 
 def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
              evaluation_uri: Optional[str] = None, with_montage: bool = True,
-             execution_id: int = 7, model_id: int = 11, report_id: int = 12):
+             execution_id: int = 7, model_id: int = 11, report_id: int = 12,
+             drift: Optional[report_format.Drift] = None):
   """Runs the HumanReviewGate executor as the orchestrator would; returns the output blessing.
 
   Artifacts live under `root` laid out like a pipeline root, so reviews land in root/reviews.
+  The report (with `drift` when given) is written unless one is there already.
   """
   from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
   from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top
@@ -116,7 +156,7 @@ def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
   report = DifficultyReport()
   report.uri, report.id = os.path.join(root, 'VarianceOfGradients', 'difficulty_report', '5'), report_id
   if not os.path.exists(os.path.join(report.uri, 'summary.json')):
-    write_report(report.uri, with_montage=with_montage)
+    write_report(report.uri, with_montage=with_montage, drift=drift)
   inputs = {'model': [model], 'difficulty_report': [report]}
   if upstream_blessed is not None:
     upstream = standard_artifacts.ModelBlessing()

@@ -3,6 +3,22 @@
 A policy is a dict of thresholds, e.g. `{"max_flagged_share": 0.15, "min_hard_accuracy": 0.6}`.
 Rules are checked in the order of RULES; the first that fails rejects. A number the policy
 needs but the inputs lack (no evaluation, nothing scored) rejects too: the gate fails closed.
+
+Two rules compare the audit with the audit of the last model that shipped (the report's
+drift), in fractions of scored examples, as now minus then:
+
+  max_flagged_share_increase      the rise of the flagged share over all splits, e.g. 0.02
+                                  (2 points) rejects 11.1% -> 13.5%
+  max_class_hard_share_increase   the largest rise of one class's hard share in one split;
+                                  the reason names the class and the split
+
+Both pass, saying why in the decision's reason, when there is nothing to compare with: no
+model has shipped yet (the first audits of a pipeline), or the last shipped model's report
+could not be compared (drift `unavailable`: its folder is gone, unreadable, or from a
+release before drift), or, for the class rule, when no split of this audit was in that one.
+Passing is a choice: the baseline only moves when a model ships, so failing closed would
+block every later model forever once a baseline is lost. The other rules still apply, and
+the review page and messages state why drift is missing.
 """
 
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -39,6 +55,45 @@ def _class_flagged_share(s: review_summary.ReviewSummary):
           f'worst class {worst.get("class")} in {worst.get("split")}')
 
 
+# A rule's reading when there is no baseline to compare with: the rule passes, saying why.
+NOT_COMPARED = object()
+
+
+def _no_baseline(s: review_summary.ReviewSummary) -> Optional[str]:
+  """Why the drift rules cannot compare, or None when they can."""
+  if s.drift is None:
+    return 'no shipped model to compare with'
+  if s.drift.unavailable is not None:
+    return ('drift against the last shipped model is unavailable ('
+            + review_summary.one_line(s.drift.unavailable) + ')')
+  return None
+
+
+def _flagged_share_increase(s: review_summary.ReviewSummary):
+  skip = _no_baseline(s)
+  if skip is not None:
+    return NOT_COMPARED, skip
+  d = s.drift
+  return d.flagged_share_change, (
+      f'flagged share change since the last shipped model '
+      f'({review_summary.format_share(d.flagged_share_then)} -> '
+      f'{review_summary.format_share(d.flagged_share_now)})')
+
+
+def _class_hard_share_increase(s: review_summary.ReviewSummary):
+  skip = _no_baseline(s)
+  if skip is not None:
+    return NOT_COMPARED, skip
+  if not s.drift.per_class:
+    return NOT_COMPARED, ('no split of this audit was audited for the last shipped model, so '
+                          'no class can be compared')
+  top = max(s.drift.per_class, key=lambda c: (c.hard_share_change, -c.class_id))
+  return top.hard_share_change, (
+      f'hard share change of class {top.class_id} in {review_summary.one_line(top.split)} '
+      f'since the last shipped model ({review_summary.format_share(top.hard_share_then)} -> '
+      f'{review_summary.format_share(top.hard_share_now)})')
+
+
 def _overall_accuracy(s: review_summary.ReviewSummary):
   return s.overall_accuracy, 'overall accuracy'
 
@@ -53,6 +108,8 @@ RULES: Dict[str, Tuple[Callable, bool]] = {
     'max_quarantined_share': (_quarantined_share, True),
     'max_quarantined': (_quarantined, True),
     'max_class_flagged_share': (_class_flagged_share, True),
+    'max_flagged_share_increase': (_flagged_share_increase, True),
+    'max_class_hard_share_increase': (_class_hard_share_increase, True),
     'min_overall_accuracy': (_overall_accuracy, False),
     'min_hard_accuracy': (_hard_accuracy, False),
 }
@@ -86,6 +143,9 @@ def decide(policy: Mapping, summary: review_summary.ReviewSummary) -> decision_l
       continue
     threshold = policy[name]
     value, what = read(summary)
+    if value is NOT_COMPARED:
+      passed.append(f'{name}: passes, {what}')
+      continue
     if value is None:
       return _verdict(decision_lib.REJECTED, f'rule {name} cannot be checked: {what} is not '
                       'available, so the policy rejects')

@@ -2,10 +2,12 @@
 
 `build_summary` reads the report folder through `report_format.load_report` (the summary,
 the flagged rows and the optional montage) and, when given, the Evaluator's TFMA output, into a
-`ReviewSummary` that every backend renders in its own way.
+`ReviewSummary` that every backend renders in its own way. `drift_headline` is the one line
+every backend shows of the comparison with the last shipped model's audit.
 """
 
 import dataclasses
+import re
 from typing import Dict, List, Optional, Sequence
 
 from absl import logging
@@ -39,11 +41,61 @@ class ReviewSummary:
   hard_accuracy: Optional[float] = None
   montage_path: Optional[str] = None
   per_class: List[Dict] = dataclasses.field(default_factory=list)
+  # Against the last shipped model's audit; None when nothing had shipped (no baseline).
+  drift: Optional[report_format.Drift] = None
 
   def headline(self) -> Dict:
     """The few numbers that go into the pending-review record and the CLI listing."""
     return {'counts': self.counts, 'overall_accuracy': self.overall_accuracy,
-            'hard_accuracy': self.hard_accuracy, 'report_url': self.report_url}
+            'hard_accuracy': self.hard_accuracy, 'report_url': self.report_url,
+            'drift': drift_headline(self.drift)}
+
+
+NO_BASELINE = 'First audit with no shipped model to compare with'
+_CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+')
+
+
+def format_share(value: Optional[float]) -> str:
+  """A fraction as a percentage: `0.1304` -> `13.0%`; None reads `n/a`."""
+  return 'n/a' if value is None else f'{100.0 * value:.1f}%'
+
+
+def format_points(change: Optional[float]) -> str:
+  """A change of share in percentage points: `0.019` -> `+1.9 pts`; None reads `n/a`."""
+  if change is None:
+    return 'n/a'
+  return f'{round(100.0 * change, 1) + 0.0:+.1f} pts'  # + 0.0: never `-0.0`
+
+
+def one_line(text: str) -> str:
+  """`text` with line breaks and other control characters as single spaces."""
+  return ' '.join(_CONTROL.sub(' ', text).split())
+
+
+def drift_headline(drift: Optional[report_format.Drift]) -> str:
+  """One line on how this audit compares with the audit of the last shipped model.
+
+  For example `Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard
+  share +12.0 pts (eval); 40 newly flagged, 25 still flagged (up to 4 audits in a row)`;
+  NO_BASELINE when no model had shipped; `Drift unavailable: <why>` when the baseline could not
+  be compared. Text from the report (the reason) is put on one line but not escaped: each
+  backend escapes for its medium.
+  """
+  if drift is None:
+    return NO_BASELINE
+  if drift.unavailable is not None:
+    return one_line(f'Drift unavailable: {drift.unavailable}')
+  parts = [f'flagged {format_share(drift.flagged_share_then)} → '
+           f'{format_share(drift.flagged_share_now)} '
+           f'({format_points(drift.flagged_share_change)})']
+  top = drift.largest_hard_share_increase
+  parts.append('no class\'s hard share rose' if top is None else
+               f'class {top.class_id} hard share {format_points(top.hard_share_change)} '
+               f'({one_line(top.split)})')
+  streak = drift.longest_streak
+  parts.append(f'{drift.newly_flagged} newly flagged, {drift.still_flagged} still flagged'
+               + (f' (up to {streak} audits in a row)' if streak >= 2 else ''))
+  return 'Since the last shipped model: ' + '; '.join(parts)
 
 
 def format_accuracy(value: Optional[float]) -> str:
@@ -144,4 +196,5 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
       per_class=[row.to_json() for row in report.summary.per_class],
       worst_classes=worst_classes(report.summary.per_class),
       top_flagged=[report_format.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
-      overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path)
+      overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path,
+      drift=report.summary.drift)

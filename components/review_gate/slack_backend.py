@@ -123,7 +123,9 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
                  deadline_at: Optional[float] = None) -> Tuple[str, List[Dict]]:
   """Returns (fallback text, Block Kit blocks) of the review message.
 
-  Both carry the review ID in backticks: a resumed gate checks it to know the thread is its own.
+  Both carry the review ID in backticks: a resumed gate checks it to know the thread is its own,
+  and the drift headline (review_summary.drift_headline): what changed since the last shipped
+  model, or why there is nothing to compare with.
   """
   c = summary.counts
   by = (f'by {decision_lib.iso_time(deadline_at)} ({timeout_seconds:g}s after the review '
@@ -138,8 +140,11 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
       f'{_esc(r.get("label"))}, predicted {_esc(r.get("predicted_class"))}, score '
       f'{float(r.get("vog_score") or 0):.2f}' for r in summary.top_flagged) or '_none flagged_'
   who = ', '.join(f'<@{a}>' for a in approvers)
+  drift = review_summary.drift_headline(summary.drift)
+  drift = _esc(drift if len(drift) <= 1000 else drift[:999] + '…')
   text = (f'Model review `{review_id}` for {summary.pipeline}: {c["flagged"]} of '
-          f'{c["scored"]} examples flagged. Reply "approve" or "reject: <why>" in the thread.')
+          f'{c["scored"]} examples flagged. {drift.rstrip(".")}. Reply "approve" or '
+          '"reject: <why>" in the thread.')
   blocks = [
       {'type': 'header', 'text': {'type': 'plain_text',
                                   'text': f'Model review: {summary.pipeline}'[:150]}},
@@ -151,6 +156,7 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
           {'type': 'mrkdwn', 'text': (f'*Evaluator accuracy*\noverall {acc(summary.overall_accuracy)}'
                                       f', hard slice {acc(summary.hard_accuracy)}')},
       ]},
+      {'type': 'section', 'text': {'type': 'mrkdwn', 'text': drift}},
       {'type': 'section', 'text': {'type': 'mrkdwn',
                                    'text': f'*Worst classes by flagged share*\n{classes}'}},
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': f'*Top flagged examples*\n{examples}'}},

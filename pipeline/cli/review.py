@@ -16,6 +16,7 @@ import click
 
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_store
+from components.review_gate import review_summary
 from components.vog import report_format
 from pipeline.cli import fail
 
@@ -53,7 +54,7 @@ def review():
 @_location_options
 @click.option('--all', 'show_all', is_flag=True, help='Also show closed reviews.')
 def list_reviews(pipeline_root, reviews_dir, show_all):
-  """Show pending reviews: ID, status, model, headline counts, who may answer."""
+  """Show pending reviews: ID, status, model, headline counts, drift, who may answer."""
   store = _store(pipeline_root, reviews_dir, allow_empty=True)
   try:
     records = store.list(include_closed=show_all)
@@ -75,6 +76,9 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
         report_format.FLAGGED, report_format.SCORED, report_format.QUARANTINED))
     click.echo(f'    {flagged} flagged of {scored} scored, {quarantined} quarantined; report '
                f'{(r.get("headline") or {}).get("report_url", "-")}')
+    drift = (r.get('headline') or {}).get('drift')
+    if isinstance(drift, str) and drift:  # reviews opened before drift existed have none
+      click.echo(f'    {review_summary.one_line(drift)}')
     if decision:
       who = f' by {decision.get("reviewer")}' if decision.get('reviewer') else ''
       note = f': {decision.get("comment")}' if decision.get('comment') else ''
