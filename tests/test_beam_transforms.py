@@ -219,13 +219,14 @@ def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
 
 def test_audit_summary_fn_combines_tallies_into_counts():
   tallies = [audit_summary.file_tally('train', 'f0', 4, None),
-             audit_summary.scored_tally('train', 1, 1, 1, 10, 1),
-             audit_summary.scored_tally('train', 1, 1, 2, 3, 0),
-             audit_summary.scored_tally('train', 2, None, 2, 1, 0),
+             audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 'hard'),
+             audit_summary.scored_tally('train', 1, 1, 2, 3, 0, 'easy'),
+             audit_summary.scored_tally('train', 2, None, 2, 1, 0, 'easy'),
              audit_summary.quarantined_tally('train', 'missing label'),
              audit_summary.class_stats_tally('train', 1, (2, 0.5, 0.1)),
              audit_summary.class_stats_tally('train', 2, (1, 0.2, 0.0)),
-             audit_summary.written_tally('train', 3, 1, 0)]
+             audit_summary.written_tally('train', 3, 1, 0),
+             audit_summary.history_written_tally('train', 3)]
   with TestPipeline() as p:
     summary = (p | beam.Create(tallies)
                | beam.CombineGlobally(audit_summary.AuditSummaryFn(['train'], {'x': 1})))
@@ -238,6 +239,8 @@ def test_audit_summary_fn_combines_tallies_into_counts():
       assert s['quarantine_kinds'] == {'train': {'missing label': 1}}
       class_1 = [r for r in s['per_class'] if r['class'] == 1][0]
       assert class_1['error_rate'] == 0.5 and class_1['flagged_share'] == 0.5
+      assert class_1['hard'] == 1
+      assert class_1['decile_counts'] == [0, 0, 1, 0, 0, 0, 0, 0, 0, 1]
       audit_summary.check_conservation(s, flagged_rows=1)
     assert_that(summary, check)
 
@@ -245,7 +248,7 @@ def test_audit_summary_fn_combines_tallies_into_counts():
 def test_conservation_check_names_the_split_and_counts():
   summary = {'counts': {'flagged': 0}, 'splits': {'eval': {
       'seen': 10, 'scored': 9, 'quarantined': 0, 'flagged': 0, 'written': 9,
-      'written_flagged': 0, 'unmatched': 1}}}
+      'written_flagged': 0, 'unmatched': 1, 'history_written': 9}}}
   with pytest.raises(audit_summary.AuditLostExamples,
                      match="split 'eval': seen 10, written 9, quarantined 0"):
     audit_summary.check_conservation(summary, flagged_rows=0)
@@ -255,7 +258,7 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
   s = _scored('train', 0, 0.3, 1, vog_flagged=1, review_rank=1, vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
-      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1)],
+      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 'hard')],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
       'class_stats': [(('train', 1), (1, 0.3, 0.0))],
       'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],

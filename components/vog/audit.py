@@ -20,6 +20,7 @@ from components.vog import audit_summary
 from components.vog import beam_audit
 from components.vog import beam_writers
 from components.vog import checkpoints
+from components.vog import drift as drift_lib
 from components.vog import examples_io
 from components.vog import record_files
 from components.vog import report_folder
@@ -144,6 +145,9 @@ class AuditPlan:
     self.split_files: Dict[str, List[beam_audit.InputFile]] = split_files
     self.module_file: Optional[str] = module_file
     self.baseline: Optional[Dict[str, Any]] = baseline
+    # The audit compared with, read at plan time; None without a baseline.
+    self.drift_baseline: Optional[drift_lib.Baseline] = (
+        None if baseline is None else drift_lib.load_baseline(baseline))
 
 
 def plan_audit(settings: VogSettings, model_run_dir: str,
@@ -152,7 +156,9 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
                baseline: Optional[Dict[str, Any]] = None) -> AuditPlan:
   """Checks everything that can be checked before Beam starts.
 
-  `split_patterns` maps each available split to a file pattern. Raises
+  `split_patterns` maps each available split to a file pattern; `baseline` ({'uri': the
+  report folder of the last shipped model's audit, ...}) is what drift compares with: one
+  that cannot be read makes the drift `unavailable`, never the audit fail. Raises
   AuditConfigError (or CheckpointError) for bad settings, manifest problems, a
   requested split that does not exist or is empty, and model inputs or the label
   missing from the examples.
@@ -259,9 +265,20 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
              | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(
                  scored_examples_dir, {s: len(f) for s, f in plan.split_files.items()},
                  settings.example_id_key))
+  # The history: each example matched with its row in the baseline's, by example_id.
+  baseline = plan.drift_baseline
+  history_in = {'now': written.pop('history')}
+  if baseline is not None and baseline.unavailable is None:
+    history_in['then'] = pipeline | 'ListBaselineHistory' >> beam.Create(
+        list(baseline.history_paths))
+  matched = history_in | 'MatchHistory' >> drift_lib.MatchHistory(len(all_files))
+  history_written = ({'history': matched['history'], 'flag_status': matched['flag_status']}
+                     | 'WriteHistory' >> drift_lib.WriteHistory(work_dir, len(all_files)))
+  history_tallies = ((matched['tallies'], history_written)
+                     | 'HistoryTallies' >> beam.Flatten())
   # The report is written last: its summary waits for every other writer.
   _ = ({'files_read': read['files'], 'quarantined': results['quarantined'],
-        'class_stats': results['class_stats'], **written}
+        'class_stats': results['class_stats'], 'more_tallies': history_tallies, **written}
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
            work_dir, splits, _summary_base(plan), shard_of, len(all_files)))
   result = pipeline.run()
@@ -272,6 +289,17 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   flagged, records = report_folder.read_flagged(
       os.path.join(work_dir, beam_writers.FLAGGED_RECORDS_FILE))
   audit_summary.check_conservation(summary, len(flagged))
+  summary['drift'] = None if baseline is None else drift_lib.class_drift(
+      summary, baseline).to_json()
+  if summary['drift'] is not None and summary['drift']['unavailable'] is None:
+    statuses = drift_lib.read_flag_status(work_dir)
+    for row in flagged:
+      status, streak = statuses.get(row['rank'], (None, None))
+      if status is None:
+        raise audit_summary.AuditLostExamples(
+            f'flagged example rank {row["rank"]} ({row["example_id"]}) has no drift status; '
+            'nothing was published - report this with the Beam logs')
+      row.update(drift_status=status, flagged_streak=streak)
   if summary['damaged_files']:
     raise AuditInputError('; '.join(
         f'input file {d["damage"]} (split {d["split"]!r})'
@@ -279,6 +307,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
         + ' - nothing was published; rewrite the damaged files or leave them out')
   report_folder.publish(
       report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
+      tf.io.gfile.glob(os.path.join(work_dir, fmt.HISTORY_GLOB)),
       len(all_files), summary, flagged, records,
       report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)

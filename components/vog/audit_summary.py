@@ -17,7 +17,11 @@ Tally = Tuple  # ('kind', split, ...) as built by the functions below
 WRITTEN = 'written'
 WRITTEN_FLAGGED = 'written_flagged'
 UNMATCHED = 'unmatched'  # read on the second pass, but neither scored nor quarantined
-SPLIT_COUNTS = fmt.HEADLINE + (WRITTEN, WRITTEN_FLAGGED, UNMATCHED)
+HISTORY_WRITTEN = 'history_written'  # rows of the history shards
+SPLIT_COUNTS = fmt.HEADLINE + (WRITTEN, WRITTEN_FLAGGED, UNMATCHED, HISTORY_WRITTEN)
+# Per-example drift counts per split (report_format.DriftSplit's fields of that name).
+DRIFT_COUNTS = ('matched', 'new_examples', 'gone_examples', 'newly_flagged', 'still_flagged',
+                'no_longer_flagged', 'flagged_new_data')
 
 
 class AuditLostExamples(RuntimeError):
@@ -29,9 +33,32 @@ def file_tally(split: str, path: str, records: int, damage: Optional[str]) -> Ta
 
 
 def scored_tally(split: str, target_class: int, label: Optional[int], predicted: int,
-                 decile: int, flagged: int) -> Tally:
+                 decile: int, flagged: int, bucket: str) -> Tally:
   return ('scored', split, target_class, -1 if label is None else label, predicted, decile,
-          flagged)
+          flagged, int(bucket == fmt.HARD))
+
+
+def drift_tally(split: str, what: str) -> Tally:
+  """One example counted under `what` (one of DRIFT_COUNTS) in `split`."""
+  return ('drift', split, what)
+
+
+def streak_tally(split: str, streak: int) -> Tally:
+  """A flagged example flagged by `streak` (>= 2) audits in a row."""
+  return ('streak', split, streak)
+
+
+def history_written_tally(split: str, rows: int) -> Tally:
+  return ('history_written', split, rows)
+
+
+def history_refused_tally(where: str, reason: str) -> Tally:
+  return ('history_refused', '', where, reason)
+
+
+def flag_status_file_tally() -> Tally:
+  """The flagged examples' drift statuses were written (the summary waits for them)."""
+  return ('flag_status_file', '')
 
 
 def quarantined_tally(split: str, kind: str) -> Tally:
@@ -52,12 +79,13 @@ def written_tally(split: str, written: int, written_flagged: int, unmatched: int
 
 
 class _Accumulator:
-  __slots__ = ('counts', 'class_stats', 'damaged')
+  __slots__ = ('counts', 'class_stats', 'damaged', 'refused')
 
   def __init__(self):
     self.counts: Dict[tuple, int] = {}
     self.class_stats: Dict[Tuple[str, int], Tuple[int, float, float]] = {}
     self.damaged: List[Dict[str, Any]] = []
+    self.refused: List[Tuple[str, str]] = []  # the first few refused history lines
 
   def bump(self, key: tuple, n: int = 1) -> None:
     self.counts[key] = self.counts.get(key, 0) + n
@@ -83,8 +111,11 @@ class AuditSummaryFn(beam.CombineFn):
         acc.damaged.append({'split': split, 'path': path, 'records_read': records,
                             'damage': damage})
     elif kind == 'scored':
-      _, _, cls, label, predicted, decile, flagged = tally
+      _, _, cls, label, predicted, decile, flagged, hard = tally
       acc.bump((fmt.SCORED, split))
+      acc.bump(('class_decile', split, cls, decile))
+      if hard:
+        acc.bump(('class_hard', split, cls))
       if flagged:
         acc.bump((fmt.FLAGGED, split))
         acc.bump(('class_flagged', split, cls))
@@ -99,8 +130,18 @@ class AuditSummaryFn(beam.CombineFn):
       acc.bump(('quarantine_kind', split, tally[2]))
     elif kind == 'class_stats':
       acc.class_stats[(split, tally[2])] = tuple(tally[3:6])
-    elif kind == 'flagged_file':
+    elif kind in ('flagged_file', 'flag_status_file'):
       pass
+    elif kind == 'drift':
+      acc.bump(('drift', split, tally[2]))
+    elif kind == 'streak':
+      acc.bump(('streak', tally[2]))
+    elif kind == 'history_written':
+      acc.bump((HISTORY_WRITTEN, split), tally[2])
+    elif kind == 'history_refused':
+      acc.bump(('history_refused',))
+      if len(acc.refused) < 3:
+        acc.refused.append((tally[2], tally[3]))
     elif kind == 'written':
       _, _, written, written_flagged, unmatched = tally
       acc.bump((WRITTEN, split), written)
@@ -117,6 +158,7 @@ class AuditSummaryFn(beam.CombineFn):
         out.bump(key, n)
       out.class_stats.update(acc.class_stats)
       out.damaged.extend(acc.damaged)
+      out.refused.extend(acc.refused[:max(0, 3 - len(out.refused))])
     return out
 
   def extract_output(self, acc: _Accumulator) -> Dict[str, Any]:
@@ -131,7 +173,10 @@ class AuditSummaryFn(beam.CombineFn):
       per_class.append({
           'split': split, 'class': cls, 'count': count, 'flagged': flagged,
           'flagged_share': flagged / count if count else 0.0, 'vog_raw_mean': mean,
-          'vog_raw_std': std, 'error_rate': errors / labelled if labelled else None})
+          'vog_raw_std': std, 'error_rate': errors / labelled if labelled else None,
+          'hard': counts.get(('class_hard', split, cls), 0),
+          'decile_counts': [counts.get(('class_decile', split, cls, d), 0)
+                            for d in range(1, 11)]})
     by_decile = []
     for split in self._splits:
       for decile in range(1, 11):
@@ -145,9 +190,16 @@ class AuditSummaryFn(beam.CombineFn):
       if key[0] == 'quarantine_kind':
         kinds.setdefault(key[1], {})[key[2]] = n
     total = {k: sum(s[k] for s in per_split.values()) for k in fmt.HEADLINE}
+    drift_counts = {split: {k: counts.get(('drift', split, k), 0) for k in DRIFT_COUNTS}
+                    for split in sorted({key[1] for key in counts if key[0] == 'drift'})}
+    streaks = {str(key[1]): n for key, n in sorted(counts.items()) if key[0] == 'streak'}
+    refused = sorted(acc.refused)
     return dict(self._base, counts=total, splits=per_split, quarantine_kinds=kinds,
                 per_class=per_class, error_rate_by_decile=by_decile,
-                damaged_files=sorted(acc.damaged, key=lambda d: (d['split'], d['path'])))
+                damaged_files=sorted(acc.damaged, key=lambda d: (d['split'], d['path'])),
+                drift_counts=drift_counts, streaks=streaks,
+                history_refused={'count': counts.get(('history_refused',), 0),
+                                 'first': ': '.join(refused[0]) if refused else None})
 
 
 def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:
@@ -158,11 +210,12 @@ def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:
   """
   for split, s in summary['splits'].items():
     if (s[fmt.SEEN] != s[WRITTEN] + s[fmt.QUARANTINED] or s[WRITTEN] != s[fmt.SCORED]
-        or s[UNMATCHED]):
+        or s[UNMATCHED] or s[HISTORY_WRITTEN] != s[fmt.SCORED]):
       raise AuditLostExamples(
           f'VoG audit lost examples in split {split!r}: seen {s[fmt.SEEN]}, written '
           f'{s[WRITTEN]}, quarantined {s[fmt.QUARANTINED]}, scored {s[fmt.SCORED]}, '
-          f'unmatched on re-read {s[UNMATCHED]}; nothing was published - check that the '
+          f'unmatched on re-read {s[UNMATCHED]}, in the history {s[HISTORY_WRITTEN]}; '
+          'nothing was published - check that the '
           'input files did not change during the audit, and report this with the Beam '
           'logs')
   flagged = summary['counts'][fmt.FLAGGED]

@@ -88,10 +88,12 @@ def _counter(name: str):
 Tagged = Tuple[str, Any]  # (tag, value): one DoFn output that holds several kinds of things
 
 
-def split_by_tag(tagged, types: Dict[str, Any]) -> Dict[str, beam.PCollection]:
+def split_by_tag(tagged, types: Dict[str, Any], label: str = ''
+                 ) -> Dict[str, beam.PCollection]:
   """(tag, value) pairs -> {tag: PCollection of values typed types[tag]}.
 
-  Refuses (ValueError, failing the pipeline) a tag that is not in `types`.
+  Refuses (ValueError, failing the pipeline) a tag that is not in `types`. `label`
+  prefixes the step names, for a second split inside one transform.
   """
   known = set(types)
 
@@ -100,10 +102,11 @@ def split_by_tag(tagged, types: Dict[str, Any]) -> Dict[str, beam.PCollection]:
       raise ValueError(f'unexpected output tag {pair[0]!r}; expected one of {sorted(known)}')
     return pair
 
-  checked = tagged | 'CheckTags' >> beam.Map(check)
+  checked = tagged | f'{label}CheckTags' >> beam.Map(check)
   return {tag: (checked
-                | f'Keep[{tag}]' >> beam.Filter(lambda pair, t=tag: pair[0] == t)
-                | f'Value[{tag}]' >> beam.Map(lambda pair: pair[1]).with_output_types(kind))
+                | f'{label}Keep[{tag}]' >> beam.Filter(lambda pair, t=tag: pair[0] == t)
+                | f'{label}Value[{tag}]' >> beam.Map(lambda pair: pair[1]
+                                                    ).with_output_types(kind))
           for tag, kind in types.items()}
 
 

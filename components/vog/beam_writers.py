@@ -1,7 +1,8 @@
 """Writing what ScoreExamples computed: the scored examples and the report's work files.
 
-    (files, scored, quarantined, ranking) | WriteScoredExamples -> {written, flagged, tallies}
-    (files_read, quarantined, class_stats, written, flagged, tallies)
+    (files, scored, quarantined, ranking)
+        | WriteScoredExamples -> {written, flagged, tallies, history}
+    (files_read, quarantined, class_stats, written, flagged, tallies, more_tallies)
         | WriteDifficultyReport -> the summary's path
 
 Scores meet their records again by position. The raw scores are grouped by input file
@@ -25,6 +26,7 @@ from absl import logging
 import apache_beam as beam
 
 from components.vog import audit_summary
+from components.vog import drift as drift_lib
 from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import record_files
@@ -67,9 +69,9 @@ def scored_file_path(output_dir: str, split: str, file_index: int, num_files: in
 class _ZipFileWithScores(beam.DoFn):
   """Reads one input file again, pairs record i with score i and writes the result.
 
-  Yields ('tally', ...) for each example written, ('written', FileWritten) once, and
-  ('flagged', (ScoredExample, bytes)) for each flagged example; records with a
-  quarantine entry are left out of the output.
+  Yields ('tally', ...) and ('history', HistoryEntry) for each example written,
+  ('written', FileWritten) once, and ('flagged', (ScoredExample, bytes)) for each flagged
+  example; records with a quarantine entry are left out of the output.
   """
 
   def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
@@ -108,7 +110,10 @@ class _ZipFileWithScores(beam.DoFn):
           written += 1
           yield 'tally', audit_summary.scored_tally(s.split, s.target_class, s.label,
                                                     s.predicted_class, s.vog_decile,
-                                                    s.vog_flagged)
+                                                    s.vog_flagged, s.vog_bucket)
+          yield 'history', drift_lib.HistoryEntry(
+              s.example_id, s.split, s.file_index, s.record_index, s.target_class,
+              s.vog_flagged, s.vog_percentile, s.review_rank)
           if s.vog_flagged:
             written_flagged += 1
             flagged.append((s, serialized))
@@ -139,8 +144,9 @@ class WriteScoredExamples(beam.PTransform):
 
   Takes {'files': InputFile, 'scored': ScoredExample (vog_raw), 'quarantined':
   Quarantined, 'ranking': the one Ranking}; returns {'written': FileWritten per input
-  file, 'flagged': (ScoredExample, bytes), 'tallies': one per example written}. Input
-  file k of a split's n becomes output file k of n.
+  file, 'flagged': (ScoredExample, bytes), 'tallies': one per example written,
+  'history': drift.HistoryEntry per example written}. Input file k of a split's n
+  becomes output file k of n.
   """
 
   def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
@@ -166,9 +172,10 @@ class WriteScoredExamples(beam.PTransform):
         self._output_dir, self._files_per_split, self._example_id_key))
     parts = split_by_tag(tagged, {'written': FileWritten,
                                   'flagged': Tuple[ScoredExample, bytes],
-                                  'tally': audit_summary.Tally})
+                                  'tally': audit_summary.Tally,
+                                  'history': drift_lib.HistoryEntry})
     return {'written': parts['written'], 'flagged': parts['flagged'],
-            'tallies': parts['tally']}
+            'tallies': parts['tally'], 'history': parts['history']}
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
@@ -227,7 +234,8 @@ class WriteDifficultyReport(beam.PTransform):
   """Writes the report's work files under `work_dir`; returns the summary's path.
 
   Takes {'files_read', 'quarantined', 'class_stats', 'written', 'flagged', 'tallies'}
-  ('tallies' being the scored examples' tallies that WriteScoredExamples counted).
+  ('tallies' being the scored examples' tallies that WriteScoredExamples counted) and
+  optionally 'more_tallies', the tallies of other writers (the history's).
   Writes SUMMARY_WORK_FILE (combined by AuditSummaryFn from what the writers counted,
   `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows)
   and one quarantine shard per input file that had quarantined examples, numbered by
@@ -271,7 +279,7 @@ class WriteDifficultyReport(beam.PTransform):
         # The flagged rows are counted once they are written.
         flagged_path | 'FlaggedWritten' >> beam.Map(
             lambda _: audit_summary.flagged_file_tally()),
-    )
+    ) + ((inputs['more_tallies'],) if 'more_tallies' in inputs else ())
     summary_path = (
         tallies
         | 'AllTallies' >> beam.Flatten()

@@ -68,7 +68,8 @@ def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
 
 def record_headline(report: types.Artifact, settings: VogSettings,
                     summary: Dict[str, Any]) -> None:
-  """Sets the report's ML Metadata custom properties: counts and headline settings."""
+  """Sets the report's ML Metadata custom properties: counts, headline settings and, when
+  the audit had a baseline it could compare with, the drift headline (DRIFT_PROPERTIES)."""
   for name in report_format.HEADLINE:
     report.set_int_custom_property(name, summary['counts'][name])
   for name, value in settings.headline().items():
@@ -76,6 +77,15 @@ def record_headline(report: types.Artifact, settings: VogSettings,
       report.set_int_custom_property(name, value)
     else:
       report.set_string_custom_property(name, value)
+  drift = summary.get('drift')
+  if drift is not None:
+    for name, value in report_format.parse_drift(drift, 'summary').properties().items():
+      if isinstance(value, float):
+        report.set_float_custom_property(name, value)
+      elif isinstance(value, int):
+        report.set_int_custom_property(name, value)
+      else:
+        report.set_string_custom_property(name, value)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):

@@ -3,6 +3,7 @@
 The folder's files and fields are defined in report_format.py.
 """
 
+import gzip
 import json
 import os
 import tempfile
@@ -75,26 +76,39 @@ def previews_of(parser: examples_io.ExampleParser,
   return previews
 
 
-def publish(report_dir: str, quarantine_shards: Sequence[str], num_shards: int,
+def _move_shards(report_dir: str, pattern: str, shards: Sequence[str], num_shards: int,
+                 name_of, empty: bytes) -> None:
+  """Moves `shards` into `report_dir`, fills the rest of the `num_shards` with `empty`
+  files so the set is complete, after removing shards of an earlier audit."""
+  for old in tf.io.gfile.glob(os.path.join(report_dir, pattern)):
+    tf.io.gfile.remove(old)
+  present = {os.path.basename(s): s for s in shards}
+  for i in range(max(num_shards, 1)):
+    name = name_of(i, max(num_shards, 1))
+    if name in present:
+      tf.io.gfile.rename(present[name], os.path.join(report_dir, name), overwrite=True)
+    else:
+      with tf.io.gfile.GFile(os.path.join(report_dir, name), 'wb') as f:
+        f.write(empty)
+
+
+def publish(report_dir: str, quarantine_shards: Sequence[str],
+            history_shards: Sequence[str], num_shards: int,
             summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
             records: Mapping[int, bytes],
             previews: Sequence[report_html.ExamplePreview]) -> None:
-  """Writes every file of the report folder; the quarantine shards move in from work.
+  """Writes every file of the report folder; the quarantine and history shards move in
+  from work.
 
-  The audit writes one shard per input file that had quarantined examples; the others
-  of the `num_shards` are written empty here, so the set is complete. Shards of an
-  earlier audit into the same folder are removed first.
+  The audit writes one quarantine shard per input file that had quarantined examples
+  and one history shard per group of example ids that had examples; the others of the
+  `num_shards` are written empty here, so each set is complete. Shards of an earlier
+  audit into the same folder are removed first.
   """
-  for old in tf.io.gfile.glob(os.path.join(report_dir, QUARANTINE_GLOB)):
-    tf.io.gfile.remove(old)
-  present = {os.path.basename(s): s for s in quarantine_shards}
-  for i in range(max(num_shards, 1)):
-    name = fmt.quarantine_shard_name(i, max(num_shards, 1))
-    if name in present:
-      tf.io.gfile.rename(present[name], os.path.join(report_dir, name), overwrite=True)
-    else:  # GFile creates a file only once something is written to it.
-      with tf.io.gfile.GFile(os.path.join(report_dir, name), 'w') as f:
-        f.write('')
+  _move_shards(report_dir, QUARANTINE_GLOB, quarantine_shards, num_shards,
+               fmt.quarantine_shard_name, b'')
+  _move_shards(report_dir, fmt.HISTORY_GLOB, history_shards, num_shards,
+               fmt.history_shard_name, gzip.compress(b'', mtime=0))
   write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:

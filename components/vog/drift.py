@@ -1,0 +1,386 @@
+"""What changed since the audit of the last shipped model: per example and per class.
+
+    plan time:   load_baseline(info) -> Baseline (its summary and history shards, or why
+                 it cannot be compared)
+    Beam:        (history entries of this audit, baseline history rows)
+                     | MatchHistory -> {history: HistoryRow, tallies, flag_status}
+                 history | WriteHistory -> tallies (one shard per output shard)
+    after Beam:  class_drift(summary, baseline, counts) -> report_format.Drift
+
+Examples are matched by `example_id` in a `CoGroupByKey`, never through a side input, so
+no worker holds more than the examples of one id. Copies of one id are paired in order of
+their position now and of their standing then. Each audit writes the history of the
+examples it scored; the next reads only that, so a streak of flagged audits is extended
+without reading older reports. Class-level numbers (flagged and hard shares, the decile
+histogram behind the shift statistic) come from the two summaries.
+
+A history row that is not valid is refused (counted, with the first reason), never read
+as a guess; any refusal makes the per-example part of the drift unavailable.
+"""
+
+import dataclasses
+import gzip
+import io
+import json
+import math
+import os
+import zlib
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from absl import logging
+import apache_beam as beam
+
+from components.vog import audit_summary
+from components.vog import record_files
+from components.vog import report_format as fmt
+from components.vog.beam_audit import Tagged, split_by_tag
+
+FLAG_STATUS_FILE = 'flag_status.jsonl'  # work file: review rank -> drift status, streak
+
+
+class HistoryEntry(NamedTuple):
+  """One example scored by this audit, as the history match needs it."""
+  example_id: str
+  split: str
+  file_index: int
+  record_index: int
+  class_id: int
+  flagged: int
+  percentile: float
+  review_rank: int  # 0 when not flagged
+
+
+class Refused(NamedTuple):
+  """A baseline history line that was not read, and why."""
+  where: str
+  reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+  """The audit compared with: `info` as recorded in summary.json's `baseline`.
+
+  `summary` and `history_paths` are set when it can be compared; `unavailable` says why
+  not otherwise.
+  """
+  info: Dict[str, Any]
+  summary: Optional[fmt.ReportSummary]
+  history_paths: Tuple[str, ...]
+  unavailable: Optional[str]
+
+  @property
+  def uri(self) -> str:
+    return str(self.info.get('uri') or '')
+
+
+def load_baseline(info: Mapping[str, Any]) -> Baseline:
+  """Reads the baseline report's summary and lists its history shards.
+
+  Never raises for the report's content: a baseline that is missing, malformed, from
+  a release before format_version 3 or without a complete set of history shards is
+  `unavailable` (the audit goes on, and says why), because the baseline only moves
+  when a model ships and a lost one must not stop every later audit.
+  """
+  info = dict(info)
+  uri = info.get('uri')
+  if not isinstance(uri, str) or not uri:
+    return Baseline(info, None, (), f'the baseline names no report folder ({uri!r})')
+  try:
+    report = fmt.load_report(uri)
+  except fmt.ReportFormatError as e:
+    return Baseline(info, None, (), f'the baseline report cannot be read: {e}')
+  summary = report.summary
+  if summary.format_version < fmt.DRIFT_MIN_VERSION:
+    return Baseline(info, None, (), (
+        f'the baseline report {uri} has format_version {summary.format_version}; drift '
+        f'needs {fmt.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
+        'example history) - the next audit of a shipped model will have it'))
+  try:
+    paths = history_files(uri)
+  except fmt.ReportFormatError as e:
+    return Baseline(info, None, (), str(e))
+  info.setdefault('created_at', summary.created_at)
+  return Baseline(info, summary, tuple(paths), None)
+
+
+def history_files(uri: str) -> List[str]:
+  """The history shards of a report folder in order; ReportFormatError for a bad set."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  shards = {}
+  for path in tf.io.gfile.glob(os.path.join(uri, fmt.HISTORY_GLOB)):
+    match = fmt._HISTORY_NAME.match(os.path.basename(path))  # pylint: disable=protected-access
+    if not match:
+      raise fmt.ReportFormatError(f'{path}: is not a history shard name like '
+                                  f'{fmt.history_shard_name(0, 1)}')
+    shards[(int(match.group(2)), int(match.group(1)))] = path
+  totals = sorted({total for total, _ in shards})
+  if not totals:
+    raise fmt.ReportFormatError(f'the baseline report {uri} has no {fmt.HISTORY_GLOB}')
+  if len(totals) > 1:
+    raise fmt.ReportFormatError(f'{uri}: mixes history shards of different runs '
+                                f'(of {totals} shards)')
+  total = totals[0]
+  missing = [fmt.history_shard_name(i, total) for i in range(total) if (total, i) not in shards]
+  extra = [p for (_, i), p in shards.items() if i >= total]
+  if missing or extra:
+    raise fmt.ReportFormatError(f'{uri}: the history shard set is incomplete (missing '
+                                f'{missing[:3]}, beyond the count {extra[:3]})')
+  return [shards[(total, i)] for i in range(total)]
+
+
+def history_shard_of(example_id: str, num_shards: int) -> int:
+  """The history shard an example goes to: the same on every worker and every run."""
+  return zlib.crc32(example_id.encode('utf-8')) % num_shards
+
+
+def read_history_shard(path: str) -> Iterable[Any]:
+  """(example_id, HistoryRow) of each valid line of one shard; Refused for the others."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      text = gzip.GzipFile(fileobj=io.BytesIO(f.read())).read()
+  except (OSError, EOFError, zlib.error) as e:
+    yield Refused(path, f'is not a readable gzip file ({e})')
+    return
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    where = f'{path} line {number}'
+    try:
+      row = fmt.history_row_from_json(json.loads(line), where)
+    except (ValueError, fmt.ReportFormatError) as e:
+      yield Refused(where, str(e)[:300])
+      continue
+    yield row.example_id, row
+
+
+class _ReadHistory(beam.DoFn):
+
+  def process(self, path: str) -> Iterable[Tagged]:
+    for item in read_history_shard(path):
+      if isinstance(item, Refused):
+        yield 'tally', audit_summary.history_refused_tally(item.where, item.reason)
+      else:
+        yield 'row', item
+
+
+class _Match(beam.DoFn):
+  """One example_id's entries now and rows then -> new history rows and what changed."""
+
+  def __init__(self, num_shards: int, has_baseline: bool):
+    self._num_shards = num_shards
+    self._has_baseline = has_baseline
+
+  def process(self, element: Tuple[str, Dict[str, Iterable[Any]]]) -> Iterable[Tagged]:
+    example_id, grouped = element
+    now: List[HistoryEntry] = sorted(grouped.get('now', ()),
+                                     key=lambda e: (e.split, e.file_index, e.record_index))
+    then: List[fmt.HistoryRow] = sorted(grouped.get('then', ()),
+                                        key=lambda r: (r.split, -r.flagged, -r.streak))
+    shard = history_shard_of(example_id, self._num_shards)
+    for i, entry in enumerate(now):
+      before = then[i] if i < len(then) else None
+      streak = (before.streak + 1 if before is not None and before.flagged else 1
+                ) if entry.flagged else 0
+      yield 'history', (shard, fmt.HistoryRow(entry.example_id, entry.split, entry.class_id,
+                                              entry.flagged, streak, entry.percentile))
+      if not self._has_baseline:
+        continue
+      if before is None:
+        status = fmt.NEW_DATA
+        yield 'tally', audit_summary.drift_tally(entry.split, 'new_examples')
+      else:
+        yield 'tally', audit_summary.drift_tally(entry.split, 'matched')
+        if before.flagged and not entry.flagged:
+          yield 'tally', audit_summary.drift_tally(entry.split, 'no_longer_flagged')
+        status = fmt.STILL_FLAGGED if before.flagged else fmt.NEWLY_FLAGGED
+      if entry.flagged:
+        key = {fmt.NEW_DATA: 'flagged_new_data', fmt.NEWLY_FLAGGED: 'newly_flagged',
+               fmt.STILL_FLAGGED: 'still_flagged'}[status]
+        yield 'tally', audit_summary.drift_tally(entry.split, key)
+        if streak >= 2:
+          yield 'tally', audit_summary.streak_tally(entry.split, streak)
+        yield 'flag_status', (entry.review_rank, status, streak)
+    for before in then[len(now):]:
+      yield 'tally', audit_summary.drift_tally(before.split, 'gone_examples')
+
+
+class MatchHistory(beam.PTransform):
+  """{'now': HistoryEntry, 'then': (example_id, HistoryRow) (optional)} ->
+  {'history': (shard, HistoryRow), 'tallies', 'flag_status': (rank, status, streak)}.
+
+  Without 'then' (no baseline, or one that cannot be compared) every example starts
+  its history: a streak of 1 when flagged.
+  """
+
+  def __init__(self, num_shards: int):
+    super().__init__()
+    self._num_shards = num_shards
+
+  def expand(self, inputs):
+    has_baseline = 'then' in inputs
+    groups = {'now': inputs['now'] | 'KeyNow' >> beam.Map(lambda e: (e.example_id, e))}
+    tallies = []
+    if has_baseline:
+      read = inputs['then'] | 'ReadHistory' >> beam.ParDo(_ReadHistory())
+      parts = split_by_tag(read, {'row': Tuple[str, fmt.HistoryRow],
+                                  'tally': audit_summary.Tally}, label='Read')
+      groups['then'] = parts['row']
+      tallies.append(parts['tally'])
+    matched = (groups | 'ByExampleId' >> beam.CoGroupByKey()
+               | 'Match' >> beam.ParDo(_Match(self._num_shards, has_baseline)))
+    parts = split_by_tag(matched, {'history': Tuple[int, fmt.HistoryRow],
+                                   'tally': audit_summary.Tally,
+                                   'flag_status': Tuple[int, str, int]})
+    tallies.append(parts['tally'])
+    return {'history': parts['history'], 'flag_status': parts['flag_status'],
+            'tallies': tuple(tallies) | 'AllMatchTallies' >> beam.Flatten()}
+
+
+class _WriteHistoryShard(beam.DoFn):
+  """Writes one history shard whole, sorted by example_id; tallies rows per split."""
+
+  def __init__(self, work_dir: str, num_shards: int):
+    self._work_dir = work_dir
+    self._num_shards = num_shards
+
+  def process(self, element: Tuple[int, Iterable[fmt.HistoryRow]]
+              ) -> Iterable[audit_summary.Tally]:
+    shard, rows = element
+    rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
+    path = os.path.join(self._work_dir, fmt.history_shard_name(shard, self._num_shards))
+    per_split: Dict[str, int] = {}
+    with record_files.AtomicFile(path, 6) as out:
+      for row in rows:
+        out.write(json.dumps(fmt.history_row_to_json(row), sort_keys=True,
+                             separators=(',', ':')).encode('utf-8') + b'\n')
+        per_split[row.split] = per_split.get(row.split, 0) + 1
+    for split, n in sorted(per_split.items()):
+      yield audit_summary.history_written_tally(split, n)
+
+
+def _write_flag_status(statuses: List[Tuple[int, str, int]], path: str) -> str:
+  with record_files.AtomicFile(path) as out:
+    for rank, status, streak in sorted(statuses):
+      out.write(json.dumps({'rank': rank, 'drift_status': status,
+                            'flagged_streak': streak}).encode('utf-8') + b'\n')
+  return path
+
+
+class WriteHistory(beam.PTransform):
+  """Writes the history shards and the flagged examples' statuses under `work_dir`.
+
+  Takes MatchHistory's 'history' and 'flag_status'; returns the tallies of what was
+  written (one PCollection), so that the summary waits for both files.
+  """
+
+  def __init__(self, work_dir: str, num_shards: int):
+    super().__init__()
+    self._work_dir = work_dir
+    self._num_shards = num_shards
+
+  def expand(self, inputs):
+    written = (inputs['history']
+               | 'GroupByShard' >> beam.GroupByKey()
+               | 'WriteShards' >> beam.ParDo(_WriteHistoryShard(self._work_dir,
+                                                                self._num_shards)))
+    status_file = (
+        inputs['flag_status']
+        | 'AllStatuses' >> beam.CombineGlobally(
+            beam.combiners.ToListCombineFn()).without_defaults()
+        | 'WriteStatuses' >> beam.Map(_write_flag_status,
+                                      os.path.join(self._work_dir, FLAG_STATUS_FILE))
+        | 'StatusesWritten' >> beam.Map(lambda _: audit_summary.flag_status_file_tally()))
+    return (written, status_file) | 'WrittenTallies' >> beam.Flatten()
+
+
+def read_flag_status(work_dir: str) -> Dict[int, Tuple[str, int]]:
+  """{review rank: (drift status, streak)} from the work file; {} when none was written."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = os.path.join(work_dir, FLAG_STATUS_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  out = {}
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        out[int(row['rank'])] = (row['drift_status'], int(row['flagged_streak']))
+  return out
+
+
+def psi(now: Sequence[int], then: Sequence[int]) -> float:
+  """The population stability index of two histograms (see fmt.SHIFT_STATISTIC)."""
+  bins = len(now)
+  total_now, total_then = sum(now), sum(then)
+  value = 0.0
+  for a, b in zip(now, then):
+    p = (a + 0.5) / (total_now + 0.5 * bins)
+    q = (b + 0.5) / (total_then + 0.5 * bins)
+    value += (p - q) * math.log(p / q)
+  return value
+
+
+def _share(part: float, whole: float) -> float:
+  return part / whole if whole else 0.0
+
+
+def unavailable(baseline: Baseline, reason: str) -> fmt.Drift:
+  return fmt.Drift(baseline.uri, baseline.info.get('created_at'), reason, None, None, None,
+                   (), (), {})
+
+
+def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
+  """The Drift of this audit's summary (counted, with `drift_counts`) against `baseline`."""
+  if baseline.unavailable is not None:
+    return unavailable(baseline, baseline.unavailable)
+  refused = summary.get('history_refused') or {}
+  if refused.get('count'):
+    return unavailable(baseline, (
+        f'{refused["count"]} line(s) of the baseline history were refused, the first: '
+        f'{refused.get("first")}'))
+  then = baseline.summary
+  now_classes = {(r['split'], r['class']): r for r in summary['per_class']}
+  then_classes = {(r.split, r.class_id): r for r in then.per_class}
+  counts = summary.get('drift_counts') or {}
+  splits, per_class = [], []
+  for split in summary['splits']:
+    if split not in then.splits:
+      continue
+    now_s, then_s = summary['splits'][split], then.splits[split]
+    keys = sorted({c for s, c in now_classes if s == split}
+                  | {c for s, c in then_classes if s == split})
+    hard_now = sum(now_classes[(split, c)]['hard'] for c in keys if (split, c) in now_classes)
+    hard_then = sum(then_classes[(split, c)].hard or 0 for c in keys
+                    if (split, c) in then_classes)
+    for c in keys:
+      a = now_classes.get((split, c))
+      b = then_classes.get((split, c))
+      count_now, count_then = (a['count'] if a else 0), (b.count if b else 0)
+      f_now = _share(a['flagged'], count_now) if a else 0.0
+      f_then = _share(b.flagged, count_then) if b else 0.0
+      h_now = _share(a['hard'], count_now) if a else 0.0
+      h_then = _share(b.hard or 0, count_then) if b else 0.0
+      per_class.append(fmt.DriftClass(
+          split, c, count_now, count_then, f_now, f_then, f_now - f_then, h_now, h_then,
+          h_now - h_then, psi(a['decile_counts'] if a else [0] * 10,
+                              list(b.decile_counts or [0] * 10) if b else [0] * 10)))
+    c = counts.get(split, {})
+    flagged_now = now_s[fmt.FLAGGED]
+    fn, ft = _share(flagged_now, now_s[fmt.SCORED]), _share(then_s[fmt.FLAGGED],
+                                                             then_s[fmt.SCORED])
+    hn, ht = _share(hard_now, now_s[fmt.SCORED]), _share(hard_then, then_s[fmt.SCORED])
+    splits.append(fmt.DriftSplit(
+        split, fn, ft, fn - ft, hn, ht, hn - ht,
+        **{k: int(c.get(k, 0)) for k in audit_summary.DRIFT_COUNTS},
+        flagged_new_data_share=(_share(c.get('flagged_new_data', 0), flagged_now)
+                                if flagged_now else None)))
+  total_now, total_then = summary['counts'], then.counts
+  fn = _share(total_now[fmt.FLAGGED], total_now[fmt.SCORED])
+  ft = _share(total_then[fmt.FLAGGED], total_then[fmt.SCORED])
+  streaks = {int(k): int(v) for k, v in (summary.get('streaks') or {}).items()}
+  drift = fmt.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft, fn - ft,
+                    tuple(splits), tuple(per_class), streaks)
+  logging.info('VoG drift against %s: flagged share %.4f -> %.4f, newly flagged %d, still '
+               'flagged %d', baseline.uri, ft, fn, drift.newly_flagged, drift.still_flagged)
+  return drift

@@ -1,0 +1,262 @@
+"""Drift against the audit of the last shipped model: per example, per class, run after run.
+
+Three audits of changing data with the same checkpoints: the first has no baseline, the
+second compares with the first (examples dropped, added, and labels of one class
+corrupted), the third with the second. Every count is checked against sets computed from
+the scored examples the audits wrote.
+"""
+
+import glob
+import gzip
+import json
+import math
+import os
+import shutil
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.vog import audit
+from components.vog import drift as drift_lib
+from components.vog import report_format as fmt
+from components.vog.settings import VogSettings
+import fixtures
+
+N = 320
+CORRUPTED = 3
+
+
+def _records(images, labels, ids):
+  return [fixtures.example(im, lab, i).SerializeToString()
+          for im, lab, i in zip(images, labels, ids)]
+
+
+def _write_data(root, rows):
+  """rows: {split: [(image, label, id)]}; train goes to two files, eval to one."""
+  patterns = {}
+  for split, items in rows.items():
+    images, labels, ids = zip(*items) if items else ((), (), ())
+    records = _records(images, labels, ids)
+    parts = [records[:len(records) // 2], records[len(records) // 2:]] if split == 'train' \
+        else [records]
+    for k, part in enumerate(parts):
+      fixtures.write_records(os.path.join(root, split, f'part-{k}.gz'), part)
+    patterns[split] = os.path.join(root, split, '*')
+  return patterns
+
+
+def _scored(folder):
+  """{example_id: (split, flagged)} of a scored_examples folder."""
+  out = {}
+  for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
+    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
+    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+      f = tf.train.Example.FromString(record.numpy()).features.feature
+      out[f['example_id'].bytes_list.value[0].decode()] = (
+          split, f['vog_flagged'].int64_list.value[0])
+  return out
+
+
+def _audit(root, model_run, patterns, name, baseline=None):
+  settings = VogSettings(inspection_budget=40, batch_size=64)
+  plan = audit.plan_audit(settings, model_run, patterns, baseline=baseline)
+  out = os.path.join(root, name)
+  summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
+                            os.path.join(out, 'report'))
+  return summary, os.path.join(out, 'report'), _scored(os.path.join(out, 'scored'))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('drift'))
+  images, labels, _ = fixtures.digits(N, seed=5, flip_rate=0.1)
+  model_run = os.path.join(root, 'run')
+  fixtures.train_checkpoints(model_run, images, labels, epochs=3)
+  ids = [f'd-{i:04d}' for i in range(N)]
+  items = list(zip(images, labels, ids))
+  first = {'train': items[:240], 'eval': items[240:]}
+  r1 = _audit(root, model_run, _write_data(os.path.join(root, 'data1'), first), 'a1')
+
+  # Second run: 20 examples gone, 30 new ones, and CORRUPTED given a quarter more
+  # examples, other classes' relabelled (its labels a third wrong, the others a tenth).
+  extra, extra_labels, _ = fixtures.digits(N + 30, seed=5)
+  new_items = [(extra[N + k], extra_labels[N + k], f'n-{k:04d}') for k in range(30)]
+  train = [(image, label, i) for image, label, i in items[20:240]]
+  others = [k for k, (_, label, _) in enumerate(train) if label != CORRUPTED]
+  size = sum(1 for _, label, _ in train if label == CORRUPTED)
+  for k in np.random.default_rng(0).choice(others, size // 4 + 1, replace=False):
+    train[k] = (train[k][0], CORRUPTED, train[k][2])
+  second = {'train': train + new_items, 'eval': items[240:]}
+  data2 = _write_data(os.path.join(root, 'data2'), second)
+  r2 = _audit(root, model_run, data2, 'a2', baseline={'uri': r1[1], 'artifact_id': 1})
+  r3 = _audit(root, model_run, data2, 'a3', baseline={'uri': r2[1]})
+  return {'root': root, 'model_run': model_run, 'data2': data2, 'r1': r1, 'r2': r2, 'r3': r3}
+
+
+def _flagged(scored):
+  return {i for i, (_, f) in scored.items() if f}
+
+
+def test_the_first_audit_has_no_drift_and_starts_the_history(runs):
+  summary, report_dir, scored = runs['r1']
+  assert summary['drift'] is None
+  report = fmt.load_report(report_dir)
+  assert report.summary.drift is None
+  assert all(row.drift_status is None for row in report.flagged)
+  paths = drift_lib.history_files(report_dir)
+  assert len(paths) == 3  # one per input file: train in two, eval in one
+  rows = [r for p in paths for r in drift_lib.read_history_shard(p)]
+  assert {eid for eid, _ in rows} == set(scored)
+  for eid, row in rows:
+    assert row.flagged == scored[eid][1] and row.streak == row.flagged
+
+
+def test_the_second_audit_counts_what_changed_by_example_id(runs):
+  _, base_dir, before = runs['r1']
+  summary, report_dir, now = runs['r2']
+  drift = fmt.load_report(report_dir).summary.drift
+  assert drift.unavailable is None and drift.baseline_uri == base_dir
+  flagged_then, flagged_now = _flagged(before), _flagged(now)
+  for s in drift.splits:
+    ids_now = {i for i, (split, _) in now.items() if split == s.split}
+    ids_then = {i for i, (split, _) in before.items() if split == s.split}
+    fl_now = flagged_now & ids_now
+    assert s.matched == len(ids_now & set(before))
+    assert s.new_examples == len(ids_now - set(before))
+    assert s.gone_examples == len(ids_then - set(now))
+    assert s.newly_flagged == len((fl_now & set(before)) - flagged_then)
+    assert s.still_flagged == len(fl_now & flagged_then)
+    assert s.flagged_new_data == len(fl_now - set(before))
+    assert s.no_longer_flagged == len((flagged_then & ids_now) - flagged_now)
+    counts = summary['splits'][s.split]
+    assert s.flagged_share_now == pytest.approx(counts['flagged'] / counts['scored'])
+  train = [s for s in drift.splits if s.split == 'train'][0]
+  assert (train.gone_examples, train.new_examples) == (20, 30)
+  assert drift.still_flagged > 0 and drift.newly_flagged > 0
+
+
+def test_flagged_rows_say_whether_they_are_new_newly_or_still_flagged(runs):
+  _, _, before = runs['r1']
+  _, report_dir, _ = runs['r2']
+  flagged_then = _flagged(before)
+  for row in fmt.load_report(report_dir).flagged:
+    if row.example_id not in before:
+      assert (row.drift_status, row.flagged_streak) == (fmt.NEW_DATA, 1)
+    elif row.example_id in flagged_then:
+      assert (row.drift_status, row.flagged_streak) == (fmt.STILL_FLAGGED, 2)
+    else:
+      assert (row.drift_status, row.flagged_streak) == (fmt.NEWLY_FLAGGED, 1)
+
+
+def test_the_corrupted_class_shows_the_largest_hard_share_increase(runs):
+  drift = fmt.load_report(runs['r2'][1]).summary.drift
+  top = drift.largest_hard_share_increase
+  assert (top.split, top.class_id) == ('train', CORRUPTED)
+  corrupted = [c for c in drift.per_class if (c.split, c.class_id) == ('train', CORRUPTED)][0]
+  assert corrupted.count_now > corrupted.count_then
+  # Its decile histogram moved the most of any train class.
+  train = [c for c in drift.per_class if c.split == 'train']
+  assert max(train, key=lambda c: c.psi) == corrupted
+  # The eval split did not change, so neither did its classes.
+  assert all(abs(c.hard_share_change) < 1e-9 and c.psi < 1e-9
+             for c in drift.per_class if c.split == 'eval')
+
+
+def test_a_streak_grows_only_while_an_example_stays_flagged(runs):
+  flagged = [_flagged(runs[k][2]) for k in ('r1', 'r2', 'r3')]
+  drift = fmt.load_report(runs['r3'][1]).summary.drift
+  three = flagged[0] & flagged[1] & flagged[2]
+  two = (flagged[1] & flagged[2]) - flagged[0]
+  assert drift.streaks.get(3, 0) == len(three) and len(three) > 0
+  assert drift.streaks.get(2, 0) == len(two)
+  assert drift.longest_streak == 3
+  rows = {r.example_id: r for r in fmt.load_report(runs['r3'][1]).flagged}
+  for eid in three:
+    assert rows[eid].flagged_streak == 3
+
+
+def test_the_drift_headline_is_in_the_summary_properties(runs):
+  drift = fmt.load_report(runs['r2'][1]).summary.drift
+  props = drift.properties()
+  assert props[fmt.NEWLY_FLAGGED] == drift.newly_flagged
+  assert props[fmt.MAX_HARD_SHARE_CLASS] == f'train/{CORRUPTED}'
+  assert props[fmt.FLAGGED_SHARE_CHANGE] == pytest.approx(
+      drift.flagged_share_now - drift.flagged_share_then)
+
+
+def _copy_report(src, dst):
+  shutil.copytree(src, dst)
+  return dst
+
+
+def test_a_tampered_history_makes_drift_unavailable_and_the_audit_still_publishes(runs):
+  root = runs['root']
+  bad = _copy_report(runs['r1'][1], os.path.join(root, 'tampered'))
+  path = drift_lib.history_files(bad)[0]
+  with gzip.open(path, 'rb') as f:
+    lines = f.read().splitlines()
+  row = json.loads(lines[0])
+  row['streak'] = 7  # an unflagged example cannot have a streak
+  row['flagged'] = 0
+  lines[0] = json.dumps(row).encode()
+  with gzip.open(path, 'wb') as f:
+    f.write(b'\n'.join(lines) + b'\n')
+  summary, report_dir, scored = _audit(root, runs['model_run'], runs['data2'], 'a4',
+                                       baseline={'uri': bad})
+  drift = fmt.load_report(report_dir).summary.drift
+  assert 'refused' in drift.unavailable and f'{path} line 1' in drift.unavailable
+  assert drift.per_class == () and drift.properties() == {}
+  assert summary['counts']['scored'] == len(scored)
+  assert all(r.drift_status is None for r in fmt.load_report(report_dir).flagged)
+  # The history starts again, so the next audit can compare.
+  assert sum(1 for p in drift_lib.history_files(report_dir)
+             for _ in drift_lib.read_history_shard(p)) == len(scored)
+
+
+@pytest.mark.parametrize('break_it, reason', [
+    (lambda d: shutil.rmtree(d), 'cannot be read'),
+    (lambda d: [os.remove(p) for p in glob.glob(os.path.join(d, 'history-*'))], 'no history'),
+    (lambda d: os.remove(glob.glob(os.path.join(d, 'history-00001-*'))[0]), 'incomplete'),
+])
+def test_a_lost_baseline_is_named_not_fatal(runs, break_it, reason, tmp_path):
+  bad = _copy_report(runs['r1'][1], str(tmp_path / 'baseline'))
+  break_it(bad)
+  baseline = drift_lib.load_baseline({'uri': bad})
+  assert reason in baseline.unavailable
+  assert drift_lib.class_drift({}, baseline).unavailable == baseline.unavailable
+
+
+def test_a_baseline_from_before_format_3_is_named():
+  # The loader reads format 2 (no hard counts, no history): drift says why it cannot compare.
+  baseline = drift_lib.Baseline({'uri': 'x'}, None, (), 'has format_version 2')
+  assert 'format_version 2' in drift_lib.class_drift({}, baseline).unavailable
+
+
+def test_psi_is_zero_for_the_same_histogram_and_grows_with_the_shift():
+  same = drift_lib.psi([10] * 10, [20] * 10)
+  assert same == pytest.approx(0.0, abs=1e-12)
+  small = drift_lib.psi([12, 10, 10, 10, 10, 10, 10, 10, 10, 8], [10] * 10)
+  large = drift_lib.psi([0, 0, 0, 0, 0, 0, 0, 0, 0, 100], [10] * 10)
+  assert 0 < small < 0.1 < 0.25 < large
+  # By hand for two bins: p = (a + .5) / (n + 1), q likewise.
+  p, q = (3.5 / 5, 1.5 / 5), (1.5 / 5, 3.5 / 5)
+  expected = sum((a - b) * math.log(a / b) for a, b in zip(p, q))
+  assert drift_lib.psi([3, 1], [1, 3]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('row, problem', [
+    ({'example_id': 'a', 'split': 't', 'class': 1, 'flagged': 2, 'streak': 1,
+      'percentile': 3.0}, 'flagged=2'),
+    ({'example_id': 'a', 'split': 't', 'class': 1, 'flagged': 1, 'streak': 0,
+      'percentile': 3.0}, 'streak=0'),
+    ({'example_id': 'a', 'split': 't', 'class': 1, 'flagged': 0, 'streak': 0,
+      'percentile': 300.0}, 'percentile 300'),
+    ({'example_id': 5, 'split': 't', 'class': 1, 'flagged': 0, 'streak': 0,
+      'percentile': 3.0}, "'example_id' is an integer"),
+    ([], 'expected an object'),
+])
+def test_history_rows_are_checked_like_outside_input(row, problem):
+  with pytest.raises(fmt.ReportFormatError, match=problem):
+    fmt.history_row_from_json(row, 'h line 1')
