@@ -2,7 +2,8 @@
 
 For every VarianceOfGradients and HumanReviewGate execution: its state and time, the artifacts
 it read (and which node produced each: the model, the examples), what it wrote, the report's
-headline counts, and the review's decision, reviewer, comment, time and channel.
+headline counts and its drift headline (what changed since the last shipped model's audit),
+and the review's decision, reviewer, comment, time and channel.
 """
 
 import datetime
@@ -13,12 +14,16 @@ from typing import Dict, List
 import click
 
 from components.review_gate import decision
+from components.review_gate import review_summary
 from components.vog import report_format
 from pipeline.cli import fail
 
 COMPONENTS = ('VarianceOfGradients', 'HumanReviewGate')
 COUNT_PROPERTIES = report_format.HEADLINE
 REVIEW_PROPERTIES = ('blessed',) + decision.REVIEW_PROPERTIES
+DRIFT_PROPERTIES = report_format.DRIFT_PROPERTIES
+NO_DRIFT = ('no drift recorded: no shipped model to compare with, or its audit could not be '
+            'compared (see summary.json)')
 
 
 def _open_store(path: str):
@@ -122,11 +127,40 @@ def collect(store) -> List[Dict]:
         continue
       if row['type'] == DifficultyReport.TYPE_NAME:
         row['counts'] = {k: props[k] for k in COUNT_PROPERTIES if k in props}
+        row['drift'] = {k: props[k] for k in DRIFT_PROPERTIES if k in props}
       if entry['component'] == 'HumanReviewGate' and row['type'] == 'ModelBlessing' and \
           event.type in (event.OUTPUT, event.DECLARED_OUTPUT):
         entry['review'] = {k: props.get(k, '') for k in REVIEW_PROPERTIES}
     runs.append(entry)
   return runs
+
+
+def _number(value, kind):
+  return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def drift_line(drift: Dict) -> str:
+  """The drift headline of a DifficultyReport's custom properties (report_format's
+  DRIFT_PROPERTIES), e.g. `since the last shipped model: flagged share +1.9 pts; class 3 hard
+  share +12.0 pts (eval); 40 newly flagged, 25 still flagged; baseline /.../difficulty_report`.
+  """
+  fmt = report_format
+  change = _number(drift.get(fmt.FLAGGED_SHARE_CHANGE), (int, float))
+  parts = [f'flagged share {review_summary.format_points(change)}']
+  where = drift.get(fmt.MAX_HARD_SHARE_CLASS)
+  rise = _number(drift.get(fmt.MAX_CLASS_HARD_SHARE_INCREASE), (int, float))
+  if isinstance(where, str) and where and rise is not None:
+    split, _, class_id = where.rpartition('/')
+    parts.append(f'class {class_id} hard share {review_summary.format_points(rise)} ({split})')
+  elif fmt.MAX_HARD_SHARE_CLASS in drift:
+    parts.append("no class's hard share rose")
+  newly = _number(drift.get(fmt.NEWLY_FLAGGED), int)
+  still = _number(drift.get(fmt.STILL_FLAGGED_COUNT), int)
+  parts.append(f'{"?" if newly is None else newly} newly flagged, '
+               f'{"?" if still is None else still} still flagged')
+  if drift.get(fmt.DRIFT_BASELINE_URI):
+    parts.append(f'baseline {drift[fmt.DRIFT_BASELINE_URI]}')
+  return review_summary.one_line('since the last shipped model: ' + '; '.join(parts))
 
 
 def _print(entry: Dict) -> None:
@@ -140,6 +174,10 @@ def _print(entry: Dict) -> None:
                  f'{row["type"]} #{row["artifact_id"]} {row["uri"]}{source}')
       if row.get('counts'):
         click.echo('      ' + ', '.join(f'{k} {v}' for k, v in row['counts'].items()))
+      if row.get('drift'):
+        click.echo('      ' + drift_line(row['drift']))
+      elif row.get('counts') and direction == 'outputs' and entry['component'] == COMPONENTS[0]:
+        click.echo('      ' + NO_DRIFT)
   review = entry.get('review')
   if review:
     blessed = {1: 'BLESSED', 0: 'NOT_BLESSED'}.get(review['blessed'], 'no blessing')
