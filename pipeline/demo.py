@@ -9,14 +9,14 @@ LocalDagRunner and prints what the run found, read back from ML Metadata. Under 
     serving/           the pushed model, one numbered folder per push, only when blessed
     demo.log           what TFX, Beam and TensorFlow wrote while the pipeline ran
 
-A folder that holds an earlier demo is reused, never refused: the data is rewritten only
-when the noise rate, the seed or the size change it, and TFX's cache skips every step whose
-inputs are unchanged. The second run in a folder re-runs the Evaluator, because the model
-blessed the first time is now its baseline (the same model, so the change threshold holds),
-and the gate and Pusher after it: the same model is pushed again as a new version. From the
-third run on every step is reused and the summary describes the same model. A changed setting
-re-runs what it affects; a newly trained model must then also pass the Evaluator's change
-threshold against the last blessed one before it is pushed.
+A folder that holds an earlier demo is reused, never refused: it is the next scheduled
+audit. The data is rewritten only when the noise rate, the seed or the size change it, and
+TFX's cache skips the steps before the audit whose inputs are unchanged. Each later run
+audits against the audit of the last model that shipped (its report's "since the last
+shipped model" section, and the drift line printed here), so VarianceOfGradients and the
+steps after it run again; a newly trained model must also pass the Evaluator's change
+threshold against the last blessed one before it is pushed. For example, a second run with
+`--noise-rate 0.2` retrains on twice as many flipped labels and reports what changed.
 """
 
 import contextlib

@@ -17,6 +17,7 @@ import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
+from components.review_gate import review_summary
 from components.vog import report_format
 from pipeline import audit_pipeline
 from pipeline import demo_data
@@ -45,6 +46,7 @@ class DemoSummary:
   blessed: bool
   pushed_to: Optional[str]
   report_html: str
+  drift: Optional[report_format.Drift] = None  # None: no model had shipped before this run
 
   @property
   def chance(self) -> float:
@@ -215,7 +217,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
                                                   'review_reason')},
       blessed=gate.get('blessed') == 1,
       pushed_to=str(pushed['pushed_destination']) if pushed.get('pushed') == 1 else None,
-      report_html=report.page_path)
+      report_html=report.page_path, drift=report.summary.drift)
 
 
 def format_summary(s: DemoSummary) -> List[str]:
@@ -228,6 +230,7 @@ def format_summary(s: DemoSummary) -> List[str]:
     lines.append(f'  {split:<6} {c[report_format.SCORED]:5d} scored, '
                  f'{c[report_format.QUARANTINED]} quarantined, {c[report_format.FLAGGED]} '
                  f'flagged (of {c[report_format.SEEN]} seen)')
+  lines.append(review_summary.drift_headline(s.drift))
   found = f'{s.flipped_in_flagged} of {s.flipped} flipped labels found'
   lines.append(f'flipped labels in the flagged set: {s.flipped_in_flagged} of {s.flagged} '
                f'flagged (chance: {s.chance:.1f}); {found}')

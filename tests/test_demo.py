@@ -2,9 +2,11 @@
 
 1. Default thresholds and the default auto policy: blessed, approved, pushed.
 2. The same folder with an impossible accuracy bound on the `hard` slice: the Evaluator does
-   not bless, nobody is asked, nothing new is pushed; the steps before it come from the cache.
+   not bless, nobody is asked, nothing new is pushed; data and training come from the cache,
+   and the audit compares itself with the first (shipped) one: nothing changed.
 3. The same folder with an auto policy that rejects: the Evaluator blesses, the gate rejects,
-   nothing new is pushed.
+   nothing new is pushed; the baseline is still the first run's audit, since the second
+   model did not ship.
 
 The printed summary is checked against numbers computed here another way: flagged ids from
 flagged.jsonl joined with the demo TFRecords, and accuracy per vog_bucket from the trained
@@ -20,6 +22,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+from components.review_gate import auto_policy
 from pipeline import demo
 from pipeline import demo_data
 
@@ -69,12 +72,20 @@ def _line(lines, start):
   return line
 
 
+def _run_dirs(summary):
+  """(difficulty report folder, scored_examples folder) of the run `summary` describes."""
+  report = os.path.dirname(summary.report_html)
+  execution = os.path.basename(report)
+  root = os.path.dirname(os.path.dirname(report))
+  return report, os.path.join(root, 'scored_examples', execution)
+
+
 def test_layout_and_one_line_per_step(runs):
   out, [(_, lines), _, _] = runs
   assert sorted(os.listdir(out)) == ['data', 'demo.log', 'metadata.sqlite', 'pipeline',
                                      'serving']
   steps = [l.split(']')[1].split()[0] for l in lines if l.startswith('  [')]
-  assert len(steps) == 10 and steps[-3:] == ['Evaluator', 'HumanReviewGate', 'Pusher']
+  assert len(steps) == 11 and steps[-3:] == ['Evaluator', 'HumanReviewGate', 'Pusher']
   # TFX's own logging went to the log file, not between the demo's lines.
   assert 'Component Trainer is finished.' in open(os.path.join(out, 'demo.log')).read()
   assert not [l for l in lines if 'INFO' in l or 'WARNING' in l]
@@ -94,9 +105,8 @@ def test_first_run_is_blessed_approved_and_pushed(runs):
 
 
 def test_printed_counts_match_the_artifacts(runs):
-  out, [(_, lines), _, _] = runs
-  root = os.path.join(out, 'pipeline')
-  report = _one(os.path.join(root, 'VarianceOfGradients', 'difficulty_report', '*'))
+  out, [(summary, lines), _, _] = runs
+  report, scored_dir = _run_dirs(summary)
   flagged_ids = [json.loads(l)['example_id'] for l in open(os.path.join(report, 'flagged.jsonl'))]
   assert len(flagged_ids) == BUDGET
   shards = glob.glob(os.path.join(report, 'quarantine-*-of-*.jsonl'))
@@ -109,8 +119,7 @@ def test_printed_counts_match_the_artifacts(runs):
       f'{BUDGET * len(flipped) / NUM_EXAMPLES:.1f}); {hits} of {len(flipped)} flipped labels '
       'found')
   for split in demo_data.SPLITS:
-    scored = _records(os.path.join(root, 'VarianceOfGradients', 'scored_examples', '*',
-                                   f'Split-{split}', '*'))
+    scored = _records(os.path.join(scored_dir, f'Split-{split}', '*'))
     n_flagged = sum(_feature(e, 'vog_flagged') for e in scored)
     assert _line(lines, f'  {split} ') == (
         f'  {split:<6} {len(scored):5d} scored, 0 quarantined, {n_flagged} flagged '
@@ -127,11 +136,10 @@ def test_flagged_set_holds_flipped_labels_far_above_chance(runs):
 
 
 def test_printed_bucket_accuracy_is_the_models_accuracy_on_each_slice(runs):
-  out, [(_, lines), _, _] = runs
+  out, [(summary, lines), _, _] = runs
   root = os.path.join(out, 'pipeline')
   model = tf.saved_model.load(_one(os.path.join(root, 'Trainer', 'model', '*', 'Format-Serving')))
-  scored = _records(os.path.join(root, 'VarianceOfGradients', 'scored_examples', '*',
-                                 'Split-eval', '*'))
+  scored = _records(os.path.join(_run_dirs(summary)[1], 'Split-eval', '*'))
   serialized = tf.constant([e.SerializeToString() for e in scored])
   probabilities = model.signatures['serving_default'](examples=serialized)['probabilities']
   correct = np.argmax(probabilities.numpy(), axis=1) == [_feature(e, 'label') for e in scored]
@@ -163,10 +171,27 @@ def test_impossible_hard_slice_threshold_blocks_the_push(runs):
   assert summary.review['review_decision'] == 'not_blessed_upstream'
   assert _line(lines, 'blessing: ') == 'blessing: NOT_BLESSED -> nothing pushed'
   assert len(os.listdir(os.path.join(out, 'serving'))) == 1  # the first run's push only
-  # The folder was reused: data, training and scoring came from the cache.
-  assert {summary.node_states[n] for n in ('ImportExampleGen', 'Trainer',
-                                           'VarianceOfGradients')} == {'CACHED'}
+  # The folder was reused: data and training came from the cache; the audit ran again,
+  # against the first run's, because that model shipped.
+  assert {summary.node_states[n] for n in ('ImportExampleGen', 'Trainer')} == {'CACHED'}
+  assert summary.node_states['VarianceOfGradients'] == 'COMPLETE'
   assert summary.node_states['Evaluator'] == 'COMPLETE'
+
+
+def test_first_run_has_no_baseline_and_the_second_compares_with_it(runs):
+  _, [(first, first_lines), (second, lines), _] = runs
+  assert first.drift is None
+  assert 'First audit with no shipped model to compare with' in first_lines
+  drift = second.drift
+  assert drift.baseline_uri == os.path.dirname(first.report_html)
+  # The same model on the same data: every flagged example is flagged again.
+  assert (drift.newly_flagged, drift.still_flagged, drift.streaks) == (0, BUDGET, {2: BUDGET})
+  assert drift.flagged_share_change == 0.0 and drift.largest_hard_share_increase is None
+  assert _line(lines, 'Since the last shipped model: ') == (
+      'Since the last shipped model: flagged 10.0% → 10.0% (+0.0 pts); no class\'s hard share '
+      f'rose; 0 newly flagged, {BUDGET} still flagged (up to 2 audits in a row)')
+  page = open(second.report_html).read()
+  assert 'Since the last shipped model' in page
 
 
 def test_review_policy_rejection_blocks_the_push(runs):
@@ -179,6 +204,10 @@ def test_review_policy_rejection_blocks_the_push(runs):
       f'  comment: rule max_flagged_share failed: {BUDGET}/{NUM_EXAMPLES} flagged = 0.1 > 0.01')
   assert _line(lines, 'blessing: ') == 'blessing: NOT_BLESSED -> nothing pushed'
   assert len(os.listdir(os.path.join(out, 'serving'))) == 1
+  # The second model did not ship either, so the first run's audit is still the baseline.
+  first = runs[1][0][0]
+  assert summary.drift.baseline_uri == os.path.dirname(first.report_html)
+  assert summary.drift.streaks == {2: BUDGET}
 
 
 @pytest.mark.parametrize('args, message', [
@@ -190,8 +219,7 @@ def test_review_policy_rejection_blocks_the_push(runs):
      '--review slack needs --slack-channel (a channel ID like C0123ABCD)'),
     (['--auto-policy', '{"max_flagged_share": '], None),
     (['--auto-policy', '{"max_typos": 1}'], 'auto_policy rule \'max_typos\' is unknown; known '
-     'rules: max_flagged_share, max_quarantined_share, max_quarantined, '
-     'max_class_flagged_share, min_overall_accuracy, min_hard_accuracy'),
+     'rules: ' + ', '.join(auto_policy.RULES)),
     (['--review-timeout', '0'], 'timeout_seconds must be positive, got 0.0'),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):

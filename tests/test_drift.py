@@ -260,3 +260,20 @@ def test_psi_is_zero_for_the_same_histogram_and_grows_with_the_shift():
 def test_history_rows_are_checked_like_outside_input(row, problem):
   with pytest.raises(fmt.ReportFormatError, match=problem):
     fmt.history_row_from_json(row, 'h line 1')
+
+
+def test_score_command_compares_with_a_baseline_folder(runs, tmp_path):
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(os.path.dirname(runs['data2']['train']), '*.gz')
+  args = ['score', '--model-run', runs['model_run'], '--examples', pattern,
+          '--inspection-budget', '20']
+  first = CliRunner().invoke(cli, args + ['--output', str(tmp_path / 'one')])
+  assert first.exit_code == 0, first.output
+  second = CliRunner().invoke(cli, args + ['--output', str(tmp_path / 'two'), '--baseline',
+                                           str(tmp_path / 'one' / 'difficulty_report')])
+  assert second.exit_code == 0, second.output
+  # The same checkpoints on the same 250 examples: the 20 flagged are flagged again.
+  assert ('Since the last shipped model: flagged 8.0% → 8.0% (+0.0 pts); no class\'s hard '
+          'share rose; 0 newly flagged, 20 still flagged (up to 2 audits in a row)'
+          ) in second.output.splitlines()

@@ -81,9 +81,11 @@ def split_patterns_of(path: str):
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--beam-arg', 'beam_args', multiple=True,
               help='Beam pipeline argument (repeatable), e.g. --beam-arg=--runner=DirectRunner.')
+@click.option('--baseline', default=None, type=click.Path(file_okay=False),
+              help='difficulty_report folder of an earlier audit to compare with (drift).')
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
-          example_id_key, module_file, beam_args):
+          example_id_key, module_file, beam_args, baseline):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -111,7 +113,8 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   patterns = split_patterns_of(examples)
   click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
   try:
-    plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file)
+    plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file,
+                            baseline={'uri': baseline} if baseline else None)
   except (audit.AuditConfigError, checkpoints.CheckpointError) as e:
     fail(str(e))
   scored_dir = os.path.join(output, 'scored_examples')
@@ -145,6 +148,10 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
              f'of {counts["seen"]} examples')
+  if baseline:
+    from components.review_gate import review_summary  # pylint: disable=g-import-not-at-top
+    click.echo(review_summary.drift_headline(report_format.parse_drift(summary['drift'],
+                                                                       'summary')))
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
                f'{os.path.join(report_dir, report_format.QUARANTINE_GLOB)}')
