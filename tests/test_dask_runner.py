@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import drift as drift_lib
 from components.vog.settings import VogSettings
 import apache_beam as beam
 import fixtures
@@ -300,3 +301,37 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
   # The DaskRunner has no metrics API; the audit reports no Beam counters there.
   assert dask_summary['beam_counters'] == {}
   print(f'dask run: {dask_seconds:.1f}s, tasks per worker {ran}')
+
+  # The next audit compares with this one: the history join by example_id runs on the
+  # workers too, and gives what the DirectRunner gives, copies of one record included.
+  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
+                          os.path.join(root, 'run'), patterns, module_file=module_file,
+                          baseline={'uri': str(tmp_path / 'direct' / 'report')})
+  again = {'direct': _run(plan, str(tmp_path / 'direct2'), [])}
+  try:
+    again['dask'] = _run(plan, str(tmp_path / 'dask2'),
+                         [f'--runner={DASK_RUNNER}',
+                          f'--dask_client_address={dask_cluster.address}',
+                          '--dask_npartitions=2'])
+  except Exception as e:  # pylint: disable=broad-except
+    pytest.fail(f'the audit with a baseline failed on the DaskRunner: {type(e).__name__}: '
+                f'{e}\n{dask_cluster.logs()}')
+  for name, (summary, _, flagged) in again.items():
+    drift = summary['drift']
+    # The same checkpoints on the same data: every example matched, the same ones flagged.
+    assert drift['unavailable'] is None, name
+    matched = {s['split']: s['matched'] for s in drift['splits']}
+    assert matched == {'train': N_TRAIN + 2, 'eval': N_EVAL + 1}, name
+    assert drift['streaks'] == {'2': len(flagged)}, name
+    assert {r['drift_status'] for r in flagged} == {'still_flagged'}, name
+  assert again['dask'][0]['drift'] == again['direct'][0]['drift']
+  assert again['dask'][0]['streaks'] == again['direct'][0]['streaks']
+  histories = {}
+  for name in again:
+    report = str(tmp_path / f'{name}2' / 'report')
+    histories[name] = sorted(
+        (row.example_id, row.split, row.flagged, row.streak)
+        for path in drift_lib.history_files(report) for _, row in
+        drift_lib.read_history_shard(path))
+  assert histories['dask'] == histories['direct']
+  assert len(histories['dask']) == total
