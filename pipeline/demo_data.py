@@ -10,6 +10,11 @@ Each example holds
 Splits go to `<output_dir>/<split>/digits.tfrecord.gz`, ready for ImportExampleGen with
 `input_config()`. In every split exactly `round(flip_fraction * n_split)` labels are
 flipped, chosen by `seed`, each to a different class drawn uniformly from the other nine.
+
+`extra_flips_to_class` corrupts one class on top of that, as when one labeler mislabels
+wholesale: a share of the examples left unflipped outside that class are relabeled as it.
+The other examples, labels and flips are the same as without it, so two data sets written
+with the same seed differ only in those extra flips.
 """
 
 import dataclasses
@@ -33,8 +38,9 @@ SUMMARY_FILE = 'demo_data.json'
 class SplitSummary:
   """What was written for one split."""
   examples: int
-  flipped: int
+  flipped: int  # every flipped label, the extra flips included
   path: str
+  extra_flipped: int = 0  # labels flipped to `extra_flips_to_class`
 
 
 def _check_fraction(name: str, value: float, upper_open: bool) -> None:
@@ -43,11 +49,28 @@ def _check_fraction(name: str, value: float, upper_open: bool) -> None:
     raise ValueError(f'{name}={value!r} must be in {bound}')
 
 
+def _check_extra_flips(to_class: Optional[int], fraction: float) -> None:
+  if to_class is None:
+    if fraction:
+      raise ValueError(f'extra_flip_fraction={fraction!r} needs extra_flips_to_class, the '
+                       'class to flip labels into')
+    return
+  if isinstance(to_class, bool) or not isinstance(to_class, (int, np.integer)) or not (
+      0 <= to_class < NUM_CLASSES):
+    raise ValueError(f'extra_flips_to_class={to_class!r} must be a class 0..'
+                     f'{NUM_CLASSES - 1}, or None for no extra flips')
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f'extra_flip_fraction={fraction!r} must be in (0, 1] with '
+                     f'extra_flips_to_class={to_class}')
+
+
 def write_demo_data(output_dir: str,
                     flip_fraction: float = 0.1,
                     seed: int = 0,
                     eval_fraction: float = 0.25,
-                    num_examples: Optional[int] = None) -> Dict[str, SplitSummary]:
+                    num_examples: Optional[int] = None,
+                    extra_flips_to_class: Optional[int] = None,
+                    extra_flip_fraction: float = 0.0) -> Dict[str, SplitSummary]:
   """Writes the digits demo data set; returns a summary per split.
 
   Args:
@@ -57,9 +80,15 @@ def write_demo_data(output_dir: str,
     eval_fraction: share of the examples that go to the `eval` split, in (0, 1).
     num_examples: use only this many examples (a seeded sample) to keep tests fast;
       all 1797 when None.
+    extra_flips_to_class: a class 0..9 to corrupt: in each split,
+      `round(extra_flip_fraction * m)` of the `m` examples whose label was neither flipped
+      nor already this class are relabeled as it (chosen by `seed`, `label_flipped` 1).
+      None (the default) adds no extra flips.
+    extra_flip_fraction: that share, in (0, 1]; only with `extra_flips_to_class`.
 
   Raises:
-    ValueError: a fraction out of range, or too few examples for two non-empty splits.
+    ValueError: a fraction out of range, too few examples for two non-empty splits, an
+      extra class that is not 0..9, or an extra flip share without a class.
   """
   # Imported here so that reading this module's constants needs no TensorFlow.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -70,6 +99,7 @@ def write_demo_data(output_dir: str,
   if eval_fraction == 0.0:
     raise ValueError('eval_fraction=0 leaves the eval split empty; the Evaluator '
                      'needs it - use a value such as 0.25')
+  _check_extra_flips(extra_flips_to_class, extra_flip_fraction)
   digits = datasets.load_digits()
   total = len(digits.target)
   n = total if num_examples is None else int(num_examples)
@@ -82,6 +112,8 @@ def write_demo_data(output_dir: str,
                      f'split of {n_eval}; both splits need at least one example')
 
   rng = np.random.default_rng(seed)
+  # A generator of its own, so the extra flips leave every other draw as it was.
+  extra_rng = np.random.default_rng((seed, 1))
   order = rng.permutation(total)[:n]
   members = {'eval': np.sort(order[:n_eval]), 'train': np.sort(order[n_eval:])}
   summary = {}
@@ -93,17 +125,30 @@ def write_demo_data(output_dir: str,
     # An offset of 1..9 modulo 10 always lands on another class, uniformly.
     offsets = rng.integers(1, NUM_CLASSES, size=len(rows))
     labels = np.where(flipped == 1, (labels + offsets) % NUM_CLASSES, labels)
+    extra = 0
+    if extra_flips_to_class is not None:
+      eligible = np.flatnonzero((flipped == 0) & (labels != extra_flips_to_class))
+      extra = int(round(extra_flip_fraction * len(eligible)))
+      chosen = eligible[extra_rng.permutation(len(eligible))[:extra]]
+      labels[chosen] = extra_flips_to_class
+      flipped[chosen] = 1
     path = os.path.join(output_dir, split, 'digits.tfrecord.gz')
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type='GZIP')) as w:
       for row, label, flip in zip(rows, labels, flipped):
         w.write(_example(f'digits-{row:04d}', digits.data[row] / 16.0, label, flip)
                 .SerializeToString(deterministic=True))
-    summary[split] = SplitSummary(len(rows), int(flipped.sum()), path)
+    summary[split] = SplitSummary(len(rows), int(flipped.sum()), path, extra)
+  splits = {k: dataclasses.asdict(v) for k, v in summary.items()}
+  recorded = {'seed': seed, 'flip_fraction': flip_fraction, 'splits': splits}
+  if extra_flips_to_class is None:  # the file reads as it did before extra flips existed
+    for split_summary in splits.values():
+      del split_summary['extra_flipped']
+  else:
+    recorded.update(extra_flips_to_class=extra_flips_to_class,
+                    extra_flip_fraction=extra_flip_fraction)
   with tf.io.gfile.GFile(os.path.join(output_dir, SUMMARY_FILE), 'w') as f:
-    json.dump({'seed': seed, 'flip_fraction': flip_fraction,
-               'splits': {k: dataclasses.asdict(v) for k, v in summary.items()}},
-              f, indent=2, sort_keys=True)
+    json.dump(recorded, f, indent=2, sort_keys=True)
   return summary
 
 

@@ -70,6 +70,8 @@ def test_summary_file_and_small_sample(tmp_path):
   with open(os.path.join(tmp_path, demo_data.SUMMARY_FILE)) as f:
     recorded = json.load(f)
   assert recorded['splits']['train']['flipped'] == 15 and recorded['seed'] == 1
+  assert 'extra_flipped' not in recorded['splits']['train']
+  assert 'extra_flips_to_class' not in recorded
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -80,3 +82,42 @@ def test_summary_file_and_small_sample(tmp_path):
 def test_bad_settings_are_refused_by_name(tmp_path, kwargs, message):
   with pytest.raises(ValueError, match=message):
     demo_data.write_demo_data(str(tmp_path), **kwargs)
+
+
+def test_extra_flips_corrupt_one_class_and_leave_the_rest_as_it_was(written, tmp_path):
+  _, summary, rows = written
+  corrupted = demo_data.write_demo_data(str(tmp_path), flip_fraction=0.1, seed=7,
+                                        extra_flips_to_class=3, extra_flip_fraction=0.25)
+  digits = datasets.load_digits()
+  for split, before in rows.items():
+    after = _read(corrupted[split].path)
+    assert [r['id'] for r in after] == [r['id'] for r in before]
+    changed = [(b, a) for b, a in zip(before, after) if b['label'] != a['label']]
+    # A quarter of the examples that were neither flipped nor labeled 3 are now labeled 3.
+    eligible = [r for r in before if not r['flipped'] and r['label'] != 3]
+    assert len(changed) == round(0.25 * len(eligible)) == corrupted[split].extra_flipped
+    assert all(not b['flipped'] and a['label'] == 3 and a['flipped'] for b, a in changed)
+    assert corrupted[split].flipped == summary[split].flipped + len(changed)
+    for r in after:  # label_flipped still says exactly which labels are wrong
+      assert (r['label'] != digits.target[int(r['id'].split('-')[1])]) == bool(r['flipped'])
+  assert summary['train'].extra_flipped == 0
+  with open(os.path.join(tmp_path, demo_data.SUMMARY_FILE)) as f:
+    recorded = json.load(f)
+  assert recorded['extra_flips_to_class'] == 3 and recorded['extra_flip_fraction'] == 0.25
+  assert recorded['splits']['eval']['extra_flipped'] == corrupted['eval'].extra_flipped
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'extra_flips_to_class': 10, 'extra_flip_fraction': 0.2},
+     'extra_flips_to_class=10 must be a class 0..9'),
+    ({'extra_flips_to_class': True, 'extra_flip_fraction': 0.2},
+     'extra_flips_to_class=True must be a class 0..9'),
+    ({'extra_flips_to_class': 3, 'extra_flip_fraction': 0.0},
+     r'extra_flip_fraction=0.0 must be in \(0, 1\] with extra_flips_to_class=3'),
+    ({'extra_flips_to_class': 3, 'extra_flip_fraction': 1.5},
+     r'extra_flip_fraction=1.5 must be in \(0, 1\]'),
+    ({'extra_flip_fraction': 0.2}, 'extra_flip_fraction=0.2 needs extra_flips_to_class'),
+])
+def test_bad_extra_flips_are_refused_by_name(tmp_path, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    demo_data.write_demo_data(str(tmp_path), num_examples=100, **kwargs)
