@@ -13,6 +13,10 @@ the environment of the scheduler and workers:
                            (SQLite under the pipeline root otherwise)
   VOG_AUDIT_BEAM_ARGS      Beam arguments, space separated
   VOG_AUDIT_EPOCHS         Trainer epochs
+  VOG_AUDIT_INSPECTION_BUDGET
+                           how many examples VoG flags for review (default 200); keep it
+                           well under half of each class, or the auto policy's
+                           max_class_flagged_share rule rejects every model
   VOG_AUDIT_REVIEW_BACKEND auto (default), local or slack: who approves before the Pusher
   VOG_AUDIT_REVIEW_APPROVERS, VOG_AUDIT_REVIEW_TIMEOUT, VOG_AUDIT_SLACK_CHANNEL
                            approvers (comma separated), seconds to wait, Slack channel;

@@ -203,8 +203,9 @@ class PipelineConfig:
     unless VOG_AUDIT_DATA_ROOT, VOG_AUDIT_PIPELINE_ROOT or VOG_AUDIT_SERVING_DIR say
     otherwise. VOG_AUDIT_MYSQL_HOST switches ML Metadata to MySQL, with
     VOG_AUDIT_MYSQL_PORT, VOG_AUDIT_MYSQL_DATABASE, VOG_AUDIT_MYSQL_USER and the
-    password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated) and
-    VOG_AUDIT_EPOCHS override the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
+    password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated),
+    VOG_AUDIT_EPOCHS and VOG_AUDIT_INSPECTION_BUDGET (how many examples VoG flags for
+    review) override the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
     (auto, local or slack), VOG_AUDIT_REVIEW_APPROVERS (comma separated),
     VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL.
     """
@@ -234,6 +235,12 @@ class PipelineConfig:
       if not epochs.isdigit():
         raise ValueError(f'VOG_AUDIT_EPOCHS={epochs!r} is not a whole number')
       kwargs['epochs'] = int(epochs)
+    if environ.get('VOG_AUDIT_INSPECTION_BUDGET'):
+      budget = environ['VOG_AUDIT_INSPECTION_BUDGET']
+      if not budget.isdigit():
+        raise ValueError(f'VOG_AUDIT_INSPECTION_BUDGET={budget!r} is not a whole number of '
+                         'examples')
+      kwargs['inspection_budget'] = int(budget)
     if environ.get('VOG_AUDIT_REVIEW_BACKEND'):
       kwargs['review_backend'] = environ['VOG_AUDIT_REVIEW_BACKEND']
     if environ.get('VOG_AUDIT_REVIEW_APPROVERS'):

@@ -12,8 +12,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAG_FILE = os.path.join(REPO, 'pipeline', 'airflow_dag.py')
 EXPECTED_TASKS = {'ImportExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
-                  'Trainer', 'VarianceOfGradients', 'latest_blessed_model_resolver',
-                  'Evaluator', 'HumanReviewGate', 'Pusher'}
+                  'Trainer', 'latest_shipped_audit_resolver', 'VarianceOfGradients',
+                  'latest_blessed_model_resolver', 'Evaluator', 'HumanReviewGate', 'Pusher'}
 
 # DagBag runs in a fresh interpreter: AIRFLOW_HOME must be set before airflow is first
 # imported, and the parent test process must not carry Airflow's global settings.
@@ -66,7 +66,11 @@ def test_every_component_is_a_task_wired_in_pipeline_order(weekly):
   for edge in [('ImportExampleGen', 'StatisticsGen'), ('SchemaGen', 'Trainer'),
                ('Trainer', 'VarianceOfGradients'), ('VarianceOfGradients', 'Evaluator'),
                ('latest_blessed_model_resolver', 'Evaluator'), ('Evaluator', 'HumanReviewGate'),
-               ('VarianceOfGradients', 'HumanReviewGate'), ('HumanReviewGate', 'Pusher')]:
+               ('VarianceOfGradients', 'HumanReviewGate'), ('HumanReviewGate', 'Pusher'),
+               # The audit of the last shipped model: VoG's drift baseline, and what the
+               # gate passes on when it does not bless.
+               ('latest_shipped_audit_resolver', 'VarianceOfGradients'),
+               ('latest_shipped_audit_resolver', 'HumanReviewGate')]:
     assert edge in edges, edge
 
 
@@ -83,3 +87,13 @@ def test_schedule_is_configurable_and_bad_config_is_an_import_error(tmp_path):
   assert unconfigured['dag_ids'] == []
   (message,) = unconfigured['errors'].values()
   assert 'set VOG_AUDIT_HOME' in message
+
+
+def test_inspection_budget_is_configurable_and_checked():
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  home = {'VOG_AUDIT_HOME': '/srv/vog'}
+  assert PipelineConfig.from_env(home).inspection_budget == 200
+  config = PipelineConfig.from_env({**home, 'VOG_AUDIT_INSPECTION_BUDGET': '50'})
+  assert config.inspection_budget == config.vog_settings().inspection_budget == 50
+  with pytest.raises(ValueError, match="VOG_AUDIT_INSPECTION_BUDGET='lots' is not a whole"):
+    PipelineConfig.from_env({**home, 'VOG_AUDIT_INSPECTION_BUDGET': 'lots'})
