@@ -219,9 +219,9 @@ def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
 
 def test_audit_summary_fn_combines_tallies_into_counts():
   tallies = [audit_summary.file_tally('train', 'f0', 4, None),
-             audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 'hard'),
-             audit_summary.scored_tally('train', 1, 1, 2, 3, 0, 'easy'),
-             audit_summary.scored_tally('train', 2, None, 2, 1, 0, 'easy'),
+             audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 1),
+             audit_summary.scored_tally('train', 1, 1, 2, 3, 0, 0),
+             audit_summary.scored_tally('train', 2, None, 2, 1, 0, 0),
              audit_summary.quarantined_tally('train', 'missing label'),
              audit_summary.class_stats_tally('train', 1, (2, 0.5, 0.1)),
              audit_summary.class_stats_tally('train', 2, (1, 0.2, 0.0)),
@@ -258,7 +258,7 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
   s = _scored('train', 0, 0.3, 1, vog_flagged=1, review_rank=1, vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
-      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 'hard')],
+      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 1)],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
       'class_stats': [(('train', 1), (1, 0.3, 0.0))],
       'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],

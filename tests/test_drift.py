@@ -47,15 +47,20 @@ def _write_data(root, rows):
   return patterns
 
 
-def _scored(folder):
-  """{example_id: (split, flagged)} of a scored_examples folder."""
+def _scored(folder, raw=False):
+  """{example_id: (split, flagged)} of a scored_examples folder; with `raw`,
+  {example_id: (split, target class, vog_raw)}."""
   out = {}
   for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
     split = os.path.basename(os.path.dirname(path))[len('Split-'):]
     for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
       f = tf.train.Example.FromString(record.numpy()).features.feature
-      out[f['example_id'].bytes_list.value[0].decode()] = (
-          split, f['vog_flagged'].int64_list.value[0])
+      eid = f['example_id'].bytes_list.value[0].decode()
+      if raw:
+        out[eid] = (split, f['vog_target_class'].int64_list.value[0],
+                    f['vog_raw'].float_list.value[0])
+      else:
+        out[eid] = (split, f['vog_flagged'].int64_list.value[0])
   return out
 
 
@@ -162,6 +167,21 @@ def test_the_corrupted_class_shows_the_largest_hard_share_increase(runs):
   # The eval split did not change, so neither did its classes.
   assert all(abs(c.hard_share_change) < 1e-9 and c.psi < 1e-9
              for c in drift.per_class if c.split == 'eval')
+
+
+def test_hard_counts_are_the_examples_above_the_hard_cut_of_raw_vog(runs):
+  # With class normalisation every class keeps about a tenth of itself in the hard bucket,
+  # so the per-class hard share is taken on raw VoG ranked within the split.
+  summary, report_dir, _ = runs['r2']
+  rows = _scored(os.path.join(os.path.dirname(report_dir), 'scored'), raw=True)
+  for split in ('train', 'eval'):
+    raw = np.array([r for s, _, r in rows.values() if s == split])
+    for c in range(10):
+      mine = [r for s, k, r in rows.values() if s == split and k == c]
+      expected = sum(1 for r in mine if 100.0 * np.mean(raw <= r) > 90.0)
+      [row] = [p for p in summary['per_class'] if (p['split'], p['class']) == (split, c)]
+      assert abs(row['hard'] - expected) <= 1, (split, c, row['hard'], expected)
+  assert sum(p['hard'] for p in summary['per_class']) > 0
 
 
 def test_a_streak_grows_only_while_an_example_stays_flagged(runs):

@@ -33,9 +33,10 @@ def file_tally(split: str, path: str, records: int, damage: Optional[str]) -> Ta
 
 
 def scored_tally(split: str, target_class: int, label: Optional[int], predicted: int,
-                 decile: int, flagged: int, bucket: str) -> Tally:
+                 decile: int, flagged: int, raw_hard: int) -> Tally:
+  """One scored example; `raw_hard` as ScoredExample.raw_hard."""
   return ('scored', split, target_class, -1 if label is None else label, predicted, decile,
-          flagged, int(bucket == fmt.HARD))
+          flagged, int(raw_hard))
 
 
 def drift_tally(split: str, what: str) -> Tally:

@@ -72,6 +72,9 @@ class ScoredExample(NamedTuple):
   vog_bucket: str = ''
   vog_flagged: int = 0
   review_rank: int = 0
+  # 1 when vog_raw is above the hard cut among the split's raw scores (the hard bucket as
+  # it would be without class normalisation): what the drift's per-class hard share counts.
+  raw_hard: int = 0
 
   @property
   def position(self) -> Tuple[str, int, int]:

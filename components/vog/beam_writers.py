@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
+import numpy as np
 
 from components.vog import audit_summary
 from components.vog import drift as drift_lib
@@ -110,7 +111,7 @@ class _ZipFileWithScores(beam.DoFn):
           written += 1
           yield 'tally', audit_summary.scored_tally(s.split, s.target_class, s.label,
                                                     s.predicted_class, s.vog_decile,
-                                                    s.vog_flagged, s.vog_bucket)
+                                                    s.vog_flagged, s.raw_hard)
           yield 'history', drift_lib.HistoryEntry(
               s.example_id, s.split, s.file_index, s.record_index, s.target_class,
               s.vog_flagged, s.vog_percentile, s.review_rank)
@@ -129,14 +130,16 @@ class _ZipFileWithScores(beam.DoFn):
 def placed_all(scores: Dict[int, ScoredExample], ranking: percentiles.Ranking
                ) -> Dict[int, ScoredExample]:
   """The scores of one input file (one split) with their score, percentile, decile,
-  bucket and review rank from `ranking`, by record index."""
+  bucket, review rank and raw_hard from `ranking`, by record index."""
   rows = list(scores.values())
-  placed = ranking.place_all(rows[0].split, [s.target_class for s in rows],
-                             [s.vog_raw for s in rows], [s.position for s in rows])
+  raw = np.asarray([s.vog_raw for s in rows], dtype=np.float64)
+  placed = ranking.place_all(rows[0].split, [s.target_class for s in rows], raw,
+                             [s.position for s in rows])
+  raw_hard = ranking.raw_percentiles(rows[0].split, raw) > ranking.cuts[1]
   return {s.record_index: s._replace(vog_score=score, vog_percentile=p, vog_decile=decile,
                                      vog_bucket=bucket, vog_flagged=int(rank > 0),
-                                     review_rank=rank)
-          for s, (score, p, decile, bucket, rank) in zip(rows, placed)}
+                                     review_rank=rank, raw_hard=int(hard))
+          for s, (score, p, decile, bucket, rank), hard in zip(rows, placed, raw_hard)}
 
 
 class WriteScoredExamples(beam.PTransform):

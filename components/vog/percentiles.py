@@ -202,6 +202,13 @@ class Ranking:
                 for v, q in members)
     return np.clip(100.0 * share / sum(v.count for v, _ in members), 0.0, 100.0)
 
+  def raw_percentiles(self, split: str, vog_raw: np.ndarray) -> np.ndarray:
+    """The share (0-100) of the split's examples whose raw score is <= each of `vog_raw`,
+    whatever the normalisation: the class quantiles are of raw scores."""
+    members = self._by_split[split]
+    share = sum(v.count * _shares_at_or_below(q, vog_raw) for v, q in members)
+    return np.clip(100.0 * share / sum(v.count for v, _ in members), 0.0, 100.0)
+
   def percentile(self, split: str, score: float) -> float:
     """The share (0-100) of the split's scored examples whose score is <= `score`."""
     return float(self.percentiles(split, np.asarray([score], dtype=np.float64))[0])

@@ -216,8 +216,10 @@ class ClassRow:
   vog_raw_mean: float
   vog_raw_std: float
   error_rate: Optional[float]  # None when the class had no labelled example
-  # From format_version 3 (None before): examples in the hard bucket, and how many fell
-  # in each vog_decile 1..10 (what the drift's shift statistic compares).
+  # From format_version 3 (None before): `hard`, the examples whose vog_raw is above the
+  # hard cut among the split's raw scores (the hard bucket before class normalisation,
+  # which by construction leaves every class about the same share of its own bucket), and
+  # how many fell in each vog_decile 1..10 (what the drift's shift statistic compares).
   hard: Optional[int] = None
   decile_counts: Optional[Tuple[int, ...]] = None
 

@@ -518,7 +518,7 @@ p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{c
 {% endfor %}
 <text x="{{ c.mid_x }}" y="{{ c.height - 6 }}" font-size="12" text-anchor="middle">class</text>
 <text transform="rotate(-90)" x="{{ -c.mid_y }}" y="14" font-size="12" text-anchor="middle">hard share</text>
-</svg><figcaption>Hard share: the share of a class&#39;s scored examples in the hard bucket.{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
+</svg><figcaption>Hard share: the share of a class&#39;s scored examples among the split&#39;s hardest (above the hard cut of raw VoG; class normalisation would leave every class about the same share).{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
 <h2>Per split</h2><table class="drift-splits"><tr><th>split</th><th class="num">flagged then</th><th class="num">now</th><th class="num">change</th><th class="num">hard then</th><th class="num">now</th><th class="num">change</th><th class="num">newly flagged</th><th class="num">still flagged</th><th class="num">flagged new data</th><th class="num">no longer flagged</th></tr>
 {% for s in drift.splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.flagged_then }}</td><td class="num">{{ s.flagged_now }}</td><td class="num">{{ s.flagged_change }}</td><td class="num">{{ s.hard_then }}</td><td class="num">{{ s.hard_now }}</td><td class="num">{{ s.hard_change }}</td><td class="num">{{ s.newly }}</td><td class="num">{{ s.still }}</td><td class="num">{{ s.new_data }}</td><td class="num">{{ s.no_longer }}</td></tr>
 {% endfor %}</table>
