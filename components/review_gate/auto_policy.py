@@ -9,8 +9,9 @@ drift), in fractions of scored examples, as now minus then:
 
   max_flagged_share_increase      the rise of the flagged share over all splits, e.g. 0.02
                                   (2 points) rejects 11.1% -> 13.5%
-  max_class_hard_share_increase   the largest rise of one class's hard share in one split;
-                                  the reason names the class and the split
+  max_class_hard_share_increase   the rise of the hard share of the class that rose most
+                                  against chance (Drift.largest_hard_share_increase, as the
+                                  headline names it); the reason names the class and split
 
 Both pass, saying why in the decision's reason, when there is nothing to compare with: no
 model has shipped yet (the first audits of a pipeline), or the last shipped model's report
@@ -87,7 +88,10 @@ def _class_hard_share_increase(s: review_summary.ReviewSummary):
   if not s.drift.per_class:
     return NOT_COMPARED, ('no split of this audit was audited for the last shipped model, so '
                           'no class can be compared')
-  top = max(s.drift.per_class, key=lambda c: (c.hard_share_change, -c.class_id))
+  # The class that rose most against chance (see report_format.Drift), as the headline
+  # names it; when none rose, the smallest fall.
+  top = s.drift.largest_hard_share_increase or max(
+      s.drift.per_class, key=lambda c: (c.hard_share_change, -c.class_id))
   return top.hard_share_change, (
       f'hard share change of class {top.class_id} in {review_summary.one_line(top.split)} '
       f'since the last shipped model ({review_summary.format_share(top.hard_share_then)} -> '

@@ -31,6 +31,7 @@ import binascii
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
@@ -346,6 +347,19 @@ class DriftClass:
   hard_share_change: float
   psi: float
 
+  @property
+  def hard_share_z(self) -> float:
+    """The rise of the hard share against chance: a two-proportion z statistic,
+    change / sqrt(p (1 - p) (1/n_now + 1/n_then)) with p the pooled share; 0 when a side
+    is empty or the pooled share is 0 or 1. One example moves a class of a dozen by 8
+    points, a z of about 0.6; a real rise in a class of hundreds scores far higher."""
+    if not self.count_now or not self.count_then:
+      return 0.0
+    pooled = ((self.hard_share_now * self.count_now + self.hard_share_then * self.count_then)
+              / (self.count_now + self.count_then))
+    spread = pooled * (1.0 - pooled) * (1.0 / self.count_now + 1.0 / self.count_then)
+    return self.hard_share_change / math.sqrt(spread) if spread > 0 else 0.0
+
 
 # Per class: the population stability index of the vog_decile histogram (vog_percentile
 # in ten bins) now against then, sum((p_now - p_then) * ln(p_now / p_then)), each bin's
@@ -376,9 +390,12 @@ class Drift:
 
   @property
   def largest_hard_share_increase(self) -> Optional[DriftClass]:
-    """The class whose hard share rose most (None when none rose)."""
-    rising = [c for c in self.per_class if c.hard_share_change > 0]
-    return max(rising, key=lambda c: (c.hard_share_change, -c.class_id)) if rising else None
+    """The class (of any split) whose hard share rose most against chance, by
+    DriftClass.hard_share_z, so that one example more in a small class does not outrank a
+    real rise in a large one; None when none rose."""
+    rising = [c for c in self.per_class if c.hard_share_change > 0 and c.hard_share_z > 0]
+    return max(rising, key=lambda c: (c.hard_share_z, c.hard_share_change, -c.class_id)
+               ) if rising else None
 
   @property
   def newly_flagged(self) -> int:
