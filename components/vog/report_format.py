@@ -352,7 +352,7 @@ class DriftClass:
     """The rise of the hard share against chance: a two-proportion z statistic,
     change / sqrt(p (1 - p) (1/n_now + 1/n_then)) with p the pooled share; 0 when a side
     is empty or the pooled share is 0 or 1. One example moves a class of a dozen by 8
-    points, a z of about 0.6; a real rise in a class of hundreds scores far higher."""
+    points, a z of about 0.7; a real rise in a class of hundreds scores far higher."""
     if not self.count_now or not self.count_then:
       return 0.0
     pooled = ((self.hard_share_now * self.count_now + self.hard_share_then * self.count_then)
