@@ -44,7 +44,7 @@ labels, mean over seeds):
 * final_loss and margin_last trail whenever the training dynamics carry the signal
   (0.59 and 0.56 after memorisation); forgetting is weak with 10 checkpoints (0.16-0.39);
 * VoG (target `loss`, class-normalised) ranks below confidence in every scenario (0.47
-  to 0.91) at about three times the compute.
+  to 0.91) at three to seven times the compute.
 """
 
 from typing import Dict, Mapping, Optional, Sequence
