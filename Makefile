@@ -16,7 +16,7 @@ PYTHON ?= $(shell \
     [ -n "$$v" ] && echo "$$(pyenv prefix $$v)/bin/python3.10"; \
   fi)
 
-.PHONY: setup demo test bench kubeflow clean
+.PHONY: setup demo test bench quality kubeflow clean
 
 setup: $(STAMP)
 
@@ -44,8 +44,14 @@ bench: setup
 	$(PY) -m benchmarks.vog_throughput --output bench_output
 	$(PY) -m benchmarks.record_work --output bench_output
 
+# Label-error signals against VoG and cleanlab (benchmarks/quality.py). cleanlab is needed
+# by this benchmark only; 2.7.1 installs without changing any pinned package.
+quality: setup
+	$(PY) -m pip install --quiet -c constraints.txt 'cleanlab==2.7.1'
+	$(PY) -m benchmarks.quality --output quality_output
+
 kubeflow: setup
 	$(PY) -m kubeflow.compile --output kubeflow/build
 
 clean:
-	rm -rf demo_output bench_output kubeflow/build
+	rm -rf demo_output bench_output quality_output kubeflow/build
