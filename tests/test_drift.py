@@ -227,7 +227,9 @@ def test_a_tampered_history_makes_drift_unavailable_and_the_audit_still_publishe
                                        baseline={'uri': bad})
   drift = fmt.load_report(report_dir).summary.drift
   assert 'refused' in drift.unavailable and f'{path} line 1' in drift.unavailable
-  assert drift.per_class == () and drift.properties() == {}
+  assert drift.per_class == ()
+  assert drift.properties() == {fmt.DRIFT_UNAVAILABLE: drift.unavailable,
+                                fmt.DRIFT_BASELINE_URI: bad}
   assert summary['counts']['scored'] == len(scored)
   assert all(r.drift_status is None for r in fmt.load_report(report_dir).flagged)
   # The history starts again, so the next audit can compare.

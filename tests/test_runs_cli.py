@@ -23,6 +23,9 @@ CALM = dict(DRIFT, **{report_format.FLAGGED_SHARE_CHANGE: -0.004,
                       report_format.NEWLY_FLAGGED: 3, report_format.STILL_FLAGGED_COUNT: 190,
                       report_format.DRIFT_BASELINE_URI:
                           '/root/VarianceOfGradients/difficulty_report/2'})
+LOST = {report_format.DRIFT_UNAVAILABLE: 'the baseline report cannot be read: /root/gone\n'
+                                          'summary.json: does not exist',
+        report_format.DRIFT_BASELINE_URI: '/root/gone'}
 COUNTS = {'seen': 1797, 'scored': 1790, 'quarantined': 7, 'flagged': 200}
 
 
@@ -73,7 +76,7 @@ def _write_store(path, audits):
 @pytest.fixture(name='database')
 def _database(tmp_path):
   path = str(tmp_path / 'metadata.sqlite')
-  _write_store(path, [None, DRIFT, CALM])
+  _write_store(path, [None, DRIFT, CALM, LOST])
   return path
 
 
@@ -97,13 +100,12 @@ def _audits(text):
 
 def test_each_audit_says_what_changed_since_the_last_shipped_model(database):
   audits = _audits(_runs('--metadata', database))
-  assert sorted(audits) == ['run-1', 'run-2', 'run-3']
+  assert sorted(audits) == ['run-1', 'run-2', 'run-3', 'run-4']
   assert audits['run-1'] == [
       'out difficulty_report  components.DifficultyReport #1 '
       '/root/VarianceOfGradients/difficulty_report/1',
       'seen 1797, scored 1790, quarantined 7, flagged 200',
-      'no drift recorded: no shipped model to compare with, or its audit could not be compared '
-      '(see summary.json)']
+      'no drift recorded: no shipped model to compare with']
   assert audits['run-2'][2] == (
       'since the last shipped model: flagged share +1.9 pts; class 3 hard share +12.0 pts '
       '(eval); 40 newly flagged, 25 still flagged; baseline '
@@ -111,9 +113,13 @@ def test_each_audit_says_what_changed_since_the_last_shipped_model(database):
   assert audits['run-3'][2] == (
       "since the last shipped model: flagged share -0.4 pts; no class's hard share rose; "
       '3 newly flagged, 190 still flagged; baseline /root/VarianceOfGradients/difficulty_report/2')
+  # A baseline that could not be compared says why, on one line.
+  assert audits['run-4'][2] == (
+      'drift unavailable: the baseline report cannot be read: /root/gone summary.json: does not '
+      'exist; baseline /root/gone')
 
 
 def test_json_carries_the_drift_properties(database):
   entries = json.loads(_runs('--metadata', database, '--json'))
   drifts = [entry['outputs'][0]['drift'] for entry in entries]
-  assert drifts == [{}, DRIFT, CALM]
+  assert drifts == [{}, DRIFT, CALM, LOST]

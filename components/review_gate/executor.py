@@ -104,6 +104,7 @@ class Executor(base_executor.BaseExecutor):
                  summary.counts['scored'], summary.counts['quarantined'],
                  summary.counts['flagged'], review_summary.format_accuracy(summary.overall_accuracy),
                  review_summary.format_accuracy(summary.hard_accuracy))
+    logging.info('%s', review_summary.drift_headline(summary.drift))
 
     if backend == auto_policy.BACKEND:
       outcome = auto_policy.decide(json.loads(exec_properties['auto_policy']), summary)

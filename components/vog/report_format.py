@@ -68,8 +68,11 @@ STILL_FLAGGED_COUNT = 'still_flagged'  # int
 MAX_CLASS_HARD_SHARE_INCREASE = 'max_class_hard_share_increase'  # float, 0 when none rose
 MAX_HARD_SHARE_CLASS = 'max_hard_share_class'  # string "<split>/<class>", '' when none rose
 DRIFT_BASELINE_URI = 'drift_baseline_uri'  # string
+# Set instead of the others when a baseline was given but could not be compared: why.
+DRIFT_UNAVAILABLE = 'drift_unavailable'  # string
 DRIFT_PROPERTIES = (FLAGGED_SHARE_CHANGE, NEWLY_FLAGGED, STILL_FLAGGED_COUNT,
-                    MAX_CLASS_HARD_SHARE_INCREASE, MAX_HARD_SHARE_CLASS, DRIFT_BASELINE_URI)
+                    MAX_CLASS_HARD_SHARE_INCREASE, MAX_HARD_SHARE_CLASS, DRIFT_BASELINE_URI,
+                    DRIFT_UNAVAILABLE)
 # summary.json keys every reader needs; the loader also needs `format_version` and splits.
 SETTINGS = 'settings'
 CHECKPOINTS = 'checkpoints'
@@ -410,9 +413,10 @@ class Drift:
     return max(self.streaks, default=0)
 
   def properties(self) -> Dict[str, Any]:
-    """The DRIFT_PROPERTIES values; {} when nothing could be compared."""
+    """The DRIFT_PROPERTIES values; only the baseline and why when it could not be
+    compared."""
     if self.unavailable is not None:
-      return {}
+      return {DRIFT_UNAVAILABLE: self.unavailable[:1000], DRIFT_BASELINE_URI: self.baseline_uri}
     top = self.largest_hard_share_increase
     return {FLAGGED_SHARE_CHANGE: float(self.flagged_share_change or 0.0),
             NEWLY_FLAGGED: self.newly_flagged, STILL_FLAGGED_COUNT: self.still_flagged,

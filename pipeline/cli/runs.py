@@ -22,8 +22,7 @@ COMPONENTS = ('VarianceOfGradients', 'HumanReviewGate')
 COUNT_PROPERTIES = report_format.HEADLINE
 REVIEW_PROPERTIES = ('blessed',) + decision.REVIEW_PROPERTIES
 DRIFT_PROPERTIES = report_format.DRIFT_PROPERTIES
-NO_DRIFT = ('no drift recorded: no shipped model to compare with, or its audit could not be '
-            'compared (see summary.json)')
+NO_DRIFT = 'no drift recorded: no shipped model to compare with'
 
 
 def _open_store(path: str):
@@ -145,6 +144,11 @@ def drift_line(drift: Dict) -> str:
   share +12.0 pts (eval); 40 newly flagged, 25 still flagged; baseline /.../difficulty_report`.
   """
   fmt = report_format
+  if isinstance(drift.get(fmt.DRIFT_UNAVAILABLE), str):
+    return review_summary.one_line(
+        f'drift unavailable: {drift[fmt.DRIFT_UNAVAILABLE]}'
+        + (f'; baseline {drift[fmt.DRIFT_BASELINE_URI]}'
+           if drift.get(fmt.DRIFT_BASELINE_URI) else ''))
   change = _number(drift.get(fmt.FLAGGED_SHARE_CHANGE), (int, float))
   parts = [f'flagged share {review_summary.format_points(change)}']
   where = drift.get(fmt.MAX_HARD_SHARE_CLASS)
