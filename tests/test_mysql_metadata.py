@@ -323,7 +323,7 @@ def test_compiled_pipeline_airflow_dag_and_kubeflow_spec_hold_no_password(
   assert result.returncode == 0, result.stderr[-3000:]
   airflow = json.loads(result.stdout.strip().splitlines()[-1])
   assert airflow['errors'] == {}
-  assert len(airflow['configs']) == 10
+  assert len(airflow['configs']) == len(audit_pipeline.COMPONENT_IDS)  # one task each
   assert all('mlmd.internal' in c and password not in c for c in airflow['configs'])
   assert password not in airflow['serialized'] and password not in result.stderr
   # A task process imports the DAG file too, which hands the password to MySQL's client.

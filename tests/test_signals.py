@@ -236,7 +236,7 @@ def memorised(tmp_path_factory):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
   from components.vog import scoring  # pylint: disable=g-import-not-at-top
-  from tests import fixtures  # pylint: disable=g-import-not-at-top
+  import fixtures  # pylint: disable=g-import-not-at-top
   runs = {}
   for seed in MEMORISATION_SEEDS:
     images, labels, flipped = fixtures.digits(150, seed=seed, flip_rate=0.2)
