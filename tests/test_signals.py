@@ -270,3 +270,9 @@ def test_training_dynamics_find_memorised_flips_that_final_loss_misses(memorised
            for name in (signals.FINAL_LOSS, signals.CONFIDENCE, signals.MARGIN_MEAN)}
   assert auroc[signals.CONFIDENCE] >= auroc[signals.FINAL_LOSS] + CONFIDENCE_LEAD, auroc
   assert auroc[signals.MARGIN_MEAN] >= auroc[signals.FINAL_LOSS] + MARGIN_MEAN_LEAD, auroc
+
+
+def test_the_report_format_names_the_signals_as_this_module_does():
+  from components.vog import report_format  # pylint: disable=g-import-not-at-top
+  assert report_format.SIGNAL_FIELDS == signals.SIGNALS
+  assert report_format.INT_SIGNALS == (signals.FORGETTING,)

@@ -360,7 +360,18 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
       'input_files': {split: len(files) for split, files in plan.split_files.items()},
       'baseline': plan.baseline,
       'drift': None,
+      'signals': signals_note(plan.settings),
   }
+
+
+def signals_note(settings: VogSettings) -> Dict[str, Any]:
+  """summary.json's `signals`: the label-error signal fields the examples carry, or why
+  there are none."""
+  if settings.label_mode == 'label':
+    return {'fields': list(fmt.SIGNAL_FIELDS), 'left_out': None}
+  return {'fields': [], 'left_out': (
+      "label_mode='predicted': the signals compare the checkpoints with the label, and "
+      "without one the target is the model's own prediction, so they are left out")}
 
 
 def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> str:

@@ -33,10 +33,11 @@ def file_tally(split: str, path: str, records: int, damage: Optional[str]) -> Ta
 
 
 def scored_tally(split: str, target_class: int, label: Optional[int], predicted: int,
-                 decile: int, flagged: int, raw_hard: int) -> Tally:
-  """One scored example; `raw_hard` as ScoredExample.raw_hard."""
+                 decile: int, flagged: int, raw_hard: int,
+                 signals: Sequence[float] = ()) -> Tally:
+  """One scored example; `raw_hard` and `signals` as in ScoredExample."""
   return ('scored', split, target_class, -1 if label is None else label, predicted, decile,
-          flagged, int(raw_hard))
+          flagged, int(raw_hard), tuple(signals))
 
 
 def drift_tally(split: str, what: str) -> Tally:
@@ -112,8 +113,10 @@ class AuditSummaryFn(beam.CombineFn):
         acc.damaged.append({'split': split, 'path': path, 'records_read': records,
                             'damage': damage})
     elif kind == 'scored':
-      _, _, cls, label, predicted, decile, flagged, hard = tally
+      _, _, cls, label, predicted, decile, flagged, hard, values = tally
       acc.bump((fmt.SCORED, split))
+      for j, value in enumerate(values):
+        acc.bump(('class_signal', split, cls, j), value)
       acc.bump(('class_decile', split, cls, decile))
       if hard:
         acc.bump(('class_hard', split, cls))
@@ -176,6 +179,10 @@ class AuditSummaryFn(beam.CombineFn):
           'flagged_share': flagged / count if count else 0.0, 'vog_raw_mean': mean,
           'vog_raw_std': std, 'error_rate': errors / labelled if labelled else None,
           'hard': counts.get(('class_hard', split, cls), 0),
+          'signal_means': {
+              name: counts[('class_signal', split, cls, j)] / count
+              for j, name in enumerate(fmt.SIGNAL_FIELDS)
+              if count and ('class_signal', split, cls, j) in counts} or None,
           'decile_counts': [counts.get(('class_decile', split, cls, d), 0)
                             for d in range(1, 11)]})
     by_decile = []

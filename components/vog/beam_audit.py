@@ -32,6 +32,7 @@ from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import progress as progress_lib
 from components.vog import record_files
+from components.vog import signals as signals_lib
 from components.vog.examples_io import InputRecord, Quarantined
 
 NAMESPACE = 'vog_audit'
@@ -75,6 +76,9 @@ class ScoredExample(NamedTuple):
   # 1 when vog_raw is above the hard cut among the split's raw scores (the hard bucket as
   # it would be without class normalisation): what the drift's per-class hard share counts.
   raw_hard: int = 0
+  # The label-error signals of signals.SIGNALS, in that order, from the same checkpoints'
+  # logits; empty with label_mode='predicted', where they carry no information.
+  signals: Tuple[float, ...] = ()
 
   @property
   def position(self) -> Tuple[str, int, int]:
@@ -217,26 +221,45 @@ class _ParseAndScoreBatch(beam.DoFn):
     if self._scorer.label_mode == 'label':
       labels = np.asarray(batch.labels, dtype=np.int64)
     result = self._scorer.score(batch.inputs, labels)
+    values = batch_signals(result) if self._scorer.label_mode == 'label' else None
     for i, record in enumerate(batch.records):
       # As stored (float32): the score and percentile follow from the written vog_raw,
       # and copies of a record scored in different batches do not differ by batch noise.
       raw = float(np.float32(result.vog_raw[i]))
-      if not np.isfinite(raw):
+      finite_logits = values is None or np.isfinite(values[i]).all()
+      if not np.isfinite(raw) or not finite_logits:
         self._quarantined.inc()
+        what = 'gradients' if not np.isfinite(raw) else 'outputs'
         yield 'quarantined', Quarantined(
-            record.split, batch.example_ids[i], 'non-finite gradient',
-            'the model produced NaN or infinite gradients for this example',
+            record.split, batch.example_ids[i], f'non-finite {what[:-1]}',
+            f'the model produced NaN or infinite {what} for this example',
             record.serialized, record.file_index, record.record_index)
         continue
       self._scored.inc()
       yield 'scored', ScoredExample(
           record.split, record.file_index, record.record_index, batch.example_ids[i],
           batch.has_example_ids[i], batch.labels[i], int(result.target_class[i]),
-          int(result.predicted_class[i]), raw)
+          int(result.predicted_class[i]), raw,
+          signals=() if values is None else tuple(float(v) for v in values[i]))
 
   def teardown(self):
     if self._progress is not None:
       self._progress.flush()
+
+
+def batch_signals(result) -> np.ndarray:
+  """[N, len(SIGNALS)] signal values of a scored batch (signals.py, from every
+  checkpoint's logits and the label); a row of NaN where an example's logits are not
+  finite, so that it is quarantined rather than the batch failing."""
+  logits = result.logits
+  n = logits.shape[1]
+  out = np.full((n, len(signals_lib.SIGNALS)), np.nan)
+  finite = np.isfinite(logits).all(axis=(0, 2))
+  if finite.any():
+    found = signals_lib.compute_signals(logits[:, finite], result.target_class[finite])
+    for j, name in enumerate(signals_lib.SIGNALS):
+      out[finite, j] = found[name]
+  return out
 
 
 @beam.typehints.with_input_types(List[InputRecord])

@@ -61,6 +61,11 @@ def vog_fields(s: ScoredExample) -> Dict[str, Any]:
           fmt.VOG_BUCKET: s.vog_bucket}
 
 
+def signal_fields(s: ScoredExample) -> Dict[str, float]:
+  """The label-error signals of one scored example by field name; {} without them."""
+  return dict(zip(fmt.SIGNAL_FIELDS, s.signals))
+
+
 def scored_file_path(output_dir: str, split: str, file_index: int, num_files: int) -> str:
   """Where the scored examples of input file `file_index` of a split are written."""
   return os.path.join(output_dir, f'Split-{split}',
@@ -107,11 +112,11 @@ class _ZipFileWithScores(beam.DoFn):
             continue
           out.write(record_files.frame(examples_io.with_vog_features(
               serialized, self._example_id_key, s.example_id, vog_fields(s),
-              s.has_example_id)))
+              s.has_example_id, signal_fields(s))))
           written += 1
           yield 'tally', audit_summary.scored_tally(s.split, s.target_class, s.label,
                                                     s.predicted_class, s.vog_decile,
-                                                    s.vog_flagged, s.raw_hard)
+                                                    s.vog_flagged, s.raw_hard, s.signals)
           yield 'history', drift_lib.HistoryEntry(
               s.example_id, s.split, s.file_index, s.record_index, s.target_class,
               s.vog_flagged, s.vog_percentile, s.review_rank)
@@ -194,7 +199,7 @@ def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
       rank=s.review_rank, example_id=s.example_id, split=s.split, label=s.label,
       predicted_class=s.predicted_class, target_class=s.target_class,
       vog_score=s.vog_score, vog_raw=s.vog_raw, vog_percentile=s.vog_percentile,
-      vog_bucket=s.vog_bucket), serialized)
+      vog_bucket=s.vog_bucket, signals=signal_fields(s) or None), serialized)
 
 
 def _write_lines(path: str, lines: Iterable[str]) -> None:

@@ -69,8 +69,9 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
   """Scores every example by Variance of Gradients across the Trainer's checkpoints.
 
   Outputs `scored_examples` (the input splits, each example with vog_score, vog_raw,
-  vog_percentile, vog_decile, vog_bucket, vog_flagged, vog_target_class and
-  example_id added) for the Evaluator to slice on, and `difficulty_report`
+  vog_percentile, vog_decile, vog_bucket, vog_flagged, vog_target_class,
+  example_id and, with labels, the label-error signals audit_* added) for the Evaluator
+  to slice on, and `difficulty_report`
   (summary.json, flagged.jsonl, quarantine shards, report.html) for people and the
   HumanReviewGate; the report's ML Metadata custom properties hold the headline
   counts and settings. Beam runner and workers come from `beam_pipeline_args`

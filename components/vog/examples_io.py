@@ -312,10 +312,12 @@ class ExampleParser:
 
 
 def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
-                      fields: Mapping[str, Any], has_example_id: bool) -> bytes:
+                      fields: Mapping[str, Any], has_example_id: bool,
+                      signal_values: Optional[Mapping[str, float]] = None) -> bytes:
   """The example with the VoG fields added (and its id when it had none).
 
-  `fields` maps every report_format.VOG_FIELDS name to its value.
+  `fields` maps every report_format.VOG_FIELDS name to its value; `signal_values` the
+  label-error signals (signals.py) by field name, counts (audit_forgetting) as integers.
 
   Appends a serialized Example holding only the new features: protobuf merges the
   two on parsing, so the original bytes stay as they were and a feature of the same
@@ -331,4 +333,9 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
     feature[key].int64_list.value.append(int(fields[key]))
   for key in fmt.BYTES_FIELDS:
     feature[key].bytes_list.value.append(str(fields[key]).encode('utf-8'))
+  for key, value in (signal_values or {}).items():
+    if key in fmt.INT_SIGNALS:
+      feature[key].int64_list.value.append(int(value))
+    else:
+      feature[key].float_list.value.append(float(value))
   return serialized + extra.SerializeToString()

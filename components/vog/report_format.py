@@ -21,7 +21,8 @@ A DifficultyReport folder holds:
     report.html, flagged.png   the review page (the montage only for image inputs)
 
 Every example of `scored_examples` carries its original features plus the VoG fields
-below, and `example_id` when it had none (a fingerprint of its bytes).
+below, `example_id` when it had none (a fingerprint of its bytes), and in
+label_mode='label' the label-error signals of SIGNAL_FIELDS (components/vog/signals.py).
 
 Importing this module does not import TensorFlow; only reading a folder does.
 """
@@ -90,6 +91,11 @@ VOG_DECILE = 'vog_decile'
 VOG_BUCKET = 'vog_bucket'
 VOG_FLAGGED = 'vog_flagged'
 VOG_TARGET_CLASS = 'vog_target_class'
+# The label-error signals (components/vog/signals.py) every scored example carries too
+# in label_mode='label'; audit_forgetting is a count, the rest are floats.
+SIGNAL_FIELDS = ('audit_final_loss', 'audit_margin_last', 'audit_margin_mean',
+                 'audit_confidence', 'audit_variability', 'audit_forgetting', 'audit_el2n')
+INT_SIGNALS = ('audit_forgetting',)
 FLOAT_FIELDS = (VOG_SCORE, VOG_RAW, VOG_PERCENTILE)
 INT_FIELDS = (VOG_DECILE, VOG_FLAGGED, VOG_TARGET_CLASS)
 BYTES_FIELDS = (VOG_BUCKET,)
@@ -191,6 +197,8 @@ class FlaggedRow:
   # audits in a row, this one included, the example has been flagged.
   drift_status: Optional[str] = None
   flagged_streak: Optional[int] = None
+  # The example's label-error signals by field name (SIGNAL_FIELDS); None without them.
+  signals: Optional[Dict[str, float]] = None
 
 
 # drift_status of a flagged example: not in the baseline's data at all; in it but not
@@ -226,6 +234,8 @@ class ClassRow:
   # how many fell in each vog_decile 1..10 (what the drift's shift statistic compares).
   hard: Optional[int] = None
   decile_counts: Optional[Tuple[int, ...]] = None
+  # The mean of each label-error signal over the class (SIGNAL_FIELDS); None without them.
+  signal_means: Optional[Dict[str, float]] = None
 
   @property
   def hard_share(self) -> Optional[float]:
@@ -235,7 +245,22 @@ class ClassRow:
     out = _to_json(self)
     if self.decile_counts is not None:
       out['decile_counts'] = [int(n) for n in self.decile_counts]
+    if self.signal_means is not None:
+      out['signal_means'] = {k: float(v) for k, v in self.signal_means.items()}
     return out
+
+
+def _signal_map(obj: Mapping[str, Any], key: str, where: str) -> Optional[Dict[str, float]]:
+  """obj[key] as {signal field: number}; None when absent; refuses unknown names."""
+  raw = obj.get(key)
+  if raw is None:
+    return None
+  _check(raw, _OBJ, where, repr(key))
+  unknown = sorted(k for k in raw if k not in SIGNAL_FIELDS)
+  if unknown:
+    _fail(where, f'has {key!r} naming unknown signal(s) {unknown[:3]}; known: '
+                 f'{", ".join(SIGNAL_FIELDS)}')
+  return {k: _check(v, _NUM, where, f'{key}[{k!r}]') for k, v in raw.items()}
 
 
 def _class_row(obj: Any, where: str) -> ClassRow:
@@ -246,7 +271,8 @@ def _class_row(obj: Any, where: str) -> ClassRow:
                     for n in _check(deciles, _LIST, where, "'decile_counts'"))
     if len(deciles) != 10 or min(deciles) < 0:
       _fail(where, f"has 'decile_counts' {list(deciles)[:12]}; expected 10 counts >= 0")
-  return ClassRow(decile_counts=deciles, **fields)
+  return ClassRow(decile_counts=deciles, signal_means=_signal_map(obj, 'signal_means', where),
+                  **fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,6 +490,8 @@ def parse_drift(raw: Any, where: str) -> Drift:
 def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict[str, Any]:
   """flagged.jsonl's line for `row`; with `record`, its bytes too (as RECORD_BASE64)."""
   line = _to_json(row)
+  if row.signals is not None:
+    line['signals'] = {k: float(v) for k, v in row.signals.items()}
   if record is not None:
     line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
   return line
@@ -475,7 +503,8 @@ def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
   Refuses (ReportFormatError naming `where`) a line that is not an object, lacks a
   field or holds one of the wrong type.
   """
-  return FlaggedRow(**_fields(FlaggedRow, obj, where))
+  return FlaggedRow(signals=_signal_map(obj, 'signals', where) if isinstance(obj, dict)
+                    else None, **_fields(FlaggedRow, obj, where))
 
 
 def quarantine_row_to_json(row: QuarantineRow) -> Dict[str, Any]:

@@ -145,13 +145,15 @@ class CheckpointGradients:
 
 
 class BatchScore:
-  """Scores of one batch: vog_raw, the target class and the latest checkpoint's class."""
+  """Scores of one batch: vog_raw, the target class, the latest checkpoint's class, and
+  every checkpoint's logits ([K, N, C], earliest first) for the signals of signals.py."""
 
   def __init__(self, vog_raw: np.ndarray, target_class: np.ndarray,
-               predicted_class: np.ndarray):
+               predicted_class: np.ndarray, logits: Optional[np.ndarray] = None):
     self.vog_raw = vog_raw
     self.target_class = target_class
     self.predicted_class = predicted_class
+    self.logits = logits
 
 
 class VogScorer:
@@ -198,8 +200,10 @@ class VogScorer:
     mean: Dict[str, np.ndarray] = {}
     sq_dev: Dict[str, np.ndarray] = {}
     logits = None
+    every_logits = []
     for k, ckpt in enumerate(self.checkpoints, start=1):
       grads, logits = ckpt(tensors, target_class)
+      every_logits.append(logits)
       for name, grad in grads.items():
         grad = grad.astype(np.float64)
         if k == 1:
@@ -218,7 +222,7 @@ class VogScorer:
       sigma_sum += sigma.sum(axis=1)
       elements += sigma.shape[1]
     predicted = np.argmax(logits, axis=-1).astype(np.int64)
-    return BatchScore(sigma_sum / elements, target_class, predicted)
+    return BatchScore(sigma_sum / elements, target_class, predicted, np.stack(every_logits))
 
 
 def normalize_scores(vog_raw: np.ndarray, classes: np.ndarray,
