@@ -303,12 +303,12 @@ def test_score_command_compares_with_a_baseline_folder(runs, tmp_path):
 
 def test_the_largest_rise_is_weighed_against_chance():
   def cls(split, c, n_then, n_now, then, now):
-    return fmt.DriftClass(split, c, n_now, n_then, 0.1, 0.1, 0.0, now, then, now - then, 0.0)
+    return fmt.DriftClass(split, c, n_now, n_then, 0.1, 0.1, now, then, 0.0)
   jitter = cls('eval', 1, 13, 12, 1 / 13, 2 / 12)  # one example more: +9.0 points
   real = cls('train', 3, 200, 210, 0.10, 0.16)  # 13 examples more: +6.0 points
-  drift = fmt.Drift('b', None, None, 0.1, 0.1, 0.0, (), (jitter, real), {})
+  drift = fmt.Drift('b', None, None, 0.1, 0.1, (), (jitter, real), {})
   assert jitter.hard_share_change > real.hard_share_change
   assert real.hard_share_z > 1.5 > 0.7 > jitter.hard_share_z
   assert drift.largest_hard_share_increase == real
-  falling = fmt.Drift('b', None, None, 0.1, 0.1, 0.0, (), (cls('t', 0, 50, 50, 0.2, 0.1),), {})
+  falling = fmt.Drift('b', None, None, 0.1, 0.1, (), (cls('t', 0, 50, 50, 0.2, 0.1),), {})
   assert falling.largest_hard_share_increase is None

@@ -301,3 +301,16 @@ def test_an_incomplete_or_mixed_shard_set_is_refused(tmp_path):
   _write_lines(os.path.join(folder, 'quarantine-00000-of-00003.jsonl'), [])
   with pytest.raises(ReportFormatError, match='mixes quarantine shards'):
     report.quarantine_files()
+
+
+@pytest.mark.parametrize('extra, problem', [
+    ({'hard': 11}, "'hard' 11; expected 0 to the class's count 10"),
+    ({'hard': -1}, "'hard' -1"),
+    ({'decile_counts': [1] * 10 + [0]}, 'expected 10 counts'),
+    ({'decile_counts': [2] * 10}, "adding up to the class's count 10"),
+])
+def test_a_class_row_whose_counts_contradict_each_other_is_refused(extra, problem):
+  # What drift compares a later audit with: a baseline summary on disk is outside input.
+  row = dict(SUMMARY['per_class'][0], **extra)
+  with pytest.raises(ReportFormatError, match=re.escape(problem)):
+    report_format.parse_summary(dict(SUMMARY, per_class=[row]))

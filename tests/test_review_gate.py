@@ -378,7 +378,7 @@ def test_drift_rules_pass_without_a_baseline_and_say_so():
   strict = auto_policy.decide(dict(policy, max_flagged_share=0.1), _policy_summary(None))
   assert strict.reason.startswith('rejected by auto policy: rule max_flagged_share failed')
   no_common_split = report_format.Drift('/pipelines/renamed_splits', None, None, 0.13, 0.111,
-                                        0.019, (), (), {})
+                                        (), (), {})
   decided = auto_policy.decide({'max_class_hard_share_increase': 0.0},
                                _policy_summary(no_common_split))
   assert decided.decision == 'approved'

@@ -49,19 +49,18 @@ def example_drift(flagged_then: float = 0.111,
   def cls(split, class_id, then, change, psi):
     return report_format.DriftClass(
         split, class_id, count_now=40, count_then=40, flagged_share_now=0.1,
-        flagged_share_then=0.1, flagged_share_change=0.0, hard_share_now=then + change,
-        hard_share_then=then, hard_share_change=change, psi=psi)
+        flagged_share_then=0.1, hard_share_now=then + change, hard_share_then=then, psi=psi)
 
   def split(name, newly, still, new_data):
     return report_format.DriftSplit(
-        name, 0.13, flagged_then, 0.13 - flagged_then, 0.2, 0.18, 0.02, matched=300,
+        name, 0.13, flagged_then, 0.2, 0.18, matched=300,
         new_examples=20, gone_examples=3, newly_flagged=newly, still_flagged=still,
         no_longer_flagged=4, flagged_new_data=new_data,
         flagged_new_data_share=new_data / (newly + still + new_data))
 
   return report_format.Drift(
       '/pipelines/digits/VarianceOfGradients/difficulty_report/2', '2025-01-01T00:00:00Z', None,
-      0.130, flagged_then, 0.130 - flagged_then,
+      0.130, flagged_then,
       (split('train', 30, 20, 110), split('eval', 10, 5, 25)),
       (cls('train', 3, 0.1, class_3_rises[0], 0.04), cls('eval', 3, 0.1, class_3_rises[1], 0.31),
        cls('eval', 8, 0.2, -0.05, 0.12)),
@@ -70,7 +69,7 @@ def example_drift(flagged_then: float = 0.111,
 
 def unavailable_drift(reason: str) -> report_format.Drift:
   return report_format.Drift('/pipelines/digits/VarianceOfGradients/difficulty_report/2', None,
-                             reason, None, None, None, (), (), {})
+                             reason, None, None, (), (), {})
 
 
 def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None,

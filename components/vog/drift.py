@@ -326,7 +326,7 @@ def _share(part: float, whole: float) -> float:
 
 
 def unavailable(baseline: Baseline, reason: str) -> fmt.Drift:
-  return fmt.Drift(baseline.uri, baseline.info.get('created_at'), reason, None, None, None,
+  return fmt.Drift(baseline.uri, baseline.info.get('created_at'), reason, None, None,
                    (), (), {})
 
 
@@ -362,16 +362,16 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
       h_now = _share(a['hard'], count_now) if a else 0.0
       h_then = _share(b.hard or 0, count_then) if b else 0.0
       per_class.append(fmt.DriftClass(
-          split, c, count_now, count_then, f_now, f_then, f_now - f_then, h_now, h_then,
-          h_now - h_then, psi(a['decile_counts'] if a else [0] * 10,
-                              list(b.decile_counts or [0] * 10) if b else [0] * 10)))
+          split, c, count_now, count_then, f_now, f_then, h_now, h_then,
+          psi(a['decile_counts'] if a else [0] * 10,
+              list(b.decile_counts or [0] * 10) if b else [0] * 10)))
     c = counts.get(split, {})
     flagged_now = now_s[fmt.FLAGGED]
     fn, ft = _share(flagged_now, now_s[fmt.SCORED]), _share(then_s[fmt.FLAGGED],
                                                              then_s[fmt.SCORED])
     hn, ht = _share(hard_now, now_s[fmt.SCORED]), _share(hard_then, then_s[fmt.SCORED])
     splits.append(fmt.DriftSplit(
-        split, fn, ft, fn - ft, hn, ht, hn - ht,
+        split, fn, ft, hn, ht,
         **{k: int(c.get(k, 0)) for k in audit_summary.DRIFT_COUNTS},
         flagged_new_data_share=(_share(c.get('flagged_new_data', 0), flagged_now)
                                 if flagged_now else None)))
@@ -379,7 +379,7 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
   fn = _share(total_now[fmt.FLAGGED], total_now[fmt.SCORED])
   ft = _share(total_then[fmt.FLAGGED], total_then[fmt.SCORED])
   streaks = {int(k): int(v) for k, v in (summary.get('streaks') or {}).items()}
-  drift = fmt.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft, fn - ft,
+  drift = fmt.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft,
                     tuple(splits), tuple(per_class), streaks)
   logging.info('VoG drift against %s: flagged share %.4f -> %.4f, newly flagged %d, still '
                'flagged %d', baseline.uri, ft, fn, drift.newly_flagged, drift.still_flagged)

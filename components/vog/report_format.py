@@ -269,8 +269,12 @@ def _class_row(obj: Any, where: str) -> ClassRow:
   if deciles is not None:
     deciles = tuple(_check(n, _INT, where, 'a decile count')
                     for n in _check(deciles, _LIST, where, "'decile_counts'"))
-    if len(deciles) != 10 or min(deciles) < 0:
-      _fail(where, f"has 'decile_counts' {list(deciles)[:12]}; expected 10 counts >= 0")
+    if len(deciles) != 10 or min(deciles) < 0 or sum(deciles) != fields['count']:
+      _fail(where, f"has 'decile_counts' {list(deciles)[:12]}; expected 10 counts >= 0 "
+                   f"adding up to the class's count {fields['count']}")
+  if fields['hard'] is not None and not 0 <= fields['hard'] <= fields['count']:
+    _fail(where, f"has 'hard' {fields['hard']}; expected 0 to the class's count "
+                 f"{fields['count']}")
   return ClassRow(decile_counts=deciles, signal_means=_signal_map(obj, 'signal_means', where),
                   **fields)
 
@@ -347,10 +351,8 @@ class DriftSplit:
   split: str
   flagged_share_now: float
   flagged_share_then: float
-  flagged_share_change: float
   hard_share_now: float
   hard_share_then: float
-  hard_share_change: float
   matched: int
   new_examples: int
   gone_examples: int
@@ -359,6 +361,16 @@ class DriftSplit:
   no_longer_flagged: int
   flagged_new_data: int
   flagged_new_data_share: Optional[float]  # of the flagged set; None when none is flagged
+
+  # Changes are now minus then, derived rather than stored, so a summary cannot carry a
+  # change its shares contradict.
+  @property
+  def flagged_share_change(self) -> float:
+    return self.flagged_share_now - self.flagged_share_then
+
+  @property
+  def hard_share_change(self) -> float:
+    return self.hard_share_now - self.hard_share_then
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,11 +382,17 @@ class DriftClass:
   count_then: int
   flagged_share_now: float
   flagged_share_then: float
-  flagged_share_change: float
   hard_share_now: float
   hard_share_then: float
-  hard_share_change: float
   psi: float
+
+  @property
+  def flagged_share_change(self) -> float:
+    return self.flagged_share_now - self.flagged_share_then
+
+  @property
+  def hard_share_change(self) -> float:
+    return self.hard_share_now - self.hard_share_then
 
   @property
   def hard_share_z(self) -> float:
@@ -412,10 +430,15 @@ class Drift:
   unavailable: Optional[str]
   flagged_share_now: Optional[float]
   flagged_share_then: Optional[float]
-  flagged_share_change: Optional[float]
   splits: Tuple[DriftSplit, ...]
   per_class: Tuple[DriftClass, ...]
   streaks: Dict[int, int]
+
+  @property
+  def flagged_share_change(self) -> Optional[float]:
+    if self.flagged_share_now is None or self.flagged_share_then is None:
+      return None
+    return self.flagged_share_now - self.flagged_share_then
 
   @property
   def largest_hard_share_increase(self) -> Optional[DriftClass]:
@@ -458,10 +481,16 @@ class Drift:
         'flagged_share_now': self.flagged_share_now,
         'flagged_share_then': self.flagged_share_then,
         'flagged_share_change': self.flagged_share_change,
-        'splits': [_to_json(r) for r in self.splits],
-        'per_class': [_to_json(r) for r in self.per_class],
+        'splits': [_with_changes(r) for r in self.splits],
+        'per_class': [_with_changes(r) for r in self.per_class],
         'streaks': {str(k): int(v) for k, v in sorted(self.streaks.items())},
     }
+
+
+def _with_changes(row) -> Dict[str, Any]:
+  """A drift row's JSON with its derived changes, for readers of summary.json."""
+  return dict(_to_json(row), flagged_share_change=row.flagged_share_change,
+              hard_share_change=row.hard_share_change)
 
 
 def parse_drift(raw: Any, where: str) -> Drift:
@@ -481,7 +510,6 @@ def parse_drift(raw: Any, where: str) -> Drift:
       unavailable=_field(raw, 'unavailable', _STR, where, optional=True),
       flagged_share_now=_field(raw, 'flagged_share_now', _NUM, where, optional=True),
       flagged_share_then=_field(raw, 'flagged_share_then', _NUM, where, optional=True),
-      flagged_share_change=_field(raw, 'flagged_share_change', _NUM, where, optional=True),
       splits=_rows(raw.get('splits') or [], 'splits', DriftSplit, where),
       per_class=_rows(raw.get('per_class') or [], 'per_class', DriftClass, where),
       streaks=streaks)
