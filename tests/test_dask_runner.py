@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from components.vog import audit
 from components.vog import drift as drift_lib
+from components.vog import report_format
 from components.vog.settings import VogSettings
 import apache_beam as beam
 import fixtures
@@ -331,7 +332,7 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
     report = str(tmp_path / f'{name}2' / 'report')
     histories[name] = sorted(
         (row.example_id, row.split, row.flagged, row.streak)
-        for path in drift_lib.history_files(report) for _, row in
+        for path in report_format.history_files(report) for _, row in
         drift_lib.read_history_shard(path))
   assert histories['dask'] == histories['direct']
   assert len(histories['dask']) == total

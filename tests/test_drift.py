@@ -110,7 +110,7 @@ def test_the_first_audit_has_no_drift_and_starts_the_history(runs):
   report = fmt.load_report(report_dir)
   assert report.summary.drift is None
   assert all(row.drift_status is None for row in report.flagged)
-  paths = drift_lib.history_files(report_dir)
+  paths = fmt.history_files(report_dir)
   assert len(paths) == 3  # one per input file: train in two, eval in one
   rows = [r for p in paths for r in drift_lib.read_history_shard(p)]
   assert {eid for eid, _ in rows} == set(scored)
@@ -214,7 +214,7 @@ def _copy_report(src, dst):
 def test_a_tampered_history_makes_drift_unavailable_and_the_audit_still_publishes(runs):
   root = runs['root']
   bad = _copy_report(runs['r1'][1], os.path.join(root, 'tampered'))
-  path = drift_lib.history_files(bad)[0]
+  path = fmt.history_files(bad)[0]
   with gzip.open(path, 'rb') as f:
     lines = f.read().splitlines()
   row = json.loads(lines[0])
@@ -233,7 +233,7 @@ def test_a_tampered_history_makes_drift_unavailable_and_the_audit_still_publishe
   assert summary['counts']['scored'] == len(scored)
   assert all(r.drift_status is None for r in fmt.load_report(report_dir).flagged)
   # The history starts again, so the next audit can compare.
-  assert sum(1 for p in drift_lib.history_files(report_dir)
+  assert sum(1 for p in fmt.history_files(report_dir)
              for _ in drift_lib.read_history_shard(p)) == len(scored)
 
 

@@ -202,12 +202,6 @@ def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
       vog_bucket=s.vog_bucket, signals=signal_fields(s) or None), serialized)
 
 
-def _write_lines(path: str, lines: Iterable[str]) -> None:
-  with record_files.AtomicFile(path) as out:
-    for line in lines:
-      out.write(line.encode('utf-8') + b'\n')
-
-
 class _WriteQuarantineShard(beam.DoFn):
   """Writes the quarantined examples of one input file as one shard; tallies each row."""
 
@@ -219,7 +213,7 @@ class _WriteQuarantineShard(beam.DoFn):
               ) -> Iterable[audit_summary.Tally]:
     shard, rows = element
     rows = sorted(rows, key=lambda q: q.record_index)
-    _write_lines(os.path.join(self._work_dir, fmt.quarantine_shard_name(shard,
+    record_files.write_lines(os.path.join(self._work_dir, fmt.quarantine_shard_name(shard,
                                                                          self._num_shards)),
                  (json.dumps(quarantine_row(q), sort_keys=True) for q in rows))
     for q in rows:
@@ -228,13 +222,13 @@ class _WriteQuarantineShard(beam.DoFn):
 
 def _write_flagged(pairs: List[Tuple[ScoredExample, bytes]], path: str) -> str:
   ordered = sorted(pairs, key=lambda pair: pair[0].review_rank)
-  _write_lines(path, (json.dumps(flagged_record_row(s, b), sort_keys=True)
+  record_files.write_lines(path, (json.dumps(flagged_record_row(s, b), sort_keys=True)
                       for s, b in ordered))
   return path
 
 
 def _write_summary(summary: Dict[str, Any], path: str) -> str:
-  _write_lines(path, [json.dumps(summary, indent=2, sort_keys=True)])
+  record_files.write_lines(path, [json.dumps(summary, indent=2, sort_keys=True)])
   return path
 
 

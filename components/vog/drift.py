@@ -20,7 +20,6 @@ as a guess; any refusal makes the per-example part of the drift unavailable.
 
 import dataclasses
 import gzip
-import io
 import json
 import math
 import os
@@ -96,36 +95,11 @@ def load_baseline(info: Mapping[str, Any]) -> Baseline:
         f'needs {fmt.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
         'example history) - the next audit of a shipped model will have it'))
   try:
-    paths = history_files(uri)
+    paths = fmt.history_files(uri)
   except fmt.ReportFormatError as e:
     return Baseline(info, None, (), str(e))
   info.setdefault('created_at', summary.created_at)
   return Baseline(info, summary, tuple(paths), None)
-
-
-def history_files(uri: str) -> List[str]:
-  """The history shards of a report folder in order; ReportFormatError for a bad set."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  shards = {}
-  for path in tf.io.gfile.glob(os.path.join(uri, fmt.HISTORY_GLOB)):
-    match = fmt._HISTORY_NAME.match(os.path.basename(path))  # pylint: disable=protected-access
-    if not match:
-      raise fmt.ReportFormatError(f'{path}: is not a history shard name like '
-                                  f'{fmt.history_shard_name(0, 1)}')
-    shards[(int(match.group(2)), int(match.group(1)))] = path
-  totals = sorted({total for total, _ in shards})
-  if not totals:
-    raise fmt.ReportFormatError(f'the baseline report {uri} has no {fmt.HISTORY_GLOB}')
-  if len(totals) > 1:
-    raise fmt.ReportFormatError(f'{uri}: mixes history shards of different runs '
-                                f'(of {totals} shards)')
-  total = totals[0]
-  missing = [fmt.history_shard_name(i, total) for i in range(total) if (total, i) not in shards]
-  extra = [p for (_, i), p in shards.items() if i >= total]
-  if missing or extra:
-    raise fmt.ReportFormatError(f'{uri}: the history shard set is incomplete (missing '
-                                f'{missing[:3]}, beyond the count {extra[:3]})')
-  return [shards[(total, i)] for i in range(total)]
 
 
 def history_shard_of(example_id: str, num_shards: int) -> int:
@@ -136,22 +110,21 @@ def history_shard_of(example_id: str, num_shards: int) -> int:
 def read_history_shard(path: str) -> Iterable[Any]:
   """(example_id, HistoryRow) of each valid line of one shard; Refused for the others."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      text = gzip.GzipFile(fileobj=io.BytesIO(f.read())).read()
+  number = 0
+  try:  # Streamed: a shard holds the history of a whole input file.
+    with tf.io.gfile.GFile(path, 'rb') as f, gzip.GzipFile(fileobj=f) as lines:
+      for number, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        where = f'{path} line {number}'
+        try:
+          row = fmt.history_row_from_json(json.loads(line), where)
+        except (ValueError, fmt.ReportFormatError) as e:
+          yield Refused(where, str(e)[:300])
+          continue
+        yield row.example_id, row
   except (OSError, EOFError, zlib.error) as e:
-    yield Refused(path, f'is not a readable gzip file ({e})')
-    return
-  for number, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    where = f'{path} line {number}'
-    try:
-      row = fmt.history_row_from_json(json.loads(line), where)
-    except (ValueError, fmt.ReportFormatError) as e:
-      yield Refused(where, str(e)[:300])
-      continue
-    yield row.example_id, row
+    yield Refused(f'{path} after line {number}', f'is not a readable gzip file ({e})')
 
 
 class _ReadHistory(beam.DoFn):
@@ -249,21 +222,20 @@ class _WriteHistoryShard(beam.DoFn):
     shard, rows = element
     rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
     path = os.path.join(self._work_dir, fmt.history_shard_name(shard, self._num_shards))
+    record_files.write_lines(path, (json.dumps(fmt.history_row_to_json(row), sort_keys=True,
+                                               separators=(',', ':')) for row in rows),
+                             gzip_level=6)
     per_split: Dict[str, int] = {}
-    with record_files.AtomicFile(path, 6) as out:
-      for row in rows:
-        out.write(json.dumps(fmt.history_row_to_json(row), sort_keys=True,
-                             separators=(',', ':')).encode('utf-8') + b'\n')
-        per_split[row.split] = per_split.get(row.split, 0) + 1
+    for row in rows:
+      per_split[row.split] = per_split.get(row.split, 0) + 1
     for split, n in sorted(per_split.items()):
       yield audit_summary.history_written_tally(split, n)
 
 
 def _write_flag_status(statuses: List[Tuple[int, str, int]], path: str) -> str:
-  with record_files.AtomicFile(path) as out:
-    for rank, status, streak in sorted(statuses):
-      out.write(json.dumps({'rank': rank, 'drift_status': status,
-                            'flagged_streak': streak}).encode('utf-8') + b'\n')
+  record_files.write_lines(path, (json.dumps({'rank': rank, 'drift_status': status,
+                                              'flagged_streak': streak})
+                                  for rank, status, streak in sorted(statuses)))
   return path
 
 

@@ -16,7 +16,7 @@ import os
 import struct
 import uuid
 import zlib
-from typing import BinaryIO, Iterator, Optional, Tuple
+from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
 
 import google_crc32c
 import tensorflow as tf
@@ -144,3 +144,10 @@ class AtomicFile:
       self.commit()
     else:
       self.abandon()
+
+
+def write_lines(path: str, lines: Iterable[str], gzip_level: Optional[int] = None) -> None:
+  """Writes text lines, one per line, whole under `path` (an AtomicFile)."""
+  with AtomicFile(path, gzip_level) as out:
+    for line in lines:
+      out.write(line.encode('utf-8') + b'\n')

@@ -705,27 +705,11 @@ class LoadedReport:
 
     Refuses an incomplete shard set, or none when summary.json counts quarantined examples.
     """
+    shards = _shard_set(self.uri, QUARANTINE_GLOB, _SHARD_NAME, quarantine_shard_name,
+                        'quarantine')
+    if shards:
+      return shards
     gfile = _tf().io.gfile
-    paths = gfile.glob(os.path.join(self.uri, QUARANTINE_GLOB))
-    shards = {}
-    for path in paths:
-      match = _SHARD_NAME.match(os.path.basename(path))
-      if not match:
-        _fail(path, f'is not a quarantine shard name like {quarantine_shard_name(0, 1)}')
-      shards[(int(match.group(2)), int(match.group(1)))] = path
-    totals = sorted({total for total, _ in shards})
-    if len(totals) > 1:
-      _fail(self.uri, f'mixes quarantine shards of different runs (of {totals} shards)')
-    if totals:
-      total = totals[0]
-      beyond = [p for (_, i), p in shards.items() if i >= total]
-      if beyond:
-        _fail(beyond[0], f'numbers a shard beyond its count of {total}')
-      missing = [quarantine_shard_name(i, total) for i in range(total)
-                 if (total, i) not in shards]
-      if missing:
-        _fail(self.uri, f'lacks quarantine shard(s) {", ".join(missing)}')
-      return [shards[(total, i)] for i in range(total)]
     legacy = os.path.join(self.uri, LEGACY_QUARANTINE_FILE)
     if self.summary.format_version == 1 and gfile.exists(legacy):
       return [legacy]
@@ -747,6 +731,45 @@ class LoadedReport:
             for path in self.quarantine_files()
             for number, obj in _lines(path, 'quarantine rows'))
     return itertools.islice(rows, limit)
+
+
+def _shard_set(uri: str, pattern: str, name_re, name_of, what: str) -> List[str]:
+  """The shards `<what>-SSSSS-of-NNNNN...` of a report folder in order; [] when none.
+
+  Refuses (ReportFormatError) a name that does not parse, shards of different counts (of
+  different runs), a number beyond the count and a missing shard.
+  """
+  shards = {}
+  for path in _tf().io.gfile.glob(os.path.join(uri, pattern)):
+    match = name_re.match(os.path.basename(path))
+    if not match:
+      _fail(path, f'is not a {what} shard name like {name_of(0, 1)}')
+    shards[(int(match.group(2)), int(match.group(1)))] = path
+  totals = sorted({total for total, _ in shards})
+  if len(totals) > 1:
+    _fail(uri, f'mixes {what} shards of different runs (of {totals} shards)')
+  if not totals:
+    return []
+  total = totals[0]
+  beyond = [p for (_, i), p in shards.items() if i >= total]
+  if beyond:
+    _fail(beyond[0], f'numbers a shard beyond its count of {total}')
+  missing = [name_of(i, total) for i in range(total) if (total, i) not in shards]
+  if missing:
+    _fail(uri, f'the {what} shard set is incomplete: lacks {what} shard(s) '
+               f'{", ".join(missing)}')
+  return [shards[(total, i)] for i in range(total)]
+
+
+def history_files(uri: str) -> List[str]:
+  """The history shards of a report folder in order (format_version 3 and later).
+
+  Refuses (ReportFormatError) a folder without them, or with an incomplete or mixed set.
+  """
+  shards = _shard_set(uri, HISTORY_GLOB, _HISTORY_NAME, history_shard_name, 'history')
+  if not shards:
+    _fail(uri, f'has no history shards ({HISTORY_GLOB})')
+  return shards
 
 
 def load_report(uri: str) -> LoadedReport:
