@@ -144,10 +144,8 @@ class AuditPlan:
     self.num_classes: int = num_classes
     self.split_files: Dict[str, List[beam_audit.InputFile]] = split_files
     self.module_file: Optional[str] = module_file
-    self.baseline: Optional[Dict[str, Any]] = baseline
     # The audit compared with, read at plan time; None without a baseline.
-    self.drift_baseline: Optional[drift_lib.Baseline] = (
-        None if baseline is None else drift_lib.load_baseline(baseline))
+    self.baseline: Optional[drift_lib.Baseline] = baseline
 
 
 def plan_audit(settings: VogSettings, model_run_dir: str,
@@ -204,8 +202,9 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
                len(chosen), len(entries), steps, wanted,
                [(s.name, s.shape) for s in input_specs])
+  compared_with = None if baseline is None else drift_lib.load_baseline(baseline)
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   module_file, baseline)
+                   module_file, compared_with)
 
 
 def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings):
@@ -266,7 +265,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
                  scored_examples_dir, {s: len(f) for s, f in plan.split_files.items()},
                  settings.example_id_key))
   # The history: each example matched with its row in the baseline's, by example_id.
-  baseline = plan.drift_baseline
+  baseline = plan.baseline
   history_in = {'now': written.pop('history')}
   if baseline is not None and baseline.unavailable is None:
     history_in['then'] = pipeline | 'ListBaselineHistory' >> beam.Create(
@@ -358,7 +357,7 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
       'model_inputs': [{'name': i.name, 'shape': list(i.shape), 'dtype': i.dtype}
                        for i in plan.input_specs],
       'input_files': {split: len(files) for split, files in plan.split_files.items()},
-      'baseline': plan.baseline,
+      'baseline': None if plan.baseline is None else plan.baseline.info,
       'drift': None,
       'signals': signals_note(plan.settings),
   }

@@ -226,12 +226,16 @@ class _ParseAndScoreBatch(beam.DoFn):
       # As stored (float32): the score and percentile follow from the written vog_raw,
       # and copies of a record scored in different batches do not differ by batch noise.
       raw = float(np.float32(result.vog_raw[i]))
-      finite_logits = values is None or np.isfinite(values[i]).all()
-      if not np.isfinite(raw) or not finite_logits:
+      if not np.isfinite(raw):
+        kind, what = 'non-finite gradient', 'gradients'
+      elif values is not None and not np.isfinite(values[i]).all():
+        kind, what = 'non-finite output', 'outputs'
+      else:
+        kind = None
+      if kind:
         self._quarantined.inc()
-        what = 'gradients' if not np.isfinite(raw) else 'outputs'
         yield 'quarantined', Quarantined(
-            record.split, batch.example_ids[i], f'non-finite {what[:-1]}',
+            record.split, batch.example_ids[i], kind,
             f'the model produced NaN or infinite {what} for this example',
             record.serialized, record.file_index, record.record_index)
         continue
