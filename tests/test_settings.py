@@ -42,7 +42,11 @@ def test_absent_keys_take_their_defaults():
 def test_headline_is_ints_and_text():
   assert VogSettings().headline() == {
       'target': 'loss', 'label_mode': 'label', 'normalize': 'class',
-      'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 200}
+      'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 200,
+      'rank_by': 'confidence'}
+  # The property says what ranked the examples, `auto` resolved.
+  assert VogSettings(label_mode='predicted').headline()['rank_by'] == 'vog'
+  assert VogSettings(rank_by='el2n').headline()['rank_by'] == 'el2n'
   assert CUSTOM.headline()['stage'] == '[120, 240, 360]'
   assert tuple(CUSTOM.headline()) == HEADLINE
 
@@ -74,6 +78,13 @@ def test_headline_is_ints_and_text():
     ('{"batch_size": 0}', 'batch_size=0; give a positive batch size'),
     ('{"inspection_budget": -1}', 'inspection_budget=-1; give 0 or more'),
     ('{"label_key": null}', "label_mode='label' needs label_key"),
+    ('{"rank_by": "aum"}', "rank_by='aum' is not supported; choose one of auto, vog, "
+                           "confidence"),
+    ('{"rank_by": "el2n", "label_mode": "predicted"}',
+     "rank_by='el2n' compares the model with the label; with label_mode='predicted'"),
+    ('{"gradient_layers": []}', 'gradient_layers=[] must be a non-empty list of layer'),
+    ('{"gradient_layers": "embed"}', "gradient_layers='embed' must be a non-empty list"),
+    ('{"pad_id": 0.5}', 'pad_id=0.5 must be a whole number'),
 ])
 def test_from_json_refuses_by_name(text, message):
   with pytest.raises(ValueError) as raised:

@@ -17,9 +17,19 @@ Stage = Union[str, List[int]]
 # The settings people look for first; the executor also records them as ML Metadata
 # custom properties of the difficulty report.
 HEADLINE = ('target', 'label_mode', 'normalize', 'stage', 'num_checkpoints',
-            'inspection_budget')
+            'inspection_budget', 'rank_by')
 
-_TEXT_FIELDS = ('target', 'label_mode', 'normalize', 'example_id_key')
+_TEXT_FIELDS = ('target', 'label_mode', 'normalize', 'example_id_key', 'rank_by')
+
+# What ranks the examples (`rank_by`): VoG, or one of the label-error signals of
+# signals.py by its short name. `auto` is `confidence` with labels (the most dependable
+# signal in `make quality`, see the README) and `vog` in `predicted` label mode, where
+# the signals carry no information.
+AUTO = 'auto'
+VOG = 'vog'
+SIGNAL_CHOICES = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2n',
+                  'variability', 'forgetting')
+RANK_BY = (AUTO, VOG) + SIGNAL_CHOICES
 _COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget')
 
 
@@ -49,6 +59,14 @@ class VogSettings:
   inspection_budget: int = 200
   bucket_percentiles: Sequence[float] = (50.0, 90.0)
   example_id_key: str = 'example_id'
+  rank_by: str = AUTO
+  # Layers whose outputs stand in for the inputs where those are not differentiable
+  # (token or category ids into an Embedding); None finds the Embedding layers that
+  # read an integer or text input.
+  gradient_layers: Optional[List[str]] = None
+  # The token id that marks padding in integer inputs feeding an Embedding, when the
+  # layer has no mask (`mask_zero=False`); None: every position counts.
+  pad_id: Optional[int] = None
 
   def __post_init__(self):
     # Only the container changes here; validate() judges the values.
@@ -56,6 +74,8 @@ class VogSettings:
       object.__setattr__(self, 'stage', list(self.stage))
     if isinstance(self.splits, tuple):
       object.__setattr__(self, 'splits', list(self.splits))
+    if isinstance(self.gradient_layers, tuple):
+      object.__setattr__(self, 'gradient_layers', list(self.gradient_layers))
     cuts = self.bucket_percentiles
     if isinstance(cuts, (list, tuple)) and all(_is_number(c) for c in cuts):
       object.__setattr__(self, 'bucket_percentiles', tuple(float(c) for c in cuts))
@@ -87,6 +107,14 @@ class VogSettings:
         isinstance(self.splits, list) and all(isinstance(s, str) for s in self.splits)):
       raise ValueError(f'splits={self.splits!r} must be a list of split names, or null '
                        'to score every split')
+    if self.gradient_layers is not None and not (
+        isinstance(self.gradient_layers, list) and self.gradient_layers and
+        all(isinstance(g, str) and g for g in self.gradient_layers)):
+      raise ValueError(f'gradient_layers={self.gradient_layers!r} must be a non-empty list '
+                       'of layer names, or null to find the Embedding layers')
+    if self.pad_id is not None and not _is_int(self.pad_id):
+      raise ValueError(f'pad_id={self.pad_id!r} must be a whole number (the padding '
+                       'token id), or null')
     cuts = self.bucket_percentiles
     if not (isinstance(cuts, (list, tuple)) and all(_is_number(c) for c in cuts)):
       raise ValueError(f'bucket_percentiles={cuts!r} must be two numbers, e.g. [50, 90]')
@@ -100,6 +128,10 @@ class VogSettings:
     scoring.check_choice('normalize', self.normalize, scoring.NORMALIZATIONS)
     if isinstance(self.stage, str):
       scoring.check_choice('stage', self.stage, stages.STAGES)
+    scoring.check_choice('rank_by', self.rank_by, RANK_BY)
+    if self.label_mode == 'predicted' and self.rank_by in SIGNAL_CHOICES:
+      raise ValueError(f"rank_by={self.rank_by!r} compares the model with the label; with "
+                       "label_mode='predicted' use rank_by='vog' (or 'auto')")
     if self.label_mode == 'label' and not self.label_key:
       raise ValueError("label_mode='label' needs label_key; use label_mode='predicted' "
                        'for unlabeled data')
@@ -117,6 +149,20 @@ class VogSettings:
     if self.splits is not None and not self.splits:
       raise ValueError('splits=[] names no split; leave it unset to score every split')
     return self
+
+  @property
+  def ranked_by(self) -> str:
+    """What ranks the examples: `rank_by` with `auto` resolved (see RANK_BY)."""
+    if self.rank_by != AUTO:
+      return self.rank_by
+    return 'confidence' if self.label_mode == 'label' else VOG
+
+  @property
+  def rank_normalize(self) -> str:
+    """How the ranked value is normalised: `normalize` for VoG; a signal is ranked
+    across its whole split (`raw`), which `make quality` found better than within class
+    wherever wrong labels crowd into a few classes."""
+    return self.normalize if self.ranked_by == VOG else 'raw'
 
   def to_json(self) -> Dict[str, Any]:
     """Every setting as a JSON-ready dict (lists for stage steps, splits and cut points)."""
@@ -157,7 +203,7 @@ class VogSettings:
     """HEADLINE settings as ML Metadata property values (a list of steps as JSON text)."""
     out: Dict[str, Union[int, str]] = {}
     for name in HEADLINE:
-      value = getattr(self, name)
+      value = self.ranked_by if name == 'rank_by' else getattr(self, name)
       out[name] = value if isinstance(value, (int, str)) else json.dumps(value)
     return out
 
