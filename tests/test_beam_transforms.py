@@ -31,8 +31,16 @@ def _ranking(ranks):
 
 
 def _scored(split, index, raw, cls=0, **fields):
+  fields.setdefault('rank_value', raw)  # ranked by VoG unless a test says otherwise
   return ScoredExample(split, 0, index, f'{split}-{index}', True, cls, cls, cls, raw,
                        **fields)
+
+
+def _summarize(p, rows, normalize, budget, suspicions=(), **kwargs):
+  """SummarizeScores over `rows` and per-batch `suspicions` ((split, name), [values])."""
+  return ({'scored': p | 'Rows' >> beam.Create(rows),
+           'suspicions': p | 'Suspicions' >> beam.Create(list(suspicions))}
+          | beam_audit.SummarizeScores(normalize, (50.0, 90.0), budget, **kwargs))
 
 
 @pytest.fixture(scope='module')
@@ -99,7 +107,7 @@ def test_summarize_scores_normalises_per_class_like_the_numpy_oracle():
   rows = [_scored('train', i, float(raw[i]), int(classes[i])) for i in range(40)]
   expected = normalize_scores(raw, classes, 'class')
   with TestPipeline() as p:
-    out = p | beam.Create(rows) | beam_audit.SummarizeScores('class', (50.0, 90.0), 4)
+    out = _summarize(p, rows, 'class', 4)
     placed = out['ranking'] | beam.FlatMap(lambda r: [
         (i, round(r.place('train', int(classes[i]), float(raw[i]), ('train', 0, i))[0], 9))
         for i in range(40)])
@@ -120,7 +128,7 @@ def test_percentiles_place_scores_within_their_split():
   rows = ([_scored('train', i, float(i)) for i in range(100)] +
           [_scored('eval', i, 1000.0 + i, 1) for i in range(10)])
   with TestPipeline() as p:
-    out = p | beam.Create(rows) | beam_audit.SummarizeScores('raw', (50.0, 90.0), 4)
+    out = _summarize(p, rows, 'raw', 4)
     placed = out['ranking'] | beam.FlatMap(lambda r: [
         (row.split, row.record_index) + tuple(r.place(row.split, row.target_class,
                                                       row.vog_raw, row.position)[2:4])
@@ -130,6 +138,53 @@ def test_percentiles_place_scores_within_their_split():
           percentiles.bucket_of(100 * i / 99, [50, 90])) for i in range(100)] +
         [('eval', i, percentiles.decile_of(100 * i / 9),
           percentiles.bucket_of(100 * i / 9, [50, 90])) for i in range(10)]))
+
+
+def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
+  # rank_by='confidence': the least confident examples are flagged wherever their class,
+  # vog_score is still VoG normalised within class, and `agreeing` names each signal whose
+  # own split-wide rank puts a flagged example above the hard cut (90th percentile).
+  rng = np.random.default_rng(1)
+  n = 60
+  raw = rng.gamma(2.0, 1.0, n)
+  classes = np.repeat([0, 1, 2], 20)
+  confidence = rng.uniform(0.05, 0.95, n)
+  values = rng.normal(size=(n, 7))
+  values[:, 3] = confidence  # signals.SIGNALS order: confidence is the fourth
+  rows = [_scored('train', i, float(raw[i]), int(classes[i]),
+                  signals=tuple(float(v) for v in values[i]),
+                  rank_value=-float(confidence[i])) for i in range(n)]
+  suspicions = {}
+  for i in range(n):
+    for name, value in beam_audit.suspicions(float(raw[i]), rows[i].signals).items():
+      suspicions.setdefault((('train', name)), []).append(value)
+  batches = [(key, v[k:k + 16]) for key, v in suspicions.items() for k in range(0, n, 16)]
+  expected_vog = normalize_scores(raw, classes, 'class')
+  top = sorted(range(n), key=lambda i: confidence[i])[:5]
+
+  def check(r):
+    placed = [r.place('train', int(classes[i]), -float(confidence[i]), ('train', 0, i),
+                      float(raw[i])) for i in range(n)]
+    assert sorted(r.ranks.items()) == sorted((('train', 0, i), rank)
+                                             for rank, i in enumerate(top, start=1))
+    for i, (score, pct, _, _, rank) in enumerate(placed):
+      assert score == pytest.approx(expected_vog[i])
+      assert pct == pytest.approx(100.0 * np.mean(-confidence <= -confidence[i]))
+      assert (rank > 0) == (i in top)
+      agreeing = r.agreeing('train', beam_audit.suspicions(float(raw[i]), rows[i].signals))
+      oracle = [name for name, col in suspicions.items()
+                if 100.0 * np.mean(np.asarray(col) <= col[i]) > 90.0]
+      assert list(agreeing) == [name for _, name in oracle]
+    return True
+
+  with TestPipeline() as p:
+    out = _summarize(p, rows, 'raw', 5, batches, rank_by='confidence',
+                     vog_normalize='class')
+    assert_that(out['ranking'] | beam.Map(check), equal_to([True]), label='ranking')
+    # class_stats (summary.json's per-class vog_raw mean and std) stay those of VoG.
+    assert_that(out['class_stats'] | beam.Map(lambda kv: (kv[0], round(kv[1][1], 9))),
+                equal_to([(('train', c), round(float(raw[classes == c].mean()), 9))
+                          for c in range(3)]), label='stats')
 
 
 def test_a_split_percentile_mixes_its_classes_by_count():
@@ -173,7 +228,7 @@ def test_equal_scores_are_ranked_one_by_one_in_input_order():
   rows = [_scored('train', i, 5.0) for i in range(3)]
   rows += [_scored('train', 3 + i, float(i)) for i in range(5)]
   with TestPipeline() as p:
-    out = p | beam.Create(rows) | beam_audit.SummarizeScores('raw', (50.0, 90.0), 4)
+    out = _summarize(p, rows, 'raw', 4)
     assert_that(out['ranking'] | beam.Map(lambda r: sorted(r.ranks.items())),
                 equal_to([[(('train', 0, 0), 1), (('train', 0, 1), 2), (('train', 0, 2), 3),
                            (('train', 0, 7), 4)]]))

@@ -65,7 +65,10 @@ def _scored(folder, raw=False):
 
 
 def _audit(root, model_run, patterns, name, baseline=None):
-  settings = VogSettings(inspection_budget=40, batch_size=64)
+  # Ranked by class-normalised VoG: the hard case for a per-class hard share (every class
+  # keeps a tenth of itself in its own hard bucket). The default ranking's drift is run
+  # by tests/test_airflow_run.py and test_a_baseline_ranked_otherwise_is_not_compared.
+  settings = VogSettings(inspection_budget=40, batch_size=64, rank_by='vog')
   plan = audit.plan_audit(settings, model_run, patterns, baseline=baseline)
   out = os.path.join(root, name)
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
@@ -312,3 +315,23 @@ def test_the_largest_rise_is_weighed_against_chance():
   assert drift.largest_hard_share_increase == real
   falling = fmt.Drift('b', None, None, 0.1, 0.1, (), (cls('t', 0, 50, 50, 0.2, 0.1),), {})
   assert falling.largest_hard_share_increase is None
+
+
+def test_a_baseline_ranked_otherwise_is_not_compared(runs):
+  # The default ranks by label confidence; a baseline ranked by VoG flagged other examples
+  # for other reasons, so comparing flagged sets or hard shares would report a false change.
+  settings = VogSettings(inspection_budget=40, batch_size=64)
+  assert settings.ranked_by == 'confidence'
+  plan = audit.plan_audit(settings, runs['model_run'], runs['data2'],
+                          baseline={'uri': runs['r2'][1]})
+  out = os.path.join(runs['root'], 'other-ranking')
+  summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
+                            os.path.join(out, 'report'))
+  report = fmt.load_report(os.path.join(out, 'report'))
+  assert report.summary.ranked_by == 'confidence'
+  assert fmt.load_report(runs['r2'][1]).summary.ranked_by == 'vog'
+  reason = report.summary.drift.unavailable
+  assert 'ranked its examples by vog and this audit ranks them by confidence' in reason
+  assert summary['drift']['splits'] == [] and report.summary.drift.per_class == ()
+  # It still wrote its own history, so the audit after it can compare with it.
+  assert len(fmt.history_files(os.path.join(out, 'report'))) == 3

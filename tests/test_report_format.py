@@ -194,8 +194,8 @@ LOAD_ERRORS = {
     'shape is text': (dict(summary=_summary_with(model_inputs=[
         {'name': 'pixels', 'shape': '8x8', 'dtype': 'float32'}])), 'summary.json',
                       "model_inputs[0]: 'shape' is a string"),
-    'newer format': (dict(summary=_summary_with(format_version=4)), 'summary.json',
-                     'format_version 4'),
+    'newer format': (dict(summary=_summary_with(format_version=5)), 'summary.json',
+                     'format_version 5'),
     'flagged line is not JSON': (dict(flagged=[FLAGGED[0], '{"rank": 2,']),
                                  'flagged.jsonl line 2', 'not valid JSON'),
     'flagged line is a list': (dict(flagged=[FLAGGED[0], '', '[1, 2]']),

@@ -79,6 +79,12 @@ class ScoredExample(NamedTuple):
   # The label-error signals of signals.SIGNALS, in that order, from the same checkpoints'
   # logits; empty with label_mode='predicted', where they carry no information.
   signals: Tuple[float, ...] = ()
+  # What `rank_by` ranks: vog_raw, or the chosen signal's suspicion (higher = more likely
+  # mislabeled). The percentile, bucket, flag and review rank are of this value.
+  rank_value: float = 0.0
+  # For a flagged example: the names (AGREEMENT_NAMES) whose own split-wide rank puts it
+  # in the hard bucket too.
+  agreeing: Tuple[str, ...] = ()
 
   @property
   def position(self) -> Tuple[str, int, int]:
@@ -87,6 +93,34 @@ class ScoredExample(NamedTuple):
 
 ClassKey = Tuple[str, int]
 ClassStats = Tuple[int, float, float]  # count, mean, population std
+SignalKey = Tuple[str, str]  # (split, name in AGREEMENT_NAMES)
+
+VOG = 'vog'
+# What `rank_by` may name besides VoG: each signal by its field name less `audit_`.
+SIGNAL_NAMES = tuple(name[len('audit_'):] for name in signals_lib.SIGNALS)
+# What a flagged example's `agreeing` may list: each signal, and VoG (vog_raw).
+AGREEMENT_NAMES = SIGNAL_NAMES + (VOG,)
+
+
+def suspicions(vog_raw: float, values: Sequence[float]) -> Dict[str, float]:
+  """{name: suspicion} of one example for AGREEMENT_NAMES, higher = more likely
+  mislabeled; `values` are its signals in signals.SIGNALS order ({} without them)."""
+  if not values:
+    return {}
+  out = {short: float(signals_lib.ORIENTATION[field] * value)
+         for short, field, value in zip(SIGNAL_NAMES, signals_lib.SIGNALS, values)}
+  out[VOG] = float(vog_raw)
+  return out
+
+
+def rank_value_of(rank_by: str, vog_raw: float, values: Sequence[float]) -> float:
+  """The value `rank_by` ranks for one example (see ScoredExample.rank_value)."""
+  if rank_by == VOG:
+    return vog_raw
+  if not values:
+    raise ValueError(f'rank_by={rank_by!r} needs the label-error signals, which are left '
+                     "out with label_mode='predicted'; use rank_by='vog'")
+  return suspicions(vog_raw, values)[rank_by]
 
 def _counter(name: str):
   return beam.metrics.Metrics.counter(NAMESPACE, name)
@@ -178,13 +212,16 @@ class ReadRecordBatches(beam.PTransform):
 
 
 class _ParseAndScoreBatch(beam.DoFn):
-  """Parses and scores a batch: ('scored', ScoredExample) or ('quarantined', Quarantined).
+  """Parses and scores a batch: ('scored', ScoredExample) or ('quarantined', Quarantined),
+  and per scored batch ('suspicions', ((split, name), [value...])) for each of
+  AGREEMENT_NAMES (label mode only).
 
   Checkpoints are loaded once per worker process and shared across its threads.
   """
 
   def __init__(self, shared_handle: shared.Shared, scorer_factory, parser_factory,
-               progress=None):
+               progress=None, rank_by: str = VOG):
+    self._rank_by = rank_by
     self._shared = shared_handle
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
@@ -222,6 +259,7 @@ class _ParseAndScoreBatch(beam.DoFn):
       labels = np.asarray(batch.labels, dtype=np.int64)
     result = self._scorer.score(batch.inputs, labels)
     values = batch_signals(result) if self._scorer.label_mode == 'label' else None
+    collected: Dict[SignalKey, List[float]] = {}
     for i, record in enumerate(batch.records):
       # As stored (float32): the score and percentile follow from the written vog_raw,
       # and copies of a record scored in different batches do not differ by batch noise.
@@ -240,11 +278,16 @@ class _ParseAndScoreBatch(beam.DoFn):
             record.serialized, record.file_index, record.record_index)
         continue
       self._scored.inc()
+      found = () if values is None else tuple(float(v) for v in values[i])
+      for name, value in suspicions(raw, found).items():
+        collected.setdefault((record.split, name), []).append(value)
       yield 'scored', ScoredExample(
           record.split, record.file_index, record.record_index, batch.example_ids[i],
           batch.has_example_ids[i], batch.labels[i], int(result.target_class[i]),
-          int(result.predicted_class[i]), raw,
-          signals=() if values is None else tuple(float(v) for v in values[i]))
+          int(result.predicted_class[i]), raw, signals=found,
+          rank_value=rank_value_of(self._rank_by, raw, found))
+    for key, batch_values in collected.items():
+      yield 'suspicions', (key, batch_values)
 
   def teardown(self):
     if self._progress is not None:
@@ -268,22 +311,27 @@ def batch_signals(result) -> np.ndarray:
 
 @beam.typehints.with_input_types(List[InputRecord])
 class ParseAndScore(beam.PTransform):
-  """[InputRecord...] -> {'scored': ScoredExample with vog_raw, 'quarantined': Quarantined}.
+  """[InputRecord...] -> {'scored': ScoredExample with vog_raw and rank_value,
+  'quarantined': Quarantined, 'suspicions': ((split, name), [suspicion...]) per batch}.
 
   `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
-  `parser_factory()` an ExampleParser; both run inside the workers.
+  `parser_factory()` an ExampleParser; both run inside the workers. `rank_by` is VOG
+  or one of SIGNAL_NAMES (VogSettings.ranked_by).
   """
 
-  def __init__(self, scorer_factory, parser_factory, progress=None):
+  def __init__(self, scorer_factory, parser_factory, progress=None, rank_by: str = VOG):
     super().__init__()
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
     self._progress = progress
+    self._rank_by = rank_by
 
   def expand(self, batches):
     tagged = batches | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
-        shared.Shared(), self._scorer_factory, self._parser_factory, self._progress))
-    return split_by_tag(tagged, {'scored': ScoredExample, 'quarantined': Quarantined})
+        shared.Shared(), self._scorer_factory, self._parser_factory, self._progress,
+        self._rank_by))
+    return split_by_tag(tagged, {'scored': ScoredExample, 'quarantined': Quarantined,
+                                 'suspicions': Tuple[SignalKey, List[float]]})
 
 
 class MeanStdCombineFn(beam.CombineFn):
@@ -306,9 +354,13 @@ def _raw(kv: Tuple[ClassKey, ScoredExample]) -> Tuple[ClassKey, float]:
   return kv[0], kv[1].vog_raw
 
 
+def _ranked(kv: Tuple[ClassKey, ScoredExample]) -> Tuple[ClassKey, float]:
+  return kv[0], kv[1].rank_value
+
+
 def _candidate(kv: Tuple[ClassKey, ScoredExample]
                ) -> Tuple[ClassKey, percentiles.Candidate]:
-  return kv[0], (kv[1].vog_raw, kv[1].position)
+  return kv[0], (kv[1].rank_value, kv[1].position)
 
 
 def _highest(c: percentiles.Candidate):
@@ -324,43 +376,60 @@ def _earliest(c: percentiles.Candidate):
 
 
 class SummarizeScores(beam.PTransform):
-  """ScoredExample (vog_raw) -> {'ranking': one percentiles.Ranking, 'class_stats'}.
+  """ScoredExample (rank_value, vog_raw) and the batches' suspicions ->
+  {'ranking': one percentiles.Ranking, 'class_stats'}.
 
-  Everything is combined per (split, class) of the raw scores, by combiners that runners
-  lift ahead of their shuffle: count, mean and std; approximate quantiles; and the
-  candidates for review (the class's `inspection_budget` highest raw scores, for
+  Everything is combined per (split, class) of the ranked values, by combiners that
+  runners lift ahead of their shuffle: count, mean and std; approximate quantiles; and
+  the candidates for review (the class's `inspection_budget` highest values, for
   `abs-class` its lowest too, and its earliest positions, which rank first among equal
-  scores). The Ranking built from them places any example of the audit and holds the
-  flagged set: bounded by splits x classes x (1,001 + 3 x budget), whatever N is.
-  `class_stats` is ((split, class), (count, mean, std)).
+  values). When VoG is not what is ranked, vog_raw's count, mean and std per class are
+  kept too (for vog_score). Each signal's suspicion gets split-wide quantiles from whole
+  batches (for `agreeing`). The Ranking built from them places any example of the audit
+  and holds the flagged set: bounded by splits x (classes x (1,001 + 3 x budget) +
+  signals x 1,001), whatever N is. `class_stats` is ((split, class), (count, mean, std))
+  of vog_raw.
   """
 
   def __init__(self, normalize: str, bucket_percentiles: Sequence[float],
-               inspection_budget: int):
+               inspection_budget: int, rank_by: str = VOG, vog_normalize: str = ''):
     super().__init__()
     self._normalize = normalize
     self._cuts = tuple(bucket_percentiles)
     self._budget = inspection_budget
+    self._rank_by = rank_by
+    self._vog_normalize = vog_normalize or normalize
 
-  def expand(self, scored):
+  def expand(self, inputs):
+    scored, suspicions_pc = inputs['scored'], inputs['suspicions']
     normalize, cuts, budget = self._normalize, self._cuts, self._budget
+    rank_by, vog_normalize = self._rank_by, self._vog_normalize
     k = max(budget, 1)
     by_class = scored | 'KeyByClass' >> beam.Map(
         lambda s: ((s.split, s.target_class), s)
     ).with_output_types(Tuple[ClassKey, ScoredExample])
     raw = by_class | 'Raw' >> beam.Map(_raw).with_output_types(Tuple[ClassKey, float])
+    vog_stats = raw | 'ClassMeanStd' >> beam.CombinePerKey(
+        MeanStdCombineFn()).with_output_types(Tuple[ClassKey, ClassStats])
+    if rank_by == VOG:
+      ranked, ranked_stats = raw, vog_stats
+    else:
+      ranked = by_class | 'Ranked' >> beam.Map(_ranked).with_output_types(
+          Tuple[ClassKey, float])
+      ranked_stats = ranked | 'RankedMeanStd' >> beam.CombinePerKey(
+          MeanStdCombineFn()).with_output_types(Tuple[ClassKey, ClassStats])
     candidates = by_class | 'Candidates' >> beam.Map(_candidate)
     parts = {
-        'stats': raw | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()
-                                                            ).with_output_types(
-                                                                Tuple[ClassKey, ClassStats]),
-        'quantiles': raw | 'ClassQuantiles' >> beam.ApproximateQuantiles.PerKey(
+        'stats': ranked_stats,
+        'quantiles': ranked | 'ClassQuantiles' >> beam.ApproximateQuantiles.PerKey(
             NUM_QUANTILES),
         'highest': candidates | 'Highest' >> beam.CombinePerKey(
             beam.combiners.TopCombineFn(k, key=_highest)),
         'earliest': candidates | 'Earliest' >> beam.CombinePerKey(
             beam.combiners.TopCombineFn(k, key=_earliest)),
     }
+    if rank_by != VOG:
+      parts['vog_stats'] = vog_stats
     if normalize == 'abs-class':
       parts['lowest'] = candidates | 'Lowest' >> beam.CombinePerKey(
           beam.combiners.TopCombineFn(k, key=_lowest))
@@ -371,30 +440,45 @@ class SummarizeScores(beam.PTransform):
       (quantiles,) = grouped['quantiles']
       rows = [c for name in ('highest', 'lowest', 'earliest')
               for top in grouped.get(name, ()) for c in top]
-      return key, (percentiles.ClassScores(count, mean, std, tuple(quantiles)), rows)
+      vog = tuple(grouped['vog_stats'])[0] if 'vog_stats' in grouped else None
+      return 'class', key, (percentiles.ClassScores(count, mean, std, tuple(quantiles)),
+                            rows, vog)
 
-    def ranking(per_class_values) -> percentiles.Ranking:
-      classes = {key: stats for key, (stats, _) in per_class_values.items()}
-      rows = {key: rows for key, (_, rows) in per_class_values.items()}
-      return percentiles.Ranking(normalize, cuts, classes,
-                                 percentiles.rank_for_review(classes, rows, normalize, budget))
+    def ranking(parts_list) -> percentiles.Ranking:
+      per_class_values = {key: value for kind, key, value in parts_list if kind == 'class'}
+      quantiles = {key: value for kind, key, value in parts_list if kind == 'signal'}
+      classes = {key: stats for key, (stats, _, _) in per_class_values.items()}
+      rows = {key: rows for key, (_, rows, _) in per_class_values.items()}
+      vog = None if rank_by == VOG else {key: v for key, (_, _, v)
+                                         in per_class_values.items()}
+      return percentiles.Ranking(
+          normalize, cuts, classes,
+          percentiles.rank_for_review(classes, rows, normalize, budget),
+          vog_stats=vog, vog_normalize=vog_normalize, signal_quantiles=quantiles)
 
-    result = (parts
-              | 'GroupByClass' >> beam.CoGroupByKey()
-              | 'PerClass' >> beam.Map(per_class)
-              | 'AllClasses' >> beam.CombineGlobally(
-                  beam.combiners.ToDictCombineFn()).without_defaults()
+    classes_pc = (parts
+                  | 'GroupByClass' >> beam.CoGroupByKey()
+                  | 'PerClass' >> beam.Map(per_class))
+    signal_pc = (suspicions_pc
+                 | 'SignalQuantiles' >> beam.ApproximateQuantiles.PerKey(
+                     NUM_QUANTILES, input_batched=True)
+                 | 'TagSignals' >> beam.Map(lambda kv: ('signal', kv[0], tuple(kv[1]))))
+    result = ((classes_pc, signal_pc)
+              | 'ClassesAndSignals' >> beam.Flatten()
+              | 'AllParts' >> beam.CombineGlobally(
+                  beam.combiners.ToListCombineFn()).without_defaults()
               | 'Ranking' >> beam.Map(ranking).with_output_types(percentiles.Ranking))
-    return {'ranking': result, 'class_stats': parts['stats']}
+    return {'ranking': result, 'class_stats': vog_stats}
 
 
 @beam.typehints.with_input_types(List[InputRecord])
 class ScoreExamples(beam.PTransform):
   """[InputRecord...] -> {'scored', 'quarantined', 'ranking', 'class_stats'}: the VoG audit.
 
-  `scored` holds a ScoredExample with vog_raw per scorable record; `ranking` the one
-  percentiles.Ranking that gives each of them its vog_score, percentile, decile, bucket
-  and review rank (the writer applies it, record by record, as it writes);
+  `scored` holds a ScoredExample with vog_raw and rank_value per scorable record;
+  `ranking` the one percentiles.Ranking that gives each of them its vog_score,
+  percentile, decile, bucket, review rank and agreeing signals (the writer applies it,
+  record by record, as it writes);
   `quarantined` every record that could not be scored; `class_stats` ((split, class),
   (count, mean, std)) of vog_raw.
   """
@@ -409,8 +493,9 @@ class ScoreExamples(beam.PTransform):
   def expand(self, batches):
     s = self._settings
     parsed = batches | 'ParseAndScore' >> ParseAndScore(
-        self._scorer_factory, self._parser_factory, self._progress)
-    summary = parsed['scored'] | 'SummarizeScores' >> SummarizeScores(
-        s.normalize, s.bucket_percentiles, s.inspection_budget)
+        self._scorer_factory, self._parser_factory, self._progress, s.ranked_by)
+    summary = parsed | 'SummarizeScores' >> SummarizeScores(
+        s.rank_normalize, s.bucket_percentiles, s.inspection_budget, s.ranked_by,
+        s.normalize)
     return {'scored': parsed['scored'], 'quarantined': parsed['quarantined'],
             'ranking': summary['ranking'], 'class_stats': summary['class_stats']}

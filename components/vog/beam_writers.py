@@ -27,6 +27,7 @@ import apache_beam as beam
 import numpy as np
 
 from components.vog import audit_summary
+from components.vog import beam_audit
 from components.vog import drift as drift_lib
 from components.vog import examples_io
 from components.vog import percentiles
@@ -135,16 +136,22 @@ class _ZipFileWithScores(beam.DoFn):
 def placed_all(scores: Dict[int, ScoredExample], ranking: percentiles.Ranking
                ) -> Dict[int, ScoredExample]:
   """The scores of one input file (one split) with their score, percentile, decile,
-  bucket, review rank and raw_hard from `ranking`, by record index."""
+  bucket, review rank and raw_hard from `ranking`, by record index, and for a flagged
+  example the signals that agree."""
   rows = list(scores.values())
-  raw = np.asarray([s.vog_raw for s in rows], dtype=np.float64)
-  placed = ranking.place_all(rows[0].split, [s.target_class for s in rows], raw,
-                             [s.position for s in rows])
-  raw_hard = ranking.raw_percentiles(rows[0].split, raw) > ranking.cuts[1]
-  return {s.record_index: s._replace(vog_score=score, vog_percentile=p, vog_decile=decile,
-                                     vog_bucket=bucket, vog_flagged=int(rank > 0),
-                                     review_rank=rank, raw_hard=int(hard))
-          for s, (score, p, decile, bucket, rank), hard in zip(rows, placed, raw_hard)}
+  split = rows[0].split
+  ranked = np.asarray([s.rank_value for s in rows], dtype=np.float64)
+  placed = ranking.place_all(split, [s.target_class for s in rows], ranked,
+                             [s.position for s in rows], [s.vog_raw for s in rows])
+  raw_hard = ranking.raw_percentiles(split, ranked) > ranking.cuts[1]
+  out = {}
+  for s, (score, p, decile, bucket, rank), hard in zip(rows, placed, raw_hard):
+    agreeing = (ranking.agreeing(split, beam_audit.suspicions(s.vog_raw, s.signals))
+                if rank else ())
+    out[s.record_index] = s._replace(
+        vog_score=score, vog_percentile=p, vog_decile=decile, vog_bucket=bucket,
+        vog_flagged=int(rank > 0), review_rank=rank, raw_hard=int(hard), agreeing=agreeing)
+  return out
 
 
 class WriteScoredExamples(beam.PTransform):
@@ -199,7 +206,8 @@ def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
       rank=s.review_rank, example_id=s.example_id, split=s.split, label=s.label,
       predicted_class=s.predicted_class, target_class=s.target_class,
       vog_score=s.vog_score, vog_raw=s.vog_raw, vog_percentile=s.vog_percentile,
-      vog_bucket=s.vog_bucket, signals=signal_fields(s) or None), serialized)
+      vog_bucket=s.vog_bucket, signals=signal_fields(s) or None,
+      agreeing=list(s.agreeing) if s.signals else None), serialized)
 
 
 class _WriteQuarantineShard(beam.DoFn):

@@ -72,13 +72,15 @@ class Baseline:
     return str(self.info.get('uri') or '')
 
 
-def load_baseline(info: Mapping[str, Any]) -> Baseline:
+def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> Baseline:
   """Reads the baseline report's summary and lists its history shards.
 
   Never raises for the report's content: a baseline that is missing, malformed, from
-  a release before format_version 3 or without a complete set of history shards is
-  `unavailable` (the audit goes on, and says why), because the baseline only moves
-  when a model ships and a lost one must not stop every later audit.
+  a release before format_version 3, ranked by something other than `ranked_by` (this
+  audit's; its flagged set and hard shares would measure another thing) or without a
+  complete set of history shards is `unavailable` (the audit goes on, and says why),
+  because the baseline only moves when a model ships and a lost one must not stop every
+  later audit.
   """
   info = dict(info)
   uri = info.get('uri')
@@ -94,6 +96,11 @@ def load_baseline(info: Mapping[str, Any]) -> Baseline:
         f'the baseline report {uri} has format_version {summary.format_version}; drift '
         f'needs {fmt.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
         'example history) - the next audit of a shipped model will have it'))
+  if ranked_by is not None and summary.ranked_by != ranked_by:
+    return Baseline(info, None, (), (
+        f'the baseline report {uri} ranked its examples by {summary.ranked_by} and this '
+        f'audit ranks them by {ranked_by}, so their flagged sets and hard shares are not '
+        'comparable - the next audit of a shipped model will be'))
   try:
     paths = fmt.history_files(uri)
   except fmt.ReportFormatError as e:

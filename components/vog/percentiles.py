@@ -3,11 +3,13 @@ decile, bucket and review rank.
 
 Pure functions on numbers, beside the VoG core; the Beam transforms only apply them.
 
-Every global number of an audit is kept per (split, target class) of the raw scores: the
-count, mean and std, approximate quantiles, and the top-K candidates for review. That is
-enough for everything the ranking needs, so the raw scores cross no more than one shuffle:
+The ranked value is VoG (vog_raw) or, by `rank_by`, a label-error signal's suspicion.
+Every global number of an audit is kept per (split, target class) of the ranked values:
+the count, mean and std, approximate quantiles, and the top-K candidates for review. That
+is enough for everything the ranking needs, so the values cross no more than one shuffle:
 
-* vog_score is the class-normalised raw score (normalize_score);
+* vog_score is the class-normalised vog_raw (normalize_score); the count, mean and std of
+  vog_raw are kept apart when the ranked value is a signal;
 * the percentile of a score within its split is the count-weighted share of each class's
   examples whose score is at or below it, read off that class's raw quantiles (the
   normalisation is monotone within a class, or two-sided for `abs-class`);
@@ -16,7 +18,7 @@ enough for everything the ranking needs, so the raw scores cross no more than on
   global top K.
 """
 
-from typing import Dict, Iterable, List, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -118,7 +120,8 @@ def _shares_below(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 class ClassScores(NamedTuple):
-  """What an audit keeps of one (split, class): count, mean, std and quantiles of vog_raw."""
+  """What an audit keeps of one (split, class): count, mean, std and quantiles of the
+  ranked value (vog_raw, or a signal's suspicion)."""
   count: int
   mean: float
   std: float
@@ -174,26 +177,41 @@ def review_key(score: float, position: Position) -> Tuple[float, str, int, int]:
   return score, split, -file_index, -record_index
 
 
+VogStats = Tuple[int, float, float]  # count, mean, population std of vog_raw
+
+
 class Ranking:
   """Everything that places a scored example in its split, and its review rank.
 
-  `classes` maps (split, class) to ClassScores; `ranks` maps the position of each of the
-  `inspection_budget` flagged examples to its rank (1 = highest score).
+  The ranked value is VoG (vog_raw) or a label-error signal's suspicion (signals.py,
+  higher = more likely mislabeled), as `rank_by` says. `classes` maps (split, class) to
+  the ClassScores of the ranked value; `ranks` maps the position of each of the
+  `inspection_budget` flagged examples to its rank (1 = highest score). When the
+  ranked value is not VoG, `vog_stats` ((split, class) -> (count, mean, std) of
+  vog_raw) and `vog_normalize` give vog_score. `signal_quantiles` ((split, name) ->
+  quantiles of the suspicion across the split) say which signals agree (`agreeing`).
   """
 
   def __init__(self, normalize: str, cuts: Sequence[float],
-               classes: Dict[Tuple[str, int], ClassScores], ranks: Dict[Position, int]):
+               classes: Dict[Tuple[str, int], ClassScores], ranks: Dict[Position, int],
+               vog_stats: Optional[Dict[Tuple[str, int], VogStats]] = None,
+               vog_normalize: Optional[str] = None,
+               signal_quantiles: Optional[Dict[Tuple[str, str], Sequence[float]]] = None):
     self.normalize = normalize
     self.cuts = tuple(cuts)
     self.classes = dict(classes)
     self.ranks = dict(ranks)
+    self.vog_stats = None if vog_stats is None else dict(vog_stats)
+    self.vog_normalize = vog_normalize or normalize
+    self.signal_quantiles = {k: tuple(v) for k, v in (signal_quantiles or {}).items()}
     self._by_split: Dict[str, List[Tuple[ClassScores, np.ndarray]]] = {}
     for (split, _), stats in sorted(self.classes.items()):
       self._by_split.setdefault(split, []).append(
           (stats, np.asarray(stats.quantiles, dtype=np.float64)))
 
   def __reduce__(self):
-    return Ranking, (self.normalize, self.cuts, self.classes, self.ranks)
+    return Ranking, (self.normalize, self.cuts, self.classes, self.ranks, self.vog_stats,
+                     self.vog_normalize, self.signal_quantiles)
 
   def percentiles(self, split: str, scores: np.ndarray) -> np.ndarray:
     """The share (0-100) of the split's scored examples at or below each of `scores`."""
@@ -202,36 +220,74 @@ class Ranking:
                 for v, q in members)
     return np.clip(100.0 * share / sum(v.count for v, _ in members), 0.0, 100.0)
 
-  def raw_percentiles(self, split: str, vog_raw: np.ndarray) -> np.ndarray:
-    """The share (0-100) of the split's examples whose raw score is <= each of `vog_raw`,
-    whatever the normalisation: the class quantiles are of raw scores."""
+  def raw_percentiles(self, split: str, values: np.ndarray) -> np.ndarray:
+    """The share (0-100) of the split's examples whose ranked value (not normalised) is
+    <= each of `values`, whatever the normalisation: the class quantiles are of it."""
     members = self._by_split[split]
-    share = sum(v.count * _shares_at_or_below(q, vog_raw) for v, q in members)
+    share = sum(v.count * _shares_at_or_below(q, values) for v, q in members)
     return np.clip(100.0 * share / sum(v.count for v, _ in members), 0.0, 100.0)
 
   def percentile(self, split: str, score: float) -> float:
     """The share (0-100) of the split's scored examples whose score is <= `score`."""
     return float(self.percentiles(split, np.asarray([score], dtype=np.float64))[0])
 
-  def place_all(self, split: str, target_classes: Sequence[int], vog_raw: Sequence[float],
-                positions: Sequence[Position]) -> List[Tuple[float, float, int, str, int]]:
+  def vog_scores(self, split: str, target_classes: np.ndarray,
+                 vog_raw: np.ndarray) -> np.ndarray:
+    """vog_score of each example: vog_raw normalised by `vog_normalize` in its class."""
+    out = np.empty(len(vog_raw))
+    for c in np.unique(target_classes):
+      members = target_classes == c
+      if self.vog_stats is None:
+        out[members] = self.classes[(split, int(c))].scores(vog_raw[members],
+                                                            self.normalize)
+      else:
+        count, mean, std = self.vog_stats[(split, int(c))]
+        out[members] = ClassScores(count, mean, std, ()).scores(vog_raw[members],
+                                                                self.vog_normalize)
+    return out
+
+  def place_all(self, split: str, target_classes: Sequence[int], values: Sequence[float],
+                positions: Sequence[Position], vog_raw: Optional[Sequence[float]] = None
+                ) -> List[Tuple[float, float, int, str, int]]:
     """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0) of each
-    example of one split, computed as arrays."""
+    example of one split, computed as arrays. `values` are the ranked values; `vog_raw`
+    is needed only when they are not VoG."""
     classes = np.asarray(target_classes, dtype=np.int64)
-    raw = np.asarray(vog_raw, dtype=np.float64)
-    scores = np.empty(len(raw))
+    ranked = np.asarray(values, dtype=np.float64)
+    scores = np.empty(len(ranked))
     for c in np.unique(classes):
       members = classes == c
-      scores[members] = self.classes[(split, int(c))].scores(raw[members], self.normalize)
-    placed = self.percentiles(split, scores) if len(raw) else np.empty(0)
+      scores[members] = self.classes[(split, int(c))].scores(ranked[members],
+                                                             self.normalize)
+    placed = self.percentiles(split, scores) if len(ranked) else np.empty(0)
+    if self.vog_stats is None:
+      vog = scores
+    else:
+      if vog_raw is None:
+        raise ValueError('the ranked value is not VoG; give vog_raw for vog_score')
+      vog = self.vog_scores(split, classes, np.asarray(vog_raw, dtype=np.float64))
     return [(float(z), float(p), decile_of(p), bucket_of(p, self.cuts),
              self.ranks.get(tuple(position), 0))
-            for z, p, position in zip(scores, placed, positions)]
+            for z, p, position in zip(vog, placed, positions)]
 
-  def place(self, split: str, target_class: int, vog_raw: float, position: Position
-            ) -> Tuple[float, float, int, str, int]:
+  def place(self, split: str, target_class: int, value: float, position: Position,
+            vog_raw: Optional[float] = None) -> Tuple[float, float, int, str, int]:
     """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0)."""
-    return self.place_all(split, [target_class], [vog_raw], [position])[0]
+    return self.place_all(split, [target_class], [value], [position],
+                          None if vog_raw is None else [vog_raw])[0]
+
+  def agreeing(self, split: str, suspicions: Mapping[str, float]) -> Tuple[str, ...]:
+    """The names among `suspicions` (name -> the example's suspicion) whose value is in
+    its split's hard bucket: above the second cut of that signal across the split."""
+    out = []
+    for name, value in suspicions.items():
+      q = self.signal_quantiles.get((split, name))
+      if q is None:
+        continue
+      share = _share_at_or_below(np.asarray(q, dtype=np.float64), float(value))
+      if 100.0 * share > self.cuts[1]:
+        out.append(name)
+    return tuple(out)
 
 
 def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],

@@ -37,8 +37,9 @@ import os
 import re
 from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+RANKED_BY_MIN_VERSION = 4  # reports before it were all ranked by VoG
 DRIFT_MIN_VERSION = 3  # baselines before it lack hard counts, decile counts and history
 
 SUMMARY_FILE = 'summary.json'
@@ -96,6 +97,12 @@ VOG_TARGET_CLASS = 'vog_target_class'
 SIGNAL_FIELDS = ('audit_final_loss', 'audit_margin_last', 'audit_margin_mean',
                  'audit_confidence', 'audit_variability', 'audit_forgetting', 'audit_el2n')
 INT_SIGNALS = ('audit_forgetting',)
+# The names `rank_by` and a flagged row's `agreeing` use: each signal less `audit_`, and VoG.
+VOG = 'vog'
+SIGNAL_NAMES = tuple(name[len('audit_'):] for name in SIGNAL_FIELDS)
+AGREEMENT_NAMES = SIGNAL_NAMES + (VOG,)
+# summary.json: what ranked the examples (one of AGREEMENT_NAMES; `vog` before version 4).
+RANKED_BY = 'ranked_by'
 FLOAT_FIELDS = (VOG_SCORE, VOG_RAW, VOG_PERCENTILE)
 INT_FIELDS = (VOG_DECILE, VOG_FLAGGED, VOG_TARGET_CLASS)
 BYTES_FIELDS = (VOG_BUCKET,)
@@ -199,6 +206,9 @@ class FlaggedRow:
   flagged_streak: Optional[int] = None
   # The example's label-error signals by field name (SIGNAL_FIELDS); None without them.
   signals: Optional[Dict[str, float]] = None
+  # The names (AGREEMENT_NAMES) whose own rank across the split puts the example in its
+  # hard bucket too; None without signals (label_mode='predicted', or before version 4).
+  agreeing: Optional[Tuple[str, ...]] = None
 
 
 # drift_status of a flagged example: not in the baseline's data at all; in it but not
@@ -520,6 +530,8 @@ def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict
   line = _to_json(row)
   if row.signals is not None:
     line['signals'] = {k: float(v) for k, v in row.signals.items()}
+  if row.agreeing is not None:
+    line['agreeing'] = [str(name) for name in row.agreeing]
   if record is not None:
     line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
   return line
@@ -531,8 +543,23 @@ def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
   Refuses (ReportFormatError naming `where`) a line that is not an object, lacks a
   field or holds one of the wrong type.
   """
-  return FlaggedRow(signals=_signal_map(obj, 'signals', where) if isinstance(obj, dict)
-                    else None, **_fields(FlaggedRow, obj, where))
+  fields = _fields(FlaggedRow, obj, where)
+  return FlaggedRow(signals=_signal_map(obj, 'signals', where),
+                    agreeing=_agreeing(obj, where), **fields)
+
+
+def _agreeing(obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, ...]]:
+  """obj['agreeing'] as a tuple of AGREEMENT_NAMES; None when absent."""
+  raw = obj.get('agreeing')
+  if raw is None:
+    return None
+  names = tuple(_check(n, _STR, where, 'an agreeing name')
+                for n in _check(raw, _LIST, where, "'agreeing'"))
+  unknown = sorted(set(names) - set(AGREEMENT_NAMES))
+  if unknown or len(set(names)) != len(names):
+    _fail(where, f"has 'agreeing' {list(names)[:9]}; expected distinct names among "
+                 f'{", ".join(AGREEMENT_NAMES)}')
+  return names
 
 
 def quarantine_row_to_json(row: QuarantineRow) -> Dict[str, Any]:
@@ -577,6 +604,7 @@ class ReportSummary:
   baseline: Optional[Dict[str, Any]]
   drift: Optional[Drift]  # None without a baseline
   raw: Dict[str, Any]
+  ranked_by: str = VOG  # what ranked the examples (RANKED_BY; `vog` before version 4)
 
 
 def _counts(obj: Any, where: str, what: str) -> Dict[str, int]:
@@ -640,7 +668,16 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
       model_inputs=None if inputs is None else _model_inputs(inputs, where),
       baseline=_field(raw, 'baseline', _OBJ, where, optional=True),
       drift=None if raw.get('drift') is None else parse_drift(raw['drift'], where),
-      raw=raw)
+      raw=raw, ranked_by=_ranked_by(raw, version, where))
+
+
+def _ranked_by(raw: Mapping[str, Any], version: int, where: str) -> str:
+  if version < RANKED_BY_MIN_VERSION:
+    return VOG
+  name = _field(raw, RANKED_BY, _STR, where)
+  if name not in AGREEMENT_NAMES:
+    _fail(where, f'has {RANKED_BY!r} {name!r}; expected one of {", ".join(AGREEMENT_NAMES)}')
+  return name
 
 
 def _tf():
