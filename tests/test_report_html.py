@@ -3,6 +3,7 @@
 import base64
 import html.parser
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -203,10 +204,10 @@ def test_tabular_examples_show_their_features_instead_of_a_thumbnail():
 
 
 def test_per_class_is_sorted_by_flagged_share_and_deciles_have_bars(page):
-  section = page.split('Per class, by flagged share', 1)[1].split('Error rate by VoG decile')[0]
+  section = page.split('Per class, by flagged share', 1)[1].split('Error rate by decile of vog')[0]
   classes = [cell.split('</td>')[0] for cell in section.split('<tr><td>train</td><td>')[1:]]
   assert classes[:3] == ['3', '8', '1'] and classes[-1] == '4'
-  deciles = page.split('Error rate by VoG decile', 1)[1].split('Quarantined examples')[0]
+  deciles = page.split('Error rate by decile of vog', 1)[1].split('Quarantined examples')[0]
   assert 'width:100.0%' in deciles and '69.9%' in deciles  # decile 10: 100 errors / 143
   assert '<td>train</td><td>missing label</td><td class="num">3</td>' in page
 
@@ -469,3 +470,33 @@ def test_text_from_the_drift_is_escaped():
   page = report_html.render_report(_drift_summary(unavailable), [], [], [])
   assert '<script>' not in page
   assert page.count('&lt;script&gt;alert(1)&lt;/script&gt;') == 2
+
+
+def test_a_signal_ranked_report_shows_the_signal_and_which_signals_agree():
+  flagged, previews = _flagged_and_previews(n=4)
+  agree = [['confidence', 'margin_mean', 'el2n', 'vog'], ['confidence', 'variability'],
+           ['confidence', 'margin_mean'], ['confidence']]
+  for row, names in zip(flagged, agree):
+    row['signals'] = {f: 0.5 for f in report_format.SIGNAL_FIELDS}
+    row['signals']['audit_confidence'] = 0.01 * row['rank']
+    row['agreeing'] = names
+  page = report_html.render_report(dict(_summary(), ranked_by='confidence'), flagged, [],
+                                   previews)
+  assert 'ranked by confidence, most suspect first' in page
+  assert 'Error rate by decile of confidence' in page
+  rows = _rows(page)
+  # rank, example, id, split, label, predicted, confidence, VoG score, ...
+  assert [cells[6] for _, cells, _ in rows] == ['0.01', '0.02', '0.03', '0.04']
+  assert rows[0][1][-1].startswith('4 of 8') and 'el2n' in rows[0][1][-1]
+  assert rows[3][1][-1] == '1 of 8 confidence'
+  table = page.split('<table class="agreement">', 1)[1].split('</table>', 1)[0]
+  counts = re.findall(r'<tr><td>([a-z0-9_]+)(?: \(ranks\))?</td><td class="num">(\d+)</td>',
+                      table)
+  assert counts[:2] == [('confidence', '4'), ('margin_mean', '2')]
+  assert {n for n, c in counts[2:5]} == {'el2n', 'variability', 'vog'}
+  assert dict(counts)['forgetting'] == '0' and len(counts) == 8
+
+
+def test_a_vog_ranked_report_without_signals_has_no_agreement_column(page):
+  assert 'ranked by vog' in page and 'signals that agree' not in page
+  assert '<table class="agreement">' not in page

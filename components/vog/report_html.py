@@ -117,8 +117,36 @@ def _mismatch(label: Any, predicted: Any) -> bool:
   return label is not None and predicted is not None and str(label) != str(predicted)
 
 
+def _ranked_value(row: Mapping[str, Any], ranked_by: str) -> str:
+  """The flagged row's value of what ranked it: its signal, or vog_score for VoG."""
+  if ranked_by == report_format.VOG:
+    return _fmt(row.get(report_format.VOG_SCORE), '.3f')
+  signals = row.get('signals')
+  value = signals.get('audit_' + ranked_by) if isinstance(signals, Mapping) else None
+  return _fmt(value, '.3g')
+
+
+def _agreeing(row: Mapping[str, Any]) -> Optional[List[str]]:
+  names = row.get('agreeing')
+  if not isinstance(names, (list, tuple)):
+    return None
+  return [str(n) for n in names if str(n) in report_format.AGREEMENT_NAMES]
+
+
+def _agreement_rows(flagged: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+  """How many flagged examples each signal agrees on, most first."""
+  lists = [a for a in (_agreeing(r) for r in flagged) if a is not None]
+  if not lists:
+    return []
+  counts = [(name, sum(name in a for a in lists)) for name in report_format.AGREEMENT_NAMES]
+  counts.sort(key=lambda kv: -kv[1])
+  return [{'name': name, 'count': _fmt(n), 'share': _pct(n / len(lists)),
+           'width': _bar_width(n, len(lists))} for name, n in counts]
+
+
 def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
-                  previews: Sequence[ExamplePreview]) -> List[Dict[str, Any]]:
+                  previews: Sequence[ExamplePreview],
+                  ranked_by: str = report_format.VOG) -> List[Dict[str, Any]]:
   by_rank = {p.rank: p for p in previews}
   rows = []
   for row in flagged:
@@ -142,6 +170,8 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'image_uri': image_uri,
         'features': sorted(preview.features.items()) if preview and image_uri is None else [],
         'drift': _drift_status(row),
+        'ranked': _ranked_value(row, ranked_by),
+        'agreeing': _agreeing(row),
     })
   return rows
 
@@ -374,6 +404,9 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       seen == scored + quarantined)
   splits = summary.get('splits')
   baseline = summary.get('baseline')
+  ranked_by = summary.get(report_format.RANKED_BY)
+  if ranked_by not in report_format.AGREEMENT_NAMES:
+    ranked_by = report_format.VOG  # reports before format_version 4 were ranked by VoG
   context = {
       'created_at': _fmt(summary.get('created_at')),
       'headline': [(k, _fmt(counts.get(k))) for k in _HEADLINE_COUNTS],
@@ -387,7 +420,10 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'splits': None if not isinstance(splits, Mapping) else [
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],
-      'flagged': _flagged_rows(flagged, previews),
+      'flagged': _flagged_rows(flagged, previews, ranked_by),
+      'ranked_by': ranked_by,
+      'agreement': _agreement_rows(flagged),
+      'agreement_total': len(report_format.AGREEMENT_NAMES),
       'drift_column': any(r.get('drift_status') is not None for r in flagged),
       'per_class': _per_class_rows(summary['per_class']) if summary.get('per_class') else None,
       'deciles': _decile_rows(summary['error_rate_by_decile'])
@@ -486,7 +522,7 @@ table.features td{border:0;padding:0 6px 0 0;font-size:12px}
 .status{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;white-space:nowrap}
 .status.newly_flagged{background:#fde8eb;color:#b00020}.status.still_flagged{background:#fff4d6;color:#7a4500}.status.new_data,.status.other{background:#e6effc;color:#1d4fa8}
 figure.chart{margin:6px 0;overflow-x:auto}figure.chart figcaption{color:#5a6478;font-size:12px}
-p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
+p.note{color:#5a6478;font-size:12px;margin:6px 0}.chip{display:inline-block;border-radius:8px;padding:0 6px;margin:1px;font-size:11px;background:#e6effc;color:#1d4fa8}td.agreeing{min-width:160px}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
 </style></head><body>
 <header><h1>Variance of Gradients audit</h1><p>created {{ created_at }} &middot; {{ flagged_share }} of scored examples flagged for review</p></header>
 <main>
@@ -518,7 +554,7 @@ p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{c
 {% endfor %}
 <text x="{{ c.mid_x }}" y="{{ c.height - 6 }}" font-size="12" text-anchor="middle">class</text>
 <text transform="rotate(-90)" x="{{ -c.mid_y }}" y="14" font-size="12" text-anchor="middle">hard share</text>
-</svg><figcaption>Hard share: the share of a class&#39;s scored examples among the split&#39;s hardest (above the hard cut of raw VoG; class normalisation would leave every class about the same share).{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
+</svg><figcaption>Hard share: the share of a class&#39;s scored examples among the split&#39;s hardest (above the hard cut of {{ ranked_by }}{% if ranked_by == 'vog' %} raw VoG{% endif %} ranked across the split; class normalisation would leave every class about the same share).{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
 <h2>Per split</h2><table class="drift-splits"><tr><th>split</th><th class="num">flagged then</th><th class="num">now</th><th class="num">change</th><th class="num">hard then</th><th class="num">now</th><th class="num">change</th><th class="num">newly flagged</th><th class="num">still flagged</th><th class="num">flagged new data</th><th class="num">no longer flagged</th></tr>
 {% for s in drift.splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.flagged_then }}</td><td class="num">{{ s.flagged_now }}</td><td class="num">{{ s.flagged_change }}</td><td class="num">{{ s.hard_then }}</td><td class="num">{{ s.hard_now }}</td><td class="num">{{ s.hard_change }}</td><td class="num">{{ s.newly }}</td><td class="num">{{ s.still }}</td><td class="num">{{ s.new_data }}</td><td class="num">{{ s.no_longer }}</td></tr>
 {% endfor %}</table>
@@ -527,7 +563,7 @@ p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{c
 <table class="drift-classes"><tr><th>split</th><th>class</th><th class="num">examples then &rarr; now</th><th class="num">hard share then</th><th class="num">now</th><th class="num">change</th><th class="num">flagged share then</th><th class="num">now</th><th class="num">change</th><th class="num">shift (PSI)</th><th>reading</th></tr>
 {% for r in drift.classes %}<tr><td>{{ r.split }}</td><td>{{ r.class }}</td><td class="num">{{ r.count_then }} &rarr; {{ r.count_now }}</td><td class="num">{{ r.hard_then }}</td><td class="num">{{ r.hard_now }}</td><td class="num{% if r.rose %} up{% endif %}">{{ r.hard_change }}</td><td class="num">{{ r.flagged_then }}</td><td class="num">{{ r.flagged_now }}</td><td class="num">{{ r.flagged_change }}</td><td class="num">{{ r.psi }}</td><td class="psi-{{ r.reading if r.reading != 'n/a' else 'na' }}">{{ r.reading }}</td></tr>
 {% endfor %}</table>
-<p class="note">Shift (PSI): the population stability index of the class&#39;s vog_decile histogram now against then. Percentiles are ranks of class-normalised scores, so they compare across models where raw VoG does not. Under {{ drift.psi_moderate }} reads as stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above {{ drift.psi_large }} as a large one.</p></details>
+<p class="note">Shift (PSI): the population stability index of the class&#39;s vog_decile histogram now against then. Percentiles are ranks of what ranks the examples ({{ ranked_by }}), so they compare across models where raw values do not. Under {{ drift.psi_moderate }} reads as stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above {{ drift.psi_large }} as a large one.</p></details>
 {% endif %}</section>
 <div class="cards">
 {% for name, value in headline %}<div class="card {{ name }}"><b>{{ value }}</b><span>{{ name }}</span></div>
@@ -543,18 +579,22 @@ p.note{color:#5a6478;font-size:12px;margin:6px 0}details.drift-classes summary{c
 {% endfor %}</table>{% else %}<p class="na">n/a (not in this summary)</p>{% endif %}
 {% if baseline %}<h2>Baseline</h2><table>{% for k, v in baseline %}<tr><th>{{ k }}</th><td class="id">{{ v }}</td></tr>{% endfor %}</table>{% endif %}
 </section></div>
-<section id="flagged"><h2>Flagged for review ({{ flagged|length }}, highest score first)</h2>
-{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th><th class="num">score</th><th class="num">raw</th><th class="num">percentile</th><th>bucket</th>{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
+<section id="flagged"><h2>Flagged for review ({{ flagged|length }}, ranked by {{ ranked_by }}, most suspect first)</h2>
+{% if agreement %}<div class="agreement"><p class="note">Which signals agree: a signal agrees with a flag when its own rank across the split puts the example among the hardest (above the hard cut). Where the signals that find wrong labels (confidence, margin, el2n, loss, VoG) agree, the label is probably wrong; where only variability or forgetting agree, the example is more likely atypical but rightly labeled.</p>
+<table class="agreement"><tr><th>signal</th><th class="num">agrees on</th><th>share of flagged</th></tr>
+{% for a in agreement %}<tr><td>{{ a.name }}{% if a.name == ranked_by %} (ranks){% endif %}</td><td class="num">{{ a.count }}</td><td class="rate"><div class="bar"><div style="width:{{ a.width }}%"></div></div>{{ a.share }}</td></tr>
+{% endfor %}</table></div>{% endif %}
+{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}<th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th><th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}<th>signals that agree</th>{% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
 {% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
 <td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" alt="example {{ r.example_id }}" width="64">{% elif r.features %}<table class="features">{% for k, v in r.features %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>{% endfor %}</table>{% else %}<span class="na">n/a</span>{% endif %}</td>
 <td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td><td class="pred">{{ r.predicted }}{% if r.mismatch %}<span class="badge">label &ne; predicted</span>{% endif %}</td>
-<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
+{% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}<td class="agreeing">{% if r.agreeing is not none %}<b>{{ r.agreeing|length }} of {{ agreement_total }}</b> {% for a in r.agreeing %}<span class="chip">{{ a }}</span>{% endfor %}{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
 {% endfor %}</tbody></table>{% else %}<p class="na">No examples were flagged.</p>{% endif %}</section>
 <div class="grid">
 <section><h2>Per class, by flagged share</h2>{% if per_class %}<table><tr><th>split</th><th>class</th><th class="num">count</th><th class="num">flagged</th><th>flagged share</th><th class="num">vog_raw mean &plusmn; std</th><th class="num">error rate</th></tr>
 {% for c in per_class %}<tr><td>{{ c.split }}</td><td>{{ c.class }}</td><td class="num">{{ c.count }}</td><td class="num">{{ c.flagged }}</td><td class="rate"><div class="bar"><div style="width:{{ c.share_width }}%"></div></div>{{ c.share }}</td><td class="num rate">{{ c.raw }}</td><td class="num">{{ c.error_rate }}</td></tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (not in this summary)</p>{% endif %}</section>
-<section><h2>Error rate by VoG decile</h2>{% if deciles %}<table><tr><th>split</th><th class="num">decile</th><th class="num">count</th><th class="num">errors</th><th>error rate (bars scaled to the highest)</th></tr>
+<section><h2>Error rate by decile of {{ ranked_by }}</h2>{% if deciles %}<table><tr><th>split</th><th class="num">decile</th><th class="num">count</th><th class="num">errors</th><th>error rate (bars scaled to the highest)</th></tr>
 {% for d in deciles %}<tr><td>{{ d.split }}</td><td class="num">{{ d.decile }}</td><td class="num">{{ d.count }}</td><td class="num">{{ d.errors }}</td><td class="rate"><div class="bar"><div style="width:{{ d.width }}%"></div></div>{{ d.rate }}</td></tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (no labels or predictions in this audit)</p>{% endif %}</section>
 </div>
