@@ -1,4 +1,4 @@
-"""The reference VoG audit pipeline, defined once for every runner.
+"""The reference VoG audit pipeline, defined once for every runner and reference data set.
 
     ImportExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
     ImportExampleGen + SchemaGen -> Trainer (checkpoints for VoG)
@@ -15,13 +15,28 @@ not bless, so a rejected model never becomes the baseline.
 The Pusher obeys the gate's blessing: a model ships only when the Evaluator blessed it and
 the review (a written policy by default; a person over Slack or `vog-audit review`) approved.
 
+That is the `digits` pipeline (`config.dataset`). The `tabular` and `text` pipelines put
+Transform before the Trainer (pipeline.reference_datasets names their module files):
+
+    ImportExampleGen + SchemaGen -> Transform
+    Transform.transformed_examples + Transform.transform_graph -> Trainer
+    Trainer.model_run + ImportExampleGen (raw) + Transform.transform_graph
+        + latest ShippedAudit -> VarianceOfGradients
+
+The audit reads the RAW examples and applies the transform graph to each batch before it
+takes gradients, so `scored_examples` hold the raw features plus the vog_* fields; the
+serving model applies the same graph to raw tf.Examples, so the Evaluator is unchanged.
+
 Runners: `tfx.orchestration.LocalDagRunner().run(create_pipeline(config))`, the Airflow DAG
 in `pipeline/airflow_dag.py`, and `python -m kubeflow.compile`.
 """
 
+from typing import Tuple
+
 from tfx import v1 as tfx
 
 from pipeline import demo_data
+from pipeline import reference_datasets
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import difficulty_eval_config
 
@@ -30,6 +45,7 @@ EXAMPLE_GEN = 'ImportExampleGen'
 STATISTICS_GEN = 'StatisticsGen'
 SCHEMA_GEN = 'SchemaGen'
 EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRANSFORM = 'Transform'
 TRAINER = 'Trainer'
 VOG = 'VarianceOfGradients'
 SHIPPED_AUDIT_RESOLVER = 'latest_shipped_audit_resolver'
@@ -37,9 +53,23 @@ BASELINE_RESOLVER = 'latest_blessed_model_resolver'
 EVALUATOR = 'Evaluator'
 REVIEW_GATE = 'HumanReviewGate'
 PUSHER = 'Pusher'
+# The digits pipeline (the default); `component_ids` gives those of any data set.
 COMPONENT_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRAINER,
                  SHIPPED_AUDIT_RESOLVER, VOG, BASELINE_RESOLVER, EVALUATOR, REVIEW_GATE,
                  PUSHER)
+# The tabular and text pipelines: Transform between the data checks and the Trainer.
+TRANSFORM_COMPONENT_IDS = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
+                           TRANSFORM, TRAINER, SHIPPED_AUDIT_RESOLVER, VOG,
+                           BASELINE_RESOLVER, EVALUATOR, REVIEW_GATE, PUSHER)
+
+
+def component_ids(dataset: str = reference_datasets.DIGITS) -> Tuple[str, ...]:
+  """The component ids of the pipeline for `dataset`, in pipeline order.
+
+  Raises ValueError naming the choices for an unknown data set.
+  """
+  uses_transform = reference_datasets.reference_dataset(dataset).uses_transform
+  return TRANSFORM_COMPONENT_IDS if uses_transform else COMPONENT_IDS
 
 
 def create_pipeline(config: PipelineConfig,
@@ -47,7 +77,8 @@ def create_pipeline(config: PipelineConfig,
   """Builds the audit pipeline from `config`.
 
   Args:
-    config: paths, ML Metadata, Beam arguments and component settings.
+    config: paths, ML Metadata, Beam arguments and component settings; `config.dataset`
+      picks the digits pipeline or one with Transform (tabular, text).
     metadata_connection_config: overrides `config.metadata`; Kubeflow passes None
       through `kubeflow.compile`, where the cluster provides ML Metadata. It becomes
       part of the pipeline IR and TFX logs it, so it must hold no password.
@@ -64,6 +95,7 @@ def create_pipeline(config: PipelineConfig,
   if config.epochs < 2:
     raise ValueError(f'epochs={config.epochs}; VarianceOfGradients needs at least 2 '
                      'saved checkpoints, so train for at least 2 epochs')
+  transform_code = config.transform_code()  # refuses an unknown dataset by name
 
   example_gen = tfx.components.ImportExampleGen(
       input_base=config.data_root, input_config=demo_data.input_config())
@@ -74,13 +106,20 @@ def create_pipeline(config: PipelineConfig,
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
-  if config.module_file:
-    trainer_code = {'module_file': config.module_file}
+  transform = None
+  if transform_code is not None:
+    transform = tfx.components.Transform(
+        **transform_code,
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema']).with_id(TRANSFORM)
+    # The model trains on transformed examples and gets the graph for its serving input.
+    training = {'examples': transform.outputs['transformed_examples'],
+                'transform_graph': transform.outputs['transform_graph']}
   else:
-    trainer_code = {'run_fn': config.trainer_run_fn}
+    training = {'examples': example_gen.outputs['examples']}
   trainer = tfx.components.Trainer(
-      **trainer_code,
-      examples=example_gen.outputs['examples'],
+      **config.trainer_code(),
+      **training,
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(splits=['train']),
       eval_args=tfx.proto.EvalArgs(splits=['eval']),
@@ -92,12 +131,18 @@ def create_pipeline(config: PipelineConfig,
       shipped_audit=tfx.dsl.Channel(type=ShippedAudit),
   ).with_id(SHIPPED_AUDIT_RESOLVER)
 
+  # Always the raw examples: with Transform the audit applies the graph itself, and the
+  # scored examples keep the raw features that the Evaluator and people read.
+  vog_inputs = {}
+  if transform is not None:
+    vog_inputs['transform_graph'] = transform.outputs['transform_graph']
   vog = VarianceOfGradients(
       examples=example_gen.outputs['examples'],
       model_run=trainer.outputs['model_run'],
       schema=schema_gen.outputs['schema'],
       baseline=shipped_resolver.outputs['shipped_audit'],
-      settings=config.vog_settings()).with_id(VOG)
+      settings=config.vog_settings(),
+      **vog_inputs).with_id(VOG)
 
   # The change threshold compares against the last model that was blessed; before one
   # exists the Evaluator drops it and applies the value thresholds alone.
@@ -143,8 +188,9 @@ def create_pipeline(config: PipelineConfig,
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=config.serving_model_dir)))
 
-  components = [example_gen, statistics_gen, schema_gen, example_validator, trainer,
-                shipped_resolver, vog, baseline_resolver, evaluator, gate, pusher]
+  components = [example_gen, statistics_gen, schema_gen, example_validator] + (
+      [transform] if transform is not None else []) + [
+          trainer, shipped_resolver, vog, baseline_resolver, evaluator, gate, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

@@ -10,10 +10,14 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from components.vog.settings import VogSettings
 from components.vog.settings import stage_from_text
+from pipeline import reference_datasets
 
+# The digits Trainer module file, and its run_fn in the installed package.
 MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_module.py')
-# Used when module_file is None: the installed package's run_fn, as in the container image.
 TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
+# module_file and transform_module_file default to the reference module file of the
+# config's `dataset` (pipeline.reference_datasets).
+REFERENCE_MODULE = 'reference'
 MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
 # Where the MySQL client library inside ML Metadata looks for a password the config lacks.
 MYSQL_CLIENT_PASSWORD_ENV = 'MYSQL_PWD'
@@ -108,10 +112,19 @@ class PipelineConfig:
   data_root: folder with `train/` and `eval/` TFRecords (see pipeline.demo_data).
   pipeline_root: where TFX writes artifacts.
   serving_model_dir: where the Pusher copies a blessed model.
+  dataset: the reference pipeline to build (pipeline.reference_datasets): `digits`
+    (no Transform), or `tabular` or `text`, which put Transform between SchemaGen and
+    the Trainer; VarianceOfGradients then reads the raw examples and the transform graph.
   metadata: the ML Metadata store; SQLite under `pipeline_root` when None.
   module_file: the Trainer module file, packaged by TFX with each run so that edits
-    invalidate the cache; None uses `trainer_run_fn` from the installed package
-    instead (container images, where nothing needs packaging).
+    invalidate the cache; REFERENCE_MODULE (the default) is the dataset's own
+    (pipeline/trainer_module.py for digits); None uses `trainer_run_fn` from the
+    installed package instead (container images, where nothing needs packaging).
+  trainer_run_fn: the installed run_fn used when module_file is None; None is the
+    dataset's (e.g. `pipeline.trainer_module.run_fn`).
+  transform_module_file, preprocessing_fn: the same pair for Transform (datasets with
+    Transform only): REFERENCE_MODULE is the dataset's module file, None uses
+    `preprocessing_fn` from the installed package (None: the dataset's).
   beam_pipeline_args: for every Beam component (StatisticsGen ... Evaluator, VoG).
   epochs, batch_size, learning_rate, max_checkpoints: the Trainer's custom_config.
   vog_*: the VarianceOfGradients parameters.
@@ -132,11 +145,14 @@ class PipelineConfig:
   pipeline_root: str
   serving_model_dir: str
   pipeline_name: str = 'vog-audit'
+  dataset: str = reference_datasets.DIGITS
   metadata: Optional[MetadataConfig] = None
   beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
   enable_cache: bool = True
-  module_file: Optional[str] = MODULE_FILE
-  trainer_run_fn: str = TRAINER_RUN_FN
+  module_file: Optional[str] = REFERENCE_MODULE
+  trainer_run_fn: Optional[str] = None
+  transform_module_file: Optional[str] = REFERENCE_MODULE
+  preprocessing_fn: Optional[str] = None
   label_key: str = VOG_DEFAULTS.label_key
   example_id_key: str = VOG_DEFAULTS.example_id_key
   epochs: int = 12
@@ -165,6 +181,31 @@ class PipelineConfig:
   slack_token_env: str = 'SLACK_BOT_TOKEN'
   report_url_template: Optional[str] = None
   auto_policy: Tuple[Tuple[str, float], ...] = DEFAULT_AUTO_POLICY
+
+  def reference(self) -> reference_datasets.ReferenceDataset:
+    """The reference data set `dataset` names; ValueError naming the choices if none."""
+    return reference_datasets.reference_dataset(self.dataset)
+
+  def trainer_code(self) -> Dict[str, str]:
+    """The Trainer's code argument: {'module_file': path} or {'run_fn': name}."""
+    reference = self.reference()
+    if self.module_file == REFERENCE_MODULE:
+      return {'module_file': reference.trainer_module_file}
+    if self.module_file:
+      return {'module_file': self.module_file}
+    return {'run_fn': self.trainer_run_fn or reference.trainer_run_fn}
+
+  def transform_code(self) -> Optional[Dict[str, str]]:
+    """Transform's code argument ({'module_file': path} or {'preprocessing_fn':
+    name}), or None for a dataset without Transform."""
+    reference = self.reference()
+    if not reference.uses_transform:
+      return None
+    if self.transform_module_file == REFERENCE_MODULE:
+      return {'module_file': reference.transform_module_file}
+    if self.transform_module_file:
+      return {'module_file': self.transform_module_file}
+    return {'preprocessing_fn': self.preprocessing_fn or reference.preprocessing_fn}
 
   def metadata_config(self) -> MetadataConfig:
     """The configured store, or SQLite at `<pipeline_root>/metadata.sqlite`."""
@@ -207,7 +248,8 @@ class PipelineConfig:
     VOG_AUDIT_EPOCHS and VOG_AUDIT_INSPECTION_BUDGET (how many examples VoG flags for
     review) override the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
     (auto, local or slack), VOG_AUDIT_REVIEW_APPROVERS (comma separated),
-    VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL.
+    VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL. VOG_AUDIT_DATASET
+    picks the reference pipeline (digits, tabular or text; default digits).
     """
     environ = os.environ if environ is None else environ
     home = environ.get('VOG_AUDIT_HOME')
@@ -255,6 +297,12 @@ class PipelineConfig:
                          'seconds') from None
     if environ.get('VOG_AUDIT_SLACK_CHANNEL'):
       kwargs['slack_channel'] = environ['VOG_AUDIT_SLACK_CHANNEL']
+    if environ.get('VOG_AUDIT_DATASET'):
+      dataset = environ['VOG_AUDIT_DATASET']
+      if dataset not in reference_datasets.DATASETS:
+        raise ValueError(f'VOG_AUDIT_DATASET={dataset!r} is not a reference data set; '
+                         f'choose one of {", ".join(reference_datasets.DATASETS)}')
+      kwargs['dataset'] = dataset
     if environ.get('VOG_AUDIT_PIPELINE_NAME'):
       kwargs['pipeline_name'] = environ['VOG_AUDIT_PIPELINE_NAME']
     return cls(**kwargs)
