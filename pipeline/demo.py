@@ -1,9 +1,13 @@
-"""The demo: the reference audit pipeline on digits with flipped labels, run locally, summarised.
+"""The demo: a reference audit pipeline on data with flipped labels, run locally, summarised.
 
-`run_demo(output_dir)` writes the demo data, runs `audit_pipeline.create_pipeline` with
-LocalDagRunner and prints what the run found, read back from ML Metadata. Under `output_dir`:
+`run_demo(output_dir, dataset=...)` writes the demo data of a reference data set
+(pipeline.reference_datasets: `digits`, the default; `tabular` or `text`, whose pipelines
+put Transform before the Trainer), runs `audit_pipeline.create_pipeline` with
+LocalDagRunner and prints what the run found, read back from ML Metadata. Under
+`output_dir`:
 
-    data/              the demo TFRecords and demo_data.json (pipeline.demo_data)
+    data/              the demo TFRecords and demo_data.json (pipeline.demo_data,
+                       pipeline.tabular_data, pipeline.text_data)
     pipeline/          the pipeline root: every artifact; reviews/ for the `local` backend
     metadata.sqlite    ML Metadata (SQLite)
     serving/           the pushed model, one numbered folder per push, only when blessed
@@ -17,11 +21,13 @@ shipped model" section, and the drift line printed here), so VarianceOfGradients
 steps after it run again; a newly trained model must also pass the Evaluator's change
 threshold against the last blessed one before it is pushed. For example, a second run with
 `--noise-rate 0.2` retrains on twice as many flipped labels and reports what changed.
+A folder holds the demo of one data set: one that holds another's is refused, by name.
 """
 
 import contextlib
 import dataclasses
 import io
+import json
 import logging as py_logging
 import os
 import shutil
@@ -35,6 +41,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 from pipeline import demo_data  # pylint: disable=g-import-not-at-top
 from pipeline import demo_summary  # pylint: disable=g-import-not-at-top
+from pipeline import reference_datasets  # pylint: disable=g-import-not-at-top
 from pipeline.config import MetadataConfig, PipelineConfig  # pylint: disable=g-import-not-at-top
 
 DATA_DIR = 'data'
@@ -42,7 +49,7 @@ PIPELINE_DIR = 'pipeline'
 METADATA_FILE = 'metadata.sqlite'
 SERVING_DIR = 'serving'
 LOG_FILE = 'demo.log'
-PIPELINE_NAME = 'vog-audit-demo'
+PIPELINE_NAME = 'vog-audit-demo'  # the digits demo's; the others add their data set's name
 DEFAULT_NOISE_RATE = 0.1
 DEFAULT_SEED = 0
 
@@ -53,15 +60,22 @@ class PipelineRunError(RuntimeError):
   """A step of the pipeline failed while running (not a bad setting)."""
 
 
+def pipeline_name(dataset: str) -> str:
+  """The demo pipeline's name for `dataset`: `vog-audit-demo` for digits, else
+  `vog-audit-demo-<dataset>`."""
+  return PIPELINE_NAME if dataset == reference_datasets.DIGITS else f'{PIPELINE_NAME}-{dataset}'
+
+
 def demo_config(output_dir: str, **overrides) -> PipelineConfig:
   """The PipelineConfig of the demo layout under `output_dir`.
 
-  `overrides` are PipelineConfig fields (epochs, inspection_budget, review_backend, ...);
-  an unknown field raises TypeError naming it.
+  `overrides` are PipelineConfig fields (dataset, epochs, inspection_budget,
+  review_backend, ...); an unknown field raises TypeError naming it.
   """
   output_dir = os.path.abspath(output_dir)
+  dataset = overrides.get('dataset', reference_datasets.DIGITS)
   settings = dict(
-      pipeline_name=PIPELINE_NAME,
+      pipeline_name=pipeline_name(dataset),
       data_root=os.path.join(output_dir, DATA_DIR),
       pipeline_root=os.path.join(output_dir, PIPELINE_DIR),
       serving_model_dir=os.path.join(output_dir, SERVING_DIR),
@@ -78,20 +92,43 @@ def _examples(path: str):
           for r in tf.data.TFRecordDataset(path, compression_type='GZIP')]
 
 
+def dataset_in(data_root: str) -> Optional[str]:
+  """The reference data set whose demo data `data_root` holds; None when it holds none."""
+  path = os.path.join(data_root, demo_data.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+  except (OSError, ValueError):
+    return None
+  # The digits summary predates the field.
+  return str(recorded.get('dataset', reference_datasets.DIGITS))
+
+
 def prepare_data(data_root: str, noise_rate: float, seed: int,
-                 num_examples: Optional[int] = None) -> Dict[str, demo_data.SplitSummary]:
-  """Writes the demo data to `data_root`, leaving files alone that already hold the same.
+                 num_examples: Optional[int] = None,
+                 dataset: str = reference_datasets.DIGITS
+                 ) -> Dict[str, demo_data.SplitSummary]:
+  """Writes the demo data of `dataset` to `data_root`, leaving files alone that already
+  hold the same.
 
   Unchanged files keep their modification time, which is what lets ImportExampleGen (and
   with it every later step) reuse the previous run. Returns the per-split summary.
 
   Raises:
-    ValueError: a noise rate outside [0, 1] or a size sklearn's digits cannot give.
+    ValueError: an unknown data set, a noise rate outside [0, 1], a size the data set
+      cannot give, or a `data_root` that holds another data set's demo data.
   """
+  reference = reference_datasets.reference_dataset(dataset)
+  found = dataset_in(data_root)
+  if found is not None and found != dataset:
+    raise ValueError(f'{os.path.dirname(os.path.abspath(data_root))} holds the {found} '
+                     f'demo; give another output folder for the {dataset} demo')
   staging = tempfile.mkdtemp(prefix='.staging-', dir=os.path.dirname(data_root) or '.')
   try:
-    written = demo_data.write_demo_data(staging, flip_fraction=noise_rate, seed=seed,
-                                        num_examples=num_examples)
+    written = reference.write(staging, flip_fraction=noise_rate, seed=seed,
+                              num_examples=num_examples)
     summary = {}
     for split, fresh in written.items():
       target = os.path.join(data_root, os.path.relpath(fresh.path, staging))
@@ -226,16 +263,20 @@ def run_pipeline(config: PipelineConfig, echo: Echo = print, verbose: bool = Fal
 def run_demo(output_dir: str, noise_rate: float = DEFAULT_NOISE_RATE,
              seed: int = DEFAULT_SEED, num_examples: Optional[int] = None,
              echo: Echo = print, verbose: bool = False,
+             dataset: str = reference_datasets.DIGITS,
              **overrides) -> demo_summary.DemoSummary:
   """Writes the data, runs the pipeline into `output_dir` and prints the summary.
 
   Args:
-    output_dir: the demo folder (created when missing; an earlier demo there is reused).
+    output_dir: the demo folder (created when missing; an earlier demo of the same data
+      set there is reused, one of another is refused).
     noise_rate: share of labels flipped in each split, in [0, 1].
     seed: seeds the data (which labels flip, to what) and the Trainer.
-    num_examples: a smaller sample of the digits (tests); all 1797 when None.
+    num_examples: a smaller sample (tests): of the 1797 digits, or of the generated
+      customers or sentences (2000 each by default); the data set's default when None.
     echo: where the lines go.
     verbose: keep TFX's INFO logs.
+    dataset: `digits`, `tabular` or `text` (pipeline.reference_datasets).
     **overrides: PipelineConfig fields, e.g. epochs=4, review_backend='local'.
 
   Returns:
@@ -245,17 +286,21 @@ def run_demo(output_dir: str, noise_rate: float = DEFAULT_NOISE_RATE,
     ValueError: a bad setting, named, before any data is written or anything runs.
     PipelineRunError: a pipeline step failed; the message names the step and the cause.
   """
-  config = demo_config(output_dir, seed=seed, **overrides)
+  config = demo_config(output_dir, seed=seed, dataset=dataset, **overrides)
   from pipeline import audit_pipeline  # pylint: disable=g-import-not-at-top
   audit_pipeline.create_local_pipeline(config)  # refuses bad settings before any work
   if not 0.0 <= noise_rate <= 1.0:
     raise ValueError(f'noise rate {noise_rate!r} must be in [0, 1], e.g. 0.1 for 10%')
+  found = dataset_in(config.data_root)
+  if found is not None and found != dataset:
+    raise ValueError(f'{os.path.abspath(output_dir)} holds the {found} demo; give another '
+                     f'output folder for the {dataset} demo')
   os.makedirs(config.pipeline_root, exist_ok=True)
-  splits = prepare_data(config.data_root, noise_rate, seed, num_examples)
+  splits = prepare_data(config.data_root, noise_rate, seed, num_examples, dataset)
   total = sum(s.examples for s in splits.values())
   flipped = sum(s.flipped for s in splits.values())
-  echo(f'demo data: {total} digits in {config.data_root}, {flipped} labels flipped '
-       f'({100 * noise_rate:g}%, seed {seed})')
+  echo(f'demo data: {total} {config.reference().noun} in {config.data_root}, {flipped} '
+       f'labels flipped ({100 * noise_rate:g}%, seed {seed})')
   echo(f'running the audit pipeline into {os.path.abspath(output_dir)} '
        f'(review backend: {config.review_backend}'
        + ('' if verbose else f'; logs in {os.path.join(os.path.abspath(output_dir), LOG_FILE)}')

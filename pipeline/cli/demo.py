@@ -1,12 +1,17 @@
-"""`vog-audit demo`: the whole audit pipeline locally on digits with flipped labels.
+"""`vog-audit demo`: the whole audit pipeline locally on data with flipped labels.
 
-    vog-audit demo --output demo_output [--noise-rate 0.1] [--seed 0]
-        [--review auto|local|slack] [--approver NAME ...] [--slack-channel C0123ABCD]
-        [--slack-api-url URL] [--review-timeout SECONDS] [--auto-policy JSON]
+    vog-audit demo --output demo_output [--dataset digits|tabular|text] [--noise-rate 0.1]
+        [--seed 0] [--review auto|local|slack] [--approver NAME ...]
+        [--slack-channel C0123ABCD] [--slack-api-url URL] [--review-timeout SECONDS]
+        [--auto-policy JSON]
 
+`--dataset` picks the reference pipeline: digits (the default; a CNN on pixels), tabular
+(generated customers, numeric and categorical columns) or text (generated sentences);
+the last two run Transform before the Trainer (see pipeline.reference_datasets).
 Writes `DIR/data/`, `DIR/pipeline/`, `DIR/metadata.sqlite` and, when the model is blessed
 and approved, `DIR/serving/`; prints a line per finished step and then what the audit found.
-An earlier demo in DIR is reused (see pipeline.demo). Bad input exits 2 with one line.
+An earlier demo of the same data set in DIR is reused (see pipeline.demo); one of another
+data set is refused. Bad input exits 2 with one line.
 """
 
 import json
@@ -15,6 +20,7 @@ import os
 import click
 
 from pipeline.cli import fail
+from pipeline.reference_datasets import DATASETS
 
 
 def _policy(text):
@@ -32,6 +38,8 @@ def _policy(text):
 @click.command()
 @click.option('--output', required=True, type=click.Path(file_okay=False),
               help='Demo folder: data/, pipeline/, metadata.sqlite, serving/.')
+@click.option('--dataset', default='digits', show_default=True, type=click.Choice(DATASETS),
+              help='The reference pipeline: digits, or tabular or text (with Transform).')
 @click.option('--noise-rate', default=0.1, show_default=True, type=float,
               help='Share of labels flipped to another class, in [0, 1].')
 @click.option('--seed', default=0, show_default=True, type=int,
@@ -51,9 +59,9 @@ def _policy(text):
               help='Rules for --review auto as JSON, e.g. \'{"max_flagged_share": 0.2}\'; '
                    'default: pipeline.config.DEFAULT_AUTO_POLICY.')
 @click.option('--verbose', is_flag=True, help='Show TFX\'s INFO logs.')
-def demo(output, noise_rate, seed, backend, approvers, slack_channel, slack_api_url,
+def demo(output, dataset, noise_rate, seed, backend, approvers, slack_channel, slack_api_url,
          review_timeout, auto_policy, verbose):
-  """Run the audit pipeline on the digits demo data and summarise what it found."""
+  """Run the audit pipeline on demo data with flipped labels and summarise what it found."""
   from pipeline import demo as demo_lib  # pylint: disable=g-import-not-at-top
 
   if not 0.0 <= noise_rate <= 1.0:
@@ -80,7 +88,7 @@ def demo(output, noise_rate, seed, backend, approvers, slack_channel, slack_api_
     overrides['auto_policy'] = policy
   try:
     demo_lib.run_demo(output, noise_rate=noise_rate, seed=seed, echo=click.echo,
-                      verbose=verbose, **overrides)
+                      verbose=verbose, dataset=dataset, **overrides)
   except ValueError as e:
     fail(str(e).splitlines()[0])
   except demo_lib.PipelineRunError as e:
