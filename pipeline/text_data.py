@@ -24,7 +24,7 @@ TEXT_KEY = 'text'
 RAW_FEATURES = (TEXT_KEY,)
 CLASS_NAMES = ('sports', 'weather', 'cooking', 'finance')
 NUM_CLASSES = len(CLASS_NAMES)
-DEFAULT_EXAMPLES = 1600
+DEFAULT_EXAMPLES = 2000
 # The share of slots filled with another topic's word.
 CONFUSION = 0.06
 
