@@ -3,6 +3,12 @@
 Pure Python + TensorFlow protos + NumPy; runs inside Beam workers and in the driver.
 Each example either becomes a `ScorableExample` or a `Quarantined` record with the
 reason it cannot be scored. Nothing is dropped silently.
+
+Model inputs come in three kinds, by the dtype `input_specs_of` names: float inputs
+(float_list values, cast to the input's float dtype), integer inputs (`int8` to
+`uint64`: int64_list values, or whole-number floats, never cast through float) and
+text inputs (`string`: bytes_list values, e.g. for a TextVectorization layer, kept as
+NumPy object arrays of bytes).
 """
 
 import hashlib
@@ -16,9 +22,15 @@ from components.vog import report_format as fmt
 
 InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
 
+STRING = 'string'
+_INT_DTYPES = ('int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64')
+# Dtypes no example feature holds. ('object' is how text inputs were once named.)
+_UNREADABLE_DTYPES = ('bool', 'bool_', 'complex64', 'complex128')
+
 
 class InputSpec(NamedTuple):
-  """One model input: its name, per-example shape and NumPy dtype name."""
+  """One model input: its name, per-example shape and dtype name: a NumPy dtype name
+  (`float32`, `int64`, ...) or `string` for text."""
   name: str
   shape: Tuple[int, ...]
   dtype: str
@@ -27,13 +39,32 @@ class InputSpec(NamedTuple):
   def size(self) -> int:
     return int(np.prod(self.shape)) if self.shape else 1
 
+  @property
+  def kind(self) -> str:
+    """`float`, `int` or `string`: how the input's values are read."""
+    if self.dtype in (STRING, 'object'):
+      return STRING
+    if self.dtype in _INT_DTYPES:
+      return 'int'
+    return 'float'
+
+  @property
+  def numpy_dtype(self) -> Any:
+    """The dtype of the input's NumPy arrays (object, holding bytes, for text)."""
+    return object if self.kind == STRING else np.dtype(self.dtype)
+
 
 def input_specs_of(model: tf.keras.Model) -> List[InputSpec]:
-  """The per-example input specs of a Keras model (batch axis dropped)."""
+  """The per-example input specs of a Keras model (batch axis dropped).
+
+  Dtype names are NumPy's (`float32`, `int32`, `int64`, ...), and `string` for a
+  `tf.string` input.
+  """
   specs = []
   for name, tensor in zip(model.input_names, model.inputs):
     shape = tuple(tensor.shape.as_list()[1:])
-    specs.append(InputSpec(name, shape, tensor.dtype.as_numpy_dtype.__name__))
+    dtype = STRING if tensor.dtype == tf.string else tensor.dtype.as_numpy_dtype.__name__
+    specs.append(InputSpec(name, shape, dtype))
   return specs
 
 
@@ -134,20 +165,93 @@ def example_id_of(example: tf.train.Example, serialized: bytes,
   return fingerprint(serialized), False
 
 
+def _integer_values(spec: InputSpec, raw: Any
+                    ) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
+  """(values, None) for an integer input, or (None, (kind, detail))."""
+  try:
+    values = np.asarray(raw)
+  except (TypeError, ValueError):
+    values = None
+  if values is None or values.dtype.kind not in 'iuf':
+    return None, ('not an integer', f'feature {spec.name!r} holds no numbers; model input '
+                  f'{spec.name!r} takes {spec.dtype} ids (an int64_list)')
+  if values.dtype.kind == 'f':
+    whole = np.isfinite(values) & (values == np.round(values))
+    if not whole.all():
+      bad = values.reshape(-1)[np.flatnonzero(~whole.reshape(-1))[0]]
+      return None, ('not an integer', f'feature {spec.name!r} holds {float(bad)!r}; model '
+                    f'input {spec.name!r} takes {spec.dtype} ids (an int64_list)')
+  if values.size != spec.size:
+    return None, _wrong_shape(spec, values.size)
+  problem = _out_of_range(spec, values)
+  if problem:
+    return None, problem
+  return values.astype(spec.dtype).reshape(spec.shape), None
+
+
+def _out_of_range(spec: InputSpec, values: np.ndarray) -> Optional[Tuple[str, str]]:
+  """('integer out of range', detail) when `values` do not fit the input's dtype."""
+  info = np.iinfo(spec.dtype)
+  if values.size and (values.min() < info.min or values.max() > info.max):
+    bad = values.min() if values.min() < info.min else values.max()
+    return ('integer out of range', f'feature {spec.name!r} holds {int(bad)}, outside the '
+            f'{spec.dtype} range of model input {spec.name!r}')
+  return None
+
+
+def _text_values(spec: InputSpec, raw: Any
+                 ) -> Tuple[Optional[np.ndarray], Optional[Tuple[str, str]]]:
+  """(object array of bytes, None) for a text input, or (None, (kind, detail))."""
+  if isinstance(raw, (bytes, str)):
+    raw = [raw]
+  try:
+    flat = np.asarray(raw, dtype=object).reshape(-1)
+  except (TypeError, ValueError):
+    flat = np.asarray([raw], dtype=object)
+  items = []
+  for value in flat:
+    if isinstance(value, str):
+      value = value.encode('utf-8')
+    if not isinstance(value, bytes):
+      return None, ('not text', f'feature {spec.name!r} holds {value!r}; model input '
+                    f'{spec.name!r} takes text (a bytes_list)')
+    items.append(value)
+  if len(items) != spec.size:
+    return None, _wrong_shape(spec, len(items))
+  values = np.empty(len(items), dtype=object)
+  values[:] = items
+  return values.reshape(spec.shape), None
+
+
+def _wrong_shape(spec: InputSpec, size: int) -> Tuple[str, str]:
+  return ('wrong shape', f'feature {spec.name!r} has {size} values; model input '
+          f'{spec.name!r} takes {spec.size} (shape {spec.shape})')
+
+
 class ExampleParser:
   """Turns one serialized example into a ScorableExample or a Quarantined record.
 
   Args:
-    input_specs: the model's inputs.
+    input_specs: the model's inputs: float, integer or `string` (text) dtypes.
     label_key: the int label feature; required per example when `label_required`.
     num_classes: labels must lie in [0, num_classes).
     example_id_key: feature holding the example's id, if the data has one.
     inputs_fn: optional user function from an example's features to model inputs.
+
+  Refuses an input of another dtype (bool, complex), naming it. Per example, an input
+  that is missing, has the wrong number of values, or values of the wrong kind
+  (`not numeric` for floats, `not an integer`, `not text`), non-finite floats, or
+  integers outside the input's dtype is quarantined with the reason.
   """
 
   def __init__(self, input_specs: List[InputSpec], label_key: Optional[str],
                label_required: bool, num_classes: int, example_id_key: Optional[str],
                inputs_fn: Optional[InputsFn] = None):
+    unsupported = [f'{s.name!r} ({s.dtype})' for s in input_specs
+                   if s.dtype in _UNREADABLE_DTYPES]
+    if unsupported:
+      raise ValueError(f'model input(s) {", ".join(unsupported)} have a dtype VoG cannot '
+                       'read from examples; give float, integer or string inputs')
     self.input_specs = input_specs
     self.label_key = label_key
     self.label_required = label_required
@@ -184,15 +288,20 @@ class ExampleParser:
     for spec in self.input_specs:
       if spec.name not in raw_inputs:
         return quarantine('missing feature', f'{spec.name!r} (a model input)')
+      if spec.kind != 'float':
+        read = _text_values if spec.kind == STRING else _integer_values
+        values, problem = read(spec, raw_inputs[spec.name])
+        if problem:
+          return quarantine(*problem)
+        inputs[spec.name] = values
+        continue
       try:
         values = np.asarray(raw_inputs[spec.name],
                             dtype=np.float32 if spec.dtype == 'float32' else np.float64)
       except (TypeError, ValueError):
         return quarantine('not numeric', f'feature {spec.name!r}')
       if values.size != spec.size:
-        return quarantine('wrong shape', f'feature {spec.name!r} has {values.size} '
-                          f'values; model input {spec.name!r} takes {spec.size} '
-                          f'(shape {spec.shape})')
+        return quarantine(*_wrong_shape(spec, values.size))
       if not np.all(np.isfinite(values)):
         return quarantine('non-finite value', f'feature {spec.name!r}')
       inputs[spec.name] = values.reshape(spec.shape).astype(spec.dtype)
@@ -221,13 +330,16 @@ class ExampleParser:
       else:
         good.append((record, result))
     inputs = {s.name: np.stack([e.inputs[s.name] for _, e in good]) if good else
-              np.zeros((0,) + tuple(s.shape), dtype=s.dtype) for s in self.input_specs}
+              np.zeros((0,) + tuple(s.shape), dtype=s.numpy_dtype)
+              for s in self.input_specs}
     return ScorableBatch([r for r, _ in good], [e.example_id for _, e in good],
                          [e.has_example_id for _, e in good], inputs,
                          [e.label for _, e in good]), bad
 
   def _feature_spec(self) -> Dict[str, Any]:
-    spec = {s.name: tf.io.FixedLenFeature([s.size], tf.float32) for s in self.input_specs}
+    kinds = {'float': tf.float32, 'int': tf.int64, STRING: tf.string}
+    spec = {s.name: tf.io.FixedLenFeature([s.size], kinds[s.kind])
+            for s in self.input_specs}
     if self.label_required:
       spec[self.label_key] = tf.io.FixedLenFeature([], tf.int64)
     elif self.label_key:
@@ -239,7 +351,8 @@ class ExampleParser:
   def _parse_together(self, records: Sequence[InputRecord]
                       ) -> Optional[Tuple['ScorableBatch', List[Quarantined]]]:
     """The one-call path; None when the batch needs record-by-record parsing."""
-    if any(s.dtype not in ('float32', 'float64') for s in self.input_specs):
+    if any(s.kind == 'float' and s.dtype not in ('float32', 'float64')
+           for s in self.input_specs):
       return None
     try:
       parsed = tf.io.parse_example([r.serialized for r in records], self._feature_spec())
@@ -274,11 +387,16 @@ class ExampleParser:
     inputs = {}
     for spec in self.input_specs:
       values = parsed[spec.name].numpy()
-      finite = np.isfinite(values).all(axis=1)
-      for i in np.flatnonzero(~finite):
-        if verdict[i] is None:
-          verdict[i] = ('non-finite value', f'feature {spec.name!r}')
-      inputs[spec.name] = values.reshape((n,) + tuple(spec.shape)).astype(spec.dtype)
+      if spec.kind == 'float':
+        for i in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+          if verdict[i] is None:
+            verdict[i] = ('non-finite value', f'feature {spec.name!r}')
+      elif spec.kind == 'int' and spec.dtype != 'int64':  # Parsed as int64.
+        info = np.iinfo(spec.dtype)
+        for i in np.flatnonzero(((values < info.min) | (values > info.max)).any(axis=1)):
+          if verdict[i] is None:
+            verdict[i] = _out_of_range(spec, values[i])
+      inputs[spec.name] = values.reshape((n,) + tuple(spec.shape)).astype(spec.numpy_dtype)
     keep = [i for i in range(n) if verdict[i] is None]
     bad = [Quarantined(r.split, texts[i], verdict[i][0], verdict[i][1], r.serialized,
                        r.file_index, r.record_index)
