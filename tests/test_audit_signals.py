@@ -147,3 +147,74 @@ def test_a_flagged_row_naming_an_unknown_signal_is_refused():
   assert fmt.flagged_row_from_json(line).signals == {'audit_confidence': 0.25}
   assert json.loads(json.dumps(fmt.flagged_row_to_json(fmt.flagged_row_from_json(line))))[
       'signals'] == {'audit_confidence': 0.25}
+
+
+def _split_wide_share(values, value):
+  return 100.0 * np.mean(np.asarray(values) <= value)
+
+
+def test_the_default_ranks_by_confidence_across_each_split(data, labelled):
+  # rank_by='auto' with labels: the inspection budget goes to the least confident labels
+  # of the whole audit; percentiles and buckets are of confidence within the split, and
+  # vog_score stays VoG normalised within its class.
+  plan, summary, rows, report_dir = labelled
+  assert plan.settings.ranked_by == 'confidence' and summary['ranked_by'] == 'confidence'
+  report = fmt.load_report(report_dir)
+  confidence = {eid: _value(f, signals.CONFIDENCE) for eid, f in rows.items()}
+  least = sorted(confidence, key=lambda eid: confidence[eid])[:15]
+  assert [row.example_id for row in report.flagged] == least
+  assert {eid for eid, f in rows.items() if _value(f, 'vog_flagged')} == set(least)
+  for split in ('train', 'eval'):
+    mine = [eid for eid in rows if _split_of(report_dir, eid) == split]
+    values = [-confidence[eid] for eid in mine]
+    for eid in mine:
+      assert _value(rows[eid], 'vog_percentile') == pytest.approx(
+          _split_wide_share(values, -confidence[eid]), abs=0.1)
+  # vog_score: VoG z-scored within (split, class).
+  for eid, f in rows.items():
+    peers = [_value(g, 'vog_raw') for e, g in rows.items()
+             if _split_of(report_dir, e) == _split_of(report_dir, eid)
+             and _value(g, 'vog_target_class') == _value(f, 'vog_target_class')]
+    if len(peers) > 1 and np.std(peers) > 0:
+      assert _value(f, 'vog_score') == pytest.approx(
+          (_value(f, 'vog_raw') - np.mean(peers)) / np.std(peers), rel=1e-4, abs=1e-4)
+
+
+def test_each_flag_says_which_signals_agree(labelled):
+  _, _, rows, report_dir = labelled
+  report = fmt.load_report(report_dir)
+  for row in report.flagged:
+    split = row.split
+    peers = [f for eid, f in rows.items() if _split_of(report_dir, eid) == split]
+    expected = []
+    for short, field in zip(fmt.SIGNAL_NAMES, fmt.SIGNAL_FIELDS):
+      sign = signals.ORIENTATION[field]
+      share = _split_wide_share([sign * _value(f, field) for f in peers],
+                                sign * row.signals[field])
+      expected.append((short, share))
+    expected.append(('vog', _split_wide_share([_value(f, 'vog_raw') for f in peers],
+                                              row.vog_raw)))
+    # A share within 0.5 of the 90th percentile may fall either side of the cut through
+    # quantile rounding; every other one must be decided as the split's values say.
+    clear = [(name, share > 90.0) for name, share in expected if abs(share - 90.0) > 0.5]
+    assert all((name in row.agreeing) == agrees for name, agrees in clear), (row, expected)
+    if row.vog_percentile > 90.5:  # what ranked it agrees wherever it placed it that high
+      assert 'confidence' in row.agreeing
+  assert any(len(row.agreeing) >= 3 for row in report.flagged)
+
+
+def test_rank_by_vog_flags_the_highest_class_normalised_vog(data):
+  plan, summary, rows, report_dir = _audit(data, 'by-vog', rank_by='vog')
+  assert summary['ranked_by'] == 'vog'
+  report = fmt.load_report(report_dir)
+  scores = {eid: _value(f, 'vog_score') for eid, f in rows.items()}
+  top = sorted(scores, key=lambda eid: -scores[eid])[:15]
+  assert [row.example_id for row in report.flagged] == top
+  # `vog` agrees by raw VoG across the split, the signals' way, not by the class-normalised
+  # score that ranked these.
+  for row in report.flagged:
+    peers = [_value(f, 'vog_raw') for eid, f in rows.items()
+             if _split_of(report_dir, eid) == row.split]
+    share = _split_wide_share(peers, row.vog_raw)
+    if abs(share - 90.0) > 0.5:
+      assert ('vog' in row.agreeing) == (share > 90.0), (row, share)

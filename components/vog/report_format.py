@@ -207,7 +207,8 @@ class FlaggedRow:
   # The example's label-error signals by field name (SIGNAL_FIELDS); None without them.
   signals: Optional[Dict[str, float]] = None
   # The names (AGREEMENT_NAMES) whose own rank across the split puts the example in its
-  # hard bucket too; None without signals (label_mode='predicted', or before version 4).
+  # hard bucket too (`vog` by raw VoG, whatever `normalize` is); None without signals
+  # (label_mode='predicted', or before version 4).
   agreeing: Optional[Tuple[str, ...]] = None
 
 
