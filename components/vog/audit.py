@@ -202,7 +202,8 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
                len(chosen), len(entries), steps, wanted,
                [(s.name, s.shape) for s in input_specs])
-  compared_with = None if baseline is None else drift_lib.load_baseline(baseline)
+  compared_with = None if baseline is None else drift_lib.load_baseline(
+      baseline, settings.ranked_by)
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
                    module_file, compared_with)
 
@@ -351,6 +352,7 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
       'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(
           '%Y-%m-%dT%H:%M:%SZ'),
       'settings': dict(plan.settings.to_json(), splits=list(plan.split_files)),
+      fmt.RANKED_BY: plan.settings.ranked_by,
       'checkpoints': [{'path': e.path, 'epoch': e.epoch, 'step': e.step}
                       for e in plan.entries],
       'num_classes': plan.num_classes,
