@@ -89,19 +89,24 @@ def input_files(split: str, pattern: str) -> List[beam_audit.InputFile]:
 class ScorerFactory:
   """Loads the selected checkpoints into a VogScorer; runs once per Beam worker.
 
-  `cache_key()` names what it loads, so workers share one scorer across threads.
+  `cache_key()` names what it loads and how it scores, so workers share one scorer
+  across threads. `gradient_layers` and `pad_id` are the VogSettings fields of the name.
   """
 
   def __init__(self, entries: Sequence[checkpoints.CheckpointEntry],
-               module_file: Optional[str], target: str, label_mode: str):
+               module_file: Optional[str], target: str, label_mode: str,
+               gradient_layers: Optional[Sequence[str]] = None,
+               pad_id: Optional[int] = None):
     self.entries = list(entries)
     self.module_file = module_file
     self.target = target
     self.label_mode = label_mode
+    self.gradient_layers = None if gradient_layers is None else list(gradient_layers)
+    self.pad_id = pad_id
 
   def cache_key(self) -> str:
     text = json.dumps([[e.path for e in self.entries], self.module_file, self.target,
-                       self.label_mode])
+                       self.label_mode, self.gradient_layers, self.pad_id])
     return hashlib.sha256(text.encode()).hexdigest()
 
   def __call__(self) -> VogScorer:
@@ -112,7 +117,8 @@ class ScorerFactory:
         pass
     _, custom_objects = load_user_module(self.module_file)
     models = checkpoints.load_checkpoint_models(self.entries, custom_objects)
-    return VogScorer(models, self.target, self.label_mode)
+    return VogScorer(models, self.target, self.label_mode,
+                     gradient_layers=self.gradient_layers, pad_id=self.pad_id)
 
 
 class ParserFactory:
@@ -175,7 +181,8 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   inputs_fn, custom_objects = load_user_module(module_file)
   models = checkpoints.load_checkpoint_models(chosen, custom_objects)
   try:
-    scorer = VogScorer(models, settings.target, settings.label_mode)
+    scorer = VogScorer(models, settings.target, settings.label_mode,
+                       gradient_layers=settings.gradient_layers, pad_id=settings.pad_id)
   except ValueError as e:
     raise AuditConfigError(str(e)) from e
   input_specs = examples_io.input_specs_of(models[-1])
@@ -250,7 +257,9 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   work_dir = os.path.join(report_dir, f'.work-{uuid.uuid4().hex[:8]}')
   tf.io.gfile.makedirs(work_dir)
   scorer_factory = ScorerFactory(plan.entries, plan.module_file, settings.target,
-                                 settings.label_mode)
+                                 settings.label_mode,
+                                 gradient_layers=settings.gradient_layers,
+                                 pad_id=settings.pad_id)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
                                  plan.module_file)
   all_files = [f for files in plan.split_files.values() for f in files]
