@@ -3,6 +3,7 @@
 Each test runs the real executor; Slack is `slack_server.FakeSlack`, a real HTTP server.
 """
 
+import dataclasses
 import os
 import time
 
@@ -432,3 +433,20 @@ def test_component_refuses_bad_configuration():
                          auto_policy={'max_flagged_share': 0.2})
   assert gate.outputs['review_blessing'].type_name == 'ModelBlessing'
   assert auto_policy.BACKEND == gate.exec_properties['backend']
+
+
+def test_slack_lists_top_flagged_by_what_ranked_them_and_how_many_signals_agree():
+  from components.review_gate import slack_backend  # pylint: disable=g-import-not-at-top
+  row = {'rank': 1, 'example_id': 'digit-7', 'split': 'train', 'label': 3,
+         'predicted_class': 5, 'vog_score': 0.4,
+         'signals': {'audit_confidence': 0.043, 'audit_el2n': 1.2},
+         'agreeing': ['confidence', 'margin_mean', 'el2n', 'vog']}
+  summary = dataclasses.replace(_policy_summary(None), top_flagged=[row],
+                                ranked_by='confidence')
+  _, blocks = slack_backend.build_blocks(summary, 'r-1', [ALICE], 60.0)
+  texts = [b['text']['text'] for b in blocks if 'text' in b and 'Top flagged' in str(b)]
+  assert texts == ['*Top flagged examples* (ranked by confidence)\n1. `digit-7` (train) '
+                   'label 3, predicted 5, confidence 0.04, 4 of 8 signals agree']
+  # A report ranked by VoG, written before the signals existed, reads as it did.
+  old = dict(row, signals=None, agreeing=None)
+  assert review_summary.flagged_line(old, 'vog') == 'score 0.40'

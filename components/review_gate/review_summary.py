@@ -43,6 +43,8 @@ class ReviewSummary:
   per_class: List[Dict] = dataclasses.field(default_factory=list)
   # Against the last shipped model's audit; None when nothing had shipped (no baseline).
   drift: Optional[report_format.Drift] = None
+  # What ranked the flagged examples (report_format.AGREEMENT_NAMES).
+  ranked_by: str = report_format.VOG
 
   def headline(self) -> Dict:
     """The few numbers that go into the pending-review record and the CLI listing."""
@@ -197,4 +199,19 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
       worst_classes=worst_classes(report.summary.per_class),
       top_flagged=[report_format.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
       overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path,
-      drift=report.summary.drift)
+      drift=report.summary.drift, ranked_by=report.summary.ranked_by)
+
+
+def flagged_line(row: Dict, ranked_by: str) -> str:
+  """What ranked one flagged row (flagged.jsonl's line) and how many signals agree:
+  `confidence 0.12, 5 of 8 signals agree`, or `score 3.41` where VoG ranked it."""
+  signals = row.get('signals') if isinstance(row.get('signals'), dict) else {}
+  value = signals.get('audit_' + ranked_by)
+  if ranked_by == report_format.VOG or not isinstance(value, (int, float)):
+    text = f'score {float(row.get("vog_score") or 0):.2f}'
+  else:
+    text = f'{ranked_by} {float(value):.2f}'
+  agreeing = row.get('agreeing')
+  if isinstance(agreeing, list):
+    text += f', {len(agreeing)} of {len(report_format.AGREEMENT_NAMES)} signals agree'
+  return text

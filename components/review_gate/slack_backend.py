@@ -137,8 +137,9 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
       for r in summary.worst_classes) or '_no per-class statistics_'
   examples = '\n'.join(
       f'{r.get("rank")}. `{_esc(r.get("example_id"))}` ({_esc(r.get("split"))}) label '
-      f'{_esc(r.get("label"))}, predicted {_esc(r.get("predicted_class"))}, score '
-      f'{float(r.get("vog_score") or 0):.2f}' for r in summary.top_flagged) or '_none flagged_'
+      f'{_esc(r.get("label"))}, predicted {_esc(r.get("predicted_class"))}, '
+      f'{review_summary.flagged_line(r, summary.ranked_by)}'
+      for r in summary.top_flagged) or '_none flagged_'
   who = ', '.join(f'<@{a}>' for a in approvers)
   drift = review_summary.drift_headline(summary.drift)
   drift = _esc(drift if len(drift) <= 1000 else drift[:999] + '…')
@@ -159,7 +160,9 @@ def build_blocks(summary: review_summary.ReviewSummary, review_id: str, approver
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': drift}},
       {'type': 'section', 'text': {'type': 'mrkdwn',
                                    'text': f'*Worst classes by flagged share*\n{classes}'}},
-      {'type': 'section', 'text': {'type': 'mrkdwn', 'text': f'*Top flagged examples*\n{examples}'}},
+      {'type': 'section', 'text': {'type': 'mrkdwn', 'text': f'*Top flagged examples* (ranked by '
+                                                              f'{_esc(summary.ranked_by)})\n'
+                                                              f'{examples}'}},
       {'type': 'section', 'text': {'type': 'mrkdwn',
                                    'text': f'*Report*: <{summary.report_url}|open the review page>'
                                    if '://' in summary.report_url
