@@ -26,10 +26,14 @@ from components.vog import record_files
 from components.vog import report_folder
 from components.vog import report_format as fmt
 from components.vog import stages
+from components.vog import transform_inputs
 from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
 
 PEEK_RECORDS = 50
+# summary.json's record of the transform graph the model inputs were made with (its
+# folder), null when the model took the raw features.
+TRANSFORM_GRAPH = 'transform_graph'
 
 
 class AuditConfigError(ValueError):
@@ -122,16 +126,26 @@ class ScorerFactory:
 
 
 class ParserFactory:
-  """Builds the ExampleParser inside each Beam worker (user functions load there)."""
+  """Builds the parser inside each Beam worker (user functions load there).
+
+  An ExampleParser; with `transform_graph` (a TransformGraph folder) a
+  transform_inputs.TransformParser, which feeds the model the transformed features.
+  """
 
   def __init__(self, input_specs, settings: VogSettings, num_classes: int,
-               module_file: Optional[str]):
+               module_file: Optional[str], transform_graph: Optional[str] = None):
     self.input_specs = input_specs
     self.settings = settings
     self.num_classes = num_classes
     self.module_file = module_file
+    self.transform_graph = transform_graph
 
-  def __call__(self) -> examples_io.ExampleParser:
+  def __call__(self):
+    if self.transform_graph:
+      return transform_inputs.TransformParser(
+          self.transform_graph, self.input_specs, self.settings.label_key,
+          self.settings.label_mode == 'label', self.num_classes,
+          self.settings.example_id_key)
     inputs_fn, _ = load_user_module(self.module_file)
     return examples_io.ExampleParser(
         self.input_specs, self.settings.label_key,
@@ -143,7 +157,7 @@ class AuditPlan:
   """A checked audit: settings, checkpoints, model inputs and the files of each split."""
 
   def __init__(self, settings, entries, input_specs, num_classes, split_files,
-               module_file, baseline):
+               module_file, baseline, transform_graph=None):
     self.settings: VogSettings = settings
     self.entries: List[checkpoints.CheckpointEntry] = entries
     self.input_specs: List[examples_io.InputSpec] = input_specs
@@ -152,20 +166,27 @@ class AuditPlan:
     self.module_file: Optional[str] = module_file
     # The audit compared with, read at plan time; None without a baseline.
     self.baseline: Optional[drift_lib.Baseline] = baseline
+    # The TransformGraph folder whose output the model takes; None: the raw features.
+    self.transform_graph: Optional[str] = transform_graph
 
 
 def plan_audit(settings: VogSettings, model_run_dir: str,
                split_patterns: Mapping[str, str], module_file: Optional[str] = None,
                schema_features: Optional[Sequence[str]] = None,
-               baseline: Optional[Dict[str, Any]] = None) -> AuditPlan:
+               baseline: Optional[Dict[str, Any]] = None,
+               transform_graph: Optional[str] = None) -> AuditPlan:
   """Checks everything that can be checked before Beam starts.
 
   `split_patterns` maps each available split to a file pattern; `baseline` ({'uri': the
   report folder of the last shipped model's audit, ...}) is what drift compares with: one
-  that cannot be read makes the drift `unavailable`, never the audit fail. Raises
-  AuditConfigError (or CheckpointError) for bad settings, manifest problems, a
-  requested split that does not exist or is empty, and model inputs or the label
-  missing from the examples.
+  that cannot be read makes the drift `unavailable`, never the audit fail.
+  `transform_graph` is the folder of a Transform output when the model takes
+  transformed features: the examples are raw, and each batch goes through the graph
+  before scoring. Raises AuditConfigError (or CheckpointError) for bad settings,
+  manifest problems, a requested split that does not exist or is empty, model inputs
+  or the label missing from the examples; with a transform graph, also for a graph that
+  cannot be read, a model input it does not produce, a raw feature it reads that the
+  examples lack, and a module_file defining vog_inputs_fn (one or the other).
   """
   try:
     settings.validate()
@@ -179,6 +200,17 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
     raise AuditConfigError(f'{e} (manifest under {model_run_dir})') from e
   chosen = [e for e in entries if e.step in set(steps)]
   inputs_fn, custom_objects = load_user_module(module_file)
+  transform_output = None
+  if transform_graph:
+    if inputs_fn is not None:
+      raise AuditConfigError(
+          f'module_file {module_file} defines vog_inputs_fn and a transform graph '
+          f'({transform_graph}) is given too; both make the model inputs - use the '
+          'transform graph alone, or drop it and let vog_inputs_fn make the inputs')
+    try:
+      transform_output = transform_inputs.load_transform_output(transform_graph)
+    except transform_inputs.TransformGraphError as e:
+      raise AuditConfigError(str(e)) from e
   models = checkpoints.load_checkpoint_models(chosen, custom_objects)
   try:
     scorer = VogScorer(models, settings.target, settings.label_mode,
@@ -189,8 +221,17 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   for spec in input_specs:
     if any(d is None for d in spec.shape):
       raise AuditConfigError(
-          f'model input {spec.name!r} has shape {spec.shape} with an unknown size; '
-          'give a module_file whose vog_inputs_fn returns fixed-size inputs')
+          f'model input {spec.name!r} has shape {spec.shape} with an unknown size; ' +
+          ('give the model fixed-size inputs, as the transform graph produces them'
+           if transform_graph else
+           'give a module_file whose vog_inputs_fn returns fixed-size inputs'))
+  raw_features = None
+  if transform_output is not None:
+    try:
+      transform_inputs.check_model_inputs(transform_output, input_specs, transform_graph)
+    except transform_inputs.TransformGraphError as e:
+      raise AuditConfigError(str(e)) from e
+    raw_features = transform_inputs.required_raw_features(transform_output)
 
   wanted = settings.splits or list(split_patterns)
   unknown = [s for s in wanted if s not in split_patterns]
@@ -205,18 +246,27 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
       raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
                              ' - check the examples, or leave the split out with splits=')
     split_files[split] = files
-    _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings)
+    _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings,
+                    raw_features, transform_graph)
   logging.info('VoG audit planned: %d of %d checkpoints (steps %s), splits %s, inputs %s',
                len(chosen), len(entries), steps, wanted,
                [(s.name, s.shape) for s in input_specs])
+  if transform_graph:
+    logging.info('VoG model inputs come from the transform graph %s (raw features %s)',
+                 transform_graph, raw_features)
   compared_with = None if baseline is None else drift_lib.load_baseline(
       baseline, settings.ranked_by)
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   module_file, compared_with)
+                   module_file, compared_with, transform_graph or None)
 
 
-def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings):
-  """Refuses model inputs or a label that no example of the split carries."""
+def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings,
+                    raw_features=None, transform_graph=None):
+  """Refuses model inputs or a label that no example of the split carries.
+
+  With a transform graph, `raw_features` (the raw features it needs in every example)
+  are checked instead of the model inputs, which the graph makes.
+  """
   if schema_features is not None:
     present = set(schema_features)
   else:
@@ -228,7 +278,14 @@ def _check_features(split, peeked, schema_features, input_specs, inputs_fn, sett
         continue
     if not present:
       return  # Nothing parsable to judge by; Beam quarantines each bad record.
-  if inputs_fn is None:
+  if raw_features is not None:
+    missing = [name for name in raw_features if name not in present]
+    if missing:
+      raise AuditConfigError(
+          f'raw feature(s) {missing} that the transform graph {transform_graph} reads are '
+          f'not features of split {split!r} (it has {sorted(present)}) - give the raw '
+          'examples the transform graph was made for (those Transform read)')
+  elif inputs_fn is None:
     missing = [s.name for s in input_specs if s.name not in present]
     if missing:
       raise AuditConfigError(
@@ -261,7 +318,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
                                  gradient_layers=settings.gradient_layers,
                                  pad_id=settings.pad_id)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
-                                 plan.module_file)
+                                 plan.module_file, plan.transform_graph)
   all_files = [f for files in plan.split_files.values() for f in files]
   shard_of = {(f.split, f.file_index): i for i, f in enumerate(all_files)}
 
@@ -369,6 +426,8 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
                        for i in plan.input_specs],
       'input_files': {split: len(files) for split, files in plan.split_files.items()},
       'baseline': None if plan.baseline is None else plan.baseline.info,
+      # The TransformGraph folder the model inputs were made with; None: raw features.
+      TRANSFORM_GRAPH: plan.transform_graph,
       'drift': None,
       'signals': signals_note(plan.settings),
   }
@@ -388,8 +447,10 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   """Rebuilds report.html (and flagged.png) from a difficulty report folder alone.
 
   Reads the folder through report_format.load_report; `module_file` only when the
-  audit used a vog_inputs_fn. Returns the page's path. Raises AuditConfigError naming
-  a missing or malformed file.
+  audit used a vog_inputs_fn. The transform graph the audit used (summary.json's
+  `transform_graph`) makes the thumbnails' inputs; where it is gone the page is built
+  without thumbnails. Returns the page's path. Raises AuditConfigError naming a missing
+  or malformed file.
   """
   try:
     report = fmt.load_report(report_dir)
@@ -410,7 +471,14 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
                            f'valid: {e}') from e
   flagged = [fmt.flagged_row_to_json(row) for row in report.flagged]
   records = {row.rank: record for row, record in zip(report.flagged, examples)}
-  parser = ParserFactory(input_specs, settings, summary.num_classes, module_file)()
+  transform_graph = summary.raw.get(TRANSFORM_GRAPH)
+  if transform_graph and not tf.io.gfile.isdir(transform_graph):
+    logging.warning('The transform graph %s of this audit is gone; report.html is built '
+                    'without thumbnails', transform_graph)
+    parser = _NoThumbnails()
+  else:
+    parser = ParserFactory(input_specs, settings, summary.num_classes, module_file,
+                           transform_graph or None)()
   try:
     report_folder.write_report_page(
         report_dir, summary.raw, flagged,
@@ -418,3 +486,12 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   except fmt.ReportFormatError as e:  # a bad quarantine shard, read for the page's sample
     raise AuditConfigError(str(e)) from e
   return report.page_path
+
+
+class _NoThumbnails:
+  """A parser for the report's previews that makes no model inputs (no thumbnails)."""
+
+  def parse(self, split: str, serialized: bytes) -> examples_io.Quarantined:
+    return examples_io.Quarantined(split, examples_io.fingerprint(serialized),
+                                   'no transform graph', 'the transform graph is gone',
+                                   serialized)

@@ -33,6 +33,7 @@ from components.vog.spec_keys import MODULE_FILE_KEY
 from components.vog.spec_keys import SCHEMA_KEY
 from components.vog.spec_keys import SCORED_EXAMPLES_KEY
 from components.vog.spec_keys import SETTINGS_KEY
+from components.vog.spec_keys import TRANSFORM_GRAPH_KEY
 
 
 
@@ -58,6 +59,8 @@ class VarianceOfGradientsSpec(ComponentSpec):
       MODEL_RUN_KEY: ChannelParameter(type=standard_artifacts.ModelRun),
       SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
       BASELINE_KEY: ChannelParameter(type=ShippedAudit, optional=True),
+      TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
+                                            optional=True),
   }
   OUTPUTS = {
       SCORED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -86,6 +89,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
                model_run: types.BaseChannel,
                schema: Optional[types.BaseChannel] = None,
                baseline: Optional[types.BaseChannel] = None,
+               transform_graph: Optional[types.BaseChannel] = None,
                label_key: Optional[str] = _DEFAULT,
                target: str = _DEFAULT,
                label_mode: str = _DEFAULT,
@@ -107,6 +111,11 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
       baseline: optional ShippedAudit naming the audit of the last model that shipped
         (HumanReviewGate's `shipped_audit`, through a LatestArtifactStrategy resolver);
         the report then holds `drift` against it, and the history it keeps is extended.
+      transform_graph: optional TransformGraph (Transform's `transform_graph`) when the
+        model takes transformed features: `examples` are then the raw examples Transform
+        read, each batch goes through the graph before scoring, and the scored examples
+        keep the raw features. Every model input must be an output of the graph, and
+        a module_file must not define vog_inputs_fn as well.
       label_key: int label feature, needed in `label` mode ['label'].
       target: `loss` (best at finding mislabeled examples), `prob` or `logit` ['loss'].
       label_mode: `label`, or `predicted` for unlabeled data ['label'].
@@ -122,15 +131,17 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
       example_id_key: feature holding example ids; fingerprints are used without it
         ['example_id'].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
-        and/or `custom_objects` for custom layers. Trusted code: it is imported in the
-        executor process and in every Beam worker, and its custom_objects run while
-        checkpoints load and score.
+        (not with `transform_graph`) and/or `custom_objects` for custom layers. Trusted
+        code: it is imported in the executor process and in every Beam worker, and its
+        custom_objects run while checkpoints load and score.
       settings: every setting above at once, as a VogSettings; give either this or
         the separate settings, not both.
 
     Raises:
       ValueError: a bad setting, named; or `settings` given together with separate
-        settings (named).
+        settings (named). A module_file defining vog_inputs_fn together with
+        `transform_graph` is refused when the executor starts, before any example is
+        scored (the module is read there).
     """
     given = {name: value for name, value in (
         ('label_key', label_key), ('target', target), ('label_mode', label_mode),
@@ -151,7 +162,8 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
     settings.validate()
     spec = VarianceOfGradientsSpec(
         **{EXAMPLES_KEY: examples, MODEL_RUN_KEY: model_run, SCHEMA_KEY: schema,
-           BASELINE_KEY: baseline, SETTINGS_KEY: settings.to_json_string(),
+           BASELINE_KEY: baseline, TRANSFORM_GRAPH_KEY: transform_graph,
+           SETTINGS_KEY: settings.to_json_string(),
            MODULE_FILE_KEY: module_file,
            SCORED_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples),
            DIFFICULTY_REPORT_KEY: types.Channel(type=DifficultyReport)})

@@ -21,6 +21,7 @@ from components.vog.spec_keys import MODULE_FILE_KEY
 from components.vog.spec_keys import SCHEMA_KEY
 from components.vog.spec_keys import SCORED_EXAMPLES_KEY
 from components.vog.spec_keys import SETTINGS_KEY
+from components.vog.spec_keys import TRANSFORM_GRAPH_KEY
 
 
 def settings_from_exec_properties(exec_properties: Dict[str, Any]) -> VogSettings:
@@ -105,6 +106,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       baseline = baseline_of(artifact_utils.get_single_instance(input_dict[BASELINE_KEY]))
     schema_features = (_schema_features(input_dict[SCHEMA_KEY])
                        if input_dict.get(SCHEMA_KEY) else None)
+    transform_graph = (artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY])
+                       if input_dict.get(TRANSFORM_GRAPH_KEY) else None)
 
     plan = audit.plan_audit(
         settings,
@@ -112,7 +115,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         split_patterns,
         module_file=exec_properties.get(MODULE_FILE_KEY),
         schema_features=schema_features,
-        baseline=baseline)
+        baseline=baseline,
+        transform_graph=transform_graph)
 
     scored = artifact_utils.get_single_instance(output_dict[SCORED_EXAMPLES_KEY])
     scored.split_names = artifact_utils.encode_split_names(list(plan.split_files))

@@ -9,6 +9,7 @@ EXAMPLES_KEY = 'examples'
 MODEL_RUN_KEY = 'model_run'
 SCHEMA_KEY = 'schema'
 BASELINE_KEY = 'baseline'
+TRANSFORM_GRAPH_KEY = 'transform_graph'
 
 # Outputs.
 SCORED_EXAMPLES_KEY = 'scored_examples'

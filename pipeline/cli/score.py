@@ -83,9 +83,12 @@ def split_patterns_of(path: str):
               help='Beam pipeline argument (repeatable), e.g. --beam-arg=--runner=DirectRunner.')
 @click.option('--baseline', default=None, type=click.Path(file_okay=False),
               help='difficulty_report folder of an earlier audit to compare with (drift).')
+@click.option('--transform-graph', default=None, type=click.Path(file_okay=False),
+              help='Transform output folder (transform_fn/, metadata/) when the model '
+              'takes transformed features; EXAMPLES are then the raw examples.')
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
-          example_id_key, module_file, beam_args, baseline):
+          example_id_key, module_file, beam_args, baseline, transform_graph):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -114,7 +117,8 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
   try:
     plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file,
-                            baseline={'uri': baseline} if baseline else None)
+                            baseline={'uri': baseline} if baseline else None,
+                            transform_graph=transform_graph)
   except (audit.AuditConfigError, checkpoints.CheckpointError) as e:
     fail(str(e))
   scored_dir = os.path.join(output, 'scored_examples')
