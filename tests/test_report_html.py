@@ -500,3 +500,15 @@ def test_a_signal_ranked_report_shows_the_signal_and_which_signals_agree():
 def test_a_vog_ranked_report_without_signals_has_no_agreement_column(page):
   assert 'ranked by vog' in page and 'signals that agree' not in page
   assert '<table class="agreement">' not in page
+
+
+def test_tabular_rows_show_where_their_gradients_moved_most():
+  flagged, previews = _flagged_and_previews(n=2, images=False)
+  flagged[0]['top_sigma'] = [['numeric[2]', 0.031], ['color_embedding', 0.0042]]
+  page = report_html.render_report(_summary(), flagged, [], previews)
+  assert 'gradients moved most (sigma)' in page
+  rows = _rows(page)
+  assert rows[0][1][-1] == 'numeric[2] 0.031color_embedding 0.0042'
+  assert rows[1][1][-1] == ''
+  # Text and tabular features are shown as their values, not as a thumbnail.
+  assert '<table class="features">' in page and 'pixels' in page

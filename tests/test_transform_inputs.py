@@ -8,7 +8,6 @@ transform graph makes the model inputs, and the scored examples keep the raw byt
 
 import base64
 import glob
-import inspect
 import json
 import os
 
@@ -32,7 +31,6 @@ from components.vog import report_format as fmt
 from components.vog import spec_keys
 from components.vog import transform_inputs
 from components.vog.checkpoints import VogCheckpointCallback
-from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
 from pipeline.cli import main as cli
 import fixtures
@@ -50,10 +48,6 @@ RAW_SPEC = {
     'example_id': tf.io.FixedLenFeature([], tf.string),
 }
 FLOAT_INPUTS = ('x1_z', 'x2_z', 'color_onehot')
-EMBEDDING_SKIP_REASON = (
-    'depends on embedding support: VogScorer does not take gradient_layers yet')
-
-
 def preprocessing_fn(inputs):
   color_id = tft.compute_and_apply_vocabulary(inputs['color'], num_oov_buckets=1,
                                               vocab_filename='color')
@@ -125,12 +119,12 @@ def float_model(seed: int, input_names=FLOAT_INPUTS) -> tf.keras.Model:
   return tf.keras.Model(inputs, out)
 
 
-def embedding_model(seed: int) -> tf.keras.Model:
+def embedding_model(seed: int, vocabulary: int = VOCAB_SIZE) -> tf.keras.Model:
   tf.keras.utils.set_random_seed(seed)
   color_id = tf.keras.Input((1,), dtype='int64', name='color_id')
   x1 = tf.keras.Input((1,), name='x1_z')
   embedded = tf.keras.layers.Flatten()(
-      tf.keras.layers.Embedding(VOCAB_SIZE, 4, name='color_embedding')(color_id))
+      tf.keras.layers.Embedding(vocabulary, 4, name='color_embedding')(color_id))
   x = tf.keras.layers.Concatenate()([embedded, x1])
   x = tf.keras.layers.Dense(8, activation='relu')(x)
   out = tf.keras.layers.Dense(NUM_CLASSES, activation='softmax')(x)
@@ -347,11 +341,9 @@ def test_scorer_cache_key_names_the_gradient_layers_and_pad_id():
   assert len(keys) == 4
 
 
-@pytest.mark.skipif('gradient_layers' not in inspect.signature(VogScorer).parameters,
-                    reason=EMBEDDING_SKIP_REASON)
 def test_embedding_over_vocabulary_ids(setup, tmp_path):
-  """Depends on embedding support (VogScorer's gradient_layers): the vocabulary id feeds
-  an Embedding, whose output stands in for the id in the gradients."""
+  """The vocabulary id feeds an Embedding, whose output stands in for the id in the
+  gradients."""
   run = train(str(tmp_path / 'run'), embedding_model(2), setup['transformed'], epochs=2)
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'),
                                               {'train': setup['records']})
@@ -369,3 +361,23 @@ def test_embedding_over_vocabulary_ids(setup, tmp_path):
                                pad_id=plan.settings.pad_id)()
   result = scorer.score(batch.inputs, np.asarray(batch.labels))
   assert result.vog_raw.shape == (N,) and np.isfinite(result.vog_raw).all()
+
+
+def test_an_id_beyond_the_embedding_is_quarantined_and_its_batch_scored(setup, tmp_path):
+  # A model whose Embedding knows only the three colours it was trained on: a colour
+  # never seen gets the out-of-vocabulary id 3, which that Embedding cannot look up.
+  run = train(str(tmp_path / 'run'), embedding_model(3, vocabulary=len(COLORS)),
+              setup['transformed'], epochs=2)
+  unseen = raw_example(99, color=tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[b'mauve'])))
+  records = setup['records'][:10] + [unseen] + setup['records'][10:]
+  patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {'train': records})
+  plan = audit.plan_audit(VogSettings(batch_size=8), run, patterns,
+                          transform_graph=setup['graph'])
+  summary = _run_audit(plan, str(tmp_path / 'out'))
+  assert summary['counts']['scored'] == N and summary['counts']['quarantined'] == 1
+  report = fmt.load_report(str(tmp_path / 'out' / 'report'))
+  [row] = list(report.quarantine_rows())
+  assert row.example_id == 'ex-99' and row.kind == 'model refused input'
+  assert 'the model cannot take this example' in row.reason and '3' in row.reason
+  assert row.record == unseen

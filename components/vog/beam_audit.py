@@ -21,6 +21,7 @@ every leaf of a pipeline but the last, and computes side inputs built by a combi
 from part of the data.
 """
 
+import re
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
@@ -85,12 +86,17 @@ class ScoredExample(NamedTuple):
   # For a flagged example: the names (AGREEMENT_NAMES) whose own split-wide rank puts it
   # in the hard bucket too.
   agreeing: Tuple[str, ...] = ()
+  # The sources of its gradient whose sigma was largest, largest first: (name, mean sigma)
+  # of a float input, an element `name[j]` of a vector input, or an Embedding layer
+  # (scoring.BatchScore.input_sigma); empty for a model with one source.
+  top_sigma: Tuple[Tuple[str, float], ...] = ()
 
   @property
   def position(self) -> Tuple[str, int, int]:
     return self.split, self.file_index, self.record_index
 
 
+TOP_SIGMA = 5  # how many of an example's gradient sources its flagged row names
 ClassKey = Tuple[str, int]
 ClassStats = Tuple[int, float, float]  # count, mean, population std
 SignalKey = Tuple[str, str]  # (split, name in AGREEMENT_NAMES)
@@ -254,12 +260,45 @@ class _ParseAndScoreBatch(beam.DoFn):
       self._next_log = self._done * 2
 
   def _score(self, batch: examples_io.ScorableBatch):
-    labels = None
+    for part, result, refused in self._score_or_split(batch):
+      if refused is not None:
+        record = part.records[0]
+        self._quarantined.inc()
+        yield 'quarantined', Quarantined(
+            record.split, part.example_ids[0], 'model refused input', refused,
+            record.serialized, record.file_index, record.record_index)
+      else:
+        yield from self._emit(part, result)
+
+  def _score_or_split(self, batch: examples_io.ScorableBatch):
+    """(part, BatchScore, None) for the whole batch; when the model refuses it (an id
+    beyond an Embedding's vocabulary, say), each record alone, and (record, None, why)
+    for each one it refuses, so that one bad record costs only itself."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      yield batch, self._scorer.score(batch.inputs, self._labels(batch)), None
+      return
+    except tf.errors.InvalidArgumentError as e:
+      logging.warning('The model refused a batch of %d examples (%s); scoring them one '
+                      'by one', len(batch.records), _first_line(e.message))
+    for i in range(len(batch.records)):
+      single = examples_io.ScorableBatch(
+          batch.records[i:i + 1], batch.example_ids[i:i + 1], batch.has_example_ids[i:i + 1],
+          {k: v[i:i + 1] for k, v in batch.inputs.items()}, batch.labels[i:i + 1])
+      try:
+        yield single, self._scorer.score(single.inputs, self._labels(single)), None
+      except tf.errors.InvalidArgumentError as e:
+        yield single, None, f'the model cannot take this example: {_first_line(e.message)}'
+
+  def _labels(self, batch: examples_io.ScorableBatch) -> Optional[np.ndarray]:
     if self._scorer.label_mode == 'label':
-      labels = np.asarray(batch.labels, dtype=np.int64)
-    result = self._scorer.score(batch.inputs, labels)
+      return np.asarray(batch.labels, dtype=np.int64)
+    return None
+
+  def _emit(self, batch: examples_io.ScorableBatch, result):
     values = batch_signals(result) if self._scorer.label_mode == 'label' else None
     collected: Dict[SignalKey, List[float]] = {}
+    tops = top_sigma(getattr(result, 'input_sigma', None) or {}, len(batch.records))
     for i, record in enumerate(batch.records):
       # As stored (float32): the score and percentile follow from the written vog_raw,
       # and copies of a record scored in different batches do not differ by batch noise.
@@ -285,13 +324,43 @@ class _ParseAndScoreBatch(beam.DoFn):
           record.split, record.file_index, record.record_index, batch.example_ids[i],
           batch.has_example_ids[i], batch.labels[i], int(result.target_class[i]),
           int(result.predicted_class[i]), raw, signals=found,
-          rank_value=rank_value_of(self._rank_by, raw, found))
+          rank_value=rank_value_of(self._rank_by, raw, found), top_sigma=tops[i])
     for key, batch_values in collected.items():
       yield 'suspicions', (key, batch_values)
 
   def teardown(self):
     if self._progress is not None:
       self._progress.flush()
+
+
+def _first_line(message: str) -> str:
+  """What TensorFlow's error says went wrong (e.g. `indices[0,0] = 3 is not in [0, 3)`),
+  without its stack of graph nodes and source lines, bounded."""
+  message = re.sub(r'\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]', '', message)
+  lines = [line.strip() for line in message.splitlines()]
+  useful = [line for line in lines if line and not line.startswith(
+      ('Graph execution error', 'Detected at node', 'File ', 'Traceback'))]
+  return (useful[-1] if useful else lines[0] if lines else 'no detail')[:300]
+
+
+def top_sigma(input_sigma: Dict[str, np.ndarray], n: int
+              ) -> List[Tuple[Tuple[str, float], ...]]:
+  """Per example, its TOP_SIGMA sources with the largest mean sigma, largest first (ties
+  by name); nothing for every example when the model has one source. A vector input
+  counts by its elements (`name[j]`), not as a whole, when it has them."""
+  names = sorted(input_sigma)
+  elements = {n.split('[', 1)[0] for n in names if n.endswith(']')}
+  names = [n for n in names if n not in elements]
+  if len(names) < 2:
+    return [()] * n
+  table = np.stack([np.asarray(input_sigma[k], dtype=np.float64) for k in names], axis=1)
+  out = []
+  for row in table:
+    order = sorted(range(len(names)), key=lambda j: (-row[j] if np.isfinite(row[j])
+                                                     else np.inf, names[j]))[:TOP_SIGMA]
+    out.append(tuple((names[j], float(np.float32(row[j]))) for j in order
+                     if np.isfinite(row[j])))
+  return out
 
 
 def batch_signals(result) -> np.ndarray:

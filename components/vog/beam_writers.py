@@ -207,7 +207,8 @@ def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
       predicted_class=s.predicted_class, target_class=s.target_class,
       vog_score=s.vog_score, vog_raw=s.vog_raw, vog_percentile=s.vog_percentile,
       vog_bucket=s.vog_bucket, signals=signal_fields(s) or None,
-      agreeing=list(s.agreeing) if s.signals else None), serialized)
+      agreeing=list(s.agreeing) if s.signals else None,
+      top_sigma=s.top_sigma or None), serialized)
 
 
 class _WriteQuarantineShard(beam.DoFn):

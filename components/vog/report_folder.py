@@ -56,8 +56,10 @@ def previews_of(parser: examples_io.ExampleParser,
                 input_specs: Sequence[examples_io.InputSpec],
                 flagged: Sequence[Mapping[str, Any]],
                 records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
-  """Thumbnails (first image-like model input) or feature text of flagged examples."""
-  image_input = next((s.name for s in input_specs if len(s.shape) in (2, 3)), None)
+  """Thumbnails (the first float model input of rank 2 or 3 is an image) or the feature
+  values of flagged examples (tabular rows; text as its text)."""
+  image_input = next((s.name for s in input_specs
+                      if s.kind == 'float' and len(s.shape) in (2, 3)), None)
   previews = []
   for row in flagged:
     serialized = records[row['rank']]

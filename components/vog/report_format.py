@@ -210,6 +210,10 @@ class FlaggedRow:
   # hard bucket too (`vog` by raw VoG, whatever `normalize` is); None without signals
   # (label_mode='predicted', or before version 4).
   agreeing: Optional[Tuple[str, ...]] = None
+  # Where its gradients moved most: up to five (source, mean sigma) pairs, largest first,
+  # a source being a float input, an element `name[j]` of a vector input or an Embedding
+  # layer; None for a model with one source.
+  top_sigma: Optional[Tuple[Tuple[str, float], ...]] = None
 
 
 # drift_status of a flagged example: not in the baseline's data at all; in it but not
@@ -533,6 +537,8 @@ def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict
     line['signals'] = {k: float(v) for k, v in row.signals.items()}
   if row.agreeing is not None:
     line['agreeing'] = [str(name) for name in row.agreeing]
+  if row.top_sigma is not None:
+    line['top_sigma'] = [[str(name), float(value)] for name, value in row.top_sigma]
   if record is not None:
     line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
   return line
@@ -546,7 +552,25 @@ def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
   """
   fields = _fields(FlaggedRow, obj, where)
   return FlaggedRow(signals=_signal_map(obj, 'signals', where),
-                    agreeing=_agreeing(obj, where), **fields)
+                    agreeing=_agreeing(obj, where), top_sigma=_top_sigma(obj, where),
+                    **fields)
+
+
+def _top_sigma(obj: Mapping[str, Any], where: str) -> Optional[Tuple[Tuple[str, float], ...]]:
+  """obj['top_sigma'] as ((source, sigma), ...); None when absent."""
+  raw = obj.get('top_sigma')
+  if raw is None:
+    return None
+  pairs = []
+  for i, pair in enumerate(_check(raw, _LIST, where, "'top_sigma'")):
+    if not isinstance(pair, list) or len(pair) != 2:
+      _fail(where, f"has top_sigma[{i}] {_describe(pair)}; expected [source, sigma]")
+    name = _check(pair[0], _STR, where, f'top_sigma[{i}] source')
+    value = _check(pair[1], _NUM, where, f'top_sigma[{i}] sigma')
+    if not math.isfinite(value) or value < 0:
+      _fail(where, f'has top_sigma[{i}] sigma {value!r}; expected a finite number >= 0')
+    pairs.append((name, value))
+  return tuple(pairs)
 
 
 def _agreeing(obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, ...]]:

@@ -16,7 +16,7 @@ is newly flagged, still flagged (and for how many audits in a row) or new data.
 import base64
 import io
 import math
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jinja2
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -126,6 +126,15 @@ def _ranked_value(row: Mapping[str, Any], ranked_by: str) -> str:
   return _fmt(value, '.3g')
 
 
+def _top_sigma(row: Mapping[str, Any]) -> List[Tuple[str, str]]:
+  """(source, sigma) of where the example's gradients moved most, largest first."""
+  pairs = row.get('top_sigma')
+  if not isinstance(pairs, (list, tuple)):
+    return []
+  return [(str(p[0]), _fmt(p[1], '.3g')) for p in pairs
+          if isinstance(p, (list, tuple)) and len(p) == 2]
+
+
 def _agreeing(row: Mapping[str, Any]) -> Optional[List[str]]:
   names = row.get('agreeing')
   if not isinstance(names, (list, tuple)):
@@ -172,6 +181,7 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'drift': _drift_status(row),
         'ranked': _ranked_value(row, ranked_by),
         'agreeing': _agreeing(row),
+        'moved': _top_sigma(row),
     })
   return rows
 
@@ -425,6 +435,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'agreement': _agreement_rows(flagged),
       'agreement_total': len(report_format.AGREEMENT_NAMES),
       'drift_column': any(r.get('drift_status') is not None for r in flagged),
+      'moved_column': any(r.get('top_sigma') for r in flagged),
       'per_class': _per_class_rows(summary['per_class']) if summary.get('per_class') else None,
       'deciles': _decile_rows(summary['error_rate_by_decile'])
                  if summary.get('error_rate_by_decile') else None,
@@ -584,11 +595,11 @@ p.note{color:#5a6478;font-size:12px;margin:6px 0}.chip{display:inline-block;bord
 <table class="agreement"><tr><th>signal</th><th class="num">agrees on</th><th>share of flagged</th></tr>
 {% for a in agreement %}<tr><td>{{ a.name }}{% if a.name == ranked_by %} (ranks){% endif %}</td><td class="num">{{ a.count }}</td><td class="rate"><div class="bar"><div style="width:{{ a.width }}%"></div></div>{{ a.share }}</td></tr>
 {% endfor %}</table></div>{% endif %}
-{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}<th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th><th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}<th>signals that agree</th>{% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
+{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}<th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th><th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}<th>signals that agree</th>{% endif %}{% if moved_column %}<th>gradients moved most (sigma)</th>{% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
 {% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
 <td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" alt="example {{ r.example_id }}" width="64">{% elif r.features %}<table class="features">{% for k, v in r.features %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>{% endfor %}</table>{% else %}<span class="na">n/a</span>{% endif %}</td>
 <td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td><td class="pred">{{ r.predicted }}{% if r.mismatch %}<span class="badge">label &ne; predicted</span>{% endif %}</td>
-{% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}<td class="agreeing">{% if r.agreeing is not none %}<b>{{ r.agreeing|length }} of {{ agreement_total }}</b> {% for a in r.agreeing %}<span class="chip">{{ a }}</span>{% endfor %}{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
+{% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}<td class="agreeing">{% if r.agreeing is not none %}<b>{{ r.agreeing|length }} of {{ agreement_total }}</b> {% for a in r.agreeing %}<span class="chip">{{ a }}</span>{% endfor %}{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}{% if moved_column %}<td class="moved">{% for name, value in r.moved %}<span class="chip">{{ name }} {{ value }}</span>{% endfor %}</td>{% endif %}{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
 {% endfor %}</tbody></table>{% else %}<p class="na">No examples were flagged.</p>{% endif %}</section>
 <div class="grid">
 <section><h2>Per class, by flagged share</h2>{% if per_class %}<table><tr><th>split</th><th>class</th><th class="num">count</th><th class="num">flagged</th><th>flagged share</th><th class="num">vog_raw mean &plusmn; std</th><th class="num">error rate</th></tr>
