@@ -109,7 +109,8 @@ def test_report_registered_in_ml_metadata(pipeline_run):
   # The headline settings sit beside the counts, so runs can be compared in ML Metadata.
   assert {k: props[k] for k in HEADLINE} == {
       'target': 'loss', 'label_mode': 'label', 'normalize': 'class',
-      'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 25}
+      'stage': 'complete', 'num_checkpoints': 10, 'inspection_budget': 25,
+      'rank_by': 'confidence'}
   # One quarantine shard per input file (a file for each of the two splits).
   for name in ('summary.json', 'flagged.jsonl', 'quarantine-00000-of-00002.jsonl',
                'quarantine-00001-of-00002.jsonl', 'report.html'):
@@ -119,8 +120,9 @@ def test_report_registered_in_ml_metadata(pipeline_run):
   assert len(summary['checkpoints']) == 3
   flagged = [json.loads(l) for l in open(os.path.join(report.uri, 'flagged.jsonl'))]
   assert [f['rank'] for f in flagged] == list(range(1, 26))
-  scores = [f['vog_score'] for f in flagged]
-  assert scores == sorted(scores, reverse=True)
+  # Ranked by default by label confidence: the least confident label first.
+  confidence = [f['signals']['audit_confidence'] for f in flagged]
+  assert confidence == sorted(confidence)
 
 
 def test_rerun_with_caching_reuses_the_result(pipeline_run):

@@ -101,6 +101,9 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
                inspection_budget: int = _DEFAULT,
                bucket_percentiles: Sequence[float] = _DEFAULT,
                example_id_key: str = _DEFAULT,
+               rank_by: str = _DEFAULT,
+               gradient_layers: Optional[List[str]] = _DEFAULT,
+               pad_id: Optional[int] = _DEFAULT,
                module_file: Optional[str] = None,
                settings: Optional[VogSettings] = None):
     """Args (settings left out take the defaults of VogSettings, shown in brackets):
@@ -130,6 +133,15 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         [(50, 90)].
       example_id_key: feature holding example ids; fingerprints are used without it
         ['example_id'].
+      rank_by: what ranks the examples for the buckets, the slices and the flagged set:
+        `vog`, or a label-error signal (`confidence`, `margin_mean`, `margin_last`,
+        `final_loss`, `el2n`, `variability`, `forgetting`); `auto` is `confidence` with
+        labels and `vog` in `predicted` mode ['auto'].
+      gradient_layers: layers whose outputs stand in for inputs that are not
+        differentiable (token or category ids into an Embedding); None finds the
+        Embedding layers that integer and text inputs feed [None].
+      pad_id: the padding id of integer inputs into an Embedding without a mask; padded
+        positions are left out of VoG [None].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
         (not with `transform_graph`) and/or `custom_objects` for custom layers. Trusted
         code: it is imported in the executor process and in every Beam worker, and its
@@ -149,6 +161,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         ('splits', splits), ('batch_size', batch_size),
         ('inspection_budget', inspection_budget),
         ('bucket_percentiles', bucket_percentiles), ('example_id_key', example_id_key),
+        ('rank_by', rank_by), ('gradient_layers', gradient_layers), ('pad_id', pad_id),
     ) if value is not _DEFAULT}
     if settings is None:
       settings = VogSettings(**given)
