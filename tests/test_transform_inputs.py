@@ -254,6 +254,15 @@ def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
   loaded = fmt.load_report(report_dir)
   assert loaded.summary.raw[audit.TRANSFORM_GRAPH] == setup['graph']
   assert os.path.exists(audit.rebuild_report_page(report_dir))
+  # Each flagged row names the model inputs (each one-hot column apart) whose gradients
+  # moved most, largest first; the page shows them beside the example's raw features.
+  sources = {'x1_z', 'x2_z'} | {f'color_onehot[{j}]' for j in range(VOCAB_SIZE)}
+  for row in loaded.flagged:
+    names = [name for name, _ in row.top_sigma]
+    sigmas = [value for _, value in row.top_sigma]
+    assert len(names) == 5 and set(names) <= sources and sigmas == sorted(sigmas, reverse=True)
+  page = open(os.path.join(report_dir, fmt.REPORT_FILE)).read()
+  assert 'gradients moved most (sigma)' in page and '<table class="features">' in page
 
 
 def test_vog_inputs_fn_and_a_transform_graph_are_refused(setup, tmp_path):
