@@ -161,6 +161,14 @@ def _bad_cases(root, tmp_path, records):
       ('stage too small', dict(examples=good, props={'stage': 'early'}),
        ['--model-run', run, '--examples', good, '--stage', 'early'],
        "stage 'early' holds 1 of the 3 saved checkpoints"),
+      ('unknown ranking', dict(examples=good, props={'rank_by': 'aum'}),
+       ['--model-run', run, '--examples', good, '--rank-by', 'aum'],
+       "rank_by='aum' is not supported; choose one of auto, vog, confidence"),
+      ('signal without labels', dict(examples=good, props={
+          'rank_by': 'el2n', 'label_mode': 'predicted', 'label_key': None}),
+       ['--model-run', run, '--examples', good, '--rank-by', 'el2n', '--label-mode',
+        'predicted', '--label-key', ''],
+       "rank_by='el2n' compares the model with the label"),
   ]
 
 
@@ -216,7 +224,8 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
       str(tmp_path / 'files' / 'part-*.gz'), '--output', str(tmp_path / 'cli'),
       '--batch-size', '32', '--inspection-budget', '10'])
   assert result.exit_code == 0, result.output
-  assert 'scored 120, quarantined 0, flagged 10 of 120 examples' in result.output
+  assert ('scored 120, quarantined 0, flagged 10 of 120 examples, ranked by confidence'
+          in result.output)
   assert os.path.join(str(tmp_path / 'cli'), 'difficulty_report', 'report.html') in result.output
   cli_rows = _scored(str(tmp_path / 'cli' / 'scored_examples'))
   assert set(cli_rows) == set(component)

@@ -77,6 +77,15 @@ def split_patterns_of(path: str):
 @click.option('--bucket-percentiles', default=_text(DEFAULTS.bucket_percentiles),
               show_default=True, help='Two cut points for easy/medium/hard.')
 @click.option('--example-id-key', default=DEFAULTS.example_id_key, show_default=True)
+@click.option('--rank-by', default=DEFAULTS.rank_by, show_default=True,
+              help='What flags the examples: vog, or a label-error signal (confidence, '
+              'margin_mean, margin_last, final_loss, el2n, variability, forgetting); auto '
+              'is confidence with labels, vog without.')
+@click.option('--gradient-layer', 'gradient_layers', multiple=True,
+              help='Layer whose output stands in for a non-differentiable input '
+              '(repeatable); by default the Embedding layers integer and text inputs feed.')
+@click.option('--pad-id', default=None, type=int,
+              help='Padding id of integer inputs into an Embedding without a mask.')
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--beam-arg', 'beam_args', multiple=True,
@@ -88,7 +97,8 @@ def split_patterns_of(path: str):
               'takes transformed features; EXAMPLES are then the raw examples.')
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
-          example_id_key, module_file, beam_args, baseline, transform_graph):
+          example_id_key, rank_by, gradient_layers, pad_id, module_file, beam_args, baseline,
+          transform_graph):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -110,7 +120,8 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
         normalize=normalize, stage=stage_from_text(stage), num_checkpoints=num_checkpoints,
         splits=list(splits) or None, batch_size=batch_size,
         inspection_budget=inspection_budget, bucket_percentiles=cuts,
-        example_id_key=example_id_key)
+        example_id_key=example_id_key, rank_by=rank_by,
+        gradient_layers=list(gradient_layers) or None, pad_id=pad_id).validate()
   except ValueError as e:
     fail(str(e))
   patterns = split_patterns_of(examples)
@@ -151,7 +162,7 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   counts = summary['counts']
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
-             f'of {counts["seen"]} examples')
+             f'of {counts["seen"]} examples, ranked by {summary[report_format.RANKED_BY]}')
   if baseline:
     from components.review_gate import review_summary  # pylint: disable=g-import-not-at-top
     click.echo(review_summary.drift_headline(report_format.parse_drift(summary['drift'],
