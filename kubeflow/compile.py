@@ -27,7 +27,7 @@ DEFAULT_BUCKET = 'gs://YOUR_BUCKET/vog-audit'
 def _parser() -> argparse.ArgumentParser:
   # Defaults come from the objects that own them, so they cannot drift apart.
   from components.vog.scoring import NORMALIZATIONS, TARGETS  # pylint: disable=g-import-not-at-top
-  from components.vog.settings import VogSettings  # pylint: disable=g-import-not-at-top
+  from components.vog.settings import RANK_BY, VogSettings  # pylint: disable=g-import-not-at-top
   from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
   vog_defaults = VogSettings()
   config_defaults = PipelineConfig('', '', '')
@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--vog-num-checkpoints', type=int, default=vog_defaults.num_checkpoints)
   p.add_argument('--vog-batch-size', type=int, default=vog_defaults.batch_size)
   p.add_argument('--inspection-budget', type=int, default=vog_defaults.inspection_budget)
+  p.add_argument('--vog-rank-by', default=vog_defaults.rank_by, choices=RANK_BY,
+                 help='what flags the examples (auto: confidence with labels)')
   p.add_argument('--bucket-percentiles', type=float, nargs=2,
                  default=tuple(vog_defaults.bucket_percentiles), metavar=('MEDIUM', 'HARD'))
   p.add_argument('--min-accuracy', type=float, default=config_defaults.min_accuracy)
@@ -87,6 +89,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       vog_num_checkpoints=args.vog_num_checkpoints,
       vog_batch_size=args.vog_batch_size,
       inspection_budget=args.inspection_budget,
+      vog_rank_by=args.vog_rank_by,
       bucket_percentiles=tuple(args.bucket_percentiles),
       min_accuracy=args.min_accuracy,
       min_hard_accuracy=args.min_hard_accuracy,

@@ -167,6 +167,7 @@ class PipelineConfig:
   vog_batch_size: int = VOG_DEFAULTS.batch_size
   inspection_budget: int = VOG_DEFAULTS.inspection_budget
   bucket_percentiles: Tuple[float, float] = tuple(VOG_DEFAULTS.bucket_percentiles)
+  vog_rank_by: str = VOG_DEFAULTS.rank_by
   min_accuracy: float = 0.8
   min_hard_accuracy: float = 0.1
   max_accuracy_drop: float = 0.05
@@ -225,7 +226,7 @@ class PipelineConfig:
         num_checkpoints=self.vog_num_checkpoints, batch_size=self.vog_batch_size,
         inspection_budget=self.inspection_budget,
         bucket_percentiles=tuple(self.bucket_percentiles),
-        example_id_key=self.example_id_key)
+        example_id_key=self.example_id_key, rank_by=self.vog_rank_by)
 
   def trainer_custom_config(self) -> Dict[str, object]:
     return {'epochs': self.epochs, 'batch_size': self.batch_size,

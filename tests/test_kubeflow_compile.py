@@ -28,6 +28,7 @@ def spec(tmp_path_factory):
                     '--serving-dir', 'gs://acme-ml/vog/serving',
                     '--vog-target', 'prob', '--vog-num-checkpoints', '7',
                     '--inspection-budget', '50', '--bucket-percentiles', '60', '95',
+                    '--vog-rank-by', 'margin_mean',
                     '--beam-arg=--runner=DataflowRunner',
                     '--beam-arg=--region=europe-west4')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -56,6 +57,7 @@ def test_vog_settings_are_as_set(spec):
   assert (settings['target'], settings['num_checkpoints'], settings['inspection_budget'],
           settings['bucket_percentiles']) == ('prob', 7, 50, [60.0, 95.0])
   assert settings['label_key'] == 'label' and settings['normalize'] == 'class'
+  assert settings['rank_by'] == 'margin_mean'
 
 
 def test_beam_args_trainer_and_evaluator_config(spec):
