@@ -3,7 +3,7 @@
 Each example is one sentence, lower case, words separated by single spaces, whose class is
 its topic: `sports` (0), `weather` (1), `cooking` (2) or `finance` (3). A sentence is one
 of a few shared templates whose slots take the topic's own nouns, verbs and adjectives,
-joined by shared filler phrases, so length varies (about 6 to 30 words) and most words
+joined by shared filler phrases, so length varies (about 5 to 25 words) and most words
 carry no signal. One slot in about sixteen takes a word of another topic instead, so a
 few sentences are genuinely ambiguous and a model does not reach 100% on clean labels.
 
@@ -13,7 +13,7 @@ flipped; never read by a model). Splits go to `<output_dir>/<split>/text.tfrecor
 (see pipeline.noisy_labels), read by ImportExampleGen with `demo_data.input_config()`.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -108,17 +108,6 @@ def generate_rows(num_examples: int, seed: int
   rng = np.random.default_rng((seed, 4))
   topics = rng.permutation(np.arange(num_examples) % NUM_CLASSES).astype(np.int64)
   return [{TEXT_KEY: sentence(rng, int(t))} for t in topics], topics
-
-
-def vocabulary() -> Sequence[str]:
-  """Every word a generated sentence can hold, sorted."""
-  words = set()
-  for parts in _VOCABULARY.values():
-    for kind in parts:
-      words.update(kind)
-  for text in _TEMPLATES + _TIMES + _FILLERS:
-    words.update(w for w in text.split() if not w.startswith('{'))
-  return sorted(words)
 
 
 def write_text_data(output_dir: str, flip_fraction: float = 0.1, seed: int = 0,
