@@ -169,7 +169,7 @@ class PipelineConfig:
   bucket_percentiles: Tuple[float, float] = tuple(VOG_DEFAULTS.bucket_percentiles)
   vog_rank_by: str = VOG_DEFAULTS.rank_by
   min_accuracy: float = 0.8
-  min_hard_accuracy: float = 0.1
+  min_hard_accuracy: float = 0.0  # off: see pipeline.evaluation.difficulty_eval_config
   max_accuracy_drop: float = 0.05
   seed: int = 0
   review_backend: str = 'auto'
