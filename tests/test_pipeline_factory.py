@@ -94,7 +94,8 @@ def test_evaluator_slices_and_both_thresholds(built):
   assert overall.value_threshold.lower_bound.value == pytest.approx(0.8)
   assert overall.change_threshold.absolute.value == pytest.approx(-0.05)
   assert overall.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
-  assert hard.value_threshold.lower_bound.value == pytest.approx(0.1)
+  # Off by default: ranked by confidence, the hard slice is the labels the model disputes.
+  assert hard.value_threshold.lower_bound.value == pytest.approx(0.0)
   # A plain metric threshold would apply to every decile and label slice as well.
   assert not accuracy.HasField('threshold')
 
