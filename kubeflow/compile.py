@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
   from components.vog.scoring import NORMALIZATIONS, TARGETS  # pylint: disable=g-import-not-at-top
   from components.vog.settings import RANK_BY, VogSettings  # pylint: disable=g-import-not-at-top
   from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+  from pipeline.reference_datasets import DATASETS  # pylint: disable=g-import-not-at-top
   vog_defaults = VogSettings()
   config_defaults = PipelineConfig('', '', '')
   p = argparse.ArgumentParser(prog='python -m kubeflow.compile', description=__doc__,
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                  help='a Beam pipeline argument, repeatable; e.g. '
                       '--beam-arg=--runner=DataflowRunner (default: DirectRunner, '
                       'multi-processing, in the component pod)')
+  p.add_argument('--dataset', default=config_defaults.dataset, choices=DATASETS,
+                 help='reference pipeline: digits, or tabular / text behind Transform')
   p.add_argument('--epochs', type=int, default=config_defaults.epochs)
   p.add_argument('--vog-target', default=vog_defaults.target, choices=TARGETS)
   p.add_argument('--vog-normalize', default=vog_defaults.normalize, choices=NORMALIZATIONS)
@@ -82,6 +85,8 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       serving_model_dir=args.serving_dir,
       beam_pipeline_args=tuple(args.beam_args or DEFAULT_BEAM_ARGS),
       module_file=None,
+      dataset=args.dataset,
+      transform_module_file=None,
       epochs=args.epochs,
       vog_target=args.vog_target,
       vog_normalize=args.vog_normalize,

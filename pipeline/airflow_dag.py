@@ -13,6 +13,8 @@ the environment of the scheduler and workers:
                            (SQLite under the pipeline root otherwise)
   VOG_AUDIT_BEAM_ARGS      Beam arguments, space separated
   VOG_AUDIT_EPOCHS         Trainer epochs
+  VOG_AUDIT_DATASET        reference pipeline: digits (default), or tabular / text behind
+                           Transform
   VOG_AUDIT_INSPECTION_BUDGET
                            how many examples VoG flags for review (default 200); keep it
                            well under half of each class, or the auto policy's

@@ -76,3 +76,19 @@ def test_bad_flag_is_refused_before_compiling(tmp_path):
   assert result.returncode == 2
   assert "argument --vog-target: invalid choice: 'gradient'" in result.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_a_transform_pipeline_compiles_with_its_installed_functions(tmp_path):
+  result = _compile('--output', str(tmp_path), '--image', IMAGE, '--dataset', 'text')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(str(tmp_path), 'vog_audit_pipeline.json')) as f:
+    spec = json.load(f)['pipelineSpec']
+  tasks = spec['root']['dag']['tasks']
+  assert 'Transform' in tasks
+  # In the image Transform and the Trainer run the installed functions; nothing is packaged.
+  transform = _parameters(spec, 'Transform')
+  assert transform['preprocessing_fn'] == 'pipeline.text_transform.preprocessing_fn'
+  assert 'module_file' not in transform
+  assert _parameters(spec, 'Trainer')['run_fn'] == 'pipeline.text_trainer.run_fn'
+  vog_inputs = tasks['VarianceOfGradients']['inputs']['artifacts']
+  assert vog_inputs['transform_graph']['taskOutputArtifact']['producerTask'] == 'Transform'
