@@ -278,13 +278,15 @@ class Ranking:
 
   def agreeing(self, split: str, suspicions: Mapping[str, float]) -> Tuple[str, ...]:
     """The names among `suspicions` (name -> the example's suspicion) whose value is in
-    its split's hard bucket: above the second cut of that signal across the split."""
+    its split's hard bucket: more suspect than the second cut's share of that signal
+    across the split. Strictly more: with a count such as forgetting, where most of a
+    split has 0, an example with 0 is above nobody and does not agree."""
     out = []
     for name, value in suspicions.items():
       q = self.signal_quantiles.get((split, name))
       if q is None:
         continue
-      share = _share_at_or_below(np.asarray(q, dtype=np.float64), float(value))
+      share = _share_below(np.asarray(q, dtype=np.float64), float(value))
       if 100.0 * share > self.cuts[1]:
         out.append(name)
     return tuple(out)
