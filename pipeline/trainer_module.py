@@ -57,11 +57,13 @@ def training_settings(custom_config: Union[Dict[str, Any], None]) -> Dict[str, A
   return settings
 
 
-def _files(patterns: Union[str, List[str]]) -> List[str]:
+def example_files(patterns: Union[str, List[str]], writer: str = 'ExampleGen') -> List[str]:
+  """The files matching `patterns`, sorted; ValueError naming them (and `writer`, the
+  component that should have written them) when none match."""
   patterns = [patterns] if isinstance(patterns, str) else list(patterns)
   files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
   if not files:
-    raise ValueError(f'no example files match {patterns}; check that ExampleGen wrote '
+    raise ValueError(f'no example files match {patterns}; check that {writer} wrote '
                      'the split the Trainer was told to read')
   return files
 
@@ -74,7 +76,7 @@ def _dataset(patterns, batch_size: int, shuffle_seed=None) -> tf.data.Dataset:
     return ({IMAGE_KEY: tf.reshape(parsed[IMAGE_KEY], (-1,) + IMAGE_SHAPE)},
             parsed[LABEL_KEY])
 
-  dataset = tf.data.TFRecordDataset(_files(patterns), compression_type='GZIP')
+  dataset = tf.data.TFRecordDataset(example_files(patterns), compression_type='GZIP')
   if shuffle_seed is not None:
     dataset = dataset.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
   return dataset.batch(batch_size).map(parse).prefetch(tf.data.AUTOTUNE)

@@ -21,25 +21,28 @@ import os
 # TFX 1.16 expects Keras 2 (tf-keras); this must precede the TensorFlow import.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-from typing import Any, Callable, Dict, List, Sequence, Union  # pylint: disable=g-import-not-at-top
+from typing import Any, Callable, Dict, Sequence  # pylint: disable=g-import-not-at-top
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
 
 from components import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
-from pipeline.trainer_module import training_settings  # pylint: disable=g-import-not-at-top
+from pipeline.trainer_module import example_files, training_settings  # pylint: disable=g-import-not-at-top
 
 LABEL_KEY = 'label'
 OUTPUT_KEY = 'probabilities'
 
 
-def _files(patterns: Union[str, List[str]]) -> List[str]:
-  patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-  files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
-  if not files:
-    raise ValueError(f'no example files match {patterns}; check that Transform wrote '
-                     'the split the Trainer was told to read')
-  return files
+def compiled_classifier(inputs, features: tf.Tensor, num_classes: int, name: str,
+                        learning_rate: float) -> tf.keras.Model:
+  """A softmax head (output OUTPUT_KEY) on `features`, compiled with Adam at
+  `learning_rate` and sparse cross-entropy, reporting SparseCategoricalAccuracy."""
+  output = tf.keras.layers.Dense(num_classes, activation='softmax', name=OUTPUT_KEY)(features)
+  model = tf.keras.Model(inputs, output, name=name)
+  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                loss='sparse_categorical_crossentropy',
+                metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+  return model
 
 
 def transformed_dataset(patterns, tf_transform_output, input_names: Sequence[str],
@@ -62,7 +65,7 @@ def transformed_dataset(patterns, tf_transform_output, input_names: Sequence[str
     label = parsed.pop(LABEL_KEY)
     return parsed, label
 
-  dataset = tf.data.TFRecordDataset(_files(patterns), compression_type='GZIP')
+  dataset = tf.data.TFRecordDataset(example_files(patterns, 'Transform'), compression_type='GZIP')
   if shuffle_seed is not None:
     dataset = dataset.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
   return dataset.batch(batch_size).map(parse).prefetch(tf.data.AUTOTUNE)

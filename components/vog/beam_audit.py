@@ -298,7 +298,7 @@ class _ParseAndScoreBatch(beam.DoFn):
   def _emit(self, batch: examples_io.ScorableBatch, result):
     values = batch_signals(result) if self._scorer.label_mode == 'label' else None
     collected: Dict[SignalKey, List[float]] = {}
-    tops = top_sigma(getattr(result, 'input_sigma', None) or {}, len(batch.records))
+    tops = top_sigma(result.input_sigma, len(batch.records))
     for i, record in enumerate(batch.records):
       # As stored (float32): the score and percentile follow from the written vog_raw,
       # and copies of a record scored in different batches do not differ by batch noise.

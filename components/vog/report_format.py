@@ -353,8 +353,25 @@ class ModelInput:
   dtype: str
 
 
+class _ShareChanges:
+  """Changes are now minus then, derived rather than stored, so a summary cannot carry a
+  change its shares contradict."""
+  flagged_share_now: float
+  flagged_share_then: float
+  hard_share_now: float
+  hard_share_then: float
+
+  @property
+  def flagged_share_change(self) -> float:
+    return self.flagged_share_now - self.flagged_share_then
+
+  @property
+  def hard_share_change(self) -> float:
+    return self.hard_share_now - self.hard_share_then
+
+
 @dataclasses.dataclass(frozen=True)
-class DriftSplit:
+class DriftSplit(_ShareChanges):
   """One split now against the baseline. Shares are fractions (0..1) of scored examples.
 
   The example counts come from matching example_ids with the baseline's history:
@@ -377,19 +394,10 @@ class DriftSplit:
   flagged_new_data: int
   flagged_new_data_share: Optional[float]  # of the flagged set; None when none is flagged
 
-  # Changes are now minus then, derived rather than stored, so a summary cannot carry a
-  # change its shares contradict.
-  @property
-  def flagged_share_change(self) -> float:
-    return self.flagged_share_now - self.flagged_share_then
-
-  @property
-  def hard_share_change(self) -> float:
-    return self.hard_share_now - self.hard_share_then
 
 
 @dataclasses.dataclass(frozen=True)
-class DriftClass:
+class DriftClass(_ShareChanges):
   """One class of one split now against the baseline; `psi` is SHIFT_STATISTIC."""
   split: str
   class_id: int
@@ -400,14 +408,6 @@ class DriftClass:
   hard_share_now: float
   hard_share_then: float
   psi: float
-
-  @property
-  def flagged_share_change(self) -> float:
-    return self.flagged_share_now - self.flagged_share_then
-
-  @property
-  def hard_share_change(self) -> float:
-    return self.hard_share_now - self.hard_share_then
 
   @property
   def hard_share_z(self) -> float:
