@@ -63,6 +63,18 @@ def feature(value: Any):
                    'an int or text')
 
 
+def write_generated(output_dir: str, name: str, generate_rows, num_classes: int,
+                    class_names: Sequence[str], flip_fraction: float, seed: int,
+                    num_examples: int, eval_fraction: float) -> Dict[str, SplitSummary]:
+  """Checks the sizes, draws `generate_rows(num_examples, seed) -> (rows, labels)` and
+  writes them with `write_splits`, recording the class names and size."""
+  check_sizes(num_examples, flip_fraction, eval_fraction)
+  rows, labels = generate_rows(num_examples, seed)
+  return write_splits(output_dir, name, rows, labels, num_classes, flip_fraction, seed,
+                      eval_fraction, extra={'class_names': list(class_names),
+                                            'num_examples': num_examples})
+
+
 def write_splits(output_dir: str, name: str, rows: Sequence[Row], labels: np.ndarray,
                  num_classes: int, flip_fraction: float, seed: int,
                  eval_fraction: float = 0.25,

@@ -90,8 +90,6 @@ def write_tabular_data(output_dir: str, flip_fraction: float = 0.1, seed: int = 
     ValueError: a share out of range or too few examples, named.
   """
   num_examples = DEFAULT_EXAMPLES if num_examples is None else num_examples
-  noisy_labels.check_sizes(num_examples, flip_fraction, eval_fraction)
-  rows, labels = generate_rows(num_examples, seed)
-  return noisy_labels.write_splits(
-      output_dir, NAME, rows, labels, NUM_CLASSES, flip_fraction, seed, eval_fraction,
-      extra={'class_names': list(CLASS_NAMES), 'num_examples': num_examples})
+  return noisy_labels.write_generated(output_dir, NAME, generate_rows, NUM_CLASSES,
+                                      CLASS_NAMES, flip_fraction, seed, num_examples,
+                                      eval_fraction)

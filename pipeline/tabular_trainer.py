@@ -46,13 +46,8 @@ def build_model(tf_transform_output, learning_rate: float) -> tf.keras.Model:
   x = tf.keras.layers.Concatenate()(parts)
   x = tf.keras.layers.Dense(32, activation='relu')(x)
   x = tf.keras.layers.Dense(16, activation='relu')(x)
-  output = tf.keras.layers.Dense(NUM_CLASSES, activation='softmax',
-                                 name=transformed_training.OUTPUT_KEY)(x)
-  model = tf.keras.Model(inputs, output, name='tabular_segments')
-  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                loss='sparse_categorical_crossentropy',
-                metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
-  return model
+  return transformed_training.compiled_classifier(inputs, x, NUM_CLASSES, 'tabular_segments',
+                                                 learning_rate)
 
 
 def run_fn(fn_args) -> None:

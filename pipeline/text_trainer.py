@@ -39,13 +39,8 @@ def build_model(tf_transform_output, learning_rate: float) -> tf.keras.Model:
                                 name='token_embedding')(token_ids)
   x = tf.keras.layers.GlobalAveragePooling1D()(x)
   x = tf.keras.layers.Dense(16, activation='relu')(x)
-  output = tf.keras.layers.Dense(NUM_CLASSES, activation='softmax',
-                                 name=transformed_training.OUTPUT_KEY)(x)
-  model = tf.keras.Model(token_ids, output, name='text_topics')
-  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                loss='sparse_categorical_crossentropy',
-                metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
-  return model
+  return transformed_training.compiled_classifier(token_ids, x, NUM_CLASSES, 'text_topics',
+                                                 learning_rate)
 
 
 def run_fn(fn_args) -> None:
