@@ -457,3 +457,182 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
     else:
       feature[key].float_list.value.append(float(value))
   return serialized + extra.SerializeToString()
+
+
+def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
+                         example_ids: Optional[Sequence[Optional[str]]] = None,
+                         with_signals: bool = True) -> List[bytes]:
+  """Per example of a batch, the bytes that add its VoG fields to its serialized record.
+
+  The batch form of `with_vog_features`: `record + suffix` parses as the example with
+  the VoG fields added, a feature of the same name (from an earlier audit) replaced.
+  Each suffix is the wire encoding of a tf.train.Example holding only the new
+  features, built by joining pieces encoded once per batch (floats through NumPy), so
+  a record costs a few microseconds, not a Python tf.train.Example.
+
+  Args:
+    columns: one batch of n examples, as 1-D columns of length n by field name: every
+      report_format.FLOAT_FIELDS (floats), INT_FIELDS (integers or bools) and
+      BYTES_FIELDS (vog_bucket, as int codes into report_format.BUCKETS); with
+      `with_signals`, every SIGNAL_FIELDS too (floats; INT_SIGNALS integers). Other
+      keys are ignored.
+    example_id_key: the feature that holds an example's id.
+    example_ids: None when every example carries its id already; else one entry per
+      example: None when it carries its id, or the id (str, or bytes) to add to it as
+      `example_id_key`.
+    with_signals: whether to add the label-error signals.
+
+  Returns:
+    n byte strings, in the order of the columns, to append each to its record.
+    Floats are stored as float_list stores them (float32, NaN and inf kept bit for
+    bit); integers exactly, as int64.
+
+  Raises:
+    ValueError: a column is missing or not of length n, an integer column holds
+      non-integers or values outside int64, a bucket code is outside BUCKETS, or
+      `example_ids` is not of length n.
+  """
+  float_keys = fmt.FLOAT_FIELDS + (tuple(k for k in fmt.SIGNAL_FIELDS
+                                         if k not in fmt.INT_SIGNALS)
+                                   if with_signals else ())
+  int_keys = fmt.INT_FIELDS + (tuple(fmt.INT_SIGNALS) if with_signals else ())
+  (bucket_key,) = fmt.BYTES_FIELDS
+  needed = float_keys + int_keys + (bucket_key,)
+  missing = [k for k in needed if k not in columns]
+  if missing:
+    raise ValueError(f'the VoG columns lack {", ".join(map(repr, missing))}')
+  n = np.asarray(columns[fmt.VOG_SCORE]).size
+  arrays = {}
+  for key in needed:
+    arrays[key] = np.asarray(columns[key]).reshape(-1)
+    if arrays[key].size != n:
+      raise ValueError(f'column {key!r} has {arrays[key].size} values; '
+                       f'{fmt.VOG_SCORE!r} has {n}')
+  if example_ids is not None and len(example_ids) != n:
+    raise ValueError(f'example_ids has {len(example_ids)} entries for {n} examples')
+  if n == 0:
+    return []
+
+  pieces = [_float_entries(float_keys, arrays)]
+  for key in int_keys:
+    values = _int64_column(key, arrays[key]).tolist()
+    table = {v: _int_entry(key, v) for v in set(values)}
+    pieces.append(list(map(table.__getitem__, values)))
+  codes = arrays[bucket_key]
+  if codes.dtype.kind not in 'iu' or (codes < 0).any() or (codes >= len(fmt.BUCKETS)).any():
+    raise ValueError(f'column {bucket_key!r} holds {codes[:8].tolist()}...; expected int '
+                     f'codes 0..{len(fmt.BUCKETS) - 1} into {fmt.BUCKETS}')
+  bucket_entries = [_bytes_entry(bucket_key, b.encode('utf-8')) for b in fmt.BUCKETS]
+  pieces.append(list(map(bucket_entries.__getitem__, codes.tolist())))
+  if example_ids is not None:
+    pieces.append(_id_entries(example_id_key, example_ids))
+
+  bodies = list(map(b''.join, zip(*pieces)))
+  # Example.features (field 1), length-delimited; one header per distinct length.
+  headers = {size: b'\x0a' + _varint(size) for size in set(map(len, bodies))}
+  return [headers[len(body)] + body for body in bodies]
+
+
+_UINT64_MASK = (1 << 64) - 1
+# Per int feature, the map entries of values seen before (0 <= value < _CACHED_INTS).
+_INT_ENTRIES: Dict[str, Dict[int, bytes]] = {}
+_CACHED_INTS = 1 << 12
+_FLOAT_PREFIXES: Dict[str, bytes] = {}
+
+
+def _varint(value: int) -> bytes:
+  """The protobuf varint of a non-negative int (< 2**64)."""
+  out = bytearray()
+  while value > 0x7f:
+    out.append((value & 0x7f) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _delimited(tag: int, payload: bytes) -> bytes:
+  """A length-delimited field: its one-byte tag, the payload's length, the payload."""
+  return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def _map_entry(key: str, feature: bytes) -> bytes:
+  """Features.feature's map entry (field 1): key (1) = `key`, value (2) = `feature`."""
+  return _delimited(0x0a, _delimited(0x0a, key.encode('utf-8')) + _delimited(0x12, feature))
+
+
+def _bytes_entry(key: str, value: bytes) -> bytes:
+  """The map entry of a Feature with bytes_list (1) holding `value` (field 1)."""
+  return _map_entry(key, _delimited(0x0a, _delimited(0x0a, value)))
+
+
+def _id_entries(key: str, example_ids: Sequence[Optional[Union[str, bytes]]]
+                ) -> List[bytes]:
+  """Per example, the map entry of its id (b'' for None): a prefix by the id's length,
+  encoded once per length, and the id's bytes."""
+  prefixes: Dict[int, bytes] = {}
+  entries = []
+  for example_id in example_ids:
+    if example_id is None:
+      entries.append(b'')
+      continue
+    value = example_id if isinstance(example_id, bytes) else example_id.encode('utf-8')
+    prefix = prefixes.get(len(value))
+    if prefix is None:
+      prefix = _bytes_entry(key, bytes(len(value)))[:-len(value) or None]
+      prefixes[len(value)] = prefix
+    entries.append(prefix + value)
+  return entries
+
+
+def _int_entry(key: str, value: int) -> bytes:
+  """The map entry of a Feature with int64_list (3) holding `value`, packed (field 1)."""
+  cache = _INT_ENTRIES.setdefault(key, {})
+  entry = cache.get(value)
+  if entry is None:
+    entry = _map_entry(key, _delimited(0x1a, _delimited(0x0a, _varint(value & _UINT64_MASK))))
+    if 0 <= value < _CACHED_INTS:
+      cache[value] = entry
+  return entry
+
+
+def _float_prefix(key: str) -> bytes:
+  """The map entry of a Feature with float_list (2) of one packed float, less its 4
+  value bytes: the same for every value."""
+  prefix = _FLOAT_PREFIXES.get(key)
+  if prefix is None:
+    prefix = _map_entry(key, _delimited(0x12, _delimited(0x0a, b'\0' * 4)))[:-4]
+    _FLOAT_PREFIXES[key] = prefix
+  return prefix
+
+
+def _float_entries(keys: Sequence[str], arrays: Mapping[str, np.ndarray]) -> List[bytes]:
+  """Per example, the map entries of the float features `keys`, as one byte string.
+
+  The entries have a fixed size, so the batch's are one (n, width) byte array: the
+  constant prefixes broadcast, each column's float32 bytes written in place.
+  """
+  prefixes = [_float_prefix(key) for key in keys]
+  width = sum(len(p) + 4 for p in prefixes)
+  n = arrays[keys[0]].size
+  block = np.empty((n, width), dtype=np.uint8)
+  offset = 0
+  for key, prefix in zip(keys, prefixes):
+    block[:, offset:offset + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    offset += len(prefix)
+    values = arrays[key]
+    if values.dtype != np.float32:  # Through float64, as float() then float_list round.
+      with np.errstate(over='ignore'):  # Beyond float32's range is inf, as in float_list.
+        values = np.asarray(values, dtype=np.float64).astype(np.float32)
+    values = np.ascontiguousarray(values.astype('<f4', copy=False))
+    block[:, offset:offset + 4] = values.view(np.uint8).reshape(n, 4)
+    offset += 4
+  return block.view(f'V{width}').reshape(n).tolist()
+
+
+def _int64_column(key: str, values: np.ndarray) -> np.ndarray:
+  """An integer (or bool) column as int64; refuses other kinds and values beyond int64."""
+  if values.dtype.kind not in 'biu':
+    raise ValueError(f'column {key!r} holds {values.dtype} values; expected integers')
+  if values.dtype.kind == 'u' and values.size and values.max() > np.iinfo(np.int64).max:
+    raise ValueError(f'column {key!r} holds {int(values.max())}, beyond int64')
+  return values.astype(np.int64)
