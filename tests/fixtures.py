@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import datasets
 
+from components.vog import score_table
 from components.vog.checkpoints import VogCheckpointCallback
 
 
@@ -53,6 +54,19 @@ def write_examples_artifact(uri: str, splits: Dict[str, List[bytes]]) -> Dict[st
                   records)
     patterns[split] = os.path.join(uri, f'Split-{split}', '*')
   return patterns
+
+
+def score_rows(report_dir: str) -> Dict[tuple, Dict[str, object]]:
+  """{(split, example_id): its VoG fields} from a report's score table, the scores of
+  every split whether its examples were copied or not. Copies of one id keep the last."""
+  table = score_table.read_table(report_dir).to_pydict()
+  rows = {}
+  for i, (split, example_id) in enumerate(zip(table['split'], table['example_id'])):
+    rows[(split, example_id)] = {
+        'vog_raw': table['vog_raw'][i], 'vog_score': table['vog_score'][i],
+        'vog_percentile': table['vog_percentile'][i], 'vog_bucket': table['vog_bucket'][i],
+        'vog_flagged': table['vog_flagged'][i]}
+  return rows
 
 
 def small_cnn(seed: int = 0) -> tf.keras.Model:

@@ -17,6 +17,7 @@ import tensorflow as tf
 from components.vog import audit
 from components.vog import checkpoints
 from components.vog import report_format as fmt
+from components.vog import score_table
 from components.vog import scoring
 from components.vog import signals
 from components.vog.settings import VogSettings
@@ -39,7 +40,9 @@ def data(tmp_path_factory):
 
 
 def _audit(data, name, **settings):
+  # Every split copied in full: these tests read what each scored example carries.
   root, _, _, _, patterns = data
+  settings.setdefault('copy_splits', 'all')
   plan = audit.plan_audit(VogSettings(batch_size=32, inspection_budget=15, **settings),
                           os.path.join(root, 'run'), patterns)
   out = os.path.join(root, name)
@@ -50,6 +53,16 @@ def _audit(data, name, **settings):
     for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
       feature = tf.train.Example.FromString(record.numpy()).features.feature
       rows[feature['example_id'].bytes_list.value[0].decode()] = feature
+  # The score table holds what the copies carry, example by example.
+  table = score_table.read_table(os.path.join(out, 'report')).to_pylist()
+  assert len(table) == len(rows)
+  for row in table:
+    feature = rows[row['example_id']]
+    for name in (fmt.VOG_RAW, fmt.VOG_SCORE, fmt.VOG_PERCENTILE, fmt.VOG_DECILE,
+                 fmt.VOG_FLAGGED, fmt.VOG_TARGET_CLASS) + tuple(
+                     n for n in signals.SIGNALS if n in row):
+      assert row[name] == pytest.approx(_value(feature, name), rel=1e-6), (row, name)
+    assert row[fmt.VOG_BUCKET].encode() == _value(feature, fmt.VOG_BUCKET)
   return plan, summary, rows, os.path.join(out, 'report')
 
 

@@ -17,6 +17,7 @@ from tfx.types import standard_artifacts
 from tfx.types import artifact_utils
 
 from components.vog import audit
+from components.vog import score_table
 from components.vog import spec_keys
 from components.vog import executor as vog_executor
 from components.vog.settings import VogSettings
@@ -40,22 +41,7 @@ def trained(tmp_path_factory):
 def _run(plan, out, beam_args=()):
   summary = audit.run_audit(plan, beam.Pipeline(argv=list(beam_args)),
                             os.path.join(out, 'scored'), os.path.join(out, 'report'))
-  return summary, _scored(os.path.join(out, 'scored'))
-
-
-def _scored(folder):
-  rows = {}
-  for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
-    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
-    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
-      f = tf.train.Example.FromString(record.numpy()).features.feature
-      rows[(split, f['example_id'].bytes_list.value[0].decode())] = {
-          'vog_raw': f['vog_raw'].float_list.value[0],
-          'vog_score': f['vog_score'].float_list.value[0],
-          'vog_percentile': f['vog_percentile'].float_list.value[0],
-          'vog_bucket': f['vog_bucket'].bytes_list.value[0].decode(),
-          'vog_flagged': f['vog_flagged'].int64_list.value[0]}
-  return rows
+  return summary, fixtures.score_rows(os.path.join(out, 'report'))
 
 
 def test_multiprocessing_runner_gives_the_same_scores(trained, tmp_path):
@@ -164,6 +150,9 @@ def _bad_cases(root, tmp_path, records):
       ('unknown ranking', dict(examples=good, props={'rank_by': 'aum'}),
        ['--model-run', run, '--examples', good, '--rank-by', 'aum'],
        "rank_by='aum' is not supported; choose one of auto, vog, confidence"),
+      ('copy of a split not scored', dict(examples=good, props={'copy_splits': ['eval']}),
+       ['--model-run', run, '--examples', good, '--copy-splits', 'eval'],
+       "copy_splits names ['eval'], which the audit does not score (it scores ['train'])"),
       ('signal without labels', dict(examples=good, props={
           'rank_by': 'el2n', 'label_mode': 'predicted', 'label_key': None}),
        ['--model-run', run, '--examples', good, '--rank-by', 'el2n', '--label-mode',
@@ -217,7 +206,9 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
   vog_executor.Executor().Do({'examples': [examples], 'model_run': [model_run]},
                              {'scored_examples': [scored], 'difficulty_report': [report]},
                              _exec_properties())
-  component = _scored(scored.uri)
+  component = fixtures.score_rows(report.uri)
+  # Only the eval split is copied by default; 'data' has its score table alone.
+  assert not os.path.exists(os.path.join(scored.uri, 'Split-data'))
 
   result = CliRunner().invoke(cli, [
       'score', '--model-run', os.path.join(root, 'run'), '--examples',
@@ -227,7 +218,7 @@ def test_cli_on_a_tfrecord_glob_reproduces_the_component(trained, tmp_path):
   assert ('scored 120, quarantined 0, flagged 10 of 120 examples, ranked by confidence'
           in result.output)
   assert os.path.join(str(tmp_path / 'cli'), 'difficulty_report', 'report.html') in result.output
-  cli_rows = _scored(str(tmp_path / 'cli' / 'scored_examples'))
+  cli_rows = fixtures.score_rows(str(tmp_path / 'cli' / 'difficulty_report'))
   assert set(cli_rows) == set(component)
   for key, row in component.items():
     assert cli_rows[key]['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-6)
@@ -283,7 +274,7 @@ def test_exact_duplicates_are_separate_examples_and_counts_agree(trained, tmp_pa
   # The highest-scoring record of a first audit, copied twice more, and many copies
   # of an ordinary one: every copy must be written, flagged and counted on its own.
   # Raw scores do not depend on the other examples, so the copies stay on top.
-  settings = VogSettings(inspection_budget=5, normalize='raw')
+  settings = VogSettings(inspection_budget=5, normalize='raw', copy_splits='all')
   data = records[:40] + [records[0]] * 5 + [b'\x00junk'] * 2
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'first'), {'train': data})
   _run(audit.plan_audit(settings, os.path.join(root, 'run'), patterns), str(tmp_path / 'a'))
@@ -301,6 +292,8 @@ def test_exact_duplicates_are_separate_examples_and_counts_agree(trained, tmp_pa
   flagged = [json.loads(l) for l in open(report / 'flagged.jsonl')]
   assert summary['counts']['flagged'] == len(flagged) == 5
   assert _flagged_in_scored_examples(str(tmp_path / 'b' / 'scored')) == 5
+  table = score_table.read_split(str(report), 'train').to_pydict()
+  assert sum(table['vog_flagged']) == 5
   assert [r['rank'] for r in flagged] == [1, 2, 3, 4, 5]
   assert [r['example_id'] for r in flagged].count(top_id) == 3
   ids = []
@@ -310,6 +303,7 @@ def test_exact_duplicates_are_separate_examples_and_counts_agree(trained, tmp_pa
       ids.append(f['example_id'].bytes_list.value[0].decode())
   assert ids.count(top_id) == 3 + (top_id == 'ok-0') * 6
   assert ids.count('ok-0') >= 6
+  assert sorted(table['example_id']) == sorted(ids)
 
 
 def test_a_damaged_input_file_stops_the_audit_naming_the_file(trained, tmp_path):

@@ -16,7 +16,10 @@ from components.vog import beam_audit
 from components.vog import beam_writers
 from components.vog import examples_io
 from components.vog import percentiles
-from components.vog.beam_audit import FileRead, InputFile, ScoredExample
+from components.vog import report_format as fmt
+from components.vog import score_batch
+from components.vog import score_table
+from components.vog.beam_audit import FileRead, InputFile
 from components.vog.examples_io import InputRecord, Quarantined
 from components.vog.scoring import normalize_scores
 from components.vog.settings import VogSettings
@@ -30,17 +33,32 @@ def _ranking(ranks):
                              ranks)
 
 
-def _scored(split, index, raw, cls=0, **fields):
-  fields.setdefault('rank_value', raw)  # ranked by VoG unless a test says otherwise
-  return ScoredExample(split, 0, index, f'{split}-{index}', True, cls, cls, cls, raw,
-                       **fields)
+def _batch(split, indices, raw, classes, signals=None, file_index=0, ids=None):
+  """A ScoredBatch of examples at `indices` of one file, labelled with their class."""
+  n = len(indices)
+  classes = np.broadcast_to(np.asarray(classes), (n,))
+  return score_batch.ScoredBatch(
+      split, file_index, indices, ids or [f'{split}-{i}' for i in indices], [True] * n,
+      classes, classes, classes, np.broadcast_to(np.asarray(raw, np.float32), (n,)),
+      np.zeros((n, 0)) if signals is None else signals)
 
 
-def _summarize(p, rows, normalize, budget, suspicions=(), **kwargs):
-  """SummarizeScores over `rows` and per-batch `suspicions` ((split, name), [values])."""
-  return ({'scored': p | 'Rows' >> beam.Create(rows),
-           'suspicions': p | 'Suspicions' >> beam.Create(list(suspicions))}
-          | beam_audit.SummarizeScores(normalize, (50.0, 90.0), budget, **kwargs))
+def _summarize(p, batches, normalize, budget, rank_by='vog', vog_normalize=''):
+  """SummarizeScores over the partials of `batches`, as the scorer makes them."""
+  partials = [beam_audit.batch_partials(b, rank_by, budget, normalize == 'abs-class')
+              for b in batches]
+  return (p | 'Partials' >> beam.Create(partials)
+          | beam_audit.SummarizeScores(normalize, (50.0, 90.0), budget, rank_by,
+                                       vog_normalize))
+
+
+def _outputs(tmp_path, copy_splits=('train',), files=None):
+  return beam_writers.FileOutputs(
+      scored_dir=str(tmp_path / 'out'), work_dir=str(tmp_path / 'work'),
+      files_per_split=files or {'train': 1}, copy_splits=tuple(copy_splits),
+      compression='gzip', example_id_key='example_id', rank_by='vog',
+      history_shard_of={('train', 0): 0}, num_history_shards=1, write_history=True,
+      with_signals=False)
 
 
 @pytest.fixture(scope='module')
@@ -89,13 +107,17 @@ def test_parse_and_score_quarantines_bad_records_and_scores_the_rest(trained):
   batches = [inputs[i:i + 8] for i in range(0, len(inputs), 8)]
   with TestPipeline() as p:
     out = p | beam.Create(batches) | beam_audit.ParseAndScore(scorer, parser)
-    assert_that(out['scored'] | beam.Map(lambda s: (s.record_index, s.example_id)),
+    rows = out['scored'] | beam.FlatMap(lambda b: zip(b.record_index.tolist(),
+                                                      b.example_id, b.vog_raw.tolist()))
+    assert_that(rows | beam.Map(lambda r: r[:2]),
                 equal_to([(i, f'id-{i}') for i in range(20)] + [(20, 'id-0')]),
                 label='scored')
-    assert_that(out['scored'] | beam.Filter(lambda s: s.record_index in (0, 20))
-                | beam.Map(lambda s: round(s.vog_raw, 7)) | beam.combiners.Count.PerElement()
+    assert_that(rows | beam.Filter(lambda r: r[0] in (0, 20))
+                | beam.Map(lambda r: round(r[2], 7)) | beam.combiners.Count.PerElement()
                 | beam.Map(lambda kv: kv[1]),
                 equal_to([2]), label='copies score alike')
+    # One ScoredBatch per batch of 8 (the last one less its quarantined record).
+    assert_that(out['scored'] | beam.Map(len), equal_to([8, 8, 5]), label='batches')
     assert_that(out['quarantined'] | beam.Map(lambda q: (q.record_index, q.kind)),
                 equal_to([(21, 'unparsable record')]), label='quarantine')
 
@@ -104,10 +126,12 @@ def test_summarize_scores_normalises_per_class_like_the_numpy_oracle():
   rng = np.random.default_rng(0)
   raw = rng.gamma(2.0, 1.0, 40)
   classes = np.repeat([0, 1, 2, 3], 10)
-  rows = [_scored('train', i, float(raw[i]), int(classes[i])) for i in range(40)]
+  batches = [_batch('train', list(range(k, k + 10)), raw[k:k + 10], classes[k:k + 10])
+             for k in range(0, 40, 10)]
+  raw = raw.astype(np.float32).astype(np.float64)  # as the scorer stores it
   expected = normalize_scores(raw, classes, 'class')
   with TestPipeline() as p:
-    out = _summarize(p, rows, 'class', 4)
+    out = _summarize(p, batches, 'class', 4)
     placed = out['ranking'] | beam.FlatMap(lambda r: [
         (i, round(r.place('train', int(classes[i]), float(raw[i]), ('train', 0, i))[0], 9))
         for i in range(40)])
@@ -125,14 +149,16 @@ def test_summarize_scores_normalises_per_class_like_the_numpy_oracle():
 
 
 def test_percentiles_place_scores_within_their_split():
-  rows = ([_scored('train', i, float(i)) for i in range(100)] +
-          [_scored('eval', i, 1000.0 + i, 1) for i in range(10)])
+  batches = ([_batch('train', list(range(k, k + 25)), np.arange(k, k + 25), 0)
+              for k in range(0, 100, 25)] + [_batch('eval', list(range(10)),
+                                                    1000.0 + np.arange(10), 1)])
+  rows = [(b.split, i, int(b.target_class[0]), float(v)) for b in batches
+          for i, v in zip(b.record_index.tolist(), b.vog_raw.tolist())]
   with TestPipeline() as p:
-    out = _summarize(p, rows, 'raw', 4)
+    out = _summarize(p, batches, 'raw', 4)
     placed = out['ranking'] | beam.FlatMap(lambda r: [
-        (row.split, row.record_index) + tuple(r.place(row.split, row.target_class,
-                                                      row.vog_raw, row.position)[2:4])
-        for row in rows])
+        (split, i) + tuple(r.place(split, c, v, (split, 0, i))[2:4])
+        for split, i, c, v in rows])
     assert_that(placed, equal_to(
         [('train', i, percentiles.decile_of(100 * i / 99),
           percentiles.bucket_of(100 * i / 99, [50, 90])) for i in range(100)] +
@@ -149,16 +175,15 @@ def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
   raw = rng.gamma(2.0, 1.0, n)
   classes = np.repeat([0, 1, 2], 20)
   confidence = rng.uniform(0.05, 0.95, n)
-  values = rng.normal(size=(n, 7))
+  values = rng.normal(size=(n, 7)).astype(np.float32)
   values[:, 3] = confidence  # signals.SIGNALS order: confidence is the fourth
-  rows = [_scored('train', i, float(raw[i]), int(classes[i]),
-                  signals=tuple(float(v) for v in values[i]),
-                  rank_value=-float(confidence[i])) for i in range(n)]
-  suspicions = {}
-  for i in range(n):
-    for name, value in beam_audit.suspicions(float(raw[i]), rows[i].signals).items():
-      suspicions.setdefault((('train', name)), []).append(value)
-  batches = [(key, v[k:k + 16]) for key, v in suspicions.items() for k in range(0, n, 16)]
+  confidence = values[:, 3].astype(np.float64)  # as the scorer stores it (float32)
+  raw = raw.astype(np.float32).astype(np.float64)
+  batches = [_batch('train', list(range(k, min(k + 16, n))), raw[k:k + 16],
+                    classes[k:k + 16], values[k:k + 16]) for k in range(0, n, 16)]
+  whole = score_batch.concat(batches)
+  suspicions = {('train', name): v.tolist()
+                for name, v in score_batch.suspicions(whole).items()}
   expected_vog = normalize_scores(raw, classes, 'class')
   top = sorted(range(n), key=lambda i: confidence[i])[:5]
 
@@ -171,15 +196,21 @@ def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
       assert score == pytest.approx(expected_vog[i])
       assert pct == pytest.approx(100.0 * np.mean(-confidence <= -confidence[i]))
       assert (rank > 0) == (i in top)
-      agreeing = r.agreeing('train', beam_audit.suspicions(float(raw[i]), rows[i].signals))
+    # The Ranking carries the flagged examples' suspicions; counting the split's examples
+    # below them, file by file, says exactly which signals agree.
+    ranks, flagged = r.flagged_of_split('train')
+    assert ranks == [1, 2, 3, 4, 5]
+    below = sum(percentiles.agreement_counts(flagged, score_batch.suspicion_matrix(b))
+                for b in batches)
+    for rank, i in enumerate(top, start=1):
+      agreeing = percentiles.agreeing(fmt.AGREEMENT_NAMES, below[rank - 1], n, 90.0)
       oracle = [name for name, col in suspicions.items()
                 if 100.0 * np.mean(np.asarray(col) < col[i]) > 90.0]
       assert list(agreeing) == [name for _, name in oracle]
     return True
 
   with TestPipeline() as p:
-    out = _summarize(p, rows, 'raw', 5, batches, rank_by='confidence',
-                     vog_normalize='class')
+    out = _summarize(p, batches, 'raw', 5, rank_by='confidence', vog_normalize='class')
     assert_that(out['ranking'] | beam.Map(check), equal_to([True]), label='ranking')
     # class_stats (summary.json's per-class vog_raw mean and std) stay those of VoG.
     assert_that(out['class_stats'] | beam.Map(lambda kv: (kv[0], round(kv[1][1], 9))),
@@ -225,58 +256,109 @@ def test_review_candidates_per_class_hold_the_global_top(normalize):
 
 
 def test_equal_scores_are_ranked_one_by_one_in_input_order():
-  rows = [_scored('train', i, 5.0) for i in range(3)]
-  rows += [_scored('train', 3 + i, float(i)) for i in range(5)]
+  batches = [_batch('train', [0, 1, 2], 5.0, 0), _batch('train', [3, 4, 5, 6, 7],
+                                                        np.arange(5.0), 0)]
   with TestPipeline() as p:
-    out = _summarize(p, rows, 'raw', 4)
+    out = _summarize(p, batches, 'raw', 4)
     assert_that(out['ranking'] | beam.Map(lambda r: sorted(r.ranks.items())),
                 equal_to([[(('train', 0, 0), 1), (('train', 0, 1), 2), (('train', 0, 2), 3),
                            (('train', 0, 7), 4)]]))
 
 
+def _write(tmp_path, path, batches, quarantined, ranks, **outputs):
+  with TestPipeline() as p:
+    written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
+                'scored': p | 'S' >> beam.Create(batches).with_output_types(
+                    score_batch.ScoredBatch),
+                'quarantined': p | 'Q' >> beam.Create(quarantined).with_output_types(
+                    Quarantined),
+                'ranking': p | 'R' >> beam.Create([_ranking(ranks)])}
+               | beam_writers.WriteScoredExamples(_outputs(tmp_path, **outputs)))
+    yield written
+
+
 def test_write_scored_examples_zips_by_position_and_counts_what_it_wrote(tmp_path):
   records = [fixtures.example(np.zeros(64), 1, 'same').SerializeToString()] * 3
   path = fixtures.write_records(str(tmp_path / 'in.gz'), records + [b'junk'])
-  files = [InputFile('train', 0, path, 'GZIP')]
-  scored = [_scored('train', i, 0.1, 1, vog_flagged=int(i == 1), review_rank=int(i == 1),
-                    vog_bucket='hard') for i in range(3)]
-  scored = [s._replace(example_id='same') for s in scored]
+  # Two batches of one file, out of order: the writer puts them back in file order.
+  scored = [_batch('train', [2], 0.1, 1, ids=['same']),
+            _batch('train', [0, 1], 0.1, 1, ids=['same', 'same'])]
   quarantined = [Quarantined('train', 'x', 'unparsable record', '', b'junk', 0, 3)]
-  out_dir = str(tmp_path / 'out')
-  with TestPipeline() as p:
-    written = ({'files': p | 'F' >> beam.Create(files),
-                'scored': p | 'S' >> beam.Create(scored),
-                'quarantined': p | 'Q' >> beam.Create(quarantined),
-                'ranking': p | 'R' >> beam.Create([_ranking({('train', 0, 1): 1})])}
-               | beam_writers.WriteScoredExamples(out_dir, {'train': 1}, 'example_id'))
+  for written in _write(tmp_path, path, scored, quarantined, {('train', 0, 1): 1}):
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 3, 1, 0)]),
                 label='written')
-    assert_that(written['flagged'] | beam.Map(lambda pair: pair[0].record_index),
-                equal_to([1]), label='flagged')
+    assert_that(written['flagged'] | beam.Map(lambda pair: (pair[0].rank,
+                                                            pair[0].example_id, pair[1])),
+                equal_to([(1, 'same', records[1])]), label='flagged')
+  out_dir = str(tmp_path / 'out')
   assert os.listdir(os.path.join(out_dir, 'Split-train')) == ['data_tfrecord-00000-of-00001.gz']
   out = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(
       tf.io.gfile.glob(os.path.join(out_dir, 'Split-train', '*.gz')), 'GZIP')]
   assert len(out) == 3  # every copy is its own example
-  assert sorted(e.features.feature['vog_flagged'].int64_list.value[0] for e in out) == [0, 0, 1]
+  assert [e.features.feature['vog_flagged'].int64_list.value[0] for e in out] == [0, 1, 0]
+  assert [e.features.feature['vog_bucket'].bytes_list.value[0] for e in out] == [b'hard'] * 3
+  table = score_table.read_split(str(tmp_path / 'work'), 'train').to_pydict()
+  assert table['record_index'] == [0, 1, 2] and table['vog_flagged'] == [0, 1, 0]
+  assert table['review_rank'] == [0, 1, 0] and table['example_id'] == ['same'] * 3
+
+
+def test_a_split_that_is_not_copied_gets_its_score_table_and_its_flagged_bytes(tmp_path):
+  records = [fixtures.example(np.full(64, i / 10), 1, f'r{i}').SerializeToString()
+             for i in range(6)]
+  path = fixtures.write_records(str(tmp_path / 'in.gz'), records)
+  scored = [_batch('train', list(range(6)), np.arange(6) / 10, 1,
+                   ids=[f'r{i}' for i in range(6)])]
+  for written in _write(tmp_path, path, scored, [], {('train', 0, 4): 1}, copy_splits=()):
+    assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 6, 1, 0)]),
+                label='written')
+    assert_that(written['flagged'] | beam.Map(lambda pair: (pair[0].example_id, pair[1])),
+                equal_to([('r4', records[4])]), label='flagged')
+  assert not os.path.exists(tmp_path / 'out')  # no copy of the examples
+  table = score_table.read_split(str(tmp_path / 'work'), 'train').to_pydict()
+  assert table['example_id'] == [f'r{i}' for i in range(6)]
+  assert table['vog_flagged'] == [0, 0, 0, 0, 1, 0]
+  assert table['vog_raw'] == pytest.approx(list(np.arange(6) / 10), rel=1e-6)
 
 
 def test_write_scored_examples_counts_a_record_without_a_score(tmp_path):
   path = fixtures.write_records(str(tmp_path / 'in.gz'), [b'a', b'b'])
-  with TestPipeline() as p:
-    written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
-                'scored': p | 'S' >> beam.Create([_scored('train', 0, 0.1)]),
-                'quarantined': p | 'Q' >> beam.Create([]).with_output_types(Quarantined),
-                'ranking': p | 'R' >> beam.Create([_ranking({})])}
-               | beam_writers.WriteScoredExamples(str(tmp_path / 'out'), {'train': 1},
-                                                  'example_id'))
+  for written in _write(tmp_path, path, [_batch('train', [0], 0.1, 0)], [], {}):
     assert_that(written['written'], equal_to([beam_writers.FileWritten('train', 0, 1, 0, 1)]))
+
+
+def test_file_counts_count_a_whole_file_at_once():
+  rng = np.random.default_rng(2)
+  n = 50
+  classes, labels = rng.integers(0, 3, n), rng.integers(-1, 3, n)
+  predicted, deciles = rng.integers(0, 3, n), rng.integers(1, 11, n)
+  flagged, hard = rng.integers(0, 2, n), rng.integers(0, 2, n)
+  signals = rng.normal(size=(n, 2))
+  counts = audit_summary.file_counts('s', classes, labels, predicted, deciles, flagged,
+                                     hard, signals)
+  oracle = {}
+  for i in range(n):  # one example at a time, as the summary reads them
+    c, d = int(classes[i]), int(deciles[i])
+    for key in [('scored', 's'), ('class_decile', 's', c, d)] + (
+        [('class_hard', 's', c)] if hard[i] else []) + (
+        [('flagged', 's'), ('class_flagged', 's', c)] if flagged[i] else []) + (
+        [('class_labelled', 's', c), ('decile_labelled', 's', d)] if labels[i] >= 0
+        else []) + ([('class_errors', 's', c), ('decile_errors', 's', d)]
+                    if labels[i] >= 0 and predicted[i] != labels[i] else []):
+      oracle[key] = oracle.get(key, 0) + 1
+    for j in range(2):
+      oracle[('class_signal', 's', c, j)] = oracle.get(('class_signal', 's', c, j), 0.0) + \
+          signals[i, j]
+  assert set(counts) == set(oracle)
+  for key, value in oracle.items():
+    assert counts[key] == pytest.approx(value)
 
 
 def test_audit_summary_fn_combines_tallies_into_counts():
   tallies = [audit_summary.file_tally('train', 'f0', 4, None),
-             audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 1),
-             audit_summary.scored_tally('train', 1, 1, 2, 3, 0, 0),
-             audit_summary.scored_tally('train', 2, None, 2, 1, 0, 0),
+             ('counts', 'train', audit_summary.file_counts(
+                 'train', np.array([1, 1, 2]), np.array([1, 1, -1]), np.array([1, 2, 2]),
+                 np.array([10, 3, 1]), np.array([1, 0, 0]), np.array([1, 0, 0]),
+                 np.zeros((3, 0)))),
              audit_summary.quarantined_tally('train', 'missing label'),
              audit_summary.class_stats_tally('train', 1, (2, 0.5, 0.1)),
              audit_summary.class_stats_tally('train', 2, (1, 0.2, 0.0)),
@@ -310,10 +392,14 @@ def test_conservation_check_names_the_split_and_counts():
 
 
 def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_path):
-  s = _scored('train', 0, 0.3, 1, vog_flagged=1, review_rank=1, vog_bucket='hard')
+  s = fmt.FlaggedRow(rank=1, example_id='e', split='train', label=1, predicted_class=1,
+                     target_class=1, vog_score=0.3, vog_raw=0.3, vog_percentile=100.0,
+                     vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
-      'tallies': [audit_summary.scored_tally('train', 1, 1, 1, 10, 1, 1)],
+      'tallies': [('counts', 'train', audit_summary.file_counts(
+          'train', np.array([1]), np.array([1]), np.array([1]), np.array([10]),
+          np.array([1]), np.array([1]), np.zeros((1, 0))))],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
       'class_stats': [(('train', 1), (1, 0.3, 0.0))],
       'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],

@@ -16,11 +16,11 @@ import shutil
 import apache_beam as beam
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from components.vog import audit
 from components.vog import drift as drift_lib
 from components.vog import report_format as fmt
+from components.vog import score_table
 from components.vog.settings import VogSettings
 import fixtures
 
@@ -47,20 +47,16 @@ def _write_data(root, rows):
   return patterns
 
 
-def _scored(folder, raw=False):
-  """{example_id: (split, flagged)} of a scored_examples folder; with `raw`,
+def _scored(report_dir, raw=False):
+  """{example_id: (split, flagged)} of an audit's score table; with `raw`,
   {example_id: (split, target class, vog_raw)}."""
+  table = score_table.read_table(report_dir).to_pydict()
   out = {}
-  for path in glob.glob(os.path.join(folder, 'Split-*', '*.gz')):
-    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
-    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
-      f = tf.train.Example.FromString(record.numpy()).features.feature
-      eid = f['example_id'].bytes_list.value[0].decode()
-      if raw:
-        out[eid] = (split, f['vog_target_class'].int64_list.value[0],
-                    f['vog_raw'].float_list.value[0])
-      else:
-        out[eid] = (split, f['vog_flagged'].int64_list.value[0])
+  for i, eid in enumerate(table['example_id']):
+    if raw:
+      out[eid] = (table['split'][i], table['vog_target_class'][i], table['vog_raw'][i])
+    else:
+      out[eid] = (table['split'][i], table['vog_flagged'][i])
   return out
 
 
@@ -73,7 +69,7 @@ def _audit(root, model_run, patterns, name, baseline=None):
   out = os.path.join(root, name)
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
                             os.path.join(out, 'report'))
-  return summary, os.path.join(out, 'report'), _scored(os.path.join(out, 'scored'))
+  return summary, os.path.join(out, 'report'), _scored(os.path.join(out, 'report'))
 
 
 @pytest.fixture(scope='module')
@@ -176,7 +172,7 @@ def test_hard_counts_are_the_examples_above_the_hard_cut_of_raw_vog(runs):
   # With class normalisation every class keeps about a tenth of itself in the hard bucket,
   # so the per-class hard share is taken on raw VoG ranked within the split.
   summary, report_dir, _ = runs['r2']
-  rows = _scored(os.path.join(os.path.dirname(report_dir), 'scored'), raw=True)
+  rows = _scored(report_dir, raw=True)
   for split in ('train', 'eval'):
     raw = np.array([r for s, _, r in rows.values() if s == split])
     for c in range(10):

@@ -238,6 +238,12 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   if unknown:
     raise AuditConfigError(f'split(s) {unknown} do not exist in the examples; '
                            f'available: {sorted(split_patterns)}')
+  if isinstance(settings.copy_splits, list):
+    not_scored = [s for s in settings.copy_splits if s not in wanted]
+    if not_scored:
+      raise AuditConfigError(
+          f'copy_splits names {not_scored}, which the audit does not score (it scores '
+          f'{wanted}) - name scored splits, or leave copy_splits unset for the default')
   split_files = {}
   for split in wanted:
     files = input_files(split, split_patterns[split])
@@ -322,31 +328,39 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   all_files = [f for files in plan.split_files.values() for f in files]
   shard_of = {(f.split, f.file_index): i for i, f in enumerate(all_files)}
 
+  baseline = plan.baseline
+  comparable = baseline is not None and baseline.unavailable is None
+  outputs = beam_writers.FileOutputs(
+      scored_dir=scored_examples_dir, work_dir=work_dir,
+      files_per_split={s: len(f) for s, f in plan.split_files.items()},
+      copy_splits=tuple(settings.copied_splits(splits)),
+      compression=settings.output_compression, example_id_key=settings.example_id_key,
+      rank_by=settings.ranked_by, history_shard_of=shard_of,
+      num_history_shards=len(all_files), write_history=not comparable,
+      with_signals=settings.label_mode == 'label')
+
   files = pipeline | 'ListInputFiles' >> beam.Create(all_files)
   read = files | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
   results = read['batches'] | 'ScoreExamples' >> beam_audit.ScoreExamples(
       settings, scorer_factory, parser_factory, progress)
   written = ({'files': files, 'scored': results['scored'],
               'quarantined': results['quarantined'], 'ranking': results['ranking']}
-             | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(
-                 scored_examples_dir, {s: len(f) for s, f in plan.split_files.items()},
-                 settings.example_id_key))
-  # The history: each example matched with its row in the baseline's, by example_id.
-  baseline = plan.baseline
-  history_in = {'now': written.pop('history')}
-  if baseline is not None and baseline.unavailable is None:
-    history_in['then'] = pipeline | 'ListBaselineHistory' >> beam.Create(
-        list(baseline.history_paths))
-  matched = history_in | 'MatchHistory' >> drift_lib.MatchHistory(len(all_files))
-  history_written = ({'history': matched['history'], 'flag_status': matched['flag_status']}
-                     | 'WriteHistory' >> drift_lib.WriteHistory(work_dir, len(all_files)))
-  history_tallies = ((matched['tallies'], history_written)
-                     | 'HistoryTallies' >> beam.Flatten())
+             | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(outputs))
+  # With a baseline, each example is matched with its row in the baseline's history by
+  # example_id; without one, the writers wrote the history already.
+  history = written.pop('history')
+  more_tallies = {}
+  if comparable:
+    then = pipeline | 'ListBaselineHistory' >> beam.Create(list(baseline.history_paths))
+    more_tallies['more_tallies'] = ({'now': history, 'then': then}
+                                    | 'MatchHistory' >> drift_lib.MatchHistory(
+                                        work_dir, len(all_files)))['tallies']
   # The report is written last: its summary waits for every other writer.
   _ = ({'files_read': read['files'], 'quarantined': results['quarantined'],
-        'class_stats': results['class_stats'], 'more_tallies': history_tallies, **written}
+        'class_stats': results['class_stats'], **more_tallies, **written}
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
-           work_dir, splits, _summary_base(plan), shard_of, len(all_files)))
+           work_dir, splits, _summary_base(plan), shard_of, len(all_files),
+           hard_cut=settings.bucket_percentiles[1]))
   result = pipeline.run()
   result.wait_until_finish()
 
@@ -372,7 +386,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
         for d in summary['damaged_files'])
         + ' - nothing was published; rewrite the damaged files or leave them out')
   report_folder.publish(
-      report_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
+      report_dir, work_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
       tf.io.gfile.glob(os.path.join(work_dir, fmt.HISTORY_GLOB)),
       len(all_files), summary, flagged, records,
       report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
@@ -425,6 +439,8 @@ def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
       'model_inputs': [{'name': i.name, 'shape': list(i.shape), 'dtype': i.dtype}
                        for i in plan.input_specs],
       'input_files': {split: len(files) for split, files in plan.split_files.items()},
+      # The splits scored_examples holds in full; every split has its score table.
+      'copied_splits': plan.settings.copied_splits(list(plan.split_files)),
       'baseline': None if plan.baseline is None else plan.baseline.info,
       # The TransformGraph folder the model inputs were made with; None: raw features.
       TRANSFORM_GRAPH: plan.transform_graph,

@@ -1,6 +1,8 @@
 """What an audit counts for summary.json, combined inside the Beam pipeline.
 
-The writers turn what they read, score, write and quarantine into small tally tuples;
+The writers turn what they read, score, write and quarantine into small tally tuples,
+one per input file (or history shard) for the scored examples (`file_counts`), never one
+per example;
 `AuditSummaryFn` combines them into the summary's counts, per class and per decile.
 Its accumulator is bounded by splits x classes x deciles, never by the examples.
 `check_conservation` refuses a summary in which an example was lost or counted twice.
@@ -9,6 +11,7 @@ Its accumulator is bounded by splits x classes x deciles, never by the examples.
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 
 from components.vog import report_format as fmt
 
@@ -32,22 +35,43 @@ def file_tally(split: str, path: str, records: int, damage: Optional[str]) -> Ta
   return ('file', split, path, records, damage)
 
 
-def scored_tally(split: str, target_class: int, label: Optional[int], predicted: int,
-                 decile: int, flagged: int, raw_hard: int,
-                 signals: Sequence[float] = ()) -> Tally:
-  """One scored example; `raw_hard` and `signals` as in ScoredExample."""
-  return ('scored', split, target_class, -1 if label is None else label, predicted, decile,
-          flagged, int(raw_hard), tuple(signals))
+def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
+                predicted: np.ndarray, decile: np.ndarray, flagged: np.ndarray,
+                raw_hard: np.ndarray, signals: np.ndarray) -> Dict[tuple, Any]:
+  """What the scored examples of one input file add to the summary, as counts by key
+  (the keys AuditSummaryFn reads), computed on the file's columns at once.
 
+  `label` is -1 where there is none; `raw_hard` 1 where the ranked value is above the
+  hard cut among the split's (the drift's per-class hard share); `signals` [n, S], S
+  being 0 without them (their per-class sums give the class means).
+  """
+  counts: Dict[tuple, Any] = {(fmt.SCORED, split): int(len(target_class))}
+  flagged = np.asarray(flagged).astype(bool)
+  labelled = np.asarray(label) >= 0
+  errors = labelled & (np.asarray(predicted) != np.asarray(label))
+  decile = np.asarray(decile, dtype=np.int64)
 
-def drift_tally(split: str, what: str) -> Tally:
-  """One example counted under `what` (one of DRIFT_COUNTS) in `split`."""
-  return ('drift', split, what)
+  def put(key, n):
+    if n:
+      counts[key] = n
 
-
-def streak_tally(split: str, streak: int) -> Tally:
-  """A flagged example flagged by `streak` (>= 2) audits in a row."""
-  return ('streak', split, streak)
+  put((fmt.FLAGGED, split), int(flagged.sum()))
+  for d in range(1, 11):
+    at = decile == d
+    put(('decile_labelled', split, d), int((at & labelled).sum()))
+    put(('decile_errors', split, d), int((at & errors).sum()))
+  for c in np.unique(target_class).tolist():
+    members = np.asarray(target_class) == c
+    for d, n in enumerate(np.bincount(decile[members], minlength=11).tolist()):
+      put(('class_decile', split, c, d), n)
+    put(('class_hard', split, c), int(np.asarray(raw_hard)[members].sum()))
+    put(('class_flagged', split, c), int(flagged[members].sum()))
+    put(('class_labelled', split, c), int(labelled[members].sum()))
+    put(('class_errors', split, c), int(errors[members].sum()))
+    sums = np.asarray(signals, dtype=np.float64)[members].sum(axis=0)
+    for j, value in enumerate(sums.tolist()):
+      counts[('class_signal', split, c, j)] = value
+  return counts
 
 
 def history_written_tally(split: str, rows: int) -> Tally:
@@ -112,23 +136,9 @@ class AuditSummaryFn(beam.CombineFn):
       if damage:
         acc.damaged.append({'split': split, 'path': path, 'records_read': records,
                             'damage': damage})
-    elif kind == 'scored':
-      _, _, cls, label, predicted, decile, flagged, hard, values = tally
-      acc.bump((fmt.SCORED, split))
-      for j, value in enumerate(values):
-        acc.bump(('class_signal', split, cls, j), value)
-      acc.bump(('class_decile', split, cls, decile))
-      if hard:
-        acc.bump(('class_hard', split, cls))
-      if flagged:
-        acc.bump((fmt.FLAGGED, split))
-        acc.bump(('class_flagged', split, cls))
-      if label >= 0:
-        acc.bump(('class_labelled', split, cls))
-        acc.bump(('decile_labelled', split, decile))
-        if predicted != label:
-          acc.bump(('class_errors', split, cls))
-          acc.bump(('decile_errors', split, decile))
+    elif kind == 'counts':  # ('counts', split, {key: n}): file_counts, drift counts
+      for key, n in tally[2].items():
+        acc.bump(key, n)
     elif kind == 'quarantined':
       acc.bump((fmt.QUARANTINED, split))
       acc.bump(('quarantine_kind', split, tally[2]))
@@ -136,10 +146,6 @@ class AuditSummaryFn(beam.CombineFn):
       acc.class_stats[(split, tally[2])] = tuple(tally[3:6])
     elif kind in ('flagged_file', 'flag_status_file'):
       pass
-    elif kind == 'drift':
-      acc.bump(('drift', split, tally[2]))
-    elif kind == 'streak':
-      acc.bump(('streak', tally[2]))
     elif kind == 'history_written':
       acc.bump((HISTORY_WRITTEN, split), tally[2])
     elif kind == 'history_refused':

@@ -5,12 +5,16 @@
 
 ScoreExamples is ParseAndScore | SummarizeScores.
 Checkpoints load once per worker (shared across threads); a batch goes through all K
-checkpoints before the next. The global numbers (class statistics, quantiles, the flagged
-set) are combined per class of the raw scores into one bounded Ranking
-(SummarizeScores); no side input is used. An example is identified by its position
-(split, file, record index), so copies of one record are different examples. The
-writers (beam_writers.py) join the raw scores and the Ranking back to the records by
-input file, in the one shuffle the scores go through.
+checkpoints before the next. From there a batch stays one columnar record
+(score_batch.ScoredBatch), never one Python object per example. Each batch also emits
+its partials of the global numbers (BatchPartials: per class the moments, the values
+for a quantile sketch and its candidates for review; per signal its suspicions), which
+combiners merge per key into one bounded Ranking (SummarizeScores): no key groups more
+than one partial per batch, on runners that lift combiners and on those that do not,
+and no side input is used. An example is identified by its position (split, file,
+record index), so copies of one record are different examples. The writers
+(beam_writers.py) join the scored batches and the Ranking back to the records by input
+file, in the one shuffle the scores go through.
 
 Only primitives that every runner executes alike are used: each DoFn has one output
 (a transform that yields two kinds of things tags them and `split_by_tag` separates
@@ -33,7 +37,8 @@ from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import progress as progress_lib
 from components.vog import record_files
-from components.vog import signals as signals_lib
+from components.vog import report_format as fmt
+from components.vog import score_batch
 from components.vog.examples_io import InputRecord, Quarantined
 
 NAMESPACE = 'vog_audit'
@@ -57,76 +62,48 @@ class FileRead(NamedTuple):
   damage: Optional[str] = None
 
 
-class ScoredExample(NamedTuple):
-  """The scores of one example, identified by its position in the input."""
-  split: str
-  file_index: int
-  record_index: int
-  example_id: str
-  has_example_id: bool
-  label: Optional[int]
-  target_class: int
-  predicted_class: int
-  vog_raw: float
-  vog_score: float = 0.0
-  vog_percentile: float = 0.0
-  vog_decile: int = 0
-  vog_bucket: str = ''
-  vog_flagged: int = 0
-  review_rank: int = 0
-  # 1 when vog_raw is above the hard cut among the split's raw scores (the hard bucket as
-  # it would be without class normalisation): what the drift's per-class hard share counts.
-  raw_hard: int = 0
-  # The label-error signals of signals.SIGNALS, in that order, from the same checkpoints'
-  # logits; empty with label_mode='predicted', where they carry no information.
-  signals: Tuple[float, ...] = ()
-  # What `rank_by` ranks: vog_raw, or the chosen signal's suspicion (higher = more likely
-  # mislabeled). The percentile, bucket, flag and review rank are of this value.
-  rank_value: float = 0.0
-  # For a flagged example: the names (AGREEMENT_NAMES) whose own split-wide rank puts it
-  # in the hard bucket too.
-  agreeing: Tuple[str, ...] = ()
-  # The sources of its gradient whose sigma was largest, largest first: (name, mean sigma)
-  # of a float input, an element `name[j]` of a vector input, or an Embedding layer
-  # (scoring.BatchScore.input_sigma); empty for a model with one source.
-  top_sigma: Tuple[Tuple[str, float], ...] = ()
-
-  @property
-  def position(self) -> Tuple[str, int, int]:
-    return self.split, self.file_index, self.record_index
-
-
-TOP_SIGMA = 5  # how many of an example's gradient sources its flagged row names
 ClassKey = Tuple[str, int]
 ClassStats = Tuple[int, float, float]  # count, mean, population std
-SignalKey = Tuple[str, str]  # (split, name in AGREEMENT_NAMES)
 
-VOG = 'vog'
+VOG = fmt.VOG
 # What `rank_by` may name besides VoG: each signal by its field name less `audit_`.
-SIGNAL_NAMES = tuple(name[len('audit_'):] for name in signals_lib.SIGNALS)
+SIGNAL_NAMES = fmt.SIGNAL_NAMES
 # What a flagged example's `agreeing` may list: each signal, and VoG (vog_raw).
-AGREEMENT_NAMES = SIGNAL_NAMES + (VOG,)
+AGREEMENT_NAMES = fmt.AGREEMENT_NAMES
 
 
-def suspicions(vog_raw: float, values: Sequence[float]) -> Dict[str, float]:
-  """{name: suspicion} of one example for AGREEMENT_NAMES, higher = more likely
-  mislabeled; `values` are its signals in signals.SIGNALS order ({} without them)."""
-  if not values:
-    return {}
-  out = {short: float(signals_lib.ORIENTATION[field] * value)
-         for short, field, value in zip(SIGNAL_NAMES, signals_lib.SIGNALS, values)}
-  out[VOG] = float(vog_raw)
+class BatchPartials(NamedTuple):
+  """What one scored batch contributes to the audit's global numbers, per (split,
+  class) of its examples: the ranked value's moments, its values (for the class's
+  quantile sketch) and candidates for review (with their suspicions, in label mode),
+  vog_raw's moments when VoG is not what is ranked. One of each per key and batch, so
+  no runner groups more than one per batch."""
+  moments: List[Tuple[ClassKey, percentiles.MeanStd]]
+  vog_moments: List[Tuple[ClassKey, percentiles.MeanStd]]
+  values: List[Tuple[ClassKey, List[float]]]
+  candidates: List[Tuple[ClassKey, List[percentiles.Candidate]]]
+
+
+def batch_partials(batch: score_batch.ScoredBatch, rank_by: str, budget: int,
+                   two_sided: bool) -> BatchPartials:
+  """The BatchPartials of one scored batch (see ScoreExamples)."""
+  ranked = score_batch.rank_values(batch, rank_by)
+  suspicions = score_batch.suspicion_matrix(batch)
+  out = BatchPartials([], [], [], [])
+  k = max(budget, 1)
+  for c in np.unique(batch.target_class).tolist():
+    members = batch.target_class == c
+    key = (batch.split, int(c))
+    values = ranked[members]
+    out.moments.append((key, percentiles.MeanStd.of(values)))
+    if rank_by != VOG:
+      out.vog_moments.append((key, percentiles.MeanStd.of(batch.vog_raw[members])))
+    out.values.append((key, values.tolist()))
+    out.candidates.append((key, percentiles.batch_candidates(
+        values, batch.split, batch.file_index, batch.record_index[members], k, two_sided,
+        suspicions[members])))
   return out
 
-
-def rank_value_of(rank_by: str, vog_raw: float, values: Sequence[float]) -> float:
-  """The value `rank_by` ranks for one example (see ScoredExample.rank_value)."""
-  if rank_by == VOG:
-    return vog_raw
-  if not values:
-    raise ValueError(f'rank_by={rank_by!r} needs the label-error signals, which are left '
-                     "out with label_mode='predicted'; use rank_by='vog'")
-  return suspicions(vog_raw, values)[rank_by]
 
 def _counter(name: str):
   return beam.metrics.Metrics.counter(NAMESPACE, name)
@@ -218,16 +195,19 @@ class ReadRecordBatches(beam.PTransform):
 
 
 class _ParseAndScoreBatch(beam.DoFn):
-  """Parses and scores a batch: ('scored', ScoredExample) or ('quarantined', Quarantined),
-  and per scored batch ('suspicions', ((split, name), [value...])) for each of
-  AGREEMENT_NAMES (label mode only).
+  """Parses and scores a batch: ('quarantined', Quarantined) for each record that
+  cannot be scored, and for the others one ('scored', ScoredBatch) and one
+  ('partials', BatchPartials).
 
   Checkpoints are loaded once per worker process and shared across its threads.
   """
 
   def __init__(self, shared_handle: shared.Shared, scorer_factory, parser_factory,
-               progress=None, rank_by: str = VOG):
+               progress=None, rank_by: str = VOG, inspection_budget: int = 0,
+               two_sided: bool = False):
     self._rank_by = rank_by
+    self._budget = inspection_budget
+    self._two_sided = two_sided
     self._shared = shared_handle
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
@@ -296,37 +276,40 @@ class _ParseAndScoreBatch(beam.DoFn):
     return None
 
   def _emit(self, batch: examples_io.ScorableBatch, result):
-    values = batch_signals(result) if self._scorer.label_mode == 'label' else None
-    collected: Dict[SignalKey, List[float]] = {}
-    tops = top_sigma(result.input_sigma, len(batch.records))
-    for i, record in enumerate(batch.records):
-      # As stored (float32): the score and percentile follow from the written vog_raw,
-      # and copies of a record scored in different batches do not differ by batch noise.
-      raw = float(np.float32(result.vog_raw[i]))
-      if not np.isfinite(raw):
-        kind, what = 'non-finite gradient', 'gradients'
-      elif values is not None and not np.isfinite(values[i]).all():
-        kind, what = 'non-finite output', 'outputs'
-      else:
-        kind = None
-      if kind:
-        self._quarantined.inc()
-        yield 'quarantined', Quarantined(
-            record.split, batch.example_ids[i], kind,
-            f'the model produced NaN or infinite {what} for this example',
-            record.serialized, record.file_index, record.record_index)
-        continue
-      self._scored.inc()
-      found = () if values is None else tuple(float(v) for v in values[i])
-      for name, value in suspicions(raw, found).items():
-        collected.setdefault((record.split, name), []).append(value)
-      yield 'scored', ScoredExample(
-          record.split, record.file_index, record.record_index, batch.example_ids[i],
-          batch.has_example_ids[i], batch.labels[i], int(result.target_class[i]),
-          int(result.predicted_class[i]), raw, signals=found,
-          rank_value=rank_value_of(self._rank_by, raw, found), top_sigma=tops[i])
-    for key, batch_values in collected.items():
-      yield 'suspicions', (key, batch_values)
+    n = len(batch.records)
+    if self._scorer.label_mode == 'label':
+      signals = score_batch.signal_matrix(result.logits, result.target_class)
+    else:
+      signals = np.zeros((n, 0), dtype=np.float32)
+    # As stored (float32): the score and percentile follow from the written vog_raw,
+    # and copies of a record scored in different batches do not differ by batch noise.
+    raw = np.asarray(result.vog_raw, dtype=np.float32)
+    bad_gradient = ~np.isfinite(raw)
+    bad_output = ~bad_gradient & ~np.isfinite(signals).all(axis=1)
+    for i in np.flatnonzero(bad_gradient | bad_output).tolist():
+      record = batch.records[i]
+      kind, what = (('non-finite gradient', 'gradients') if bad_gradient[i] else
+                    ('non-finite output', 'outputs'))
+      self._quarantined.inc()
+      yield 'quarantined', Quarantined(
+          record.split, batch.example_ids[i], kind,
+          f'the model produced NaN or infinite {what} for this example',
+          record.serialized, record.file_index, record.record_index)
+    keep = ~(bad_gradient | bad_output)
+    if not keep.any():
+      return
+    first = batch.records[0]
+    scored = score_batch.ScoredBatch(
+        first.split, first.file_index, [r.record_index for r in batch.records],
+        batch.example_ids, batch.has_example_ids,
+        [-1 if label is None else label for label in batch.labels],
+        result.target_class, result.predicted_class, raw, signals,
+        score_batch.top_sigma(result.input_sigma, n))
+    if not keep.all():
+      scored = scored.take(keep)
+    self._scored.inc(len(scored))
+    yield 'scored', scored
+    yield 'partials', batch_partials(scored, self._rank_by, self._budget, self._two_sided)
 
   def teardown(self):
     if self._progress is not None:
@@ -343,74 +326,44 @@ def _first_line(message: str) -> str:
   return (useful[-1] if useful else lines[0] if lines else 'no detail')[:300]
 
 
-def top_sigma(input_sigma: Dict[str, np.ndarray], n: int
-              ) -> List[Tuple[Tuple[str, float], ...]]:
-  """Per example, its TOP_SIGMA sources with the largest mean sigma, largest first (ties
-  by name); nothing for every example when the model has one source. A vector input
-  counts by its elements (`name[j]`), not as a whole, when it has them."""
-  names = sorted(input_sigma)
-  elements = {n.split('[', 1)[0] for n in names if n.endswith(']')}
-  names = [n for n in names if n not in elements]
-  if len(names) < 2:
-    return [()] * n
-  table = np.stack([np.asarray(input_sigma[k], dtype=np.float64) for k in names], axis=1)
-  out = []
-  for row in table:
-    order = sorted(range(len(names)), key=lambda j: (-row[j] if np.isfinite(row[j])
-                                                     else np.inf, names[j]))[:TOP_SIGMA]
-    out.append(tuple((names[j], float(np.float32(row[j]))) for j in order
-                     if np.isfinite(row[j])))
-  return out
-
-
-def batch_signals(result) -> np.ndarray:
-  """[N, len(SIGNALS)] signal values of a scored batch (signals.py, from every
-  checkpoint's logits and the label); a row of NaN where an example's logits are not
-  finite, so that it is quarantined rather than the batch failing."""
-  logits = result.logits
-  n = logits.shape[1]
-  out = np.full((n, len(signals_lib.SIGNALS)), np.nan)
-  finite = np.isfinite(logits).all(axis=(0, 2))
-  if finite.any():
-    found = signals_lib.compute_signals(logits[:, finite], result.target_class[finite])
-    for j, name in enumerate(signals_lib.SIGNALS):
-      out[finite, j] = found[name]
-  return out
-
-
 @beam.typehints.with_input_types(List[InputRecord])
 class ParseAndScore(beam.PTransform):
-  """[InputRecord...] -> {'scored': ScoredExample with vog_raw and rank_value,
-  'quarantined': Quarantined, 'suspicions': ((split, name), [suspicion...]) per batch}.
+  """[InputRecord...] -> {'scored': ScoredBatch, 'quarantined': Quarantined,
+  'partials': BatchPartials}, one ScoredBatch and one BatchPartials per batch.
 
   `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
   `parser_factory()` an ExampleParser; both run inside the workers. `rank_by` is VOG
-  or one of SIGNAL_NAMES (VogSettings.ranked_by).
+  or one of SIGNAL_NAMES (VogSettings.ranked_by); `inspection_budget` and `two_sided`
+  (abs-class normalisation) say how many candidates for review each batch keeps.
   """
 
-  def __init__(self, scorer_factory, parser_factory, progress=None, rank_by: str = VOG):
+  def __init__(self, scorer_factory, parser_factory, progress=None, rank_by: str = VOG,
+               inspection_budget: int = 0, two_sided: bool = False):
     super().__init__()
     self._scorer_factory = scorer_factory
     self._parser_factory = parser_factory
     self._progress = progress
     self._rank_by = rank_by
+    self._budget = inspection_budget
+    self._two_sided = two_sided
 
   def expand(self, batches):
     tagged = batches | 'Score' >> beam.ParDo(_ParseAndScoreBatch(
         shared.Shared(), self._scorer_factory, self._parser_factory, self._progress,
-        self._rank_by))
-    return split_by_tag(tagged, {'scored': ScoredExample, 'quarantined': Quarantined,
-                                 'suspicions': Tuple[SignalKey, List[float]]})
+        self._rank_by, self._budget, self._two_sided))
+    return split_by_tag(tagged, {'scored': score_batch.ScoredBatch,
+                                 'quarantined': Quarantined, 'partials': BatchPartials})
 
 
 class MeanStdCombineFn(beam.CombineFn):
-  """(count, mean, population std) in float64, merged with Chan's parallel formula."""
+  """MeanStd partials -> (count, mean, population std) in float64, merged with Chan's
+  parallel formula."""
 
   def create_accumulator(self):
     return percentiles.MeanStd()
 
-  def add_input(self, acc, value):
-    return acc.add(value)
+  def add_input(self, acc, value: percentiles.MeanStd):
+    return percentiles.MeanStd.merge([acc, value])
 
   def merge_accumulators(self, accumulators):
     return percentiles.MeanStd.merge(accumulators)
@@ -419,45 +372,47 @@ class MeanStdCombineFn(beam.CombineFn):
     return acc.result()
 
 
-def _raw(kv: Tuple[ClassKey, ScoredExample]) -> Tuple[ClassKey, float]:
-  return kv[0], kv[1].vog_raw
+class CandidatesCombineFn(beam.CombineFn):
+  """Lists of candidates for review -> the `k` highest, earliest and (`two_sided`)
+  lowest of them all (percentiles.select_candidates): bounded by 3k."""
+
+  def __init__(self, k: int, two_sided: bool):
+    super().__init__()
+    self._k = k
+    self._two_sided = two_sided
+
+  def create_accumulator(self):
+    return []
+
+  def add_input(self, acc, candidates):
+    return percentiles.select_candidates(list(acc) + list(candidates), self._k,
+                                         self._two_sided)
+
+  def merge_accumulators(self, accumulators):
+    return percentiles.select_candidates([c for acc in accumulators for c in acc],
+                                         self._k, self._two_sided)
+
+  def extract_output(self, acc):
+    return acc
 
 
-def _ranked(kv: Tuple[ClassKey, ScoredExample]) -> Tuple[ClassKey, float]:
-  return kv[0], kv[1].rank_value
-
-
-def _candidate(kv: Tuple[ClassKey, ScoredExample]
-               ) -> Tuple[ClassKey, percentiles.Candidate]:
-  return kv[0], (kv[1].rank_value, kv[1].position)
-
-
-def _highest(c: percentiles.Candidate):
-  return percentiles.review_key(c[0], c[1])
-
-
-def _lowest(c: percentiles.Candidate):
-  return percentiles.review_key(-c[0], c[1])
-
-
-def _earliest(c: percentiles.Candidate):
-  return percentiles.review_key(0.0, c[1])
+def _flat(field: str):
+  return lambda partials: getattr(partials, field)
 
 
 class SummarizeScores(beam.PTransform):
-  """ScoredExample (rank_value, vog_raw) and the batches' suspicions ->
-  {'ranking': one percentiles.Ranking, 'class_stats'}.
+  """BatchPartials -> {'ranking': one percentiles.Ranking, 'class_stats'}.
 
-  Everything is combined per (split, class) of the ranked values, by combiners that
-  runners lift ahead of their shuffle: count, mean and std; approximate quantiles; and
-  the candidates for review (the class's `inspection_budget` highest values, for
-  `abs-class` its lowest too, and its earliest positions, which rank first among equal
-  values). When VoG is not what is ranked, vog_raw's count, mean and std per class are
-  kept too (for vog_score). Each signal's suspicion gets split-wide quantiles from whole
-  batches (for `agreeing`). The Ranking built from them places any example of the audit
-  and holds the flagged set: bounded by splits x (classes x (1,001 + 3 x budget) +
-  signals x 1,001), whatever N is. `class_stats` is ((split, class), (count, mean, std))
-  of vog_raw.
+  Each batch's partials are combined per (split, class) of the ranked values, by
+  combiners that runners lift ahead of their shuffle: count, mean and std; approximate
+  quantiles (from whole batches); and the candidates for review (each class's
+  `inspection_budget` highest values, for `abs-class` its lowest too, and its earliest
+  positions, which rank first among equal values). When VoG is not what is ranked,
+  vog_raw's count, mean and std per class are kept too (for vog_score). The Ranking
+  built from them places any example of the audit and holds the flagged set with its
+  suspicions (for `agreeing`, which the writers count exactly): bounded by splits x
+  classes x (1,001 + 3 x budget x (1 + names)) numbers, whatever N is.
+  `class_stats` is ((split, class), (count, mean, std)) of vog_raw.
   """
 
   def __init__(self, normalize: str, bucket_percentiles: Sequence[float],
@@ -469,71 +424,56 @@ class SummarizeScores(beam.PTransform):
     self._rank_by = rank_by
     self._vog_normalize = vog_normalize or normalize
 
-  def expand(self, inputs):
-    scored, suspicions_pc = inputs['scored'], inputs['suspicions']
+  def expand(self, partials):
     normalize, cuts, budget = self._normalize, self._cuts, self._budget
     rank_by, vog_normalize = self._rank_by, self._vog_normalize
-    k = max(budget, 1)
-    by_class = scored | 'KeyByClass' >> beam.Map(
-        lambda s: ((s.split, s.target_class), s)
-    ).with_output_types(Tuple[ClassKey, ScoredExample])
-    raw = by_class | 'Raw' >> beam.Map(_raw).with_output_types(Tuple[ClassKey, float])
-    vog_stats = raw | 'ClassMeanStd' >> beam.CombinePerKey(
-        MeanStdCombineFn()).with_output_types(Tuple[ClassKey, ClassStats])
+    ranked_stats = (partials
+                    | 'Moments' >> beam.FlatMap(_flat('moments'))
+                    | 'ClassMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
     if rank_by == VOG:
-      ranked, ranked_stats = raw, vog_stats
+      vog_stats = ranked_stats
     else:
-      ranked = by_class | 'Ranked' >> beam.Map(_ranked).with_output_types(
-          Tuple[ClassKey, float])
-      ranked_stats = ranked | 'RankedMeanStd' >> beam.CombinePerKey(
-          MeanStdCombineFn()).with_output_types(Tuple[ClassKey, ClassStats])
-    candidates = by_class | 'Candidates' >> beam.Map(_candidate)
+      vog_stats = (partials
+                   | 'VogMoments' >> beam.FlatMap(_flat('vog_moments'))
+                   | 'VogMeanStd' >> beam.CombinePerKey(MeanStdCombineFn()))
     parts = {
         'stats': ranked_stats,
-        'quantiles': ranked | 'ClassQuantiles' >> beam.ApproximateQuantiles.PerKey(
-            NUM_QUANTILES),
-        'highest': candidates | 'Highest' >> beam.CombinePerKey(
-            beam.combiners.TopCombineFn(k, key=_highest)),
-        'earliest': candidates | 'Earliest' >> beam.CombinePerKey(
-            beam.combiners.TopCombineFn(k, key=_earliest)),
+        'quantiles': (partials
+                      | 'Values' >> beam.FlatMap(_flat('values'))
+                      | 'ClassQuantiles' >> beam.ApproximateQuantiles.PerKey(
+                          NUM_QUANTILES, input_batched=True)),
+        'candidates': (partials
+                       | 'Candidates' >> beam.FlatMap(_flat('candidates'))
+                       | 'TopCandidates' >> beam.CombinePerKey(CandidatesCombineFn(
+                           max(budget, 1), normalize == 'abs-class'))),
     }
     if rank_by != VOG:
       parts['vog_stats'] = vog_stats
-    if normalize == 'abs-class':
-      parts['lowest'] = candidates | 'Lowest' >> beam.CombinePerKey(
-          beam.combiners.TopCombineFn(k, key=_lowest))
 
     def per_class(kv):
       key, grouped = kv
       (count, mean, std), = grouped['stats']
       (quantiles,) = grouped['quantiles']
-      rows = [c for name in ('highest', 'lowest', 'earliest')
-              for top in grouped.get(name, ()) for c in top]
+      (rows,) = grouped['candidates']
       vog = tuple(grouped['vog_stats'])[0] if 'vog_stats' in grouped else None
       return 'class', key, (percentiles.ClassScores(count, mean, std, tuple(quantiles)),
                             rows, vog)
 
     def ranking(parts_list) -> percentiles.Ranking:
-      per_class_values = {key: value for kind, key, value in parts_list if kind == 'class'}
-      quantiles = {key: value for kind, key, value in parts_list if kind == 'signal'}
+      per_class_values = {key: value for _, key, value in parts_list}
       classes = {key: stats for key, (stats, _, _) in per_class_values.items()}
       rows = {key: rows for key, (_, rows, _) in per_class_values.items()}
       vog = None if rank_by == VOG else {key: v for key, (_, _, v)
                                          in per_class_values.items()}
-      return percentiles.Ranking(
-          normalize, cuts, classes,
-          percentiles.rank_for_review(classes, rows, normalize, budget),
-          vog_stats=vog, vog_normalize=vog_normalize, signal_quantiles=quantiles)
+      ranks = percentiles.rank_for_review(classes, rows, normalize, budget)
+      flagged = {tuple(c[1]): c[2] for candidates in rows.values() for c in candidates
+                 if tuple(c[1]) in ranks}
+      return percentiles.Ranking(normalize, cuts, classes, ranks, vog_stats=vog,
+                                 vog_normalize=vog_normalize, flagged_suspicions=flagged)
 
-    classes_pc = (parts
-                  | 'GroupByClass' >> beam.CoGroupByKey()
-                  | 'PerClass' >> beam.Map(per_class))
-    signal_pc = (suspicions_pc
-                 | 'SignalQuantiles' >> beam.ApproximateQuantiles.PerKey(
-                     NUM_QUANTILES, input_batched=True)
-                 | 'TagSignals' >> beam.Map(lambda kv: ('signal', kv[0], tuple(kv[1]))))
-    result = ((classes_pc, signal_pc)
-              | 'ClassesAndSignals' >> beam.Flatten()
+    result = (parts
+              | 'GroupByClass' >> beam.CoGroupByKey()
+              | 'PerClass' >> beam.Map(per_class)
               | 'AllParts' >> beam.CombineGlobally(
                   beam.combiners.ToListCombineFn()).without_defaults()
               | 'Ranking' >> beam.Map(ranking).with_output_types(percentiles.Ranking))
@@ -544,12 +484,11 @@ class SummarizeScores(beam.PTransform):
 class ScoreExamples(beam.PTransform):
   """[InputRecord...] -> {'scored', 'quarantined', 'ranking', 'class_stats'}: the VoG audit.
 
-  `scored` holds a ScoredExample with vog_raw and rank_value per scorable record;
-  `ranking` the one percentiles.Ranking that gives each of them its vog_score,
-  percentile, decile, bucket, review rank and agreeing signals (the writer applies it,
-  record by record, as it writes);
-  `quarantined` every record that could not be scored; `class_stats` ((split, class),
-  (count, mean, std)) of vog_raw.
+  `scored` holds one ScoredBatch (vog_raw, signals, classes, positions) per batch;
+  `ranking` the one percentiles.Ranking that gives each of its examples its vog_score,
+  percentile, decile, bucket, review rank and agreeing signals (the writer applies it
+  to a whole input file at once); `quarantined` every record that could not be scored;
+  `class_stats` ((split, class), (count, mean, std)) of vog_raw.
   """
 
   def __init__(self, settings, scorer_factory, parser_factory, progress=None):
@@ -562,8 +501,9 @@ class ScoreExamples(beam.PTransform):
   def expand(self, batches):
     s = self._settings
     parsed = batches | 'ParseAndScore' >> ParseAndScore(
-        self._scorer_factory, self._parser_factory, self._progress, s.ranked_by)
-    summary = parsed | 'SummarizeScores' >> SummarizeScores(
+        self._scorer_factory, self._parser_factory, self._progress, s.ranked_by,
+        s.inspection_budget, s.rank_normalize == 'abs-class')
+    summary = parsed['partials'] | 'SummarizeScores' >> SummarizeScores(
         s.rank_normalize, s.bucket_percentiles, s.inspection_budget, s.ranked_by,
         s.normalize)
     return {'scored': parsed['scored'], 'quarantined': parsed['quarantined'],

@@ -1,16 +1,26 @@
 """Writing what ScoreExamples computed: the scored examples and the report's work files.
 
-    (files, scored, quarantined, ranking)
+    (files, files_read, scored, quarantined, ranking)
         | WriteScoredExamples -> {written, flagged, tallies, history}
     (files_read, quarantined, class_stats, written, flagged, tallies, more_tallies)
         | WriteDifficultyReport -> the summary's path
 
-Scores meet their records again by position. The raw scores are grouped by input file
-(`CoGroupByKey` on (split, file index)) with a copy of the Ranking; each file is then
-read again, in order, and zipped with its scores, each placed by the Ranking (score,
-percentile, decile, bucket, review rank) as it is written. Only the small score records
-cross the shuffle, never the examples, and a worker holds the scores of one file at a
-time.
+Scores meet their records again by position. The scored batches (columns, one record
+per batch) are grouped by input file (`CoGroupByKey` on (split, file index)) with a
+copy of the Ranking; the writer of a file places all its examples at once (score,
+percentile, decile, bucket, review rank) and writes:
+
+* its score table shard (score_table.py): one row per scored example, for every split;
+* for the splits the Evaluator reads (`copy_splits`), the file again, record by record,
+  each scored example with its VoG fields appended as bytes (examples_io), quarantined
+  ones left out; the other splits are read again only up to their last flagged
+  example, for the bytes of the flagged rows;
+* its history rows when there is no baseline (with one, drift.MatchHistory writes them
+  after matching by example_id);
+* one tally of counts for the whole file, never one per example.
+
+Only the compact batches cross the shuffle, never the examples, and a worker holds the
+scores of one file at a time.
 
 Every file is written whole by one DoFn call under a temporary name and renamed into
 place, named after what it holds (input file k of n gives output shard k of n), so a
@@ -18,24 +28,26 @@ retried or repeated bundle rewrites the same file instead of adding another. Eac
 writer counts what it wrote, and the summary is combined from those counts.
 """
 
+import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterable, List, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
 import numpy as np
 
 from components.vog import audit_summary
-from components.vog import beam_audit
 from components.vog import drift as drift_lib
 from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import record_files
 from components.vog import report_format as fmt
-from components.vog.beam_audit import (InputFile, ScoredExample, Tagged, read_records,
-                                       split_by_tag)
+from components.vog import score_batch
+from components.vog import score_table
+from components.vog.beam_audit import InputFile, Tagged, read_records, split_by_tag
 from components.vog.examples_io import Quarantined
+from components.vog.score_batch import ScoredBatch
 
 FLAGGED_RECORDS_FILE = 'flagged_records.jsonl'  # rank order, with each example's bytes
 SUMMARY_WORK_FILE = 'summary.json'
@@ -54,143 +66,325 @@ class FileWritten(NamedTuple):
   unmatched: int  # records without a score or a quarantine entry, or scores without a record
 
 
-def vog_fields(s: ScoredExample) -> Dict[str, Any]:
-  """The VoG features of one scored example, by their names in the report format."""
-  return {fmt.VOG_SCORE: s.vog_score, fmt.VOG_RAW: s.vog_raw,
-          fmt.VOG_PERCENTILE: s.vog_percentile, fmt.VOG_DECILE: s.vog_decile,
-          fmt.VOG_FLAGGED: s.vog_flagged, fmt.VOG_TARGET_CLASS: s.target_class,
-          fmt.VOG_BUCKET: s.vog_bucket}
+class FileOutputs(NamedTuple):
+  """Where and how the writers write: the scored copies' folder and splits, the score
+  table's and history's folder (the report's work folder), compression, and the
+  number of input files per split (output shard k of n)."""
+  scored_dir: str
+  work_dir: str
+  files_per_split: Dict[str, int]
+  copy_splits: Tuple[str, ...]
+  compression: str  # 'gzip' or 'none' (settings.COMPRESSIONS)
+  example_id_key: str
+  rank_by: str
+  history_shard_of: Dict[Tuple[str, int], int]  # (split, file index) -> history shard
+  num_history_shards: int
+  write_history: bool  # False when drift.MatchHistory writes it (with a baseline)
+  with_signals: bool  # label_mode='label': the score tables have the signal columns
 
 
-def signal_fields(s: ScoredExample) -> Dict[str, float]:
-  """The label-error signals of one scored example by field name; {} without them."""
-  return dict(zip(fmt.SIGNAL_FIELDS, s.signals))
-
-
-def scored_file_path(output_dir: str, split: str, file_index: int, num_files: int) -> str:
+def scored_file_path(output_dir: str, split: str, file_index: int, num_files: int,
+                     compression: str = 'gzip') -> str:
   """Where the scored examples of input file `file_index` of a split are written."""
+  suffix = '.gz' if compression == 'gzip' else ''
   return os.path.join(output_dir, f'Split-{split}',
-                      f'{SCORED_FILE_PREFIX}-{file_index:05d}-of-{num_files:05d}.gz')
+                      f'{SCORED_FILE_PREFIX}-{file_index:05d}-of-{num_files:05d}{suffix}')
 
 
-class _ZipFileWithScores(beam.DoFn):
-  """Reads one input file again, pairs record i with score i and writes the result.
+def _placed_columns(batch: ScoredBatch, ranking: percentiles.Ranking, rank_by: str
+                    ) -> Dict[str, np.ndarray]:
+  """Every VoG field of a file's examples as columns (Ranking.place_file)."""
+  placed = ranking.place_file(batch.split, batch.file_index, batch.target_class,
+                              score_batch.rank_values(batch, rank_by), batch.record_index,
+                              batch.vog_raw)
+  placed['vog_flagged'] = (placed['review_rank'] > 0).astype(np.int64)
+  return placed
 
-  Yields ('tally', ...) and ('history', HistoryEntry) for each example written,
-  ('written', FileWritten) once, and ('flagged', (ScoredExample, bytes)) for each flagged
-  example; records with a quarantine entry are left out of the output.
+
+def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray],
+                         rank_by: str) -> Dict[str, Any]:
+  columns = {
+      'example_id': batch.example_id, 'file_index': np.full(len(batch), batch.file_index),
+      'record_index': batch.record_index, 'label': batch.label,
+      fmt.VOG_TARGET_CLASS: batch.target_class, 'predicted_class': batch.predicted_class,
+      fmt.VOG_RAW: batch.vog_raw, fmt.VOG_SCORE: placed['vog_score'],
+      'rank_value': score_batch.rank_values(batch, rank_by),
+      fmt.VOG_PERCENTILE: placed['vog_percentile'], fmt.VOG_DECILE: placed['vog_decile'],
+      fmt.VOG_BUCKET: placed['bucket'], fmt.VOG_FLAGGED: placed['vog_flagged'],
+      'review_rank': placed['review_rank']}
+  columns.update(score_batch.signal_columns(batch))
+  return columns
+
+
+def _empty_columns(with_signals: bool) -> Dict[str, Any]:
+  """The score table columns of a file without scored examples: no rows."""
+  empty = score_batch.ScoredBatch('', 0, [], [], [], [], [], [], [],
+                                  np.zeros((0, len(fmt.SIGNAL_FIELDS) if with_signals else 0)))
+  nothing = {k: np.zeros(0) for k in ('vog_score', 'vog_percentile', 'vog_decile', 'bucket',
+                                      'vog_flagged', 'review_rank')}
+  return _score_table_columns(empty, nothing, fmt.VOG)
+
+
+def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
+                  ranking: percentiles.Ranking) -> Dict[int, fmt.FlaggedRow]:
+  """{record index: FlaggedRow} of the file's flagged examples (few: the budget's)."""
+  rows = np.flatnonzero(placed['review_rank'] > 0)
+  if not len(rows):
+    return {}
+  tops = score_batch.top_sigma_rows(batch.top_sigma, rows)
+  out = {}
+  for i, top in zip(rows.tolist(), tops):
+    signals = ({name: (int(v) if name in fmt.INT_SIGNALS else float(v))
+                for name, v in zip(fmt.SIGNAL_FIELDS, batch.signals[i].tolist())}
+               if batch.has_signals else None)
+    out[int(batch.record_index[i])] = fmt.FlaggedRow(
+        rank=int(placed['review_rank'][i]), example_id=batch.example_id[i],
+        split=batch.split, label=None if batch.label[i] < 0 else int(batch.label[i]),
+        predicted_class=int(batch.predicted_class[i]),
+        target_class=int(batch.target_class[i]),
+        vog_score=float(placed['vog_score'][i]), vog_raw=float(batch.vog_raw[i]),
+        vog_percentile=float(placed['vog_percentile'][i]),
+        vog_bucket=fmt.BUCKETS[int(placed['bucket'][i])], signals=signals,
+        # Which signals agree is decided once every file counted (AgreementCounts).
+        agreeing=() if batch.has_signals else None, top_sigma=top or None)
+  return out
+
+
+class AgreementCounts(NamedTuple):
+  """For the flagged examples of a split (their review ranks), how many of `count`
+  examples are strictly below each one's suspicion, per name in AGREEMENT_NAMES."""
+  ranks: Tuple[int, ...]
+  count: int
+  below: np.ndarray  # [len(ranks), len(AGREEMENT_NAMES)]
+
+
+def agreement_counts(batch: ScoredBatch, ranking: percentiles.Ranking
+                     ) -> Optional[Tuple[str, AgreementCounts]]:
+  """(split, AgreementCounts) of one input file's examples against its split's flagged
+  examples; None without signals or without flagged examples in the split."""
+  if not batch.has_signals:
+    return None
+  ranks, flagged = ranking.flagged_of_split(batch.split)
+  if not ranks:
+    return None
+  return batch.split, AgreementCounts(tuple(ranks), len(batch), percentiles.agreement_counts(
+      flagged, score_batch.suspicion_matrix(batch)))
+
+
+class SumAgreementCounts(beam.CombineFn):
+  """AgreementCounts of a split's files -> their sum (one partial per file)."""
+
+  def create_accumulator(self):
+    return None
+
+  def add_input(self, acc, value: AgreementCounts):
+    return self.merge_accumulators([acc, value])
+
+  def merge_accumulators(self, accumulators):
+    total = None
+    for acc in accumulators:
+      if acc is None:
+        continue
+      if total is None:
+        total = acc
+      elif acc.ranks != total.ranks:
+        raise ValueError(f'files of one split counted against different flagged sets '
+                         f'({acc.ranks[:5]}... and {total.ranks[:5]}...)')
+      else:
+        total = AgreementCounts(total.ranks, total.count + acc.count,
+                                total.below + acc.below)
+    return total
+
+  def extract_output(self, acc):
+    return acc
+
+
+def history_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray]
+                 ) -> List[fmt.HistoryRow]:
+  """The history rows of a file's examples when there is no baseline: a streak of 1
+  for a flagged example, 0 otherwise."""
+  flagged = placed['vog_flagged'].tolist()
+  return [fmt.HistoryRow(i, batch.split, c, f, f, p) for i, c, f, p in zip(
+      batch.example_id, batch.target_class.tolist(), flagged,
+      placed['vog_percentile'].tolist())]
+
+
+class _WriteFile(beam.DoFn):
+  """Places and writes the examples of one input file (see the module docstring).
+
+  Yields ('tally', counts of the file), ('written', FileWritten) once,
+  ('flagged', (FlaggedRow, bytes)) for each flagged example and, with a baseline,
+  ('history', (history shard, drift.HistoryChunk)).
   """
 
-  def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
-    self._output_dir = output_dir
-    self._files_per_split = dict(files_per_split)
-    self._example_id_key = example_id_key
+  def __init__(self, outputs: FileOutputs):
+    self._out = outputs
 
   def process(self, element: Tuple[Tuple[str, int], Dict[str, Iterable[Any]]]
               ) -> Iterable[Tagged]:
     (split, file_index), grouped = element
+    out = self._out
     input_file: InputFile = list(grouped['file'])[0]
-    scores = {s.record_index: s for s in grouped['scored']}
+    batches = list(grouped['scored'])
     quarantined = set(grouped['quarantined'])
     rankings = list(grouped['ranking'])
-    if scores and len(rankings) != 1:
+    if batches and len(rankings) != 1:
       raise RuntimeError(f'{len(rankings)} rankings reached the scores of {input_file.path}; '
                          'expected exactly 1')
-    if scores:
-      scores = placed_all(scores, rankings[0])
-    written = written_flagged = unmatched = 0
-    flagged: List[Tuple[ScoredExample, bytes]] = []
-    path = scored_file_path(self._output_dir, split, file_index, self._files_per_split[split])
-    with record_files.AtomicFile(path, GZIP_LEVEL) as out:
+    num_files = out.files_per_split[split]
+    if batches:
+      batch = score_batch.concat(batches)
+      placed = _placed_columns(batch, rankings[0], out.rank_by)
+      flagged = _flagged_rows(batch, placed, rankings[0])
+    else:
+      batch, placed, flagged = None, None, {}
+    scored_at = set() if batch is None else set(batch.record_index.tolist())
+    unmatched = len(scored_at & quarantined)
+    if batch is not None and len(scored_at) != len(batch):
+      unmatched += len(batch) - len(scored_at)  # two scores for one record
+    score_table.write_shard(
+        score_table.shard_path(out.work_dir, split, file_index, num_files),
+        _score_table_columns(batch, placed, out.rank_by) if batch is not None
+        else _empty_columns(out.with_signals),
+        compression='zstd' if out.compression == 'gzip' else 'none')
+    if split in out.copy_splits:
+      written, unread, records = self._copy(input_file, batch, placed, quarantined,
+                                            set(flagged), num_files)
+      unmatched += unread
+    else:
+      written = len(scored_at)
+      records = self._read_flagged(input_file, sorted(flagged))
+      unmatched += len(flagged) - len(records)
+    if batch is not None:
+      counts = agreement_counts(batch, rankings[0])
+      if counts is not None:
+        yield 'agreement', counts
+      yield 'tally', ('counts', split, audit_summary.file_counts(
+          split, batch.target_class, batch.label, batch.predicted_class,
+          placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'], batch.signals))
+      if out.write_history:
+        rows = history_rows(batch, placed)
+        shard = out.history_shard_of[(split, file_index)]
+        drift_lib.write_history_shard(out.work_dir, shard, out.num_history_shards, rows)
+        yield 'tally', audit_summary.history_written_tally(split, len(rows))
+      else:
+        for shard, chunk in drift_lib.history_chunks(
+            batch, placed, out.num_history_shards).items():
+          yield 'history', (shard, chunk)
+    yield 'written', FileWritten(split, file_index, written,
+                                 int(placed['vog_flagged'].sum()) if batch is not None else 0,
+                                 unmatched)
+    for index, row in sorted(flagged.items()):
+      if index in records:
+        yield 'flagged', (row, records[index])
+
+  def _copy(self, input_file: InputFile, batch: Optional[ScoredBatch],
+            placed: Optional[Dict[str, np.ndarray]], quarantined, flagged_at,
+            num_files: int) -> Tuple[int, int, Dict[int, bytes]]:
+    """Writes the file's scored examples with their VoG fields; (written, unmatched,
+    the flagged examples' original bytes by record index)."""
+    out = self._out
+    suffixes: List[bytes] = []
+    indices: List[int] = []
+    if batch is not None:
+      indices = batch.record_index.tolist()
+      suffixes = examples_io.vog_feature_suffixes(
+          _vog_columns(batch, placed), out.example_id_key,
+          example_ids=[None if has else i for i, has
+                       in zip(batch.example_id, batch.has_example_id.tolist())],
+          with_signals=batch.has_signals)
+    position = dict(zip(indices, range(len(indices))))
+    written = unmatched = 0
+    records: Dict[int, bytes] = {}
+    path = scored_file_path(out.scored_dir, input_file.split, input_file.file_index,
+                            num_files, out.compression)
+    seen = set()
+    with record_files.AtomicFile(path, GZIP_LEVEL if out.compression == 'gzip'
+                                 else None) as sink:
       try:
         for index, serialized in read_records(input_file):
-          s = scores.pop(index, None)
-          if s is None:
-            if index in quarantined:
-              quarantined.discard(index)
-            else:
+          seen.add(index)
+          row = position.get(index)
+          if row is None:
+            if index not in quarantined:
               unmatched += 1
             continue
-          out.write(record_files.frame(examples_io.with_vog_features(
-              serialized, self._example_id_key, s.example_id, vog_fields(s),
-              s.has_example_id, signal_fields(s))))
+          sink.write(record_files.frame(serialized + suffixes[row]))
           written += 1
-          yield 'tally', audit_summary.scored_tally(s.split, s.target_class, s.label,
-                                                    s.predicted_class, s.vog_decile,
-                                                    s.vog_flagged, s.raw_hard, s.signals)
-          yield 'history', drift_lib.HistoryEntry(
-              s.example_id, s.split, s.file_index, s.record_index, s.target_class,
-              s.vog_flagged, s.vog_percentile, s.review_rank)
-          if s.vog_flagged:
-            written_flagged += 1
-            flagged.append((s, serialized))
+          if index in flagged_at:
+            records[index] = serialized
       except record_files.DamagedRecordFile as e:
         # The first read reports damage; what was not read again counts as unmatched.
         logging.error('VoG audit could not read %s again in full: %s', input_file.path, e)
-    unmatched += len(scores) + len(quarantined)
-    yield 'written', FileWritten(split, file_index, written, written_flagged, unmatched)
-    for pair in flagged:
-      yield 'flagged', pair
+    unmatched += len(set(indices) - seen) + len(set(quarantined) - seen)
+    return written, unmatched, records
+
+  def _read_flagged(self, input_file: InputFile, indices: Sequence[int]
+                    ) -> Dict[int, bytes]:
+    """The original bytes of the records at `indices` (sorted), reading the file only
+    as far as the last of them."""
+    if not indices:
+      return {}
+    wanted, last, found = set(indices), indices[-1], {}
+    try:
+      for index, serialized in read_records(input_file):
+        if index in wanted:
+          found[index] = serialized
+        if index >= last:
+          break
+    except record_files.DamagedRecordFile as e:
+      logging.error('VoG audit could not read %s again: %s', input_file.path, e)
+    return found
 
 
-def placed_all(scores: Dict[int, ScoredExample], ranking: percentiles.Ranking
-               ) -> Dict[int, ScoredExample]:
-  """The scores of one input file (one split) with their score, percentile, decile,
-  bucket, review rank and raw_hard from `ranking`, by record index, and for a flagged
-  example the signals that agree."""
-  rows = list(scores.values())
-  split = rows[0].split
-  ranked = np.asarray([s.rank_value for s in rows], dtype=np.float64)
-  placed = ranking.place_all(split, [s.target_class for s in rows], ranked,
-                             [s.position for s in rows], [s.vog_raw for s in rows])
-  raw_hard = ranking.raw_percentiles(split, ranked) > ranking.cuts[1]
-  out = {}
-  for s, (score, p, decile, bucket, rank), hard in zip(rows, placed, raw_hard):
-    agreeing = (ranking.agreeing(split, beam_audit.suspicions(s.vog_raw, s.signals))
-                if rank else ())
-    out[s.record_index] = s._replace(
-        vog_score=score, vog_percentile=p, vog_decile=decile, vog_bucket=bucket,
-        vog_flagged=int(rank > 0), review_rank=rank, raw_hard=int(hard), agreeing=agreeing)
-  return out
+def _vog_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> Dict[str, Any]:
+  columns = {fmt.VOG_SCORE: placed['vog_score'], fmt.VOG_RAW: batch.vog_raw,
+             fmt.VOG_PERCENTILE: placed['vog_percentile'],
+             fmt.VOG_DECILE: placed['vog_decile'], fmt.VOG_FLAGGED: placed['vog_flagged'],
+             fmt.VOG_TARGET_CLASS: batch.target_class, fmt.VOG_BUCKET: placed['bucket']}
+  columns.update(score_batch.signal_columns(batch))
+  return columns
 
 
 class WriteScoredExamples(beam.PTransform):
-  """Writes each split's examples, VoG fields added, to <dir>/Split-<name>/*.gz.
+  """Writes each input file's score table shard and, for `copy_splits`, its examples
+  with the VoG fields added, to <scored_dir>/Split-<name>/.
 
-  Takes {'files': InputFile, 'scored': ScoredExample (vog_raw), 'quarantined':
-  Quarantined, 'ranking': the one Ranking}; returns {'written': FileWritten per input
-  file, 'flagged': (ScoredExample, bytes), 'tallies': one per example written,
-  'history': drift.HistoryEntry per example written}. Input file k of a split's n
-  becomes output file k of n.
+  Takes {'files': InputFile, 'scored': ScoredBatch, 'quarantined': Quarantined,
+  'ranking': the one Ranking}; returns {'written': FileWritten per input file,
+  'flagged': (FlaggedRow, bytes), 'tallies': one per input file (and per history
+  shard it wrote), 'history': (shard, drift.HistoryChunk) when drift matches it,
+  'agreement': (split, AgreementCounts) per input file, with signals}.
+  Input file k of a split's n becomes output file k of n.
   """
 
-  def __init__(self, output_dir: str, files_per_split: Dict[str, int], example_id_key: str):
+  def __init__(self, outputs: FileOutputs):
     super().__init__()
-    self._output_dir = output_dir
-    self._files_per_split = dict(files_per_split)
-    self._example_id_key = example_id_key
+    self._out = outputs
 
   def expand(self, inputs):
-    file_keys = [(split, i) for split, n in self._files_per_split.items() for i in range(n)]
+    file_keys = [(split, i) for split, n in self._out.files_per_split.items()
+                 for i in range(n)]
     grouped = ({
         'file': inputs['files'] | 'KeyFiles' >> beam.Map(
             lambda f: ((f.split, f.file_index), f)),
         'scored': inputs['scored'] | 'KeyScores' >> beam.Map(
-            lambda s: ((s.split, s.file_index), s)),
+            lambda b: ((b.split, b.file_index), b)),
         'quarantined': inputs['quarantined'] | 'KeyQuarantined' >> beam.Map(
             lambda q: ((q.split, q.file_index), q.record_index)),
         # The Ranking is bounded; one copy goes to each input file.
         'ranking': inputs['ranking'] | 'CopyPerFile' >> beam.FlatMap(
             lambda r: [(key, r) for key in file_keys]),
     } | 'GroupByFile' >> beam.CoGroupByKey())
-    tagged = grouped | 'ZipWithScores' >> beam.ParDo(_ZipFileWithScores(
-        self._output_dir, self._files_per_split, self._example_id_key))
+    tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteFile(self._out))
     parts = split_by_tag(tagged, {'written': FileWritten,
-                                  'flagged': Tuple[ScoredExample, bytes],
+                                  'flagged': Tuple[fmt.FlaggedRow, bytes],
                                   'tally': audit_summary.Tally,
-                                  'history': drift_lib.HistoryEntry})
+                                  'history': Tuple[int, Any],
+                                  'agreement': Tuple[str, AgreementCounts]})
     return {'written': parts['written'], 'flagged': parts['flagged'],
-            'tallies': parts['tally'], 'history': parts['history']}
+            'tallies': parts['tally'], 'history': parts['history'],
+            'agreement': parts['agreement']}
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
@@ -198,17 +392,6 @@ def quarantine_row(q: Quarantined) -> Dict[str, Any]:
   return fmt.quarantine_row_to_json(fmt.QuarantineRow(
       split=q.split, example_id=q.example_id, kind=q.kind, reason=q.reason,
       record=q.serialized))
-
-
-def flagged_record_row(s: ScoredExample, serialized: bytes) -> Dict[str, Any]:
-  """The flagged.jsonl line of one flagged example, with its bytes for the page."""
-  return fmt.flagged_row_to_json(fmt.FlaggedRow(
-      rank=s.review_rank, example_id=s.example_id, split=s.split, label=s.label,
-      predicted_class=s.predicted_class, target_class=s.target_class,
-      vog_score=s.vog_score, vog_raw=s.vog_raw, vog_percentile=s.vog_percentile,
-      vog_bucket=s.vog_bucket, signals=signal_fields(s) or None,
-      agreeing=list(s.agreeing) if s.signals else None,
-      top_sigma=s.top_sigma or None), serialized)
 
 
 class _WriteQuarantineShard(beam.DoFn):
@@ -229,10 +412,25 @@ class _WriteQuarantineShard(beam.DoFn):
       yield audit_summary.quarantined_tally(q.split, q.kind)
 
 
-def _write_flagged(pairs: List[Tuple[ScoredExample, bytes]], path: str) -> str:
-  ordered = sorted(pairs, key=lambda pair: pair[0].review_rank)
-  record_files.write_lines(path, (json.dumps(flagged_record_row(s, b), sort_keys=True)
-                      for s, b in ordered))
+def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> str:
+  """Writes the flagged rows in rank order, each with the signals that agree with it
+  (from its split's AgreementCounts)."""
+  counts = {value[0]: value[1] for kind, value in parts if kind == 'agreement'}
+  pairs = [value for kind, value in parts if kind == 'flagged']
+  at = {split: {rank: i for i, rank in enumerate(c.ranks)} for split, c in counts.items()}
+  for i, (row, record) in enumerate(pairs):
+    if row.agreeing is None:
+      continue
+    if row.rank not in at.get(row.split, {}):
+      raise ValueError(f'flagged example rank {row.rank} of split {row.split!r} has no '
+                       'agreement counts')
+    split_counts = counts[row.split]
+    below = split_counts.below[at[row.split][row.rank]]
+    pairs[i] = (dataclasses.replace(row, agreeing=percentiles.agreeing(
+        fmt.AGREEMENT_NAMES, below, split_counts.count, cut)), record)
+  ordered = sorted(pairs, key=lambda pair: pair[0].rank)
+  record_files.write_lines(path, (json.dumps(fmt.flagged_row_to_json(row, record),
+                                             sort_keys=True) for row, record in ordered))
   return path
 
 
@@ -246,16 +444,20 @@ class WriteDifficultyReport(beam.PTransform):
 
   Takes {'files_read', 'quarantined', 'class_stats', 'written', 'flagged', 'tallies'}
   ('tallies' being the scored examples' tallies that WriteScoredExamples counted) and
-  optionally 'more_tallies', the tallies of other writers (the history's).
+  optionally 'more_tallies', the tallies of other writers (the history's), and
+  'agreement', each input file's AgreementCounts.
   Writes SUMMARY_WORK_FILE (combined by AuditSummaryFn from what the writers counted,
-  `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows)
+  `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows,
+  each with the signals that put it above `hard_cut` percent of its split too)
   and one quarantine shard per input file that had quarantined examples, numbered by
   the file's place in `shard_of` ((split, file index) -> shard) of `num_shards`.
   """
 
   def __init__(self, work_dir: str, splits: Sequence[str], summary_base: Dict[str, Any],
-               shard_of: Dict[Tuple[str, int], int], num_shards: int):
+               shard_of: Dict[Tuple[str, int], int], num_shards: int,
+               hard_cut: float = 90.0):
     super().__init__()
+    self._cut = hard_cut
     self._work_dir = work_dir
     self._splits = list(splits)
     self._summary_base = summary_base
@@ -271,12 +473,18 @@ class WriteDifficultyReport(beam.PTransform):
         | 'GroupByShard' >> beam.GroupByKey()
         | 'WriteQuarantine' >> beam.ParDo(_WriteQuarantineShard(self._work_dir,
                                                                 self._num_shards)))
+    agreement = (inputs['agreement'] if 'agreement' in inputs else
+                 inputs['flagged'].pipeline | 'NoAgreement' >> beam.Create([]))
     flagged_path = (
-        inputs['flagged']
+        (inputs['flagged'] | 'TagFlagged' >> beam.Map(lambda pair: ('flagged', pair)),
+         agreement
+         | 'SumAgreement' >> beam.CombinePerKey(SumAgreementCounts())
+         | 'TagAgreement' >> beam.Map(lambda kv: ('agreement', kv)))
+        | 'FlaggedAndCounts' >> beam.Flatten()
         | 'AllFlagged' >> beam.CombineGlobally(
             beam.combiners.ToListCombineFn()).without_defaults()
         | 'WriteFlagged' >> beam.Map(
-            _write_flagged, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
+            _write_flagged, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE), self._cut))
     tallies = (
         inputs['files_read'] | 'FileTallies' >> beam.Map(
             lambda f: audit_summary.file_tally(f.split, f.path, f.records, f.damage)),

@@ -2,16 +2,19 @@
 
     plan time:   load_baseline(info) -> Baseline (its summary and history shards, or why
                  it cannot be compared)
-    Beam:        (history entries of this audit, baseline history rows)
-                     | MatchHistory -> {history: HistoryRow, tallies, flag_status}
-                 history | WriteHistory -> tallies (one shard per output shard)
+    Beam:        (HistoryChunk per input file and history shard, baseline shard paths)
+                     | MatchHistory -> {tallies, flag_status}, one history shard each
     after Beam:  class_drift(summary, baseline, counts) -> report_format.Drift
 
-Examples are matched by `example_id` in a `CoGroupByKey`, never through a side input, so
-no worker holds more than the examples of one id. Copies of one id are paired in order of
-their position now and of their standing then. Each audit writes the history of the
-examples it scored; the next reads only that, so a streak of flagged audits is extended
-without reading older reports. Class-level numbers (flagged and hard shares, the decile
+With a baseline that can be compared, the examples of each input file are cut into
+chunks by history shard (a hash of `example_id`), the baseline's rows are read and cut
+the same way, and both meet in a `CoGroupByKey` on the shard, never through a side
+input; the worker of a shard matches its ids and writes its history file. Copies of one
+id are paired in order of their position now and of their standing then. Without one,
+every writer writes the history of its own input file (a streak of 1 when flagged) and
+nothing crosses a shuffle for it. Each audit writes the history of the examples it
+scored; the next reads only that, so a streak of flagged audits is extended without
+reading older reports. Class-level numbers (flagged and hard shares, the decile
 histogram behind the shift statistic) come from the two summaries.
 
 A history row that is not valid is refused (counted, with the first reason), never read
@@ -28,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 
 from absl import logging
 import apache_beam as beam
+import numpy as np
 
 from components.vog import audit_summary
 from components.vog import record_files
@@ -37,16 +41,17 @@ from components.vog.beam_audit import Tagged, split_by_tag
 FLAG_STATUS_FILE = 'flag_status.jsonl'  # work file: review rank -> drift status, streak
 
 
-class HistoryEntry(NamedTuple):
-  """One example scored by this audit, as the history match needs it."""
-  example_id: str
+class HistoryChunk(NamedTuple):
+  """The examples of one input file that go to one history shard, as columns: what
+  the match by example_id needs of them."""
   split: str
   file_index: int
-  record_index: int
-  class_id: int
-  flagged: int
-  percentile: float
-  review_rank: int  # 0 when not flagged
+  example_id: List[str]
+  record_index: np.ndarray
+  class_id: np.ndarray
+  flagged: np.ndarray
+  percentile: np.ndarray
+  review_rank: np.ndarray  # 0 when not flagged
 
 
 class Refused(NamedTuple):
@@ -114,6 +119,23 @@ def history_shard_of(example_id: str, num_shards: int) -> int:
   return zlib.crc32(example_id.encode('utf-8')) % num_shards
 
 
+def history_chunks(batch, placed: Mapping[str, np.ndarray], num_shards: int
+                   ) -> Dict[int, HistoryChunk]:
+  """{history shard: HistoryChunk} of the examples of one input file (a ScoredBatch and
+  its placed columns), each example in the shard of its example_id."""
+  shards = np.asarray([history_shard_of(i, num_shards) for i in batch.example_id],
+                      dtype=np.int64)
+  out = {}
+  for shard in np.unique(shards).tolist():
+    rows = np.flatnonzero(shards == shard)
+    out[shard] = HistoryChunk(
+        batch.split, batch.file_index, [batch.example_id[i] for i in rows],
+        batch.record_index[rows], batch.target_class[rows],
+        placed['vog_flagged'][rows], placed['vog_percentile'][rows],
+        placed['review_rank'][rows])
+  return out
+
+
 def read_history_shard(path: str) -> Iterable[Any]:
   """(example_id, HistoryRow) of each valid line of one shard; Refused for the others."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -134,109 +156,138 @@ def read_history_shard(path: str) -> Iterable[Any]:
     yield Refused(f'{path} after line {number}', f'is not a readable gzip file ({e})')
 
 
+def write_history_shard(work_dir: str, shard: int, num_shards: int,
+                        rows: Sequence[fmt.HistoryRow]) -> None:
+  """Writes one history shard whole, sorted by example_id."""
+  rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
+  path = os.path.join(work_dir, fmt.history_shard_name(shard, num_shards))
+  record_files.write_lines(path, (json.dumps(fmt.history_row_to_json(row), sort_keys=True,
+                                             separators=(',', ':')) for row in rows),
+                           gzip_level=6)
+
+
+Then = Tuple[str, int, int]  # a baseline row as the match needs it: split, flagged, streak
+
+
 class _ReadHistory(beam.DoFn):
+  """One baseline history shard -> ('rows', (shard, [(example_id, Then)...])) per
+  history shard of this audit, and a tally for each line refused."""
+
+  def __init__(self, num_shards: int):
+    self._num_shards = num_shards
 
   def process(self, path: str) -> Iterable[Tagged]:
+    by_shard: Dict[int, List[Tuple[str, Then]]] = {}
     for item in read_history_shard(path):
       if isinstance(item, Refused):
         yield 'tally', audit_summary.history_refused_tally(item.where, item.reason)
       else:
-        yield 'row', item
+        example_id, row = item
+        by_shard.setdefault(history_shard_of(example_id, self._num_shards), []).append(
+            (example_id, (row.split, row.flagged, row.streak)))
+    for shard, rows in sorted(by_shard.items()):
+      yield 'rows', (shard, rows)
 
 
-class _Match(beam.DoFn):
-  """One example_id's entries now and rows then -> new history rows and what changed."""
+class _MatchShard(beam.DoFn):
+  """One history shard's examples now and rows then -> its history file, what changed
+  (one tally of counts) and the flagged examples' ('flag_status', (rank, status,
+  streak)).
 
-  def __init__(self, num_shards: int, has_baseline: bool):
-    self._num_shards = num_shards
-    self._has_baseline = has_baseline
-
-  def process(self, element: Tuple[str, Dict[str, Iterable[Any]]]) -> Iterable[Tagged]:
-    example_id, grouped = element
-    now: List[HistoryEntry] = sorted(grouped.get('now', ()),
-                                     key=lambda e: (e.split, e.file_index, e.record_index))
-    then: List[fmt.HistoryRow] = sorted(grouped.get('then', ()),
-                                        key=lambda r: (r.split, -r.flagged, -r.streak))
-    shard = history_shard_of(example_id, self._num_shards)
-    for i, entry in enumerate(now):
-      before = then[i] if i < len(then) else None
-      streak = (before.streak + 1 if before is not None and before.flagged else 1
-                ) if entry.flagged else 0
-      yield 'history', (shard, fmt.HistoryRow(entry.example_id, entry.split, entry.class_id,
-                                              entry.flagged, streak, entry.percentile))
-      if not self._has_baseline:
-        continue
-      if before is None:
-        status = fmt.NEW_DATA
-        yield 'tally', audit_summary.drift_tally(entry.split, 'new_examples')
-      else:
-        yield 'tally', audit_summary.drift_tally(entry.split, 'matched')
-        if before.flagged and not entry.flagged:
-          yield 'tally', audit_summary.drift_tally(entry.split, 'no_longer_flagged')
-        status = fmt.STILL_FLAGGED if before.flagged else fmt.NEWLY_FLAGGED
-      if entry.flagged:
-        key = {fmt.NEW_DATA: 'flagged_new_data', fmt.NEWLY_FLAGGED: 'newly_flagged',
-               fmt.STILL_FLAGGED: 'still_flagged'}[status]
-        yield 'tally', audit_summary.drift_tally(entry.split, key)
-        if streak >= 2:
-          yield 'tally', audit_summary.streak_tally(entry.split, streak)
-        yield 'flag_status', (entry.review_rank, status, streak)
-    for before in then[len(now):]:
-      yield 'tally', audit_summary.drift_tally(before.split, 'gone_examples')
-
-
-class MatchHistory(beam.PTransform):
-  """{'now': HistoryEntry, 'then': (example_id, HistoryRow) (optional)} ->
-  {'history': (shard, HistoryRow), 'tallies', 'flag_status': (rank, status, streak)}.
-
-  Without 'then' (no baseline, or one that cannot be compared) every example starts
-  its history: a streak of 1 when flagged.
-  """
-
-  def __init__(self, num_shards: int):
-    super().__init__()
-    self._num_shards = num_shards
-
-  def expand(self, inputs):
-    has_baseline = 'then' in inputs
-    groups = {'now': inputs['now'] | 'KeyNow' >> beam.Map(lambda e: (e.example_id, e))}
-    tallies = []
-    if has_baseline:
-      read = inputs['then'] | 'ReadHistory' >> beam.ParDo(_ReadHistory())
-      parts = split_by_tag(read, {'row': Tuple[str, fmt.HistoryRow],
-                                  'tally': audit_summary.Tally}, label='Read')
-      groups['then'] = parts['row']
-      tallies.append(parts['tally'])
-    matched = (groups | 'ByExampleId' >> beam.CoGroupByKey()
-               | 'Match' >> beam.ParDo(_Match(self._num_shards, has_baseline)))
-    parts = split_by_tag(matched, {'history': Tuple[int, fmt.HistoryRow],
-                                   'tally': audit_summary.Tally,
-                                   'flag_status': Tuple[int, str, int]})
-    tallies.append(parts['tally'])
-    return {'history': parts['history'], 'flag_status': parts['flag_status'],
-            'tallies': tuple(tallies) | 'AllMatchTallies' >> beam.Flatten()}
-
-
-class _WriteHistoryShard(beam.DoFn):
-  """Writes one history shard whole, sorted by example_id; tallies rows per split."""
+  Copies of one example_id are paired in order of their position now and of their
+  standing then."""
 
   def __init__(self, work_dir: str, num_shards: int):
     self._work_dir = work_dir
     self._num_shards = num_shards
 
-  def process(self, element: Tuple[int, Iterable[fmt.HistoryRow]]
-              ) -> Iterable[audit_summary.Tally]:
-    shard, rows = element
-    rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
-    path = os.path.join(self._work_dir, fmt.history_shard_name(shard, self._num_shards))
-    record_files.write_lines(path, (json.dumps(fmt.history_row_to_json(row), sort_keys=True,
-                                               separators=(',', ':')) for row in rows),
-                             gzip_level=6)
-    per_split: Dict[str, int] = {}
-    for row in rows:
-      per_split[row.split] = per_split.get(row.split, 0) + 1
-    for split, n in sorted(per_split.items()):
-      yield audit_summary.history_written_tally(split, n)
+  def process(self, element: Tuple[int, Dict[str, Iterable[Any]]]) -> Iterable[Tagged]:
+    shard, grouped = element
+    now: Dict[str, List[Tuple]] = {}
+    for chunk in grouped.get('now', ()):
+      for i, example_id in enumerate(chunk.example_id):
+        now.setdefault(example_id, []).append((
+            chunk.split, chunk.file_index, int(chunk.record_index[i]),
+            int(chunk.class_id[i]), int(chunk.flagged[i]), float(chunk.percentile[i]),
+            int(chunk.review_rank[i])))
+    then: Dict[str, List[Then]] = {}
+    for rows in grouped.get('then', ()):
+      for example_id, row in rows:
+        then.setdefault(example_id, []).append(row)
+    counts: Dict[tuple, int] = {}
+
+    def count(split: str, what: str) -> None:
+      counts[('drift', split, what)] = counts.get(('drift', split, what), 0) + 1
+
+    history, statuses = [], []
+    for example_id in sorted(set(now) | set(then)):
+      entries = sorted(now.get(example_id, ()))
+      before_rows = sorted(then.get(example_id, ()), key=lambda r: (r[0], -r[1], -r[2]))
+      for i, (split, _, _, class_id, flagged, percentile, rank) in enumerate(entries):
+        before = before_rows[i] if i < len(before_rows) else None
+        streak = (before[2] + 1 if before is not None and before[1] else 1) if flagged else 0
+        history.append(fmt.HistoryRow(example_id, split, class_id, flagged, streak,
+                                      percentile))
+        if before is None:
+          status = fmt.NEW_DATA
+          count(split, 'new_examples')
+        else:
+          count(split, 'matched')
+          if before[1] and not flagged:
+            count(split, 'no_longer_flagged')
+          status = fmt.STILL_FLAGGED if before[1] else fmt.NEWLY_FLAGGED
+        if flagged:
+          count(split, {fmt.NEW_DATA: 'flagged_new_data', fmt.NEWLY_FLAGGED: 'newly_flagged',
+                        fmt.STILL_FLAGGED: 'still_flagged'}[status])
+          if streak >= 2:
+            counts[('streak', streak)] = counts.get(('streak', streak), 0) + 1
+          statuses.append((rank, status, streak))
+      for before in before_rows[len(entries):]:
+        count(before[0], 'gone_examples')
+    if history:
+      write_history_shard(self._work_dir, shard, self._num_shards, history)
+      per_split: Dict[str, int] = {}
+      for row in history:
+        per_split[row.split] = per_split.get(row.split, 0) + 1
+      for split, n in sorted(per_split.items()):
+        counts[(audit_summary.HISTORY_WRITTEN, split)] = n
+    yield 'tally', ('counts', '', counts)
+    for status in statuses:
+      yield 'flag_status', status
+
+
+class MatchHistory(beam.PTransform):
+  """{'now': (shard, HistoryChunk), 'then': baseline history shard paths} ->
+  {'tallies', 'flag_status': (rank, status, streak)}, writing each history shard of
+  this audit under `work_dir`.
+
+  Used only with a baseline that can be compared: without one, each writer writes the
+  history of its own input file (every streak 1 when flagged).
+  """
+
+  def __init__(self, work_dir: str, num_shards: int):
+    super().__init__()
+    self._work_dir = work_dir
+    self._num_shards = num_shards
+
+  def expand(self, inputs):
+    read = inputs['then'] | 'ReadHistory' >> beam.ParDo(_ReadHistory(self._num_shards))
+    parts = split_by_tag(read, {'rows': Tuple[int, List[Tuple[str, Then]]],
+                                'tally': audit_summary.Tally}, label='Read')
+    matched = ({'now': inputs['now'], 'then': parts['rows']}
+               | 'ByShard' >> beam.CoGroupByKey()
+               | 'Match' >> beam.ParDo(_MatchShard(self._work_dir, self._num_shards)))
+    out = split_by_tag(matched, {'tally': audit_summary.Tally,
+                                 'flag_status': Tuple[int, str, int]})
+    status_file = (
+        out['flag_status']
+        | 'AllStatuses' >> beam.CombineGlobally(
+            beam.combiners.ToListCombineFn()).without_defaults()
+        | 'WriteStatuses' >> beam.Map(_write_flag_status,
+                                      os.path.join(self._work_dir, FLAG_STATUS_FILE))
+        | 'StatusesWritten' >> beam.Map(lambda _: audit_summary.flag_status_file_tally()))
+    return {'tallies': (parts['tally'], out['tally'], status_file)
+                       | 'MatchTallies' >> beam.Flatten()}
 
 
 def _write_flag_status(statuses: List[Tuple[int, str, int]], path: str) -> str:
@@ -244,33 +295,6 @@ def _write_flag_status(statuses: List[Tuple[int, str, int]], path: str) -> str:
                                               'flagged_streak': streak})
                                   for rank, status, streak in sorted(statuses)))
   return path
-
-
-class WriteHistory(beam.PTransform):
-  """Writes the history shards and the flagged examples' statuses under `work_dir`.
-
-  Takes MatchHistory's 'history' and 'flag_status'; returns the tallies of what was
-  written (one PCollection), so that the summary waits for both files.
-  """
-
-  def __init__(self, work_dir: str, num_shards: int):
-    super().__init__()
-    self._work_dir = work_dir
-    self._num_shards = num_shards
-
-  def expand(self, inputs):
-    written = (inputs['history']
-               | 'GroupByShard' >> beam.GroupByKey()
-               | 'WriteShards' >> beam.ParDo(_WriteHistoryShard(self._work_dir,
-                                                                self._num_shards)))
-    status_file = (
-        inputs['flag_status']
-        | 'AllStatuses' >> beam.CombineGlobally(
-            beam.combiners.ToListCombineFn()).without_defaults()
-        | 'WriteStatuses' >> beam.Map(_write_flag_status,
-                                      os.path.join(self._work_dir, FLAG_STATUS_FILE))
-        | 'StatusesWritten' >> beam.Map(lambda _: audit_summary.flag_status_file_tally()))
-    return (written, status_file) | 'WrittenTallies' >> beam.Flatten()
 
 
 def read_flag_status(work_dir: str) -> Dict[int, Tuple[str, int]]:

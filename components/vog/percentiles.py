@@ -18,7 +18,8 @@ is enough for everything the ranking needs, so the values cross no more than one
   global top K.
 """
 
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+import heapq
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +58,15 @@ class MeanStd:
       out.m2 += part.m2 + delta * delta * out.count * part.count / total
       out.count = total
     return out
+
+  @staticmethod
+  def of(values: np.ndarray) -> 'MeanStd':
+    """The running state of a whole array at once (a batch's partial), in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+      return MeanStd()
+    mean = float(values.mean())
+    return MeanStd(len(values), mean, float(((values - mean) ** 2).sum()))
 
   def result(self) -> Tuple[int, float, float]:
     """(count, mean, population std); std is 0 for an empty set."""
@@ -168,7 +178,8 @@ class ClassScores(NamedTuple):
 
 
 Position = Tuple[str, int, int]  # (split, file index, record index)
-Candidate = Tuple[float, Position]  # (vog_raw, position) of one example of a class
+# (ranked value, position, the example's suspicions in AGREEMENT_NAMES order, or ())
+Candidate = Tuple[float, Position, Tuple[float, ...]]
 
 
 def review_key(score: float, position: Position) -> Tuple[float, str, int, int]:
@@ -188,22 +199,25 @@ class Ranking:
   the ClassScores of the ranked value; `ranks` maps the position of each of the
   `inspection_budget` flagged examples to its rank (1 = highest score). When the
   ranked value is not VoG, `vog_stats` ((split, class) -> (count, mean, std) of
-  vog_raw) and `vog_normalize` give vog_score. `signal_quantiles` ((split, name) ->
-  quantiles of the suspicion across the split) say which signals agree (`agreeing`).
+  vog_raw) and `vog_normalize` give vog_score. `flagged_suspicions` maps each flagged
+  position to its suspicions (AGREEMENT_NAMES order; () without signals), which the
+  writers count their examples below (`agreement_counts`) to say which signals agree.
   """
 
   def __init__(self, normalize: str, cuts: Sequence[float],
                classes: Dict[Tuple[str, int], ClassScores], ranks: Dict[Position, int],
                vog_stats: Optional[Dict[Tuple[str, int], VogStats]] = None,
                vog_normalize: Optional[str] = None,
-               signal_quantiles: Optional[Dict[Tuple[str, str], Sequence[float]]] = None):
+               flagged_suspicions: Optional[Dict[Position, Tuple[float, ...]]] = None):
     self.normalize = normalize
     self.cuts = tuple(cuts)
     self.classes = dict(classes)
     self.ranks = dict(ranks)
     self.vog_stats = None if vog_stats is None else dict(vog_stats)
     self.vog_normalize = vog_normalize or normalize
-    self.signal_quantiles = {k: tuple(v) for k, v in (signal_quantiles or {}).items()}
+    self.flagged_suspicions = {tuple(k): tuple(v)
+                               for k, v in (flagged_suspicions or {}).items()}
+    self._file_ranks = None
     self._by_split: Dict[str, List[Tuple[ClassScores, np.ndarray]]] = {}
     for (split, _), stats in sorted(self.classes.items()):
       self._by_split.setdefault(split, []).append(
@@ -211,7 +225,7 @@ class Ranking:
 
   def __reduce__(self):
     return Ranking, (self.normalize, self.cuts, self.classes, self.ranks, self.vog_stats,
-                     self.vog_normalize, self.signal_quantiles)
+                     self.vog_normalize, self.flagged_suspicions)
 
   def percentiles(self, split: str, scores: np.ndarray) -> np.ndarray:
     """The share (0-100) of the split's scored examples at or below each of `scores`."""
@@ -270,26 +284,92 @@ class Ranking:
              self.ranks.get(tuple(position), 0))
             for z, p, position in zip(vog, placed, positions)]
 
+  def place_file(self, split: str, file_index: int, target_classes: np.ndarray,
+                 values: np.ndarray, record_index: np.ndarray,
+                 vog_raw: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """`place_all` of the examples of one input file, as columns: vog_score,
+    vog_percentile, vog_decile, bucket (index into BUCKETS), review_rank (0 when not
+    flagged) and raw_hard (1 when the ranked value, not normalised, is above the second
+    cut among the split's). Review ranks are looked up among the file's flagged
+    positions only."""
+    classes = np.asarray(target_classes, dtype=np.int64)
+    ranked = np.asarray(values, dtype=np.float64)
+    scores = np.empty(len(ranked))
+    for c in np.unique(classes):
+      members = classes == c
+      scores[members] = self.classes[(split, int(c))].scores(ranked[members],
+                                                             self.normalize)
+    placed = self.percentiles(split, scores) if len(ranked) else np.empty(0)
+    if self.vog_stats is None:
+      vog = scores
+    else:
+      if vog_raw is None:
+        raise ValueError('the ranked value is not VoG; give vog_raw for vog_score')
+      vog = self.vog_scores(split, classes, np.asarray(vog_raw, dtype=np.float64))
+    ranks = np.zeros(len(ranked), dtype=np.int64)
+    mine = self._ranks_by_file().get((split, int(file_index)))
+    if mine is not None and len(ranked):
+      where = np.searchsorted(mine[0], record_index)
+      where = np.minimum(where, len(mine[0]) - 1)
+      hit = mine[0][where] == record_index
+      ranks[hit] = mine[1][where[hit]]
+    raw_hard = (self.raw_percentiles(split, ranked) > self.cuts[1] if len(ranked)
+                else np.zeros(0, bool))
+    return {'vog_score': vog, 'vog_percentile': placed, 'vog_decile': deciles_of(placed),
+            'bucket': bucket_codes(placed, self.cuts), 'review_rank': ranks,
+            'raw_hard': raw_hard.astype(np.int64)}
+
+  def _ranks_by_file(self) -> Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]:
+    """(split, file index) -> (sorted record indices, their review ranks), built once."""
+    if getattr(self, '_file_ranks', None) is None:
+      grouped: Dict[Tuple[str, int], List[Tuple[int, int]]] = {}
+      for (split, file_index, record_index), rank in self.ranks.items():
+        grouped.setdefault((split, file_index), []).append((record_index, rank))
+      self._file_ranks = {}
+      for key, pairs in grouped.items():
+        pairs.sort()
+        self._file_ranks[key] = (np.asarray([p[0] for p in pairs], dtype=np.int64),
+                                 np.asarray([p[1] for p in pairs], dtype=np.int64))
+    return self._file_ranks
+
   def place(self, split: str, target_class: int, value: float, position: Position,
             vog_raw: Optional[float] = None) -> Tuple[float, float, int, str, int]:
     """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0)."""
     return self.place_all(split, [target_class], [value], [position],
                           None if vog_raw is None else [vog_raw])[0]
 
-  def agreeing(self, split: str, suspicions: Mapping[str, float]) -> Tuple[str, ...]:
-    """The names among `suspicions` (name -> the example's suspicion) whose value is in
-    its split's hard bucket: more suspect than the second cut's share of that signal
-    across the split. Strictly more: with a count such as forgetting, where most of a
-    split has 0, an example with 0 is above nobody and does not agree."""
-    out = []
-    for name, value in suspicions.items():
-      q = self.signal_quantiles.get((split, name))
-      if q is None:
-        continue
-      share = _share_below(np.asarray(q, dtype=np.float64), float(value))
-      if 100.0 * share > self.cuts[1]:
-        out.append(name)
-    return tuple(out)
+  def flagged_of_split(self, split: str) -> Tuple[List[int], np.ndarray]:
+    """(review ranks, suspicions [F, names]) of the split's flagged examples that have
+    suspicions, in rank order."""
+    rows = sorted((rank, self.flagged_suspicions.get(position, ()))
+                  for position, rank in self.ranks.items() if position[0] == split)
+    rows = [(rank, values) for rank, values in rows if values]
+    if not rows:
+      return [], np.zeros((0, 0))
+    return [r for r, _ in rows], np.asarray([v for _, v in rows], dtype=np.float64)
+
+
+def agreement_counts(flagged: np.ndarray, suspicions: np.ndarray) -> np.ndarray:
+  """[F, names]: for each flagged example (a row of `flagged`) and each name, how many
+  rows of `suspicions` ([n, names], one input file's examples) are strictly below its
+  value. Summed over a split's files, this is the exact count `agreeing` needs."""
+  out = np.zeros(flagged.shape, dtype=np.int64)
+  for j in range(flagged.shape[1]):
+    column = np.sort(suspicions[:, j])
+    out[:, j] = np.searchsorted(column, flagged[:, j], side='left')
+  return out
+
+
+def agreeing(names: Sequence[str], below: np.ndarray, count: int, cut: float
+             ) -> Tuple[str, ...]:
+  """The names whose suspicion puts an example in its split's hard bucket: more suspect
+  than the `cut` percent of the split's `count` examples (`below` of them are strictly
+  below it, per name). Strictly more: with a count such as forgetting, where most of a
+  split has 0, an example with 0 is above nobody and does not agree."""
+  if not count:
+    return ()
+  return tuple(name for name, n in zip(names, np.asarray(below).tolist())
+               if 100.0 * n / count > cut)
 
 
 def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],
@@ -304,11 +384,60 @@ def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],
   best: Dict[Position, Tuple[float, str, int, int]] = {}
   for key, rows in candidates.items():
     stats = classes[key]
-    for raw, position in rows:
-      position = tuple(position)
+    for candidate in rows:
+      raw, position = candidate[0], tuple(candidate[1])
       best[position] = review_key(stats.score(raw, normalize), position)
   ordered = sorted(best.items(), key=lambda item: item[1], reverse=True)[:budget]
   return {position: rank for rank, (position, _) in enumerate(ordered, start=1)}
+
+
+def batch_candidates(values: np.ndarray, split: str, file_index: int,
+                     record_index: np.ndarray, k: int, two_sided: bool,
+                     suspicions: Optional[np.ndarray] = None) -> List[Candidate]:
+  """The candidates for review among one batch's examples of one class: its `k`
+  highest values, with `two_sided` (abs-class) its `k` lowest too, and its `k` earliest
+  positions (which rank first among equal scores); each once, with its row of
+  `suspicions` ([n, names]; () without)."""
+  n = len(values)
+  if n <= k:
+    chosen = np.arange(n)
+  else:
+    # Highest value first, the earlier position first among equal values.
+    by_value = np.lexsort((-record_index, values))
+    parts = [by_value[-k:], np.argsort(record_index, kind='stable')[:k]]
+    if two_sided:
+      parts.append(np.lexsort((record_index, values))[:k])
+    chosen = np.unique(np.concatenate(parts))
+  rows = (suspicions[chosen].tolist() if suspicions is not None and suspicions.size
+          else [()] * len(chosen))
+  return [(float(values[i]), (split, file_index, int(record_index[i])), tuple(row))
+          for i, row in zip(chosen.tolist(), rows)]
+
+
+def select_candidates(candidates: Iterable[Candidate], k: int, two_sided: bool
+                      ) -> List[Candidate]:
+  """What `batch_candidates` keeps, of candidates gathered from several batches: the
+  union of the `k` highest, (`two_sided`) the `k` lowest and the `k` earliest."""
+  rows = list({c[1]: c for c in candidates}.values())
+  if len(rows) <= k:
+    return rows
+  keep = {c[1]: c for c in heapq.nlargest(k, rows, key=lambda c: review_key(c[0], c[1]))}
+  keep.update((c[1], c) for c in heapq.nlargest(k, rows, key=lambda c: review_key(0.0, c[1])))
+  if two_sided:
+    keep.update((c[1], c) for c in heapq.nlargest(k, rows,
+                                                 key=lambda c: review_key(-c[0], c[1])))
+  return list(keep.values())
+
+
+def deciles_of(percentiles: np.ndarray) -> np.ndarray:
+  """`decile_of` of each percentile, as int64."""
+  return np.clip(np.ceil(np.asarray(percentiles) / 10.0), 1, 10).astype(np.int64)
+
+
+def bucket_codes(percentiles: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+  """`bucket_of` of each percentile as its index into report_format.BUCKETS."""
+  p = np.asarray(percentiles)
+  return np.where(p <= cuts[0], 0, np.where(p <= cuts[1], 1, 2)).astype(np.int64)
 
 
 def bucket_of(percentile: float, cuts: Sequence[float]) -> str:

@@ -15,6 +15,7 @@ import tensorflow as tf
 from components.vog import examples_io
 from components.vog import report_format as fmt
 from components.vog import report_html
+from components.vog import score_table
 from components.vog.report_format import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
                                           QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
 
@@ -94,19 +95,33 @@ def _move_shards(report_dir: str, pattern: str, shards: Sequence[str], num_shard
         f.write(empty)
 
 
-def publish(report_dir: str, quarantine_shards: Sequence[str],
+def _move_score_table(work_dir: str, report_dir: str) -> None:
+  """Moves the score table's shards from the work folder into the report, file by file
+  (a folder cannot be renamed on every file system), after removing an earlier one."""
+  published = score_table.table_dir(report_dir)
+  if tf.io.gfile.exists(published):
+    tf.io.gfile.rmtree(published)
+  for path in tf.io.gfile.glob(os.path.join(score_table.table_dir(work_dir), '*', '*')):
+    split_folder = os.path.basename(os.path.dirname(path))
+    target = os.path.join(published, split_folder)
+    tf.io.gfile.makedirs(target)
+    tf.io.gfile.rename(path, os.path.join(target, os.path.basename(path)), overwrite=True)
+
+
+def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
             history_shards: Sequence[str], num_shards: int,
             summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
             records: Mapping[int, bytes],
             previews: Sequence[report_html.ExamplePreview]) -> None:
-  """Writes every file of the report folder; the quarantine and history shards move in
-  from work.
+  """Writes every file of the report folder; the quarantine and history shards and the
+  score table move in from `work_dir`.
 
   The audit writes one quarantine shard per input file that had quarantined examples
   and one history shard per group of example ids that had examples; the others of the
   `num_shards` are written empty here, so each set is complete. Shards of an earlier
   audit into the same folder are removed first.
   """
+  _move_score_table(work_dir, report_dir)
   _move_shards(report_dir, QUARANTINE_GLOB, quarantine_shards, num_shards,
                fmt.quarantine_shard_name, b'')
   _move_shards(report_dir, fmt.HISTORY_GLOB, history_shards, num_shards,

@@ -18,11 +18,16 @@ A DifficultyReport folder holds:
                                whether it was flagged and for how many audits in a row;
                                the next audit that takes this report as its baseline reads
                                it instead of every older report (see HistoryRow)
+    score_table/split=<name>/part-SSSSS-of-NNNNN.parquet
+                               one row per scored example of every split: its id,
+                               position, label, classes, scores, signals, placement and
+                               flag (owned by score_table.py; what analysts query)
     report.html, flagged.png   the review page (the montage only for image inputs)
 
-Every example of `scored_examples` carries its original features plus the VoG fields
-below, `example_id` when it had none (a fingerprint of its bytes), and in
-label_mode='label' the label-error signals of SIGNAL_FIELDS (components/vog/signals.py).
+Every example of `scored_examples` (the splits in summary.json's `copied_splits`)
+carries its original features plus the VoG fields below, `example_id` when it had none
+(a fingerprint of its bytes), and in label_mode='label' the label-error signals of
+SIGNAL_FIELDS (components/vog/signals.py).
 
 Importing this module does not import TensorFlow; only reading a folder does.
 """

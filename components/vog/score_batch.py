@@ -1,0 +1,241 @@
+"""One scored batch as columns, and the array math that places a whole file of them.
+
+From the scorer to the writers a batch stays one `ScoredBatch`: NumPy columns of its
+examples' positions, ids, classes, vog_raw and label-error signals, never one Python
+object per example. Everything the writers derive from it (the ranked value, the
+suspicions behind `agreeing`, the top gradient sources) is computed here on whole
+columns. Pure NumPy: no Beam, no TensorFlow.
+
+A batch crosses the shuffle once (to its input file's writer). `__reduce__` packs it
+into a few byte strings: classes as int16 where they fit, positions as int32 offsets,
+ids as one UTF-8 blob with their lengths; about 56 bytes per labelled example with
+a short id, against several hundred for a pickled tuple per example.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from components.vog import report_format as fmt
+from components.vog import signals as signals_lib
+
+TOP_SIGMA = 5  # how many of an example's gradient sources its flagged row names
+
+
+class ScoredBatch:
+  """The scores of the examples of one batch, all from one input file of one split.
+
+  Row i of every column belongs to the same example. `record_index` says where it
+  was read (its position is its identity: copies of one record are different
+  examples); `label` is -1 where there is none; `signals` is [n, len(SIGNAL_FIELDS)]
+  float32 in fmt.SIGNAL_FIELDS order, [n, 0] in label_mode='predicted';
+  `top_sigma` is None for a model with one gradient source, else (names, index [n, T]
+  int8 into names, -1 for none, value [n, T] float32), largest first.
+  """
+
+  __slots__ = ('split', 'file_index', 'record_index', 'example_id', 'has_example_id',
+               'label', 'target_class', 'predicted_class', 'vog_raw', 'signals',
+               'top_sigma')
+
+  def __init__(self, split: str, file_index: int, record_index, example_id,
+               has_example_id, label, target_class, predicted_class, vog_raw, signals,
+               top_sigma=None):
+    self.split = split
+    self.file_index = int(file_index)
+    self.record_index = np.asarray(record_index, dtype=np.int64)
+    self.example_id = list(example_id)
+    self.has_example_id = np.asarray(has_example_id, dtype=bool)
+    self.label = np.asarray(label, dtype=np.int64)
+    self.target_class = np.asarray(target_class, dtype=np.int64)
+    self.predicted_class = np.asarray(predicted_class, dtype=np.int64)
+    self.vog_raw = np.asarray(vog_raw, dtype=np.float32)
+    n = len(self.record_index)
+    self.signals = np.asarray(signals, dtype=np.float32).reshape(n, -1)
+    self.top_sigma = top_sigma
+    for name in ('example_id', 'has_example_id', 'label', 'target_class',
+                 'predicted_class', 'vog_raw'):
+      if len(getattr(self, name)) != n:
+        raise ValueError(f'ScoredBatch column {name} has {len(getattr(self, name))} rows; '
+                         f'record_index has {n}')
+
+  def __len__(self) -> int:
+    return len(self.record_index)
+
+  @property
+  def has_signals(self) -> bool:
+    return self.signals.shape[1] > 0
+
+  def take(self, rows: np.ndarray) -> 'ScoredBatch':
+    """The batch of the rows `rows` (indices or a mask), in that order."""
+    rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+    top = None
+    if self.top_sigma is not None:
+      names, index, value = self.top_sigma
+      top = (names, index[rows], value[rows])
+    return ScoredBatch(self.split, self.file_index, self.record_index[rows],
+                       [self.example_id[i] for i in rows], self.has_example_id[rows],
+                       self.label[rows], self.target_class[rows],
+                       self.predicted_class[rows], self.vog_raw[rows], self.signals[rows],
+                       top)
+
+  def __reduce__(self):
+    ids = [i.encode('utf-8') for i in self.example_id]
+    base = int(self.record_index.min()) if len(self) else 0
+    classes = np.stack([self.label, self.target_class, self.predicted_class])
+    small = classes.size == 0 or (classes.min() >= -1 and classes.max() < 2 ** 15)
+    packed = (self.split, self.file_index, base,
+              (self.record_index - base).astype(np.int32).tobytes(),
+              b''.join(ids), np.asarray([len(i) for i in ids], np.int32).tobytes(),
+              np.packbits(self.has_example_id).tobytes(),
+              classes.astype(np.int16 if small else np.int64).tobytes(), small,
+              self.vog_raw.tobytes(), self.signals.shape[1], self.signals.tobytes(),
+              self.top_sigma)
+    return _unpack, packed
+
+  def __eq__(self, other):
+    if not isinstance(other, ScoredBatch):
+      return NotImplemented
+    return (self.split == other.split and self.file_index == other.file_index and
+            self.example_id == other.example_id and
+            all(np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
+                if getattr(self, k).dtype.kind == 'f' else
+                np.array_equal(getattr(self, k), getattr(other, k))
+                for k in ('record_index', 'has_example_id', 'label', 'target_class',
+                          'predicted_class', 'vog_raw', 'signals')))
+
+  def __repr__(self):
+    return (f'ScoredBatch({self.split!r}, file {self.file_index}, {len(self)} examples, '
+            f'records {self.record_index[:3].tolist()}...)')
+
+
+def _unpack(split, file_index, base, offsets, id_blob, id_lengths, has_id, classes, small,
+            vog_raw, num_signals, signals, top_sigma) -> ScoredBatch:
+  record_index = np.frombuffer(offsets, dtype=np.int32).astype(np.int64) + base
+  n = len(record_index)
+  lengths = np.frombuffer(id_lengths, dtype=np.int32)
+  ends = np.cumsum(lengths)
+  ids = [id_blob[e - l:e].decode('utf-8') for e, l in zip(ends.tolist(), lengths.tolist())]
+  has = np.unpackbits(np.frombuffer(has_id, dtype=np.uint8))[:n].astype(bool)
+  classes = np.frombuffer(classes, dtype=np.int16 if small else np.int64).reshape(3, n)
+  return ScoredBatch(split, file_index, record_index, ids, has, classes[0], classes[1],
+                     classes[2], np.frombuffer(vog_raw, dtype=np.float32),
+                     np.frombuffer(signals, dtype=np.float32).reshape(n, num_signals),
+                     top_sigma)
+
+
+def concat(batches: Sequence[ScoredBatch]) -> ScoredBatch:
+  """The batches of one input file as one, ordered by record index."""
+  if not batches:
+    raise ValueError('concat needs at least one ScoredBatch')
+  first = batches[0]
+  if any(b.split != first.split or b.file_index != first.file_index for b in batches):
+    raise ValueError('concat takes the batches of one input file only')
+  names = None
+  if first.top_sigma is not None:
+    names = first.top_sigma[0]
+    if any(b.top_sigma is None or b.top_sigma[0] != names for b in batches):
+      raise ValueError('the batches of one file disagree on their gradient sources')
+  top = None if names is None else (
+      names, np.concatenate([b.top_sigma[1] for b in batches]),
+      np.concatenate([b.top_sigma[2] for b in batches]))
+  joined = ScoredBatch(
+      first.split, first.file_index, np.concatenate([b.record_index for b in batches]),
+      [i for b in batches for i in b.example_id],
+      np.concatenate([b.has_example_id for b in batches]),
+      np.concatenate([b.label for b in batches]),
+      np.concatenate([b.target_class for b in batches]),
+      np.concatenate([b.predicted_class for b in batches]),
+      np.concatenate([b.vog_raw for b in batches]),
+      np.concatenate([b.signals for b in batches]), top)
+  return joined.take(np.argsort(joined.record_index, kind='stable'))
+
+
+def signal_columns(batch: ScoredBatch) -> Dict[str, np.ndarray]:
+  """{field name: column} of the batch's signals, counts (INT_SIGNALS) as int64; {}
+  without signals."""
+  if not batch.has_signals:
+    return {}
+  return {name: (batch.signals[:, j].astype(np.int64) if name in fmt.INT_SIGNALS
+                 else np.ascontiguousarray(batch.signals[:, j]))
+          for j, name in enumerate(fmt.SIGNAL_FIELDS)}
+
+
+def suspicions(batch: ScoredBatch) -> Dict[str, np.ndarray]:
+  """{name: float64 [n]} for fmt.AGREEMENT_NAMES, higher = more likely mislabeled:
+  each signal oriented by signals.ORIENTATION, and VoG (vog_raw); {} without signals."""
+  if not batch.has_signals:
+    return {}
+  out = {short: signals_lib.ORIENTATION[field] * batch.signals[:, j].astype(np.float64)
+         for j, (short, field) in enumerate(zip(fmt.SIGNAL_NAMES, fmt.SIGNAL_FIELDS))}
+  out[fmt.VOG] = batch.vog_raw.astype(np.float64)
+  return out
+
+
+def suspicion_matrix(batch: ScoredBatch) -> np.ndarray:
+  """`suspicions` as one float64 [n, len(AGREEMENT_NAMES)] array; [n, 0] without
+  signals."""
+  found = suspicions(batch)
+  if not found:
+    return np.zeros((len(batch), 0))
+  return np.stack([found[name] for name in fmt.AGREEMENT_NAMES], axis=1)
+
+
+def rank_values(batch: ScoredBatch, rank_by: str) -> np.ndarray:
+  """The value `rank_by` ranks, float64 [n]: vog_raw, or a signal's suspicion."""
+  if rank_by == fmt.VOG:
+    return batch.vog_raw.astype(np.float64)
+  if not batch.has_signals:
+    raise ValueError(f'rank_by={rank_by!r} needs the label-error signals, which are left '
+                     "out with label_mode='predicted'; use rank_by='vog'")
+  if rank_by not in fmt.SIGNAL_NAMES:
+    raise ValueError(f'rank_by={rank_by!r} is not one of {fmt.AGREEMENT_NAMES}')
+  j = fmt.SIGNAL_NAMES.index(rank_by)
+  return (signals_lib.ORIENTATION[fmt.SIGNAL_FIELDS[j]] *
+          batch.signals[:, j].astype(np.float64))
+
+
+def signal_matrix(logits: np.ndarray, target_class: np.ndarray) -> np.ndarray:
+  """[N, len(SIGNAL_FIELDS)] float32 signals of a batch from every checkpoint's logits
+  ([K, N, C]); a row of NaN where an example's logits are not finite, so that it is
+  quarantined rather than the batch failing."""
+  n = logits.shape[1]
+  out = np.full((n, len(fmt.SIGNAL_FIELDS)), np.nan, dtype=np.float32)
+  finite = np.isfinite(logits).all(axis=(0, 2))
+  if finite.any():
+    found = signals_lib.compute_signals(logits[:, finite], target_class[finite])
+    for j, name in enumerate(fmt.SIGNAL_FIELDS):
+      out[finite, j] = found[name]
+  return out
+
+
+def top_sigma(input_sigma: Dict[str, np.ndarray], n: int
+              ) -> Optional[Tuple[Tuple[str, ...], np.ndarray, np.ndarray]]:
+  """Per example, its TOP_SIGMA gradient sources with the largest mean sigma, largest
+  first (ties by name), as (names, index [n, T] int8, value [n, T] float32; index -1
+  where fewer are finite); None when the model has one source. A vector input counts
+  by its elements (`name[j]`), not as a whole, when it has them."""
+  names = sorted(input_sigma)
+  elements = {name.split('[', 1)[0] for name in names if name.endswith(']')}
+  names = [name for name in names if name not in elements]
+  if len(names) < 2:
+    return None
+  if len(names) > 127:
+    raise ValueError(f'{len(names)} gradient sources; top_sigma indexes at most 127')
+  table = np.stack([np.asarray(input_sigma[k], dtype=np.float64) for k in names], axis=1)
+  finite = np.isfinite(table)
+  # Sorted by name already, so a stable sort on -value keeps ties in name order.
+  order = np.argsort(np.where(finite, -table, np.inf), axis=1, kind='stable')[:, :TOP_SIGMA]
+  values = np.take_along_axis(table, order, axis=1).astype(np.float32)
+  keep = np.take_along_axis(finite, order, axis=1)
+  index = np.where(keep, order, -1).astype(np.int8)
+  return tuple(names), index, np.where(keep, values, np.float32(0))
+
+
+def top_sigma_rows(top: Optional[Tuple[Tuple[str, ...], np.ndarray, np.ndarray]],
+                   rows: Sequence[int]) -> List[Tuple[Tuple[str, float], ...]]:
+  """((name, mean sigma), ...) of each of `rows`, as a flagged row shows them."""
+  if top is None:
+    return [() for _ in rows]
+  names, index, value = top
+  return [tuple((names[j], float(v)) for j, v in zip(index[r].tolist(), value[r].tolist())
+                if j >= 0) for r in rows]
