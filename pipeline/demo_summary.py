@@ -4,7 +4,7 @@
 Metadata store and reads, from the artifacts that run produced or reused:
   * the DifficultyReport's summary (through `report_format.load_report`): examples seen,
     scored, quarantined, flagged per split;
-  * the scored examples: how many flagged examples (`vog_flagged == 1`) carry a flipped
+  * the score table and the audit's input: how many flagged examples carry a flipped
     label (`label_flipped == 1`, written by pipeline.demo_data), against chance;
   * the Evaluator's TFMA metrics and validation: accuracy per `vog_bucket`, the blessing;
   * the HumanReviewGate's ModelBlessing: decision, reviewer, comment;
@@ -13,7 +13,6 @@ Metadata store and reads, from the artifacts that run produced or reused:
 """
 
 import dataclasses
-import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -84,39 +83,68 @@ def _latest_run(store, pipeline_name: str):
   return run.name, nodes
 
 
-def _outputs(store, execution) -> Dict[str, object]:
-  """{output key: artifact} of one execution (the first artifact of each key)."""
+def _artifacts(store, execution, kinds) -> Dict[str, object]:
+  """{key: artifact} of one execution's events of `kinds` (the first of each key)."""
   events = store.get_events_by_execution_ids([execution.id])
   wanted = {}
   for event in events:
-    if event.type in (event.OUTPUT, event.DECLARED_OUTPUT) and event.path.steps:
+    if event.type in kinds and event.path.steps:
       wanted.setdefault(event.path.steps[0].key, event.artifact_id)
   by_id = {a.id: a for a in store.get_artifacts_by_id(list(wanted.values()))} if wanted else {}
   return {key: by_id[i] for key, i in wanted.items() if i in by_id}
 
 
-def count_flipped_in_flagged(scored_examples_uri: str) -> Tuple[int, int, int, int]:
-  """(flagged, flipped among them, flipped, scored) over every split of scored_examples.
+def _outputs(store, execution) -> Dict[str, object]:
+  """{output key: artifact} of one execution (the first artifact of each key)."""
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  event = metadata_store_pb2.Event
+  return _artifacts(store, execution, (event.OUTPUT, event.DECLARED_OUTPUT))
 
-  Refuses examples without `label_flipped`: only the demo data carries that truth.
+
+def _inputs(store, execution) -> Dict[str, object]:
+  """{input key: artifact} of one execution (the first artifact of each key)."""
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  event = metadata_store_pb2.Event
+  return _artifacts(store, execution, (event.INPUT, event.DECLARED_INPUT))
+
+
+def count_flipped_in_flagged(examples_uri: str, report_uri: str
+                             ) -> Tuple[int, int, int, int]:
+  """(flagged, flipped among them, flipped, scored) over every split the audit scored.
+
+  Which examples were scored and flagged comes from the report's score table (every
+  split has one, copied or not); whether each was flipped from the audit's input
+  Examples at the same position (split, file, record). Refuses examples without
+  `label_flipped`: only the demo data carries that truth.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(os.path.join(scored_examples_uri, 'Split-*', '*')))
-  if not files:
-    raise ValueError(f'no scored examples under {scored_examples_uri}')
-  flagged = hit = flipped = scored = 0
-  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
-    feature = tf.train.Example.FromString(record.numpy()).features.feature
-    if demo_data.FLIPPED_KEY not in feature:
-      raise ValueError(f'scored examples in {scored_examples_uri} have no '
-                       f'{demo_data.FLIPPED_KEY} feature; is this the demo data?')
-    is_flipped = feature[demo_data.FLIPPED_KEY].int64_list.value[0] == 1
-    is_flagged = feature[report_format.VOG_FLAGGED].int64_list.value[0] == 1
-    scored += 1
-    flipped += is_flipped
-    flagged += is_flagged
-    hit += is_flipped and is_flagged
-  return flagged, hit, flipped, scored
+  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import record_files  # pylint: disable=g-import-not-at-top
+  from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  table = score_table.read_table(report_uri, ['file_index', 'record_index', 'vog_flagged',
+                                              'split']).to_pydict()
+  if not table['split']:
+    raise ValueError(f'the audit in {report_uri} scored no examples')
+  is_flagged = {(s, f, r): g == 1 for s, f, r, g in zip(
+      table['split'], table['file_index'], table['record_index'], table['vog_flagged'])}
+  flagged = hit = flipped = 0
+  for split in sorted(set(table['split'])):
+    files = audit.input_files(split, os.path.join(examples_uri, f'Split-{split}', '*'))
+    for input_file in files:
+      for index, record in record_files.read_records(input_file.path,
+                                                     input_file.compression):
+        key = (split, input_file.file_index, index)
+        if key not in is_flagged:
+          continue  # quarantined
+        feature = tf.train.Example.FromString(record).features.feature
+        if demo_data.FLIPPED_KEY not in feature:
+          raise ValueError(f'examples in {examples_uri} have no {demo_data.FLIPPED_KEY} '
+                           'feature; is this the demo data?')
+        is_flipped = feature[demo_data.FLIPPED_KEY].int64_list.value[0] == 1
+        flipped += is_flipped
+        flagged += is_flagged[key]
+        hit += is_flipped and is_flagged[key]
+  return flagged, hit, flipped, len(is_flagged)
 
 
 def read_bucket_accuracy(evaluation_uri: str) -> Dict[str, Tuple[float, int]]:
@@ -199,7 +227,8 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
     outputs[node] = _outputs(store, nodes[node])
   report = report_format.load_report(outputs[audit_pipeline.VOG]['difficulty_report'].uri)
   flagged, hit, flipped, scored = count_flipped_in_flagged(
-      outputs[audit_pipeline.VOG]['scored_examples'].uri)
+      _inputs(store, nodes[audit_pipeline.VOG])['examples'].uri,
+      outputs[audit_pipeline.VOG]['difficulty_report'].uri)
   evaluation = outputs[audit_pipeline.EVALUATOR]['evaluation'].uri
   evaluator_blessing = _props(outputs[audit_pipeline.EVALUATOR]['blessing'])
   gate = _props(outputs[audit_pipeline.REVIEW_GATE]['review_blessing'])

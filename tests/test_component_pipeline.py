@@ -14,6 +14,7 @@ from tfx.orchestration import metadata
 from components import DifficultyReport
 from components import VarianceOfGradients
 from components.vog import checkpoints
+from components.vog import score_table
 from components.vog.settings import HEADLINE
 from components.vog.scoring import VogScorer
 import fixtures
@@ -78,24 +79,34 @@ def test_every_example_scored_once_with_the_core_scores(pipeline_run):
   with _store(root) as m:
     [scored] = m.store.get_artifacts_by_type('Examples')[1:]
     [model_run] = m.store.get_artifacts_by_type('ModelRun')
-  assert json.loads(scored.properties['split_names'].string_value) == ['train', 'eval']
-  examples = (_read_examples(os.path.join(scored.uri, 'Split-train', '*')) +
-              _read_examples(os.path.join(scored.uri, 'Split-eval', '*')))
-  ids = [_value(e, 'example_id').decode() for e in examples]
+    [report] = m.store.get_artifacts_by_type(DifficultyReport.TYPE_NAME)
+  # The Evaluator's split is copied in full; every split has its score table.
+  assert json.loads(scored.properties['split_names'].string_value) == ['eval']
+  assert not os.path.exists(os.path.join(scored.uri, 'Split-train'))
+  table = score_table.read_table(report.uri).to_pydict()
+  ids = table['example_id']
   assert sorted(ids) == sorted(f'digit-{i}' for i in range(NUM_EXAMPLES))
+  assert sorted(set(table['split'])) == ['eval', 'train']
 
   entries = checkpoints.load_manifest(model_run.uri)
   scorer = VogScorer(checkpoints.load_checkpoint_models(entries), target='loss')
   expected = scorer.score({'image': images}, labels).vog_raw
-  got = np.array([_value(e, 'vog_raw') for e in examples])
+  got = np.array(table['vog_raw'])
   order = [int(i.split('-')[1]) for i in ids]
   np.testing.assert_allclose(got, expected[order], rtol=1e-5)
+  assert set(table['vog_bucket']) == {'easy', 'medium', 'hard'}
+  assert sum(table['vog_flagged']) == 25
+
+  examples = _read_examples(os.path.join(scored.uri, 'Split-eval', '*'))
+  assert sorted(_value(e, 'example_id').decode() for e in examples) == sorted(
+      f'digit-{i}' for i in range(180, NUM_EXAMPLES))
+  in_table = {i: (raw, flag) for i, raw, flag, split in zip(
+      ids, table['vog_raw'], table['vog_flagged'], table['split']) if split == 'eval'}
   for example in examples:  # original features kept, VoG fields added
     assert {'image', 'label', 'vog_score', 'vog_percentile', 'vog_decile', 'vog_bucket',
             'vog_flagged', 'vog_target_class'} <= set(example.features.feature)
-  buckets = [_value(e, 'vog_bucket') for e in examples]
-  assert set(buckets) == {b'easy', b'medium', b'hard'}
-  assert sum(_value(e, 'vog_flagged') for e in examples) == 25
+    raw, flag = in_table[_value(example, 'example_id').decode()]
+    assert (_value(example, 'vog_raw'), _value(example, 'vog_flagged')) == (raw, flag)
 
 
 def test_report_registered_in_ml_metadata(pipeline_run):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from components.vog import audit
 from components.vog import drift as drift_lib
 from components.vog import report_format
+from components.vog import score_table
 from components.vog.settings import VogSettings
 import apache_beam as beam
 import fixtures
@@ -171,21 +172,20 @@ def _write_split(uri, split, shards):
   return os.path.join(uri, f'Split-{split}', '*')
 
 
-def _scored_rows(folder):
-  """{(split, example_id): [rows of each copy, sorted]} from the scored examples."""
+def _scored_rows(report_dir):
+  """{(split, example_id): [rows of each copy, sorted]} from the audit's score table."""
   rows = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(folder, 'Split-*', '*.gz'))):
-    split = os.path.basename(os.path.dirname(path))[len('Split-'):]
-    for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
-      f = tf.train.Example.FromString(record.numpy()).features.feature
-      rows[(split, f['example_id'].bytes_list.value[0].decode())].append({
-          'vog_raw': f['vog_raw'].float_list.value[0],
-          'vog_score': f['vog_score'].float_list.value[0],
-          'vog_percentile': f['vog_percentile'].float_list.value[0],
-          'vog_decile': f['vog_decile'].int64_list.value[0],
-          'vog_bucket': f['vog_bucket'].bytes_list.value[0].decode(),
-          'vog_flagged': f['vog_flagged'].int64_list.value[0]})
+  for row in score_table.read_table(report_dir).to_pylist():
+    rows[(row['split'], row['example_id'])].append({
+        k: row[k] for k in ('vog_raw', 'vog_score', 'vog_percentile', 'vog_decile',
+                            'vog_bucket', 'vog_flagged')})
   return {k: sorted(v, key=lambda r: r['vog_raw']) for k, v in rows.items()}
+
+
+def _eval_copies(folder):
+  """How many examples the scored eval split holds (the split copied in full)."""
+  return sum(1 for path in glob.glob(os.path.join(folder, 'Split-eval', '*.gz'))
+             for _ in tf.data.TFRecordDataset(path, compression_type='GZIP'))
 
 
 def _flagged_rows(report_dir):
@@ -196,7 +196,9 @@ def _flagged_rows(report_dir):
 def _run(plan, out, beam_args):
   summary = audit.run_audit(plan, beam.Pipeline(argv=list(beam_args)),
                             os.path.join(out, 'scored'), os.path.join(out, 'report'))
-  return (summary, _scored_rows(os.path.join(out, 'scored')),
+  assert _eval_copies(os.path.join(out, 'scored')) == N_EVAL + 1
+  assert not os.path.exists(os.path.join(out, 'scored', 'Split-train'))
+  return (summary, _scored_rows(os.path.join(out, 'report')),
           _flagged_rows(os.path.join(out, 'report')))
 
 

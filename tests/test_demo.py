@@ -23,6 +23,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from components.review_gate import auto_policy
+from components.vog import score_table
 from pipeline import demo
 from pipeline import demo_data
 
@@ -119,11 +120,15 @@ def test_printed_counts_match_the_artifacts(runs):
       f'{BUDGET * len(flipped) / NUM_EXAMPLES:.1f}); {hits} of {len(flipped)} flipped labels '
       'found')
   for split in demo_data.SPLITS:
-    scored = _records(os.path.join(scored_dir, f'Split-{split}', '*'))
-    n_flagged = sum(_feature(e, 'vog_flagged') for e in scored)
+    scored = score_table.read_split(report, split).to_pydict()
+    n_scored, n_flagged = len(scored['example_id']), sum(scored['vog_flagged'])
     assert _line(lines, f'  {split} ') == (
-        f'  {split:<6} {len(scored):5d} scored, 0 quarantined, {n_flagged} flagged '
-        f'(of {len(scored)} seen)')
+        f'  {split:<6} {n_scored:5d} scored, 0 quarantined, {n_flagged} flagged '
+        f'(of {n_scored} seen)')
+  # The Evaluator's split is copied in full with its VoG fields, the other is not.
+  assert len(_records(os.path.join(scored_dir, 'Split-eval', '*'))) == len(
+      score_table.read_split(report, 'eval'))
+  assert not os.path.exists(os.path.join(scored_dir, 'Split-train'))
   assert _line(lines, 'report: ') == f'report: {os.path.join(report, "report.html")}'
   assert os.path.getsize(os.path.join(report, 'report.html')) > 1000
 

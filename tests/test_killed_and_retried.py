@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from components.vog import score_table
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINE_NAME = 'vog-audit-demo'
 VOG = 'VarianceOfGradients'
@@ -170,8 +172,12 @@ def test_counts_match_the_data_once(killed_then_rerun):
                for d in glob.glob(os.path.join(output_dir, 'data', '*')) if os.path.isdir(d)}
   assert sum(per_split.values()) == NUM_EXAMPLES
   scored = published['scored_examples'].uri
+  table = score_table.read_table(published['difficulty_report'].uri).to_pydict()
   for split, count in per_split.items():
-    assert _records(os.path.join(scored, f'Split-{split}', '*')) == count, split
+    assert table['split'].count(split) == count, split
+  # Only the eval split is copied in full, once.
+  assert _records(os.path.join(scored, 'Split-eval', '*')) == per_split['eval']
+  assert not os.path.exists(os.path.join(scored, 'Split-train'))
   report = {k: getattr(v, v.WhichOneof('value'))
             for k, v in published['difficulty_report'].custom_properties.items()}
   assert (report['seen'], report['scored'], report['flagged']) == (

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from sklearn import metrics
 
+from components.vog import score_table
 from pipeline import audit_pipeline
 from pipeline import demo
 from pipeline import noisy_labels
@@ -88,7 +89,9 @@ def _scored_dir(summary):
 
 
 def _scored(summary):
-  return _records(os.path.join(_scored_dir(summary), 'Split-*', '*'))
+  """The scored examples: the eval split, the one copied in full for the Evaluator."""
+  assert os.listdir(_scored_dir(summary)) == ['Split-eval']
+  return _records(os.path.join(_scored_dir(summary), 'Split-eval', '*'))
 
 
 def test_every_step_ran_and_printed_a_line(run):
@@ -118,9 +121,10 @@ def test_the_report_is_written(run):
 
 def test_scored_examples_are_the_raw_examples_with_the_vog_fields(run):
   dataset, out, summary, _ = run
-  raw = {_value(e, 'example_id'): e for e in _records(os.path.join(out, 'data', '*', '*.gz'))}
+  raw = {_value(e, 'example_id'): e for e in _records(os.path.join(out, 'data', 'eval',
+                                                                   '*.gz'))}
   scored = _scored(summary)
-  assert len(scored) == len(raw) == NUM_EXAMPLES
+  assert len(scored) == len(raw) == summary.splits['eval']['scored']
   raw_features = set(reference_datasets.reference_dataset(dataset).raw_features)
   for example in scored:
     keys = set(example.features.feature)
@@ -157,14 +161,17 @@ def test_evaluator_slices_the_serving_models_accuracy_by_difficulty(run):
 
 
 def test_flagged_set_holds_flipped_labels_far_above_chance(run):
-  _, _, summary, lines = run
+  _, out, summary, lines = run
   assert summary.flipped == round(FLIP_RATE * NUM_EXAMPLES)
   precision = summary.flipped_in_flagged / summary.flagged
   assert precision >= MIN_PRECISION, lines
-  scored = _scored(summary)
-  flipped = [_value(e, 'label_flipped') for e in scored]
-  percentile = [_value(e, 'vog_percentile') for e in scored]
-  assert metrics.roc_auc_score(flipped, percentile) >= MIN_AUROC
+  # Every split's scores, from the score table, against the flips the data recorded.
+  raw = {_value(e, 'example_id').decode(): _value(e, 'label_flipped')
+         for e in _records(os.path.join(out, 'data', '*', '*.gz'))}
+  table = score_table.read_table(os.path.dirname(summary.report_html)).to_pydict()
+  assert len(table['example_id']) == len(raw) == NUM_EXAMPLES
+  flipped = [raw[i] for i in table['example_id']]
+  assert metrics.roc_auc_score(flipped, table['vog_percentile']) >= MIN_AUROC
 
 
 @pytest.mark.parametrize('dataset', TRANSFORM_DATASETS)

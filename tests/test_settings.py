@@ -85,11 +85,26 @@ def test_headline_is_ints_and_text():
     ('{"gradient_layers": []}', 'gradient_layers=[] must be a non-empty list of layer'),
     ('{"gradient_layers": "embed"}', "gradient_layers='embed' must be a non-empty list"),
     ('{"pad_id": 0.5}', 'pad_id=0.5 must be a whole number'),
+    ('{"inspection_budget": 100001}', 'inspection_budget=100001 is above 100,000: every '
+                                      'writer receives the flagged set'),
+    ('{"copy_splits": "eval"}', "copy_splits='eval' must be a list of split names, 'all'"),
+    ('{"copy_splits": [""]}', "copy_splits=[''] must be a list of split names"),
+    ('{"output_compression": "zip"}', "output_compression='zip' is not supported; choose "
+                                      'one of gzip, none'),
 ])
 def test_from_json_refuses_by_name(text, message):
   with pytest.raises(ValueError) as raised:
     VogSettings.from_json(text)
   assert message in str(raised.value)
+
+
+def test_copy_splits_name_what_scored_examples_hold_in_full():
+  scored = ['train', 'eval', 'test']
+  assert VogSettings().copied_splits(scored) == ['eval']
+  assert VogSettings(copy_splits='all').copied_splits(scored) == scored
+  assert VogSettings(copy_splits=('test', 'train')).copied_splits(scored) == ['train', 'test']
+  assert VogSettings().copied_splits(['train']) == []
+  assert VogSettings.from_json('{"copy_splits": ["test"]}').copy_splits == ['test']
 
 
 def test_validate_refuses_wrong_types_from_python_too():

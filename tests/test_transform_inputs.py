@@ -224,8 +224,9 @@ def _run_audit(plan, out):
 def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
   records = list(setup['records']) + [raw_example(N, color=None)]
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {'train': records})
-  plan = audit.plan_audit(VogSettings(batch_size=8, inspection_budget=4), setup['run'],
-                          patterns, transform_graph=setup['graph'])
+  plan = audit.plan_audit(VogSettings(batch_size=8, inspection_budget=4,
+                                      copy_splits=['train']),
+                          setup['run'], patterns, transform_graph=setup['graph'])
   assert [s.name for s in plan.input_specs] == list(FLOAT_INPUTS)
   summary = _run_audit(plan, str(tmp_path / 'out'))
   assert summary['counts'] == {'seen': N + 1, 'scored': N, 'quarantined': 1, 'flagged': 4}

@@ -71,12 +71,12 @@ class VarianceOfGradientsSpec(ComponentSpec):
 class VarianceOfGradients(base_beam_component.BaseBeamComponent):
   """Scores every example by Variance of Gradients across the Trainer's checkpoints.
 
-  Outputs `scored_examples` (the input splits, each example with vog_score, vog_raw,
-  vog_percentile, vog_decile, vog_bucket, vog_flagged, vog_target_class,
-  example_id and, with labels, the label-error signals audit_* added) for the Evaluator
-  to slice on, and `difficulty_report`
-  (summary.json, flagged.jsonl, quarantine shards, report.html) for people and the
-  HumanReviewGate; the report's ML Metadata custom properties hold the headline
+  Outputs `scored_examples` (the `copy_splits`, by default the eval split: each
+  example with vog_score, vog_raw, vog_percentile, vog_decile, vog_bucket, vog_flagged,
+  vog_target_class, example_id and, with labels, the label-error signals audit_*
+  added) for the Evaluator to slice on, and `difficulty_report` (summary.json,
+  flagged.jsonl, quarantine shards, the score table of every split under score_table/,
+  report.html) for people and the HumanReviewGate; the report's ML Metadata custom properties hold the headline
   counts and settings. Beam runner and workers come from `beam_pipeline_args`
   (`.with_beam_pipeline_args([...])` or the pipeline's).
   """
@@ -104,6 +104,8 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
                rank_by: str = _DEFAULT,
                gradient_layers: Optional[List[str]] = _DEFAULT,
                pad_id: Optional[int] = _DEFAULT,
+               copy_splits: Union[None, str, List[str]] = _DEFAULT,
+               output_compression: str = _DEFAULT,
                module_file: Optional[str] = None,
                settings: Optional[VogSettings] = None):
     """Args (settings left out take the defaults of VogSettings, shown in brackets):
@@ -142,6 +144,12 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         Embedding layers that integer and text inputs feed [None].
       pad_id: the padding id of integer inputs into an Embedding without a mask; padded
         positions are left out of VoG [None].
+      copy_splits: the splits `scored_examples` holds in full, every example with its
+        VoG fields: a list of split names, `all`, or None for the split the Evaluator
+        reads, `eval`; every split's scores are in the report's score table either
+        way [None].
+      output_compression: `gzip` (the copies gzip level 1, the score table zstd) or
+        `none` ['gzip'].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
         (not with `transform_graph`) and/or `custom_objects` for custom layers. Trusted
         code: it is imported in the executor process and in every Beam worker, and its
@@ -162,6 +170,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         ('inspection_budget', inspection_budget),
         ('bucket_percentiles', bucket_percentiles), ('example_id_key', example_id_key),
         ('rank_by', rank_by), ('gradient_layers', gradient_layers), ('pad_id', pad_id),
+        ('copy_splits', copy_splits), ('output_compression', output_compression),
     ) if value is not _DEFAULT}
     if settings is None:
       settings = VogSettings(**given)

@@ -119,7 +119,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         transform_graph=transform_graph)
 
     scored = artifact_utils.get_single_instance(output_dict[SCORED_EXAMPLES_KEY])
-    scored.split_names = artifact_utils.encode_split_names(list(plan.split_files))
+    # Only the copied splits (by default the eval split the Evaluator reads) are in
+    # scored_examples; every split's scores are in the report's score table.
+    scored.split_names = artifact_utils.encode_split_names(
+        settings.copied_splits(list(plan.split_files)))
     report = artifact_utils.get_single_instance(output_dict[DIFFICULTY_REPORT_KEY])
     summary = audit.run_audit(plan, self._make_beam_pipeline(), scored.uri, report.uri)
     record_headline(report, settings, summary)

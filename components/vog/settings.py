@@ -31,6 +31,18 @@ SIGNAL_CHOICES = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2
                   'variability', 'forgetting')
 RANK_BY = (AUTO, VOG) + SIGNAL_CHOICES
 _COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget')
+# Which splits `scored_examples` holds in full (every example with its VoG fields):
+# by default the split the Evaluator reads; `all` copies every scored split. Every
+# split gets its score table either way.
+ALL = 'all'
+DEFAULT_COPY_SPLITS = ('eval',)
+# How the outputs are compressed: `gzip` (scored copies gzip level 1, score tables
+# zstd) or `none`.
+COMPRESSIONS = ('gzip', 'none')
+# The design keeps the flagged set and its ranks in one bounded object that every
+# writer receives; past this budget that object, and the page that shows the flagged
+# examples, stop being small.
+MAX_INSPECTION_BUDGET = 100_000
 
 
 def _is_int(value: Any) -> bool:
@@ -67,6 +79,10 @@ class VogSettings:
   # The token id that marks padding in integer inputs feeding an Embedding, when the
   # layer has no mask (`mask_zero=False`); None: every position counts.
   pad_id: Optional[int] = None
+  # The splits copied in full into scored_examples (see DEFAULT_COPY_SPLITS): None for
+  # the default, `all`, or a list of split names.
+  copy_splits: Union[None, str, List[str]] = None
+  output_compression: str = 'gzip'
 
   def __post_init__(self):
     # Only the container changes here; validate() judges the values.
@@ -74,6 +90,8 @@ class VogSettings:
       object.__setattr__(self, 'stage', list(self.stage))
     if isinstance(self.splits, tuple):
       object.__setattr__(self, 'splits', list(self.splits))
+    if isinstance(self.copy_splits, tuple):
+      object.__setattr__(self, 'copy_splits', list(self.copy_splits))
     if isinstance(self.gradient_layers, tuple):
       object.__setattr__(self, 'gradient_layers', list(self.gradient_layers))
     cuts = self.bucket_percentiles
@@ -112,6 +130,14 @@ class VogSettings:
         all(isinstance(g, str) and g for g in self.gradient_layers)):
       raise ValueError(f'gradient_layers={self.gradient_layers!r} must be a non-empty list '
                        'of layer names, or null to find the Embedding layers')
+    if self.copy_splits is not None and self.copy_splits != ALL and not (
+        isinstance(self.copy_splits, list) and
+        all(isinstance(s, str) and s for s in self.copy_splits)):
+      raise ValueError(f'copy_splits={self.copy_splits!r} must be a list of split names, '
+                       f'{ALL!r}, or null for the default {list(DEFAULT_COPY_SPLITS)}')
+    if not isinstance(self.output_compression, str):
+      raise ValueError(f'output_compression={self.output_compression!r} must be text, '
+                       f'one of {", ".join(COMPRESSIONS)}')
     if self.pad_id is not None and not _is_int(self.pad_id):
       raise ValueError(f'pad_id={self.pad_id!r} must be a whole number (the padding '
                        'token id), or null')
@@ -142,6 +168,13 @@ class VogSettings:
     if self.inspection_budget < 0:
       raise ValueError(f'inspection_budget={self.inspection_budget}; give 0 or more '
                        'examples to surface for review')
+    if self.inspection_budget > MAX_INSPECTION_BUDGET:
+      raise ValueError(
+          f'inspection_budget={self.inspection_budget} is above {MAX_INSPECTION_BUDGET:,}: '
+          'every writer receives the flagged set and its ranks, and the review page '
+          'shows them all, so a larger budget stops being bounded - query the score '
+          'table (score_table/ in the report) for more than that')
+    scoring.check_choice('output_compression', self.output_compression, COMPRESSIONS)
     cuts = list(self.bucket_percentiles)
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 100:
       raise ValueError(f'bucket_percentiles={cuts}; give two increasing percentiles '
@@ -156,6 +189,13 @@ class VogSettings:
     if self.rank_by != AUTO:
       return self.rank_by
     return 'confidence' if self.label_mode == 'label' else VOG
+
+  def copied_splits(self, scored: Sequence[str]) -> List[str]:
+    """The splits of `scored` whose examples are copied in full (`copy_splits`)."""
+    if self.copy_splits == ALL:
+      return list(scored)
+    wanted = DEFAULT_COPY_SPLITS if self.copy_splits is None else self.copy_splits
+    return [s for s in scored if s in wanted]
 
   @property
   def rank_normalize(self) -> str:

@@ -3,8 +3,9 @@
 Runs the same Beam code as the VarianceOfGradients component and writes the same
 outputs under --output:
 
-    <output>/scored_examples/Split-<name>/*.gz
+    <output>/scored_examples/Split-<name>/*.gz   (the --copy-splits splits)
     <output>/difficulty_report/{summary.json,flagged.jsonl,quarantine-*.jsonl,report.html}
+    <output>/difficulty_report/score_table/split=<name>/part-*.parquet  (every split)
 
 On a terminal a progress bar shows the examples scored of the total, the rate and the
 time left; elsewhere (logs, CI) each step prints one line with its counts.
@@ -35,6 +36,13 @@ def _text(value) -> str:
   if isinstance(value, (list, tuple)):
     return ','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)
   return str(value)
+
+
+def _copy_splits_of(text: Optional[str]):
+  """--copy-splits as VogSettings.copy_splits: None, 'all', or a list of split names."""
+  if text is None or text.strip() == 'all':
+    return None if text is None else 'all'
+  return [s.strip() for s in text.split(',') if s.strip()]
 
 
 def split_patterns_of(path: str):
@@ -86,6 +94,12 @@ def split_patterns_of(path: str):
               '(repeatable); by default the Embedding layers integer and text inputs feed.')
 @click.option('--pad-id', default=None, type=int,
               help='Padding id of integer inputs into an Embedding without a mask.')
+@click.option('--copy-splits', default=None,
+              help='Splits written in full with their VoG fields under scored_examples/ '
+              '(comma separated), or "all"; by default eval. Every split gets its score '
+              'table.')
+@click.option('--output-compression', default=DEFAULTS.output_compression,
+              show_default=True, help='gzip or none.')
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--beam-arg', 'beam_args', multiple=True,
@@ -97,8 +111,8 @@ def split_patterns_of(path: str):
               'takes transformed features; EXAMPLES are then the raw examples.')
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
-          example_id_key, rank_by, gradient_layers, pad_id, module_file, beam_args, baseline,
-          transform_graph):
+          example_id_key, rank_by, gradient_layers, pad_id, copy_splits, output_compression,
+          module_file, beam_args, baseline, transform_graph):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -106,6 +120,7 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
   from components.vog import progress  # pylint: disable=g-import-not-at-top
+  from components.vog import score_table  # pylint: disable=g-import-not-at-top
   from components.vog.settings import stage_from_text  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.INFO)
@@ -121,7 +136,9 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
         splits=list(splits) or None, batch_size=batch_size,
         inspection_budget=inspection_budget, bucket_percentiles=cuts,
         example_id_key=example_id_key, rank_by=rank_by,
-        gradient_layers=list(gradient_layers) or None, pad_id=pad_id).validate()
+        gradient_layers=list(gradient_layers) or None, pad_id=pad_id,
+        copy_splits=_copy_splits_of(copy_splits),
+        output_compression=output_compression).validate()
   except ValueError as e:
     fail(str(e))
   patterns = split_patterns_of(examples)
@@ -170,6 +187,10 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
                f'{os.path.join(report_dir, report_format.QUARANTINE_GLOB)}')
+  click.echo(f'scores of every example: {score_table.table_dir(report_dir)} (Parquet); '
+             'examples with their VoG fields: '
+             + (', '.join(os.path.join(scored_dir, f'Split-{s}')
+                          for s in summary['copied_splits']) or 'none copied'))
   click.echo(f'report: {os.path.join(report_dir, report_format.REPORT_FILE)}')
 
 
