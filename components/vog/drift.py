@@ -128,11 +128,12 @@ def history_chunks(batch, placed: Mapping[str, np.ndarray], num_shards: int
   out = {}
   for shard in np.unique(shards).tolist():
     rows = np.flatnonzero(shards == shard)
+    # Narrow types: the chunks cross a shuffle, one row per example.
     out[shard] = HistoryChunk(
         batch.split, batch.file_index, [batch.example_id[i] for i in rows],
-        batch.record_index[rows], batch.target_class[rows],
-        placed['vog_flagged'][rows], placed['vog_percentile'][rows],
-        placed['review_rank'][rows])
+        batch.record_index[rows], batch.target_class[rows].astype(np.int32),
+        placed['vog_flagged'][rows].astype(np.int8), placed['vog_percentile'][rows],
+        placed['review_rank'][rows].astype(np.int32))
   return out
 
 
@@ -169,24 +170,39 @@ def write_history_shard(work_dir: str, shard: int, num_shards: int,
 Then = Tuple[str, int, int]  # a baseline row as the match needs it: split, flagged, streak
 
 
+class ThenChunk(NamedTuple):
+  """The baseline rows of one of its shards that go to one history shard of this
+  audit, as columns."""
+  example_id: List[str]
+  split: List[str]
+  flagged: np.ndarray  # int8
+  streak: np.ndarray  # int32
+
+  def rows(self) -> Iterable[Tuple[str, Then]]:
+    return zip(self.example_id, zip(self.split, self.flagged.tolist(),
+                                    self.streak.tolist()))
+
+
 class _ReadHistory(beam.DoFn):
-  """One baseline history shard -> ('rows', (shard, [(example_id, Then)...])) per
-  history shard of this audit, and a tally for each line refused."""
+  """One baseline history shard -> ('rows', (shard, ThenChunk)) per history shard of
+  this audit, and a tally for each line refused."""
 
   def __init__(self, num_shards: int):
     self._num_shards = num_shards
 
   def process(self, path: str) -> Iterable[Tagged]:
-    by_shard: Dict[int, List[Tuple[str, Then]]] = {}
+    by_shard: Dict[int, List[fmt.HistoryRow]] = {}
     for item in read_history_shard(path):
       if isinstance(item, Refused):
         yield 'tally', audit_summary.history_refused_tally(item.where, item.reason)
       else:
         example_id, row = item
-        by_shard.setdefault(history_shard_of(example_id, self._num_shards), []).append(
-            (example_id, (row.split, row.flagged, row.streak)))
+        by_shard.setdefault(history_shard_of(example_id, self._num_shards), []).append(row)
     for shard, rows in sorted(by_shard.items()):
-      yield 'rows', (shard, rows)
+      yield 'rows', (shard, ThenChunk(
+          [r.example_id for r in rows], [r.split for r in rows],
+          np.asarray([r.flagged for r in rows], dtype=np.int8),
+          np.asarray([min(r.streak, 2 ** 31 - 1) for r in rows], dtype=np.int32)))
 
 
 class _MatchShard(beam.DoFn):
@@ -211,8 +227,8 @@ class _MatchShard(beam.DoFn):
             int(chunk.class_id[i]), int(chunk.flagged[i]), float(chunk.percentile[i]),
             int(chunk.review_rank[i])))
     then: Dict[str, List[Then]] = {}
-    for rows in grouped.get('then', ()):
-      for example_id, row in rows:
+    for chunk in grouped.get('then', ()):
+      for example_id, row in chunk.rows():
         then.setdefault(example_id, []).append(row)
     counts: Dict[tuple, int] = {}
 
@@ -272,7 +288,7 @@ class MatchHistory(beam.PTransform):
 
   def expand(self, inputs):
     read = inputs['then'] | 'ReadHistory' >> beam.ParDo(_ReadHistory(self._num_shards))
-    parts = split_by_tag(read, {'rows': Tuple[int, List[Tuple[str, Then]]],
+    parts = split_by_tag(read, {'rows': Tuple[int, ThenChunk],
                                 'tally': audit_summary.Tally}, label='Read')
     matched = ({'now': inputs['now'], 'then': parts['rows']}
                | 'ByShard' >> beam.CoGroupByKey()

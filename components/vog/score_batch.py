@@ -7,9 +7,10 @@ suspicions behind `agreeing`, the top gradient sources) is computed here on whol
 columns. Pure NumPy: no Beam, no TensorFlow.
 
 A batch crosses the shuffle once (to its input file's writer). `__reduce__` packs it
-into a few byte strings: classes as int16 where they fit, positions as int32 offsets,
-ids as one UTF-8 blob with their lengths; about 56 bytes per labelled example with
-a short id, against several hundred for a pickled tuple per example.
+into a few byte strings: integers in the narrowest type that holds them, positions only
+when the batch skips a record, the label only when it is not the target, ids as one
+UTF-8 blob with their lengths: about 49 bytes per labelled example with a 10-character
+id, where a pickled tuple per example took several hundred.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -80,18 +81,23 @@ class ScoredBatch:
 
   def __reduce__(self):
     ids = [i.encode('utf-8') for i in self.example_id]
+    lengths = np.asarray([len(i) for i in ids], dtype=np.int64)
     base = int(self.record_index.min()) if len(self) else 0
-    classes = np.stack([self.label, self.target_class, self.predicted_class])
-    small = classes.size == 0 or (classes.min() >= -1 and classes.max() < 2 ** 15)
+    offsets = self.record_index - base
+    # The usual batch: consecutive records (none quarantined), and in label mode the
+    # target is the label; neither needs a column then.
+    contiguous = bool(np.array_equal(offsets, np.arange(len(self))))
+    label_is_target = bool(np.array_equal(self.label, self.target_class))
+    classes = np.stack([self.target_class, self.predicted_class] +
+                       ([] if label_is_target else [self.label]))
     packed = (self.split, self.file_index, base,
-              (self.record_index - base).astype(np.int32).tobytes(),
-              b''.join(ids), np.asarray([len(i) for i in ids], np.int32).tobytes(),
+              b'' if contiguous else _narrow(offsets).tobytes(),
+              b''.join(ids), _narrow(lengths).tobytes(),
               np.packbits(self.has_example_id).tobytes(),
-              classes.astype(np.int16 if small else np.int64).tobytes(), small,
+              _narrow(classes).tobytes(), label_is_target,
               self.vog_raw.tobytes(), self.signals.shape[1], self.signals.tobytes(),
               self.top_sigma)
     return _unpack, packed
-
   def __eq__(self, other):
     if not isinstance(other, ScoredBatch):
       return NotImplemented
@@ -108,17 +114,38 @@ class ScoredBatch:
             f'records {self.record_index[:3].tolist()}...)')
 
 
-def _unpack(split, file_index, base, offsets, id_blob, id_lengths, has_id, classes, small,
-            vog_raw, num_signals, signals, top_sigma) -> ScoredBatch:
-  record_index = np.frombuffer(offsets, dtype=np.int32).astype(np.int64) + base
-  n = len(record_index)
-  lengths = np.frombuffer(id_lengths, dtype=np.int32)
+def _narrow(values: np.ndarray) -> np.ndarray:
+  """Integers in the narrowest of int8, int16, int32, int64 that holds them; the byte
+  size tells _widen which it was."""
+  for kind in (np.int8, np.int16, np.int32):
+    info = np.iinfo(kind)
+    if not values.size or (values.min() >= info.min and values.max() <= info.max):
+      return values.astype(kind)
+  return values.astype(np.int64)
+
+
+def _widen(data: bytes, count: int) -> np.ndarray:
+  """The int64 values _narrow packed, `count` of them."""
+  if not count:
+    return np.zeros(0, dtype=np.int64)
+  kind = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[len(data) // count]
+  return np.frombuffer(data, dtype=kind).astype(np.int64)
+
+
+def _unpack(split, file_index, base, offsets, id_blob, id_lengths, has_id, classes,
+            label_is_target, vog_raw, num_signals, signals, top_sigma) -> ScoredBatch:
+  vog_raw = np.frombuffer(vog_raw, dtype=np.float32)
+  n = len(vog_raw)
+  record_index = (np.arange(n, dtype=np.int64) if not offsets else _widen(offsets, n)) + base
+  lengths = _widen(id_lengths, n)
   ends = np.cumsum(lengths)
   ids = [id_blob[e - l:e].decode('utf-8') for e, l in zip(ends.tolist(), lengths.tolist())]
   has = np.unpackbits(np.frombuffer(has_id, dtype=np.uint8))[:n].astype(bool)
-  classes = np.frombuffer(classes, dtype=np.int16 if small else np.int64).reshape(3, n)
-  return ScoredBatch(split, file_index, record_index, ids, has, classes[0], classes[1],
-                     classes[2], np.frombuffer(vog_raw, dtype=np.float32),
+  rows = 2 if label_is_target else 3
+  classes = _widen(classes, rows * n).reshape(rows, n)
+  label = classes[0] if label_is_target else classes[2]
+  return ScoredBatch(split, file_index, record_index, ids, has, label, classes[0],
+                     classes[1], vog_raw,
                      np.frombuffer(signals, dtype=np.float32).reshape(n, num_signals),
                      top_sigma)
 
