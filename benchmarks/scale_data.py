@@ -5,11 +5,15 @@ fixed-width example_id), so the serialized tf.train.Example bytes are a constant
 template with three slots. A chunk of records is filled in with NumPy in one go, and
 only one chunk is in memory at a time; the first record of each file is checked
 against one built with the tf.train.Example API.
+
+`write_splits` lays the examples out as ExampleGen's Examples artifact does by default:
+`Split-train/` with two thirds of them and `Split-eval/` with the last third, each a
+set of gzip shards, example ids unique across both.
 """
 
 import json
 import os
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +25,7 @@ ID_DIGITS = 8  # example ids img-00000000 .. img-99999999
 CHUNK = 8192
 COMPLETE_FILE = '_COMPLETE'
 FILE_PATTERN = 'data_tfrecord-*.gz'
+SPLIT_DIR_PREFIX = 'Split-'
 
 # A layout segment: constant bytes, or (slot name, width in bytes).
 Segment = Union[bytes, Tuple[str, int]]
@@ -139,14 +144,17 @@ def shard_path(folder: str, shard: int, shards: int) -> str:
   return os.path.join(folder, f'data_tfrecord-{shard:05d}-of-{shards:05d}.gz')
 
 
-def write_examples(folder: str, n: int, shards: int, seed: int = 0) -> str:
+def write_examples(folder: str, n: int, shards: int, seed: int = 0,
+                   first_id: int = 0) -> str:
   """Writes n examples as `shards` gzip TFRecord files; returns their glob pattern.
 
-  Reuses a folder that a finished earlier call wrote with the same n, shards and seed.
+  The examples are those numbered first_id .. first_id + n - 1 (their ids and their
+  images). Reuses a folder that a finished earlier call wrote with the same n, shards,
+  seed and first_id.
   """
   pattern = os.path.join(folder, FILE_PATTERN)
   marker = os.path.join(folder, COMPLETE_FILE)
-  wanted = {'examples': n, 'shards': shards, 'seed': seed,
+  wanted = {'examples': n, 'shards': shards, 'seed': seed, 'first_id': first_id,
             'image_shape': list(IMAGE_SHAPE)}
   if os.path.exists(marker):
     with open(marker) as f:
@@ -155,13 +163,16 @@ def write_examples(folder: str, n: int, shards: int, seed: int = 0) -> str:
   if shards < 1 or n < shards:
     raise ValueError(f'cannot write {n} examples as {shards} shards; '
                      'give at least one example per shard')
+  if first_id < 0 or first_id + n > 10 ** ID_DIGITS:
+    raise ValueError(f'example ids {first_id}..{first_id + n - 1} do not fit '
+                     f'{ID_DIGITS} digits')
   os.makedirs(folder, exist_ok=True)
   for stale in tf.io.gfile.glob(pattern) + [marker]:
     if os.path.exists(stale):
       os.remove(stale)
   layout, maker = RecordLayout(), ImageMaker(seed)
   options = tf.io.TFRecordOptions(compression_type='GZIP', compression_level=1)
-  bounds = np.linspace(0, n, shards + 1).astype(np.int64)
+  bounds = first_id + np.linspace(0, n, shards + 1).astype(np.int64)
   for shard in range(shards):
     with tf.io.TFRecordWriter(shard_path(folder, shard, shards), options) as writer:
       checked = False
@@ -179,6 +190,32 @@ def write_examples(folder: str, n: int, shards: int, seed: int = 0) -> str:
   with open(marker, 'w') as f:
     json.dump(wanted, f)
   return pattern
+
+
+def split_sizes(n: int, shards: int) -> Dict[str, Tuple[int, int]]:
+  """{split: (examples, shards)}: train the first n - n // 3 examples, eval the last
+  n // 3; the shards shared in the same proportion, at least one each."""
+  eval_n = n // 3
+  train_shards = max(1, min(shards - 1, round(shards * 2 / 3))) if shards > 1 else 1
+  eval_shards = max(1, shards - train_shards)
+  return {'train': (n - eval_n, min(train_shards, n - eval_n)),
+          'eval': (eval_n, min(eval_shards, eval_n))}
+
+
+def write_splits(folder: str, n: int, shards: int, seed: int = 0) -> Dict[str, str]:
+  """Writes n examples as an Examples artifact's splits; returns {split: glob pattern}.
+
+  `Split-train/` and `Split-eval/` under `folder`, sized by `split_sizes`; the eval
+  examples are numbered after the train ones, so every id is unique.
+  """
+  patterns, first = {}, 0
+  for split, (count, split_shards) in split_sizes(n, shards).items():
+    if count < 1:
+      raise ValueError(f'{n} examples leave split {split!r} empty; give at least 3')
+    patterns[split] = write_examples(os.path.join(folder, SPLIT_DIR_PREFIX + split), count,
+                                     split_shards, seed, first)
+    first += count
+  return patterns
 
 
 def training_set(n: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
