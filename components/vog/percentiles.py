@@ -260,12 +260,11 @@ class Ranking:
                                                                 self.vog_normalize)
     return out
 
-  def place_all(self, split: str, target_classes: Sequence[int], values: Sequence[float],
-                positions: Sequence[Position], vog_raw: Optional[Sequence[float]] = None
-                ) -> List[Tuple[float, float, int, str, int]]:
-    """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0) of each
-    example of one split, computed as arrays. `values` are the ranked values; `vog_raw`
-    is needed only when they are not VoG."""
+  def _scores_and_percentiles(self, split: str, target_classes: Sequence[int],
+                              values: Sequence[float],
+                              vog_raw: Optional[Sequence[float]]
+                              ) -> Tuple[np.ndarray, np.ndarray]:
+    """(vog_score, percentile in the split) of each example, as arrays."""
     classes = np.asarray(target_classes, dtype=np.int64)
     ranked = np.asarray(values, dtype=np.float64)
     scores = np.empty(len(ranked))
@@ -280,6 +279,15 @@ class Ranking:
       if vog_raw is None:
         raise ValueError('the ranked value is not VoG; give vog_raw for vog_score')
       vog = self.vog_scores(split, classes, np.asarray(vog_raw, dtype=np.float64))
+    return vog, placed
+
+  def place_all(self, split: str, target_classes: Sequence[int], values: Sequence[float],
+                positions: Sequence[Position], vog_raw: Optional[Sequence[float]] = None
+                ) -> List[Tuple[float, float, int, str, int]]:
+    """(vog_score, vog_percentile, vog_decile, vog_bucket, review rank or 0) of each
+    example of one split, computed as arrays. `values` are the ranked values; `vog_raw`
+    is needed only when they are not VoG."""
+    vog, placed = self._scores_and_percentiles(split, target_classes, values, vog_raw)
     return [(float(z), float(p), decile_of(p), bucket_of(p, self.cuts),
              self.ranks.get(tuple(position), 0))
             for z, p, position in zip(vog, placed, positions)]
@@ -292,20 +300,8 @@ class Ranking:
     flagged) and raw_hard (1 when the ranked value, not normalised, is above the second
     cut among the split's). Review ranks are looked up among the file's flagged
     positions only."""
-    classes = np.asarray(target_classes, dtype=np.int64)
     ranked = np.asarray(values, dtype=np.float64)
-    scores = np.empty(len(ranked))
-    for c in np.unique(classes):
-      members = classes == c
-      scores[members] = self.classes[(split, int(c))].scores(ranked[members],
-                                                             self.normalize)
-    placed = self.percentiles(split, scores) if len(ranked) else np.empty(0)
-    if self.vog_stats is None:
-      vog = scores
-    else:
-      if vog_raw is None:
-        raise ValueError('the ranked value is not VoG; give vog_raw for vog_score')
-      vog = self.vog_scores(split, classes, np.asarray(vog_raw, dtype=np.float64))
+    vog, placed = self._scores_and_percentiles(split, target_classes, ranked, vog_raw)
     ranks = np.zeros(len(ranked), dtype=np.int64)
     mine = self._ranks_by_file().get((split, int(file_index)))
     if mine is not None and len(ranked):
@@ -321,7 +317,7 @@ class Ranking:
 
   def _ranks_by_file(self) -> Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]:
     """(split, file index) -> (sorted record indices, their review ranks), built once."""
-    if getattr(self, '_file_ranks', None) is None:
+    if self._file_ranks is None:
       grouped: Dict[Tuple[str, int], List[Tuple[int, int]]] = {}
       for (split, file_index, record_index), rank in self.ranks.items():
         grouped.setdefault((split, file_index), []).append((record_index, rank))
