@@ -118,15 +118,13 @@ def ranking_of(partials: Sequence[beam_audit.BatchPartials],
   combined here in memory (with exact quantiles)."""
   moments, vog_moments = collections.defaultdict(list), collections.defaultdict(list)
   values, candidates = collections.defaultdict(list), collections.defaultdict(list)
-  suspicions = collections.defaultdict(list)
   for part in partials:
     for target, pairs in ((moments, part.moments), (vog_moments, part.vog_moments),
                           (candidates, part.candidates)):
       for key, value in pairs:
         target[key].append(value)
-    for target, pairs in ((values, part.values), (suspicions, part.suspicions)):
-      for key, value in pairs:
-        target[key].extend(value)
+    for key, value in part.values:
+      values[key].extend(value)
   levels = np.linspace(0.0, 1.0, percentiles.NUM_QUANTILES)
   classes = {}
   for key, parts in moments.items():
@@ -134,17 +132,17 @@ def ranking_of(partials: Sequence[beam_audit.BatchPartials],
     classes[key] = percentiles.ClassScores(count, mean, std,
                                            tuple(np.quantile(values[key], levels).tolist()))
   normalize, budget = settings.rank_normalize, settings.inspection_budget
-  rows = {key: percentiles.select_candidates([c for part in parts for c in part],
-                                             max(budget, 1), normalize == 'abs-class')
+  rows = {key: percentiles.select_candidates(parts, max(budget, 1),
+                                             normalize == 'abs-class').rows()
           for key, parts in candidates.items()}
   vog = None if settings.ranked_by == beam_audit.VOG else {
       key: percentiles.MeanStd.merge(parts).result() for key, parts in vog_moments.items()}
+  ranks = percentiles.rank_for_review(classes, rows, normalize, budget)
+  flagged = {tuple(c[1]): c[2] for found in rows.values() for c in found
+             if tuple(c[1]) in ranks}
   return percentiles.Ranking(
-      normalize, settings.bucket_percentiles, classes,
-      percentiles.rank_for_review(classes, rows, normalize, budget), vog_stats=vog,
-      vog_normalize=settings.normalize,
-      signal_quantiles={key: tuple(np.quantile(v, levels).tolist())
-                        for key, v in suspicions.items()})
+      normalize, settings.bucket_percentiles, classes, ranks, vog_stats=vog,
+      vog_normalize=settings.normalize, flagged_suspicions=flagged)
 
 
 def main(argv=None):

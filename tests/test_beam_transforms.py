@@ -475,3 +475,31 @@ def test_placing_as_arrays_agrees_with_one_by_one(normalize):
     assert together[i][0] == z
     assert together[i][1] == pytest.approx(expected_p, abs=1e-9)
     assert together[i][4] == (1 if i == 4 else 0)
+
+
+@pytest.mark.parametrize('two_sided', [False, True])
+def test_candidates_picked_per_batch_and_merged_are_those_of_the_whole_class(two_sided):
+  # Many equal values: ties must go to the earlier position, as review_key says.
+  rng = np.random.default_rng(6)
+  k, n = 7, 300
+  values = np.round(rng.normal(size=n), 1)
+  files, records = np.repeat([0, 1, 2], 100), np.tile(np.arange(100), 3)
+  batches = [percentiles.batch_candidates(values[i:i + 25], 'train', int(files[i]),
+                                          records[i:i + 25], k, two_sided,
+                                          np.arange(i, i + 25)[:, None] * 1.0)
+             for i in range(0, n, 25)]
+  merged = percentiles.select_candidates(
+      [percentiles.select_candidates(batches[:5], k, two_sided),
+       percentiles.select_candidates(batches[5:], k, two_sided)], k, two_sided)
+  everything = [(float(v), ('train', int(f), int(r))) for v, f, r in zip(values, files, records)]
+  expected = set()
+  keys = [lambda c: percentiles.review_key(c[0], c[1]),
+          lambda c: percentiles.review_key(0.0, c[1])]
+  if two_sided:
+    keys.append(lambda c: percentiles.review_key(-c[0], c[1]))
+  for key in keys:
+    expected |= {c[1] for c in sorted(everything, key=key, reverse=True)[:k]}
+  rows = merged.rows()
+  assert {row[1] for row in rows} == expected
+  for value, (_, f, r), suspicions in rows:  # each keeps its own value and suspicions
+    assert value == values[f * 100 + r] and suspicions == (float(f * 100 + r),)

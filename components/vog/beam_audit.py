@@ -81,7 +81,7 @@ class BatchPartials(NamedTuple):
   moments: List[Tuple[ClassKey, percentiles.MeanStd]]
   vog_moments: List[Tuple[ClassKey, percentiles.MeanStd]]
   values: List[Tuple[ClassKey, List[float]]]
-  candidates: List[Tuple[ClassKey, List[percentiles.Candidate]]]
+  candidates: List[Tuple[ClassKey, percentiles.Candidates]]
 
 
 def batch_partials(batch: score_batch.ScoredBatch, rank_by: str, budget: int,
@@ -373,8 +373,8 @@ class MeanStdCombineFn(beam.CombineFn):
 
 
 class CandidatesCombineFn(beam.CombineFn):
-  """Lists of candidates for review -> the `k` highest, earliest and (`two_sided`)
-  lowest of them all (percentiles.select_candidates): bounded by 3k."""
+  """Candidates for review -> the `k` highest, earliest and (`two_sided`) lowest of
+  them all (percentiles.select_candidates, on columns): bounded by 3k."""
 
   def __init__(self, k: int, two_sided: bool):
     super().__init__()
@@ -382,18 +382,18 @@ class CandidatesCombineFn(beam.CombineFn):
     self._two_sided = two_sided
 
   def create_accumulator(self):
-    return []
+    return None
 
   def add_input(self, acc, candidates):
-    return percentiles.select_candidates(list(acc) + list(candidates), self._k,
-                                         self._two_sided)
+    return percentiles.select_candidates([acc, candidates], self._k, self._two_sided)
 
   def merge_accumulators(self, accumulators):
-    return percentiles.select_candidates([c for acc in accumulators for c in acc],
-                                         self._k, self._two_sided)
+    found = [acc for acc in accumulators if acc is not None]
+    return (percentiles.select_candidates(found, self._k, self._two_sided)
+            if found else None)
 
   def extract_output(self, acc):
-    return acc
+    return [] if acc is None else acc.rows()
 
 
 def _flat(field: str):

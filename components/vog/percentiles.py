@@ -18,7 +18,6 @@ is enough for everything the ranking needs, so the values cross no more than one
   global top K.
 """
 
-import heapq
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -387,42 +386,71 @@ def rank_for_review(classes: Dict[Tuple[str, int], ClassScores],
   return {position: rank for rank, (position, _) in enumerate(ordered, start=1)}
 
 
+class Candidates(NamedTuple):
+  """Candidates for review of one (split, class), as columns: the ranked value, the
+  position (file index, record index) and, in label mode, the suspicions
+  ([m, AGREEMENT_NAMES], [m, 0] without)."""
+  split: str
+  values: np.ndarray  # float64
+  file_index: np.ndarray  # int64
+  record_index: np.ndarray  # int64
+  suspicions: np.ndarray  # float64
+
+  def take(self, rows: np.ndarray) -> 'Candidates':
+    return Candidates(self.split, self.values[rows], self.file_index[rows],
+                      self.record_index[rows], self.suspicions[rows])
+
+  def rows(self) -> List[Candidate]:
+    """Each candidate as (value, position, suspicions)."""
+    return [(v, (self.split, f, r), tuple(s)) for v, f, r, s in zip(
+        self.values.tolist(), self.file_index.tolist(), self.record_index.tolist(),
+        self.suspicions.tolist())]
+
+
+def _chosen(c: Candidates, k: int, two_sided: bool) -> np.ndarray:
+  """The rows of `c` among its `k` highest values, `k` earliest positions and
+  (`two_sided`) `k` lowest values; ties by the earlier position (review_key)."""
+  if len(c.values) <= k:
+    return np.arange(len(c.values))
+  # lexsort sorts by its last key first.
+  by_value = np.lexsort((-c.record_index, -c.file_index, c.values))  # highest last
+  parts = [by_value[-k:], np.lexsort((c.record_index, c.file_index))[:k]]
+  if two_sided:
+    parts.append(np.lexsort((c.record_index, c.file_index, c.values))[:k])
+  return np.unique(np.concatenate(parts))
+
+
 def batch_candidates(values: np.ndarray, split: str, file_index: int,
                      record_index: np.ndarray, k: int, two_sided: bool,
-                     suspicions: Optional[np.ndarray] = None) -> List[Candidate]:
+                     suspicions: Optional[np.ndarray] = None) -> Candidates:
   """The candidates for review among one batch's examples of one class: its `k`
   highest values, with `two_sided` (abs-class) its `k` lowest too, and its `k` earliest
   positions (which rank first among equal scores); each once, with its row of
-  `suspicions` ([n, names]; () without)."""
+  `suspicions` ([n, names]; none without)."""
   n = len(values)
-  if n <= k:
-    chosen = np.arange(n)
-  else:
-    # Highest value first, the earlier position first among equal values.
-    by_value = np.lexsort((-record_index, values))
-    parts = [by_value[-k:], np.argsort(record_index, kind='stable')[:k]]
-    if two_sided:
-      parts.append(np.lexsort((record_index, values))[:k])
-    chosen = np.unique(np.concatenate(parts))
-  rows = (suspicions[chosen].tolist() if suspicions is not None and suspicions.size
-          else [()] * len(chosen))
-  return [(float(values[i]), (split, file_index, int(record_index[i])), tuple(row))
-          for i, row in zip(chosen.tolist(), rows)]
+  found = Candidates(split, np.asarray(values, dtype=np.float64),
+                     np.full(n, file_index, dtype=np.int64),
+                     np.asarray(record_index, dtype=np.int64),
+                     np.zeros((n, 0)) if suspicions is None
+                     else np.asarray(suspicions, dtype=np.float64).reshape(n, -1))
+  return found.take(_chosen(found, k, two_sided))
 
 
-def select_candidates(candidates: Iterable[Candidate], k: int, two_sided: bool
-                      ) -> List[Candidate]:
-  """What `batch_candidates` keeps, of candidates gathered from several batches: the
-  union of the `k` highest, (`two_sided`) the `k` lowest and the `k` earliest."""
-  rows = list({c[1]: c for c in candidates}.values())
-  if len(rows) <= k:
-    return rows
-  keep = {c[1]: c for c in heapq.nlargest(k, rows, key=lambda c: review_key(c[0], c[1]))}
-  keep.update((c[1], c) for c in heapq.nlargest(k, rows, key=lambda c: review_key(0.0, c[1])))
-  if two_sided:
-    keep.update((c[1], c) for c in heapq.nlargest(k, rows,
-                                                 key=lambda c: review_key(-c[0], c[1])))
-  return list(keep.values())
+def select_candidates(candidates: Iterable[Candidates], k: int, two_sided: bool
+                      ) -> Candidates:
+  """What `batch_candidates` keeps, of the candidates of one (split, class) gathered
+  from several batches (disjoint sets of examples): the union of the `k` highest, the
+  `k` earliest and (`two_sided`) the `k` lowest."""
+  parts = [c for c in candidates if c is not None]
+  if not parts:
+    raise ValueError('select_candidates needs at least one set of candidates')
+  width = max(p.suspicions.shape[1] for p in parts)
+  joined = Candidates(parts[0].split, np.concatenate([p.values for p in parts]),
+                      np.concatenate([p.file_index for p in parts]),
+                      np.concatenate([p.record_index for p in parts]),
+                      np.concatenate([p.suspicions.reshape(len(p.values), width)
+                                      for p in parts]))
+  return joined.take(_chosen(joined, k, two_sided))
 
 
 def deciles_of(percentiles: np.ndarray) -> np.ndarray:
