@@ -331,3 +331,14 @@ def test_a_baseline_ranked_otherwise_is_not_compared(runs):
   assert summary['drift']['splits'] == [] and report.summary.drift.per_class == ()
   # It still wrote its own history, so the audit after it can compare with it.
   assert len(fmt.history_files(os.path.join(out, 'report'))) == 3
+
+
+@pytest.mark.parametrize('row', [
+    fmt.HistoryRow('ex-1', 'train', 3, 1, 2, 97.5),
+    fmt.HistoryRow('quote " and é and \\\\ and \u2028', 'eval', 0, 0, 0, 1e-07),
+    fmt.HistoryRow('', 's', 12, 0, 0, 100.0)])
+def test_a_history_line_is_the_rows_json_and_reads_back(row):
+  line = fmt.history_row_line(row)
+  assert line == json.dumps(fmt.history_row_to_json(row), sort_keys=True,
+                            separators=(',', ':'))
+  assert fmt.history_row_from_json(json.loads(line)) == row

@@ -162,9 +162,7 @@ def write_history_shard(work_dir: str, shard: int, num_shards: int,
   """Writes one history shard whole, sorted by example_id."""
   rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
   path = os.path.join(work_dir, fmt.history_shard_name(shard, num_shards))
-  record_files.write_lines(path, (json.dumps(fmt.history_row_to_json(row), sort_keys=True,
-                                             separators=(',', ':')) for row in rows),
-                           gzip_level=6)
+  record_files.write_lines(path, map(fmt.history_row_line, rows), gzip_level=6)
 
 
 Then = Tuple[str, int, int]  # a baseline row as the match needs it: split, flagged, streak

@@ -318,6 +318,15 @@ def history_row_to_json(row: HistoryRow) -> Dict[str, Any]:
   return _to_json(row)
 
 
+def history_row_line(row: HistoryRow) -> str:
+  """`history_row_to_json(row)` as one compact JSON line with sorted keys, formatted
+  directly: a history shard holds a line per scored example."""
+  return ('{"class":%d,"example_id":%s,"flagged":%d,"percentile":%s,"split":%s,'
+          '"streak":%d}' % (row.class_id, json.dumps(row.example_id), row.flagged,
+                            json.dumps(float(row.percentile)), json.dumps(row.split),
+                            row.streak))
+
+
 def history_row_from_json(obj: Any, where: str = 'history row') -> HistoryRow:
   """The HistoryRow of one parsed line; refuses a wrong type or an impossible value."""
   row = HistoryRow(**_fields(HistoryRow, obj, where))
