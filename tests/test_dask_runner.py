@@ -338,3 +338,59 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
         drift_lib.read_history_shard(path))
   assert histories['dask'] == histories['direct']
   assert len(histories['dask']) == total
+
+
+def test_the_command_line_runs_the_audit_on_a_dask_cluster(dask_cluster, trained, tmp_path):
+  # What a user types: `vog-audit score --runner dask --dask-address HOST:PORT`; the
+  # partitions default to one per input file. It scores what the DirectRunner scores.
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  root, records = trained
+  examples = str(tmp_path / 'examples')
+  _write_split(examples, 'train', [records[:40], records[40:N_TRAIN]])
+  _write_split(examples, 'eval', [records[N_TRAIN:]])
+  common = ['score', '--model-run', os.path.join(root, 'run'), '--examples', examples,
+            '--batch-size', '16', '--inspection-budget', '8']
+  direct = CliRunner().invoke(cli, common + ['--output', str(tmp_path / 'direct')])
+  assert direct.exit_code == 0, direct.output
+  before = dask_cluster.executed_counts()
+  on_dask = CliRunner().invoke(cli, common + [
+      '--output', str(tmp_path / 'dask'), '--runner', 'dask',
+      '--dask-address', f'tcp://{dask_cluster.address}'])
+  assert on_dask.exit_code == 0, (on_dask.output, dask_cluster.logs())
+  after = dask_cluster.executed_counts()
+  assert all(after[a] > before.get(a, 0) for a in after), (before, after)
+  rows = {name: _scored_rows(str(tmp_path / name / 'difficulty_report'))
+          for name in ('direct', 'dask')}
+  assert len(rows['dask']) == N_TRAIN + N_EVAL
+  for key, copies in rows['direct'].items():
+    for row, other in zip(copies, rows['dask'][key]):
+      assert other['vog_raw'] == pytest.approx(row['vog_raw'], rel=1e-5), key
+      assert {k: other[k] for k in ('vog_percentile', 'vog_bucket', 'vog_flagged')} == \
+          {k: row[k] for k in ('vog_percentile', 'vog_bucket', 'vog_flagged')}, key
+  assert _flagged_rows(str(tmp_path / 'dask' / 'difficulty_report')) == _flagged_rows(
+      str(tmp_path / 'direct' / 'difficulty_report'))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--runner', 'dask'], '--runner dask needs --dask-address HOST:PORT'),
+    (['--runner', 'dask', '--dask-address', 'nowhere'],
+     "--dask-address 'nowhere' is not HOST:PORT"),
+    (['--runner', 'dask', '--dask-address', f'127.0.0.1:{_free_port()}'],
+     'no scheduler answers there'),
+    (['--dask-address', '127.0.0.1:8786'], '--dask-address and --dask-partitions go with '
+                                            '--runner dask'),
+    (['--runner', 'dask', '--beam-arg=--runner=DirectRunner', '--dask-address', 'a:1'],
+     '--runner dask and --beam-arg=--runner both name a runner'),
+])
+def test_the_command_line_refuses_a_dask_run_it_cannot_make(trained, tmp_path, args, message):
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  root, records = trained
+  examples = str(tmp_path / 'examples')
+  _write_split(examples, 'train', [records[:20]])
+  result = CliRunner().invoke(cli, ['score', '--model-run', os.path.join(root, 'run'),
+                                    '--examples', examples, '--output',
+                                    str(tmp_path / 'out')] + args)
+  assert result.exit_code == 2, result.output
+  assert message in result.stderr and 'Traceback' not in result.output

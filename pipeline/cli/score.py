@@ -15,6 +15,7 @@ import glob
 import logging as py_logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from typing import IO, List, Optional, Sequence
@@ -25,6 +26,9 @@ from components.vog.settings import VogSettings
 from pipeline.cli import fail
 
 SPLIT_PREFIX = 'Split-'
+RUNNERS = ('direct', 'dask')
+DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+DASK_CONNECT_TIMEOUT_S = 5
 DEFAULTS = VogSettings()
 # Runners whose workers run on this machine, where they can write the progress folder.
 LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
@@ -102,6 +106,15 @@ def split_patterns_of(path: str):
               show_default=True, help='gzip or none.')
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
+@click.option('--runner', 'runner', type=click.Choice(RUNNERS), default='direct',
+              show_default=True,
+              help='direct: Beam\'s DirectRunner in this process; dask: the workers of a '
+              'dask.distributed scheduler (--dask-address).')
+@click.option('--dask-address', default=None,
+              help='HOST:PORT of the dask.distributed scheduler, with --runner dask.')
+@click.option('--dask-partitions', default=None, type=int,
+              help='Dask partitions of each step, with --runner dask; by default one per '
+              'input file.')
 @click.option('--beam-arg', 'beam_args', multiple=True,
               help='Beam pipeline argument (repeatable), e.g. --beam-arg=--runner=DirectRunner.')
 @click.option('--baseline', default=None, type=click.Path(file_okay=False),
@@ -112,7 +125,8 @@ def split_patterns_of(path: str):
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
           example_id_key, rank_by, gradient_layers, pad_id, copy_splits, output_compression,
-          module_file, beam_args, baseline, transform_graph):
+          module_file, runner, dask_address, dask_partitions, beam_args, baseline,
+          transform_graph):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -164,8 +178,10 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
              f'{len(plan.entries)} checkpoints (steps '
              f'{", ".join(str(e.step) for e in plan.entries)}), '
              f'batches of {settings.batch_size}')
+  beam_args = list(beam_args) + runner_args(runner, dask_address, dask_partitions,
+                                            len(files), beam_args)
   started = time.time()
-  pipeline = beam.Pipeline(argv=list(beam_args))
+  pipeline = beam.Pipeline(argv=beam_args)
   stream = click.get_text_stream('stderr')
   try:
     if _shows_bar(stream, beam_args):
@@ -196,6 +212,40 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
 
 def _size_text(size: int) -> str:
   return f'{size / 1e6:.1f} MB' if size >= 1e5 else f'{size / 1e3:.1f} kB'
+
+
+def runner_args(runner: str, dask_address: Optional[str], partitions: Optional[int],
+                num_files: int, beam_args: Sequence[str]) -> List[str]:
+  """The Beam arguments --runner names: none for direct; for dask the DaskRunner's class
+  path, the scheduler's address and the partitions (by default one per input file, so
+  that each file's work can go to its own worker).
+
+  Refuses (exit 2, one line) --runner dask without a reachable --dask-address, a
+  --dask-address or --dask-partitions without it, a partition count below 1, and a
+  --beam-arg=--runner beside --runner dask.
+  """
+  if runner != 'dask':
+    if dask_address or partitions is not None:
+      fail('--dask-address and --dask-partitions go with --runner dask')
+    return []
+  if _runner_of(beam_args) is not None:
+    fail('--runner dask and --beam-arg=--runner both name a runner; give one of them')
+  if not dask_address:
+    fail('--runner dask needs --dask-address HOST:PORT of a dask.distributed scheduler '
+         '(start one with `dask scheduler`, and workers with `dask worker HOST:PORT`)')
+  address = dask_address[len('tcp://'):] if dask_address.startswith('tcp://') else dask_address
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    fail(f'--dask-address {dask_address!r} is not HOST:PORT, e.g. 127.0.0.1:8786')
+  try:
+    socket.create_connection((host, int(port)), timeout=DASK_CONNECT_TIMEOUT_S).close()
+  except OSError as e:
+    fail(f'--dask-address {dask_address}: no scheduler answers there ({e}); start one with '
+         '`dask scheduler` and give its address')
+  if partitions is not None and partitions < 1:
+    fail(f'--dask-partitions {partitions}; give 1 or more')
+  return [f'--runner={DASK_RUNNER}', f'--dask_client_address={address}',
+          f'--dask_npartitions={partitions or max(num_files, 1)}']
 
 
 def _runner_of(beam_args: Sequence[str]) -> Optional[str]:
