@@ -9,9 +9,6 @@ import collections
 import glob
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import distributed
@@ -25,57 +22,29 @@ from components.vog import score_table
 from components.vog.settings import VogSettings
 import apache_beam as beam
 import fixtures
+import service_processes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
 NUM_WORKERS = 2
 START_TIMEOUT_S = 90
 N_TRAIN, N_EVAL = 80, 40
 
 
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _tail(path: str, lines: int = 40) -> str:
-  try:
-    with open(path, errors='replace') as f:
-      return ''.join(f.readlines()[-lines:])
-  except OSError as e:
-    return f'(unreadable: {e})'
-
-
-class DaskCluster:
+class DaskCluster(service_processes.ServiceProcesses):
   """A scheduler and single-threaded workers started as processes; `stop()` ends them."""
 
   def __init__(self, root: str):
-    self.root = root
-    self.port = _free_port()
+    super().__init__(root, service_processes.service_env())
+    self.port = service_processes.free_port()
     self.address = f'127.0.0.1:{self.port}'
-    self.env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
-                    PYTHONHASHSEED='0', PYTHONWARNINGS='ignore::FutureWarning',
-                    PYTHONPATH=os.pathsep.join(
-                        [REPO, os.path.join(REPO, 'tests')]
-                        + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
-                           if p]))
-    self.processes = {}  # name -> (Popen, log path)
     self.client = None
 
-  def _start(self, name, args):
-    log = os.path.join(self.root, f'{name}.log')
-    with open(log, 'wb') as out:
-      proc = subprocess.Popen([sys.executable, '-m'] + args, env=self.env, cwd=self.root,
-                              stdout=out, stderr=subprocess.STDOUT)
-    self.processes[name] = (proc, log)
-
   def start(self):
-    self._start('scheduler', ['distributed.cli.dask_scheduler', '--host', '127.0.0.1',
-                              '--port', str(self.port), '--no-dashboard'])
+    self.start_module('scheduler', ['distributed.cli.dask_scheduler', '--host', '127.0.0.1',
+                                    '--port', str(self.port), '--no-dashboard'])
     for i in range(NUM_WORKERS):
       # --no-nanny: the worker is the process started here, so its pid is known.
-      self._start(f'worker-{i}', [
+      self.start_module(f'worker-{i}', [
           'distributed.cli.dask_worker', f'tcp://{self.address}', '--host', '127.0.0.1',
           '--nworkers', '1', '--nthreads', '1', '--no-nanny', '--no-dashboard',
           '--name', f'vog-worker-{i}', '--death-timeout', '120',
@@ -91,8 +60,7 @@ class DaskCluster:
         seen = len(self.client.scheduler_info()['workers'])
       except Exception:  # pylint: disable=broad-except
         seen = 0
-      logs = '\n'.join(f'--- {name} (exit code {proc.poll()}) ---\n{_tail(log)}'
-                       for name, (proc, log) in self.processes.items())
+      logs = self.logs()
       self.stop()
       pytest.fail(f'the dask cluster at {self.address} did not report {NUM_WORKERS} '
                   f'workers within {START_TIMEOUT_S}s (it has {seen}): '
@@ -106,10 +74,6 @@ class DaskCluster:
     """{worker address: tasks it has run so far}."""
     return self.client.run(lambda dask_worker: dask_worker.state.executed_count)
 
-  def logs(self) -> str:
-    return '\n'.join(f'--- {name} ---\n{_tail(log)}'
-                     for name, (_, log) in self.processes.items())
-
   def stop(self):
     if self.client is not None:
       self.client.close()
@@ -122,15 +86,7 @@ class DaskCluster:
       except ValueError:
         break
       leftover.close()
-    for proc, _ in self.processes.values():
-      if proc.poll() is None:
-        proc.terminate()
-    for proc, _ in self.processes.values():
-      try:
-        proc.wait(timeout=20)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    self.stop_processes()
 
 
 @pytest.fixture(scope='module')
@@ -376,7 +332,7 @@ def test_the_command_line_runs_the_audit_on_a_dask_cluster(dask_cluster, trained
     (['--runner', 'dask'], '--runner dask needs --dask-address HOST:PORT'),
     (['--runner', 'dask', '--dask-address', 'nowhere'],
      "--dask-address 'nowhere' is not HOST:PORT"),
-    (['--runner', 'dask', '--dask-address', f'127.0.0.1:{_free_port()}'],
+    (['--runner', 'dask', '--dask-address', f'127.0.0.1:{service_processes.free_port()}'],
      'no scheduler answers there'),
     (['--dask-address', '127.0.0.1:8786'], '--dask-address and --dask-partitions go with '
                                             '--runner dask'),

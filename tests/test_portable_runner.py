@@ -38,9 +38,7 @@ import concurrent.futures
 import glob
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -53,27 +51,13 @@ from components.vog import report_format
 from components.vog.settings import VogSettings
 import apache_beam as beam
 import fixtures
+import service_processes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 90
 # One audit on the portable runner. A harness that cannot start (say `python` on the
 # pool's PATH lacks Beam) leaves the job waiting for it for ever; this fails it instead.
 RUN_TIMEOUT_S = 180
 N_TRAIN, N_EVAL = 80, 40
-
-
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _tail(path: str, lines: int = 40) -> str:
-  try:
-    with open(path, errors='replace') as f:
-      return ''.join(f.readlines()[-lines:])
-  except OSError as e:
-    return f'(unreadable: {e})'
 
 
 def _accepts(port: int) -> bool:
@@ -84,40 +68,25 @@ def _accepts(port: int) -> bool:
     return False
 
 
-class PortableServices:
+class PortableServices(service_processes.ServiceProcesses):
   """Beam's job service and an SDK worker pool started as processes; `stop()` ends them."""
 
   def __init__(self, root: str):
-    self.root = root
-    self.job_port = _free_port()
-    self.pool_port = _free_port()
     # The pool starts `python` from PATH for each SDK harness, with this environment:
     # the venv's interpreter first, the legacy Keras TF needs, this repository.
-    self.env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
-                    PYTHONHASHSEED='0', PYTHONWARNINGS='ignore::FutureWarning',
-                    PATH=os.pathsep.join([os.path.dirname(sys.executable),
-                                          os.environ.get('PATH', '')]),
-                    PYTHONPATH=os.pathsep.join(
-                        [REPO, os.path.join(REPO, 'tests')]
-                        + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
-                           if p]))
-    self.processes = {}  # name -> (Popen, log path)
-
-  def _start(self, name, args):
-    log = os.path.join(self.root, f'{name}.log')
-    with open(log, 'wb') as out:
-      proc = subprocess.Popen([sys.executable, '-m'] + args, env=self.env, cwd=self.root,
-                              stdout=out, stderr=subprocess.STDOUT)
-    self.processes[name] = (proc, log)
+    super().__init__(root, service_processes.service_env(PATH=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get('PATH', '')])))
+    self.job_port = service_processes.free_port()
+    self.pool_port = service_processes.free_port()
 
   @property
   def pool_pid(self) -> int:
     return self.processes['worker-pool'][0].pid
 
   def start(self):
-    self._start('job-service', ['apache_beam.runners.portability.local_job_service_main',
+    self.start_module('job-service', ['apache_beam.runners.portability.local_job_service_main',
                                 '--port', str(self.job_port)])
-    self._start('worker-pool', ['apache_beam.runners.worker.worker_pool_main',
+    self.start_module('worker-pool', ['apache_beam.runners.worker.worker_pool_main',
                                 '--service_port', str(self.pool_port)])
     deadline = time.monotonic() + START_TIMEOUT_S
     waiting = {'job-service': self.job_port, 'worker-pool': self.pool_port}
@@ -142,22 +111,10 @@ class PortableServices:
     return ['--runner=PortableRunner', f'--job_endpoint=localhost:{self.job_port}',
             '--environment_type=EXTERNAL', f'--environment_config=localhost:{self.pool_port}']
 
-  def logs(self) -> str:
-    return '\n'.join(f'--- {name} (exit code {proc.poll()}) ---\n{_tail(log)}'
-                     for name, (proc, log) in self.processes.items())
-
   def stop(self):
-    for name, (proc, _) in self.processes.items():
-      if proc.poll() is None:
-        # On SIGINT the pool exits through its atexit hook, which stops the SDK
-        # harnesses it started; SIGTERM would skip that hook.
-        proc.send_signal(signal.SIGINT if name == 'worker-pool' else signal.SIGTERM)
-    for proc, _ in self.processes.values():
-      try:
-        proc.wait(timeout=20)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    # On SIGINT the pool exits through its atexit hook, which stops the SDK harnesses
+    # it started; SIGTERM would skip that hook.
+    self.stop_processes(interrupt=['worker-pool'])
 
 
 @pytest.fixture(scope='module')
