@@ -56,6 +56,15 @@ def write_examples_artifact(uri: str, splits: Dict[str, List[bytes]]) -> Dict[st
   return patterns
 
 
+def write_split(uri: str, split: str, shards: Sequence[Sequence[bytes]]) -> str:
+  """Writes one split of an Examples artifact as gzip shards (data_tfrecord-k-of-n.gz),
+  one per list of records; returns its file pattern."""
+  for i, records in enumerate(shards):
+    write_records(os.path.join(uri, f'Split-{split}',
+                               f'data_tfrecord-{i:05d}-of-{len(shards):05d}.gz'), records)
+  return os.path.join(uri, f'Split-{split}', '*')
+
+
 def score_rows(report_dir: str) -> Dict[tuple, Dict[str, object]]:
   """{(split, example_id): its VoG fields} from a report's score table, the scores of
   every split whether its examples were copied or not. Copies of one id keep the last."""

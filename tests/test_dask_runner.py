@@ -120,14 +120,6 @@ def trained(tmp_path_factory):
   return root, records
 
 
-def _write_split(uri, split, shards):
-  for i, records in enumerate(shards):
-    fixtures.write_records(
-        os.path.join(uri, f'Split-{split}', f'data_tfrecord-{i:05d}-of-{len(shards):05d}.gz'),
-        records)
-  return os.path.join(uri, f'Split-{split}', '*')
-
-
 def _scored_rows(report_dir):
   """{(split, example_id): [rows of each copy, sorted]} from the audit's score table."""
   rows = collections.defaultdict(list)
@@ -173,8 +165,8 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
   train_shards = [train[:40] + [train[3]], train[40:] + [train[3]]]
   eval_shards = [evaluation[:20] + [evaluation[7]], evaluation[20:]]
   examples = str(tmp_path / 'examples')
-  patterns = {'train': _write_split(examples, 'train', train_shards),
-              'eval': _write_split(examples, 'eval', eval_shards)}
+  patterns = {'train': fixtures.write_split(examples, 'train', train_shards),
+              'eval': fixtures.write_split(examples, 'eval', eval_shards)}
   expected_copies = collections.Counter(
       {('train', f'ex-{i}'): 1 for i in range(N_TRAIN)})
   expected_copies.update({('eval', f'ex-{i}'): 1 for i in range(N_TRAIN, N_TRAIN + N_EVAL)})
@@ -303,8 +295,8 @@ def test_the_command_line_runs_the_audit_on_a_dask_cluster(dask_cluster, trained
   from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
   root, records = trained
   examples = str(tmp_path / 'examples')
-  _write_split(examples, 'train', [records[:40], records[40:N_TRAIN]])
-  _write_split(examples, 'eval', [records[N_TRAIN:]])
+  fixtures.write_split(examples, 'train', [records[:40], records[40:N_TRAIN]])
+  fixtures.write_split(examples, 'eval', [records[N_TRAIN:]])
   common = ['score', '--model-run', os.path.join(root, 'run'), '--examples', examples,
             '--batch-size', '16', '--inspection-budget', '8']
   direct = CliRunner().invoke(cli, common + ['--output', str(tmp_path / 'direct')])
@@ -344,7 +336,7 @@ def test_the_command_line_refuses_a_dask_run_it_cannot_make(trained, tmp_path, a
   from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
   root, records = trained
   examples = str(tmp_path / 'examples')
-  _write_split(examples, 'train', [records[:20]])
+  fixtures.write_split(examples, 'train', [records[:20]])
   result = CliRunner().invoke(cli, ['score', '--model-run', os.path.join(root, 'run'),
                                     '--examples', examples, '--output',
                                     str(tmp_path / 'out')] + args)

@@ -157,14 +157,6 @@ def trained(tmp_path_factory):
   return root, records
 
 
-def _write_split(uri, split, shards):
-  for i, records in enumerate(shards):
-    fixtures.write_records(
-        os.path.join(uri, f'Split-{split}', f'data_tfrecord-{i:05d}-of-{len(shards):05d}.gz'),
-        records)
-  return os.path.join(uri, f'Split-{split}', '*')
-
-
 def _eval_copies(folder):
   """The example ids of the scored eval split (the split copied in full)."""
   ids = []
@@ -250,8 +242,8 @@ def test_portable_runner_matches_the_direct_runner(portable, trained, tmp_path):
   root, records = trained
   train, evaluation = records[:N_TRAIN], records[N_TRAIN:]
   examples = str(tmp_path / 'examples')
-  patterns = {'train': _write_split(examples, 'train', [train[:40], train[40:]]),
-              'eval': _write_split(examples, 'eval', [evaluation])}
+  patterns = {'train': fixtures.write_split(examples, 'train', [train[:40], train[40:]]),
+              'eval': fixtures.write_split(examples, 'eval', [evaluation])}
   pid_log = str(tmp_path / 'loads.jsonl')
   module_file = str(tmp_path / 'pid_module.py')
   with open(module_file, 'w') as f:
