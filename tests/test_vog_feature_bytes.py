@@ -1,6 +1,8 @@
 """vog_feature_suffixes: the byte-level batch encoder of the VoG fields reads back, once
 appended to a record, as the same example with_vog_features gives."""
 
+from typing import Any, Mapping, Optional
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -63,6 +65,37 @@ def _columns(rng, n, with_signals=True):
   return columns
 
 
+def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
+                      fields: Mapping[str, Any], has_example_id: bool,
+                      signal_values: Optional[Mapping[str, float]] = None) -> bytes:
+  """The example with the VoG fields added (and its id when it had none), one
+  tf.train.Example per record: the oracle the byte encoder is checked against.
+
+  `fields` maps every report_format.VOG_FIELDS name to its value; `signal_values` the
+  label-error signals (signals.py) by field name, counts (audit_forgetting) as integers.
+
+  Appends a serialized Example holding only the new features: protobuf merges the
+  two on parsing, so the original bytes stay as they were and a feature of the same
+  name (from an earlier audit) is replaced.
+  """
+  extra = tf.train.Example()
+  feature = extra.features.feature
+  if not has_example_id:
+    feature[example_id_key].bytes_list.value.append(example_id.encode('utf-8'))
+  for key in fmt.FLOAT_FIELDS:
+    feature[key].float_list.value.append(float(fields[key]))
+  for key in fmt.INT_FIELDS:
+    feature[key].int64_list.value.append(int(fields[key]))
+  for key in fmt.BYTES_FIELDS:
+    feature[key].bytes_list.value.append(str(fields[key]).encode('utf-8'))
+  for key, value in (signal_values or {}).items():
+    if key in fmt.INT_SIGNALS:
+      feature[key].int64_list.value.append(int(value))
+    else:
+      feature[key].float_list.value.append(float(value))
+  return serialized + extra.SerializeToString()
+
+
 def _old(record, columns, i, example_id, with_signals):
   """with_vog_features for example i of `columns`; example_id None: it has its id."""
   fields = {k: float(columns[k][i]) for k in fmt.FLOAT_FIELDS}
@@ -73,8 +106,8 @@ def _old(record, columns, i, example_id, with_signals):
     signals = {k: (int(columns[k][i]) if k in fmt.INT_SIGNALS else float(columns[k][i]))
                for k in fmt.SIGNAL_FIELDS}
   has_id = example_id is None
-  return examples_io.with_vog_features(record, ID_KEY, 'unused' if has_id else example_id,
-                                       fields, has_id, signals)
+  return with_vog_features(record, ID_KEY, 'unused' if has_id else example_id, fields,
+                           has_id, signals)
 
 
 def _features(serialized):

@@ -429,46 +429,17 @@ class ExampleParser:
     return label, None
 
 
-def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
-                      fields: Mapping[str, Any], has_example_id: bool,
-                      signal_values: Optional[Mapping[str, float]] = None) -> bytes:
-  """The example with the VoG fields added (and its id when it had none).
-
-  `fields` maps every report_format.VOG_FIELDS name to its value; `signal_values` the
-  label-error signals (signals.py) by field name, counts (audit_forgetting) as integers.
-
-  Appends a serialized Example holding only the new features: protobuf merges the
-  two on parsing, so the original bytes stay as they were and a feature of the same
-  name (from an earlier audit) is replaced.
-  """
-  extra = tf.train.Example()
-  feature = extra.features.feature
-  if not has_example_id:
-    feature[example_id_key].bytes_list.value.append(example_id.encode('utf-8'))
-  for key in fmt.FLOAT_FIELDS:
-    feature[key].float_list.value.append(float(fields[key]))
-  for key in fmt.INT_FIELDS:
-    feature[key].int64_list.value.append(int(fields[key]))
-  for key in fmt.BYTES_FIELDS:
-    feature[key].bytes_list.value.append(str(fields[key]).encode('utf-8'))
-  for key, value in (signal_values or {}).items():
-    if key in fmt.INT_SIGNALS:
-      feature[key].int64_list.value.append(int(value))
-    else:
-      feature[key].float_list.value.append(float(value))
-  return serialized + extra.SerializeToString()
-
-
 def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
                          example_ids: Optional[Sequence[Optional[str]]] = None,
                          with_signals: bool = True) -> List[bytes]:
   """Per example of a batch, the bytes that add its VoG fields to its serialized record.
 
-  The batch form of `with_vog_features`: `record + suffix` parses as the example with
-  the VoG fields added, a feature of the same name (from an earlier audit) replaced.
-  Each suffix is the wire encoding of a tf.train.Example holding only the new
-  features, built by joining pieces encoded once per batch (floats through NumPy), so
-  a record costs a few microseconds, not a Python tf.train.Example.
+  `record + suffix` parses as the example with the VoG fields added (and its id when
+  it had none), a feature of the same name (from an earlier audit) replaced: protobuf
+  merges the two on parsing, so the original bytes stay as they were. Each suffix is
+  the wire encoding of a tf.train.Example holding only the new features, built by
+  joining pieces encoded once per batch (floats through NumPy), so a record costs a few
+  microseconds, not a Python tf.train.Example.
 
   Args:
     columns: one batch of n examples, as 1-D columns of length n by field name: every
