@@ -23,7 +23,8 @@ of the process) and of wall time:
   flagged rows  the file's flagged examples' report rows (beam_writers._flagged_rows);
   tally         the file's counts for the summary (audit_summary.file_counts);
   score table   its Parquet shard (score_table.write_shard);
-  history       its history rows and shard (drift.write_history_shard);
+  history       its history lines and shard (beam_writers.history_lines,
+                drift.write_history_lines);
 and, for a split that is copied into scored_examples (`copy_splits`):
   vog suffixes  the VoG fields' bytes of every example (examples_io.vog_feature_suffixes);
   copy read     the file read again;
@@ -240,9 +241,9 @@ def main(argv=None):
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'],
           joined.signals)),
       'score table': _timed(lambda: score_table.write_shard(
-          table_path, score_table_columns(joined, placed, rank_by))),
-      'history': _timed(lambda: drift.write_history_shard(
-          work, 0, 1, beam_writers.history_rows(joined, placed))),
+          table_path, score_table_columns(joined, placed))),
+      'history': _timed(lambda: drift.write_history_lines(
+          work, 0, 1, beam_writers.history_lines(joined, placed))),
       'vog suffixes': _timed(vog_suffixes),
       'copy read': _timed(read),
       'copy write': _timed(copy_write),

@@ -94,21 +94,22 @@ def scored_file_path(output_dir: str, split: str, file_index: int, num_files: in
 def _placed_columns(batch: ScoredBatch, ranking: percentiles.Ranking, rank_by: str
                     ) -> Dict[str, np.ndarray]:
   """Every VoG field of a file's examples as columns (Ranking.place_file)."""
-  placed = ranking.place_file(batch.split, batch.file_index, batch.target_class,
-                              score_batch.rank_values(batch, rank_by), batch.record_index,
-                              batch.vog_raw)
+  ranked = score_batch.rank_values(batch, rank_by)
+  placed = ranking.place_file(batch.split, batch.file_index, batch.target_class, ranked,
+                              batch.record_index, batch.vog_raw)
   placed['vog_flagged'] = (placed['review_rank'] > 0).astype(np.int64)
+  placed['rank_value'] = ranked
   return placed
 
 
-def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray],
-                         rank_by: str) -> Dict[str, Any]:
+def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray]
+                         ) -> Dict[str, Any]:
   columns = {
       'example_id': batch.example_id, 'file_index': np.full(len(batch), batch.file_index),
       'record_index': batch.record_index, 'label': batch.label,
       fmt.VOG_TARGET_CLASS: batch.target_class, 'predicted_class': batch.predicted_class,
       fmt.VOG_RAW: batch.vog_raw, fmt.VOG_SCORE: placed['vog_score'],
-      'rank_value': score_batch.rank_values(batch, rank_by),
+      'rank_value': placed['rank_value'],
       fmt.VOG_PERCENTILE: placed['vog_percentile'], fmt.VOG_DECILE: placed['vog_decile'],
       fmt.VOG_BUCKET: placed['bucket'], fmt.VOG_FLAGGED: placed['vog_flagged'],
       'review_rank': placed['review_rank']}
@@ -121,8 +122,8 @@ def _empty_columns(with_signals: bool) -> Dict[str, Any]:
   empty = score_batch.ScoredBatch('', 0, [], [], [], [], [], [], [],
                                   np.zeros((0, len(fmt.SIGNAL_FIELDS) if with_signals else 0)))
   nothing = {k: np.zeros(0) for k in ('vog_score', 'vog_percentile', 'vog_decile', 'bucket',
-                                      'vog_flagged', 'review_rank')}
-  return _score_table_columns(empty, nothing, fmt.VOG)
+                                      'vog_flagged', 'review_rank', 'rank_value')}
+  return _score_table_columns(empty, nothing)
 
 
 def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
@@ -199,14 +200,15 @@ class SumAgreementCounts(beam.CombineFn):
     return acc
 
 
-def history_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray]
-                 ) -> List[fmt.HistoryRow]:
-  """The history rows of a file's examples when there is no baseline: a streak of 1
-  for a flagged example, 0 otherwise."""
-  flagged = placed['vog_flagged'].tolist()
-  return [fmt.HistoryRow(i, batch.split, c, f, f, p) for i, c, f, p in zip(
-      batch.example_id, batch.target_class.tolist(), flagged,
-      placed['vog_percentile'].tolist())]
+def history_lines(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> List[str]:
+  """The history shard's lines of a file's examples when there is no baseline (a
+  streak of 1 for a flagged example, 0 otherwise), in the shard's order (example_id,
+  then percentile), formatted from the columns."""
+  ids, percentile = batch.example_id, placed['vog_percentile'].tolist()
+  classes, flagged = batch.target_class.tolist(), placed['vog_flagged'].tolist()
+  order = sorted(range(len(ids)), key=lambda i: (ids[i], percentile[i]))
+  return [fmt.history_line(ids[i], batch.split, classes[i], flagged[i], flagged[i],
+                           percentile[i]) for i in order]
 
 
 class _WriteFile(beam.DoFn):
@@ -244,7 +246,7 @@ class _WriteFile(beam.DoFn):
       unmatched += len(batch) - len(scored_at)  # two scores for one record
     score_table.write_shard(
         score_table.shard_path(out.work_dir, split, file_index, num_files),
-        _score_table_columns(batch, placed, out.rank_by) if batch is not None
+        _score_table_columns(batch, placed) if batch is not None
         else _empty_columns(out.with_signals),
         compression='zstd' if out.compression == 'gzip' else 'none')
     if split in out.copy_splits:
@@ -263,10 +265,10 @@ class _WriteFile(beam.DoFn):
           split, batch.target_class, batch.label, batch.predicted_class,
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'], batch.signals))
       if out.write_history:
-        rows = history_rows(batch, placed)
+        lines = history_lines(batch, placed)
         shard = out.history_shard_of[(split, file_index)]
-        drift_lib.write_history_shard(out.work_dir, shard, out.num_history_shards, rows)
-        yield 'tally', audit_summary.history_written_tally(split, len(rows))
+        drift_lib.write_history_lines(out.work_dir, shard, out.num_history_shards, lines)
+        yield 'tally', audit_summary.history_written_tally(split, len(lines))
       else:
         for shard, chunk in drift_lib.history_chunks(
             batch, placed, out.num_history_shards).items():

@@ -161,8 +161,14 @@ def write_history_shard(work_dir: str, shard: int, num_shards: int,
                         rows: Sequence[fmt.HistoryRow]) -> None:
   """Writes one history shard whole, sorted by example_id."""
   rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
+  write_history_lines(work_dir, shard, num_shards, map(fmt.history_row_line, rows))
+
+
+def write_history_lines(work_dir: str, shard: int, num_shards: int,
+                        lines: Iterable[str]) -> None:
+  """Writes one history shard whole from its lines, already in the shard's order."""
   path = os.path.join(work_dir, fmt.history_shard_name(shard, num_shards))
-  record_files.write_lines(path, map(fmt.history_row_line, rows), gzip_level=6)
+  record_files.write_lines(path, lines, gzip_level=6)
 
 
 Then = Tuple[str, int, int]  # a baseline row as the match needs it: split, flagged, streak

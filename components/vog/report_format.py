@@ -318,13 +318,20 @@ def history_row_to_json(row: HistoryRow) -> Dict[str, Any]:
   return _to_json(row)
 
 
-def history_row_line(row: HistoryRow) -> str:
-  """`history_row_to_json(row)` as one compact JSON line with sorted keys, formatted
-  directly: a history shard holds a line per scored example."""
+def history_line(example_id: str, split: str, class_id: int, flagged: int, streak: int,
+                 percentile: float) -> str:
+  """The history shard line of one example: `history_row_to_json` of its HistoryRow as
+  compact JSON with sorted keys, formatted directly (a shard holds a line per scored
+  example)."""
   return ('{"class":%d,"example_id":%s,"flagged":%d,"percentile":%s,"split":%s,'
-          '"streak":%d}' % (row.class_id, json.dumps(row.example_id), row.flagged,
-                            json.dumps(float(row.percentile)), json.dumps(row.split),
-                            row.streak))
+          '"streak":%d}' % (class_id, json.dumps(example_id), flagged,
+                            json.dumps(float(percentile)), json.dumps(split), streak))
+
+
+def history_row_line(row: HistoryRow) -> str:
+  """`history_line` of a HistoryRow."""
+  return history_line(row.example_id, row.split, row.class_id, row.flagged, row.streak,
+                      row.percentile)
 
 
 def history_row_from_json(obj: Any, where: str = 'history row') -> HistoryRow:
