@@ -276,6 +276,8 @@ def test_psi_is_zero_for_the_same_histogram_and_grows_with_the_shift():
       'percentile': 300.0}, 'percentile 300'),
     ({'example_id': 5, 'split': 't', 'class': 1, 'flagged': 0, 'streak': 0,
       'percentile': 3.0}, "'example_id' is an integer"),
+    ({'example_id': 'a', 'split': 't', 'class': 1, 'flagged': 1, 'streak': 2 ** 63 - 1,
+      'percentile': 3.0}, 'more audits in a row than any schedule makes'),
     ([], 'expected an object'),
 ])
 def test_history_rows_are_checked_like_outside_input(row, problem):

@@ -206,7 +206,7 @@ class _ReadHistory(beam.DoFn):
       yield 'rows', (shard, ThenChunk(
           [r.example_id for r in rows], [r.split for r in rows],
           np.asarray([r.flagged for r in rows], dtype=np.int8),
-          np.asarray([min(r.streak, 2 ** 31 - 1) for r in rows], dtype=np.int32)))
+          np.asarray([r.streak for r in rows], dtype=np.int32)))  # <= MAX_STREAK
 
 
 class _MatchShard(beam.DoFn):

@@ -337,12 +337,19 @@ def history_row_line(row: HistoryRow) -> str:
 def history_row_from_json(obj: Any, where: str = 'history row') -> HistoryRow:
   """The HistoryRow of one parsed line; refuses a wrong type or an impossible value."""
   row = HistoryRow(**_fields(HistoryRow, obj, where))
+  if row.streak > MAX_STREAK:
+    _fail(where, f'has streak={row.streak}, more audits in a row than any schedule makes '
+                 f'(at most {MAX_STREAK:,})')
   if row.flagged not in (0, 1) or row.streak < 0 or (row.streak > 0) != bool(row.flagged):
     _fail(where, f'has flagged={row.flagged} and streak={row.streak}; a flagged example has '
                  'a streak >= 1 and an unflagged one 0')
   if not 0.0 <= row.percentile <= 100.0:
     _fail(where, f'has percentile {row.percentile}; expected 0..100')
   return row
+
+
+# A streak counts audits in a row; one a minute for four thousand years stays below this.
+MAX_STREAK = 2 ** 31 - 1
 
 
 def history_shard_name(index: int, count: int) -> str:
