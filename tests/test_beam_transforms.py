@@ -218,6 +218,51 @@ def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
                           for c in range(3)]), label='stats')
 
 
+def test_each_file_gets_only_its_own_ranks_and_places_them_as_the_whole_ranking():
+  # Two splits, three files each, ranked by a signal with agreement: the part of the
+  # Ranking a file's writer gets places every example of the file exactly as the whole
+  # Ranking does, carries its own flagged examples only, and stays small as the
+  # budget grows: no file receives the other files' ranks.
+  rng = np.random.default_rng(5)
+  batches = []
+  for split in ('train', 'eval'):
+    for f in range(3):
+      n = 40
+      raw = rng.gamma(2.0, 1.0, n).astype(np.float32).astype(np.float64)
+      classes = rng.integers(0, 3, n)
+      values = rng.normal(size=(n, 7)).astype(np.float32)
+      batches.append(_batch(split, list(range(n)), raw, classes, values, file_index=f))
+  budget = 60
+  with TestPipeline() as p:
+    out = _summarize(p, batches, 'class', budget, rank_by='confidence',
+                     vog_normalize='class')
+
+    def check(whole):
+      assert len(whole.ranks) == budget
+      reached = []
+      for b in batches:
+        part = whole.for_file(b.split, b.file_index)
+        assert set(part.ranks) == {p for p in whole.ranks
+                                   if p[:2] == (b.split, b.file_index)}
+        ranked = score_batch.rank_values(b, 'confidence')
+        a = whole.place_file(b.split, b.file_index, b.target_class, ranked,
+                             b.record_index, b.vog_raw)
+        z = part.place_file(b.split, b.file_index, b.target_class, ranked,
+                            b.record_index, b.vog_raw)
+        for name in a:
+          np.testing.assert_array_equal(a[name], z[name], err_msg=name)
+        ranks, flagged = part.flagged_of_split(b.split)
+        whole_ranks, whole_flagged = whole.flagged_of_split(b.split)
+        assert ranks == whole_ranks and len(ranks) > 0
+        np.testing.assert_array_equal(flagged, whole_flagged)
+        reached.extend(part.ranks.items())
+      # Each flagged example's rank reaches one file's writer, once.
+      assert sorted(reached) == sorted(whole.ranks.items())
+      return True
+
+    assert_that(out['ranking'] | beam.Map(check), equal_to([True]))
+
+
 def test_a_split_percentile_mixes_its_classes_by_count():
   # Two classes of one split with the same spread around different means: after class
   # normalisation they are one distribution, so a score's percentile is as in one class.
@@ -417,6 +462,64 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
   shards = tf.io.gfile.glob(os.path.join(work, 'quarantine-*-of-*.jsonl'))
   rows = [json.loads(l) for path in shards for l in open(path)]
   assert [(r['example_id'], r['kind']) for r in rows] == [('q', 'missing label')]
+
+
+def _flagged_report(work, per_part):
+  """WriteDifficultyReport of seven flagged rows of two splits, whose agreement counts
+  come from two files per split; returns the flagged work file's rows."""
+  names = fmt.AGREEMENT_NAMES
+  rows, agreement = [], []
+  for split, ranks in (('train', [1, 3, 4, 7]), ('eval', [2, 5, 6])):
+    for rank in ranks:
+      rows.append((fmt.FlaggedRow(
+          rank=rank, example_id=f'{split}-{rank}', split=split, label=0, predicted_class=0,
+          target_class=0, vog_score=1.0 / rank, vog_raw=1.0 / rank, vog_percentile=99.0,
+          vog_bucket='hard', signals={n: 0.0 for n in fmt.SIGNAL_FIELDS}, agreeing=()),
+                   f'bytes of {split}-{rank}'.encode()))
+    for half in range(2):  # two files of 50 examples: rank r is above 90 - 10 r of them
+      below = np.asarray([[max(0, 45 - 5 * r + 3 * j) for j in range(len(names))]
+                          for r in ranks])
+      agreement.append((split, beam_writers.AgreementCounts(tuple(ranks), 50, below)))
+  inputs = {'files_read': [FileRead('train', 0, 'f', 4), FileRead('eval', 0, 'g', 3)],
+            'tallies': [], 'quarantined': [], 'class_stats': [],
+            'written': [beam_writers.FileWritten('train', 0, 4, 4, 0),
+                        beam_writers.FileWritten('eval', 0, 3, 3, 0)],
+            'flagged': rows[::-1], 'agreement': agreement}
+  with TestPipeline() as p:
+    _ = ({k: p | k >> beam.Create(v) for k, v in inputs.items()}
+         | beam_writers.WriteDifficultyReport(
+             work, ['train', 'eval'], {'format_version': 2}, {('train', 0): 0,
+                                                              ('eval', 0): 1}, 2,
+             flagged_rows_per_part=per_part))
+  with open(os.path.join(work, beam_writers.FLAGGED_RECORDS_FILE)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_flagged_rows_written_in_parts_join_in_rank_order_with_their_agreement(tmp_path):
+  # Seven flagged rows in parts of two ranks: four parts, each written by its own
+  # worker, joined into the same file as one part of all of them would be.
+  whole = _flagged_report(str(tmp_path / 'whole'), per_part=1000)
+  parts = _flagged_report(str(tmp_path / 'parts'), per_part=2)
+  assert [r['rank'] for r in parts] == [1, 2, 3, 4, 5, 6, 7]
+  assert parts == whole
+  assert len(tf.io.gfile.glob(str(tmp_path / 'parts' / beam_writers.FLAGGED_PARTS_DIR /
+                                  '*.jsonl'))) == 4
+  # Each row has its own split's counts: 100 examples, 90 - 10 r + 6 j of them below
+  # name j, so a name agrees (above 90% of the split) when 6 j > 10 r.
+  for row in parts:
+    expected = [n for j, n in enumerate(fmt.AGREEMENT_NAMES)
+                if 2 * max(0, 45 - 5 * row['rank'] + 3 * j) > 90]
+    assert row['agreeing'] == expected, row['rank']
+  assert any(row['agreeing'] for row in parts)
+
+
+def test_flagged_parts_that_overlap_are_refused(tmp_path):
+  a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+  for path in (a, b):
+    open(path, 'w').close()
+  with pytest.raises(ValueError, match='flagged parts 0 and 1 overlap'):
+    beam_writers._join_flagged_parts([(1, b, 2, 3), (0, a, 1, 2)], str(tmp_path / 'out'))
+  assert not os.path.exists(tmp_path / 'out')
 
 
 def test_batch_parsing_agrees_with_record_by_record_parsing(trained):

@@ -86,7 +86,7 @@ def test_headline_is_ints_and_text():
     ('{"gradient_layers": "embed"}', "gradient_layers='embed' must be a non-empty list"),
     ('{"pad_id": 0.5}', 'pad_id=0.5 must be a whole number'),
     ('{"inspection_budget": 100001}', 'inspection_budget=100001 is above 100,000: every '
-                                      'writer receives the flagged set'),
+                                      'writer of a split receives its flagged'),
     ('{"copy_splits": "eval"}', "copy_splits='eval' must be a list of split names, 'all'"),
     ('{"copy_splits": [""]}', "copy_splits=[''] must be a list of split names"),
     ('{"output_compression": "zip"}', "output_compression='zip' is not supported; choose "

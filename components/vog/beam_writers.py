@@ -6,8 +6,8 @@
         | WriteDifficultyReport -> the summary's path
 
 Scores meet their records again by position. The scored batches (columns, one record
-per batch) are grouped by input file (`CoGroupByKey` on (split, file index)) with a
-copy of the Ranking; the writer of a file places all its examples at once (score,
+per batch) are grouped by input file (`CoGroupByKey` on (split, file index)) with the
+part of the Ranking that file needs (Ranking.for_file); the writer of a file places all its examples at once (score,
 percentile, decile, bucket, review rank) and writes:
 
 * its score table shard (score_table.py): one row per scored example, for every split;
@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 from absl import logging
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 
 from components.vog import audit_summary
 from components.vog import drift as drift_lib
@@ -50,6 +51,11 @@ from components.vog.examples_io import Quarantined
 from components.vog.score_batch import ScoredBatch
 
 FLAGGED_RECORDS_FILE = 'flagged_records.jsonl'  # rank order, with each example's bytes
+# The flagged rows are written in parts of this many ranks, each by its own worker, and
+# the parts are then joined in rank order by streaming them: no worker holds more than
+# one part's records.
+FLAGGED_ROWS_PER_PART = 500
+FLAGGED_PARTS_DIR = 'flagged_parts'
 SUMMARY_WORK_FILE = 'summary.json'
 SCORED_FILE_PREFIX = 'data_tfrecord'
 # zlib level 1: images and other float data barely compress at any level, and on them
@@ -168,8 +174,9 @@ def agreement_counts(batch: ScoredBatch, ranking: percentiles.Ranking
   ranks, flagged = ranking.flagged_of_split(batch.split)
   if not ranks:
     return None
+  # A file's counts fit in int32 (half the bytes of each file's partial); sums widen.
   return batch.split, AgreementCounts(tuple(ranks), len(batch), percentiles.agreement_counts(
-      flagged, score_batch.suspicion_matrix(batch)))
+      flagged, score_batch.suspicion_matrix(batch)).astype(np.int32))
 
 
 class SumAgreementCounts(beam.CombineFn):
@@ -193,7 +200,7 @@ class SumAgreementCounts(beam.CombineFn):
                          f'({acc.ranks[:5]}... and {total.ranks[:5]}...)')
       else:
         total = AgreementCounts(total.ranks, total.count + acc.count,
-                                total.below + acc.below)
+                                total.below.astype(np.int64) + acc.below)
     return total
 
   def extract_output(self, acc):
@@ -374,9 +381,10 @@ class WriteScoredExamples(beam.PTransform):
             lambda b: ((b.split, b.file_index), b)),
         'quarantined': inputs['quarantined'] | 'KeyQuarantined' >> beam.Map(
             lambda q: ((q.split, q.file_index), q.record_index)),
-        # The Ranking is bounded; one copy goes to each input file.
-        'ranking': inputs['ranking'] | 'CopyPerFile' >> beam.FlatMap(
-            lambda r: [(key, r) for key in file_keys]),
+        # Each input file gets the part of the Ranking it needs (Ranking.for_file):
+        # its own flagged examples' ranks, not the whole flagged set.
+        'ranking': inputs['ranking'] | 'RankingPerFile' >> beam.FlatMap(
+            lambda r: [(key, r.for_file(*key)) for key in file_keys]),
     } | 'GroupByFile' >> beam.CoGroupByKey())
     tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteFile(self._out))
     parts = split_by_tag(tagged, {'written': FileWritten,
@@ -414,10 +422,70 @@ class _WriteQuarantineShard(beam.DoFn):
       yield audit_summary.quarantined_tally(q.split, q.kind)
 
 
-def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> str:
+def _agreement_slices(kv: Tuple[str, AgreementCounts], per_part: int
+                      ) -> Iterable[Tuple[int, Tuple[str, AgreementCounts]]]:
+  """A split's summed AgreementCounts -> (part, the rows of its ranks in that part)."""
+  split, counts = kv
+  ranks = np.asarray(counts.ranks, dtype=np.int64)
+  parts = (ranks - 1) // per_part
+  for part in np.unique(parts).tolist():
+    rows = np.flatnonzero(parts == part)
+    yield part, (split, AgreementCounts(tuple(ranks[rows].tolist()), counts.count,
+                                        counts.below[rows]))
+
+
+def _flagged_part_path(work_dir: str, part: int) -> str:
+  return os.path.join(work_dir, FLAGGED_PARTS_DIR, f'part-{part:06d}.jsonl')
+
+
+def _write_flagged_part(element: Tuple[int, Dict[str, Iterable[Any]]], work_dir: str,
+                        cut: float, per_part: int) -> Iterable[Tuple[int, str, int, int]]:
+  """Writes one part of the flagged rows (ranks part x per_part + 1 to (part + 1) x
+  per_part) in rank order; yields (part, path, first rank, last rank), nothing for a
+  part without rows."""
+  part, grouped = element
+  pairs = list(grouped['flagged'])
+  if not pairs:
+    return
+  for row, _ in pairs:
+    if (row.rank - 1) // per_part != part:
+      raise ValueError(f'flagged example rank {row.rank} reached part {part}')
+  path = _flagged_part_path(work_dir, part)
+  ranks = _write_flagged([('flagged', p) for p in pairs] +
+                         [('agreement', a) for a in grouped['agreement']], path, cut)
+  yield part, path, ranks[0], ranks[-1]
+
+
+def _join_flagged_parts(parts: List[Tuple[int, str, int, int]], path: str) -> str:
+  """Streams the written parts, in rank order, into one file under `path`. The parts
+  cover disjoint rank ranges; one out of place is an error. They stay in the work
+  folder (removed with it) so that a retried join finds them again."""
+  parts = sorted(parts)
+  for (a, _, _, last), (b, _, first, _) in zip(parts, parts[1:]):
+    if a == b or first <= last:
+      raise ValueError(f'flagged parts {a} and {b} overlap (ranks {last} and {first})')
+  with record_files.AtomicFile(path) as out:
+    for _, part_path, _, _ in parts:
+      with tf.io.gfile.GFile(part_path, 'rb') as f:
+        while True:
+          chunk = f.read(1 << 20)
+          if not chunk:
+            break
+          out.write(chunk)
+  return path
+
+
+def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> List[int]:
   """Writes the flagged rows in rank order, each with the signals that agree with it
-  (from its split's AgreementCounts)."""
-  counts = {value[0]: value[1] for kind, value in parts if kind == 'agreement'}
+  (from its split's AgreementCounts); returns their ranks, in order."""
+  counts: Dict[str, AgreementCounts] = {}
+  for kind, value in parts:
+    if kind != 'agreement':
+      continue
+    split, slice_of = value
+    if split in counts:  # one split's slices of one part: never more than one
+      raise ValueError(f'two agreement counts of split {split!r} reached one writer')
+    counts[split] = slice_of
   pairs = [value for kind, value in parts if kind == 'flagged']
   at = {split: {rank: i for i, rank in enumerate(c.ranks)} for split, c in counts.items()}
   for i, (row, record) in enumerate(pairs):
@@ -431,9 +499,12 @@ def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> str:
     pairs[i] = (dataclasses.replace(row, agreeing=percentiles.agreeing(
         fmt.AGREEMENT_NAMES, below, split_counts.count, cut)), record)
   ordered = sorted(pairs, key=lambda pair: pair[0].rank)
+  ranks = [row.rank for row, _ in ordered]
+  if len(set(ranks)) != len(ranks):
+    raise ValueError(f'two flagged examples share a review rank ({ranks[:10]}...)')
   record_files.write_lines(path, (json.dumps(fmt.flagged_row_to_json(row, record),
                                              sort_keys=True) for row, record in ordered))
-  return path
+  return ranks
 
 
 def _write_summary(summary: Dict[str, Any], path: str) -> str:
@@ -450,15 +521,21 @@ class WriteDifficultyReport(beam.PTransform):
   'agreement', each input file's AgreementCounts.
   Writes SUMMARY_WORK_FILE (combined by AuditSummaryFn from what the writers counted,
   `summary_base` merged in), FLAGGED_RECORDS_FILE (at most `inspection_budget` rows,
-  each with the signals that put it above `hard_cut` percent of its split too)
+  each with the signals that put it above `hard_cut` percent of its split too;
+  written in parts of `flagged_rows_per_part` ranks by separate workers and joined
+  in rank order by streaming, so no worker gathers every flagged record)
   and one quarantine shard per input file that had quarantined examples, numbered by
   the file's place in `shard_of` ((split, file index) -> shard) of `num_shards`.
   """
 
   def __init__(self, work_dir: str, splits: Sequence[str], summary_base: Dict[str, Any],
                shard_of: Dict[Tuple[str, int], int], num_shards: int,
-               hard_cut: float = 90.0):
+               hard_cut: float = 90.0,
+               flagged_rows_per_part: int = FLAGGED_ROWS_PER_PART):
     super().__init__()
+    if flagged_rows_per_part < 1:
+      raise ValueError(f'flagged_rows_per_part={flagged_rows_per_part}; give 1 or more')
+    self._per_part = flagged_rows_per_part
     self._cut = hard_cut
     self._work_dir = work_dir
     self._splits = list(splits)
@@ -477,16 +554,20 @@ class WriteDifficultyReport(beam.PTransform):
                                                                 self._num_shards)))
     agreement = (inputs['agreement'] if 'agreement' in inputs else
                  inputs['flagged'].pipeline | 'NoAgreement' >> beam.Create([]))
+    per_part = self._per_part
     flagged_path = (
-        (inputs['flagged'] | 'TagFlagged' >> beam.Map(lambda pair: ('flagged', pair)),
-         agreement
-         | 'SumAgreement' >> beam.CombinePerKey(SumAgreementCounts())
-         | 'TagAgreement' >> beam.Map(lambda kv: ('agreement', kv)))
-        | 'FlaggedAndCounts' >> beam.Flatten()
-        | 'AllFlagged' >> beam.CombineGlobally(
+        {'flagged': inputs['flagged'] | 'KeyFlaggedByPart' >> beam.Map(
+            lambda pair: ((pair[0].rank - 1) // per_part, pair)),
+         'agreement': agreement
+                      | 'SumAgreement' >> beam.CombinePerKey(SumAgreementCounts())
+                      | 'SliceAgreement' >> beam.FlatMap(_agreement_slices, per_part)}
+        | 'GroupByPart' >> beam.CoGroupByKey()
+        | 'WriteFlaggedParts' >> beam.FlatMap(_write_flagged_part, self._work_dir,
+                                              self._cut, per_part)
+        | 'FlaggedParts' >> beam.CombineGlobally(
             beam.combiners.ToListCombineFn()).without_defaults()
-        | 'WriteFlagged' >> beam.Map(
-            _write_flagged, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE), self._cut))
+        | 'JoinFlaggedParts' >> beam.Map(
+            _join_flagged_parts, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
     tallies = (
         inputs['files_read'] | 'FileTallies' >> beam.Map(
             lambda f: audit_summary.file_tally(f.split, f.path, f.records, f.damage)),

@@ -200,22 +200,31 @@ class Ranking:
   ranked value is not VoG, `vog_stats` ((split, class) -> (count, mean, std) of
   vog_raw) and `vog_normalize` give vog_score. `flagged_suspicions` maps each flagged
   position to its suspicions (AGREEMENT_NAMES order; () without signals), which the
-  writers count their examples below (`agreement_counts`) to say which signals agree.
+  writers count their examples below (`agreement_counts`) to say which signals agree;
+  they are kept per split as columns (`agreement`: split -> (ranks, [F, names])).
+
+  A writer of one input file needs only `for_file`: its split's classes, its own
+  file's ranks and its split's flagged suspicions. So what reaches each writer is
+  bounded by its split's classes x 1,001 quantiles plus F x names suspicions, and the
+  ranks of all F flagged examples cross the shuffle once in total, not once per file.
   """
 
   def __init__(self, normalize: str, cuts: Sequence[float],
                classes: Dict[Tuple[str, int], ClassScores], ranks: Dict[Position, int],
                vog_stats: Optional[Dict[Tuple[str, int], VogStats]] = None,
                vog_normalize: Optional[str] = None,
-               flagged_suspicions: Optional[Dict[Position, Tuple[float, ...]]] = None):
+               flagged_suspicions: Optional[Dict[Position, Tuple[float, ...]]] = None,
+               agreement: Optional[Dict[str, Tuple[Tuple[int, ...], np.ndarray]]] = None):
     self.normalize = normalize
     self.cuts = tuple(cuts)
     self.classes = dict(classes)
-    self.ranks = dict(ranks)
+    self.ranks = {tuple(k): int(v) for k, v in ranks.items()}
     self.vog_stats = None if vog_stats is None else dict(vog_stats)
     self.vog_normalize = vog_normalize or normalize
-    self.flagged_suspicions = {tuple(k): tuple(v)
-                               for k, v in (flagged_suspicions or {}).items()}
+    if agreement is None:
+      agreement = _agreement_columns(self.ranks, flagged_suspicions or {})
+    self.agreement = {split: (tuple(int(r) for r in ranks_of), _narrow(values))
+                      for split, (ranks_of, values) in agreement.items()}
     self._file_ranks = None
     self._by_split: Dict[str, List[Tuple[ClassScores, np.ndarray]]] = {}
     for (split, _), stats in sorted(self.classes.items()):
@@ -223,8 +232,25 @@ class Ranking:
           (stats, np.asarray(stats.quantiles, dtype=np.float64)))
 
   def __reduce__(self):
+    agreement = {split: (np.asarray(ranks_of, dtype=np.int32), values)
+                 for split, (ranks_of, values) in self.agreement.items()}
     return Ranking, (self.normalize, self.cuts, self.classes, self.ranks, self.vog_stats,
-                     self.vog_normalize, self.flagged_suspicions)
+                     self.vog_normalize, None, agreement)
+
+  def for_file(self, split: str, file_index: int) -> 'Ranking':
+    """What the writer of one input file needs: the split's classes (and vog_raw
+    stats), the ranks of the file's own flagged examples and the split's flagged
+    suspicions. It places the file's examples exactly as the whole Ranking does."""
+    mine = self._ranks_by_file().get((split, int(file_index)))
+    ranks = ({} if mine is None else
+             {(split, int(file_index), r): k for r, k in zip(mine[0].tolist(),
+                                                             mine[1].tolist())})
+    of_split = lambda table: {key: value for key, value in table.items()
+                              if key[0] == split}
+    return Ranking(self.normalize, self.cuts, of_split(self.classes), ranks,
+                   None if self.vog_stats is None else of_split(self.vog_stats),
+                   self.vog_normalize, None,
+                   {k: v for k, v in self.agreement.items() if k == split})
 
   def percentiles(self, split: str, scores: np.ndarray) -> np.ndarray:
     """The share (0-100) of the split's scored examples at or below each of `scores`."""
@@ -336,12 +362,34 @@ class Ranking:
   def flagged_of_split(self, split: str) -> Tuple[List[int], np.ndarray]:
     """(review ranks, suspicions [F, names]) of the split's flagged examples that have
     suspicions, in rank order."""
-    rows = sorted((rank, self.flagged_suspicions.get(position, ()))
-                  for position, rank in self.ranks.items() if position[0] == split)
-    rows = [(rank, values) for rank, values in rows if values]
-    if not rows:
-      return [], np.zeros((0, 0))
-    return [r for r, _ in rows], np.asarray([v for _, v in rows], dtype=np.float64)
+    ranks, values = self.agreement.get(split, ((), np.zeros((0, 0))))
+    return list(ranks), values.astype(np.float64)
+
+
+def _narrow(values) -> np.ndarray:
+  """`values` as float32 when that keeps every one exactly (suspicions are float32
+  signals and vog_raw with a sign), else as float64: half the bytes in each copy."""
+  wide = np.asarray(values, dtype=np.float64)
+  narrow = wide.astype(np.float32)
+  return narrow if np.array_equal(narrow.astype(np.float64), wide, equal_nan=True) else wide
+
+
+def _agreement_columns(ranks: Dict[Position, int],
+                       flagged_suspicions: Dict[Position, Tuple[float, ...]]
+                       ) -> Dict[str, Tuple[Tuple[int, ...], np.ndarray]]:
+  """split -> (ranks, suspicions [F, names]) of its flagged examples that have
+  suspicions, in rank order."""
+  rows: Dict[str, List[Tuple[int, Tuple[float, ...]]]] = {}
+  for position, rank in ranks.items():
+    values = tuple(flagged_suspicions.get(tuple(position), ()))
+    if values:
+      rows.setdefault(position[0], []).append((rank, values))
+  out = {}
+  for split, pairs in rows.items():
+    pairs.sort()
+    out[split] = (tuple(r for r, _ in pairs),
+                  np.asarray([v for _, v in pairs], dtype=np.float64))
+  return out
 
 
 def agreement_counts(flagged: np.ndarray, suspicions: np.ndarray) -> np.ndarray:

@@ -171,9 +171,10 @@ class VogSettings:
     if self.inspection_budget > MAX_INSPECTION_BUDGET:
       raise ValueError(
           f'inspection_budget={self.inspection_budget} is above {MAX_INSPECTION_BUDGET:,}: '
-          'every writer receives the flagged set and its ranks, and the review page '
-          'shows them all, so a larger budget stops being bounded - query the score '
-          'table (score_table/ in the report) for more than that')
+          'every writer of a split receives its flagged examples\' suspicions (to say '
+          'which signals agree), the report holds every flagged record and the review '
+          'page shows them all, so a larger budget stops being bounded - query the '
+          'score table (score_table/ in the report) for more than that')
     scoring.check_choice('output_compression', self.output_compression, COMPRESSIONS)
     cuts = list(self.bucket_percentiles)
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 100:
