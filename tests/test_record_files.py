@@ -19,6 +19,21 @@ def test_reads_what_tensorflow_wrote(tmp_path, gzipped):
   assert got == list(enumerate(RECORDS))
 
 
+
+@pytest.mark.parametrize('block', [1, 7, 4096, 1 << 20])
+@pytest.mark.parametrize('gzipped', [True, False])
+def test_records_across_read_blocks_are_read_whole(tmp_path, monkeypatch, gzipped, block):
+  # Blocks smaller than a header, than a record, and larger than the file: each record
+  # comes back whole, one of 3 MB included, wherever the block boundaries fall.
+  records = [bytes([i % 251]) * (i % 37) for i in range(2000)] + [b'y' * (3 << 20), b'z']
+  if block == 1:
+    records = records[:200] + records[-2:]
+  path = fixtures.write_records(str(tmp_path / 'data'), records, gzip=gzipped)
+  monkeypatch.setattr(record_files, 'READ_BLOCK_BYTES', block)
+  got = list(record_files.read_records(path, record_files.compression_of(path)))
+  assert got == list(enumerate(records))
+
+
 def _damaged(path, compression):
   got = []
   with pytest.raises(record_files.DamagedRecordFile) as caught:

@@ -16,7 +16,7 @@ import os
 import struct
 import uuid
 import zlib
-from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 import google_crc32c
 import tensorflow as tf
@@ -51,11 +51,18 @@ def compression_of(path: str) -> str:
     return 'GZIP' if f.read(2) == GZIP_MAGIC else 'UNCOMPRESSED'
 
 
+# The reader takes the stream in blocks of this many (uncompressed) bytes and cuts the
+# records out of each block: one stream read per block instead of three per record.
+READ_BLOCK_BYTES = 1 << 20
+
+
 def read_records(path: str, compression: str) -> Iterator[Tuple[int, bytes]]:
   """(record index, bytes) of one TFRecord file, in order.
 
   `compression` is GZIP or UNCOMPRESSED. Raises DamagedRecordFile where the file's
   framing, a checksum or the gzip stream is broken; the records before it are yielded.
+  The stream is read ahead by at most one block (READ_BLOCK_BYTES) beyond the record
+  being yielded.
   """
   compressed = compression == 'GZIP'
   index = offset = 0
@@ -63,34 +70,58 @@ def read_records(path: str, compression: str) -> Iterator[Tuple[int, bytes]]:
   def damaged(problem: str) -> DamagedRecordFile:
     return DamagedRecordFile(path, index, offset, problem, compressed)
 
-  def read(stream: BinaryIO, size: int) -> bytes:
-    try:
-      return stream.read(size)
-    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-      raise damaged(f'the gzip stream is broken ({e})') from None
-
   with tf.io.gfile.GFile(path, 'rb') as raw:
     stream = gzip.GzipFile(fileobj=raw, mode='rb') if compressed else raw
+    buf, pos = b'', 0
+    broken: Optional[BaseException] = None
+    ended = False
+
+    def have(need: int) -> bool:
+      """Whether `need` bytes from `pos` are in `buf`, reading blocks until they are
+      or the stream ends (or breaks: `broken`)."""
+      nonlocal buf, pos, broken, ended
+      if len(buf) - pos >= need:
+        return True
+      pieces, held = [buf[pos:]], len(buf) - pos
+      while held < need and not ended:
+        try:
+          block = stream.read(max(READ_BLOCK_BYTES, need - held))
+        except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+          broken, ended = e, True
+          break
+        if not block:
+          ended = True
+          break
+        pieces.append(block)
+        held += len(block)
+      buf, pos = b''.join(pieces), 0
+      return held >= need
+
     while True:
-      header = read(stream, _HEADER.size)
-      if not header:
-        return
-      if len(header) < _HEADER.size:
+      if not have(_HEADER.size):
+        if broken is not None:
+          raise damaged(f'the gzip stream is broken ({broken})')
+        if len(buf) == pos:
+          return
         raise damaged('the file ends inside a record header')
-      length, length_crc = _HEADER.unpack(header)
-      if _masked_crc(header[:8]) != length_crc:
+      length, length_crc = _HEADER.unpack_from(buf, pos)
+      if _masked_crc(buf[pos:pos + 8]) != length_crc:
         raise damaged('the record length fails its checksum')
       if length > MAX_RECORD_BYTES:
         raise damaged(f'a record claims {length} bytes')
-      data = read(stream, length)
-      footer = read(stream, _FOOTER.size)
-      if len(data) < length or len(footer) < _FOOTER.size:
+      size = _HEADER.size + length + _FOOTER.size
+      if not have(size):
+        if broken is not None:
+          raise damaged(f'the gzip stream is broken ({broken})')
         raise damaged('the file ends inside a record')
-      if _masked_crc(data) != _FOOTER.unpack(footer)[0]:
+      start = pos + _HEADER.size
+      data = buf[start:start + length]
+      if _masked_crc(data) != _FOOTER.unpack_from(buf, start + length)[0]:
         raise damaged('the record data fails its checksum')
+      pos += size
       yield index, data
       index += 1
-      offset += _HEADER.size + length + _FOOTER.size
+      offset += size
 
 
 def frame(data: bytes) -> bytes:
