@@ -314,3 +314,19 @@ def test_a_class_row_whose_counts_contradict_each_other_is_refused(extra, proble
   row = dict(SUMMARY['per_class'][0], **extra)
   with pytest.raises(ReportFormatError, match=re.escape(problem)):
     report_format.parse_summary(dict(SUMMARY, per_class=[row]))
+
+
+def test_history_lines_of_a_file_are_the_lines_one_at_a_time():
+  # Ids with quotes, backslashes, control characters, non-ASCII and a percent sign,
+  # a split name with a percent sign, and percentiles that are not finite: the batch
+  # formatter writes what the one-line formatter writes, which parses back.
+  ids = ['plain', 'quote"d', 'back\\slash', 'tab\there', 'nl\n', 'ünï', '😀', '50%', '']
+  percentiles = [0.0, 100.0, 1 / 3, 99.99999999999999, 5e-324, float('nan'),
+                 float('inf'), 12.5, 42.0]
+  classes = list(range(len(ids)))
+  flagged = [i % 2 for i in range(len(ids))]
+  for split in ('train', 'ev%sal', 'spé'):
+    lines = report_format.history_lines(ids, split, classes, flagged, flagged, percentiles)
+    assert lines == [report_format.history_line(i, split, c, f, f, p)
+                     for i, c, f, p in zip(ids, classes, flagged, percentiles)]
+    assert [json.loads(line)['example_id'] for line in lines] == ids

@@ -214,8 +214,10 @@ def history_lines(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> List[str
   ids, percentile = batch.example_id, placed['vog_percentile'].tolist()
   classes, flagged = batch.target_class.tolist(), placed['vog_flagged'].tolist()
   order = sorted(range(len(ids)), key=lambda i: (ids[i], percentile[i]))
-  return [fmt.history_line(ids[i], batch.split, classes[i], flagged[i], flagged[i],
-                           percentile[i]) for i in order]
+  flags = [flagged[i] for i in order]
+  return fmt.history_lines([ids[i] for i in order], batch.split,
+                           [classes[i] for i in order], flags, flags,
+                           [percentile[i] for i in order])
 
 
 class _WriteFile(beam.DoFn):

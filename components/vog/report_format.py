@@ -40,7 +40,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
@@ -326,6 +326,27 @@ def history_line(example_id: str, split: str, class_id: int, flagged: int, strea
   return ('{"class":%d,"example_id":%s,"flagged":%d,"percentile":%s,"split":%s,'
           '"streak":%d}' % (class_id, json.dumps(example_id), flagged,
                             json.dumps(float(percentile)), json.dumps(split), streak))
+
+
+def history_lines(example_ids: Sequence[str], split: str, class_ids: Sequence[int],
+                  flagged: Sequence[int], streaks: Sequence[int],
+                  percentiles: Sequence[float]) -> List[str]:
+  """`history_line` of many examples of one split, the same text a line at a time
+  costs: the split is encoded once, each id by json's own C encoder, each percentile
+  by float repr (what JSON writes for a finite float; a non-finite one goes through
+  `history_line`)."""
+  encode = json.encoder.encode_basestring_ascii
+  template = ('{"class":%d,"example_id":%s,"flagged":%d,"percentile":%r,"split":'
+              + encode(split).replace('%', '%%') + ',"streak":%d}')
+  out = []
+  for example_id, class_id, flag, streak, percentile in zip(
+      example_ids, class_ids, flagged, streaks, percentiles):
+    percentile = float(percentile)
+    if math.isfinite(percentile):
+      out.append(template % (class_id, encode(example_id), flag, percentile, streak))
+    else:
+      out.append(history_line(example_id, split, class_id, flag, streak, percentile))
+  return out
 
 
 def history_row_line(row: HistoryRow) -> str:
