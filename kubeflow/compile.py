@@ -3,7 +3,8 @@
     python -m kubeflow.compile --output kubeflow/build \
         --image us-docker.pkg.dev/PROJECT/vog-audit/pipeline:0.1.0 \
         --pipeline-root gs://BUCKET/vog-audit --data-root gs://BUCKET/digits \
-        --serving-dir gs://BUCKET/serving --beam-arg=--runner=DataflowRunner ...
+        --serving-dir gs://BUCKET/serving --beam-arg=--runner=DataflowRunner \
+        --vog-beam-arg=--machine_type=g2-standard-8 ...
 
 Writes `<output>/vog_audit_pipeline.json` with TFX's KubeflowV2DagRunner. On the cluster
 ML Metadata is the one Kubeflow provides, so the spec carries no connection config, and
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                  help='a Beam pipeline argument, repeatable; e.g. '
                       '--beam-arg=--runner=DataflowRunner (default: DirectRunner, '
                       'multi-processing, in the component pod)')
+  p.add_argument('--vog-beam-arg', action='append', default=[], dest='vog_beam_args',
+                 help='a Beam pipeline argument of the VarianceOfGradients task alone, '
+                      'repeatable, one --name=value each; added after the --beam-arg '
+                      'ones, so a single-valued option given in both takes this value; '
+                      'e.g. --vog-beam-arg=--machine_type=g2-standard-8')
   p.add_argument('--dataset', default=config_defaults.dataset, choices=DATASETS,
                  help='reference pipeline: digits, or tabular / text behind Transform')
   p.add_argument('--epochs', type=int, default=config_defaults.epochs)
@@ -72,6 +78,8 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   setting for values the pipeline refuses.
   """
   args = _parser().parse_args(argv)
+  from components.vog import beam_args  # pylint: disable=g-import-not-at-top
+  vog_beam_args = beam_args.checked(args.vog_beam_args, '--vog-beam-arg')
   # Imported after parsing so that `--help` and flag errors come back quickly.
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
 
@@ -84,6 +92,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       pipeline_root=args.pipeline_root,
       serving_model_dir=args.serving_dir,
       beam_pipeline_args=tuple(args.beam_args or DEFAULT_BEAM_ARGS),
+      vog_beam_pipeline_args=vog_beam_args,
       module_file=None,
       dataset=args.dataset,
       transform_module_file=None,

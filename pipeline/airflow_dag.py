@@ -11,7 +11,10 @@ the environment of the scheduler and workers:
   VOG_AUDIT_START_DATE     first logical date, YYYY-MM-DD; default 2025-01-01
   VOG_AUDIT_MYSQL_HOST, _PORT, _DATABASE, _USER, _PASSWORD   ML Metadata in MySQL
                            (SQLite under the pipeline root otherwise)
-  VOG_AUDIT_BEAM_ARGS      Beam arguments, space separated
+  VOG_AUDIT_BEAM_ARGS      Beam arguments of every Beam component, space separated
+  VOG_AUDIT_VOG_BEAM_ARGS  Beam arguments of the VarianceOfGradients task alone, space
+                           separated, each --name=value (e.g. a GPU worker pool); added
+                           after VOG_AUDIT_BEAM_ARGS, so a single-valued option here wins
   VOG_AUDIT_EPOCHS         Trainer epochs
   VOG_AUDIT_DATASET        reference pipeline: digits (default), or tabular / text behind
                            Transform
@@ -26,15 +29,19 @@ the environment of the scheduler and workers:
 
 Each TFX component becomes one Airflow task with the component's id as task id. Runs do
 not catch up on missed intervals, and one run at a time writes to the pipeline root.
+Tasks start through pipeline.airflow_launcher, which hands a Beam component its own
+arguments as well as the pipeline's (TFX's Airflow runner would drop the former).
 """
 
 import datetime
 import os
 
+from absl import logging as absl_logging
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
 
 from pipeline import audit_pipeline
+from pipeline.airflow_launcher import ComponentBeamArgsLauncher
 from pipeline.config import PipelineConfig
 
 DEFAULT_SCHEDULE = '@weekly'
@@ -61,8 +68,14 @@ def airflow_dag_config(environ=None) -> dict:
 def create_dag(environ=None):
   """The audit pipeline as an Airflow DAG configured from `environ`."""
   config = PipelineConfig.from_env(environ)
-  return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config(environ))).run(
-      audit_pipeline.create_local_pipeline(config))
+  # TensorFlow's SavedModel export (the Trainer's) puts absl's verbosity back to WARNING
+  # when none was set (tensorflow/python/trackable/autotrackable.py), which drops every
+  # later INFO line of the process, such as the Beam arguments VarianceOfGradients logs,
+  # where tasks share one process (`airflow dags test`). An explicit INFO survives it.
+  absl_logging.set_verbosity(absl_logging.INFO)
+  runner_config = AirflowPipelineConfig(
+      airflow_dag_config(environ), supported_launcher_classes=[ComponentBeamArgsLauncher])
+  return AirflowDagRunner(runner_config).run(audit_pipeline.create_local_pipeline(config))
 
 
 # Airflow finds DAGs among module-level names.

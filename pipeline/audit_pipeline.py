@@ -78,7 +78,9 @@ def create_pipeline(config: PipelineConfig,
 
   Args:
     config: paths, ML Metadata, Beam arguments and component settings; `config.dataset`
-      picks the digits pipeline or one with Transform (tabular, text).
+      picks the digits pipeline or one with Transform (tabular, text). Every Beam
+      component gets `config.beam_args()`; VarianceOfGradients gets
+      `config.vog_beam_args()` after them.
     metadata_connection_config: overrides `config.metadata`; Kubeflow passes None
       through `kubeflow.compile`, where the cluster provides ML Metadata. It becomes
       part of the pipeline IR and TFX logs it, so it must hold no password.
@@ -143,6 +145,10 @@ def create_pipeline(config: PipelineConfig,
       baseline=shipped_resolver.outputs['shipped_audit'],
       settings=config.vog_settings(),
       **vog_inputs).with_id(VOG)
+  if config.vog_beam_pipeline_args:
+    # VoG alone (a GPU pool, another runner); tfx.dsl.Pipeline puts the pipeline's
+    # beam_pipeline_args in front of these, so they add to and override those.
+    vog.with_beam_pipeline_args(config.vog_beam_args())
 
   # The change threshold compares against the last model that was blessed; before one
   # exists the Evaluator drops it and applies the value thresholds alone.

@@ -8,6 +8,7 @@ import dataclasses
 import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from components.vog import beam_args as beam_args_lib
 from components.vog.settings import VogSettings
 from components.vog.settings import stage_from_text
 from pipeline import reference_datasets
@@ -125,7 +126,22 @@ class PipelineConfig:
   transform_module_file, preprocessing_fn: the same pair for Transform (datasets with
     Transform only): REFERENCE_MODULE is the dataset's module file, None uses
     `preprocessing_fn` from the installed package (None: the dataset's).
-  beam_pipeline_args: for every Beam component (StatisticsGen ... Evaluator, VoG).
+  beam_pipeline_args: for every Beam component (ImportExampleGen, StatisticsGen,
+    Transform, VarianceOfGradients, Evaluator).
+  vog_beam_pipeline_args: for VarianceOfGradients alone (a GPU worker pool, another
+    machine type or runner), each one `--name` or `--name=value` string; empty (the
+    default) leaves VoG on `beam_pipeline_args`. They are added after the pipeline's,
+    never instead of them: TFX 1.16's `tfx.dsl.Pipeline` prepends the pipeline's
+    arguments to a component's own (`with_beam_pipeline_args`), and LocalDagRunner and
+    Kubeflow hand the component that list (TFX's Airflow runner would hand it the
+    pipeline's alone; the DAG's tasks start through pipeline.airflow_launcher, which
+    hands over the same list), so VoG runs with `beam_pipeline_args +
+    vog_beam_pipeline_args`. Beam reads that list left to right: for an option that
+    takes one value (`--runner`, `--machine_type`, `--direct_num_workers`) the VoG
+    value wins, a repeatable one (`--experiments`, `--dataflow_service_options`) keeps
+    the values of both, and a pipeline option VoG does not name (`--project`,
+    `--temp_location`) still applies to it. Checked when the config is built
+    (ValueError naming the setting; a value that looks secret is not repeated).
   epochs, batch_size, learning_rate, max_checkpoints: the Trainer's custom_config.
   vog_*: the VarianceOfGradients parameters.
   seed: the Trainer's seed (weights and shuffling).
@@ -148,6 +164,7 @@ class PipelineConfig:
   dataset: str = reference_datasets.DIGITS
   metadata: Optional[MetadataConfig] = None
   beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
+  vog_beam_pipeline_args: Tuple[str, ...] = ()
   enable_cache: bool = True
   module_file: Optional[str] = REFERENCE_MODULE
   trainer_run_fn: Optional[str] = None
@@ -182,6 +199,11 @@ class PipelineConfig:
   slack_token_env: str = 'SLACK_BOT_TOKEN'
   report_url_template: Optional[str] = None
   auto_policy: Tuple[Tuple[str, float], ...] = DEFAULT_AUTO_POLICY
+
+  def __post_init__(self):
+    # Frozen: the checked tuple replaces a list given in its place.
+    object.__setattr__(self, 'vog_beam_pipeline_args', beam_args_lib.checked(
+        self.vog_beam_pipeline_args, 'vog_beam_pipeline_args'))
 
   def reference(self) -> reference_datasets.ReferenceDataset:
     """The reference data set `dataset` names; ValueError naming the choices if none."""
@@ -246,8 +268,10 @@ class PipelineConfig:
     otherwise. VOG_AUDIT_MYSQL_HOST switches ML Metadata to MySQL, with
     VOG_AUDIT_MYSQL_PORT, VOG_AUDIT_MYSQL_DATABASE, VOG_AUDIT_MYSQL_USER and the
     password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated),
-    VOG_AUDIT_EPOCHS and VOG_AUDIT_INSPECTION_BUDGET (how many examples VoG flags for
-    review) override the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
+    VOG_AUDIT_VOG_BEAM_ARGS (space separated, each `--name=value`; added for the
+    VarianceOfGradients step alone, see `vog_beam_pipeline_args`), VOG_AUDIT_EPOCHS
+    and VOG_AUDIT_INSPECTION_BUDGET (how many examples VoG flags for review) override
+    the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
     (auto, local or slack), VOG_AUDIT_REVIEW_APPROVERS (comma separated),
     VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL. VOG_AUDIT_DATASET
     picks the reference pipeline (digits, tabular or text; default digits).
@@ -273,6 +297,9 @@ class PipelineConfig:
           mysql_user=environ.get('VOG_AUDIT_MYSQL_USER'))
     if environ.get('VOG_AUDIT_BEAM_ARGS'):
       kwargs['beam_pipeline_args'] = tuple(environ['VOG_AUDIT_BEAM_ARGS'].split())
+    if environ.get('VOG_AUDIT_VOG_BEAM_ARGS'):
+      kwargs['vog_beam_pipeline_args'] = beam_args_lib.checked(
+          environ['VOG_AUDIT_VOG_BEAM_ARGS'].split(), 'VOG_AUDIT_VOG_BEAM_ARGS')
     if environ.get('VOG_AUDIT_EPOCHS'):
       epochs = environ['VOG_AUDIT_EPOCHS']
       if not epochs.isdigit():
@@ -310,3 +337,7 @@ class PipelineConfig:
 
   def beam_args(self) -> List[str]:
     return list(self.beam_pipeline_args)
+
+  def vog_beam_args(self) -> List[str]:
+    """The arguments VarianceOfGradients gets on top of `beam_args()`; empty: none."""
+    return list(self.vog_beam_pipeline_args)

@@ -43,6 +43,7 @@ EXTRA_FLIP_FRACTION = 0.05
 EPOCHS = 12
 INSPECTION_BUDGET = 50
 RUN_TIMEOUT_S = 480
+VOG_BEAM_ARG = '--direct_num_workers=1'
 
 
 @dataclasses.dataclass
@@ -85,6 +86,8 @@ def _environ(tmp: str, home: str, dags: str) -> Dict[str, str]:
       'VOG_AUDIT_INSPECTION_BUDGET': str(INSPECTION_BUDGET),
       'VOG_AUDIT_REVIEW_BACKEND': 'auto',
       'VOG_AUDIT_BEAM_ARGS': '--direct_running_mode=in_memory',
+      # The VarianceOfGradients task alone gets this one as well, after the pipeline's.
+      'VOG_AUDIT_VOG_BEAM_ARGS': VOG_BEAM_ARG,
   })
   return environ
 
@@ -169,6 +172,17 @@ def _inputs(store, artifact, key: str):
 def test_both_dag_runs_exit_cleanly(runs):
   for run in runs.dag_runs:
     assert run.returncode == 0, f'airflow dags test {DAG_ID} {run.date}:\n{run.log_tail()}'
+
+
+def test_the_vog_task_runs_beam_with_the_pipelines_args_then_its_own(runs):
+  marker = 'VarianceOfGradients runs Beam with: '
+  for run in runs.dag_runs:
+    with open(run.log_path, errors='replace') as f:
+      lines = [line for line in f if marker in line]
+    assert len(lines) == 1, f'{run.date}: {lines}\n{run.log_tail()}'
+    logged = lines[0].split(marker, 1)[1].split()
+    # TFX adds its telemetry labels (`--labels tfx_...`) after them.
+    assert logged[:2] == ['--direct_running_mode=in_memory', VOG_BEAM_ARG], run.date
 
 
 def test_airflow_records_both_runs_with_every_task_succeeded(runs):

@@ -11,6 +11,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = 'us-docker.pkg.dev/acme/vog-audit/pipeline:1.2.3'
 COMPONENTS = {'ImportExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
               'Trainer', 'VarianceOfGradients', 'Evaluator', 'HumanReviewGate', 'Pusher'}
+BEAM_ARGS = ['--runner=DataflowRunner', '--region=europe-west4']
+# GPU workers for the VoG step alone; StatisticsGen and the Evaluator stay on CPU.
+VOG_BEAM_ARGS = ['--machine_type=g2-standard-8',
+                 '--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;'
+                 'install-nvidia-driver',
+                 '--sdk_container_image=us-docker.pkg.dev/acme/vog-audit/pipeline:1.2.3-gpu']
 
 
 def _compile(*args):
@@ -29,8 +35,8 @@ def spec(tmp_path_factory):
                     '--vog-target', 'prob', '--vog-num-checkpoints', '7',
                     '--inspection-budget', '50', '--bucket-percentiles', '60', '95',
                     '--vog-rank-by', 'margin_mean',
-                    '--beam-arg=--runner=DataflowRunner',
-                    '--beam-arg=--region=europe-west4')
+                    *(f'--beam-arg={arg}' for arg in BEAM_ARGS),
+                    *(f'--vog-beam-arg={arg}' for arg in VOG_BEAM_ARGS))
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(out, 'vog_audit_pipeline.json')) as f:
     return json.load(f)['pipelineSpec']
@@ -69,6 +75,44 @@ def test_beam_args_trainer_and_evaluator_config(spec):
   eval_config = json.loads(_parameters(spec, 'Evaluator')['eval_config'])
   slices = [s.get('feature_keys', []) for s in eval_config['slicing_specs']]
   assert slices == [[], ['vog_bucket'], ['vog_decile'], ['label']]
+
+
+def _container_args(spec, component):
+  return spec['deploymentSpec']['executors'][f'{component}_executor']['container']['args']
+
+
+def test_vog_beam_args_are_the_vog_tasks_alone_after_the_pipelines(spec):
+  # The executor's command line ends with its Beam arguments: the pipeline's, then VoG's.
+  assert _container_args(spec, 'VarianceOfGradients')[-5:] == BEAM_ARGS + VOG_BEAM_ARGS
+  for component in ('ImportExampleGen', 'StatisticsGen', 'Evaluator'):
+    args = _container_args(spec, component)
+    assert args[-2:] == BEAM_ARGS, component
+    assert not set(VOG_BEAM_ARGS) & set(args), component
+  for component in COMPONENTS - {'VarianceOfGradients'}:
+    assert 'g2-standard-8' not in json.dumps(spec['deploymentSpec']['executors'][
+        f'{component}_executor']), component
+
+
+def test_bad_vog_beam_arg_is_refused_by_name_before_compiling(tmp_path):
+  result = _compile('--output', str(tmp_path / 'out'), '--image', IMAGE,
+                    '--vog-beam-arg=--machine_type=g2-standard-8',
+                    '--vog-beam-arg=machine_type=g2-standard-16')
+  assert result.returncode != 0
+  assert ("ValueError: --vog-beam-arg: item 2, 'machine_type=g2-standard-16', does not begin "
+          'with "--" and an option name; give each Beam argument as one --name=value item, '
+          'e.g. --runner=DataflowRunner') in result.stderr, result.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_secret_vog_beam_arg_is_refused_without_repeating_it(tmp_path):
+  result = _compile('--output', str(tmp_path / 'out'), '--image', IMAGE,
+                    '--vog-beam-arg=--s3_session_token', '--vog-beam-arg=FQoGZXIvYXdzEXAMPLE')
+  assert result.returncode != 0
+  assert ('ValueError: --vog-beam-arg: item 2 (not shown: it may be a secret) does not '
+          'begin with "--" and an option name; join it to the option before it as one '
+          'item: --s3_session_token=VALUE') in result.stderr, result.stderr[-3000:]
+  assert 'FQoGZXIvYXdzEXAMPLE' not in result.stdout + result.stderr
+  assert not os.path.exists(tmp_path / 'out')
 
 
 def test_bad_flag_is_refused_before_compiling(tmp_path):

@@ -27,13 +27,16 @@ BUDGET = 20
 # Ranked by class-normalised VoG, which flags every class alike: a 2-epoch model has not
 # learned some class yet, and ranked by confidence more than half of that class would be
 # flagged, which the default review policy rightly refuses to ship.
+# VoG gets one Beam argument of its own, after the pipeline's.
 SETTINGS = dict(epochs=2, vog_num_checkpoints=2, inspection_budget=BUDGET, min_accuracy=0.0,
                 min_hard_accuracy=0.0, vog_rank_by='vog',
-                beam_pipeline_args=('--direct_running_mode=in_memory',))
+                beam_pipeline_args=('--direct_running_mode=in_memory',),
+                vog_beam_pipeline_args=('--direct_num_workers=1',))
 COMPILE_FLAGS = ('--epochs', '2', '--vog-num-checkpoints', '2', '--inspection-budget',
                  str(BUDGET), '--min-accuracy', '0', '--min-hard-accuracy', '0',
                  '--vog-rank-by', 'vog',
-                 '--beam-arg=--direct_running_mode=in_memory')
+                 '--beam-arg=--direct_running_mode=in_memory',
+                 '--vog-beam-arg=--direct_num_workers=1')
 VOG = 'VarianceOfGradients'
 GATE = 'HumanReviewGate'
 PLACEHOLDER = re.compile(r'\{\{\$[^}]*\}\}')
@@ -211,6 +214,26 @@ def test_vog_task_scores_every_split_like_the_local_run(vog_task, local_run):
   for split in json.loads(local['properties']['split_names']):
     assert _example_ids(os.path.join(scored['uri'], f'Split-{split}')) == _example_ids(
         os.path.join(local['uri'], f'Split-{split}')), split
+
+
+def _beam_args_logged(stderr):
+  """The Beam arguments the VarianceOfGradients executor logged that it runs with."""
+  marker = 'VarianceOfGradients runs Beam with: '
+  lines = [line for line in stderr.splitlines() if marker in line]
+  assert len(lines) == 1, stderr[-5000:]
+  return lines[0].split(marker, 1)[1].split()
+
+
+def test_vog_task_runs_beam_with_the_pipelines_args_then_its_own(vog_task):
+  result, _ = vog_task
+  assert result.returncode == 0, result.stderr[-5000:]
+  # TFX's entrypoint passes its own program path in front of them and its telemetry
+  # labels (`--labels tfx_...`) after them; Beam ignores the path.
+  logged = _beam_args_logged(result.stderr)
+  start = logged.index('--direct_running_mode=in_memory')
+  assert logged[start:start + 2] == ['--direct_running_mode=in_memory',
+                                     '--direct_num_workers=1'], logged
+  assert logged.count('--direct_num_workers=1') == 1, logged
 
 
 def test_vog_task_report_matches_the_local_run(vog_task, local_run):

@@ -7,10 +7,11 @@ import pytest
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
+from components.vog import beam_args
 from components.vog import spec_keys
 from components.vog.settings import VogSettings
 from pipeline import audit_pipeline
-from pipeline.config import MetadataConfig, PipelineConfig
+from pipeline.config import DEFAULT_BEAM_ARGS, MetadataConfig, PipelineConfig
 
 
 def _config(tmp_path, **overrides):
@@ -59,6 +60,64 @@ def test_component_ids_and_wiring(built):
                                          '--direct_num_workers=0']
   assert pipeline.metadata_connection_config.sqlite.filename_uri.endswith(
       'root/metadata.sqlite')
+
+
+PIPELINE_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0',
+                      '--experiments=shared')
+# A GPU pool for VoG alone, as on Dataflow; one option also given to the whole pipeline.
+VOG_BEAM_ARGS = ('--direct_num_workers=1', '--machine_type=g2-standard-8',
+                 '--experiments=vog_gpu')
+
+
+def _beam_components(pipeline):
+  from tfx.dsl.components.base import executor_spec  # pylint: disable=g-import-not-at-top
+  return {c.id: c for c in pipeline.components
+          if isinstance(c.executor_spec, executor_spec.BeamExecutorSpec)}
+
+
+def _ir_beam_args(pipeline):
+  """{node id: Beam args} of the compiled IR, which LocalDagRunner executes."""
+  from tfx.dsl.compiler import compiler  # pylint: disable=g-import-not-at-top
+  from tfx.proto.orchestration import executable_spec_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top
+  deployment = pipeline_pb2.IntermediateDeploymentConfig()
+  compiler.Compiler().compile(pipeline).deployment_config.Unpack(deployment)
+  found = {}
+  for node_id, packed in deployment.executor_specs.items():
+    beam_spec = executable_spec_pb2.BeamExecutableSpec()
+    if packed.Unpack(beam_spec):
+      found[node_id] = [p.value.string_value for p in beam_spec.beam_pipeline_args_placeholders]
+  return found
+
+
+def test_without_vog_beam_args_every_beam_component_gets_the_pipelines(built):
+  pipeline, _ = built
+  beam = _beam_components(pipeline)
+  assert set(beam) == {'ImportExampleGen', 'StatisticsGen', 'VarianceOfGradients',
+                       'Evaluator'}
+  for node_id, component in beam.items():
+    assert component.executor_spec.beam_pipeline_args == list(DEFAULT_BEAM_ARGS), node_id
+
+
+def test_vog_beam_args_go_to_the_vog_component_alone_after_the_pipelines(tmp_path):
+  pipeline = audit_pipeline.create_local_pipeline(_config(
+      tmp_path, beam_pipeline_args=PIPELINE_BEAM_ARGS,
+      vog_beam_pipeline_args=list(VOG_BEAM_ARGS)))
+  assert pipeline.beam_pipeline_args == list(PIPELINE_BEAM_ARGS)
+  expected = {node_id: list(PIPELINE_BEAM_ARGS) for node_id in
+              ('ImportExampleGen', 'StatisticsGen', 'Evaluator')}
+  expected['VarianceOfGradients'] = list(PIPELINE_BEAM_ARGS + VOG_BEAM_ARGS)
+  assert {node_id: c.executor_spec.beam_pipeline_args
+          for node_id, c in _beam_components(pipeline).items()} == expected
+  assert _ir_beam_args(pipeline) == expected
+  # What Beam makes of VoG's list: its single-valued options win, a repeatable one keeps
+  # both values, and the pipeline's other options still apply.
+  from apache_beam.options import pipeline_options as po  # pylint: disable=g-import-not-at-top
+  options = po.PipelineOptions(expected['VarianceOfGradients'])
+  assert options.view_as(po.DirectOptions).direct_num_workers == 1
+  assert options.view_as(po.DirectOptions).direct_running_mode == 'multi_processing'
+  assert options.view_as(po.WorkerOptions).machine_type == 'g2-standard-8'
+  assert options.view_as(po.DebugOptions).experiments == ['shared', 'vog_gpu']
 
 
 def test_review_gate_defaults_to_the_written_auto_policy(built):
@@ -130,6 +189,18 @@ def test_config_from_env():
   assert config.beam_args() == ['--direct_num_workers=4'] and config.epochs == 5
   assert (config.review_backend, config.review_approvers, config.review_timeout_seconds) == (
       'local', ('alice', 'bob'), 7200.0)
+  assert config.vog_beam_pipeline_args == () and config.vog_beam_args() == []
+
+
+def test_vog_beam_args_from_env_split_like_the_pipelines():
+  config = PipelineConfig.from_env({
+      'VOG_AUDIT_HOME': '/srv/vog', 'VOG_AUDIT_BEAM_ARGS': '--direct_num_workers=4',
+      'VOG_AUDIT_VOG_BEAM_ARGS': ' --machine_type=g2-standard-8\t--dataflow_service_options='
+                                 'worker_accelerator=type:nvidia-l4;count:1 '})
+  assert config.beam_args() == ['--direct_num_workers=4']
+  assert config.vog_beam_args() == [
+      '--machine_type=g2-standard-8',
+      '--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1']
 
 
 @pytest.mark.parametrize('make, message', [
@@ -154,6 +225,19 @@ def test_config_from_env():
      'MySQL ML Metadata at db needs a database name'),
     (lambda t: PipelineConfig.from_env({}), 'set VOG_AUDIT_HOME'),
     (lambda t: PipelineConfig.from_env({'VOG_AUDIT_HOME': '/x',
+                                        'VOG_AUDIT_VOG_BEAM_ARGS': '--runner DataflowRunner'}),
+     "VOG_AUDIT_VOG_BEAM_ARGS: item 2, 'DataflowRunner', does not begin with \"--\" and an "
+     'option name; join it to the option before it as one item: --runner=VALUE'),
+    (lambda t: _config(t, vog_beam_pipeline_args=('machine_type=g2-standard-8',)),
+     "vog_beam_pipeline_args: item 1, 'machine_type=g2-standard-8', does not begin with"),
+    (lambda t: _config(t, vog_beam_pipeline_args='--runner=DataflowRunner'),
+     'vog_beam_pipeline_args must be a list of Beam arguments such as '
+     r"\['--runner=DataflowRunner'\], not one string"),
+    (lambda t: _config(t, vog_beam_pipeline_args=('--', '--runner=DataflowRunner')),
+     "vog_beam_pipeline_args: item 1, '--', does not begin with"),
+    (lambda t: _config(t, vog_beam_pipeline_args=(4,)),
+     'vog_beam_pipeline_args: item 1 is of type int, not a string'),
+    (lambda t: PipelineConfig.from_env({'VOG_AUDIT_HOME': '/x',
                                         'VOG_AUDIT_MYSQL_HOST': 'db',
                                         'VOG_AUDIT_MYSQL_PORT': 'abc'}),
      "VOG_AUDIT_MYSQL_PORT='abc' is not a port number"),
@@ -161,3 +245,33 @@ def test_config_from_env():
 def test_bad_settings_refused_by_name(tmp_path, make, message):
   with pytest.raises(ValueError, match=message):
     make(tmp_path)
+
+
+SECRET = 'wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY'
+
+
+@pytest.mark.parametrize('make, setting', [
+    (lambda t: PipelineConfig.from_env({
+        'VOG_AUDIT_HOME': '/x', 'VOG_AUDIT_VOG_BEAM_ARGS': f'--s3_secret_access_key {SECRET}'}),
+     'VOG_AUDIT_VOG_BEAM_ARGS: item 2 (not shown: it may be a secret)'),
+    (lambda t: _config(t, vog_beam_pipeline_args=('--s3_session_token', SECRET)),
+     'vog_beam_pipeline_args: item 2 (not shown: it may be a secret)'),
+    (lambda t: _config(t, vog_beam_pipeline_args=(f'https://auditor:{SECRET}@flink:8081',)),
+     'vog_beam_pipeline_args: item 1 (not shown: it may be a secret)'),
+])
+def test_a_refused_secret_is_named_by_position_never_repeated(tmp_path, make, setting):
+  with pytest.raises(ValueError) as refused:
+    make(tmp_path)
+  assert str(refused.value).startswith(setting)
+  assert SECRET not in str(refused.value) and SECRET not in repr(refused.value)
+
+
+def test_secret_looking_values_are_hidden_where_beam_args_are_logged():
+  # What the VarianceOfGradients executor logs as the Beam arguments it runs with.
+  args = ['--runner=DataflowRunner', f'--s3_secret_access_key={SECRET}',
+          '--azure_connection_string', SECRET, f'--flink_master=https://a:{SECRET}@flink',
+          '--labels', 'tfx_runner=airflow', f'--API-KEY={SECRET}']
+  assert beam_args.shown(args) == [
+      '--runner=DataflowRunner', '--s3_secret_access_key=<hidden>',
+      '--azure_connection_string', '<hidden>', '--flink_master=<hidden>',
+      '--labels', 'tfx_runner=airflow', '--API-KEY=<hidden>']

@@ -11,6 +11,7 @@ from tfx.utils import io_utils
 
 from components.vog import audit
 from components.vog import baseline as baseline_lib
+from components.vog import beam_args
 from components.vog import report_format
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
@@ -124,6 +125,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     scored.split_names = artifact_utils.encode_split_names(
         settings.copied_splits(list(plan.split_files)))
     report = artifact_utils.get_single_instance(output_dict[DIFFICULTY_REPORT_KEY])
+    # Which runner and workers this step got (the pipeline's arguments, then the
+    # component's own): the one place to confirm a VoG-only pool took effect.
+    logging.info('VarianceOfGradients runs Beam with: %s',
+                 ' '.join(beam_args.shown(self._beam_pipeline_args)))
     summary = audit.run_audit(plan, self._make_beam_pipeline(), scored.uri, report.uri)
     record_headline(report, settings, summary)
     logging.info('VarianceOfGradients wrote %s and %s', scored.uri, report.uri)
