@@ -421,9 +421,15 @@ class CheckpointGradients:
     A mask is a bool [batch, P] array beside the layer's [batch, P] gradient, True
     where the position is no padding.
     """
-    grads, masks, logits = self._gradients(inputs, tf.constant(target_class, tf.int32))
+    grads, masks, logits = self.gradient_tensors(inputs, target_class)
     return ({n: g.numpy() for n, g in grads.items()},
             {n: m.numpy() for n, m in masks.items()}, logits.numpy())
+
+  def gradient_tensors(self, inputs: Dict[str, tf.Tensor], target_class: np.ndarray
+                       ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor], tf.Tensor]:
+    """`gradients_and_masks` as tensors, left where they were computed (on the GPU when
+    the model runs there)."""
+    return self._gradients(inputs, tf.constant(target_class, tf.int32))
 
   def __call__(self, inputs: Dict[str, tf.Tensor],
                target_class: np.ndarray) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
@@ -451,6 +457,15 @@ class BatchScore:
     self.predicted_class = predicted_class
     self.logits = logits
     self.input_sigma = {} if input_sigma is None else input_sigma
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _welford_step(mean: tf.Tensor, sq_dev: tf.Tensor, value: tf.Tensor, k: tf.Tensor
+                  ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """One step of Welford's update with the k-th value (k >= 2), as one graph."""
+  delta = value - mean
+  mean = mean + delta / k
+  return mean, sq_dev + delta * (value - mean)
 
 
 def _masked_mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -516,34 +531,40 @@ class VogScorer:
       if bad.any():
         raise ValueError(f'labels {sorted(set(target_class[bad].tolist()))} are outside '
                          f'[0, {self.num_classes})')
-    mean: Dict[str, np.ndarray] = {}
-    sq_dev: Dict[str, np.ndarray] = {}
-    masks: Dict[str, np.ndarray] = {}
-    logits = None
+    # Welford's running mean and squared deviations, in float64 where the gradients are
+    # (the GPU when there is one): only each source's sigma crosses to the host, once
+    # per batch, with the latest masks and every checkpoint's logits.
+    mean: Dict[str, tf.Tensor] = {}
+    sq_dev: Dict[str, tf.Tensor] = {}
+    mask_tensors: Dict[str, tf.Tensor] = {}
     every_logits = []
     for k, ckpt in enumerate(self.checkpoints, start=1):
-      grads, masks, logits = ckpt.gradients_and_masks(tensors, target_class)
-      every_logits.append(logits)
+      grads, mask_tensors, logits_k = ckpt.gradient_tensors(tensors, target_class)
+      every_logits.append(logits_k)
       for name, grad in grads.items():
-        grad = grad.astype(np.float64)
+        grad = tf.cast(grad, tf.float64)
         if k == 1:
           mean[name] = grad
-          sq_dev[name] = np.zeros_like(grad)
+          sq_dev[name] = tf.zeros_like(grad)
         else:
           if grad.shape != mean[name].shape:
-            raise ValueError(f'checkpoint {k - 1} gives gradients of shape {grad.shape} '
-                             f'for {name!r}, checkpoint 0 of shape {mean[name].shape}; '
-                             'all checkpoints must come from one model architecture')
-          delta = grad - mean[name]
-          mean[name] += delta / k
-          sq_dev[name] += delta * (grad - mean[name])
-    k_total = len(self.checkpoints)
+            raise ValueError(f'checkpoint {k - 1} gives gradients of shape '
+                             f'{tuple(grad.shape)} for {name!r}, checkpoint 0 of shape '
+                             f'{tuple(mean[name].shape)}; all checkpoints must come from '
+                             'one model architecture')
+          mean[name], sq_dev[name] = _welford_step(mean[name], sq_dev[name], grad,
+                                                   tf.constant(float(k), tf.float64))
+    k_total = tf.constant(float(len(self.checkpoints)), tf.float64)
+    sigmas = {name: tf.sqrt(value / k_total).numpy() for name, value in sq_dev.items()}
+    masks = {name: m.numpy() for name, m in mask_tensors.items()}
+    every_logits = [l.numpy() for l in every_logits]
+    logits = every_logits[-1]
     batch = target_class.shape[0]
     sigma_sum = np.zeros(batch, dtype=np.float64)
     elements = 0
     input_sigma: Dict[str, np.ndarray] = {}
     for name in self.float_inputs:
-      sigma = np.sqrt(sq_dev[name] / k_total).reshape(batch, -1)
+      sigma = sigmas[name].reshape(batch, -1)
       sigma_sum += sigma.sum(axis=1)
       elements += sigma.shape[1]
       input_sigma[name] = sigma.mean(axis=1)
@@ -558,7 +579,7 @@ class VogScorer:
     for name in self.gradient_layers:
       # Padding is told by the ids, which every checkpoint reads alike: the latest's mask.
       valid = masks[name]
-      sigma = np.sqrt(sq_dev[name] / k_total)
+      sigma = sigmas[name]
       layer_sum = np.where(valid, sigma, 0.0).sum(axis=1)
       layer_count = valid.sum(axis=1)
       input_sigma[name] = _masked_mean(layer_sum, layer_count)
