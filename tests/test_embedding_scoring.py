@@ -370,3 +370,24 @@ def test_input_sigma_of_one_vector_input_per_feature():
 def test_batch_score_keeps_its_positional_form():
   score = scoring.BatchScore(np.zeros(2), np.zeros(2, int), np.zeros(2, int))
   assert score.logits is None and score.input_sigma == {}
+
+
+def test_ids_outside_the_embedding_vocabulary_are_refused_before_the_model():
+  # On a GPU an id outside the table gives zeros instead of an error; the scorer checks
+  # the ids against the Embedding's vocabulary itself, so a batch with one is refused
+  # with a reason on any device (the audit quarantines the record). Ids computed by
+  # a layer (text through TextVectorization) are the layer's own business.
+  models = [_sequence_model(s, vocab_size=9) for s in (1, 2)]
+  scorer = scoring.VogScorer(models)
+  assert scorer.checkpoints[-1].vocabularies == {'ids': (9, 'emb')}
+  ids = _padded_ids(np.random.default_rng(3), 4)
+  scorer.score({'ids': ids}, np.zeros(4, int))  # 0 to 8: in the table
+  for bad in (9, -1):
+    wrong = ids.copy()
+    wrong[2, 0] = bad
+    with pytest.raises(scoring.IdOutsideVocabulary, match=re.escape(
+        f"model input 'ids' holds ids [{bad}] outside the vocabulary of Embedding layer "
+        "'emb' (0 to 8)")):
+      scorer.score({'ids': wrong}, np.zeros(4, int))
+  text = scoring.VogScorer([_sequence_model(s, text_shape=(1,)) for s in (1, 2)])
+  assert text.checkpoints[-1].vocabularies == {}

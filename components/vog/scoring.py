@@ -129,6 +129,28 @@ def _inputs_read(value: Any, placeholders: Mapping[Any, str]) -> Set[str]:
   return found
 
 
+class IdOutsideVocabulary(tf.errors.InvalidArgumentError):
+  """An integer input holds an id its Embedding has no row for: the model refuses the
+  input, as TensorFlow's lookup does on a CPU (on a GPU the lookup gives zeros)."""
+
+
+# Ops that pass ids through unchanged in value (a dtype or a shape aside).
+_ID_PRESERVING_OPS = frozenset({'Identity', 'Cast', 'Reshape', 'ExpandDims', 'Squeeze'})
+
+
+def _direct_input(value: Any, placeholders: Mapping[Any, str]) -> Optional[str]:
+  """The model input whose values `value` is, through ops that keep values alike (a
+  cast, a reshape), or None when it is computed from them (a lookup, a hash)."""
+  if not isinstance(value, tf.Tensor) or not hasattr(value, 'op'):
+    return None
+  tensor = value
+  while tensor.ref() not in placeholders:
+    if tensor.op.type not in _ID_PRESERVING_OPS or not tensor.op.inputs:
+      return None
+    tensor = tensor.op.inputs[0]
+  return placeholders[tensor.ref()]
+
+
 class _LayerTrace:
   """What one trace collects from the gradient layers: per layer call, its watched
   output and the mask of its positions."""
@@ -139,6 +161,9 @@ class _LayerTrace:
     # (layer name, output, position mask or None), in call order.
     self.outputs: List[Tuple[str, tf.Tensor, Optional[tf.Tensor]]] = []
     self.reads: Dict[str, Set[str]] = {}
+    # Integer model input -> (vocabulary size, Embedding layer) of the smallest
+    # Embedding that reads its ids as they are.
+    self.vocab: Dict[str, Tuple[int, str]] = {}
 
 
 class CheckpointGradients:
@@ -201,6 +226,10 @@ class CheckpointGradients:
     # known once the gradient function is traced.
     self.gradient_layers: List[str] = []
     self._reads: Dict[str, Set[str]] = {}
+    # Integer input -> (vocabulary size, Embedding layer) for the inputs an Embedding
+    # reads as they are: their ids are checked before the model sees them, since an
+    # id outside the table is an error on a CPU but gives zeros on a GPU.
+    self.vocabularies: Dict[str, Tuple[int, str]] = {}
     self._trace: Optional[_LayerTrace] = None
     # One trace for every batch size: the batch axis is left unknown.
     signature = ({n: tf.TensorSpec([None] + t.shape.as_list()[1:], t.dtype, name=n)
@@ -280,6 +309,11 @@ class CheckpointGradients:
     def watched(inputs, *args, **kwargs):
       outputs = call(inputs, *args, **kwargs)
       trace = self._trace
+      if isinstance(layer, tf.keras.layers.Embedding):
+        source = _direct_input(inputs, trace.placeholders)
+        if source is not None and (source not in trace.vocab or
+                                   layer.input_dim < trace.vocab[source][0]):
+          trace.vocab[source] = (int(layer.input_dim), layer.name)
       reads = _inputs_read(inputs, trace.placeholders)
       if not self._named and not reads.intersection(self.other_inputs):
         return outputs  # An Embedding of float values: the float input is the source.
@@ -366,6 +400,7 @@ class CheckpointGradients:
       masks[name] = tf.concat(layer_masks[name], axis=1)
     self.gradient_layers = list(layer_grads)
     self._reads = trace.reads
+    self.vocabularies = dict(trace.vocab)
     return out, masks, logits
 
   def as_tensors(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, tf.Tensor]:
@@ -407,6 +442,14 @@ class CheckpointGradients:
       if array.size and (array.min() < dtype.min or array.max() > dtype.max):
         raise ValueError(f'model input {name!r} takes {dtype.name} values; the batch '
                          f'holds values outside [{dtype.min}, {dtype.max}]')
+      if name in self.vocabularies and array.size:
+        size, layer = self.vocabularies[name]
+        outside = (array < 0) | (array >= size)
+        if outside.any():
+          shown = sorted(set(np.asarray(array[outside]).astype(np.int64).tolist()))
+          raise IdOutsideVocabulary(
+              None, None, f'model input {name!r} holds ids {shown[:5]} outside the '
+              f'vocabulary of Embedding layer {layer!r} (0 to {size - 1})')
       return tf.convert_to_tensor(array.astype(dtype.as_numpy_dtype), dtype=dtype)
     return tf.convert_to_tensor(array, dtype=dtype)
 
