@@ -314,3 +314,47 @@ def test_portable_runner_matches_the_direct_runner(portable, trained, tmp_path):
   histories = {name: _histories(str(tmp_path / f'{name}2' / 'report')) for name in again}
   assert histories['portable'] == histories['direct']
   assert len(histories['portable']) == total
+
+
+def test_the_command_line_runs_the_audit_on_the_portable_runner(portable, trained, tmp_path):
+  # What a user types for a portable runner: `vog-audit score` with the runner's Beam
+  # flags, each as one --beam-arg. It scores what the DirectRunner scores, and the
+  # checkpoints are loaded in the pool's SDK harness.
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  root, records = trained
+  examples = str(tmp_path / 'examples')
+  fixtures.write_split(examples, 'train', [records[:40], records[40:N_TRAIN]])
+  fixtures.write_split(examples, 'eval', [records[N_TRAIN:]])
+  pid_log = str(tmp_path / 'loads.jsonl')
+  module_file = str(tmp_path / 'pid_module.py')
+  with open(module_file, 'w') as f:
+    f.write(PID_MODULE.format(log=pid_log))
+  common = ['score', '--model-run', os.path.join(root, 'run'), '--examples', examples,
+            '--batch-size', '16', '--inspection-budget', '8', '--module-file', module_file]
+  direct = CliRunner().invoke(cli, common + ['--output', str(tmp_path / 'direct')])
+  assert direct.exit_code == 0, direct.output
+  os.remove(pid_log)
+  executor = concurrent.futures.ThreadPoolExecutor(1)
+  future = executor.submit(CliRunner().invoke, cli, common + [
+      '--output', str(tmp_path / 'portable')] + [f'--beam-arg={a}' for a in portable.beam_args()])
+  try:
+    concurrent.futures.wait([future], timeout=RUN_TIMEOUT_S)
+  finally:
+    executor.shutdown(wait=False)
+  if not future.done():
+    logs = portable.logs()
+    portable.stop()
+    pytest.fail(f'vog-audit score did not finish on the PortableRunner within '
+                f'{RUN_TIMEOUT_S}s\n{logs}')
+  result = future.result()
+  assert result.exit_code == 0, (result.output, portable.logs())
+  harnesses = {pid for pid, ppid, factory in _loads(pid_log)
+               if ppid == portable.pool_pid and factory == 'ScorerFactory'}
+  assert harnesses and os.getpid() not in harnesses
+  reports = {name: str(tmp_path / name / 'difficulty_report')
+             for name in ('direct', 'portable')}
+  rows = {name: fixtures.score_rows(report) for name, report in reports.items()}
+  assert len(rows['portable']) == N_TRAIN + N_EVAL
+  _assert_same_rows(rows['direct'], rows['portable'])
+  _assert_same_flagged(_flagged_rows(reports['direct']), _flagged_rows(reports['portable']))
