@@ -307,3 +307,15 @@ def test_a_supplied_name_elsewhere_in_a_node_does_not_let_its_module_in(tmp_path
   entries = checkpoints.load_manifest(str(tmp_path))
   with pytest.raises(checkpoints.CheckpointError, match=r'without importing os\.system'):
     checkpoints.load_checkpoint_models(entries, {'ScaledDense': ScaledDense})
+
+
+def test_checkpoints_saved_from_another_thread_are_zip_keras_files(tmp_path):
+  # Keras chooses the .keras format per thread; a trainer run in a thread pool (an
+  # orchestrator's) must still write checkpoints the audit can load.
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+  path = str(tmp_path / 'ckpt.keras')
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pool.submit(checkpoints._save_model, model, path).result()
+  with open(path, 'rb') as f:
+    assert f.read(2) == b'PK'

@@ -125,12 +125,15 @@ def _is_local(path: str) -> bool:
 
 
 def _save_model(model: tf.keras.Model, path: str) -> None:
+  # The zip .keras format by name: Keras picks it from a `.keras` path only in the
+  # thread that imported it, and writes HDF5 under that name from any other thread
+  # (a trainer run by a thread pool), which the audit then refuses to load.
   if _is_local(path):
-    model.save(path)
+    model.save(path, save_format='keras_v3')
     return
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, os.path.basename(path))
-    model.save(local)
+    model.save(local, save_format='keras_v3')
     tf.io.gfile.copy(local, path, overwrite=True)
 
 
