@@ -358,3 +358,78 @@ def test_the_command_line_runs_the_audit_on_the_portable_runner(portable, traine
   assert len(rows['portable']) == N_TRAIN + N_EVAL
   _assert_same_rows(rows['direct'], rows['portable'])
   _assert_same_flagged(_flagged_rows(reports['direct']), _flagged_rows(reports['portable']))
+
+
+def test_the_component_in_a_pipeline_runs_its_audit_on_the_portable_runner(portable, tmp_path):
+  # The VoG step alone gets the portable runner's flags (with_beam_pipeline_args, what
+  # the config's vog_beam_pipeline_args sets); ImportExampleGen and the Trainer run on
+  # the pipeline's DirectRunner. The step completes in ML Metadata, its scores are the
+  # checkpoints' own, and they were computed in the pool's SDK harness.
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from components import DifficultyReport  # pylint: disable=g-import-not-at-top
+  from components import VarianceOfGradients  # pylint: disable=g-import-not-at-top
+  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
+  from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  from components.vog.scoring import VogScorer  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n = 96
+  images, labels, _ = fixtures.digits(n, seed=3)
+  records = [fixtures.example(im, lab, f'digit-{i}').SerializeToString()
+             for i, (im, lab) in enumerate(zip(images, labels))]
+  data = str(tmp_path / 'data')
+  fixtures.write_records(os.path.join(data, 'train', 'part.gz'), records[:64])
+  fixtures.write_records(os.path.join(data, 'eval', 'part.gz'), records[64:])
+  pid_log = str(tmp_path / 'loads.jsonl')
+  module_file = str(tmp_path / 'pid_module.py')
+  with open(module_file, 'w') as f:
+    f.write(PID_MODULE.format(log=pid_log))
+  example_gen = tfx.components.ImportExampleGen(
+      input_base=data, input_config=tfx.proto.Input(splits=[
+          tfx.proto.Input.Split(name='train', pattern='train/*'),
+          tfx.proto.Input.Split(name='eval', pattern='eval/*')]))
+  trainer = tfx.components.Trainer(
+      module_file=os.path.join(os.path.dirname(__file__), 'vog_trainer_module.py'),
+      examples=example_gen.outputs['examples'],
+      train_args=tfx.proto.TrainArgs(num_steps=1), eval_args=tfx.proto.EvalArgs(num_steps=1))
+  vog = VarianceOfGradients(
+      examples=example_gen.outputs['examples'], model_run=trainer.outputs['model_run'],
+      label_key='label', batch_size=32, inspection_budget=8,
+      module_file=module_file).with_beam_pipeline_args(portable.beam_args())
+  store = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      str(tmp_path / 'metadata.sqlite'))
+  pipeline = tfx.dsl.Pipeline(
+      pipeline_name='vog_portable', pipeline_root=str(tmp_path / 'pipeline'),
+      components=[example_gen, trainer, vog], metadata_connection_config=store,
+      beam_pipeline_args=['--direct_running_mode=in_memory'])
+  executor = concurrent.futures.ThreadPoolExecutor(1)
+  future = executor.submit(tfx.orchestration.LocalDagRunner().run, pipeline)
+  try:
+    concurrent.futures.wait([future], timeout=RUN_TIMEOUT_S + 120)
+  finally:
+    executor.shutdown(wait=False)
+  if not future.done():
+    logs = portable.logs()
+    portable.stop()
+    pytest.fail(f'the pipeline did not finish within {RUN_TIMEOUT_S + 120}s\n{logs}')
+  if future.exception() is not None:
+    pytest.fail(f'the pipeline failed: {future.exception()!r}\n{portable.logs()}')
+
+  with metadata.Metadata(store) as m:
+    [execution] = m.store.get_executions_by_type(
+        'components.vog.component.VarianceOfGradients')
+    [model_run] = m.store.get_artifacts_by_type('ModelRun')
+    [report] = m.store.get_artifacts_by_type(DifficultyReport.TYPE_NAME)
+  assert metadata_store_pb2.Execution.State.Name(execution.last_known_state) == 'COMPLETE'
+  harnesses = {pid for pid, ppid, factory in _loads(pid_log)
+               if ppid == portable.pool_pid and factory == 'ScorerFactory'}
+  assert harnesses and os.getpid() not in harnesses, _loads(pid_log)
+  table = score_table.read_table(report.uri).to_pydict()
+  order = [int(i.split('-')[1]) for i in table['example_id']]
+  assert sorted(order) == list(range(n))
+  scorer = VogScorer(checkpoints.load_checkpoint_models(
+      checkpoints.load_manifest(model_run.uri)), target='loss')
+  expected = scorer.score({'image': images}, labels).vog_raw
+  np.testing.assert_allclose(np.array(table['vog_raw']), expected[order], rtol=1e-5)
+  assert sum(table['vog_flagged']) == 8
