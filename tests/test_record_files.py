@@ -1,6 +1,9 @@
 """The TFRecord reader: the same records TensorFlow wrote, and damage named, never skipped."""
 
 import gzip
+import os
+import re
+import tracemalloc
 
 import pytest
 import tensorflow as tf
@@ -34,10 +37,10 @@ def test_records_across_read_blocks_are_read_whole(tmp_path, monkeypatch, gzippe
   assert got == list(enumerate(records))
 
 
-def _damaged(path, compression):
+def _damaged(path, compression, **limit):
   got = []
   with pytest.raises(record_files.DamagedRecordFile) as caught:
-    for item in record_files.read_records(path, compression):
+    for item in record_files.read_records(path, compression, **limit):
       got.append(item)
   return got, caught.value
 
@@ -103,3 +106,80 @@ def test_atomic_file_writes_whole_files_even_empty_ones(tmp_path):
       out.write(b'half')
       raise RuntimeError('the writer dies')
   assert sorted(p.name for p in tmp_path.iterdir()) == ['empty.jsonl', 'sub']
+
+
+# Records above the caller's limit, and the files read from outside.
+
+def _one_huge_record(tmp_path, size, gzipped=True):
+  """A file of three records, the middle one `size` bytes of zeros: a few KB gzipped."""
+  records = [b'before', b'\0' * size, b'after']
+  return fixtures.write_records(str(tmp_path / 'huge'), records, gzip=gzipped), records
+
+
+@pytest.mark.parametrize('gzipped', [True, False])
+def test_a_record_above_the_limit_is_passed_over_unread(tmp_path, gzipped):
+  path, records = _one_huge_record(tmp_path, 24 << 20, gzipped)
+  tracemalloc.start()
+  try:
+    got = list(record_files.read_records(path, 'GZIP' if gzipped else 'UNCOMPRESSED',
+                                         max_record_bytes=1 << 20))
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert got == [(0, b'before'), (1, record_files.OversizedRecord(24 << 20, 1 << 20)),
+                 (2, b'after')]
+  # Read a block at a time: never the 24 MB record whole.
+  assert peak < 8 << 20, peak
+  assert got[1][1].detail == ('the record is 25,165,824 bytes, above the limit of 1,048,576 '
+                              '(max_record_bytes); it was checked but not read into memory')
+  # Without a limit it is read as before.
+  assert [r for _, r in record_files.read_records(path, record_files.compression_of(path))
+          ] == records
+
+
+@pytest.mark.parametrize('block', [1, 7, 4096])
+def test_records_above_the_limit_across_read_blocks(tmp_path, monkeypatch, block):
+  records = [bytes([i]) * (i * 37 % 500) for i in range(60)]
+  path = fixtures.write_records(str(tmp_path / 'data'), records, gzip=True)
+  monkeypatch.setattr(record_files, 'READ_BLOCK_BYTES', block)
+  got = list(record_files.read_records(path, 'GZIP', max_record_bytes=300))
+  assert got == [(i, r if len(r) <= 300 else record_files.OversizedRecord(len(r), 300))
+                 for i, r in enumerate(records)]
+  assert sum(isinstance(r, record_files.OversizedRecord) for _, r in got) == 22
+
+
+def test_a_record_passed_over_still_has_its_checksum_and_length_checked(tmp_path):
+  path, _ = _one_huge_record(tmp_path, 3 << 20, gzipped=False)
+  data = bytearray(open(path, 'rb').read())
+  data[16 + 6 + 4 + 12 + (2 << 20)] ^= 0xFF  # inside the huge record's data
+  open(path, 'wb').write(bytes(data))
+  got, error = _damaged(path, 'UNCOMPRESSED', max_record_bytes=1 << 20)
+  assert got == [(0, b'before')] and error.record_index == 1
+  assert 'the record data fails its checksum' in str(error)
+  open(path, 'wb').write(bytes(data[:(2 << 20)]))  # cut inside it
+  got, error = _damaged(path, 'UNCOMPRESSED', max_record_bytes=1 << 20)
+  assert got == [(0, b'before')] and 'the file ends inside a record' in str(error)
+
+
+def test_only_regular_files_within_their_limits_are_read(tmp_path):
+  good = tmp_path / 'good.json'
+  good.write_text('{"a": [1, {"b": "[[[[ in a string ]]]]"}]}')
+  assert record_files.file_problem(str(good)) is None
+  assert record_files.read_json_file(str(good), 1000, 3) == {
+      'a': [1, {'b': '[[[[ in a string ]]]]'}]}
+  (tmp_path / 'folder').mkdir()
+  fifo = str(tmp_path / 'fifo')
+  os.mkfifo(fifo)
+  deep = tmp_path / 'deep.json'
+  deep.write_text('[' * 100_000 + ']' * 100_000)
+  for path, max_depth, problem in [
+      (str(tmp_path / 'folder'), 8, 'folder is a folder, not a file'),
+      (fifo, 8, 'fifo is not a regular file (a FIFO, socket or device is never read)'),
+      (str(good), 2, 'good.json nests 3 levels deep, more than the 2 this file ever has'),
+      (str(deep), 8, 'deep.json nests 100000 levels deep'),
+      (str(tmp_path / 'absent'), 8, 'absent cannot be read (No such file or directory)')]:
+    with pytest.raises(record_files.UnreadableFile, match=re.escape(problem)):
+      record_files.read_json_file(path, 1 << 20, max_depth)
+  with pytest.raises(record_files.UnreadableFile,
+                     match=r'good.json is 42 bytes, above the limit of 40 for this file'):
+    record_files.read_json_file(str(good), 40, 8)

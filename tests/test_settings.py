@@ -91,6 +91,11 @@ def test_headline_is_ints_and_text():
     ('{"copy_splits": [""]}', "copy_splits=[''] must be a list of split names"),
     ('{"output_compression": "zip"}', "output_compression='zip' is not supported; choose "
                                       'one of gzip, none'),
+    ('{"max_record_bytes": 0}', 'max_record_bytes=0; give a record size in bytes from 1 to '
+                                '2,147,483,648 (the default 67,108,864 is 64 MiB)'),
+    ('{"max_record_bytes": 4294967296}', 'max_record_bytes=4294967296; give a record size'),
+    ('{"max_record_bytes": "64MB"}', "max_record_bytes='64MB' must be a whole number, e.g. "
+                                     '67108864'),
 ])
 def test_from_json_refuses_by_name(text, message):
   with pytest.raises(ValueError) as raised:
@@ -105,6 +110,16 @@ def test_copy_splits_name_what_scored_examples_hold_in_full():
   assert VogSettings(copy_splits=('test', 'train')).copied_splits(scored) == ['train', 'test']
   assert VogSettings().copied_splits(['train']) == []
   assert VogSettings.from_json('{"copy_splits": ["test"]}').copy_splits == ['test']
+
+
+def test_records_above_64_mib_are_quarantined_by_default():
+  from components.vog import record_files  # pylint: disable=g-import-not-at-top
+  assert VogSettings().max_record_bytes == 64 << 20
+  small = VogSettings.from_json('{"max_record_bytes": 1024}')
+  assert small.max_record_bytes == 1024
+  assert VogSettings.from_json(small.to_json_string()) == small
+  # The setting stays within what the reader takes for a length at all.
+  assert VogSettings(max_record_bytes=record_files.MAX_RECORD_BYTES).validate()
 
 
 def test_validate_refuses_wrong_types_from_python_too():

@@ -76,17 +76,21 @@ def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
       for _, record in beam_audit.read_records(input_file):
         if len(peeked) >= count:
           return peeked
-        peeked.append(record)
+        if not isinstance(record, record_files.OversizedRecord):  # quarantined later
+          peeked.append(record)
     except record_files.DamagedRecordFile as e:
       raise AuditInputError(f'input file {e} - rewrite it or leave it out of the '
                             'examples; nothing was scored') from None
   return peeked
 
 
-def input_files(split: str, pattern: str) -> List[beam_audit.InputFile]:
-  """The regular files a split's pattern matches, sorted, each with its own compression."""
+def input_files(split: str, pattern: str, max_record_bytes: Optional[int] = None
+                ) -> List[beam_audit.InputFile]:
+  """The regular files a split's pattern matches, sorted, each with its own compression;
+  their records above `max_record_bytes` are quarantined unread."""
   paths = [p for p in sorted(tf.io.gfile.glob(pattern)) if not tf.io.gfile.isdir(p)]
-  return [beam_audit.InputFile(split, i, p, record_files.compression_of(p))
+  return [beam_audit.InputFile(split, i, p, record_files.compression_of(p),
+                               max_record_bytes)
           for i, p in enumerate(paths)]
 
 
@@ -246,7 +250,7 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
           f'{wanted}) - name scored splits, or leave copy_splits unset for the default')
   split_files = {}
   for split in wanted:
-    files = input_files(split, split_patterns[split])
+    files = input_files(split, split_patterns[split], settings.max_record_bytes)
     peeked = _peek(files, PEEK_RECORDS)
     if not peeked:
       raise AuditConfigError(f'split {split!r} holds no examples ({split_patterns[split]})'
@@ -343,8 +347,11 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   read = files | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
   results = read['batches'] | 'ScoreExamples' >> beam_audit.ScoreExamples(
       settings, scorer_factory, parser_factory, progress)
+  # Records above max_record_bytes are quarantined by the reader, the others by the scorer.
+  quarantined = ((read['quarantined'], results['quarantined'])
+                 | 'AllQuarantined' >> beam.Flatten())
   written = ({'files': files, 'scored': results['scored'],
-              'quarantined': results['quarantined'], 'ranking': results['ranking']}
+              'quarantined': quarantined, 'ranking': results['ranking']}
              | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(outputs))
   # With a baseline, each example is matched with its row in the baseline's history by
   # example_id; without one, the writers wrote the history already.
@@ -356,7 +363,7 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
                                     | 'MatchHistory' >> drift_lib.MatchHistory(
                                         work_dir, len(all_files)))['tallies']
   # The report is written last: its summary waits for every other writer.
-  _ = ({'files_read': read['files'], 'quarantined': results['quarantined'],
+  _ = ({'files_read': read['files'], 'quarantined': quarantined,
         'class_stats': results['class_stats'], **more_tallies, **written}
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
            work_dir, splits, _summary_base(plan), shard_of, len(all_files),
@@ -468,11 +475,26 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   without thumbnails. Returns the page's path. Raises AuditConfigError naming a missing
   or malformed file.
   """
+  for path in [os.path.join(report_dir, name) for name in (
+      fmt.SUMMARY_FILE, fmt.FLAGGED_FILE, fmt.FLAGGED_EXAMPLES_FILE)] + tf.io.gfile.glob(
+          os.path.join(report_dir, fmt.QUARANTINE_GLOB)):
+    # A missing file is named by the loader; one that is no regular file is never
+    # opened (a FIFO would wait forever, a folder fail in TensorFlow's reader).
+    problem = (record_files.file_problem(path) if tf.io.gfile.exists(path) else None)
+    if problem is not None:
+      raise AuditConfigError(f'{problem} - give the difficulty_report folder of an audit')
   try:
     report = fmt.load_report(report_dir)
     examples = report.flagged_examples()
   except fmt.ReportFormatError as e:
     raise AuditConfigError(str(e)) from e
+  except RecursionError:
+    raise AuditConfigError(f'{os.path.join(report_dir, fmt.SUMMARY_FILE)} or '
+                           f'{fmt.FLAGGED_FILE} nests too deep to be an audit\'s - give the '
+                           'difficulty_report folder of an audit') from None
+  except (OSError, tf.errors.OpError) as e:
+    raise AuditConfigError(f'the report in {report_dir} cannot be read '
+                           f'({_error_text(e)})') from None
   summary = report.summary
   if summary.model_inputs is None or summary.num_classes is None:
     raise AuditConfigError(f'the summary.json in {report_dir} lacks model_inputs or '
@@ -501,7 +523,17 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
         report_folder.previews_of(parser, input_specs, flagged, records))
   except fmt.ReportFormatError as e:  # a bad quarantine shard, read for the page's sample
     raise AuditConfigError(str(e)) from e
+  except (OSError, tf.errors.OpError) as e:  # a folder this user cannot write, say
+    raise AuditConfigError(f'the review page cannot be written into {report_dir} '
+                           f'({_error_text(e)}) - make the folder writable, or copy it '
+                           'somewhere writable and rebuild the page there') from None
   return report.page_path
+
+
+def _error_text(error: Exception) -> str:
+  """What a file system error says, without TensorFlow's traceback-like detail."""
+  text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+  return ' '.join(str(text).split())[:300]
 
 
 class _NoThumbnails:

@@ -26,7 +26,7 @@ from part of the data.
 """
 
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import apache_beam as beam
@@ -46,11 +46,16 @@ NUM_QUANTILES = percentiles.NUM_QUANTILES
 
 
 class InputFile(NamedTuple):
-  """One input file of a split; `file_index` is its place in the split's sorted list."""
+  """One input file of a split; `file_index` is its place in the split's sorted list.
+
+  A record longer than `max_record_bytes` (VogSettings.max_record_bytes; None: no
+  limit of its own) is quarantined by the reader without being read into memory.
+  """
   split: str
   file_index: int
   path: str
   compression: str  # GZIP or UNCOMPRESSED
+  max_record_bytes: Optional[int] = None
 
 
 class FileRead(NamedTuple):
@@ -134,24 +139,53 @@ def split_by_tag(tagged, types: Dict[str, Any], label: str = ''
           for tag, kind in types.items()}
 
 
-def read_records(input_file: InputFile) -> Iterable[Tuple[int, bytes]]:
-  """(record index, bytes) of one input file, in order; DamagedRecordFile where broken."""
-  return record_files.read_records(input_file.path, input_file.compression)
+def read_records(input_file: InputFile
+                 ) -> Iterable[Tuple[int, Union[bytes, record_files.OversizedRecord]]]:
+  """(record index, bytes) of one input file, in order; DamagedRecordFile where broken.
+
+  A record above the file's `max_record_bytes` comes as a record_files.OversizedRecord
+  instead of its bytes (it was never scored, so a second read passes over it too).
+  """
+  return record_files.read_records(input_file.path, input_file.compression,
+                                   input_file.max_record_bytes)
+
+
+OVERSIZED = 'record too large'  # the quarantine kind of a record above max_record_bytes
+
+
+def oversized(input_file: InputFile, index: int,
+              record: record_files.OversizedRecord) -> Quarantined:
+  """The quarantine entry of a record the reader did not keep: named by its position
+  (its bytes, and so its id, were never held), with its size and the limit."""
+  return Quarantined(input_file.split, f'{input_file.path}#{index}', OVERSIZED,
+                     f'record {index} of {input_file.path}: {record.detail}', b'',
+                     input_file.file_index, index)
 
 
 class _ReadFile(beam.DoFn):
-  """Reads one file in order: ('batch', [InputRecord...]) and then ('file', FileRead)."""
+  """Reads one file in order: ('batch', [InputRecord...]), ('quarantined',
+  Quarantined) for each record above max_record_bytes, and then ('file', FileRead)."""
 
   def __init__(self, batch_size: int, progress=None):
     self._batch_size = batch_size
     self._progress = progress
     self._seen = _counter('seen')
+    self._quarantined = _counter('quarantined')
 
   def process(self, input_file: InputFile) -> Iterable[Tagged]:
     count, damage, batch = 0, None, []
     try:
       for index, serialized in read_records(input_file):
         count = index + 1
+        if isinstance(serialized, record_files.OversizedRecord):
+          logging.warning('VoG audit quarantines record %d of %s unread: %s', index,
+                          input_file.path, serialized.detail)
+          self._seen.inc()
+          self._quarantined.inc()
+          if self._progress is not None:
+            self._progress.add(progress_lib.SCORED, 1)
+          yield 'quarantined', oversized(input_file, index, serialized)
+          continue
         batch.append(InputRecord(input_file.split, input_file.file_index, index,
                                  serialized))
         if len(batch) == self._batch_size:
@@ -174,11 +208,13 @@ class _ReadFile(beam.DoFn):
 
 @beam.typehints.with_input_types(InputFile)
 class ReadRecordBatches(beam.PTransform):
-  """InputFile -> {'batches': [InputRecord...], 'files': FileRead}.
+  """InputFile -> {'batches': [InputRecord...], 'files': FileRead, 'quarantined':
+  Quarantined}.
 
   Each file is read whole, in order, by one worker, so record indices are stable
   across reads, and cut into batches of `batch_size` records; the input is spread
-  over workers by file.
+  over workers by file. A record above the file's `max_record_bytes` is quarantined
+  here, unread (OVERSIZED), and never reaches a batch.
   """
 
   def __init__(self, batch_size: int, progress=None):
@@ -190,8 +226,10 @@ class ReadRecordBatches(beam.PTransform):
     tagged = (files
               | 'Spread' >> beam.Reshuffle()
               | 'Read' >> beam.ParDo(_ReadFile(self._batch_size, self._progress)))
-    parts = split_by_tag(tagged, {'batch': List[InputRecord], 'file': FileRead})
-    return {'batches': parts['batch'], 'files': parts['file']}
+    parts = split_by_tag(tagged, {'batch': List[InputRecord], 'file': FileRead,
+                                  'quarantined': Quarantined})
+    return {'batches': parts['batch'], 'files': parts['file'],
+            'quarantined': parts['quarantined']}
 
 
 class _ParseAndScoreBatch(beam.DoFn):

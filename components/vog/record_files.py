@@ -8,15 +8,28 @@ stream for GZIP files). Files are read through `tf.io.gfile`, so gs:// and other
 systems work as local paths do.
 
 A record on disk is: uint64 length, uint32 masked crc32c of the length, the data,
-uint32 masked crc32c of the data (all little-endian).
+uint32 masked crc32c of the data (all little-endian). A record longer than the limit the
+caller gives is not read into memory: its bytes are checked in bounded pieces and it
+comes back as an `OversizedRecord`, so one huge record in a small gzip file cannot take
+the worker's memory.
+
+The other files an audit reads from outside (manifests, report summaries, a baseline's
+history) go through `file_problem` and `read_json_file` first: only regular files within
+a size limit are opened (a folder or a FIFO in their place is named, never read or
+waited on), and JSON is parsed only when it nests within a depth limit.
 """
 
 import gzip
+import json
 import os
+import re
+import stat
 import struct
 import uuid
 import zlib
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
 
 import google_crc32c
 import tensorflow as tf
@@ -40,9 +53,24 @@ class DamagedRecordFile(IOError):
                      f'{where}): {problem}')
 
 
-def _masked_crc(data: bytes) -> int:
-  crc = google_crc32c.value(data)
+def _mask(crc: int) -> int:
   return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
+
+
+def _masked_crc(data: bytes) -> int:
+  return _mask(google_crc32c.value(data))
+
+
+class OversizedRecord(NamedTuple):
+  """A record that `read_records` checked but did not keep: `length` bytes, above
+  the `limit` it was given."""
+  length: int
+  limit: int
+
+  @property
+  def detail(self) -> str:
+    return (f'the record is {self.length:,} bytes, above the limit of {self.limit:,} '
+            '(max_record_bytes); it was checked but not read into memory')
 
 
 def compression_of(path: str) -> str:
@@ -56,13 +84,16 @@ def compression_of(path: str) -> str:
 READ_BLOCK_BYTES = 1 << 20
 
 
-def read_records(path: str, compression: str) -> Iterator[Tuple[int, bytes]]:
+def read_records(path: str, compression: str, max_record_bytes: Optional[int] = None
+                 ) -> Iterator[Tuple[int, Union[bytes, OversizedRecord]]]:
   """(record index, bytes) of one TFRecord file, in order.
 
   `compression` is GZIP or UNCOMPRESSED. Raises DamagedRecordFile where the file's
   framing, a checksum or the gzip stream is broken; the records before it are yielded.
   The stream is read ahead by at most one block (READ_BLOCK_BYTES) beyond the record
-  being yielded.
+  being yielded. A record longer than `max_record_bytes` (None: no limit below
+  MAX_RECORD_BYTES) is passed over a block at a time, its checksum verified, and
+  yielded as an OversizedRecord instead of its bytes.
   """
   compressed = compression == 'GZIP'
   index = offset = 0
@@ -110,6 +141,30 @@ def read_records(path: str, compression: str) -> Iterator[Tuple[int, bytes]]:
       if length > MAX_RECORD_BYTES:
         raise damaged(f'a record claims {length} bytes')
       size = _HEADER.size + length + _FOOTER.size
+      if max_record_bytes is not None and length > max_record_bytes:
+        # Passed over a block at a time: never more than a block of it is held.
+        pos += _HEADER.size
+        crc, left = 0, length
+        while left:
+          if pos == len(buf) and not have(1):
+            if broken is not None:
+              raise damaged(f'the gzip stream is broken ({broken})')
+            raise damaged('the file ends inside a record')
+          piece = buf[pos:pos + left]
+          crc = google_crc32c.extend(crc, piece)
+          pos += len(piece)
+          left -= len(piece)
+        if not have(_FOOTER.size):
+          if broken is not None:
+            raise damaged(f'the gzip stream is broken ({broken})')
+          raise damaged('the file ends inside a record')
+        if _mask(crc) != _FOOTER.unpack_from(buf, pos)[0]:
+          raise damaged('the record data fails its checksum')
+        pos += _FOOTER.size
+        yield index, OversizedRecord(length, max_record_bytes)
+        index += 1
+        offset += size
+        continue
       if not have(size):
         if broken is not None:
           raise damaged(f'the gzip stream is broken ({broken})')
@@ -182,3 +237,83 @@ def write_lines(path: str, lines: Iterable[str], gzip_level: Optional[int] = Non
   with AtomicFile(path, gzip_level) as out:
     for line in lines:
       out.write(line.encode('utf-8') + b'\n')
+
+
+class UnreadableFile(ValueError):
+  """A file read from outside that is not a regular file within its limits, or whose
+  JSON is invalid or nests too deep; the message names the file and the problem."""
+
+
+def file_problem(path: str, max_bytes: Optional[int] = None) -> Optional[str]:
+  """Why `path` cannot be read as a regular file of at most `max_bytes`, or None.
+
+  Checked without opening it: a FIFO, socket or device would block or never end, and
+  a folder fails in TensorFlow's file reader with a traceback. A remote path (gs://)
+  is judged by its size and whether it is a folder.
+  """
+  try:
+    if '://' in path:
+      info = tf.io.gfile.stat(path)
+      if info.is_directory:
+        return f'{path} is a folder, not a file'
+      size = info.length
+    else:
+      info = os.stat(path)
+      if stat.S_ISDIR(info.st_mode):
+        return f'{path} is a folder, not a file'
+      if not stat.S_ISREG(info.st_mode):
+        return f'{path} is not a regular file (a FIFO, socket or device is never read)'
+      size = info.st_size
+  except (OSError, tf.errors.OpError) as e:
+    message = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
+    return f'{path} cannot be read ({message})'
+  if max_bytes is not None and size > max_bytes:
+    return f'{path} is {size:,} bytes, above the limit of {max_bytes:,} for this file'
+  return None
+
+
+def read_bounded(path: str, max_bytes: int) -> bytes:
+  """The bytes of the regular file `path`, of at most `max_bytes`; UnreadableFile
+  naming the problem otherwise (never opening a FIFO or a folder)."""
+  problem = file_problem(path, max_bytes)
+  if problem is not None:
+    raise UnreadableFile(problem)
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read(max_bytes + 1)
+  except (OSError, tf.errors.OpError) as e:
+    message = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
+    raise UnreadableFile(f'{path} cannot be read ({message})') from None
+  if len(data) > max_bytes:  # it grew since it was checked
+    raise UnreadableFile(f'{path} is above the limit of {max_bytes:,} bytes for this file')
+  return data
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
+def json_depth(data: bytes) -> int:
+  """How deep the arrays and objects of JSON text nest (0 for a plain value), counted
+  on the bytes without parsing them, so that text nested too deep for the parser can
+  be refused before it is parsed. Brackets inside strings do not count."""
+  codes = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
+  opens = (codes == ord('[')) | (codes == ord('{'))
+  closes = (codes == ord(']')) | (codes == ord('}'))
+  if not opens.any():
+    return 0
+  return int(np.cumsum(opens.astype(np.int64) - closes).max())
+
+
+def read_json_file(path: str, max_bytes: int, max_depth: int) -> Any:
+  """The parsed JSON of the regular file `path`, read within `max_bytes` and parsed
+  only when it nests at most `max_depth` deep; UnreadableFile naming the problem
+  otherwise (not a regular file, too large, too deep, not UTF-8 JSON)."""
+  data = read_bounded(path, max_bytes)
+  depth = json_depth(data)
+  if depth > max_depth:
+    raise UnreadableFile(f'{path} nests {depth} levels deep, more than the {max_depth} '
+                         'this file ever has')
+  try:
+    return json.loads(data)
+  except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError
+    raise UnreadableFile(f'{path} is not valid JSON ({e})') from None

@@ -30,7 +30,7 @@ VOG = 'vog'
 SIGNAL_CHOICES = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2n',
                   'variability', 'forgetting')
 RANK_BY = (AUTO, VOG) + SIGNAL_CHOICES
-_COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget')
+_COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget', 'max_record_bytes')
 # Which splits `scored_examples` holds in full (every example with its VoG fields):
 # by default the split the Evaluator reads; `all` copies every scored split. Every
 # split gets its score table either way.
@@ -43,6 +43,12 @@ COMPRESSIONS = ('gzip', 'none')
 # writer receives; past this budget that object, and the page that shows the flagged
 # examples, stop being small.
 MAX_INSPECTION_BUDGET = 100_000
+# An input record longer than `max_record_bytes` is quarantined without being read into
+# memory (a small gzip file can hold one record of hundreds of MB). The default is far
+# above any example a model scores; the setting cannot go past the reader's own bound
+# on a record's length (record_files.MAX_RECORD_BYTES), beyond which a length is damage.
+DEFAULT_MAX_RECORD_BYTES = 64 << 20
+RECORD_BYTES_BOUND = 1 << 31
 
 
 def _is_int(value: Any) -> bool:
@@ -83,6 +89,8 @@ class VogSettings:
   # the default, `all`, or a list of split names.
   copy_splits: Union[None, str, List[str]] = None
   output_compression: str = 'gzip'
+  # Input records longer than this many bytes are quarantined unread.
+  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
   def __post_init__(self):
     # Only the container changes here; validate() judges the values.
@@ -176,6 +184,10 @@ class VogSettings:
           'page shows them all, so a larger budget stops being bounded - query the '
           'score table (score_table/ in the report) for more than that')
     scoring.check_choice('output_compression', self.output_compression, COMPRESSIONS)
+    if not 1 <= self.max_record_bytes <= RECORD_BYTES_BOUND:
+      raise ValueError(
+          f'max_record_bytes={self.max_record_bytes}; give a record size in bytes from 1 '
+          f'to {RECORD_BYTES_BOUND:,} (the default {DEFAULT_MAX_RECORD_BYTES:,} is 64 MiB)')
     cuts = list(self.bucket_percentiles)
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < 100:
       raise ValueError(f'bucket_percentiles={cuts}; give two increasing percentiles '
