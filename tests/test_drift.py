@@ -344,3 +344,189 @@ def test_a_history_line_is_the_rows_json_and_reads_back(row):
   assert line == json.dumps(fmt.history_row_to_json(row), sort_keys=True,
                             separators=(',', ':'))
   assert fmt.history_row_from_json(json.loads(line)) == row
+
+
+# Hostile or broken baseline files: each ends in `drift.unavailable` with its reason,
+# never in a traceback, a hang or a worker's memory.
+
+def _summary(report_dir):
+  with open(os.path.join(report_dir, fmt.SUMMARY_FILE)) as f:
+    return json.load(f)
+
+
+def _write_summary(report_dir, summary):
+  with open(os.path.join(report_dir, fmt.SUMMARY_FILE), 'w') as f:
+    json.dump(summary, f)
+
+
+def _replace_with_folder(path):
+  os.remove(path)
+  os.mkdir(path)
+
+
+def _replace_with_fifo(path):
+  os.remove(path)
+  os.mkfifo(path)
+
+
+def _flag_more_than_scored(report_dir):
+  summary = _summary(report_dir)
+  for counts in (summary['counts'], summary['splits']['eval']):
+    counts['flagged'] += 10 ** 9
+  _write_summary(report_dir, summary)
+
+
+def _inflate_a_class(report_dir):
+  # Every total agrees; one class claims more examples than its split scored.
+  summary = _summary(report_dir)
+  row = summary['per_class'][0]
+  row['count'] += 1000
+  row['decile_counts'][0] += 1000
+  _write_summary(report_dir, summary)
+
+
+def _summary_path(d):
+  return os.path.join(d, fmt.SUMMARY_FILE)
+
+
+@pytest.mark.parametrize('break_it, reason', [
+    (lambda d: _replace_with_folder(_summary_path(d)),
+     'the baseline report cannot be read: {d}/summary.json is a folder, not a file'),
+    (lambda d: _replace_with_fifo(_summary_path(d)),
+     'the baseline report cannot be read: {d}/summary.json is not a regular file (a FIFO'),
+    (lambda d: open(_summary_path(d), 'w').write('[' * 100_000 + ']' * 100_000),
+     'the baseline report cannot be read: {d}/summary.json nests 100000 levels deep, more '
+     'than the 32 this file ever has'),
+    (lambda d: _replace_with_folder(fmt.history_files(d)[1]),
+     'a history shard of the baseline cannot be read: {d}/history-00001-of-00003.jsonl.gz '
+     'is a folder, not a file'),
+    (lambda d: _replace_with_fifo(fmt.history_files(d)[2]),
+     'a history shard of the baseline cannot be read: {d}/history-00002-of-00003.jsonl.gz '
+     'is not a regular file'),
+    (_flag_more_than_scored,
+     "the baseline report {d} has counts that cannot be true: counts flags 1,000,000,"),
+    (_inflate_a_class,
+     "has counts that cannot be true: the class rows of split 'eval' count "),
+], ids=['summary folder', 'summary fifo', 'summary nested', 'shard folder', 'shard fifo',
+        'flagged above scored', 'class above its split'])
+def test_a_hostile_baseline_file_makes_drift_unavailable(runs, tmp_path, break_it, reason):
+  bad = _copy_report(runs['r1'][1], str(tmp_path / 'baseline'))
+  break_it(bad)
+  baseline = _within(30, lambda: drift_lib.load_baseline({'uri': bad}, 'vog'), bad)
+  assert reason.format(d=bad) in baseline.unavailable
+  assert baseline.history_paths == ()
+  drift = drift_lib.class_drift({}, baseline)
+  assert drift.unavailable == baseline.unavailable and drift.per_class == ()
+
+
+def test_a_summary_above_its_size_limit_is_not_read(runs, tmp_path, monkeypatch):
+  bad = _copy_report(runs['r1'][1], str(tmp_path / 'baseline'))
+  monkeypatch.setattr(drift_lib, 'MAX_SUMMARY_BYTES', 1000)
+  reason = drift_lib.load_baseline({'uri': bad}).unavailable
+  assert f'{bad}/summary.json is ' in reason and 'above the limit of 1,000' in reason
+
+
+def _within(seconds, fn, folder):
+  """fn(), failing the test (not hanging it) when a FIFO under `folder` keeps it waiting."""
+  import threading  # pylint: disable=g-import-not-at-top
+  result = []
+  worker = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+  worker.start()
+  worker.join(seconds)
+  if worker.is_alive():
+    for path in glob.glob(os.path.join(folder, '**'), recursive=True):
+      if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # let the reader go
+    pytest.fail(f'reading {folder} waited on a FIFO for {seconds}s')
+  return result[0]
+
+
+def _shard_of(tmp_path, lines):
+  path = str(tmp_path / fmt.history_shard_name(0, 1))
+  with gzip.open(path, 'wb') as f:
+    for line in lines:
+      f.write(line + b'\n')
+  return path
+
+
+GOOD_ROW = b'{"class":1,"example_id":"a","flagged":0,"percentile":3.0,"split":"t","streak":0}'
+
+
+def test_a_history_row_with_a_streak_beyond_any_schedule_is_refused_not_an_overflow(tmp_path):
+  # The refusal is a tally, so the drift says why; no row with it reaches the match,
+  # where a streak is an int32.
+  row = json.loads(GOOD_ROW)
+  row.update(flagged=1, streak=2 ** 63 - 1)
+  path = _shard_of(tmp_path, [GOOD_ROW, json.dumps(row).encode()])
+  out = list(drift_lib._ReadHistory(4).process(path))
+  assert [tag for tag, _ in out] == ['tally', 'rows']
+  (_, _, where, why), = [value for tag, value in out if tag == 'tally']
+  assert where == f'{path} line 2'
+  assert why.startswith('has streak=9223372036854775807, more audits in a row than any '
+                        'schedule makes (at most 2,147,483,647)')
+  summary = {'history_refused': {'count': 1, 'first': f'{where}: {why}'}}
+  drift = drift_lib.class_drift(summary, drift_lib.Baseline({'uri': 'b'}, None, (), None))
+  assert drift.unavailable.startswith(
+      f'1 line(s) of the baseline history were refused, the first: {path} line 2: has '
+      'streak=9223372036854775807')
+
+
+def test_a_history_line_nested_too_deep_is_refused(tmp_path):
+  path = _shard_of(tmp_path, [b'[' * 100_000 + b']' * 100_000, GOOD_ROW])
+  refused, row = list(drift_lib.read_history_shard(path))
+  assert refused == drift_lib.Refused(f'{path} line 1', 'nests deeper than a history row, '
+                                                        'a flat object, can')
+  assert row[0] == 'a'
+
+
+def test_one_huge_history_line_is_refused_without_being_held(tmp_path):
+  # 64 MB of one line gzip to 64 KB; the reader holds at most MAX_HISTORY_LINE_BYTES.
+  path = str(tmp_path / fmt.history_shard_name(0, 1))
+  with gzip.open(path, 'wb') as f:
+    f.write(GOOD_ROW + b'\n{"example_id": "')
+    for _ in range(64):
+      f.write(b'a' * (1 << 20))
+    f.write(b'"}\n' + GOOD_ROW + b'\n')
+  assert os.path.getsize(path) < 1 << 20
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  tracemalloc.start()
+  try:
+    items = list(drift_lib.read_history_shard(path))
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 8 << 20, peak
+  assert items[0][0] == 'a'
+  assert items[1:] == [drift_lib.Refused(f'{path} line 2', (
+      'is longer than 1,048,576 bytes, which no history row is; the rest of the shard was '
+      'not read'))]
+
+
+def test_a_history_shard_that_is_no_file_is_refused_where_it_is_read(tmp_path):
+  fifo = str(tmp_path / fmt.history_shard_name(0, 1))
+  os.mkfifo(fifo)
+  items = _within(30, lambda: list(drift_lib.read_history_shard(fifo)), str(tmp_path))
+  assert items == [drift_lib.Refused(fifo, f'{fifo} is not a regular file (a FIFO, socket '
+                                           'or device is never read)')]
+
+
+def test_score_names_a_hostile_baseline_and_refuses_a_missing_one(runs, tmp_path):
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  bad = _copy_report(runs['r1'][1], str(tmp_path / 'baseline'))
+  _flag_more_than_scored(bad)
+  args = ['score', '--model-run', runs['model_run'], '--examples', runs['data2']['eval'],
+          '--inspection-budget', '5', '--rank-by', 'vog']
+  result = CliRunner().invoke(cli, args + ['--output', str(tmp_path / 'a'),
+                                           '--baseline', bad])
+  assert result.exit_code == 0, result.output
+  assert (f'Drift unavailable: the baseline report {bad} has counts that cannot be true: '
+          'counts flags 1,000,000,') in result.output
+  typo = str(tmp_path / 'basline')
+  result = CliRunner().invoke(cli, args + ['--output', str(tmp_path / 'b'),
+                                           '--baseline', typo])
+  assert result.exit_code == 2, result.output
+  assert result.stderr.splitlines() == [
+      f'error: --baseline {typo} does not exist; give the difficulty_report folder of an '
+      'earlier audit, e.g. OUT/difficulty_report']
+  assert not os.path.exists(tmp_path / 'b')

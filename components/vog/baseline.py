@@ -11,7 +11,9 @@ never becomes the baseline, and no run has to search ML Metadata for it.
      12 or null, "model_id": 7 or null, "shipped_at": "2026-11-24T12:00:00Z" or null,
      "carried": true}
 
-The file is read like any outside input: `read_pointer` checks every field.
+The file is read like any outside input: `read_pointer` opens only a regular file of at
+most POINTER_MAX_BYTES whose JSON nests no deeper than the pointer does, and checks every
+field.
 """
 
 import dataclasses
@@ -22,6 +24,8 @@ from typing import Any, Dict, Optional
 
 POINTER_FILE = 'shipped_audit.json'
 POINTER_VERSION = 1
+POINTER_MAX_BYTES = 1 << 20  # the pointer is a few hundred bytes
+POINTER_MAX_DEPTH = 4  # it is one flat object
 
 
 class BaselineError(ValueError):
@@ -77,17 +81,16 @@ def _optional(raw: Dict[str, Any], key: str, kind: type, path: str) -> Any:
 
 def read_pointer(folder: str) -> ShippedPointer:
   """The pointer in a ShippedAudit folder; BaselineError naming what is wrong."""
+  from components.vog import record_files  # pylint: disable=g-import-not-at-top
   gfile = _tf().io.gfile
   path = os.path.join(folder, POINTER_FILE)
   if not gfile.exists(path):
     raise BaselineError(f'{path} does not exist; is this the shipped_audit output of '
                         'HumanReviewGate?')
-  with gfile.GFile(path, 'rb') as f:
-    content = f.read(1 << 20)
   try:
-    raw = json.loads(content)
-  except ValueError as e:
-    raise BaselineError(f'{path} is not valid JSON ({e})') from None
+    raw = record_files.read_json_file(path, POINTER_MAX_BYTES, POINTER_MAX_DEPTH)
+  except record_files.UnreadableFile as e:
+    raise BaselineError(str(e)) from None
   if not isinstance(raw, dict):
     raise BaselineError(f'{path} holds {type(raw).__name__}; expected an object')
   if raw.get('format_version') != POINTER_VERSION:

@@ -19,6 +19,13 @@ histogram behind the shift statistic) come from the two summaries.
 
 A history row that is not valid is refused (counted, with the first reason), never read
 as a guess; any refusal makes the per-example part of the drift unavailable.
+
+The baseline is read like any outside input, and nothing in it stops the audit: only
+regular files are opened (a folder or a FIFO in a file's place is named, never read or
+waited on), summary.json within MAX_SUMMARY_BYTES and MAX_SUMMARY_DEPTH and with counts
+that agree with each other, a history line within MAX_HISTORY_LINE_BYTES (read with a
+bounded readline, so one huge line in a small gzip file is refused, not held). Anything
+else makes the drift `unavailable` with the reason.
 """
 
 import dataclasses
@@ -39,6 +46,12 @@ from components.vog import report_format as fmt
 from components.vog.beam_audit import Tagged, split_by_tag
 
 FLAG_STATUS_FILE = 'flag_status.jsonl'  # work file: review rank -> drift status, streak
+# Bounds of what a baseline report's files hold. A summary is a few KB per class and
+# nests about 4 levels deep; a history row is one flat object of about 100 bytes and
+# its example_id.
+MAX_SUMMARY_BYTES = 64 << 20
+MAX_SUMMARY_DEPTH = 32
+MAX_HISTORY_LINE_BYTES = 1 << 20
 
 
 class HistoryChunk(NamedTuple):
@@ -80,27 +93,38 @@ class Baseline:
 def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> Baseline:
   """Reads the baseline report's summary and lists its history shards.
 
-  Never raises for the report's content: a baseline that is missing, malformed, from
-  a release before format_version 3, ranked by something other than `ranked_by` (this
-  audit's; its flagged set and hard shares would measure another thing) or without a
-  complete set of history shards is `unavailable` (the audit goes on, and says why),
-  because the baseline only moves when a model ships and a lost one must not stop every
-  later audit.
+  Never raises for the report's content: a baseline that is missing, malformed (a
+  summary or history shard that is no regular file, above its size or nesting limit,
+  or whose counts contradict each other), from a release before format_version 3,
+  ranked by something other than `ranked_by` (this audit's; its flagged set and hard
+  shares would measure another thing) or without a complete set of history shards is
+  `unavailable` (the audit goes on, and says why), because the baseline only moves when
+  a model ships and a lost one must not stop every later audit. Only summary.json and
+  the history shards are read: they are all that drift compares.
   """
   info = dict(info)
   uri = info.get('uri')
   if not isinstance(uri, str) or not uri:
     return Baseline(info, None, (), f'the baseline names no report folder ({uri!r})')
   try:
-    report = fmt.load_report(uri)
-  except fmt.ReportFormatError as e:
+    summary = read_summary(uri)
+  except (fmt.ReportFormatError, record_files.UnreadableFile) as e:
     return Baseline(info, None, (), f'the baseline report cannot be read: {e}')
-  summary = report.summary
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever else a hostile file provokes (a number too long to convert, a file
+    # system error) is a reason, not a failed audit.
+    return Baseline(info, None, (), f'the baseline report {uri} cannot be read '
+                                    f'({type(e).__name__}: {str(e)[:300]})')
   if summary.format_version < fmt.DRIFT_MIN_VERSION:
     return Baseline(info, None, (), (
         f'the baseline report {uri} has format_version {summary.format_version}; drift '
         f'needs {fmt.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
         'example history) - the next audit of a shipped model will have it'))
+  problem = count_problem(summary)
+  if problem is not None:
+    return Baseline(info, None, (), (
+        f'the baseline report {uri} has counts that cannot be true: {problem} - its '
+        f'{fmt.SUMMARY_FILE} was changed or damaged'))
   if ranked_by is not None and summary.ranked_by != ranked_by:
     return Baseline(info, None, (), (
         f'the baseline report {uri} ranked its examples by {summary.ranked_by} and this '
@@ -110,8 +134,71 @@ def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> B
     paths = fmt.history_files(uri)
   except fmt.ReportFormatError as e:
     return Baseline(info, None, (), str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    return Baseline(info, None, (), f'the history shards of the baseline report {uri} '
+                                    f'cannot be listed ({type(e).__name__}: {e})')
+  for path in paths:
+    # Local shards are checked now (a stat each); every shard is checked again where
+    # it is read, which is the check that counts on remote storage.
+    problem = None if '://' in path else record_files.file_problem(path)
+    if problem is not None:
+      return Baseline(info, None, (), f'a history shard of the baseline cannot be read: '
+                                      f'{problem}')
   info.setdefault('created_at', summary.created_at)
   return Baseline(info, summary, tuple(paths), None)
+
+
+def read_summary(uri: str) -> fmt.ReportSummary:
+  """The summary.json of the report folder `uri`, read within MAX_SUMMARY_BYTES and
+  MAX_SUMMARY_DEPTH; ReportFormatError or record_files.UnreadableFile naming the
+  problem."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = os.path.join(uri, fmt.SUMMARY_FILE)
+  if not tf.io.gfile.exists(path):
+    raise fmt.ReportFormatError(f'{path}: does not exist; is this the difficulty_report '
+                                'output of VarianceOfGradients?')
+  return fmt.parse_summary(
+      record_files.read_json_file(path, MAX_SUMMARY_BYTES, MAX_SUMMARY_DEPTH), path)
+
+
+def count_problem(summary: fmt.ReportSummary) -> Optional[str]:
+  """What makes a summary's counts impossible, or None: a negative count, more flagged
+  than scored, more scored and quarantined than seen, totals that are not the sum of
+  the splits, a class row of a split the summary does not count, a class share outside
+  [0, 1], or class rows that do not add up to their split's scored and flagged counts.
+  Drift divides these counts by each other, so each share it compares stays in [0, 1]."""
+  counted = [('counts', summary.counts)] + [(f'splits[{name!r}]', c)
+                                            for name, c in sorted(summary.splits.items())]
+  for where, c in counted:
+    if min(c.values()) < 0:
+      return f'{where} holds a negative count ({c})'
+    if c[fmt.FLAGGED] > c[fmt.SCORED]:
+      return f'{where} flags {c[fmt.FLAGGED]:,} of {c[fmt.SCORED]:,} scored examples'
+    if c[fmt.SCORED] + c[fmt.QUARANTINED] > c[fmt.SEEN]:
+      return (f'{where} scores {c[fmt.SCORED]:,} and quarantines {c[fmt.QUARANTINED]:,} '
+              f'of {c[fmt.SEEN]:,} seen examples')
+  for key in fmt.HEADLINE:
+    total = sum(c[key] for c in summary.splits.values())
+    if summary.counts[key] != total:
+      return f'counts[{key!r}] is {summary.counts[key]:,} but its splits add up to {total:,}'
+  sums: Dict[str, List[int]] = {}
+  for row in summary.per_class:
+    where = f'per_class row of split {row.split!r}, class {row.class_id}'
+    if row.split not in summary.splits:
+      return f'{where} is of a split the summary does not count'
+    if not 0 <= row.flagged <= row.count:
+      return f'{where} flags {row.flagged:,} of its {row.count:,} examples'
+    if not 0.0 <= row.flagged_share <= 1.0:
+      return f'{where} has flagged_share {row.flagged_share!r}; a share is from 0 to 1'
+    total = sums.setdefault(row.split, [0, 0])
+    total[0] += row.count
+    total[1] += row.flagged
+  for name, c in sorted(summary.splits.items()):
+    count, flagged = sums.get(name, (0, 0))
+    if (count, flagged) != (c[fmt.SCORED], c[fmt.FLAGGED]):
+      return (f'the class rows of split {name!r} count {count:,} examples and {flagged:,} '
+              f'flagged, the split {c[fmt.SCORED]:,} scored and {c[fmt.FLAGGED]:,} flagged')
+  return None
 
 
 def history_shard_of(example_id: str, num_shards: int) -> int:
@@ -138,23 +225,52 @@ def history_chunks(batch, placed: Mapping[str, np.ndarray], num_shards: int
 
 
 def read_history_shard(path: str) -> Iterable[Any]:
-  """(example_id, HistoryRow) of each valid line of one shard; Refused for the others."""
+  """(example_id, HistoryRow) of each valid line of one shard; Refused for the others.
+
+  Streamed, a line at a time with a bounded readline: a line longer than
+  MAX_HISTORY_LINE_BYTES is refused without being held, and the rest of that shard is
+  not read. A shard that is no regular file is refused whole, unopened.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  problem = record_files.file_problem(path)
+  if problem is not None:
+    yield Refused(path, problem)
+    return
   number = 0
   try:  # Streamed: a shard holds the history of a whole input file.
     with tf.io.gfile.GFile(path, 'rb') as f, gzip.GzipFile(fileobj=f) as lines:
-      for number, line in enumerate(lines, 1):
+      while True:
+        line = lines.readline(MAX_HISTORY_LINE_BYTES + 1)
+        if not line:
+          return
+        number += 1
+        where = f'{path} line {number}'
+        if len(line) > MAX_HISTORY_LINE_BYTES:
+          yield Refused(where, (
+              f'is longer than {MAX_HISTORY_LINE_BYTES:,} bytes, which no history row '
+              'is; the rest of the shard was not read'))
+          return
         if not line.strip():
           continue
-        where = f'{path} line {number}'
         try:
           row = fmt.history_row_from_json(json.loads(line), where)
+        except RecursionError:
+          yield Refused(where, 'nests deeper than a history row, a flat object, can')
+          continue
         except (ValueError, fmt.ReportFormatError) as e:
-          yield Refused(where, str(e)[:300])
+          yield Refused(where, _reason(e, where))
           continue
         yield row.example_id, row
-  except (OSError, EOFError, zlib.error) as e:
+  except (OSError, EOFError, zlib.error, tf.errors.OpError) as e:
     yield Refused(f'{path} after line {number}', f'is not a readable gzip file ({e})')
+
+
+def _reason(error: Exception, where: str) -> str:
+  """An error's message without the place it starts with (Refused names it)."""
+  text = str(error)
+  if text.startswith(where + ': '):
+    text = text[len(where) + 2:]
+  return text[:300]
 
 
 def write_history_shard(work_dir: str, shard: int, num_shards: int,
