@@ -319,3 +319,76 @@ def test_checkpoints_saved_from_another_thread_are_zip_keras_files(tmp_path):
     pool.submit(checkpoints._save_model, model, path).result()
   with open(path, 'rb') as f:
     assert f.read(2) == b'PK'
+
+
+# A manifest or checkpoint that is no regular file, nests too deep or lists one file
+# twice is refused by name, by the loader and by `vog-audit score` (exit 2, one line).
+
+@pytest.fixture(scope='module')
+def saved_run(tmp_path_factory):
+  """A run with four saved checkpoints, copied by each test that breaks it."""
+  root = tmp_path_factory.mktemp('saved_run')
+  _fit(str(root / 'run'), epochs=4, max_checkpoints=4)
+  examples = root / 'examples.tfrecord'
+  with tf.io.TFRecordWriter(str(examples)) as writer:
+    writer.write(tf.train.Example().SerializeToString())
+  return root
+
+
+def _manifest_a_folder(folder):
+  (folder / 'manifest.json').unlink()
+  (folder / 'manifest.json').mkdir()
+
+
+def _manifest_nested(folder):
+  (folder / 'manifest.json').write_text(
+      '{"format_version": 1, "checkpoints": ' + '[' * 50_000 + ']' * 50_000 + '}')
+
+
+def _checkpoint_a_folder(folder):
+  (folder / 'epoch-0002.keras').unlink()
+  (folder / 'epoch-0002.keras').mkdir()
+
+
+def _one_file_four_times(folder):
+  entries = _manifest_entries(folder.parent)
+  _write_manifest(folder, [dict(e, path='epoch-0001.keras') for e in entries])
+
+
+def _one_file_under_two_names(folder):
+  (folder / 'latest.keras').symlink_to(folder / 'epoch-0004.keras')
+  entries = _manifest_entries(folder.parent)
+  entries[2]['path'] = 'latest.keras'
+  _write_manifest(folder, entries)
+
+
+@pytest.mark.parametrize('break_it, problem', [
+    (_manifest_a_folder, r'checkpoint manifest .*/vog_checkpoints/manifest.json is a folder, '
+                         r'not a file - re-run the Trainer'),
+    (_manifest_nested, r'checkpoint manifest .*/manifest.json nests 50001 levels deep, more '
+                       r'than the 8 this file ever has'),
+    (_checkpoint_a_folder, r'manifest.json: entry 1 names a checkpoint that cannot be loaded: '
+                           r'.*/epoch-0002.keras is a folder, not a file'),
+    (_one_file_four_times, r'manifest.json lists .*/epoch-0001.keras more than once \(entries '
+                           r'0 and 1\); one model listed under several steps has no variance'),
+    (_one_file_under_two_names, r'manifest.json lists .*/epoch-0004.keras more than once '
+                                r'\(entries 2 and 3\)'),
+], ids=['manifest folder', 'manifest nested', 'checkpoint folder', 'listed four times',
+        'listed under two names'])
+def test_a_manifest_entry_that_cannot_be_a_checkpoint_is_refused(saved_run, tmp_path,
+                                                                 break_it, problem):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'run'
+  shutil.copytree(saved_run / 'run', run, symlinks=True)
+  break_it(run / 'vog_checkpoints')
+  with pytest.raises(checkpoints.CheckpointError, match=problem):
+    checkpoints.load_manifest(str(run))
+  result = CliRunner().invoke(cli, ['score', '--model-run', str(run), '--examples',
+                                    str(saved_run / 'examples.tfrecord'), '--output',
+                                    str(tmp_path / 'out')])
+  assert result.exit_code == 2, result.output
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and re.search(problem, errors[0]), result.stderr
+  assert 'Traceback' not in result.output

@@ -13,9 +13,12 @@ Paths are relative to `vog_checkpoints/`, so the artifact can move between file 
 
 What is data and what is code. The manifest and the checkpoint files are data, written by
 whoever can write the Trainer's output, and are treated as untrusted:
+  * the manifest is read only when it is a regular file of at most MANIFEST_MAX_BYTES
+    whose JSON nests no deeper than MANIFEST_MAX_DEPTH;
   * a manifest path must name a file inside `vog_checkpoints/`: absolute paths and `..`
     are refused, and a local path must still lie inside the folder once symbolic links are
-    resolved;
+    resolved; it must be a regular file, and no file may be listed twice (the same model
+    under several steps has no variance, so every score would be 0);
   * only zip `.keras` files (the Keras v3 format the callback writes) are loaded, told by
     their first bytes, not their name: HDF5 and SavedModel files can run code while
     loading, and Keras picks the format from the content;
@@ -43,6 +46,10 @@ CHECKPOINT_DIR = 'vog_checkpoints'
 MANIFEST_FILE = 'manifest.json'
 FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = '.keras'
+# A manifest lists one short entry per saved epoch, and nests 4 levels deep (its
+# checkpoints, an entry, its metrics).
+MANIFEST_MAX_BYTES = 16 << 20
+MANIFEST_MAX_DEPTH = 8
 # The first bytes of a zip file (a local file header), which every .keras file starts with.
 ZIP_MAGIC = b'PK\x03\x04'
 # Modules whose classes and functions Keras resolves from its own API.
@@ -187,10 +194,13 @@ def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
   """Reads and validates the manifest under `model_run_dir`; entries sorted by step.
 
   Raises CheckpointError naming the path and the fix when the manifest is missing,
-  unreadable, of another format version, empty, lists fewer than 2 checkpoints, names a
-  file that is not there, or names a path outside `vog_checkpoints/` (absolute, with
-  `..`, or through a symbolic link that leads out).
+  unreadable (a folder, a FIFO, above MANIFEST_MAX_BYTES or nested deeper than
+  MANIFEST_MAX_DEPTH included), of another format version, empty, lists fewer than 2
+  checkpoints, names a file that is not there or that is not a regular file, names one
+  file more than once, or names a path outside `vog_checkpoints/` (absolute, with `..`,
+  or through a symbolic link that leads out).
   """
+  from components.vog import record_files  # pylint: disable=g-import-not-at-top
   folder = checkpoint_dir_of(model_run_dir)
   path = os.path.join(folder, MANIFEST_FILE)
   fix = ('add VogCheckpointCallback(fn_args.model_run_dir) to the callbacks of fit in '
@@ -198,11 +208,10 @@ def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
   if not tf.io.gfile.exists(path):
     raise CheckpointError(f'no checkpoint manifest at {path} - {fix}')
   try:
-    with tf.io.gfile.GFile(path) as f:
-      manifest = json.load(f)
-  except (ValueError, UnicodeDecodeError) as e:
-    raise CheckpointError(f'checkpoint manifest {path} is not valid JSON ({e}) - '
-                          're-run the Trainer to rewrite it') from e
+    manifest = record_files.read_json_file(path, MANIFEST_MAX_BYTES, MANIFEST_MAX_DEPTH)
+  except record_files.UnreadableFile as e:
+    raise CheckpointError(f'checkpoint manifest {e} - re-run the Trainer to rewrite '
+                          'it') from None
   if not isinstance(manifest, dict) or manifest.get('format_version') != FORMAT_VERSION:
     raise CheckpointError(
         f'checkpoint manifest {path} has format_version '
@@ -225,6 +234,18 @@ def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
       raise CheckpointError(f'checkpoint manifest {path} names {entry.path}, which is '
                             'not there - copy the whole vog_checkpoints folder, or '
                             're-run the Trainer')
+    problem = record_files.file_problem(entry.path)
+    if problem is not None:
+      raise CheckpointError(f'checkpoint manifest {path}: entry {i} names a checkpoint '
+                            f'that cannot be loaded: {problem} - list the .keras files '
+                            'VogCheckpointCallback saved, or re-run the Trainer')
+    same = [j for j, e in enumerate(entries) if _same_file(e.path, entry.path)]
+    if same:
+      raise CheckpointError(
+          f'checkpoint manifest {path} lists {entry.path} more than once (entries '
+          f'{same[0]} and {i}); one model listed under several steps has no variance '
+          'across them, so every score would be 0 - list each saved checkpoint once, or '
+          're-run the Trainer into a fresh model_run_dir')
     entries.append(entry)
   if len(entries) < 2:
     raise CheckpointError(
@@ -235,6 +256,19 @@ def load_manifest(model_run_dir: str) -> List[CheckpointEntry]:
     raise CheckpointError(f'checkpoint manifest {path} lists step(s) more than once '
                           f'({steps}) - re-run the Trainer into a fresh model_run_dir')
   return sorted(entries, key=lambda e: e.step)
+
+
+def _same_file(a: str, b: str) -> bool:
+  """Whether two checkpoint paths name one file: the same path once normalised, or
+  for local files the same file once links are followed."""
+  if os.path.normpath(a) == os.path.normpath(b):
+    return True
+  if _is_local(a) and _is_local(b):
+    try:
+      return os.path.samefile(a, b)
+    except OSError:
+      return False
+  return False
 
 
 def _input_signature(model: tf.keras.Model) -> List[tuple]:
