@@ -17,8 +17,13 @@ warnings.filterwarnings('ignore', category=FutureWarning, module=r'google\..*')
 
 
 def fail(message: str) -> NoReturn:
-  """Ends the command with one clear line on stderr and exit code 2 (bad input)."""
-  click.echo(f'error: {message}', err=True)
+  """Ends the command with one clear line on stderr and exit code 2 (bad input).
+
+  A message that spans lines (some file systems' and TensorFlow's errors do) is joined
+  into one, so that the line says all of it.
+  """
+  line = ' '.join(part.strip() for part in str(message).splitlines() if part.strip())
+  click.echo(f'error: {line}', err=True)
   sys.exit(2)
 
 

@@ -9,6 +9,10 @@ outputs under --output:
 
 On a terminal a progress bar shows the examples scored of the total, the rate and the
 time left; elsewhere (logs, CI) each step prints one line with its counts.
+
+Both folders are written under `<output>/.incomplete/` and moved to their names only
+when the audit is complete, so a command killed mid-run leaves nothing under them; the
+next run into the same --output removes what the killed one left and starts again.
 """
 
 import glob
@@ -26,6 +30,11 @@ from components.vog.settings import VogSettings
 from pipeline.cli import fail
 
 SPLIT_PREFIX = 'Split-'
+SCORED_FOLDER = 'scored_examples'
+REPORT_FOLDER = 'difficulty_report'
+# Where a run writes until it is complete; what a killed run leaves there is removed by
+# the next run into the same --output.
+INCOMPLETE = '.incomplete'
 RUNNERS = ('direct', 'dask')
 DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
 DASK_CONNECT_TIMEOUT_S = 5
@@ -104,6 +113,8 @@ def split_patterns_of(path: str):
               'table.')
 @click.option('--output-compression', default=DEFAULTS.output_compression,
               show_default=True, help='gzip or none.')
+@click.option('--max-record-bytes', default=DEFAULTS.max_record_bytes, show_default=True,
+              type=int, help='Input records longer than this are quarantined unread.')
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--runner', 'runner', type=click.Choice(RUNNERS), default='direct',
@@ -125,15 +136,11 @@ def split_patterns_of(path: str):
 def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
           num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
           example_id_key, rank_by, gradient_layers, pad_id, copy_splits, output_compression,
-          module_file, runner, dask_address, dask_partitions, beam_args, baseline,
-          transform_graph):
+          max_record_bytes, module_file, runner, dask_address, dask_partitions, beam_args,
+          baseline, transform_graph):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  from components.vog import audit  # pylint: disable=g-import-not-at-top
   from components.vog import report_format  # pylint: disable=g-import-not-at-top
-  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-  from components.vog import progress  # pylint: disable=g-import-not-at-top
   from components.vog import score_table  # pylint: disable=g-import-not-at-top
   from components.vog.settings import stage_from_text  # pylint: disable=g-import-not-at-top
 
@@ -152,46 +159,28 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
         example_id_key=example_id_key, rank_by=rank_by,
         gradient_layers=list(gradient_layers) or None, pad_id=pad_id,
         copy_splits=_copy_splits_of(copy_splits),
-        output_compression=output_compression).validate()
+        output_compression=output_compression,
+        max_record_bytes=max_record_bytes).validate()
   except ValueError as e:
     fail(str(e))
   patterns = split_patterns_of(examples)
-  click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
+  if baseline:
+    check_baseline(baseline)
+  check_runner(beam_args)
+  scored_dir = os.path.join(output, SCORED_FOLDER)
+  report_dir = os.path.join(output, REPORT_FOLDER)
+  created = not os.path.lexists(output)
+  staging = os.path.join(output, INCOMPLETE)
   try:
-    plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file,
-                            baseline={'uri': baseline} if baseline else None,
-                            transform_graph=transform_graph)
-  except (audit.AuditConfigError, checkpoints.CheckpointError) as e:
-    fail(str(e))
-  scored_dir = os.path.join(output, 'scored_examples')
-  report_dir = os.path.join(output, 'difficulty_report')
-  for folder in (scored_dir, report_dir):
-    if os.path.exists(folder) and os.listdir(folder):
-      fail(f'{folder} is not empty; choose a new --output so earlier results are kept')
-  os.makedirs(report_dir, exist_ok=True)
-  files = [f for split in plan.split_files for f in _paths_of(plan, split)]
-  estimate = _estimate(plan)
-  size = progress.total_bytes(files)
-  click.echo(f'scoring splits {", ".join(plan.split_files)} ({len(files)} files'
-             f'{f", {_size_text(size)}" if size is not None else ""}'
-             f'{f", about {estimate} examples" if estimate is not None else ""}) with '
-             f'{len(plan.entries)} checkpoints (steps '
-             f'{", ".join(str(e.step) for e in plan.entries)}), '
-             f'batches of {settings.batch_size}')
-  beam_args = list(beam_args) + runner_args(runner, dask_address, dask_partitions,
-                                            len(files), beam_args)
-  started = time.time()
-  pipeline = beam.Pipeline(argv=beam_args)
-  stream = click.get_text_stream('stderr')
-  try:
-    if _shows_bar(stream, beam_args):
-      summary = run_with_progress_bar(
-          lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
-          len(files), estimate, stream)
-    else:
-      summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
-  except audit.AuditInputError as e:  # A damaged input file: nothing was published.
-    fail(str(e))
+    prepare_output(output)
+    summary, started = _score(plan_args=(settings, model_run, patterns, module_file,
+                                         baseline, transform_graph),
+                              staging=staging, beam_args=beam_args, runner=runner,
+                              dask_address=dask_address, dask_partitions=dask_partitions)
+    publish_output(staging, output)
+  except BaseException:
+    discard_output(staging, output if created else None)
+    raise
   counts = summary['counts']
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
@@ -208,6 +197,152 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
              + (', '.join(os.path.join(scored_dir, f'Split-{s}')
                           for s in summary['copied_splits']) or 'none copied'))
   click.echo(f'report: {os.path.join(report_dir, report_format.REPORT_FILE)}')
+
+
+def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
+           dask_address: Optional[str], dask_partitions: Optional[int]):
+  """Plans and runs the audit into the folders under `staging`; (summary, start time).
+  Ends the command (exit 2, one line) for a configuration problem or damaged input."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
+  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  settings, model_run, patterns, module_file, baseline, transform_graph = plan_args
+  click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
+  try:
+    plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file,
+                            baseline={'uri': baseline} if baseline else None,
+                            transform_graph=transform_graph)
+  except (audit.AuditConfigError, checkpoints.CheckpointError) as e:
+    fail(str(e))
+  scored_dir = os.path.join(staging, SCORED_FOLDER)
+  report_dir = os.path.join(staging, REPORT_FOLDER)
+  files = [f for split in plan.split_files for f in _paths_of(plan, split)]
+  estimate = _estimate(plan)
+  size = progress.total_bytes(files)
+  click.echo(f'scoring splits {", ".join(plan.split_files)} ({len(files)} files'
+             f'{f", {_size_text(size)}" if size is not None else ""}'
+             f'{f", about {estimate} examples" if estimate is not None else ""}) with '
+             f'{len(plan.entries)} checkpoints (steps '
+             f'{", ".join(str(e.step) for e in plan.entries)}), '
+             f'batches of {settings.batch_size}')
+  beam_args = list(beam_args) + runner_args(runner, dask_address, dask_partitions,
+                                            len(files), beam_args)
+  started = time.time()
+  try:
+    pipeline = beam.Pipeline(argv=beam_args)
+  except (ValueError, ImportError) as e:
+    fail(f'--beam-arg: Beam cannot start a pipeline with these arguments ({e})')
+  stream = click.get_text_stream('stderr')
+  try:
+    if _shows_bar(stream, beam_args):
+      summary = run_with_progress_bar(
+          lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
+          len(files), estimate, stream)
+    else:
+      summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
+  except audit.AuditInputError as e:  # A damaged input file: nothing was published.
+    fail(str(e))
+  return summary, started
+
+
+def check_baseline(baseline: str) -> None:
+  """Refuses (exit 2, one line) a --baseline that is not a folder holding a summary.json:
+  a path typed wrong would otherwise run the audit without the comparison asked for.
+  What the folder holds is judged by the audit, which names any problem as drift
+  unavailable."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.vog import report_format  # pylint: disable=g-import-not-at-top
+  fix = 'give the difficulty_report folder of an earlier audit, e.g. OUT/difficulty_report'
+  if not tf.io.gfile.isdir(baseline):
+    what = 'does not exist' if not tf.io.gfile.exists(baseline) else 'is not a folder'
+    fail(f'--baseline {baseline} {what}; {fix}')
+  if not tf.io.gfile.exists(os.path.join(baseline, report_format.SUMMARY_FILE)):
+    fail(f'--baseline {baseline} holds no {report_format.SUMMARY_FILE}, so it is no '
+         f'audit report; {fix}')
+
+
+def check_runner(beam_args: Sequence[str]) -> None:
+  """Refuses (exit 2, one line) a --beam-arg=--runner that Beam does not know, before
+  the checkpoints are loaded."""
+  name = _runner_of(beam_args)
+  if name is None:
+    return
+  from apache_beam.runners import runner as beam_runner  # pylint: disable=g-import-not-at-top
+  try:
+    beam_runner.create_runner(name)
+  except (ValueError, ImportError) as e:
+    fail(f'--beam-arg=--runner={name}: {e}')
+
+
+def prepare_output(output: str) -> str:
+  """Makes `output` and the folder the run writes in until it is complete; returns it.
+
+  Removes what a killed run left there first. Refuses (exit 2, one line) an --output
+  that cannot be written and one whose scored_examples/ or difficulty_report/ already
+  holds results, so that earlier results are kept.
+  """
+  staging = os.path.join(output, INCOMPLETE)
+  try:
+    os.makedirs(output, exist_ok=True)
+    clear_incomplete(output)
+  except OSError as e:
+    fail(f'--output {output} cannot be written ({e.strerror or e}); give a folder this '
+         'user can write')
+  for name in (SCORED_FOLDER, REPORT_FOLDER):
+    folder = os.path.join(output, name)
+    if os.path.lexists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+      fail(f'{folder} is not empty; choose a new --output so earlier results are kept')
+  try:
+    for name in (SCORED_FOLDER, REPORT_FOLDER):
+      os.makedirs(os.path.join(staging, name))
+  except OSError as e:
+    fail(f'--output {output} cannot be written ({e.strerror or e}); give a folder this '
+         'user can write')
+  return staging
+
+
+def clear_incomplete(output: str) -> None:
+  """Removes what a run killed before it finished left under `output`.
+
+  Its folders are still in `<output>/.incomplete/`, except when it was killed while
+  moving them: its scored_examples/ was then moved and its difficulty_report/ not, and
+  that scored_examples/ goes too (the run began only when it was empty).
+  """
+  staging = os.path.join(output, INCOMPLETE)
+  if not os.path.lexists(staging):
+    return
+  staged_report = os.path.join(staging, REPORT_FOLDER)
+  moved_scores = os.path.join(output, SCORED_FOLDER)
+  if (os.path.isdir(staged_report) and not os.path.lexists(os.path.join(staging,
+                                                                        SCORED_FOLDER))
+      and not os.path.lexists(os.path.join(output, REPORT_FOLDER))
+      and os.path.isdir(moved_scores)):
+    shutil.rmtree(moved_scores)
+  click.echo(f'removing what an earlier run that did not finish left in {staging}')
+  shutil.rmtree(staging)
+
+
+def publish_output(staging: str, output: str) -> None:
+  """Moves the complete folders from `staging` to their names under `output`: the
+  scored examples first, the report (the sign that the run finished) last."""
+  for name in (SCORED_FOLDER, REPORT_FOLDER):
+    final = os.path.join(output, name)
+    if os.path.isdir(final):
+      os.rmdir(final)  # empty: prepare_output refused it otherwise
+    os.rename(os.path.join(staging, name), final)
+  shutil.rmtree(staging)
+
+
+def discard_output(staging: str, created: Optional[str]) -> None:
+  """Removes what a run that failed wrote, and `created` (the --output folder this run
+  made) when nothing else is in it."""
+  shutil.rmtree(staging, ignore_errors=True)
+  if created is not None:
+    try:
+      os.rmdir(created)
+    except OSError:
+      pass
 
 
 def _size_text(size: int) -> str:
