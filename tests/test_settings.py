@@ -174,3 +174,18 @@ def test_component_refuses_settings_and_keywords_together():
     VarianceOfGradients(**_channels(), settings={'target': 'loss'})
   with pytest.raises(ValueError, match='num_checkpoints=1; VoG needs at least 2'):
     VarianceOfGradients(**_channels(), settings=VogSettings(num_checkpoints=1))
+
+
+def test_every_setting_is_a_keyword_of_the_component():
+  # A setting added to VogSettings but not to the component's keywords could be set
+  # only through settings=: each one is both.
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  from components.vog import spec_keys  # pylint: disable=g-import-not-at-top
+  from components.vog.component import VarianceOfGradients  # pylint: disable=g-import-not-at-top
+  keywords = set(inspect.signature(VarianceOfGradients.__init__).parameters)
+  missing = {f.name for f in dataclasses.fields(VogSettings)} - keywords
+  assert not missing, missing
+  component = VarianceOfGradients(**_channels(), max_record_bytes=4096)
+  assert VogSettings.from_json(
+      component.exec_properties[spec_keys.SETTINGS_KEY]).max_record_bytes == 4096

@@ -106,6 +106,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
                pad_id: Optional[int] = _DEFAULT,
                copy_splits: Union[None, str, List[str]] = _DEFAULT,
                output_compression: str = _DEFAULT,
+               max_record_bytes: int = _DEFAULT,
                module_file: Optional[str] = None,
                settings: Optional[VogSettings] = None):
     """Args (settings left out take the defaults of VogSettings, shown in brackets):
@@ -150,6 +151,8 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         way [None].
       output_compression: `gzip` (the copies gzip level 1, the score table zstd) or
         `none` ['gzip'].
+      max_record_bytes: an input record longer than this is quarantined (`record too
+        large`) without being read into memory [64 MiB].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
         (not with `transform_graph`) and/or `custom_objects` for custom layers. Trusted
         code: it is imported in the executor process and in every Beam worker, and its
@@ -171,6 +174,7 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         ('bucket_percentiles', bucket_percentiles), ('example_id_key', example_id_key),
         ('rank_by', rank_by), ('gradient_layers', gradient_layers), ('pad_id', pad_id),
         ('copy_splits', copy_splits), ('output_compression', output_compression),
+        ('max_record_bytes', max_record_bytes),
     ) if value is not _DEFAULT}
     if settings is None:
       settings = VogSettings(**given)
