@@ -392,3 +392,37 @@ def test_a_manifest_entry_that_cannot_be_a_checkpoint_is_refused(saved_run, tmp_
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and re.search(problem, errors[0]), result.stderr
   assert 'Traceback' not in result.output
+
+
+_GROWTH_PROBE = '''
+import json, os, sys
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+import tensorflow as tf
+from components.vog import checkpoints
+checkpoints.load_checkpoint_models(checkpoints.load_manifest(sys.argv[1]))
+print(json.dumps({
+    'variable': os.environ.get('TF_FORCE_GPU_ALLOW_GROWTH'),
+    'growth': {g.name: tf.config.experimental.get_memory_growth(g)
+               for g in tf.config.list_physical_devices('GPU')}}))
+'''
+
+
+@pytest.mark.parametrize('given, expected', [(None, 'true'), ('false', 'false')])
+def test_loading_checkpoints_leaves_gpu_memory_to_grow(tmp_path, given, expected):
+  # The launcher loads every checkpoint to plan; TensorFlow would take a GPU's memory
+  # whole on its first op. Loading turns memory growth on for the process (for every
+  # GPU it sees, and through TF_FORCE_GPU_ALLOW_GROWTH for any started later), unless
+  # the user set that variable otherwise. Each GPU seen grows exactly when growth is
+  # wanted (on a machine without a GPU, the variable alone says it).
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  _fit(str(tmp_path), epochs=2, max_checkpoints=2)
+  env = {k: v for k, v in os.environ.items() if k != 'TF_FORCE_GPU_ALLOW_GROWTH'}
+  if given is not None:
+    env['TF_FORCE_GPU_ALLOW_GROWTH'] = given
+  env['PYTHONPATH'] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', _GROWTH_PROBE, str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120, check=True)
+  probe = json.loads(out.stdout.strip().splitlines()[-1])
+  assert probe['variable'] == expected
+  assert all(grows == (expected == 'true') for grows in probe['growth'].values()), probe

@@ -42,6 +42,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from components.vog import devices
+
 CHECKPOINT_DIR = 'vog_checkpoints'
 MANIFEST_FILE = 'manifest.json'
 FORMAT_VERSION = 1
@@ -372,7 +374,12 @@ def load_checkpoint_models(entries: Sequence[CheckpointEntry],
 
   Raises CheckpointError naming the file when one is not a zip .keras file, names code
   from outside Keras, or does not load, and when the checkpoints' input signatures differ.
+
+  Memory growth is turned on for the process's GPUs first (devices.py): the launcher
+  loads the checkpoints to plan and must not hold a GPU for it, and the workers that
+  score share theirs.
   """
+  devices.grow_gpu_memory()
   custom_objects = dict(custom_objects or {})
   models = []
   for entry in entries:
