@@ -48,7 +48,7 @@ class _GateInThread:
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
       if os.path.isdir(store.reviews_dir) and store.list():
-        return store.list()[0]['review_id']
+        return store.list()[0].review_id
       assert self.error is None, self.error
       time.sleep(0.05)
     raise AssertionError('the gate never wrote its pending review')
@@ -103,7 +103,7 @@ def test_reject_from_the_command_line_does_not_bless(tmp_path):
     deadline = time.monotonic() + 30
     while not (reviews.exists() and store.list()) and time.monotonic() < deadline:
       time.sleep(0.05)
-    review_id = store.list()[0]['review_id']
+    review_id = store.list()[0].review_id
     # The person answering sees what changed since the last shipped model.
     listed = _cli('review', 'list', '--reviews-dir', str(reviews))
     assert ('    Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard '

@@ -1,11 +1,10 @@
-"""What a Slack reply or reaction must look like to decide, and which answer decides.
+"""What a Slack reply or reaction must look like to count.
 
-A reply decides only when it is exactly a decision word, optionally followed by `:` or `-` and a
-comment; a question, a negation or a condition never approves. Of the answers the gate sees, the
-earliest in Slack's own time (the message `ts`) decides, whichever read of the thread shows it.
+An approval is exactly `approve` (any case, an optional full stop, after NFKC); a rejection
+starts with a rejection word and may give a reason; anything else that mentions the decision
+is no answer, and the approver is told so in the thread. Which answers decide is
+test_review_gate_decisions.py.
 """
-
-import datetime
 
 import pytest
 
@@ -27,48 +26,66 @@ def _review(blessing):
 
 
 @pytest.mark.parametrize('text', [
-    'approve? no - wait for the class 3 fix',
-    'ship?',
-    'LGTM once labels are fixed',
-    'approved not',
-    'approve: not until class 3 is relabelled',
-    'approve - if the hard slice holds up',
-    'lgtm: but check class 8 first',
-    "approve - don't push before Monday",
-    'approve: once the labels are fixed',
-    'approve\nlooks fine',
-    'approve approve',
-    'should we approve?',
-    'approvers please look',
-    'not approved',
-    'LGTM?!',
+    # What the old grammar let through as approvals.
+    'approve - reject', 'approve - stop', 'approve - nah', 'approve - jk',
+    'approve - ok\uff1f',  # full-width question mark
+    'approve - \uff4e\uff4f\uff54',  # full-width "not"
+    "approve - shouldn\u02bct",  # U+02BC, not an apostrophe
+    'approve: looks fine', 'LGTM - ship it', 'ship it', 'approved', 'lgtm', '*approve*',
+    'approve!', 'approve\u200b', '<@U0GATE> approve', 'approve approve', 'approve\nlooks fine',
+    'approve? no - wait for the class 3 fix', 'ship?', 'LGTM once labels are fixed',
+    'approve: once the labels are fixed', 'should we approve?', 'LGTM?!', 'approve..',
 ])
-def test_replies_that_do_not_approve(text):
-  assert slack_grammar.parse_reply(text) == (None, '')
+def test_replies_that_mention_a_decision_but_are_no_answer(text):
+  reply = slack_grammar.read_reply(text)
+  assert (reply.verdict, reply.reason) == (None, '')
+  assert 'reply with exactly "approve"' in reply.why  # the approver is told what counts
 
 
-@pytest.mark.parametrize('text, expected', [
-    ('approve: looks fine', ('approved', 'looks fine')),
-    ('LGTM - ship it', ('approved', 'ship it')),
-    ('<@U0GATE> LGTM!', ('approved', '')),
-    ('Approved.', ('approved', '')),
-    ('ship it', ('approved', '')),
-    ('*approve*', ('approved', '')),
-    ('approve – class 8 spot-checked', ('approved', 'class 8 spot-checked')),
-    ('reject: class 3 is noisy', ('rejected', 'class 3 is noisy')),
-    ('*Rejected* - see the report', ('rejected', 'see the report')),
-    ('stop', ('rejected', '')),
-    # A negation or a condition in a rejection's comment still rejects: that fails closed.
-    ('reject - do not ship until class 3 is fixed', ('rejected', 'do not ship until class 3 is fixed')),
+@pytest.mark.parametrize('text', [
+    'thanks, looking', "shouldn\u02bct we check class 3 first", 'approvers please look',
+    '', '   ', 'class 8 looks fine to me', 'the relationship between class 3 and 5',
 ])
-def test_replies_that_decide(text, expected):
-  assert slack_grammar.parse_reply(text) == expected
+def test_discussion_is_neither_an_answer_nor_flagged(text):
+  assert slack_grammar.read_reply(text) == slack_grammar.Reply()
 
 
-def test_ambiguous_replies_from_an_approver_are_ignored_and_logged(tmp_path, slack, logs):
-  texts = ['approve? no - wait for the class 3 fix', 'ship?', 'LGTM once labels are fixed',
-           'approved not']
-  slack.auto_replies = [(ALICE, text) for text in texts]
+@pytest.mark.parametrize('text', [
+    'approve', 'Approve', 'APPROVE.', '  approve  ', 'approve.',
+    '\uff41\uff50\uff50\uff52\uff4f\uff56\uff45',  # full-width letters: NFKC reads "approve"
+])
+def test_replies_that_approve(text):
+  assert slack_grammar.parse_reply(text) == ('approved', '')
+
+
+@pytest.mark.parametrize('text, reason', [
+    ('reject: class 3 is noisy', 'class 3 is noisy'),
+    ('*Rejected* - see the report', 'see the report'),
+    ('_reject_', ''),  # italic
+    ('~reject~', ''),
+    ('`reject`: labels', 'labels'),
+    ('stop', ''),
+    ('no - wait for the class 3 fix', 'wait for the class 3 fix'),
+    ('not approved', 'approved'),
+    ("don't ship", 'ship'),
+    ('Don\u2019t ship this one', 'ship this one'),
+    ('\uff32\uff25\uff2a\uff25\uff23\uff34: class 8', 'class 8'),  # full-width REJECT
+    ('<@U0GATE> reject: labels swapped', 'labels swapped'),
+    (':x: reject', ''),
+    ('Nope.', ''),
+    ('veto, class 3 is half wrong', 'class 3 is half wrong'),
+    # A negation or a condition in a rejection's reason still rejects: that fails closed.
+    ('reject - do not ship until class 3 is fixed', 'do not ship until class 3 is fixed'),
+])
+def test_replies_that_reject_carry_their_reason(text, reason):
+  assert slack_grammar.parse_reply(text) == ('rejected', reason)
+
+
+def test_unclear_replies_from_an_approver_are_ignored_logged_and_answered_in_the_thread(
+    tmp_path, slack, logs):
+  texts = ['approve - nah', 'approve - ok\uff1f', 'ship it', 'LGTM once labels are fixed',
+           'approve - \uff4e\uff4f\uff54']
+  slack.auto_replies = [(ALICE, text) for text in texts] + [(ALICE, 'thanks, looking')]
   blessing = support.run_gate(str(tmp_path), _props(slack, timeout_seconds=1.5),
                               with_montage=False)
   assert blessing.get_int_custom_property('blessed') == 0
@@ -76,18 +93,22 @@ def test_ambiguous_replies_from_an_approver_are_ignored_and_logged(tmp_path, sla
   ignored = [r.getMessage() for r in logs.records
              if r.getMessage().startswith(f'Ignoring a reply by {ALICE}')]
   assert len(ignored) == len(texts), ignored  # once each, not once per read
-  assert any('a question' in line for line in ignored)
-  assert any('only a decision word, optionally followed by ":" or "-" and a comment' in line
-             for line in ignored)
+  notices = [c['params'] for c in slack.calls_to('chat.postMessage')
+             if c['params'].get('thread_ts')]
+  assert len(notices) == len(texts)  # one thread reply per unclear answer, none for discussion
+  assert all(n['text'].startswith(f'<@{ALICE}>, your reply does not count: to approve, reply '
+                                  'with exactly "approve"') for n in notices)
+  assert {n['metadata']['event_payload']['kind'] for n in notices} == {'not_an_answer'}
 
 
-def test_a_plain_approval_with_a_comment_blesses(tmp_path, slack):
-  slack.auto_replies = [(ALICE, 'approve: looks fine')]
+def test_an_italic_rejection_stops_a_later_approval(tmp_path, slack):
+  """`_reject_` is a rejection, so Bob's approval after it does not ship the model."""
+  slack.auto_replies = [(ALICE, '_reject_ class 3 labels are swapped'), (BOB, 'approve')]
   blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
   review = _review(blessing)
-  assert blessing.get_int_custom_property('blessed') == 1
+  assert blessing.get_int_custom_property('blessed') == 0
   assert (review['review_decision'], review['reviewer'], review['review_comment']) == (
-      'approved', ALICE, 'looks fine')
+      'rejected', ALICE, 'class 3 labels are swapped')
 
 
 def test_reactions_outside_the_fixed_list_do_not_decide(tmp_path, slack, logs):
@@ -103,41 +124,3 @@ def test_a_listed_reaction_with_a_skin_tone_decides(tmp_path, slack):
   review = _review(blessing)
   assert (review['review_decision'], review['reviewer']) == ('approved', BOB)
   assert 'reaction :+1:' in review['review_reason']
-
-
-def _iso(ts):
-  seconds, micros = ts.split('.')
-  moment = datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc)
-  return moment.strftime('%Y-%m-%dT%H:%M:%S') + f'.{micros}Z'  # Slack's ts has six digits
-
-
-def _reply_ts(slack, user):
-  return [m['ts'] for m in slack.messages.values() if m.get('user') == user][0]
-
-
-def test_earliest_answer_in_one_read_decides_and_dates_the_review(tmp_path, slack):
-  """Alice approved before Bob rejected: the approval stands, at the time Alice wrote it."""
-  slack.auto_replies = [(ALICE, 'approve: class 8 checked'), (BOB, 'reject')]
-  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
-  review = _review(blessing)
-  assert (review['review_decision'], review['reviewer']) == ('approved', ALICE)
-  assert review['reviewed_at'] == _iso(_reply_ts(slack, ALICE))
-
-
-def test_earliest_answer_decides_even_when_a_later_read_shows_it(tmp_path, slack):
-  """Slack dates Alice's approval before Bob's rejection, but the first read only shows Bob's."""
-  slack.auto_replies = [(ALICE, 'approve', {'hidden_reads': 1}), (BOB, 'reject: class 3')]
-  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
-  review = _review(blessing)
-  assert (review['review_decision'], review['reviewer']) == ('approved', ALICE)
-  assert review['reviewed_at'] == _iso(_reply_ts(slack, ALICE))
-  assert len(slack.calls_to('conversations.replies')) >= 2
-
-
-def test_the_same_thread_gives_the_same_decision_in_any_order_of_reads(tmp_path, slack):
-  """Bob rejected first; Alice's later approval, seen in the same read, does not override it."""
-  slack.auto_replies = [(BOB, 'reject: class 3'), (ALICE, 'approve')]
-  blessing = support.run_gate(str(tmp_path), _props(slack), with_montage=False)
-  review = _review(blessing)
-  assert (review['review_decision'], review['reviewer']) == ('rejected', BOB)
-  assert review['reviewed_at'] == _iso(_reply_ts(slack, BOB))

@@ -91,7 +91,7 @@ def test_pusher_pushes_only_after_approval(tmp_path, token, caplog, capfd):
     assert _props(_latest(store, 'PushedModel'))['pushed'] == 0
     assert not serving.exists() or not os.listdir(serving)
 
-    slack.auto_replies = [(ALICE, 'approve: relabelled and checked')]
+    slack.auto_replies = [(ALICE, 'approve')]
     LocalDagRunner().run(_pipeline(tmp_path, slack.api_url))
     approved = _props(_latest(store, 'ModelBlessing'))
     assert (approved['blessed'], approved['review_decision'], approved['reviewer']) == (
@@ -154,7 +154,7 @@ def test_cache_never_serves_a_timeout_and_may_serve_an_approval(tmp_path, token)
     assert props['review_cache'] == 'not reusable: with caching on, the next run asks again'
 
     # Same inputs, same parameters: TFX would reuse the timeout; the gate asks again instead.
-    slack.auto_replies = [(ALICE, 'approve: checked on the second run')]
+    slack.auto_replies = [(ALICE, 'approve')]
     LocalDagRunner().run(_pipeline(tmp_path, slack.api_url, enable_cache=True,
                                    timeout_seconds=2))
     approved = _latest(store, 'ModelBlessing')

@@ -2,7 +2,8 @@
 
 import json
 import os
-from typing import Dict, Optional, Tuple
+import time
+from typing import Dict, List, Optional, Tuple
 
 from PIL import Image
 
@@ -73,9 +74,10 @@ def unavailable_drift(reason: str) -> report_format.Drift:
 
 
 def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None,
-                 drift: Optional[report_format.Drift] = None) -> str:
+                 drift: Optional[report_format.Drift] = None,
+                 flagged: Optional[List[Dict]] = None) -> str:
   """A DifficultyReport folder as VarianceOfGradients writes it; with `drift`, an audit that
-  had the last shipped model's audit to compare with."""
+  had the last shipped model's audit to compare with; `flagged` replaces FLAGGED's rows."""
   os.makedirs(folder, exist_ok=True)
   summary = dict(SUMMARY, counts=dict(SUMMARY['counts'], **(counts or {})))
   if drift is not None:
@@ -83,7 +85,7 @@ def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] 
   with open(os.path.join(folder, 'summary.json'), 'w') as f:
     json.dump(summary, f)
   with open(os.path.join(folder, 'flagged.jsonl'), 'w') as f:
-    for row in FLAGGED:
+    for row in FLAGGED if flagged is None else flagged:
       f.write(json.dumps(row) + '\n')
   with open(os.path.join(folder, report_format.quarantine_shard_name(0, 1)), 'w') as f:
     f.write(json.dumps(report_format.quarantine_row_to_json(report_format.QuarantineRow(
@@ -127,7 +129,7 @@ def gate_properties(**overrides) -> Dict:
       'timeout_seconds': 5.0, 'poll_interval_seconds': 0.2, 'slack_channel': 'C0REVIEW',
       'slack_token_env': 'SLACK_BOT_TOKEN', 'slack_api_url': None,
       'report_url_template': 'https://reports.example.com/{pipeline}/{report_id}/report.html',
-      'auto_policy': None, 'reviews_dir': None,
+      'auto_policy': None, 'reviews_dir': None, 'quorum': 1,
   }
   for key, value in overrides.items():
     props[key] = json.dumps(value) if key in ('approvers', 'auto_policy') and value else value
@@ -137,11 +139,13 @@ def gate_properties(**overrides) -> Dict:
 def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
              evaluation_uri: Optional[str] = None, with_montage: bool = True,
              execution_id: int = 7, model_id: int = 11, report_id: int = 12,
-             drift: Optional[report_format.Drift] = None):
+             drift: Optional[report_format.Drift] = None,
+             flagged: Optional[List[Dict]] = None):
   """Runs the HumanReviewGate executor as the orchestrator would; returns the output blessing.
 
   Artifacts live under `root` laid out like a pipeline root, so reviews land in root/reviews.
-  The report (with `drift` when given) is written unless one is there already.
+  The report (with `drift` and `flagged` rows when given) is written unless one is there
+  already.
   """
   from tfx.dsl.components.base import base_executor  # pylint: disable=g-import-not-at-top
   from tfx.proto.orchestration import pipeline_pb2  # pylint: disable=g-import-not-at-top
@@ -155,7 +159,7 @@ def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
   report = DifficultyReport()
   report.uri, report.id = os.path.join(root, 'VarianceOfGradients', 'difficulty_report', '5'), report_id
   if not os.path.exists(os.path.join(report.uri, 'summary.json')):
-    write_report(report.uri, with_montage=with_montage, drift=drift)
+    write_report(report.uri, with_montage=with_montage, drift=drift, flagged=flagged)
   inputs = {'model': [model], 'difficulty_report': [report]}
   if upstream_blessed is not None:
     upstream = standard_artifacts.ModelBlessing()
@@ -176,3 +180,30 @@ def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
       pipeline_info=pipeline_pb2.PipelineInfo(id='digits_audit'), pipeline_run_id='run-1')
   executor.Executor(context).Do(inputs, {'review_blessing': [blessing]}, props)
   return blessing
+
+
+def local_record(fingerprint: str, *, approvers=('alice',), quorum: int = 1,
+                 timeout_seconds: float = 3600.0, **fields):
+  """A new local review record as the gate opens one (for ReviewStore.open_review)."""
+  from components.review_gate import review_record  # pylint: disable=g-import-not-at-top
+  values = dict(
+      review_id='', fingerprint=fingerprint, backend='local', status='pending', closed=False,
+      created_at='2025-01-01T00:00:00Z', timeout_seconds=timeout_seconds,
+      approvers=tuple(approvers), quorum=quorum, pipeline='digits_audit', run_id='run-1',
+      node_id='HumanReviewGate', model_uri='/pipelines/digits/Trainer/model/3', model_id=11,
+      report_uri='/pipelines/digits/VarianceOfGradients/difficulty_report/5', report_id=12,
+      headline={'counts': dict(SUMMARY['counts']), 'overall_accuracy': None,
+                'hard_accuracy': None, 'report_url': '/r/report.html',
+                'drift': 'First audit with no shipped model to compare with'},
+      decision=None,
+      state={'deadline_at': time.time() + timeout_seconds, 'answers': []})
+  values.update(fields)
+  return review_record.ReviewRecord(**values)
+
+
+def record_json(review_id: str, **changes) -> Dict:
+  """A well-formed local record as JSON, with `changes` applied (for writing damaged ones)."""
+  data = local_record(review_id.split('-')[0].ljust(64, '0')).replace(
+      review_id=review_id).to_json()
+  data.update(changes)
+  return data

@@ -22,8 +22,12 @@ block every later model forever once a baseline is lost. The other rules still a
 the review page and messages state why drift is missing.
 """
 
+import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from absl import logging
+
+from components.review_gate import backend_api
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
 
@@ -167,3 +171,25 @@ def decide(policy: Mapping, summary: review_summary.ReviewSummary) -> decision_l
 def _verdict(verdict: str, why: str) -> decision_lib.Decision:
   return decision_lib.Decision(decision=verdict, backend=BACKEND, reviewer='auto_policy',
                                reason=f'{verdict} by auto policy: {why}', comment=why)
+
+
+class AutoBackend(backend_api.ReviewBackend):
+  """The `auto` backend: `decide` applies the gate's `auto_policy`; nobody is asked, nothing is
+  written to the reviews folder."""
+
+  NAME = BACKEND
+  DECIDES = ('a written policy decides: thresholds on the audit\'s and the Evaluator\'s numbers '
+             '(RULES), checked in order; the first rule that fails rejects')
+  NEEDS_APPROVERS = False
+  RECORDS = False
+
+  @classmethod
+  def check_settings(cls, settings: backend_api.GateSettings) -> backend_api.GateSettings:
+    """Refuses a gate without a policy, an unknown rule, a threshold that is not a number."""
+    settings = super().check_settings(settings)
+    return dataclasses.replace(settings, auto_policy=check_policy(settings.auto_policy))
+
+  def review(self, request: backend_api.ReviewRequest) -> backend_api.ReviewResult:
+    outcome = decide(self.settings.auto_policy, request.summary)
+    logging.info('Auto policy: %s', outcome.reason)
+    return backend_api.ReviewResult(outcome)

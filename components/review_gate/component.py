@@ -7,10 +7,10 @@ Wiring:
         difficulty_report=vog.outputs['difficulty_report'],
         blessing=evaluator.outputs['blessing'],          # optional: not blessed -> nobody asked
         evaluation=evaluator.outputs['evaluation'],      # optional: accuracy in the message
-        backend='slack', slack_channel='C0123ABCD', approvers=['U01ALICE', 'U02BOB'],
-        timeout_seconds=4 * 3600,
-        report_url_template='https://reports.example.com/{report_id}/report.html')
         last_shipped=shipped_resolver.outputs['shipped_audit'],  # optional: drift baseline
+        backend='slack', slack_channel='C0123ABCD', approvers=['U01ALICE', 'U02BOB'],
+        quorum=1, timeout_seconds=4 * 3600,
+        report_url_template='https://reports.example.com/{report_id}/report.html')
     pusher = Pusher(model=trainer.outputs['model'],
                     model_blessing=gate.outputs['review_blessing'], ...)
 
@@ -18,7 +18,9 @@ The output `review_blessing` is a standard ModelBlessing (`blessed` = 1/0, a BLE
 NOT_BLESSED file, `current_model`/`current_model_id`) with the review on it as custom properties:
 review_decision, reviewer, review_comment, reviewed_at, review_backend, review_reason,
 review_id, slack_channel, slack_thread_ts, review_cache, review_cache_key. Only an approval
-blesses; a timeout, a rejection, an error or an upstream NOT_BLESSED all give NOT_BLESSED.
+blesses - `quorum` approvers approved and none rejected (decision_rule.py); a timeout, a
+rejection, an error or an upstream NOT_BLESSED all give NOT_BLESSED. `reviewer` lists the
+deciding approvers, comma-separated.
 
 With caching on, TFX may hand out an earlier approval (or rejection) of the same model and
 report again, and its `review_cache` property says so; a timeout or an error is never reused:
@@ -35,7 +37,6 @@ LatestArtifactStrategy resolver over it gives VarianceOfGradients its drift `bas
 """
 
 import hashlib
-import json
 import secrets
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -51,6 +52,8 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.review_gate import auto_policy as auto_policy_lib
+from components.review_gate import backend_api
+from components.review_gate import backends
 from components.review_gate import decision as decision_lib
 from components.review_gate import executor
 from components.review_gate import review_summary
@@ -58,7 +61,7 @@ from components.review_gate import slack_backend
 from components.vog.artifacts import DifficultyReport
 from components.vog.artifacts import ShippedAudit
 
-BACKENDS = ('slack', 'local', 'auto')
+BACKENDS = backends.NAMES  # declared once, in backends.py
 UPSTREAM_BLESSING_KEY = 'model_blessing'
 
 
@@ -68,6 +71,7 @@ class HumanReviewGateSpec(types.ComponentSpec):
   PARAMETERS = {
       'backend': ExecutionParameter(type=str),
       'approvers': ExecutionParameter(type=str),  # JSON list
+      'quorum': ExecutionParameter(type=int, optional=True),  # absent in older pipelines: 1
       'timeout_seconds': ExecutionParameter(type=float),
       'poll_interval_seconds': ExecutionParameter(type=float),
       'slack_channel': ExecutionParameter(type=str, optional=True),
@@ -169,7 +173,8 @@ def cache_key(store, input_artifacts: Mapping[str, Sequence[types.Artifact]], pi
 
 
 class HumanReviewGate(base_component.BaseComponent):
-  """Blesses a model only when a listed approver (or the written policy) says so."""
+  """Blesses a model only when `quorum` listed approvers approve and none rejects (or when
+  the written policy says so)."""
 
   SPEC_CLASS = HumanReviewGateSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -183,6 +188,7 @@ class HumanReviewGate(base_component.BaseComponent):
                last_shipped: Optional[types.BaseChannel] = None,
                backend: str = 'slack',
                approvers: Optional[List[str]] = None,
+               quorum: int = 1,
                timeout_seconds: float = 24 * 3600.0,
                poll_interval_seconds: float = 15.0,
                slack_channel: Optional[str] = None,
@@ -200,14 +206,20 @@ class HumanReviewGate(base_component.BaseComponent):
       evaluation: optional Evaluator `evaluation`; overall and `vog_bucket=hard` accuracy.
       last_shipped: optional newest ShippedAudit (a LatestArtifactStrategy resolver over
         this gate's `shipped_audit`); passed on when this review does not bless.
-      backend: `slack` (a message answered in its thread or by reaction), `local` (a review
-        on disk answered with `vog-audit review`), or `auto` (`auto_policy` decides).
+      backend: one of backends.NAMES: `slack` (a message answered in its thread or by
+        reaction), `local` (a review on disk answered with `vog-audit review`), or `auto`
+        (`auto_policy` decides).
       approvers: who may decide: Slack user IDs (U0123ABCD, or W... on Enterprise Grid) for
         `slack`, names given to `--by` for `local`. Required for both; others are ignored and
-        logged. The gate checks every decision against this list when it reads it.
-      timeout_seconds: how long the review may take in all (posting, retries, waiting),
-        counted from when it is first opened: a retried execution keeps that deadline, and an
-        answer after it does not count. After it the model is NOT_BLESSED.
+        logged. The gate checks every answer against this list when it reads it.
+      quorum: how many distinct approvers must approve, from 1 to the number of approvers.
+        The model ships only when `quorum` approvers approved and no approver rejected
+        before the decision; any approver's rejection stops it (decision_rule.py). Must be
+        1 for `auto`.
+      timeout_seconds: how long the review may take: for `slack` counted from the review
+        message's own Slack time, for `local` from when the review record is opened. A
+        retried execution keeps that deadline, and an approval after it does not count.
+        After it the model is NOT_BLESSED.
       poll_interval_seconds: how often the thread or the review file is read.
       slack_channel: channel ID (or name the bot can post to) for `slack`.
       slack_token_env: environment variable that holds the bot token at run time; the
@@ -228,25 +240,20 @@ class HumanReviewGate(base_component.BaseComponent):
     Raises:
       ValueError: an unknown backend, a Slack gate without channel or approvers, Slack
         approvers that are not user IDs, a `slack_api_url` that is not https:// (loopback
-        excepted), a local gate without approvers, an auto gate without a valid policy, a
-        non-positive time, or a report URL template with unknown placeholders.
+        excepted), a local gate without approvers, a quorum outside 1..approvers, an auto
+        gate without a valid policy, a non-positive time, or a report URL template with
+        unknown placeholders.
     """
-    if backend not in BACKENDS:
-      raise ValueError(f'backend {backend!r} is not one of {", ".join(BACKENDS)}')
     approvers = [str(a).strip() for a in (approvers or []) if str(a).strip()]
-    if backend in ('slack', 'local') and not approvers:
-      raise ValueError(f'backend={backend!r} needs approvers: list who may approve ('
-                       + ('Slack user IDs like U0123ABCD' if backend == 'slack'
-                          else 'the names they pass to --by') + ')')
-    if backend == 'slack' and not slack_channel:
-      raise ValueError('backend="slack" needs slack_channel (a channel ID like C0123ABCD)')
-    if backend == 'slack':
-      slack_backend.check_approvers(approvers)
+    settings = backends.check_settings(backend_api.GateSettings(
+        backend=backend, approvers=tuple(approvers), quorum=quorum,
+        timeout_seconds=timeout_seconds, poll_interval_seconds=poll_interval_seconds,
+        slack_channel=slack_channel or '', slack_token_env=slack_token_env,
+        slack_api_url=slack_api_url, report_url_template=report_url_template,
+        auto_policy=auto_policy, reviews_dir=reviews_dir))
     if slack_api_url is not None:
       slack_backend.check_api_url(slack_api_url)
-    if backend == 'auto':
-      auto_policy = auto_policy_lib.check_policy(auto_policy)
-    elif auto_policy:
+    if auto_policy and backend != auto_policy_lib.BACKEND:
       auto_policy_lib.check_policy(auto_policy)
     if not timeout_seconds or timeout_seconds <= 0:
       raise ValueError(f'timeout_seconds must be positive, got {timeout_seconds!r}')
@@ -264,14 +271,5 @@ class HumanReviewGate(base_component.BaseComponent):
         last_shipped=last_shipped,
         review_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         shipped_audit=types.Channel(type=ShippedAudit),
-        backend=backend,
-        approvers=json.dumps(approvers),
-        timeout_seconds=float(timeout_seconds),
-        poll_interval_seconds=float(poll_interval_seconds),
-        slack_channel=slack_channel,
-        slack_token_env=slack_token_env,
-        slack_api_url=slack_api_url,
-        report_url_template=report_url_template,
-        auto_policy=json.dumps(auto_policy) if auto_policy else None,
-        reviews_dir=reviews_dir)
+        **settings.to_exec_properties())
     super().__init__(spec=spec)

@@ -73,8 +73,21 @@ class Decision:
 
   @classmethod
   def from_json(cls, data: dict) -> 'Decision':
+    """The decision `to_json` wrote; ValueError naming the first field that is missing, unknown
+    or not a string (a review record is read from a folder others can write)."""
+    if not isinstance(data, dict):
+      raise ValueError(f'a decision is a JSON object, not a {type(data).__name__}')
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in fields})
+    unknown = sorted(set(data) - fields)
+    if unknown:
+      raise ValueError(f'the decision has an unknown field {unknown[0]!r}')
+    for name in ('decision', 'backend', 'reason'):
+      if name not in data:
+        raise ValueError(f'the decision has no {name}')
+    for name, value in data.items():
+      if not isinstance(value, str):
+        raise ValueError(f'the decision has a {type(value).__name__} for {name}')
+    return cls(**data)
 
 
 class ReviewError(Exception):

@@ -1,9 +1,7 @@
 """HumanReviewGate executor: check upstream, ask the chosen backend, write the ModelBlessing."""
 
 import hashlib
-import json
 import os
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
@@ -13,12 +11,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.review_gate import auto_policy
+from components.review_gate import backend_api
+from components.review_gate import backends
 from components.review_gate import decision as decision_lib
-from components.review_gate import local_backend
 from components.review_gate import review_store
 from components.review_gate import review_summary
-from components.review_gate import slack_backend
 from components.vog import baseline as baseline_lib
 
 UPSTREAM_BLESSING_KEY = 'model_blessing'
@@ -46,10 +43,9 @@ class Executor(base_executor.BaseExecutor):
         naming this run's report when the model is blessed, else passing `last_shipped` on.
       exec_properties: the HumanReviewGateSpec parameters.
 
-    A decision read back from the reviews folder counts only after it is verified: a Slack
-    decision is read again from its thread (never from the file), a local one must be for the
-    local backend and by one of `approvers` in `exec_properties`. The deadline is the one set
-    when the review was first opened.
+    The backend named by `exec_properties['backend']` (backends.py) asks and decides by
+    decision_rule.py; nothing it reads back from the reviews folder is trusted for the
+    decision (see each backend's module).
 
     Raises:
       ValueError: a DifficultyReport without a readable summary, a reviews folder that
@@ -75,7 +71,8 @@ class Executor(base_executor.BaseExecutor):
     blessing = artifact_utils.get_single_instance(output_dict[OUTPUT_KEY])
     upstream = (input_dict.get(UPSTREAM_BLESSING_KEY) or [None])[0]
     evaluation = (input_dict.get('evaluation') or [None])[0]
-    backend = exec_properties['backend']
+    settings = backend_api.GateSettings.from_exec_properties(exec_properties)
+    backend = backends.get(settings.backend)
     # Like the Evaluator, so that the Pusher and LatestBlessedModelStrategy find the model.
     blessing.set_string_custom_property(
         evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
@@ -86,62 +83,34 @@ class Executor(base_executor.BaseExecutor):
         else ''
     run_id = (self._context.pipeline_run_id if self._context else None) or ''
     node_id = self._node_id()
-    fingerprint = review_fingerprint(pipeline, node_id, backend, model, report, upstream,
-                                     evaluation)
+    fingerprint = review_fingerprint(pipeline, node_id, settings.backend, model, report,
+                                     upstream, evaluation)
     cache_key = exec_properties.get(CACHE_KEY_PROPERTY) or ''
 
     refusal = _upstream_refusal(upstream)
     if refusal:
       logging.info('Not asking for a review: %s', refusal)
       return decision_lib.Decision(decision=decision_lib.NOT_BLESSED_UPSTREAM,
-                                   backend=backend, reason=refusal), '', cache_key
+                                   backend=settings.backend, reason=refusal), '', cache_key
     summary = review_summary.build_summary(
         report_uri=report.uri, model_uri=model.uri, model_id=model.id, report_id=report.id,
         pipeline=pipeline, run_id=run_id, evaluation_uri=evaluation.uri if evaluation else None,
-        report_url_template=exec_properties.get('report_url_template'))
+        report_url_template=settings.report_url_template)
     logging.info('Review of model %d: %d seen, %d scored, %d quarantined, %d flagged; accuracy '
                  'overall %s, hard slice %s', model.id, summary.counts['seen'],
                  summary.counts['scored'], summary.counts['quarantined'],
                  summary.counts['flagged'], review_summary.format_accuracy(summary.overall_accuracy),
                  review_summary.format_accuracy(summary.hard_accuracy))
     logging.info('%s', review_summary.drift_headline(summary.drift))
-
-    if backend == auto_policy.BACKEND:
-      outcome = auto_policy.decide(json.loads(exec_properties['auto_policy']), summary)
-      logging.info('Auto policy: %s', outcome.reason)
-      return outcome, '', cache_key
-
-    store = review_store.ReviewStore(self._reviews_dir(exec_properties, blessing.uri))
-    approvers = json.loads(exec_properties['approvers'])
-    timeout = float(exec_properties['timeout_seconds'])
-    poll = float(exec_properties['poll_interval_seconds'])
-    record, resumed = store.open_review(
-        fingerprint,
-        {'backend': backend, 'pipeline': pipeline, 'run_id': run_id, 'node_id': node_id,
-         'model_uri': model.uri, 'model_id': model.id, 'report_uri': report.uri,
-         'report_id': report.id, 'approvers': approvers, 'headline': summary.headline(),
-         'slack_channel': exec_properties.get('slack_channel') or ''},
-        timeout_seconds=timeout)
-    review_id = record['review_id']
-    deadline_at, review_timeout = _deadline(record, timeout)
-    logging.info('%s %s review %s in %s; answers count until %s', 'Resuming' if resumed
-                 else 'Opened', backend, review_id, store.reviews_dir,
-                 decision_lib.iso_time(deadline_at))
-    if backend == local_backend.BACKEND:
-      outcome = local_backend.wait_for_answer(
-          store, review_id, approvers=approvers, deadline_at=deadline_at,
-          timeout_seconds=review_timeout, poll_interval_seconds=poll)
-    else:
-      _, why = review_store.verified_decision(record, backend, approvers)
-      if why:
-        logging.warning('Ignoring the decision stored in review %s: %s', review_id, why)
-      outcome = slack_backend.SlackReview(
-          channel=_slack_channel(record, exec_properties['slack_channel']),
-          approvers=approvers, token_env=exec_properties['slack_token_env'],
-          api_url=exec_properties.get('slack_api_url'), poll_interval_seconds=poll,
-      ).run(store, record, summary, review_timeout, deadline_at)
-    review_store.close(store, review_id, outcome, outcome.slack_thread_ts or None)
-    return outcome, review_id, cache_key
+    request = backend_api.ReviewRequest(
+        settings=settings, summary=summary, fingerprint=fingerprint, pipeline=pipeline,
+        run_id=run_id, node_id=node_id, model_uri=model.uri, model_id=model.id,
+        report_uri=report.uri, report_id=report.id,
+        reviews_dir=self._reviews_dir(exec_properties, blessing.uri) if backend.RECORDS
+        else None)
+    logging.info('Asking the %s backend: %s', backend.NAME, backend.DECIDES)
+    result = backend(settings).review(request)
+    return result.decision, result.review_id, cache_key
 
   def _node_id(self) -> str:
     node = self._context.pipeline_node if self._context else None
@@ -181,35 +150,6 @@ def review_fingerprint(pipeline: str, node_id: str, backend: str,
   parts = [pipeline, node_id, backend] + [f'{a.type_name}:{a.id}:{a.uri}' if a is not None else '-'
                                  for a in artifacts]
   return hashlib.sha256('\n'.join(parts).encode('utf-8')).hexdigest()
-
-
-def _deadline(record: Dict[str, Any], timeout: float) -> Tuple[float, float]:
-  """(deadline in epoch seconds, the review's timeout) for an opened or resumed record.
-
-  The deadline is the one written when the review was opened, so a retried execution does not
-  start the clock again; it is never later than a fresh review's would be.
-  """
-  latest = time.time() + timeout
-  stored = review_store.deadline_of(record)
-  if stored is None:
-    return latest, timeout
-  original = record.get('timeout_seconds')
-  if isinstance(original, bool) or not isinstance(original, (int, float)) or original <= 0:
-    original = timeout
-  return min(stored, latest), float(original)
-
-
-def _slack_channel(record: Dict[str, Any], configured: str) -> str:
-  """The channel to read: the configured ID, or the ID Slack gave for a configured name."""
-  recorded = record.get('slack_channel_id') or ''
-  if slack_backend.CHANNEL_ID_PATTERN.fullmatch(configured or ''):
-    if recorded and recorded != configured:
-      logging.warning('Review %s names channel %s, but the gate is set to %s; reading %s',
-                      record['review_id'], recorded, configured, configured)
-    return configured
-  if isinstance(recorded, str) and slack_backend.CHANNEL_ID_PATTERN.fullmatch(recorded):
-    return recorded
-  return configured  # the record is read from disk: only a channel ID counts
 
 
 _NOUNS = {decision_lib.APPROVED: 'approval', decision_lib.REJECTED: 'rejection',

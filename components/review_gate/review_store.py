@@ -1,69 +1,70 @@
 """Pending reviews on disk: written before anyone is asked, so a retried gate resumes.
 
-One JSON file per review under `<pipeline_root>/reviews/` (or the gate's `reviews_dir`):
-
-    {"format_version": 1, "review_id": "3fa9c21b-1", "fingerprint": "<sha256 of the inputs>",
-     "status": "pending" | "approved" | "rejected", "closed": false, "backend": "slack",
-     "created_at": "...", "deadline_at": <epoch seconds>, "timeout_seconds": 14400.0,
-     "pipeline": "...", "node_id": "...", "model_uri": "...", "report_uri": "...",
-     "approvers": [...], "headline": {...}, "slack_channel": "...", "slack_thread_ts": "...",
-     "decision": null | {...}}
-
-`status` is what a person answered; `closed` is set once a gate execution has written its
-output, after which a new execution with the same inputs opens a new review. `deadline_at` is
-fixed when the review is opened; a resumed execution keeps it.
+One JSON file per review under `<pipeline_root>/reviews/` (or the gate's `reviews_dir`), each a
+`review_record.ReviewRecord` (see that module for the fields and the schema). `status` is what
+the approvers answered; `closed` is set once a gate execution has written its output, after
+which a new execution with the same inputs opens a new review.
 
 What the folder holds is input, not truth: whoever can write the folder can write a record, so
-the gate verifies a decision before it counts (see `verified_decision`), and files that are not
-records this version wrote (damaged JSON, other tools' files, a record under the wrong name)
-are skipped with a warning instead of stopping the gate or `vog-audit review`.
+every read checks the record against the schema, and each backend re-checks what a decision
+rests on (Slack reads its thread again; the local backend checks answers against the gate's
+own approvers). Files that are not records this version wrote (damaged JSON, other tools'
+files, a record under the wrong name, an unknown field) are skipped with a warning instead of
+stopping the gate or `vog-audit review`.
 
 Every change is a read-modify-write under an exclusive `flock` on `<reviews_dir>/.lock`; the
 new version is written to a temporary file, fsynced, and renamed over the old one (then the
-folder is fsynced), so the command line and a waiting gate never see half a file and an
-answer survives a crash. Records are created 0660 less the umask, so a reviewer in the same
-group can read them and, with a group-writable folder, answer. The folder must be on a local
-or network POSIX file system that honours `flock` and atomic `rename` (a local disk, NFSv4):
-object stores and their FUSE mounts provide neither reliably, so do not put reviews there.
+folder is fsynced), so readers never see half a file and need no lock, and an answer survives
+a crash. Taking the lock needs only read access to `.lock`, so a reviewer who can only read it
+can still hold it: every wait for the lock is bounded (by the gate's deadline, see
+`wait_until`, or LOCK_WAIT_SECONDS for the command line) and ends in ReviewLockTimeout.
+Records are created 0660 less the umask, so a reviewer in the same group can read them and,
+with a group-writable folder, answer. The folder must be on a local or network POSIX file
+system that honours `flock` and atomic `rename` (a local disk, NFSv4): object stores and their
+FUSE mounts provide neither reliably, so do not put reviews there.
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
-import re
 import secrets
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Mapping, Optional, Tuple
 
 from absl import logging
 
 from components.review_gate import decision as decision_lib
+from components.review_gate import review_record
+from components.review_gate.review_record import PENDING
+from components.review_gate.review_record import REVIEW_ID_EXAMPLE
+from components.review_gate.review_record import REVIEW_ID_PATTERN
+from components.review_gate.review_record import ReviewRecord
 
-FORMAT_VERSION = 1
-PENDING = 'pending'
-ANSWERED = (decision_lib.APPROVED, decision_lib.REJECTED)
-STATUSES = (PENDING,) + ANSWERED
+FORMAT_VERSION = review_record.FORMAT_VERSION
 RECORD_SUFFIX = '.json'
 RECORD_MODE = 0o660  # less the umask
-# What `open_review` hands out: 8 hex digits of the fingerprint, a dash, a counter.
-REVIEW_ID_PATTERN = re.compile(r'[0-9a-f]{8}-[1-9][0-9]{0,5}')
-REVIEW_ID_EXAMPLE = '3fa9c21b-1'
+MAX_RECORD_BYTES = 1 << 20
+# The command line waits this long for the lock; the gate waits until its own deadline.
+LOCK_WAIT_SECONDS = 10.0
+# Past the gate's deadline it still waits this long, to close a review decided at the deadline.
+LOCK_GRACE_SECONDS = 2.0
+_LOCK_POLL_SECONDS = 0.05
 _LOCK_FILE = '.lock'
 _TMP_PREFIX = '.tmp-'
-# Field -> the types a record this version wrote holds there.
-_FIELD_TYPES = {
-    'review_id': (str,), 'fingerprint': (str,), 'status': (str,), 'closed': (bool,),
-    'backend': (str,), 'created_at': (str,), 'approvers': (list,),
-    'decision': (dict, type(None)),
-}
 
 
 class ReviewStoreError(ValueError):
-  """A review that does not exist, or an answer the review cannot take."""
+  """A review that does not exist, a folder that cannot be used, or an answer the review
+  cannot take; the message says which and what to do."""
 
 
-def check_review_id(review_id: Any) -> str:
+class ReviewLockTimeout(ReviewStoreError):
+  """Another process held the reviews folder's lock for longer than this one may wait."""
+
+
+def check_review_id(review_id) -> str:
   """Returns `review_id` when it is an ID the store hands out; refuses anything else.
 
   Refused with ReviewStoreError: non-strings, NUL bytes, path separators, dots, spaces, upper
@@ -76,14 +77,21 @@ def check_review_id(review_id: Any) -> str:
   return review_id
 
 
+def declared_state_fields(backend: str) -> Optional[Mapping[str, review_record.Field]]:
+  """The state fields `backend` declares, or None for a backend this version does not have."""
+  # Imported here: the backends import this module to keep their records.
+  from components.review_gate import backends  # pylint: disable=g-import-not-at-top
+  return backends.state_fields(backend)
+
+
 class ReviewStore:
   """Reads and changes the review records in one folder.
 
-  `skipped` lists (path, why) for every file the last read passed over; each is also logged
-  as a warning.
+  `skipped` lists (path, why) for every file the last listing passed over; each is also logged
+  as a warning, once per file and reason.
   """
 
-  def __init__(self, reviews_dir: str):
+  def __init__(self, reviews_dir: str, *, lock_wait_seconds: Optional[float] = None):
     if '://' in reviews_dir:
       raise ReviewStoreError(
           f'reviews folder {reviews_dir} is not a local path; pending reviews need file locks '
@@ -92,55 +100,113 @@ class ReviewStore:
     self.reviews_dir = reviews_dir
     self.skipped: List[Tuple[str, str]] = []
     self._warned = set()
+    self._lock_wait_seconds = (LOCK_WAIT_SECONDS if lock_wait_seconds is None
+                               else lock_wait_seconds)
+    self._lock_deadline: Optional[float] = None
+
+  def wait_until(self, monotonic_deadline: float) -> None:
+    """Bounds every later wait for the lock by `monotonic_deadline` (`time.monotonic()` clock):
+    the gate passes its review deadline, so nobody holding the lock can keep it past that
+    (LOCK_GRACE_SECONDS excepted, to close a review decided at the deadline)."""
+    self._lock_deadline = monotonic_deadline
+
+  def _lock_limit(self) -> float:
+    now = time.monotonic()
+    if self._lock_deadline is None:
+      return now + self._lock_wait_seconds
+    return max(self._lock_deadline, now + LOCK_GRACE_SECONDS)
 
   @contextlib.contextmanager
   def _locked(self) -> Iterator[None]:
-    os.makedirs(self.reviews_dir, exist_ok=True)
-    # Read-only is enough for flock, so a reviewer who may only read the lock file can lock.
-    fd = os.open(os.path.join(self.reviews_dir, _LOCK_FILE), os.O_RDONLY | os.O_CREAT,
-                 RECORD_MODE)
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX)
+      os.makedirs(self.reviews_dir, exist_ok=True)
+    except OSError as e:
+      raise ReviewStoreError(f'cannot create the reviews folder {self.reviews_dir} '
+                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
+    path = os.path.join(self.reviews_dir, _LOCK_FILE)
+    try:
+      # Read-only is enough for flock, so a reviewer who may only read the lock file can lock.
+      fd = os.open(path, os.O_RDONLY | os.O_CREAT, RECORD_MODE)
+    except OSError as e:
+      raise ReviewStoreError(f'cannot open the lock file {path} ({_os_reason(e)}); '
+                             f'{_ACCESS_HINT}') from None
+    try:
+      self._acquire(fd, path)
       yield
     finally:
       os.close(fd)  # releases the lock
 
+  def _acquire(self, fd: int, path: str) -> None:
+    limit = self._lock_limit()
+    started = time.monotonic()
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+      except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+          raise ReviewStoreError(f'cannot lock {path} ({_os_reason(e)}); the reviews folder '
+                                 'must be on a file system with flock (a local disk, NFSv4)'
+                                 ) from None
+      remaining = limit - time.monotonic()
+      if remaining <= 0:
+        raise ReviewLockTimeout(
+            f'another process held the lock {path} for {time.monotonic() - started:.1f}s, '
+            'as long as this one may wait; find who holds it (e.g. `fuser -v '
+            f'{path}`) and try again')
+      time.sleep(min(_LOCK_POLL_SECONDS, remaining))
+
   def _path(self, review_id: str) -> str:
     return os.path.join(self.reviews_dir, check_review_id(review_id) + RECORD_SUFFIX)
 
-  def _write(self, record: Dict) -> None:
+  def _write(self, record: ReviewRecord) -> None:
     """Writes `record` to a new file, fsyncs it, renames it into place and fsyncs the folder."""
-    path = self._path(record['review_id'])
+    path = self._path(record.review_id)
     tmp = os.path.join(self.reviews_dir, f'{_TMP_PREFIX}{secrets.token_hex(8)}{RECORD_SUFFIX}')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RECORD_MODE)
     try:
-      with os.fdopen(fd, 'w') as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RECORD_MODE)
+    except OSError as e:
+      raise ReviewStoreError(f'cannot write review {record.review_id} in {self.reviews_dir} '
+                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
+    try:
+      with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        json.dump(record.to_json(), f, indent=1, sort_keys=True, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
       os.replace(tmp, path)
-    except BaseException:
-      with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+      with contextlib.suppress(OSError):
         os.remove(tmp)
+      if isinstance(e, OSError):
+        raise ReviewStoreError(f'cannot write review {record.review_id} in {self.reviews_dir} '
+                               f'({_os_reason(e)}); {_ACCESS_HINT}') from None
       raise
-    folder = os.open(self.reviews_dir, os.O_RDONLY)
     try:
-      os.fsync(folder)
-    finally:
-      os.close(folder)
+      folder = os.open(self.reviews_dir, os.O_RDONLY)
+      try:
+        os.fsync(folder)
+      finally:
+        os.close(folder)
+    except OSError as e:  # the record is in place; only its durability is in question
+      logging.warning('Review store: could not fsync %s (%s)', self.reviews_dir, _os_reason(e))
 
   def _skip(self, path: str, why: str) -> None:
     self.skipped.append((path, why))
     if (path, why) not in self._warned:  # once per file and reason, not once per poll
       self._warned.add((path, why))
-      logging.warning('Review store: skipped %s: %s', path, why)
+      logging.warning('Review store: skipped %r: %s', path, why)
 
-  def _read_all(self) -> List[Dict]:
+  def _read_all(self) -> List[ReviewRecord]:
     self.skipped = []
-    if not os.path.isdir(self.reviews_dir):
+    try:
+      names = sorted(os.listdir(self.reviews_dir))
+    except FileNotFoundError:
       return []
+    except OSError as e:
+      raise ReviewStoreError(f'cannot list the reviews folder {self.reviews_dir} '
+                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
     records = []
-    for name in sorted(os.listdir(self.reviews_dir)):
+    for name in names:
       if not name.endswith(RECORD_SUFFIX) or name.startswith('.'):
         continue
       path = os.path.join(self.reviews_dir, name)
@@ -154,203 +220,93 @@ class ReviewStore:
         self._skip(path, _why(e, path))
     return records
 
-  def _read(self, review_id: str) -> Dict:
+  def _read(self, review_id: str) -> ReviewRecord:
     """The checked record of `review_id`; ReviewStoreError naming the file when it is not one."""
     path = self._path(review_id)
     try:
-      with open(path, encoding='utf-8') as f:
-        record = json.load(f)
+      with open(path, 'rb') as f:
+        raw = f.read(MAX_RECORD_BYTES + 1)
     except FileNotFoundError:
       raise ReviewStoreError(
           f'no review {review_id!r} in {self.reviews_dir}; `vog-audit review list` shows the '
           'pending ones') from None
-    except json.JSONDecodeError as e:
-      raise ReviewStoreError(
-          f'review file {path} is not valid JSON ({e}); move it out of the reviews folder'
-      ) from None
-    except (UnicodeDecodeError, OSError) as e:
-      reason = 'is not UTF-8 text' if isinstance(e, UnicodeDecodeError) else (
-          f'cannot be read ({e.strerror or e})')
-      raise ReviewStoreError(
-          f'review file {path} {reason}; move it out of the reviews folder') from None
-    problem = _record_problem(record, review_id)
-    if problem:
-      raise ReviewStoreError(f'review file {path} {problem}')
-    return record
+    except OSError as e:
+      raise ReviewStoreError(f'review file {path} cannot be read ({_os_reason(e)}); move it '
+                             'out of the reviews folder') from None
+    if len(raw) > MAX_RECORD_BYTES:
+      raise ReviewStoreError(f'review file {path} is larger than {MAX_RECORD_BYTES} bytes; '
+                             'move it out of the reviews folder')
+    try:
+      data = json.loads(raw.decode('utf-8'))
+    except UnicodeDecodeError:
+      raise ReviewStoreError(f'review file {path} is not UTF-8 text; move it out of the '
+                             'reviews folder') from None
+    except (ValueError, RecursionError) as e:
+      raise ReviewStoreError(f'review file {path} is not valid JSON ({e}); move it out of the '
+                             'reviews folder') from None
+    try:
+      return ReviewRecord.from_json(data, declared_state_fields, review_id)
+    except review_record.RecordError as e:
+      raise ReviewStoreError(f'review file {path} {e}') from None
 
-  def get(self, review_id: str) -> Dict:
-    """Returns the record of `review_id`; refuses a malformed or unknown ID and a bad file."""
-    check_review_id(review_id)
-    with self._locked():
-      return self._read(review_id)
+  def get(self, review_id: str) -> ReviewRecord:
+    """Returns the record of `review_id`; refuses a malformed or unknown ID and a bad file.
 
-  def list(self, include_closed: bool = False) -> List[Dict]:
+    Needs no lock: records are replaced by rename, so a read sees one whole version.
+    """
+    return self._read(check_review_id(review_id))
+
+  def list(self, include_closed: bool = False) -> List[ReviewRecord]:
     """Returns the records, oldest first; closed ones only when asked for; bad files skipped."""
-    if not os.path.isdir(self.reviews_dir):
-      return []  # looking must not create the folder
-    with self._locked():
-      records = self._read_all()
-    records = [r for r in records if include_closed or not r.get('closed')]
-    return sorted(records, key=lambda r: (r['created_at'], r['review_id']))
+    records = [r for r in self._read_all() if include_closed or not r.closed]
+    return sorted(records, key=lambda r: (r.created_at, r.review_id))
 
-  def open_review(self, fingerprint: str, fields: Dict,
-                  timeout_seconds: Optional[float] = None) -> Tuple[Dict, bool]:
-    """Finds the open review for these inputs, or writes a new pending one.
+  def open_review(self, template: ReviewRecord) -> Tuple[ReviewRecord, bool]:
+    """Finds the open review of the same question, or writes `template` as a new one.
 
     Args:
-      fingerprint: identifies the question (pipeline, gate node and input artifacts).
-      fields: what a new record holds besides the bookkeeping (backend, model, headline...).
-      timeout_seconds: how long the review may take; a new record's `deadline_at` is now plus
-        this, and a resumed record keeps its own deadline.
+      template: the record to write when there is none: its fingerprint and backend identify
+        the question; its review ID and creation time are set here.
 
     Returns:
       (record, resumed): `resumed` is True when an earlier execution had already opened it.
     """
     with self._locked():
       records = self._read_all()
-      same = [r for r in records if r.get('fingerprint') == fingerprint]
+      same = [r for r in records if r.fingerprint == template.fingerprint
+              and r.backend == template.backend]
       for record in same:
-        if not record.get('closed'):
+        if not record.closed:
           return record, True
-      taken = {r['review_id'] for r in records} | {
+      taken = {r.review_id for r in records} | {
           os.path.basename(p)[:-len(RECORD_SUFFIX)] for p, _ in self.skipped}
       number = len(same) + 1
-      while f'{fingerprint[:8]}-{number}' in taken:
+      while f'{template.fingerprint[:8]}-{number}' in taken:
         number += 1
-      now = time.time()
-      record = dict(fields)
-      record.update({
-          'format_version': FORMAT_VERSION,
-          'review_id': f'{fingerprint[:8]}-{number}',
-          'fingerprint': fingerprint,
-          'status': PENDING,
-          'closed': False,
-          'created_at': decision_lib.utc_now(),
-          'slack_channel': fields.get('slack_channel', ''),
-          'slack_thread_ts': '',
-          'decision': None,
-      })
-      if timeout_seconds is not None:
-        record['timeout_seconds'] = float(timeout_seconds)
-        record['deadline_at'] = now + float(timeout_seconds)
+      record = template.replace(review_id=f'{template.fingerprint[:8]}-{number}',
+                                created_at=decision_lib.utc_now(), status=PENDING,
+                                closed=False, decision=None)
       self._write(record)
       return record, False
 
-  def update(self, review_id: str, change: Callable[[Dict], None]) -> Dict:
-    """Applies `change` to the record in place under the lock and writes it back."""
+  def update(self, review_id: str,
+             change: Callable[[ReviewRecord], ReviewRecord]) -> ReviewRecord:
+    """Replaces the record of `review_id` by `change(record)` under the lock."""
     check_review_id(review_id)
     with self._locked():
-      record = self._read(review_id)
-      change(record)
+      record = change(self._read(review_id))
+      if record.review_id != review_id:
+        raise ValueError(f'a change may not rename review {review_id}')
       self._write(record)
       return record
 
-  def answer(self, review_id: str, approve: bool, by: str, comment: str = '') -> Dict:
-    """Records a person's answer to a pending local review.
 
-    Refuses: a malformed or unknown ID; a review already answered or closed; a Slack review
-    (answered in its thread); a reviewer who is not among the review's approvers; an answer
-    after the review's deadline. The gate checks the answer again against its own approvers.
-    """
-    by = (by or '').strip()
-    if not by:
-      raise ReviewStoreError('say who decides: pass --by NAME (one of the review\'s approvers)')
-    check_review_id(review_id)
-
-    def change(record: Dict) -> None:
-      rid = record['review_id']
-      if record.get('backend') != 'local':
-        raise ReviewStoreError(
-            f'review {rid} is a {record.get("backend")} review; answer it in Slack channel '
-            f'{record.get("slack_channel")} (thread {record.get("slack_thread_ts") or "not posted"})')
-      if record.get('closed'):
-        raise ReviewStoreError(
-            f'review {rid} is closed ({_closed_as(record)}); the pipeline has moved on - '
-            'run it again to open a new review')
-      if record['status'] != PENDING:
-        prior = record.get('decision') or {}
-        raise ReviewStoreError(
-            f'review {rid} was already {record["status"]} by {prior.get("reviewer")} at '
-            f'{prior.get("reviewed_at")}')
-      approvers = record.get('approvers') or []
-      if by not in approvers:
-        raise ReviewStoreError(
-            f'{by!r} is not an approver of review {rid}; approvers are: {", ".join(approvers)}')
-      deadline = deadline_of(record)
-      if deadline is not None and time.time() > deadline:
-        raise ReviewStoreError(
-            f'review {rid} ran out of time at {decision_lib.iso_time(deadline)}; the gate does '
-            'not bless on it - run the pipeline again to open a new review')
-      verdict = decision_lib.APPROVED if approve else decision_lib.REJECTED
-      record['status'] = verdict
-      record['decision'] = decision_lib.Decision(
-          decision=verdict, backend='local', reviewer=by, comment=comment or '',
-          reason=f'{verdict} by {by} with vog-audit review').to_json()
-
-    return self.update(review_id, change)
+_ACCESS_HINT = ('the gate and everyone who answers local reviews need read and write access to '
+                'the reviews folder')
 
 
-def deadline_of(record: Dict) -> Optional[float]:
-  """The record's `deadline_at` in epoch seconds, or None when it has none (or a bad one)."""
-  value = record.get('deadline_at')
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    return None
-  return float(value)
-
-
-def verified_decision(record: Dict, backend: str,
-                      approvers: List[str]) -> Tuple[Optional[decision_lib.Decision], str]:
-  """The record's answer if the gate can take it, else (None, why it does not count).
-
-  A stored answer counts only when the record is a review of `backend`, the answer was given
-  for `backend`, it is an approval or a rejection that matches the record's status, and the
-  reviewer is in `approvers` - the gate's own list, not the one written in the record. A Slack
-  answer never counts from the file: the gate reads it from the thread. (None, '') means
-  nobody has answered yet.
-  """
-  stored = record.get('decision')
-  if record.get('status') == PENDING and not stored:
-    return None, ''
-  if backend == 'slack':
-    return None, 'Slack decisions are read from the Slack thread, not from the reviews folder'
-  if record.get('backend') != backend:
-    return None, f'the record is a {record.get("backend")} review and the gate asks {backend}'
-  if not isinstance(stored, dict):
-    return None, f'the record says {record.get("status")!r} but holds no decision'
-  try:
-    outcome = decision_lib.Decision.from_json(stored)
-  except (TypeError, ValueError) as e:
-    return None, f'its decision cannot be read ({e})'
-  if outcome.backend != backend:
-    return None, f'the decision was given for the {outcome.backend} backend, not {backend}'
-  if outcome.decision not in ANSWERED or outcome.decision != record.get('status'):
-    return None, (f'its decision {outcome.decision!r} does not match its status '
-                  f'{record.get("status")!r}')
-  if outcome.reviewer not in approvers:
-    return None, (f'{outcome.reviewer!r} is not one of the gate\'s approvers '
-                  f'({", ".join(approvers)})')
-  return outcome, ''
-
-
-def _record_problem(record: Any, review_id: str) -> str:
-  """Why `record` (read from `<review_id>.json`) is not a record this version wrote; '' if it is."""
-  if not isinstance(record, dict):
-    return f'is not a JSON object but a {type(record).__name__}'
-  if record.get('format_version') != FORMAT_VERSION:
-    return (f'has format_version {record.get("format_version")!r}; this version of vog-audit '
-            f'reads {FORMAT_VERSION}')
-  if 'review_id' not in record:
-    return 'has no review_id'
-  if record['review_id'] != review_id:
-    return f'holds review {record["review_id"]!r}, not the {review_id!r} its name says'
-  for field, types in _FIELD_TYPES.items():
-    if field not in record:
-      return f'has no {field}'
-    if not isinstance(record[field], types):
-      return f'has a {type(record[field]).__name__} for {field}'
-  if record['status'] not in STATUSES:
-    return f'has status {record["status"]!r}, not one of {", ".join(STATUSES)}'
-  return ''
+def _os_reason(error: OSError) -> str:
+  return error.strerror or str(error) or type(error).__name__
 
 
 def _why(error: ReviewStoreError, path: str) -> str:
@@ -360,26 +316,17 @@ def _why(error: ReviewStoreError, path: str) -> str:
   return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _closed_as(record: Dict) -> str:
-  prior = record.get('decision') or {}
-  return prior.get('decision') or record.get('status', 'unknown')
-
-
 def default_reviews_dir(pipeline_root: str) -> str:
   """Where reviews live for a pipeline root: `<pipeline_root>/reviews`."""
   return os.path.join(pipeline_root, 'reviews')
 
 
-def close(store: ReviewStore, review_id: str, outcome: decision_lib.Decision,
-          slack_thread_ts: Optional[str] = None) -> Dict:
+def close(store: ReviewStore, review_id: str, outcome: decision_lib.Decision) -> ReviewRecord:
   """Marks a review as consumed by a gate execution, with the decision it ended on."""
 
-  def change(record: Dict) -> None:
-    record['closed'] = True
-    record['decision'] = outcome.to_json()
-    if outcome.decision in ANSWERED:
-      record['status'] = outcome.decision
-    if slack_thread_ts:
-      record['slack_thread_ts'] = slack_thread_ts
+  def change(record: ReviewRecord) -> ReviewRecord:
+    status = outcome.decision if outcome.decision in review_record.ANSWERED else record.status
+    return record.replace(closed=True, decision=outcome, status=status)
 
   return store.update(review_id, change)
+

@@ -8,6 +8,7 @@ every backend shows of the comparison with the last shipped model's audit.
 
 import dataclasses
 import re
+import unicodedata
 from typing import Dict, List, Optional, Sequence
 
 from absl import logging
@@ -72,6 +73,22 @@ def format_points(change: Optional[float]) -> str:
 def one_line(text: str) -> str:
   """`text` with line breaks and other control characters as single spaces."""
   return ' '.join(_CONTROL.sub(' ', text).split())
+
+
+def terminal_safe(value) -> str:
+  """`value` as text a terminal shows as it is: control and format characters (escape
+  sequences, carriage returns, bidirectional overrides, zero-width characters) are written as
+  visible escapes like `\\x1b` or `\\u202e`, so text read from a file cannot move the cursor,
+  recolour or rewrite what was printed before it."""
+  out = []
+  for ch in str(value):
+    if unicodedata.category(ch) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn', 'Zl', 'Zp'):
+      code = ord(ch)
+      out.append(f'\\x{code:02x}' if code < 0x100 else
+                 f'\\u{code:04x}' if code < 0x10000 else f'\\U{code:08x}')
+    else:
+      out.append(ch)
+  return ''.join(out)
 
 
 def drift_headline(drift: Optional[report_format.Drift]) -> str:

@@ -1,81 +1,91 @@
 """What a Slack answer says: the reply grammar and the reaction lists of the review gate.
 
-A reply counts only when it is exactly a decision word, optionally followed by `:` or `-`
-and a comment, after any @mentions:
+The grammar has two rules, applied to the reply's text after Unicode NFKC normalisation (so
+full-width letters and compatibility forms read as the plain letters they look like):
 
-    approve: class 8 spot-checked      LGTM - ship it      *Rejected* - see the report
+- an approval is a reply that is exactly `approve`: any case, one optional final full stop,
+  nothing else (no comment, no mention, no formatting);
+- a rejection is a reply whose first word is one of REJECT_WORDS, after any @mentions, emoji
+  codes and formatting marks; whatever follows is its reason:
 
-A `?` anywhere, or a negation or condition in an approval's comment (`approve - once the
-labels are fixed`, `LGTM: not before Monday`), makes a reply count for nothing. A reaction
-counts when its name (skin tone aside) is in APPROVE_REACTIONS or REJECT_REACTIONS.
+      approve        Approve.        reject: class 3 labels are swapped        _no_ - wait
+
+Anything else that mentions approving or rejecting (`approve - ok?`, `LGTM`, `approve: once
+labels are fixed`) is not an answer; the gate tells the approver so in the thread and logs it.
+Everything else is discussion. Approval is narrow and rejection broad on purpose: a reply
+that might mean either never approves, and one that starts like a refusal always refuses.
+
+A reaction counts when its name (skin tone aside) is in APPROVE_REACTIONS or REJECT_REACTIONS.
 """
 
+import dataclasses
 import re
+import unicodedata
 from typing import Optional, Tuple
 
 from components.review_gate import decision as decision_lib
 
-# The decision words, matched whole and case-insensitively.
-APPROVE_WORDS = ('approve', 'approved', 'lgtm', 'ship', 'ship it')
-REJECT_WORDS = ('reject', 'rejected', 'decline', 'declined', 'stop')
-# Words that make an approval's comment negated or conditional (and words ending in n't).
-NEGATION_WORDS = frozenset({'no', 'not', 'never', 'none', 'nope', 'nor', 'without', 'cannot',
-                            'dont', 'wont', 'cant', 'shouldnt', 'wait', 'hold'})
-CONDITION_WORDS = frozenset({'if', 'unless', 'once', 'until', 'till', 'after', 'before', 'when',
-                             'whenever', 'provided', 'assuming', 'pending', 'but', 'except',
-                             'however', 'though', 'although'})
+APPROVAL = 'approve'
+# First words that make a reply a rejection (apostrophes dropped: "don't" reads "dont").
+REJECT_WORDS = ('reject', 'rejected', 'decline', 'declined', 'veto', 'vetoed', 'block',
+                'blocked', 'stop', 'no', 'nope', 'nah', 'not', 'never', 'dont')
 APPROVE_REACTIONS = frozenset({'white_check_mark', 'heavy_check_mark', '+1', 'thumbsup'})
 REJECT_REACTIONS = frozenset({'x', 'no_entry', 'no_entry_sign', '-1', 'thumbsdown'})
-_MENTIONS = re.compile(r'^\s*(?:<[@!][^>]*>[\s,:]*)+')
-_WORDS = '|'.join(re.escape(w) for w in sorted(APPROVE_WORDS + REJECT_WORDS, key=len,
-                                                reverse=True))
-_STARTS_WITH_WORD = re.compile(rf'[*_]?(?:{_WORDS})\b', re.IGNORECASE)
-_REPLY = re.compile(
-    rf'(?P<mark>[*_]?)(?P<word>{_WORDS})(?P=mark)[.!]?(?:\s*[:\-\u2013\u2014]\s*(?P<comment>.*))?',
-    re.IGNORECASE | re.DOTALL)
-_GRAMMAR = 'only a decision word, optionally followed by ":" or "-" and a comment, counts'
+GRAMMAR = ('to approve, reply with exactly "approve"; to reject, start a reply with "reject" '
+           '(or no, not, stop, veto, block, decline) and give the reason')
+
+_APOSTROPHES = re.compile('[\u2018\u2019\u02bc\u02bb\u02b9\u00b4\u2032]')
+# Slack's mention and link syntax (<@U123>, <!here>, <http://...|x>) and emoji codes (:x:).
+_MARKUP = re.compile(r'<[^>]*>|:[a-z0-9_+\-]+(?:::[a-z0-9_\-]+)?:')
+_FIRST_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+# Words that show a reply is about the decision: any form of approve (but "approver", a
+# person), reject, decline, veto, ship, and lgtm.
+_MENTIONS_DECISION = re.compile(
+    r'(?<![^\W_])(approv(?!ers?(?![^\W_]))|reject|declin|veto|ship|lgtm)', re.IGNORECASE)
+_REASON_START = re.compile(r'^[\s*_~`>:\-\u2013\u2014,.!]+')
 
 
-def read_reply(text: str) -> Tuple[Optional[str], str, str]:
-  """Reads one thread reply: (verdict or None, comment, why it does not count).
+@dataclasses.dataclass(frozen=True)
+class Reply:
+  """What one thread reply says.
 
-  `why` is '' for a reply that decides and for ordinary discussion (text that does not start
-  with a decision word); it says what is wrong with a reply that looks like an answer but is
-  not one, so that the gate can log it.
+  `verdict` is APPROVED, REJECTED or None. `reason` is a rejection's text after its first
+  word. `why` is set for a reply that mentions the decision but is no answer: what counts.
   """
-  text = _MENTIONS.sub('', text or '').strip().replace('\u2019', "'")
-  if not _STARTS_WITH_WORD.match(text):
-    return None, '', ''
-  if '?' in text:
-    return None, '', 'a question ("?") is not a decision'
-  match = _REPLY.fullmatch(text)
-  if not match:
-    return None, '', _GRAMMAR
-  word, comment = match.group('word').lower(), (match.group('comment') or '').strip()
-  if word in REJECT_WORDS:
-    return decision_lib.REJECTED, comment, ''  # a hedged rejection still fails closed
-  hedge = _hedge(comment)
-  if hedge:
-    return None, '', f'an approval with "{hedge}" in it is negated or conditional'
-  return decision_lib.APPROVED, comment, ''
+  verdict: Optional[str] = None
+  reason: str = ''
+  why: str = ''
+
+
+def normalize(text: str) -> str:
+  """NFKC, one kind of apostrophe, outer whitespace stripped: what the grammar reads."""
+  text = unicodedata.normalize('NFKC', text or '')
+  return _APOSTROPHES.sub("'", text).strip()
+
+
+def read_reply(text: str) -> Reply:
+  """Reads one thread reply by the grammar in the module docstring."""
+  plain = normalize(text)
+  if plain.casefold() in (APPROVAL, APPROVAL + '.'):
+    return Reply(decision_lib.APPROVED)
+  bare = _MARKUP.sub(' ', plain)
+  first = _FIRST_WORD.search(bare)
+  if first and first.group(0).casefold().replace("'", '') in REJECT_WORDS:
+    reason = _REASON_START.sub('', bare[first.end():]).strip()
+    reason = reason.rstrip('*_~` ')
+    return Reply(decision_lib.REJECTED, reason=reason)
+  if _MENTIONS_DECISION.search(bare):
+    return Reply(why=f'it is neither an approval nor a rejection: {GRAMMAR}')
+  return Reply()
 
 
 def parse_reply(text: str) -> Tuple[Optional[str], str]:
   """`'reject: labels of class 3 look wrong'` -> ('rejected', 'labels of class 3 look wrong').
 
-  Anything that is not a decision by `read_reply`'s grammar is (None, '').
+  Anything that is not an answer by `read_reply`'s grammar is (None, '').
   """
-  verdict, comment, _ = read_reply(text)
-  return verdict, comment
-
-
-def _hedge(comment: str) -> str:
-  """The first negation or condition word in `comment`, or ''."""
-  for word in re.findall(r"[a-z']+", comment.lower()):
-    bare = word.replace("'", '')
-    if bare in NEGATION_WORDS or bare in CONDITION_WORDS or word.endswith("n't"):
-      return word
-  return ''
+  reply = read_reply(text)
+  return reply.verdict, reply.reason
 
 
 def reaction_verdict(name: str) -> Optional[str]:

@@ -1,26 +1,36 @@
-"""`vog-audit review`: list and answer the reviews that HumanReviewGate(backend='local') waits on.
+"""`vog-audit review`: list reviews, and answer the ones HumanReviewGate(backend='local') waits on.
 
     vog-audit review list [--all]
     vog-audit review approve ID --by NAME [--comment TEXT]
     vog-audit review reject ID --by NAME [--comment TEXT]
 
 Reviews live in `<pipeline root>/reviews` (override with --reviews-dir). Only the gate's
-approvers may answer, before the review's deadline, and each review takes one answer; the gate
-checks the answer against its own approvers again when it reads it. Files in the folder that
-are not review records are skipped with a warning on stderr. Bad input exits 2 with one line.
+approvers may answer, once each, before the review's deadline; the gate checks each answer
+against its own approvers again when it reads it, and decides when `quorum` of them approved
+and none rejected. Files in the folder that are not review records are skipped with a warning
+on stderr. Everything printed from a record is terminal-safe (control characters shown as
+escapes). Bad input, and a folder that cannot be read or written, exit 2 with one line.
 """
 
 import os
+from typing import List
 
 import click
 
-from components.review_gate import decision as decision_lib
+from components.review_gate import backends
+from components.review_gate import local_backend
+from components.review_gate import review_record
 from components.review_gate import review_store
 from components.review_gate import review_summary
 from components.vog import report_format
 from pipeline.cli import fail
 
 DEFAULT_PIPELINE_ROOT = os.path.join('demo_output', 'pipeline')
+_show = review_summary.terminal_safe
+
+
+def _fail(message: str):
+  fail(_show(review_summary.one_line(message)))
 
 
 def _store(pipeline_root: str, reviews_dir: str,
@@ -29,25 +39,27 @@ def _store(pipeline_root: str, reviews_dir: str,
   # A pipeline root whose gate has not asked yet has no reviews, which is not a mistake.
   known_root = os.path.isdir(reviews_dir or pipeline_root)
   if not os.path.isdir(folder) and not (allow_empty and known_root):
-    fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
+    _fail(f'no reviews folder at {folder}; pass --pipeline-root of the pipeline whose gate is '
           'waiting (or --reviews-dir)')
   try:
     return review_store.ReviewStore(folder)
   except review_store.ReviewStoreError as e:
-    fail(str(e))
+    _fail(str(e))
 
 
 def _location_options(fn):
-  fn = click.option('--reviews-dir', default=None, type=click.Path(file_okay=False),
+  # readable=False: a folder that cannot be read is reported by the store, in one line.
+  fn = click.option('--reviews-dir', default=None,
+                    type=click.Path(file_okay=False, readable=False),
                     help='Folder of review files; default <pipeline root>/reviews.')(fn)
   return click.option('--pipeline-root', default=DEFAULT_PIPELINE_ROOT, show_default=True,
-                      type=click.Path(file_okay=False),
+                      type=click.Path(file_okay=False, readable=False),
                       help='Pipeline root the gate runs under.')(fn)
 
 
 @click.group()
 def review():
-  """List and answer pending model reviews (HumanReviewGate backend='local')."""
+  """List model reviews and answer local ones (HumanReviewGate backend='local')."""
 
 
 @review.command('list')
@@ -59,48 +71,62 @@ def list_reviews(pipeline_root, reviews_dir, show_all):
   try:
     records = store.list(include_closed=show_all)
   except review_store.ReviewStoreError as e:
-    fail(str(e))
+    _fail(str(e))
   for path, why in store.skipped:
-    click.echo(f'warning: skipped {path}: {why}', err=True)
+    click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
   if not records:
-    click.echo(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}')
+    click.echo(_show(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}'))
     return
   for r in records:
-    counts = (r.get('headline') or {}).get('counts') or {}
-    decision = r.get('decision') or {}
-    state = decision.get('decision') if r.get('closed') else r['status']
-    click.echo(f'{r["review_id"]}  {state:<9} {r.get("backend")}  {r.get("created_at")}  '
-               f'pipeline {r.get("pipeline") or "-"}  model #{r.get("model_id")} '
-               f'{r.get("model_uri")}')
-    flagged, scored, quarantined = (counts.get(k, '?') for k in (
-        report_format.FLAGGED, report_format.SCORED, report_format.QUARANTINED))
-    click.echo(f'    {flagged} flagged of {scored} scored, {quarantined} quarantined; report '
-               f'{(r.get("headline") or {}).get("report_url", "-")}')
-    drift = (r.get('headline') or {}).get('drift')
-    if isinstance(drift, str) and drift:  # reviews opened before drift existed have none
-      click.echo(f'    {review_summary.one_line(drift)}')
-    if decision:
-      who = f' by {decision.get("reviewer")}' if decision.get('reviewer') else ''
-      note = f': {decision.get("comment")}' if decision.get('comment') else ''
-      click.echo(f'    {decision.get("decision")}{who} at {decision.get("reviewed_at")}{note}')
-    elif r.get('backend') == 'slack':
-      click.echo(f'    answer in Slack channel {r.get("slack_channel")} thread '
-                 f'{r.get("slack_thread_ts") or "(not posted yet)"}')
-    else:
-      deadline = review_store.deadline_of(r)
-      by = f'; answer by {decision_lib.iso_time(deadline)}' if deadline and not r.get(
-          'closed') else ''
-      click.echo(f'    approvers: {", ".join(str(a) for a in r.get("approvers") or [])}{by}')
+    for line in _describe(r):
+      click.echo(_show(line))
+
+
+def _describe(r: review_record.ReviewRecord) -> List[str]:
+  """The lines `review list` prints for one record (made terminal-safe by the caller).
+
+  Every value from the record is made terminal-safe on its own, so that a line break or an
+  escape sequence in a field shows as `\\x0a` or `\\x1b` instead of forging the listing.
+  """
+  f = review_summary.terminal_safe
+  counts = r.headline.get('counts') or {}
+  state = r.decision.decision if r.closed and r.decision else r.status
+  lines = [f'{r.review_id}  {state:<9} {r.backend}  {r.created_at}  pipeline '
+           f'{f(r.pipeline) or "-"}  model #{r.model_id} {f(r.model_uri)}']
+  flagged, scored, quarantined = (counts.get(k, '?') for k in (
+      report_format.FLAGGED, report_format.SCORED, report_format.QUARANTINED))
+  lines.append(f'    {flagged} flagged of {scored} scored, {quarantined} quarantined; report '
+               f'{f(r.headline.get("report_url", "-"))}')
+  drift = r.headline.get('drift')
+  if drift:
+    lines.append(f'    {f(drift)}')
+  if r.decision and r.closed:
+    d = r.decision
+    who = f' by {f(d.reviewer)}' if d.reviewer else ''
+    note = f': {f(d.comment)}' if d.comment else ''
+    lines.append(f'    {d.decision}{who} at {f(d.reviewed_at)}{note}')
+  try:
+    lines.append('    ' + f(backends.get(r.backend).where_to_answer(r)))
+  except ValueError:
+    pass  # a record of a backend this version lacks is skipped by the store before this
+  return lines
 
 
 def _answer(approve: bool, review_id, by, comment, pipeline_root, reviews_dir):
   store = _store(pipeline_root, reviews_dir)
   try:
-    record = store.answer(review_id, approve=approve, by=by, comment=comment or '')
+    record = local_backend.answer(store, review_id, approve=approve, by=by,
+                                  comment=comment or '')
   except review_store.ReviewStoreError as e:
-    fail(str(e))
-  click.echo(f'review {record["review_id"]} {record["status"]} by {by}; the waiting gate '
-             'picks it up at its next poll')
+    _fail(str(e))
+  verdict = 'approved' if approve else 'rejected'
+  if record.status == review_record.PENDING:
+    given = sum(a['verdict'] == 'approved' for a in record.state['answers'])
+    click.echo(_show(f'review {record.review_id}: {by.strip()} {verdict}; {given} of the '
+                     f'{record.quorum} approvals needed so far, the gate waits for more'))
+  else:
+    click.echo(_show(f'review {record.review_id} {record.status} by {by.strip()}; the waiting '
+                     'gate picks it up at its next poll'))
 
 
 @review.command()
@@ -109,7 +135,7 @@ def _answer(approve: bool, review_id, by, comment, pipeline_root, reviews_dir):
 @click.option('--comment', default='', help='Why, for the record.')
 @_location_options
 def approve(review_id, by, comment, pipeline_root, reviews_dir):
-  """Approve pending review REVIEW_ID: the gate blesses the model."""
+  """Approve pending review REVIEW_ID; with enough approvals and no rejection, it blesses."""
   _answer(True, review_id, by, comment, pipeline_root, reviews_dir)
 
 
