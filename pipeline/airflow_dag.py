@@ -23,8 +23,9 @@ the environment of the scheduler and workers:
                            well under half of each class, or the auto policy's
                            max_class_flagged_share rule rejects every model
   VOG_AUDIT_REVIEW_BACKEND auto (default), local or slack: who approves before the Pusher
-  VOG_AUDIT_REVIEW_APPROVERS, VOG_AUDIT_REVIEW_TIMEOUT, VOG_AUDIT_SLACK_CHANNEL
-                           approvers (comma separated), seconds to wait, Slack channel;
+  VOG_AUDIT_REVIEW_APPROVERS, VOG_AUDIT_REVIEW_QUORUM, VOG_AUDIT_REVIEW_TIMEOUT,
+  VOG_AUDIT_SLACK_CHANNEL  approvers (comma separated), how many must approve (default 1,
+                           and none may reject), seconds to wait, Slack channel;
                            the Slack token comes from SLACK_BOT_TOKEN at run time
 
 Each TFX component becomes one Airflow task with the component's id as task id. Runs do

@@ -23,7 +23,6 @@ MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
 # Where the MySQL client library inside ML Metadata looks for a password the config lacks.
 MYSQL_CLIENT_PASSWORD_ENV = 'MYSQL_PWD'
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_workers=0')
-REVIEW_BACKENDS = ('auto', 'local', 'slack')
 # The written policy of the `auto` review backend (rules of components.review_gate.auto_policy).
 # It rejects a model when more than 1% of the examples could not be scored (the data is
 # broken, not hard), or when VoG flags more than half of one class in a split (that class is
@@ -149,7 +148,8 @@ class PipelineConfig:
   review_*: the HumanReviewGate between the Evaluator and the Pusher. `review_backend`
     is `auto` (`auto_policy` decides; for demos and unattended runs), `local` (answered
     with `vog-audit review`) or `slack`; `review_approvers` are who may decide (names for
-    `local`, Slack user IDs for `slack`); `review_timeout_seconds` bounds the whole review,
+    `local`, Slack user IDs for `slack`); `review_quorum` of them must approve, and none
+    reject, for the model to ship; `review_timeout_seconds` bounds the whole review,
     after which the model is NOT_BLESSED; `review_poll_seconds` is how often the answer is
     read; `reviews_dir` defaults to `<pipeline_root>/reviews`.
   slack_channel, slack_api_url, slack_token_env: the Slack backend's channel ID, Web API
@@ -191,6 +191,7 @@ class PipelineConfig:
   seed: int = 0
   review_backend: str = 'auto'
   review_approvers: Tuple[str, ...] = ()
+  review_quorum: int = 1
   review_timeout_seconds: float = 24 * 3600.0
   review_poll_seconds: float = 15.0
   reviews_dir: Optional[str] = None
@@ -316,6 +317,12 @@ class PipelineConfig:
     if environ.get('VOG_AUDIT_REVIEW_APPROVERS'):
       kwargs['review_approvers'] = tuple(
           a.strip() for a in environ['VOG_AUDIT_REVIEW_APPROVERS'].split(',') if a.strip())
+    if environ.get('VOG_AUDIT_REVIEW_QUORUM'):
+      quorum = environ['VOG_AUDIT_REVIEW_QUORUM']
+      if not quorum.isdigit():
+        raise ValueError(f'VOG_AUDIT_REVIEW_QUORUM={quorum!r} is not a whole number of '
+                         'approvers')
+      kwargs['review_quorum'] = int(quorum)
     if environ.get('VOG_AUDIT_REVIEW_TIMEOUT'):
       timeout = environ['VOG_AUDIT_REVIEW_TIMEOUT']
       try:

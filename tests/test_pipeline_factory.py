@@ -131,12 +131,12 @@ def test_review_gate_defaults_to_the_written_auto_policy(built):
 
 def test_review_gate_backend_and_approvers_come_from_the_config(tmp_path):
   pipeline = audit_pipeline.create_pipeline(_config(
-      tmp_path, review_backend='slack', review_approvers=('U0ALICE',),
-      slack_channel='C0REVIEW', review_timeout_seconds=600))
+      tmp_path, review_backend='slack', review_approvers=('U0ALICE', 'U0BOB'),
+      review_quorum=2, slack_channel='C0REVIEW', review_timeout_seconds=600))
   gate = {c.id: c for c in pipeline.components}['HumanReviewGate'].exec_properties
   assert (gate['backend'], json.loads(gate['approvers']), gate['slack_channel'],
-          gate['timeout_seconds'], gate['auto_policy']) == (
-              'slack', ['U0ALICE'], 'C0REVIEW', 600.0, None)
+          gate['timeout_seconds'], gate['auto_policy'], gate['quorum']) == (
+              'slack', ['U0ALICE', 'U0BOB'], 'C0REVIEW', 600.0, None, 2)
 
 
 def test_evaluator_slices_and_both_thresholds(built):
@@ -183,12 +183,14 @@ def test_config_from_env():
       'VOG_AUDIT_HOME': '/srv/vog', 'VOG_AUDIT_MYSQL_HOST': 'db', 'VOG_AUDIT_MYSQL_DATABASE':
       'mlmd', 'VOG_AUDIT_BEAM_ARGS': '--direct_num_workers=4', 'VOG_AUDIT_EPOCHS': '5',
       'VOG_AUDIT_REVIEW_BACKEND': 'local', 'VOG_AUDIT_REVIEW_APPROVERS': 'alice, bob',
-      'VOG_AUDIT_REVIEW_TIMEOUT': '7200'})
+      'VOG_AUDIT_REVIEW_TIMEOUT': '7200', 'VOG_AUDIT_REVIEW_QUORUM': '2'})
   assert config.data_root == '/srv/vog/data'
   assert config.metadata_config().kind == 'mysql'
   assert config.beam_args() == ['--direct_num_workers=4'] and config.epochs == 5
-  assert (config.review_backend, config.review_approvers, config.review_timeout_seconds) == (
-      'local', ('alice', 'bob'), 7200.0)
+  assert (config.review_backend, config.review_approvers, config.review_timeout_seconds,
+          config.review_quorum) == ('local', ('alice', 'bob'), 7200.0, 2)
+  with pytest.raises(ValueError, match="VOG_AUDIT_REVIEW_QUORUM='two' is not a whole"):
+    PipelineConfig.from_env({'VOG_AUDIT_HOME': '/srv/vog', 'VOG_AUDIT_REVIEW_QUORUM': 'two'})
   assert config.vog_beam_pipeline_args == () and config.vog_beam_args() == []
 
 

@@ -19,6 +19,7 @@ import os
 
 import click
 
+from components.review_gate import backends as review_backends
 from pipeline.cli import fail
 from pipeline.reference_datasets import DATASETS
 
@@ -45,7 +46,7 @@ def _policy(text):
 @click.option('--seed', default=0, show_default=True, type=int,
               help='Seeds which labels flip and the training.')
 @click.option('--review', 'backend', default='auto', show_default=True,
-              type=click.Choice(['auto', 'local', 'slack']),
+              type=click.Choice(review_backends.NAMES),
               help='Who decides before the Pusher: a written policy, `vog-audit review`, '
                    'or Slack.')
 @click.option('--approver', 'approvers', multiple=True,
