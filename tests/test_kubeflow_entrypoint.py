@@ -184,7 +184,12 @@ def gate_task(spec, local_run, tmp_path_factory):
 
 def _spec_parameters(spec, task_name):
   params = spec['root']['dag']['tasks'][task_name]['inputs']['parameters']
-  return {k: list(v['runtimeValue']['constantValue'].values())[0] for k, v in params.items()}
+  out = {}
+  for name, value in params.items():
+    (kind, constant), = value['runtimeValue']['constantValue'].items()
+    # Protobuf's JSON writes a 64-bit integer as a string ({'intValue': '1'}).
+    out[name] = int(constant) if kind == 'intValue' else constant
+  return out
 
 
 def test_compiled_tasks_carry_the_local_run_settings(spec, local_run):
