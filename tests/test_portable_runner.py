@@ -182,25 +182,31 @@ def _run(plan, out, beam_args=()):
   return summary, fixtures.score_rows(report), _flagged_rows(report)
 
 
-def _run_portable(portable, plan, out):
-  """_run on the PortableRunner, failing with the services' logs if it fails or hangs."""
+def _bounded(portable, what, timeout, fn, *args):
+  """fn(*args) in a thread, failing with the services' logs if it raises or is not done
+  within `timeout` seconds (a harness that cannot start leaves a job waiting)."""
   executor = concurrent.futures.ThreadPoolExecutor(1)
-  future = executor.submit(_run, plan, out, portable.beam_args())
+  future = executor.submit(fn, *args)
   try:
-    concurrent.futures.wait([future], timeout=RUN_TIMEOUT_S)
+    concurrent.futures.wait([future], timeout=timeout)
   finally:
     executor.shutdown(wait=False)
   if not future.done():
     logs = portable.logs()
     portable.stop()  # ends the job's streams, so the run's thread ends too
-    pytest.fail(f'the audit did not finish on the PortableRunner within {RUN_TIMEOUT_S}s'
-                f'\n{logs}')
+    pytest.fail(f'{what} did not finish on the PortableRunner within {timeout}s\n{logs}')
   error = future.exception()
   if error is not None:
     # The SDK harness writes its errors to the worker pool's log (its stderr).
-    pytest.fail(f'the audit failed on the PortableRunner: {type(error).__name__}: '
+    pytest.fail(f'{what} failed on the PortableRunner: {type(error).__name__}: '
                 f'{error}\n{portable.logs()}')
   return future.result()
+
+
+def _run_portable(portable, plan, out):
+  """_run on the PortableRunner, failing with the services' logs if it fails or hangs."""
+  return _bounded(portable, 'the audit', RUN_TIMEOUT_S, _run, plan, out,
+                  portable.beam_args())
 
 
 def _loads(log):
@@ -335,19 +341,9 @@ def test_the_command_line_runs_the_audit_on_the_portable_runner(portable, traine
   direct = CliRunner().invoke(cli, common + ['--output', str(tmp_path / 'direct')])
   assert direct.exit_code == 0, direct.output
   os.remove(pid_log)
-  executor = concurrent.futures.ThreadPoolExecutor(1)
-  future = executor.submit(CliRunner().invoke, cli, common + [
-      '--output', str(tmp_path / 'portable')] + [f'--beam-arg={a}' for a in portable.beam_args()])
-  try:
-    concurrent.futures.wait([future], timeout=RUN_TIMEOUT_S)
-  finally:
-    executor.shutdown(wait=False)
-  if not future.done():
-    logs = portable.logs()
-    portable.stop()
-    pytest.fail(f'vog-audit score did not finish on the PortableRunner within '
-                f'{RUN_TIMEOUT_S}s\n{logs}')
-  result = future.result()
+  result = _bounded(portable, 'vog-audit score', RUN_TIMEOUT_S, CliRunner().invoke, cli,
+                    common + ['--output', str(tmp_path / 'portable')] +
+                    [f'--beam-arg={a}' for a in portable.beam_args()])
   assert result.exit_code == 0, (result.output, portable.logs())
   harnesses = {pid for pid, ppid, factory in _loads(pid_log)
                if ppid == portable.pool_pid and factory == 'ScorerFactory'}
@@ -403,18 +399,9 @@ def test_the_component_in_a_pipeline_runs_its_audit_on_the_portable_runner(porta
       pipeline_name='vog_portable', pipeline_root=str(tmp_path / 'pipeline'),
       components=[example_gen, trainer, vog], metadata_connection_config=store,
       beam_pipeline_args=['--direct_running_mode=in_memory'])
-  executor = concurrent.futures.ThreadPoolExecutor(1)
-  future = executor.submit(tfx.orchestration.LocalDagRunner().run, pipeline)
-  try:
-    concurrent.futures.wait([future], timeout=RUN_TIMEOUT_S + 120)
-  finally:
-    executor.shutdown(wait=False)
-  if not future.done():
-    logs = portable.logs()
-    portable.stop()
-    pytest.fail(f'the pipeline did not finish within {RUN_TIMEOUT_S + 120}s\n{logs}')
-  if future.exception() is not None:
-    pytest.fail(f'the pipeline failed: {future.exception()!r}\n{portable.logs()}')
+  # ImportExampleGen and the Trainer run first, on the DirectRunner: two more minutes.
+  _bounded(portable, 'the pipeline', RUN_TIMEOUT_S + 120,
+           tfx.orchestration.LocalDagRunner().run, pipeline)
 
   with metadata.Metadata(store) as m:
     [execution] = m.store.get_executions_by_type(

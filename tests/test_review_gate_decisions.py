@@ -19,14 +19,8 @@ from components.review_gate import decision_rule
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
 
 
-def _props(slack, **overrides):
-  return support.gate_properties(slack_api_url=slack.api_url, **overrides)
-
-
-def _review(blessing):
-  return {name: blessing.get_string_custom_property(name)
-          for name in ('review_decision', 'reviewer', 'review_comment', 'review_reason',
-                       'reviewed_at')}
+_props = support.slack_gate_properties
+_review = support.review_fields
 
 
 def _thread_posts(slack):

@@ -207,3 +207,15 @@ def record_json(review_id: str, **changes) -> Dict:
       review_id=review_id).to_json()
   data.update(changes)
   return data
+
+
+def slack_gate_properties(slack, **overrides) -> Dict:
+  """gate_properties for the Slack backend against the stand-in `slack`."""
+  return gate_properties(slack_api_url=slack.api_url, **overrides)
+
+
+def review_fields(blessing) -> Dict[str, str]:
+  """What the gate wrote on its blessing about the review."""
+  return {name: blessing.get_string_custom_property(name)
+          for name in ('review_decision', 'reviewer', 'review_comment', 'review_reason',
+                       'reviewed_at')}
