@@ -301,28 +301,20 @@ class PipelineConfig:
     if environ.get('VOG_AUDIT_VOG_BEAM_ARGS'):
       kwargs['vog_beam_pipeline_args'] = beam_args_lib.checked(
           environ['VOG_AUDIT_VOG_BEAM_ARGS'].split(), 'VOG_AUDIT_VOG_BEAM_ARGS')
-    if environ.get('VOG_AUDIT_EPOCHS'):
-      epochs = environ['VOG_AUDIT_EPOCHS']
-      if not epochs.isdigit():
-        raise ValueError(f'VOG_AUDIT_EPOCHS={epochs!r} is not a whole number')
-      kwargs['epochs'] = int(epochs)
-    if environ.get('VOG_AUDIT_INSPECTION_BUDGET'):
-      budget = environ['VOG_AUDIT_INSPECTION_BUDGET']
-      if not budget.isdigit():
-        raise ValueError(f'VOG_AUDIT_INSPECTION_BUDGET={budget!r} is not a whole number of '
-                         'examples')
-      kwargs['inspection_budget'] = int(budget)
+    for field, name, what in (('epochs', 'VOG_AUDIT_EPOCHS', ''),
+                              ('inspection_budget', 'VOG_AUDIT_INSPECTION_BUDGET',
+                               ' of examples'),
+                              ('review_quorum', 'VOG_AUDIT_REVIEW_QUORUM', ' of approvers')):
+      if environ.get(name):
+        value = environ[name]
+        if not value.isdigit():
+          raise ValueError(f'{name}={value!r} is not a whole number{what}')
+        kwargs[field] = int(value)
     if environ.get('VOG_AUDIT_REVIEW_BACKEND'):
       kwargs['review_backend'] = environ['VOG_AUDIT_REVIEW_BACKEND']
     if environ.get('VOG_AUDIT_REVIEW_APPROVERS'):
       kwargs['review_approvers'] = tuple(
           a.strip() for a in environ['VOG_AUDIT_REVIEW_APPROVERS'].split(',') if a.strip())
-    if environ.get('VOG_AUDIT_REVIEW_QUORUM'):
-      quorum = environ['VOG_AUDIT_REVIEW_QUORUM']
-      if not quorum.isdigit():
-        raise ValueError(f'VOG_AUDIT_REVIEW_QUORUM={quorum!r} is not a whole number of '
-                         'approvers')
-      kwargs['review_quorum'] = int(quorum)
     if environ.get('VOG_AUDIT_REVIEW_TIMEOUT'):
       timeout = environ['VOG_AUDIT_REVIEW_TIMEOUT']
       try:
