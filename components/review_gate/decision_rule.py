@@ -53,11 +53,7 @@ class Tally:
   @property
   def reviewers(self) -> str:
     """The deciding approvers, comma-separated, in the order they answered."""
-    seen = []
-    for answer in self.deciding:
-      if answer.user not in seen:
-        seen.append(answer.user)
-    return ','.join(seen)
+    return ','.join(dict.fromkeys(answer.user for answer in self.deciding))
 
   @property
   def decided_at(self) -> Optional[float]:
@@ -71,11 +67,7 @@ class Tally:
   @property
   def how(self) -> str:
     """How the deciding answers were given, e.g. 'thread reply' or 'reaction :x:, thread reply'."""
-    kinds = []
-    for answer in self.deciding:
-      if answer.how not in kinds:
-        kinds.append(answer.how)
-    return ', '.join(kinds)
+    return ', '.join(dict.fromkeys(answer.how for answer in self.deciding))
 
   @property
   def comment(self) -> str:
