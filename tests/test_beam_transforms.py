@@ -19,7 +19,7 @@ from components.vog import percentiles
 from components.vog import report_format as fmt
 from components.vog import score_batch
 from components.vog import score_table
-from components.vog.beam_audit import FileRead, InputFile
+from components.vog.beam_audit import FileRead, InputFile, WorkUnit
 from components.vog.examples_io import InputRecord, Quarantined
 from components.vog.scoring import normalize_scores
 from components.vog.settings import VogSettings
@@ -55,7 +55,7 @@ def _summarize(p, batches, normalize, budget, rank_by='vog', vog_normalize=''):
 def _outputs(tmp_path, copy_splits=('train',), files=None):
   return beam_writers.FileOutputs(
       scored_dir=str(tmp_path / 'out'), work_dir=str(tmp_path / 'work'),
-      files_per_split=files or {'train': 1}, copy_splits=tuple(copy_splits),
+      units_per_split=files or {'train': 1}, copy_splits=tuple(copy_splits),
       compression='gzip', example_id_key='example_id', rank_by='vog',
       history_shard_of={('train', 0): 0}, num_history_shards=1, write_history=True,
       with_signals=False)
@@ -82,8 +82,9 @@ def test_read_record_batches_numbers_every_copy_and_reports_damage(tmp_path):
     f.write(data[:-3])  # The second record loses its last bytes.
   files = [InputFile('train', 0, a, 'GZIP'), InputFile('train', 1, b, 'UNCOMPRESSED'),
            InputFile('eval', 0, cut, 'UNCOMPRESSED')]
+  units = [WorkUnit(f.split, f.file_index, (f,)) for f in files]
   with TestPipeline() as p:
-    read = (p | beam.Create(files) | beam_audit.ReadRecordBatches(batch_size=2))
+    read = (p | beam.Create(units) | beam_audit.ReadRecordBatches(batch_size=2))
     assert_that(read['batches'], equal_to([
         [InputRecord('train', 0, 0, b'x'), InputRecord('train', 0, 1, b'x')],
         [InputRecord('train', 0, 2, b'y')], [InputRecord('train', 1, 0, b'x')],
@@ -312,7 +313,11 @@ def test_equal_scores_are_ranked_one_by_one_in_input_order():
 
 def _write(tmp_path, path, batches, quarantined, ranks, **outputs):
   with TestPipeline() as p:
-    written = ({'files': p | 'F' >> beam.Create([InputFile('train', 0, path, 'GZIP')]),
+    count = sum(1 for _ in tf.data.TFRecordDataset(path, 'GZIP'))
+    written = ({'units': p | 'U' >> beam.Create([WorkUnit('train', 0, (
+                    InputFile('train', 0, path, 'GZIP'),))]),
+                'files_read': p | 'F' >> beam.Create([FileRead('train', 0, path, count,
+                                                               None, 0, 0)]),
                 'scored': p | 'S' >> beam.Create(batches).with_output_types(
                     score_batch.ScoredBatch),
                 'quarantined': p | 'Q' >> beam.Create(quarantined).with_output_types(

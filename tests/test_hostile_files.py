@@ -15,6 +15,8 @@ import time
 from click.testing import CliRunner
 import pytest
 
+from components.vog import audit
+from components.vog import beam_audit
 from components.vog import report_format as fmt
 from components.vog import score_table
 from pipeline.cli import main as cli
@@ -186,7 +188,10 @@ def test_a_killed_score_publishes_nothing_and_a_rerun_completes(audited, tmp_pat
   assert result.exit_code == 0, result.output
   assert f'removing what an earlier run that did not finish left in {out}/.incomplete' in (
       result.output)
-  assert len(_scored_files(out / 'scored_examples')) == KILL_FILES
+  # Every work unit's file (the input files grouped by size), each once.
+  units = beam_audit.work_units(audit.input_files('data', str(root / 'many' / '*.gz')))
+  assert 1 < len(units) < KILL_FILES
+  assert len(_scored_files(out / 'scored_examples')) == len(units)
   summary = json.loads((out / 'difficulty_report' / fmt.SUMMARY_FILE).read_text())
   assert summary['counts']['seen'] == summary['counts']['scored'] == KILL_FILES
   assert sorted(os.listdir(out)) == ['difficulty_report', 'scored_examples']

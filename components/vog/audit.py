@@ -9,8 +9,9 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -44,24 +45,72 @@ class AuditInputError(AuditConfigError):
   """An input file that cannot be read (damaged framing); names the file and where."""
 
 
-def load_user_module(module_file: Optional[str]
-                     ) -> Tuple[Optional[examples_io.InputsFn], Dict[str, Any]]:
-  """(vog_inputs_fn or None, custom_objects) from a user module file."""
+# A user module file larger than this is refused: it is Python source, not data.
+MAX_MODULE_BYTES = 4 << 20
+_STAGED_MODULES: Dict[str, str] = {}  # sha256 of a module's source -> its local copy
+
+
+class UserModule(NamedTuple):
+  """A user module file (vog_inputs_fn, custom_objects) read once, where the audit is
+  planned: its path (for messages) and its source, which travels with the pipeline to
+  every worker, so that workers need neither the planner's disk nor access to its
+  storage, and all of them run the same code."""
+  path: str
+  source: bytes
+
+  @property
+  def digest(self) -> str:
+    return hashlib.sha256(self.source).hexdigest()
+
+
+def read_user_module(module_file: Optional[str]) -> Optional[UserModule]:
+  """The UserModule of `module_file` (a path or URI), None without one. Raises
+  AuditConfigError for a file that is missing, not a regular file, or above
+  MAX_MODULE_BYTES."""
   if not module_file:
-    return None, {}
-  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+    return None
   if not tf.io.gfile.exists(module_file):
     raise AuditConfigError(f'module_file {module_file} does not exist')
   try:
-    inputs_fn = import_utils.import_func_from_source(module_file, 'vog_inputs_fn')
+    return UserModule(module_file, record_files.read_bounded(module_file, MAX_MODULE_BYTES))
+  except record_files.UnreadableFile as e:
+    raise AuditConfigError(f'module_file {e}; give a Python source file') from None
+
+
+def _staged_path(module: UserModule) -> str:
+  """A local copy of the module's source, written once per process and source."""
+  digest = module.digest
+  path = _STAGED_MODULES.get(digest)
+  if path is None or not os.path.exists(path):
+    import tempfile  # pylint: disable=g-import-not-at-top
+    folder = tempfile.mkdtemp(prefix='vog-user-module-')
+    stem = os.path.splitext(os.path.basename(module.path))[0]
+    name = re.sub(r'[^A-Za-z0-9_]', '_', stem) or 'module'
+    path = os.path.join(folder, f'{name}_{digest[:12]}.py')
+    with open(path, 'wb') as f:
+      f.write(module.source)
+    _STAGED_MODULES[digest] = path
+  return path
+
+
+def load_user_module(module: Optional[UserModule]
+                     ) -> Tuple[Optional[examples_io.InputsFn], Dict[str, Any]]:
+  """(vog_inputs_fn or None, custom_objects) from a user module, imported from a local
+  copy of its source."""
+  if module is None:
+    return None, {}
+  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+  path = _staged_path(module)
+  try:
+    inputs_fn = import_utils.import_func_from_source(path, 'vog_inputs_fn')
   except AttributeError:
     inputs_fn = None
   try:
-    custom_objects = import_utils.import_func_from_source(module_file, 'custom_objects')
+    custom_objects = import_utils.import_func_from_source(path, 'custom_objects')
   except AttributeError:
     custom_objects = {}
   if inputs_fn is None and not custom_objects:
-    raise AuditConfigError(f'module_file {module_file} defines neither vog_inputs_fn '
+    raise AuditConfigError(f'module_file {module.path} defines neither vog_inputs_fn '
                            'nor custom_objects; define one or drop module_file')
   if callable(custom_objects):
     custom_objects = custom_objects()
@@ -84,14 +133,29 @@ def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
   return peeked
 
 
+# Sizes of files on a remote store are asked for this many at a time.
+STAT_THREADS = 32
+
+
 def input_files(split: str, pattern: str, max_record_bytes: Optional[int] = None
                 ) -> List[beam_audit.InputFile]:
-  """The regular files a split's pattern matches, sorted, each with its own compression;
-  their records above `max_record_bytes` are quarantined unread."""
-  paths = [p for p in sorted(tf.io.gfile.glob(pattern)) if not tf.io.gfile.isdir(p)]
-  return [beam_audit.InputFile(split, i, p, record_files.compression_of(p),
-                               max_record_bytes)
-          for i, p in enumerate(paths)]
+  """The regular files a split's pattern matches, sorted, with their sizes; their
+  records above `max_record_bytes` are quarantined unread.
+
+  One listing (a glob), then the matches' sizes (which also tell folders from files):
+  on a remote store STAT_THREADS at a time. No file is opened here: each file's
+  compression is found when it is read.
+  """
+  paths = sorted(tf.io.gfile.glob(pattern))
+  if '://' in pattern and len(paths) > 1:
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
+      infos = list(pool.map(tf.io.gfile.stat, paths))
+  else:
+    infos = [tf.io.gfile.stat(p) for p in paths]
+  files = [(p, i.length) for p, i in zip(paths, infos) if not i.is_directory]
+  return [beam_audit.InputFile(split, i, p, None, max_record_bytes, size)
+          for i, (p, size) in enumerate(files)]
 
 
 class ScorerFactory:
@@ -102,18 +166,19 @@ class ScorerFactory:
   """
 
   def __init__(self, entries: Sequence[checkpoints.CheckpointEntry],
-               module_file: Optional[str], target: str, label_mode: str,
+               user_module: Optional[UserModule], target: str, label_mode: str,
                gradient_layers: Optional[Sequence[str]] = None,
                pad_id: Optional[int] = None):
     self.entries = list(entries)
-    self.module_file = module_file
+    self.user_module = user_module
     self.target = target
     self.label_mode = label_mode
     self.gradient_layers = None if gradient_layers is None else list(gradient_layers)
     self.pad_id = pad_id
 
   def cache_key(self) -> str:
-    text = json.dumps([[e.path for e in self.entries], self.module_file, self.target,
+    module = None if self.user_module is None else self.user_module.digest
+    text = json.dumps([[e.path for e in self.entries], module, self.target,
                        self.label_mode, self.gradient_layers, self.pad_id])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -123,7 +188,7 @@ class ScorerFactory:
         tf.config.experimental.set_memory_growth(gpu, True)
       except RuntimeError:  # Already initialised in this process.
         pass
-    _, custom_objects = load_user_module(self.module_file)
+    _, custom_objects = load_user_module(self.user_module)
     models = checkpoints.load_checkpoint_models(self.entries, custom_objects)
     return VogScorer(models, self.target, self.label_mode,
                      gradient_layers=self.gradient_layers, pad_id=self.pad_id)
@@ -137,11 +202,11 @@ class ParserFactory:
   """
 
   def __init__(self, input_specs, settings: VogSettings, num_classes: int,
-               module_file: Optional[str], transform_graph: Optional[str] = None):
+               user_module: Optional[UserModule], transform_graph: Optional[str] = None):
     self.input_specs = input_specs
     self.settings = settings
     self.num_classes = num_classes
-    self.module_file = module_file
+    self.user_module = user_module
     self.transform_graph = transform_graph
 
   def __call__(self):
@@ -150,7 +215,7 @@ class ParserFactory:
           self.transform_graph, self.input_specs, self.settings.label_key,
           self.settings.label_mode == 'label', self.num_classes,
           self.settings.example_id_key)
-    inputs_fn, _ = load_user_module(self.module_file)
+    inputs_fn, _ = load_user_module(self.user_module)
     return examples_io.ExampleParser(
         self.input_specs, self.settings.label_key,
         self.settings.label_mode == 'label', self.num_classes,
@@ -161,13 +226,17 @@ class AuditPlan:
   """A checked audit: settings, checkpoints, model inputs and the files of each split."""
 
   def __init__(self, settings, entries, input_specs, num_classes, split_files,
-               module_file, baseline, transform_graph=None):
+               user_module, baseline, transform_graph=None):
     self.settings: VogSettings = settings
     self.entries: List[checkpoints.CheckpointEntry] = entries
     self.input_specs: List[examples_io.InputSpec] = input_specs
     self.num_classes: int = num_classes
     self.split_files: Dict[str, List[beam_audit.InputFile]] = split_files
-    self.module_file: Optional[str] = module_file
+    # Each split's files grouped into the units one worker reads and writes.
+    self.split_units: Dict[str, List[beam_audit.WorkUnit]] = {
+        split: beam_audit.work_units(files) for split, files in split_files.items()}
+    # The user module's source, read once here; None without a module_file.
+    self.user_module: Optional[UserModule] = user_module
     # The audit compared with, read at plan time; None without a baseline.
     self.baseline: Optional[drift_lib.Baseline] = baseline
     # The TransformGraph folder whose output the model takes; None: the raw features.
@@ -203,7 +272,8 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   except ValueError as e:
     raise AuditConfigError(f'{e} (manifest under {model_run_dir})') from e
   chosen = [e for e in entries if e.step in set(steps)]
-  inputs_fn, custom_objects = load_user_module(module_file)
+  user_module = read_user_module(module_file)
+  inputs_fn, custom_objects = load_user_module(user_module)
   transform_output = None
   if transform_graph:
     if inputs_fn is not None:
@@ -267,7 +337,7 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   compared_with = None if baseline is None else drift_lib.load_baseline(
       baseline, settings.ranked_by)
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   module_file, compared_with, transform_graph or None)
+                   user_module, compared_with, transform_graph or None)
 
 
 def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings,
@@ -323,34 +393,34 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   splits = list(plan.split_files)
   work_dir = os.path.join(report_dir, f'.work-{uuid.uuid4().hex[:8]}')
   tf.io.gfile.makedirs(work_dir)
-  scorer_factory = ScorerFactory(plan.entries, plan.module_file, settings.target,
+  scorer_factory = ScorerFactory(plan.entries, plan.user_module, settings.target,
                                  settings.label_mode,
                                  gradient_layers=settings.gradient_layers,
                                  pad_id=settings.pad_id)
   parser_factory = ParserFactory(plan.input_specs, settings, plan.num_classes,
-                                 plan.module_file, plan.transform_graph)
-  all_files = [f for files in plan.split_files.values() for f in files]
-  shard_of = {(f.split, f.file_index): i for i, f in enumerate(all_files)}
+                                 plan.user_module, plan.transform_graph)
+  all_units = [u for units in plan.split_units.values() for u in units]
+  shard_of = {(u.split, u.unit_index): i for i, u in enumerate(all_units)}
 
   baseline = plan.baseline
   comparable = baseline is not None and baseline.unavailable is None
   outputs = beam_writers.FileOutputs(
       scored_dir=scored_examples_dir, work_dir=work_dir,
-      files_per_split={s: len(f) for s, f in plan.split_files.items()},
+      units_per_split={s: len(u) for s, u in plan.split_units.items()},
       copy_splits=tuple(settings.copied_splits(splits)),
       compression=settings.output_compression, example_id_key=settings.example_id_key,
       rank_by=settings.ranked_by, history_shard_of=shard_of,
-      num_history_shards=len(all_files), write_history=not comparable,
+      num_history_shards=len(all_units), write_history=not comparable,
       with_signals=settings.label_mode == 'label')
 
-  files = pipeline | 'ListInputFiles' >> beam.Create(all_files)
-  read = files | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
+  units = pipeline | 'ListWorkUnits' >> beam.Create(all_units)
+  read = units | 'ReadRecords' >> beam_audit.ReadRecordBatches(settings.batch_size, progress)
   results = read['batches'] | 'ScoreExamples' >> beam_audit.ScoreExamples(
       settings, scorer_factory, parser_factory, progress)
   # Records above max_record_bytes are quarantined by the reader, the others by the scorer.
   quarantined = ((read['quarantined'], results['quarantined'])
                  | 'AllQuarantined' >> beam.Flatten())
-  written = ({'files': files, 'scored': results['scored'],
+  written = ({'units': units, 'files_read': read['files'], 'scored': results['scored'],
               'quarantined': quarantined, 'ranking': results['ranking']}
              | 'WriteScoredExamples' >> beam_writers.WriteScoredExamples(outputs))
   # With a baseline, each example is matched with its row in the baseline's history by
@@ -361,12 +431,12 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
     then = pipeline | 'ListBaselineHistory' >> beam.Create(list(baseline.history_paths))
     more_tallies['more_tallies'] = ({'now': history, 'then': then}
                                     | 'MatchHistory' >> drift_lib.MatchHistory(
-                                        work_dir, len(all_files)))['tallies']
+                                        work_dir, len(all_units)))['tallies']
   # The report is written last: its summary waits for every other writer.
   _ = ({'files_read': read['files'], 'quarantined': quarantined,
         'class_stats': results['class_stats'], **more_tallies, **written}
        | 'WriteDifficultyReport' >> beam_writers.WriteDifficultyReport(
-           work_dir, splits, _summary_base(plan), shard_of, len(all_files),
+           work_dir, splits, _summary_base(plan), shard_of, len(all_units),
            hard_cut=settings.bucket_percentiles[1]))
   result = pipeline.run()
   result.wait_until_finish()
@@ -395,9 +465,13 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
   report_folder.publish(
       report_dir, work_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
       tf.io.gfile.glob(os.path.join(work_dir, fmt.HISTORY_GLOB)),
-      len(all_files), summary, flagged, records,
+      len(all_units), summary, flagged, records,
       report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)
+  # What writers that were killed and retried left in the scored copies' folder.
+  scored_temp = record_files.temp_folder(scored_examples_dir)
+  if tf.io.gfile.exists(scored_temp):
+    tf.io.gfile.rmtree(scored_temp)
   counts = summary['counts']
   logging.info('VoG audit done: seen %d, scored %d, quarantined %d, flagged %d',
                counts['seen'], counts['scored'], counts['quarantined'], counts['flagged'])
@@ -515,7 +589,8 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
                     'without thumbnails', transform_graph)
     parser = _NoThumbnails()
   else:
-    parser = ParserFactory(input_specs, settings, summary.num_classes, module_file,
+    parser = ParserFactory(input_specs, settings, summary.num_classes,
+                           read_user_module(module_file),
                            transform_graph or None)()
   try:
     report_folder.write_report_page(

@@ -1,6 +1,6 @@
 """The VoG audit's computation as Beam transforms.
 
-    files | ReadRecordBatches -> {batches, files}
+    units | ReadRecordBatches -> {batches, files}
     batches | ScoreExamples -> {scored, quarantined, ranking, class_stats}
 
 ScoreExamples is ParseAndScore | SummarizeScores.
@@ -11,14 +11,14 @@ its partials of the global numbers (BatchPartials: per class the moments, the va
 for a quantile sketch and its candidates for review; per signal its suspicions), which
 combiners merge per key into one bounded Ranking (SummarizeScores): no key groups more
 than one partial per batch, on runners that lift combiners and on those that do not,
-and no side input is used. An example is identified by its position (split, file,
-record index), so copies of one record are different examples. The writers
-(beam_writers.py) join the scored batches and the Ranking back to the records by input
-file, in the one shuffle the scores go through.
+and no side input is used. An example is identified by its position (split, work unit,
+index in the unit's stream of records; see WorkUnit), so copies of one record are
+different examples. The writers (beam_writers.py) join the scored batches and the
+Ranking back to the records by work unit, in the one shuffle the scores go through.
 
 Only primitives that every runner executes alike are used: each DoFn has one output
 (a transform that yields two kinds of things tags them and `split_by_tag` separates
-them), nothing is emitted from `finish_bundle` (records are batched per file by the
+them), nothing is emitted from `finish_bundle` (records are batched per unit by the
 reader), and writing is done by DoFns that write whole files under their final names.
 Beam 2.74's Dask runner, for one, drops tagged outputs, `finish_bundle` output and
 every leaf of a pipeline but the last, and computes side inputs built by a combine
@@ -26,7 +26,8 @@ from part of the data.
 """
 
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 from absl import logging
 import apache_beam as beam
@@ -50,21 +51,89 @@ class InputFile(NamedTuple):
 
   A record longer than `max_record_bytes` (VogSettings.max_record_bytes; None: no
   limit of its own) is quarantined by the reader without being read into memory.
+  `compression` None is found from the file's first bytes when it is read; `size` is
+  its length in bytes as listed (None: not listed).
   """
   split: str
   file_index: int
   path: str
-  compression: str  # GZIP or UNCOMPRESSED
+  compression: Optional[str]  # GZIP, UNCOMPRESSED, or None: found when read
   max_record_bytes: Optional[int] = None
+  size: Optional[int] = None
+
+
+class WorkUnit(NamedTuple):
+  """A run of a split's input files, next to each other in its sorted list, that one
+  worker reads one after another as one stream of records and writes as one output
+  shard (a score table part, a scored copy, a quarantine and a history shard).
+
+  Inside the dataflow a record's position is (split, `unit_index`, its index in that
+  stream): `InputRecord.file_index` holds the unit, `record_index` the running index.
+  The order of those positions is the order of (file, record), since the units follow
+  the sorted files, so ranks and ties do not depend on how the files were grouped. The
+  writers turn a position back into the input file and its record (FileRead's
+  `first_record`) for the score table.
+  """
+  split: str
+  unit_index: int
+  files: Tuple[InputFile, ...]
+
+
+# A split's files are grouped into work units of about UNIT_BYTES, or of its size over
+# UNIT_TARGET where that is smaller (so a split of many small files still gives that
+# many units to spread over workers), and of at most UNIT_MAX_FILES files. A file above
+# the size is a unit of its own: a TFRecord file is read from its start (gzip streams do
+# not seek, and an uncompressed one has no marker to find a record from the middle, nor
+# the record's index there), so one file is always one reader.
+UNIT_BYTES = 64 << 20
+UNIT_TARGET = 64
+UNIT_MAX_FILES = 1000
+
+
+def work_units(files: Sequence[InputFile], max_bytes: Optional[int] = None,
+               target: Optional[int] = None, max_files: Optional[int] = None
+               ) -> List[WorkUnit]:
+  """A split's `files` (sorted, with sizes; one split) grouped into WorkUnits in order.
+
+  With the files laid end to end and cut into slots of min(max_bytes, total / target)
+  bytes, a unit holds the files whose middle byte falls in one slot, at most
+  `max_files` of them: so there are at most `target` units (more only for `max_files`),
+  a unit holds at most a slot and one file, and a file larger than a slot is a unit of
+  its own. A file of unknown size counts as `max_bytes`. None: UNIT_BYTES, UNIT_TARGET,
+  UNIT_MAX_FILES.
+  """
+  if not files:
+    return []
+  max_bytes = UNIT_BYTES if max_bytes is None else max_bytes
+  target = UNIT_TARGET if target is None else target
+  max_files = UNIT_MAX_FILES if max_files is None else max_files
+  sizes = [max_bytes if f.size is None else f.size for f in files]
+  cap = max(1, min(max_bytes, -(-sum(sizes) // max(1, target))))
+  units: List[List[InputFile]] = []
+  start, slot = 0, None
+  for input_file, size in zip(files, sizes):
+    middle = (start + size // 2) // cap
+    start += size
+    if middle != slot or len(units[-1]) >= max_files:
+      units.append([])
+      slot = middle
+    units[-1].append(input_file)
+  return [WorkUnit(files[0].split, i, tuple(unit)) for i, unit in enumerate(units)]
 
 
 class FileRead(NamedTuple):
-  """What reading one file gave: its record count, and the damage that stopped it early."""
+  """What reading one file gave: its record count, and the damage that stopped it early.
+
+  `unit_index` is its work unit, and `first_record` the running index of its first
+  record in that unit's stream (-1 and 0 outside a unit).
+  """
   split: str
   file_index: int
   path: str
   records: int
   damage: Optional[str] = None
+  unit_index: int = -1
+  first_record: int = 0
 
 
 ClassKey = Tuple[str, int]
@@ -150,21 +219,51 @@ def read_records(input_file: InputFile
                                    input_file.max_record_bytes)
 
 
+UnitRecord = Tuple[int, InputFile, int, Union[bytes, record_files.OversizedRecord]]
+
+
+def read_unit(unit: WorkUnit, on_file_read: Optional[Callable[[FileRead], None]] = None
+              ) -> Iterator[UnitRecord]:
+  """(running index, input file, index in that file, bytes or OversizedRecord) of every
+  record of a unit: its files one after another, in order.
+
+  A damaged file ends where its damage starts and the next file follows; `on_file_read`
+  gets each file's FileRead (its count, its damage) once the file is done.
+  """
+  first = 0
+  for input_file in unit.files:
+    count, damage = 0, None
+    try:
+      for index, record in read_records(input_file):
+        count = index + 1
+        yield first + index, input_file, index, record
+    except record_files.DamagedRecordFile as e:
+      damage = str(e)
+    if on_file_read is not None:
+      on_file_read(FileRead(unit.split, input_file.file_index, input_file.path, count,
+                            damage, unit.unit_index, first))
+    elif damage is not None:
+      logging.error('VoG audit could not read %s again in full: %s', input_file.path,
+                    damage)
+    first += count
+
+
 OVERSIZED = 'record too large'  # the quarantine kind of a record above max_record_bytes
 
 
-def oversized(input_file: InputFile, index: int,
+def oversized(unit: WorkUnit, position: int, input_file: InputFile, index: int,
               record: record_files.OversizedRecord) -> Quarantined:
-  """The quarantine entry of a record the reader did not keep: named by its position
-  (its bytes, and so its id, were never held), with its size and the limit."""
+  """The quarantine entry of a record the reader did not keep: named by its file and
+  place in it (its bytes, and so its id, were never held), with its size and the limit."""
   return Quarantined(input_file.split, f'{input_file.path}#{index}', OVERSIZED,
                      f'record {index} of {input_file.path}: {record.detail}', b'',
-                     input_file.file_index, index)
+                     unit.unit_index, position)
 
 
-class _ReadFile(beam.DoFn):
-  """Reads one file in order: ('batch', [InputRecord...]), ('quarantined',
-  Quarantined) for each record above max_record_bytes, and then ('file', FileRead)."""
+class _ReadUnit(beam.DoFn):
+  """Reads one work unit in order: ('batch', [InputRecord...]) of up to batch_size
+  records (a batch may span the unit's files), ('quarantined', Quarantined) for each
+  record above max_record_bytes, and ('file', FileRead) for each of its files."""
 
   def __init__(self, batch_size: int, progress=None):
     self._batch_size = batch_size
@@ -172,49 +271,52 @@ class _ReadFile(beam.DoFn):
     self._seen = _counter('seen')
     self._quarantined = _counter('quarantined')
 
-  def process(self, input_file: InputFile) -> Iterable[Tagged]:
-    count, damage, batch = 0, None, []
-    try:
-      for index, serialized in read_records(input_file):
-        count = index + 1
-        if isinstance(serialized, record_files.OversizedRecord):
-          logging.warning('VoG audit quarantines record %d of %s unread: %s', index,
-                          input_file.path, serialized.detail)
-          self._seen.inc()
-          self._quarantined.inc()
-          if self._progress is not None:
-            self._progress.add(progress_lib.SCORED, 1)
-          yield 'quarantined', oversized(input_file, index, serialized)
-          continue
-        batch.append(InputRecord(input_file.split, input_file.file_index, index,
-                                 serialized))
-        if len(batch) == self._batch_size:
-          self._seen.inc(len(batch))
-          yield 'batch', batch
-          batch = []
-    except record_files.DamagedRecordFile as e:
-      damage = str(e)
-      logging.error('VoG audit cannot read past record %d: %s', count, damage)
+  def process(self, unit: WorkUnit) -> Iterable[Tagged]:
+    batch: List[InputRecord] = []
+    done: List[FileRead] = []
+    for position, input_file, index, serialized in read_unit(unit, done.append):
+      while done:
+        yield self._file_read(done.pop(0))
+      if isinstance(serialized, record_files.OversizedRecord):
+        logging.warning('VoG audit quarantines record %d of %s unread: %s', index,
+                        input_file.path, serialized.detail)
+        self._seen.inc()
+        self._quarantined.inc()
+        if self._progress is not None:
+          self._progress.add(progress_lib.SCORED, 1)
+        yield 'quarantined', oversized(unit, position, input_file, index, serialized)
+        continue
+      batch.append(InputRecord(unit.split, unit.unit_index, position, serialized))
+      if len(batch) == self._batch_size:
+        self._seen.inc(len(batch))
+        yield 'batch', batch
+        batch = []
     if batch:
       self._seen.inc(len(batch))
       yield 'batch', batch
+    for read in done:
+      yield self._file_read(read)
     if self._progress is not None:
-      self._progress.add(progress_lib.READ, count)
-      self._progress.add(progress_lib.FILES, 1)
       self._progress.flush()
-    yield 'file', FileRead(input_file.split, input_file.file_index, input_file.path, count,
-                           damage)
+
+  def _file_read(self, read: FileRead) -> Tagged:
+    if read.damage is not None:
+      logging.error('VoG audit cannot read past record %d: %s', read.records, read.damage)
+    if self._progress is not None:
+      self._progress.add(progress_lib.READ, read.records)
+      self._progress.add(progress_lib.FILES, 1)
+    return 'file', read
 
 
-@beam.typehints.with_input_types(InputFile)
+@beam.typehints.with_input_types(WorkUnit)
 class ReadRecordBatches(beam.PTransform):
-  """InputFile -> {'batches': [InputRecord...], 'files': FileRead, 'quarantined':
+  """WorkUnit -> {'batches': [InputRecord...], 'files': FileRead, 'quarantined':
   Quarantined}.
 
-  Each file is read whole, in order, by one worker, so record indices are stable
-  across reads, and cut into batches of `batch_size` records; the input is spread
-  over workers by file. A record above the file's `max_record_bytes` is quarantined
-  here, unread (OVERSIZED), and never reaches a batch.
+  Each unit is read whole, in order, by one worker, so positions are stable across
+  reads, and cut into batches of `batch_size` records; the input is spread over
+  workers by unit. A record above its file's `max_record_bytes` is quarantined here,
+  unread (OVERSIZED), and never reaches a batch.
   """
 
   def __init__(self, batch_size: int, progress=None):
@@ -222,10 +324,10 @@ class ReadRecordBatches(beam.PTransform):
     self._batch_size = batch_size
     self._progress = progress
 
-  def expand(self, files):
-    tagged = (files
+  def expand(self, units):
+    tagged = (units
               | 'Spread' >> beam.Reshuffle()
-              | 'Read' >> beam.ParDo(_ReadFile(self._batch_size, self._progress)))
+              | 'Read' >> beam.ParDo(_ReadUnit(self._batch_size, self._progress)))
     parts = split_by_tag(tagged, {'batch': List[InputRecord], 'file': FileRead,
                                   'quarantined': Quarantined})
     return {'batches': parts['batch'], 'files': parts['file'],

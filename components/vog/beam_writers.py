@@ -1,30 +1,36 @@
 """Writing what ScoreExamples computed: the scored examples and the report's work files.
 
-    (files, files_read, scored, quarantined, ranking)
+    (units, files_read, scored, quarantined, ranking)
         | WriteScoredExamples -> {written, flagged, tallies, history}
     (files_read, quarantined, class_stats, written, flagged, tallies, more_tallies)
         | WriteDifficultyReport -> the summary's path
 
 Scores meet their records again by position. The scored batches (columns, one record
-per batch) are grouped by input file (`CoGroupByKey` on (split, file index)) with the
-part of the Ranking that file needs (Ranking.for_file); the writer of a file places all its examples at once (score,
-percentile, decile, bucket, review rank) and writes:
+per batch) are grouped by work unit (beam_audit.WorkUnit: a run of a split's input
+files, read as one stream; `CoGroupByKey` on (split, unit index)) with the part of the
+Ranking that unit needs (Ranking.for_file) and the FileRead of each of its files (which
+turn positions back into file and record for the score table); the writer of a unit
+places all its examples at once (score, percentile, decile, bucket, review rank) and
+writes:
 
 * its score table shard (score_table.py): one row per scored example, for every split;
-* for the splits the Evaluator reads (`copy_splits`), the file again, record by record,
+* for the splits the Evaluator reads (`copy_splits`), the unit's files again, record by
+  record, into one file,
   each scored example with its VoG fields appended as bytes (examples_io), quarantined
   ones left out; the other splits are read again only up to their last flagged
   example, for the bytes of the flagged rows;
 * its history rows when there is no baseline (with one, drift.MatchHistory writes them
   after matching by example_id);
-* one tally of counts for the whole file, never one per example.
+* one tally of counts for the whole unit, never one per example.
 
 Only the compact batches cross the shuffle, never the examples, and a worker holds the
-scores of one file at a time.
+scores of one unit at a time.
 
-Every file is written whole by one DoFn call under a temporary name and renamed into
-place, named after what it holds (input file k of n gives output shard k of n), so a
-retried or repeated bundle rewrites the same file instead of adding another. Each
+Every file is written whole by one DoFn call under a temporary name in the output
+root's `.writing/` folder (record_files.TEMP_FOLDER, which no output pattern matches)
+and renamed into place, named after what it holds (work unit k of n gives output shard
+k of n), so a retried or repeated bundle rewrites the same file instead of adding
+another, and many small input files give few output files. Each
 writer counts what it wrote, and the summary is combined from those counts.
 """
 
@@ -33,7 +39,6 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from absl import logging
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
@@ -46,7 +51,7 @@ from components.vog import record_files
 from components.vog import report_format as fmt
 from components.vog import score_batch
 from components.vog import score_table
-from components.vog.beam_audit import InputFile, Tagged, read_records, split_by_tag
+from components.vog.beam_audit import FileRead, Tagged, WorkUnit, read_unit, split_by_tag
 from components.vog.examples_io import Quarantined
 from components.vog.score_batch import ScoredBatch
 
@@ -64,9 +69,9 @@ GZIP_LEVEL = 1
 
 
 class FileWritten(NamedTuple):
-  """What the writer did with one input file's records."""
+  """What the writer did with one work unit's records."""
   split: str
-  file_index: int
+  unit_index: int
   written: int
   written_flagged: int
   unmatched: int  # records without a score or a quarantine entry, or scores without a record
@@ -75,26 +80,46 @@ class FileWritten(NamedTuple):
 class FileOutputs(NamedTuple):
   """Where and how the writers write: the scored copies' folder and splits, the score
   table's and history's folder (the report's work folder), compression, and the
-  number of input files per split (output shard k of n)."""
+  number of work units per split (output shard k of n)."""
   scored_dir: str
   work_dir: str
-  files_per_split: Dict[str, int]
+  units_per_split: Dict[str, int]
   copy_splits: Tuple[str, ...]
   compression: str  # 'gzip' or 'none' (settings.COMPRESSIONS)
   example_id_key: str
   rank_by: str
-  history_shard_of: Dict[Tuple[str, int], int]  # (split, file index) -> history shard
+  history_shard_of: Dict[Tuple[str, int], int]  # (split, unit index) -> history shard
   num_history_shards: int
   write_history: bool  # False when drift.MatchHistory writes it (with a baseline)
   with_signals: bool  # label_mode='label': the score tables have the signal columns
 
 
-def scored_file_path(output_dir: str, split: str, file_index: int, num_files: int,
+def scored_file_path(output_dir: str, split: str, unit_index: int, num_units: int,
                      compression: str = 'gzip') -> str:
-  """Where the scored examples of input file `file_index` of a split are written."""
+  """Where the scored examples of work unit `unit_index` of a split are written."""
   suffix = '.gz' if compression == 'gzip' else ''
   return os.path.join(output_dir, f'Split-{split}',
-                      f'{SCORED_FILE_PREFIX}-{file_index:05d}-of-{num_files:05d}{suffix}')
+                      f'{SCORED_FILE_PREFIX}-{unit_index:05d}-of-{num_units:05d}{suffix}')
+
+
+class Locator:
+  """Turns positions in a work unit's stream back into (input file, record in it), from
+  the FileRead of each of the unit's files."""
+
+  def __init__(self, reads: Iterable[FileRead]):
+    reads = sorted(reads, key=lambda r: (r.first_record, r.file_index))
+    self._first = np.array([r.first_record for r in reads], dtype=np.int64)
+    self._file = np.array([r.file_index for r in reads], dtype=np.int32)
+
+  def __call__(self, positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(file_index, record_index) of each position."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if not len(self._first):
+      if len(positions):
+        raise RuntimeError('scores reached a work unit none of whose files was read')
+      return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    at = np.searchsorted(self._first, positions, side='right') - 1
+    return self._file[at], positions - self._first[at]
 
 
 def _placed_columns(batch: ScoredBatch, ranking: percentiles.Ranking, rank_by: str
@@ -108,11 +133,17 @@ def _placed_columns(batch: ScoredBatch, ranking: percentiles.Ranking, rank_by: s
   return placed
 
 
-def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray]
-                         ) -> Dict[str, Any]:
+def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray],
+                         locate: Optional[Locator] = None) -> Dict[str, Any]:
+  """The score table's columns of a unit's examples; `locate` gives each its input file
+  and record there (None: the batch's positions are those already)."""
+  if locate is None:
+    file_index, record_index = np.full(len(batch), batch.file_index), batch.record_index
+  else:
+    file_index, record_index = locate(batch.record_index)
   columns = {
-      'example_id': batch.example_id, 'file_index': np.full(len(batch), batch.file_index),
-      'record_index': batch.record_index, 'label': batch.label,
+      'example_id': batch.example_id, 'file_index': file_index,
+      'record_index': record_index, 'label': batch.label,
       fmt.VOG_TARGET_CLASS: batch.target_class, 'predicted_class': batch.predicted_class,
       fmt.VOG_RAW: batch.vog_raw, fmt.VOG_SCORE: placed['vog_score'],
       'rank_value': placed['rank_value'],
@@ -220,10 +251,10 @@ def history_lines(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> List[str
                            [percentile[i] for i in order])
 
 
-class _WriteFile(beam.DoFn):
-  """Places and writes the examples of one input file (see the module docstring).
+class _WriteUnit(beam.DoFn):
+  """Places and writes the examples of one work unit (see the module docstring).
 
-  Yields ('tally', counts of the file), ('written', FileWritten) once,
+  Yields ('tally', counts of the unit), ('written', FileWritten) once,
   ('flagged', (FlaggedRow, bytes)) for each flagged example and, with a baseline,
   ('history', (history shard, drift.HistoryChunk)).
   """
@@ -233,16 +264,17 @@ class _WriteFile(beam.DoFn):
 
   def process(self, element: Tuple[Tuple[str, int], Dict[str, Iterable[Any]]]
               ) -> Iterable[Tagged]:
-    (split, file_index), grouped = element
+    (split, unit_index), grouped = element
     out = self._out
-    input_file: InputFile = list(grouped['file'])[0]
+    unit: WorkUnit = list(grouped['unit'])[0]
     batches = list(grouped['scored'])
     quarantined = set(grouped['quarantined'])
     rankings = list(grouped['ranking'])
+    where = f'work unit {unit_index} of split {split!r} ({unit.files[0].path}, ...)'
     if batches and len(rankings) != 1:
-      raise RuntimeError(f'{len(rankings)} rankings reached the scores of {input_file.path}; '
+      raise RuntimeError(f'{len(rankings)} rankings reached the scores of {where}; '
                          'expected exactly 1')
-    num_files = out.files_per_split[split]
+    num_units = out.units_per_split[split]
     if batches:
       batch = score_batch.concat(batches)
       placed = _placed_columns(batch, rankings[0], out.rank_by)
@@ -254,17 +286,18 @@ class _WriteFile(beam.DoFn):
     if batch is not None and len(scored_at) != len(batch):
       unmatched += len(batch) - len(scored_at)  # two scores for one record
     score_table.write_shard(
-        score_table.shard_path(out.work_dir, split, file_index, num_files),
-        _score_table_columns(batch, placed) if batch is not None
+        score_table.shard_path(out.work_dir, split, unit_index, num_units),
+        _score_table_columns(batch, placed, Locator(grouped['read'])) if batch is not None
         else _empty_columns(out.with_signals),
-        compression='zstd' if out.compression == 'gzip' else 'none')
+        compression='zstd' if out.compression == 'gzip' else 'none',
+        temp_dir=record_files.temp_folder(out.work_dir))
     if split in out.copy_splits:
-      written, unread, records = self._copy(input_file, batch, placed, quarantined,
-                                            set(flagged), num_files)
+      written, unread, records = self._copy(unit, batch, placed, quarantined,
+                                            set(flagged), num_units)
       unmatched += unread
     else:
       written = len(scored_at)
-      records = self._read_flagged(input_file, sorted(flagged))
+      records = self._read_flagged(unit, sorted(flagged))
       unmatched += len(flagged) - len(records)
     if batch is not None:
       counts = agreement_counts(batch, rankings[0])
@@ -275,25 +308,25 @@ class _WriteFile(beam.DoFn):
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'], batch.signals))
       if out.write_history:
         lines = history_lines(batch, placed)
-        shard = out.history_shard_of[(split, file_index)]
+        shard = out.history_shard_of[(split, unit_index)]
         drift_lib.write_history_lines(out.work_dir, shard, out.num_history_shards, lines)
         yield 'tally', audit_summary.history_written_tally(split, len(lines))
       else:
         for shard, chunk in drift_lib.history_chunks(
             batch, placed, out.num_history_shards).items():
           yield 'history', (shard, chunk)
-    yield 'written', FileWritten(split, file_index, written,
+    yield 'written', FileWritten(split, unit_index, written,
                                  int(placed['vog_flagged'].sum()) if batch is not None else 0,
                                  unmatched)
     for index, row in sorted(flagged.items()):
       if index in records:
         yield 'flagged', (row, records[index])
 
-  def _copy(self, input_file: InputFile, batch: Optional[ScoredBatch],
+  def _copy(self, unit: WorkUnit, batch: Optional[ScoredBatch],
             placed: Optional[Dict[str, np.ndarray]], quarantined, flagged_at,
-            num_files: int) -> Tuple[int, int, Dict[int, bytes]]:
-    """Writes the file's scored examples with their VoG fields; (written, unmatched,
-    the flagged examples' original bytes by record index)."""
+            num_units: int) -> Tuple[int, int, Dict[int, bytes]]:
+    """Writes the unit's scored examples with their VoG fields as one file; (written,
+    unmatched, the flagged examples' original bytes by position)."""
     out = self._out
     suffixes: List[bytes] = []
     indices: List[int] = []
@@ -307,44 +340,37 @@ class _WriteFile(beam.DoFn):
     position = dict(zip(indices, range(len(indices))))
     written = unmatched = 0
     records: Dict[int, bytes] = {}
-    path = scored_file_path(out.scored_dir, input_file.split, input_file.file_index,
-                            num_files, out.compression)
+    path = scored_file_path(out.scored_dir, unit.split, unit.unit_index, num_units,
+                            out.compression)
     seen = set()
-    with record_files.AtomicFile(path, GZIP_LEVEL if out.compression == 'gzip'
-                                 else None) as sink:
-      try:
-        for index, serialized in read_records(input_file):
-          seen.add(index)
-          row = position.get(index)
-          if row is None:
-            if index not in quarantined:
-              unmatched += 1
-            continue
-          sink.write(record_files.frame(serialized + suffixes[row]))
-          written += 1
-          if index in flagged_at:
-            records[index] = serialized
-      except record_files.DamagedRecordFile as e:
-        # The first read reports damage; what was not read again counts as unmatched.
-        logging.error('VoG audit could not read %s again in full: %s', input_file.path, e)
+    # The first read reports damage; what was not read again counts as unmatched.
+    with record_files.AtomicFile(path, GZIP_LEVEL if out.compression == 'gzip' else None,
+                                 record_files.temp_folder(out.scored_dir)) as sink:
+      for index, _, _, serialized in read_unit(unit):
+        seen.add(index)
+        row = position.get(index)
+        if row is None:
+          if index not in quarantined:
+            unmatched += 1
+          continue
+        sink.write(record_files.frame(serialized + suffixes[row]))
+        written += 1
+        if index in flagged_at:
+          records[index] = serialized
     unmatched += len(set(indices) - seen) + len(set(quarantined) - seen)
     return written, unmatched, records
 
-  def _read_flagged(self, input_file: InputFile, indices: Sequence[int]
-                    ) -> Dict[int, bytes]:
-    """The original bytes of the records at `indices` (sorted), reading the file only
-    as far as the last of them."""
+  def _read_flagged(self, unit: WorkUnit, indices: Sequence[int]) -> Dict[int, bytes]:
+    """The original bytes of the records at positions `indices` (sorted), reading the
+    unit only as far as the last of them."""
     if not indices:
       return {}
     wanted, last, found = set(indices), indices[-1], {}
-    try:
-      for index, serialized in read_records(input_file):
-        if index in wanted:
-          found[index] = serialized
-        if index >= last:
-          break
-    except record_files.DamagedRecordFile as e:
-      logging.error('VoG audit could not read %s again: %s', input_file.path, e)
+    for index, _, _, serialized in read_unit(unit):
+      if index in wanted:
+        found[index] = serialized
+      if index >= last:
+        break
     return found
 
 
@@ -358,15 +384,15 @@ def _vog_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> Dict[str,
 
 
 class WriteScoredExamples(beam.PTransform):
-  """Writes each input file's score table shard and, for `copy_splits`, its examples
+  """Writes each work unit's score table shard and, for `copy_splits`, its examples
   with the VoG fields added, to <scored_dir>/Split-<name>/.
 
-  Takes {'files': InputFile, 'scored': ScoredBatch, 'quarantined': Quarantined,
-  'ranking': the one Ranking}; returns {'written': FileWritten per input file,
-  'flagged': (FlaggedRow, bytes), 'tallies': one per input file (and per history
-  shard it wrote), 'history': (shard, drift.HistoryChunk) when drift matches it,
-  'agreement': (split, AgreementCounts) per input file, with signals}.
-  Input file k of a split's n becomes output file k of n.
+  Takes {'units': WorkUnit, 'files_read': FileRead, 'scored': ScoredBatch,
+  'quarantined': Quarantined, 'ranking': the one Ranking}; returns {'written':
+  FileWritten per unit, 'flagged': (FlaggedRow, bytes), 'tallies': one per unit (and
+  per history shard it wrote), 'history': (shard, drift.HistoryChunk) when drift
+  matches it, 'agreement': (split, AgreementCounts) per unit, with signals}.
+  Work unit k of a split's n becomes output file k of n.
   """
 
   def __init__(self, outputs: FileOutputs):
@@ -374,21 +400,23 @@ class WriteScoredExamples(beam.PTransform):
     self._out = outputs
 
   def expand(self, inputs):
-    file_keys = [(split, i) for split, n in self._out.files_per_split.items()
+    unit_keys = [(split, i) for split, n in self._out.units_per_split.items()
                  for i in range(n)]
     grouped = ({
-        'file': inputs['files'] | 'KeyFiles' >> beam.Map(
-            lambda f: ((f.split, f.file_index), f)),
+        'unit': inputs['units'] | 'KeyUnits' >> beam.Map(
+            lambda u: ((u.split, u.unit_index), u)),
+        'read': inputs['files_read'] | 'KeyFilesRead' >> beam.Map(
+            lambda r: ((r.split, r.unit_index), r)),
         'scored': inputs['scored'] | 'KeyScores' >> beam.Map(
             lambda b: ((b.split, b.file_index), b)),
         'quarantined': inputs['quarantined'] | 'KeyQuarantined' >> beam.Map(
             lambda q: ((q.split, q.file_index), q.record_index)),
-        # Each input file gets the part of the Ranking it needs (Ranking.for_file):
-        # its own flagged examples' ranks, not the whole flagged set.
-        'ranking': inputs['ranking'] | 'RankingPerFile' >> beam.FlatMap(
-            lambda r: [(key, r.for_file(*key)) for key in file_keys]),
-    } | 'GroupByFile' >> beam.CoGroupByKey())
-    tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteFile(self._out))
+        # Each unit gets the part of the Ranking it needs (Ranking.for_file): its own
+        # flagged examples' ranks, not the whole flagged set.
+        'ranking': inputs['ranking'] | 'RankingPerUnit' >> beam.FlatMap(
+            lambda r: [(key, r.for_file(*key)) for key in unit_keys]),
+    } | 'GroupByUnit' >> beam.CoGroupByKey())
+    tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteUnit(self._out))
     parts = split_by_tag(tagged, {'written': FileWritten,
                                   'flagged': Tuple[fmt.FlaggedRow, bytes],
                                   'tally': audit_summary.Tally,
@@ -407,7 +435,7 @@ def quarantine_row(q: Quarantined) -> Dict[str, Any]:
 
 
 class _WriteQuarantineShard(beam.DoFn):
-  """Writes the quarantined examples of one input file as one shard; tallies each row."""
+  """Writes the quarantined examples of one work unit as one shard; tallies each row."""
 
   def __init__(self, work_dir: str, num_shards: int):
     self._work_dir = work_dir
@@ -417,9 +445,10 @@ class _WriteQuarantineShard(beam.DoFn):
               ) -> Iterable[audit_summary.Tally]:
     shard, rows = element
     rows = sorted(rows, key=lambda q: q.record_index)
-    record_files.write_lines(os.path.join(self._work_dir, fmt.quarantine_shard_name(shard,
-                                                                         self._num_shards)),
-                 (json.dumps(quarantine_row(q), sort_keys=True) for q in rows))
+    record_files.write_lines(
+        os.path.join(self._work_dir, fmt.quarantine_shard_name(shard, self._num_shards)),
+        (json.dumps(quarantine_row(q), sort_keys=True) for q in rows),
+        temp_dir=record_files.temp_folder(self._work_dir))
     for q in rows:
       yield audit_summary.quarantined_tally(q.split, q.kind)
 
@@ -526,8 +555,8 @@ class WriteDifficultyReport(beam.PTransform):
   each with the signals that put it above `hard_cut` percent of its split too;
   written in parts of `flagged_rows_per_part` ranks by separate workers and joined
   in rank order by streaming, so no worker gathers every flagged record)
-  and one quarantine shard per input file that had quarantined examples, numbered by
-  the file's place in `shard_of` ((split, file index) -> shard) of `num_shards`.
+  and one quarantine shard per work unit that had quarantined examples, numbered by
+  the unit's place in `shard_of` ((split, unit index) -> shard) of `num_shards`.
   """
 
   def __init__(self, work_dir: str, splits: Sequence[str], summary_base: Dict[str, Any],

@@ -284,7 +284,8 @@ def write_history_lines(work_dir: str, shard: int, num_shards: int,
                         lines: Iterable[str]) -> None:
   """Writes one history shard whole from its lines, already in the shard's order."""
   path = os.path.join(work_dir, fmt.history_shard_name(shard, num_shards))
-  record_files.write_lines(path, lines, gzip_level=6)
+  record_files.write_lines(path, lines, gzip_level=6,
+                           temp_dir=record_files.temp_folder(work_dir))
 
 
 Then = Tuple[str, int, int]  # a baseline row as the match needs it: split, flagged, streak

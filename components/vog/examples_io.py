@@ -70,8 +70,9 @@ def input_specs_of(model: tf.keras.Model) -> List[InputSpec]:
 
 class InputRecord(NamedTuple):
   """One serialized example and where it was read: the `record_index`-th record of the
-  split's `file_index`-th file. The position is its identity: copies of one record are
-  different examples."""
+  stream of the split's `file_index`-th work unit (beam_audit.WorkUnit: its files read
+  one after another; a unit of one file is that file). The position is its identity:
+  copies of one record are different examples."""
   split: str
   file_index: int
   record_index: int

@@ -84,11 +84,13 @@ def compression_of(path: str) -> str:
 READ_BLOCK_BYTES = 1 << 20
 
 
-def read_records(path: str, compression: str, max_record_bytes: Optional[int] = None
+def read_records(path: str, compression: Optional[str],
+                 max_record_bytes: Optional[int] = None
                  ) -> Iterator[Tuple[int, Union[bytes, OversizedRecord]]]:
   """(record index, bytes) of one TFRecord file, in order.
 
-  `compression` is GZIP or UNCOMPRESSED. Raises DamagedRecordFile where the file's
+  `compression` is GZIP or UNCOMPRESSED; None finds it from the file's first bytes in
+  the same open (no second round trip to the storage). Raises DamagedRecordFile where the file's
   framing, a checksum or the gzip stream is broken; the records before it are yielded.
   The stream is read ahead by at most one block (READ_BLOCK_BYTES) beyond the record
   being yielded. A record longer than `max_record_bytes` (None: no limit below
@@ -102,6 +104,9 @@ def read_records(path: str, compression: str, max_record_bytes: Optional[int] = 
     return DamagedRecordFile(path, index, offset, problem, compressed)
 
   with tf.io.gfile.GFile(path, 'rb') as raw:
+    if compression is None:
+      compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+      raw.seek(0)
     stream = gzip.GzipFile(fileobj=raw, mode='rb') if compressed else raw
     buf, pos = b'', 0
     broken: Optional[BaseException] = None
@@ -186,17 +191,37 @@ def frame(data: bytes) -> bytes:
           struct.pack('<I', _masked_crc(data)))
 
 
+# The folder, under the root of what an audit writes, that holds its files while they
+# are written. No output pattern matches it (`Split-*/*`, `quarantine-*.jsonl`,
+# `score_table/*/*`), so a file a killed worker left there is never read as output; the
+# audit removes the folder once it has published.
+TEMP_FOLDER = '.writing'
+
+
+def temp_folder(root: str) -> str:
+  """Where the files written under `root` are written before they are renamed."""
+  return os.path.join(root, TEMP_FOLDER)
+
+
 class AtomicFile:
   """A file written under a temporary name and renamed into place on `commit()`.
 
   A writer that dies leaves only a temporary file behind, never a half-written file
   under the final name; a retry that writes the same path replaces it whole.
   `gzip_level` (1-9) compresses what is written, as a GZIP TFRecord file is.
+  `temp_dir` is where the temporary file is written (temp_folder of the output's root,
+  outside every pattern that reads the output); by default beside `path`.
   """
 
-  def __init__(self, path: str, gzip_level: Optional[int] = None):
+  def __init__(self, path: str, gzip_level: Optional[int] = None,
+               temp_dir: Optional[str] = None):
     self.path = path
-    self._temp = f'{path}.tmp-{uuid.uuid4().hex[:12]}'
+    name = f'{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}'
+    if temp_dir is None:
+      self._temp = os.path.join(os.path.dirname(path), name)
+    else:
+      self._temp = os.path.join(temp_dir, name)
+      tf.io.gfile.makedirs(temp_dir)
     tf.io.gfile.makedirs(os.path.dirname(path) or '.')
     self._raw = tf.io.gfile.GFile(self._temp, 'wb')
     self._raw.write(b'')  # GFile creates the file only once something is written.
@@ -232,9 +257,11 @@ class AtomicFile:
       self.abandon()
 
 
-def write_lines(path: str, lines: Iterable[str], gzip_level: Optional[int] = None) -> None:
-  """Writes text lines, one per line, whole under `path` (an AtomicFile)."""
-  with AtomicFile(path, gzip_level) as out:
+def write_lines(path: str, lines: Iterable[str], gzip_level: Optional[int] = None,
+                temp_dir: Optional[str] = None) -> None:
+  """Writes text lines, one per line, whole under `path` (an AtomicFile written in
+  `temp_dir`)."""
+  with AtomicFile(path, gzip_level, temp_dir) as out:
     for line in lines:
       out.write(line.encode('utf-8') + b'\n')
 

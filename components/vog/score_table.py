@@ -275,7 +275,8 @@ def _table(columns: Mapping[str, Any], where: str) -> pa.Table:
   return pa.Table.from_arrays([arrays[field.name] for field in target], schema=target)
 
 
-def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd') -> int:
+def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd',
+                temp_dir: Optional[str] = None) -> int:
   """Writes one shard of the score table whole under `path`; returns its size in bytes.
 
   `columns` maps every name of REQUIRED_COLUMNS, and either all of SIGNAL_COLUMNS or
@@ -285,9 +286,11 @@ def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd'
   (str or bytes) or their codes into report_format.BUCKETS. Use `shard_path` for where a
   shard of the table goes.
 
-  The shard is written to a temporary name starting with '.' in the same folder and then
-  renamed onto `path` (replacing a shard a failed attempt left); the temporary file is
-  removed when writing fails. `compression` is one of COMPRESSIONS.
+  The shard is written to a temporary name in `temp_dir` (by default one starting with
+  '.' in the same folder; the audit gives a folder outside the table, where no reader of
+  the table looks) and then renamed onto `path` (replacing a shard a failed attempt
+  left); the temporary file is removed when writing fails. `compression` is one of
+  COMPRESSIONS.
 
   Refuses (ValueError naming the column) an unknown or missing column, some of the
   signal columns without the others, columns of different lengths, values that do not
@@ -307,7 +310,10 @@ def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd'
   folder, name = os.path.split(path)
   if folder:
     gfile.makedirs(folder)
-  temp = os.path.join(folder, f'.{name}.tmp-{uuid.uuid4().hex[:12]}')
+  if temp_dir is not None:
+    gfile.makedirs(temp_dir)
+  temp = os.path.join(folder if temp_dir is None else temp_dir,
+                      f'.{name}.tmp-{uuid.uuid4().hex[:12]}')
   try:
     with gfile.GFile(temp, 'wb') as f:
       f.write(data)
