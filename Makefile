@@ -44,6 +44,7 @@ bench: setup
 	$(PY) -m benchmarks.vog_throughput --output bench_output
 	$(PY) -m benchmarks.record_work --output bench_output
 	$(PY) -m benchmarks.ranking_size --output bench_output
+	$(PY) -m benchmarks.small_files --output bench_output
 
 # Label-error signals against VoG and cleanlab (benchmarks/quality.py). cleanlab is needed
 # by this benchmark only; 2.7.1 installs without changing any pinned package.
