@@ -290,7 +290,7 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
 
 def test_the_command_line_runs_the_audit_on_a_dask_cluster(dask_cluster, trained, tmp_path):
   # What a user types: `vog-audit score --runner dask --dask-address HOST:PORT`; the
-  # partitions default to one per input file. It scores what the DirectRunner scores.
+  # partitions default to one per work unit. It scores what the DirectRunner scores.
   from click.testing import CliRunner  # pylint: disable=g-import-not-at-top
   from pipeline.cli import main as cli  # pylint: disable=g-import-not-at-top
   root, records = trained

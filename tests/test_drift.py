@@ -110,7 +110,7 @@ def test_the_first_audit_has_no_drift_and_starts_the_history(runs):
   assert report.summary.drift is None
   assert all(row.drift_status is None for row in report.flagged)
   paths = fmt.history_files(report_dir)
-  assert len(paths) == 3  # one per input file: train in two, eval in one
+  assert len(paths) == 3  # one per work unit, here each input file: train in two, eval in one
   rows = [r for p in paths for r in drift_lib.read_history_shard(p)]
   assert {eid for eid, _ in rows} == set(scored)
   for eid, row in rows:

@@ -25,7 +25,7 @@ import shutil
 import socket
 import threading
 import time
-from typing import Callable, Deque, Dict, IO, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, IO, Optional, Sequence, Tuple
 
 READ = 'read'
 FILES = 'files'
@@ -326,12 +326,3 @@ class ProgressBar:
 
   def __exit__(self, *unused_exc_info) -> None:
     self.stop()
-
-
-def total_bytes(files: Iterable[str]) -> Optional[int]:
-  """The summed size of `files`; None when one cannot be read."""
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return sum(tf.io.gfile.stat(f).length for f in files)
-  except Exception:  # pylint: disable=broad-except
-    return None

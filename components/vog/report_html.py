@@ -467,8 +467,9 @@ def write_flagged_montage(path: str, previews: Sequence[ExamplePreview],
   In: previews (any order; drawn by rank, the first `max_examples` that have an image). The
   caption's label and predicted class come from the preview features `label` and
   `predicted_class` (the line is left out when both are absent); a mismatch is captioned in
-  red. `path` is a local file: write remote artifacts through a local copy. Refuses
-  max_examples < 1 and unsupported image shapes (ValueError). The file appears whole or not at all.
+  red. `path` is a local path or a URI that tf.io.gfile writes (gs://, ...). Refuses
+  max_examples < 1 and unsupported image shapes (ValueError). The file appears whole or
+  not at all.
   """
   if max_examples < 1:
     raise ValueError(f'max_examples={max_examples}; give at least 1 image for the montage')
@@ -495,7 +496,8 @@ def write_flagged_montage(path: str, previews: Sequence[ExamplePreview],
   fig.tight_layout(pad=0.4)
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
-  with open(path, 'wb') as f:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(buf.getvalue())
   return True
 

@@ -3,10 +3,9 @@
     vog-audit report DIR [--module-file FILE]
 
 DIR is a DifficultyReport artifact folder or `<output>/difficulty_report` of
-`vog-audit score`. Useful after an upgrade of the page, or when the page was lost.
+`vog-audit score`, a local path or a URI (gs://, ...). Useful after an upgrade of the
+page, or when the page was lost.
 """
-
-import os
 
 import click
 
@@ -19,7 +18,13 @@ from pipeline.cli import fail
               help='The audit\'s module file, when it used vog_inputs_fn.')
 def report(report_dir, module_file):
   """Rebuild the review page of the VoG audit in REPORT_DIR."""
-  if not os.path.isdir(report_dir):
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  try:
+    folder = storage.is_dir(report_dir)
+  except storage.ERRORS as e:
+    fail(f'{report_dir} cannot be read ({e}); give the difficulty_report folder of an '
+         'audit that this user can read')
+  if not folder:
     fail(f'{report_dir} is not a folder; give the difficulty_report folder of an audit')
   from components.vog import audit  # pylint: disable=g-import-not-at-top
   try:

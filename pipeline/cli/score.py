@@ -10,12 +10,17 @@ outputs under --output:
 On a terminal a progress bar shows the examples scored of the total, the rate and the
 time left; elsewhere (logs, CI) each step prints one line with its counts.
 
+--output, --examples, --model-run, --module-file, --baseline and --transform-graph are
+local paths or URIs that TensorFlow's file systems know (gs://, s3://, ...).
+
 Both folders are written under `<output>/.incomplete/` and moved to their names only
 when the audit is complete, so a command killed mid-run leaves nothing under them; the
-next run into the same --output removes what the killed one left and starts again.
+next run into the same --output removes what the killed one left and starts again. On
+an object store, which moves a folder file by file, a command killed while it moves
+them can leave part of one; the report's summary.json is then missing, and the next run
+removes that part too.
 """
 
-import glob
 import logging as py_logging
 import os
 import shutil
@@ -59,17 +64,32 @@ def _copy_splits_of(text: Optional[str]):
 
 
 def split_patterns_of(path: str):
-  """{split: file pattern} for an Examples artifact folder or a TFRecord file pattern."""
-  if os.path.isdir(path):
-    splits = sorted(d[len(SPLIT_PREFIX):] for d in os.listdir(path)
-                    if d.startswith(SPLIT_PREFIX) and os.path.isdir(os.path.join(path, d)))
-    if splits:
-      return {s: os.path.join(path, SPLIT_PREFIX + s, '*') for s in splits}
-    path = os.path.join(path, '*')
-  if not glob.glob(path):
+  """{split: file pattern} for an Examples artifact folder or a TFRecord file pattern,
+  local or a URI. Refuses (exit 2, one line) a path that matches no file or cannot be
+  read."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  try:
+    if storage.is_dir(path):
+      splits = sorted(d[len(SPLIT_PREFIX):] for d in storage.list_dir(path)
+                      if d.startswith(SPLIT_PREFIX)
+                      and storage.is_dir(os.path.join(path, d)))
+      if splits:
+        return {s: os.path.join(path, SPLIT_PREFIX + s, '*') for s in splits}
+      path = os.path.join(path, '*')
+    matches = tf.io.gfile.glob(path)
+  except storage.ERRORS as e:
+    fail(f'--examples {path} cannot be read ({_reason(e)}); give an Examples artifact '
+         'folder or a TFRecord file pattern this user can read')
+  if not matches:
     fail(f'--examples {path} matches no file; give an Examples artifact folder '
          '(with Split-*/ folders) or a TFRecord file pattern')
   return {'data': path}
+
+
+def _reason(error: BaseException) -> str:
+  """What a failed file operation says: the OS's reason, or TensorFlow's message."""
+  return str(getattr(error, 'strerror', None) or getattr(error, 'message', None) or error)
 
 
 @click.command()
@@ -125,7 +145,7 @@ def split_patterns_of(path: str):
               help='HOST:PORT of the dask.distributed scheduler, with --runner dask.')
 @click.option('--dask-partitions', default=None, type=int,
               help='Dask partitions of each step, with --runner dask; by default one per '
-              'input file.')
+              'work unit (input files grouped by size).')
 @click.option('--beam-arg', 'beam_args', multiple=True,
               help='Beam pipeline argument (repeatable), e.g. --beam-arg=--runner=DirectRunner.')
 @click.option('--baseline', default=None, type=click.Path(file_okay=False),
@@ -169,7 +189,12 @@ def score(model_run, examples, output, label_key, target, label_mode, normalize,
   check_runner(beam_args)
   scored_dir = os.path.join(output, SCORED_FOLDER)
   report_dir = os.path.join(output, REPORT_FOLDER)
-  created = not os.path.lexists(output)
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  try:
+    created = not storage.exists(output)
+  except storage.ERRORS as e:
+    fail(f'--output {output} cannot be read ({_reason(e)}); give a folder this user can '
+         'write')
   staging = os.path.join(output, INCOMPLETE)
   try:
     prepare_output(output)
@@ -206,7 +231,6 @@ def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
   from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-  from components.vog import progress  # pylint: disable=g-import-not-at-top
   settings, model_run, patterns, module_file, baseline, transform_graph = plan_args
   click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
   try:
@@ -218,16 +242,17 @@ def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
   scored_dir = os.path.join(staging, SCORED_FOLDER)
   report_dir = os.path.join(staging, REPORT_FOLDER)
   files = [f for split in plan.split_files for f in _paths_of(plan, split)]
+  units = sum(len(u) for u in plan.split_units.values())
   estimate = _estimate(plan)
-  size = progress.total_bytes(files)
-  click.echo(f'scoring splits {", ".join(plan.split_files)} ({len(files)} files'
-             f'{f", {_size_text(size)}" if size is not None else ""}'
+  size = sum(f.size or 0 for split_files in plan.split_files.values() for f in split_files)
+  click.echo(f'scoring splits {", ".join(plan.split_files)} ({len(files)} files in '
+             f'{units} work units, {_size_text(size)}'
              f'{f", about {estimate} examples" if estimate is not None else ""}) with '
              f'{len(plan.entries)} checkpoints (steps '
              f'{", ".join(str(e.step) for e in plan.entries)}), '
              f'batches of {settings.batch_size}')
   beam_args = list(beam_args) + runner_args(runner, dask_address, dask_partitions,
-                                            len(files), beam_args)
+                                            units, beam_args)
   started = time.time()
   try:
     pipeline = beam.Pipeline(argv=beam_args)
@@ -282,22 +307,23 @@ def prepare_output(output: str) -> str:
   that cannot be written and one whose scored_examples/ or difficulty_report/ already
   holds results, so that earlier results are kept.
   """
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
   staging = os.path.join(output, INCOMPLETE)
   try:
-    os.makedirs(output, exist_ok=True)
+    storage.make_dirs(output)
     clear_incomplete(output)
-  except OSError as e:
-    fail(f'--output {output} cannot be written ({e.strerror or e}); give a folder this '
+  except storage.ERRORS as e:
+    fail(f'--output {output} cannot be written ({_reason(e)}); give a folder this '
          'user can write')
   for name in (SCORED_FOLDER, REPORT_FOLDER):
     folder = os.path.join(output, name)
-    if os.path.lexists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+    if storage.exists(folder) and not storage.is_empty_dir(folder):
       fail(f'{folder} is not empty; choose a new --output so earlier results are kept')
   try:
     for name in (SCORED_FOLDER, REPORT_FOLDER):
-      os.makedirs(os.path.join(staging, name))
-  except OSError as e:
-    fail(f'--output {output} cannot be written ({e.strerror or e}); give a folder this '
+      storage.make_dirs(os.path.join(staging, name))
+  except storage.ERRORS as e:
+    fail(f'--output {output} cannot be written ({_reason(e)}); give a folder this '
          'user can write')
   return staging
 
@@ -307,42 +333,53 @@ def clear_incomplete(output: str) -> None:
 
   Its folders are still in `<output>/.incomplete/`, except when it was killed while
   moving them: its scored_examples/ was then moved and its difficulty_report/ not, and
-  that scored_examples/ goes too (the run began only when it was empty).
+  that scored_examples/ goes too (the run began only when it was empty). On an object
+  store a folder is moved file by file, so one can be half moved: the part already
+  under its name goes as well.
   """
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
   staging = os.path.join(output, INCOMPLETE)
-  if not os.path.lexists(staging):
+  if not storage.exists(staging):
     return
+  for name in (SCORED_FOLDER, REPORT_FOLDER):
+    moved = os.path.join(output, name)
+    if (storage.exists(os.path.join(staging, name)) and storage.exists(moved)
+        and not storage.is_empty_dir(moved)):
+      storage.remove_tree(moved)
   staged_report = os.path.join(staging, REPORT_FOLDER)
   moved_scores = os.path.join(output, SCORED_FOLDER)
-  if (os.path.isdir(staged_report) and not os.path.lexists(os.path.join(staging,
-                                                                        SCORED_FOLDER))
-      and not os.path.lexists(os.path.join(output, REPORT_FOLDER))
-      and os.path.isdir(moved_scores)):
-    shutil.rmtree(moved_scores)
+  if (storage.is_dir(staged_report)
+      and not storage.exists(os.path.join(staging, SCORED_FOLDER))
+      and not storage.exists(os.path.join(output, REPORT_FOLDER))
+      and storage.is_dir(moved_scores)):
+    storage.remove_tree(moved_scores)
   click.echo(f'removing what an earlier run that did not finish left in {staging}')
-  shutil.rmtree(staging)
+  storage.remove_tree(staging)
 
 
 def publish_output(staging: str, output: str) -> None:
   """Moves the complete folders from `staging` to their names under `output`: the
-  scored examples first, the report (the sign that the run finished) last."""
+  scored examples first, the report (the sign that the run finished) last, and its
+  summary.json last of all."""
+  from components.vog import report_format  # pylint: disable=g-import-not-at-top
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
   for name in (SCORED_FOLDER, REPORT_FOLDER):
-    final = os.path.join(output, name)
-    if os.path.isdir(final):
-      os.rmdir(final)  # empty: prepare_output refused it otherwise
-    os.rename(os.path.join(staging, name), final)
-  shutil.rmtree(staging)
+    # An empty folder under the name gives way: prepare_output refused a full one.
+    storage.move_tree(os.path.join(staging, name), os.path.join(output, name),
+                      last=(report_format.SUMMARY_FILE,))
+  storage.remove_tree(staging)
 
 
 def discard_output(staging: str, created: Optional[str]) -> None:
   """Removes what a run that failed wrote, and `created` (the --output folder this run
   made) when nothing else is in it."""
-  shutil.rmtree(staging, ignore_errors=True)
-  if created is not None:
-    try:
-      os.rmdir(created)
-    except OSError:
-      pass
+  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  try:
+    storage.remove_tree(staging)
+    if created is not None and storage.is_empty_dir(created):
+      storage.remove_tree(created)
+  except storage.ERRORS:
+    pass
 
 
 def _size_text(size: int) -> str:
@@ -350,10 +387,10 @@ def _size_text(size: int) -> str:
 
 
 def runner_args(runner: str, dask_address: Optional[str], partitions: Optional[int],
-                num_files: int, beam_args: Sequence[str]) -> List[str]:
+                num_units: int, beam_args: Sequence[str]) -> List[str]:
   """The Beam arguments --runner names: none for direct; for dask the DaskRunner's class
-  path, the scheduler's address and the partitions (by default one per input file, so
-  that each file's work can go to its own worker).
+  path, the scheduler's address and the partitions (by default one per work unit, so
+  that each unit's work can go to its own worker).
 
   Refuses (exit 2, one line) --runner dask without a reachable --dask-address, a
   --dask-address or --dask-partitions without it, a partition count below 1, and a
@@ -380,7 +417,7 @@ def runner_args(runner: str, dask_address: Optional[str], partitions: Optional[i
   if partitions is not None and partitions < 1:
     fail(f'--dask-partitions {partitions}; give 1 or more')
   return [f'--runner={DASK_RUNNER}', f'--dask_client_address={address}',
-          f'--dask_npartitions={partitions or max(num_files, 1)}']
+          f'--dask_npartitions={partitions or max(num_units, 1)}']
 
 
 def _runner_of(beam_args: Sequence[str]) -> Optional[str]:
