@@ -3,6 +3,8 @@ ram:// file system, in this process), and the folder helpers of components.vog.s
 on local paths and on ram://."""
 
 import os
+import threading
+import time
 import uuid
 
 from click.testing import CliRunner
@@ -177,3 +179,23 @@ def test_is_local():
   assert storage.is_local('/tmp/x') and storage.is_local('out') and storage.is_local(
       'file:///tmp/x')
   assert not storage.is_local('gs://bucket/x') and not storage.is_local('ram://x')
+
+
+def test_each_keeps_order_and_spreads_remote_calls_over_threads():
+  def slow(i):
+    time.sleep(0.05)
+    return i, threading.get_ident()
+
+  local = storage.each('/tmp', slow, list(range(8)))
+  remote = storage.each('ram://x', slow, list(range(8)))
+  assert [i for i, _ in local] == [i for i, _ in remote] == list(range(8))
+  assert len({t for _, t in local}) == 1
+  assert len({t for _, t in remote}) > 1
+
+  def fails(i):
+    if i == 3:
+      raise tf.errors.NotFoundError(None, None, f'item {i} is gone')
+    return i
+
+  with pytest.raises(tf.errors.NotFoundError, match='item 3 is gone'):
+    storage.each('ram://x', fails, list(range(8)))

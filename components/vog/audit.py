@@ -27,6 +27,7 @@ from components.vog import record_files
 from components.vog import report_folder
 from components.vog import report_format as fmt
 from components.vog import stages
+from components.vog import storage
 from components.vog import transform_inputs
 from components.vog.scoring import VogScorer
 from components.vog.settings import VogSettings
@@ -133,26 +134,17 @@ def _peek(files: Sequence[beam_audit.InputFile], count: int) -> List[bytes]:
   return peeked
 
 
-# Sizes of files on a remote store are asked for this many at a time.
-STAT_THREADS = 32
-
-
 def input_files(split: str, pattern: str, max_record_bytes: Optional[int] = None
                 ) -> List[beam_audit.InputFile]:
   """The regular files a split's pattern matches, sorted, with their sizes; their
   records above `max_record_bytes` are quarantined unread.
 
   One listing (a glob), then the matches' sizes (which also tell folders from files):
-  on a remote store STAT_THREADS at a time. No file is opened here: each file's
-  compression is found when it is read.
+  on a remote store storage.REMOTE_THREADS at a time. No file is opened here: each
+  file's compression is found when it is read.
   """
   paths = sorted(tf.io.gfile.glob(pattern))
-  if '://' in pattern and len(paths) > 1:
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
-    with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
-      infos = list(pool.map(tf.io.gfile.stat, paths))
-  else:
-    infos = [tf.io.gfile.stat(p) for p in paths]
+  infos = storage.each(pattern, tf.io.gfile.stat, paths)
   files = [(p, i.length) for p, i in zip(paths, infos) if not i.is_directory]
   return [beam_audit.InputFile(split, i, p, None, max_record_bytes, size)
           for i, (p, size) in enumerate(files)]

@@ -16,6 +16,7 @@ from components.vog import examples_io
 from components.vog import report_format as fmt
 from components.vog import report_html
 from components.vog import score_table
+from components.vog import storage
 from components.vog.report_format import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
                                           QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
 
@@ -83,16 +84,19 @@ def _move_shards(report_dir: str, pattern: str, shards: Sequence[str], num_shard
                  name_of, empty: bytes) -> None:
   """Moves `shards` into `report_dir`, fills the rest of the `num_shards` with `empty`
   files so the set is complete, after removing shards of an earlier audit."""
-  for old in tf.io.gfile.glob(os.path.join(report_dir, pattern)):
-    tf.io.gfile.remove(old)
+  storage.each(report_dir, tf.io.gfile.remove,
+               tf.io.gfile.glob(os.path.join(report_dir, pattern)))
   present = {os.path.basename(s): s for s in shards}
-  for i in range(max(num_shards, 1)):
+
+  def place(i: int) -> None:
     name = name_of(i, max(num_shards, 1))
     if name in present:
       tf.io.gfile.rename(present[name], os.path.join(report_dir, name), overwrite=True)
     else:
       with tf.io.gfile.GFile(os.path.join(report_dir, name), 'wb') as f:
         f.write(empty)
+
+  storage.each(report_dir, place, range(max(num_shards, 1)))
 
 
 def _move_score_table(work_dir: str, report_dir: str) -> None:
@@ -101,11 +105,12 @@ def _move_score_table(work_dir: str, report_dir: str) -> None:
   published = score_table.table_dir(report_dir)
   if tf.io.gfile.exists(published):
     tf.io.gfile.rmtree(published)
-  for path in tf.io.gfile.glob(os.path.join(score_table.table_dir(work_dir), '*', '*')):
-    split_folder = os.path.basename(os.path.dirname(path))
-    target = os.path.join(published, split_folder)
-    tf.io.gfile.makedirs(target)
-    tf.io.gfile.rename(path, os.path.join(target, os.path.basename(path)), overwrite=True)
+  paths = tf.io.gfile.glob(os.path.join(score_table.table_dir(work_dir), '*', '*'))
+  for split_folder in sorted({os.path.basename(os.path.dirname(p)) for p in paths}):
+    tf.io.gfile.makedirs(os.path.join(published, split_folder))
+  storage.each(report_dir, lambda path: tf.io.gfile.rename(
+      path, os.path.join(published, os.path.basename(os.path.dirname(path)),
+                         os.path.basename(path)), overwrite=True), paths)
 
 
 def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],

@@ -8,11 +8,12 @@ level at a time, which also finds the files of a folder that has no marker objec
 Imports only TensorFlow and the standard library.
 """
 
+import concurrent.futures
 import glob
 import os
 import re
 import shutil
-from typing import List, Sequence
+from typing import Callable, List, Sequence, TypeVar
 
 import tensorflow as tf
 
@@ -20,6 +21,22 @@ import tensorflow as tf
 ERRORS = (OSError, tf.errors.OpError)
 _SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
 _FILE_SCHEME = 'file://'
+T = TypeVar('T')
+R = TypeVar('R')
+
+
+# Calls to a remote store that one operation makes at once (each is a round trip).
+REMOTE_THREADS = 32
+
+
+def each(path: str, fn: Callable[[T], R], items: Sequence[T]) -> List[R]:
+  """[fn(item) for item in items], in order; where `path` is on a remote store (every
+  item on the same one), REMOTE_THREADS calls at a time, so that a thousand round trips
+  take the time of about thirty. The first error is raised."""
+  if is_local(path) or len(items) < 2:
+    return [fn(item) for item in items]
+  with concurrent.futures.ThreadPoolExecutor(min(REMOTE_THREADS, len(items))) as pool:
+    return list(pool.map(fn, items))
 
 
 def is_local(path: str) -> bool:
@@ -91,9 +108,9 @@ def move_tree(src: str, dst: str, last: Sequence[str] = ()) -> None:
   """Moves folder `src` with all it holds to `dst`, on the same file system.
 
   Locally one os.rename: atomic. Elsewhere every file is renamed to its place under
-  `dst`, folders made as needed, and then `src` is removed; the names in `last`
-  (relative to `src`) go after all other files, so that their presence under `dst`
-  says the move is complete. Refuses (OSError) a `src` that is no folder and a `dst`
+  `dst` (REMOTE_THREADS at a time), folders made first, and then `src` is removed;
+  the names in `last` (relative to `src`) go after all other files, so that their
+  presence under `dst` says the move is complete. Refuses (OSError) a `src` that is no folder and a `dst`
   that holds anything; an empty `dst` folder gives way.
   """
   if is_local(src) and is_local(dst):
@@ -116,12 +133,15 @@ def move_tree(src: str, dst: str, last: Sequence[str] = ()) -> None:
       made.add(target)
     else:
       files.append((name in last, entry, target))
-  for _, entry, target in sorted(files):
-    folder = target.rsplit('/', 1)[0]
-    if folder not in made:
-      make_dirs(folder)
-      made.add(folder)
-    tf.io.gfile.rename(entry, target, overwrite=True)
+  for folder in sorted({target.rsplit('/', 1)[0] for _, _, target in files} - made):
+    make_dirs(folder)
+
+  def rename(pair) -> None:
+    tf.io.gfile.rename(pair[0], pair[1], overwrite=True)
+
+  for at_last in (False, True):
+    each(dst, rename, [(entry, target) for is_last, entry, target in sorted(files)
+                       if is_last == at_last])
   remove_tree(src)
 
 
