@@ -404,16 +404,16 @@ def test_file_counts_count_a_whole_file_at_once():
 
 
 def test_audit_summary_fn_combines_tallies_into_counts():
-  tallies = [audit_summary.file_tally('train', 'f0', 4, None),
-             ('counts', 'train', audit_summary.file_counts(
+  tallies = [audit_summary.FileTally('train', 'f0', 4, None),
+             audit_summary.CountsTally('train', audit_summary.file_counts(
                  'train', np.array([1, 1, 2]), np.array([1, 1, -1]), np.array([1, 2, 2]),
                  np.array([10, 3, 1]), np.array([1, 0, 0]), np.array([1, 0, 0]),
                  np.zeros((3, 0)))),
-             audit_summary.quarantined_tally('train', 'missing label'),
-             audit_summary.class_stats_tally('train', 1, (2, 0.5, 0.1)),
-             audit_summary.class_stats_tally('train', 2, (1, 0.2, 0.0)),
-             audit_summary.written_tally('train', 3, 1, 0),
-             audit_summary.history_written_tally('train', 3)]
+             audit_summary.QuarantinedTally('train', 'missing label'),
+             audit_summary.ClassStatsTally('train', 1, 2, 0.5, 0.1),
+             audit_summary.ClassStatsTally('train', 2, 1, 0.2, 0.0),
+             audit_summary.WrittenTally('train', 3, 1, 0),
+             audit_summary.HistoryWrittenTally('train', 3)]
   with TestPipeline() as p:
     summary = (p | beam.Create(tallies)
                | beam.CombineGlobally(audit_summary.AuditSummaryFn(['train'], {'x': 1})))
@@ -447,7 +447,7 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
                      vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
-      'tallies': [('counts', 'train', audit_summary.file_counts(
+      'tallies': [audit_summary.CountsTally('train', audit_summary.file_counts(
           'train', np.array([1]), np.array([1]), np.array([1]), np.array([10]),
           np.array([1]), np.array([1]), np.zeros((1, 0))))],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],

@@ -460,7 +460,7 @@ def test_a_history_row_with_a_streak_beyond_any_schedule_is_refused_not_an_overf
   path = _shard_of(tmp_path, [GOOD_ROW, json.dumps(row).encode()])
   out = list(drift_lib._ReadHistory(4).process(path))
   assert [tag for tag, _ in out] == ['tally', 'rows']
-  (_, _, where, why), = [value for tag, value in out if tag == 'tally']
+  (where, why), = [value for tag, value in out if tag == 'tally']
   assert where == f'{path} line 2'
   assert why.startswith('has streak=9223372036854775807, more audits in a row than any '
                         'schedule makes (at most 2,147,483,647)')

@@ -1,21 +1,19 @@
 """What an audit counts for summary.json, combined inside the Beam pipeline.
 
-The writers turn what they read, score, write and quarantine into small tally tuples,
-one per input file (or history shard) for the scored examples (`file_counts`), never one
-per example;
+The writers turn what they read, score, write and quarantine into small named tallies
+(`Tally`), one per work unit (or history shard) for the scored examples (`file_counts`
+in a CountsTally), never one per example;
 `AuditSummaryFn` combines them into the summary's counts, per class and per decile.
 Its accumulator is bounded by splits x classes x deciles, never by the examples.
 `check_conservation` refuses a summary in which an example was lost or counted twice.
 """
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
 
 from components.vog import report_format as fmt
-
-Tally = Tuple  # ('kind', split, ...) as built by the functions below
 
 WRITTEN = 'written'
 WRITTEN_FLAGGED = 'written_flagged'
@@ -31,8 +29,64 @@ class AuditLostExamples(RuntimeError):
   """seen != written + quarantined in a split, or the flagged counts disagree."""
 
 
-def file_tally(split: str, path: str, records: int, damage: Optional[str]) -> Tally:
-  return ('file', split, path, records, damage)
+class FileTally(NamedTuple):
+  """One input file was read: its records, and the damage that stopped it early."""
+  split: str
+  path: str
+  records: int
+  damage: Optional[str]
+
+
+class CountsTally(NamedTuple):
+  """Counts by key (`file_counts` of a unit's examples, or drift's counts), summed."""
+  split: str
+  counts: Dict[tuple, Any]
+
+
+class QuarantinedTally(NamedTuple):
+  """One example was quarantined, for the reason `kind`."""
+  split: str
+  kind: str
+
+
+class ClassStatsTally(NamedTuple):
+  """The count, mean and population std of vog_raw in one class of a split."""
+  split: str
+  class_id: int
+  count: int
+  mean: float
+  std: float
+
+
+class WrittenTally(NamedTuple):
+  """What one unit's writer wrote (beam_writers.FileWritten)."""
+  split: str
+  written: int
+  written_flagged: int
+  unmatched: int
+
+
+class HistoryWrittenTally(NamedTuple):
+  """A writer wrote `rows` history rows of the split."""
+  split: str
+  rows: int
+
+
+class HistoryRefusedTally(NamedTuple):
+  """A baseline history line was refused: where, and why."""
+  where: str
+  reason: str
+
+
+class DoneTally(NamedTuple):
+  """A file the summary waits for was written: FLAGGED_FILE_DONE or STATUS_FILE_DONE."""
+  what: str
+
+
+FLAGGED_FILE_DONE = 'flagged rows'
+STATUS_FILE_DONE = 'drift statuses'
+Tally = Union[FileTally, CountsTally, QuarantinedTally, ClassStatsTally, WrittenTally,
+              HistoryWrittenTally, HistoryRefusedTally, DoneTally]
 
 
 def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
@@ -74,36 +128,6 @@ def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
   return counts
 
 
-def history_written_tally(split: str, rows: int) -> Tally:
-  return ('history_written', split, rows)
-
-
-def history_refused_tally(where: str, reason: str) -> Tally:
-  return ('history_refused', '', where, reason)
-
-
-def flag_status_file_tally() -> Tally:
-  """The flagged examples' drift statuses were written (the summary waits for them)."""
-  return ('flag_status_file', '')
-
-
-def quarantined_tally(split: str, kind: str) -> Tally:
-  return ('quarantined', split, kind)
-
-
-def class_stats_tally(split: str, cls: int, stats: Tuple[int, float, float]) -> Tally:
-  return ('class_stats', split, cls) + tuple(stats)
-
-
-def flagged_file_tally() -> Tally:
-  """The flagged rows' file was written (it makes the summary wait for it)."""
-  return ('flagged_file', '')
-
-
-def written_tally(split: str, written: int, written_flagged: int, unmatched: int) -> Tally:
-  return ('written', split, written, written_flagged, unmatched)
-
-
 class _Accumulator:
   __slots__ = ('counts', 'class_stats', 'damaged', 'refused')
 
@@ -118,7 +142,7 @@ class _Accumulator:
 
 
 class AuditSummaryFn(beam.CombineFn):
-  """Tally tuples -> summary.json's counted part (a dict); `base` is merged in as is."""
+  """Tallies -> summary.json's counted part (a dict); `base` is merged in as is."""
 
   def __init__(self, splits: Sequence[str], base: Optional[Dict[str, Any]] = None):
     super().__init__()
@@ -129,34 +153,31 @@ class AuditSummaryFn(beam.CombineFn):
     return _Accumulator()
 
   def add_input(self, acc: _Accumulator, tally: Tally):
-    kind, split = tally[0], tally[1]
-    if kind == 'file':
-      _, _, path, records, damage = tally
-      acc.bump((fmt.SEEN, split), records)
-      if damage:
-        acc.damaged.append({'split': split, 'path': path, 'records_read': records,
-                            'damage': damage})
-    elif kind == 'counts':  # ('counts', split, {key: n}): file_counts, drift counts
-      for key, n in tally[2].items():
+    if isinstance(tally, FileTally):
+      acc.bump((fmt.SEEN, tally.split), tally.records)
+      if tally.damage:
+        acc.damaged.append({'split': tally.split, 'path': tally.path,
+                            'records_read': tally.records, 'damage': tally.damage})
+    elif isinstance(tally, CountsTally):
+      for key, n in tally.counts.items():
         acc.bump(key, n)
-    elif kind == 'quarantined':
-      acc.bump((fmt.QUARANTINED, split))
-      acc.bump(('quarantine_kind', split, tally[2]))
-    elif kind == 'class_stats':
-      acc.class_stats[(split, tally[2])] = tuple(tally[3:6])
-    elif kind in ('flagged_file', 'flag_status_file'):
+    elif isinstance(tally, QuarantinedTally):
+      acc.bump((fmt.QUARANTINED, tally.split))
+      acc.bump(('quarantine_kind', tally.split, tally.kind))
+    elif isinstance(tally, ClassStatsTally):
+      acc.class_stats[(tally.split, tally.class_id)] = (tally.count, tally.mean, tally.std)
+    elif isinstance(tally, DoneTally):
       pass
-    elif kind == 'history_written':
-      acc.bump((HISTORY_WRITTEN, split), tally[2])
-    elif kind == 'history_refused':
+    elif isinstance(tally, HistoryWrittenTally):
+      acc.bump((HISTORY_WRITTEN, tally.split), tally.rows)
+    elif isinstance(tally, HistoryRefusedTally):
       acc.bump(('history_refused',))
       if len(acc.refused) < 3:
-        acc.refused.append((tally[2], tally[3]))
-    elif kind == 'written':
-      _, _, written, written_flagged, unmatched = tally
-      acc.bump((WRITTEN, split), written)
-      acc.bump((WRITTEN_FLAGGED, split), written_flagged)
-      acc.bump((UNMATCHED, split), unmatched)
+        acc.refused.append((tally.where, tally.reason))
+    elif isinstance(tally, WrittenTally):
+      acc.bump((WRITTEN, tally.split), tally.written)
+      acc.bump((WRITTEN_FLAGGED, tally.split), tally.written_flagged)
+      acc.bump((UNMATCHED, tally.split), tally.unmatched)
     else:
       raise ValueError(f'unknown audit tally {tally!r}')
     return acc

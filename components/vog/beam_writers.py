@@ -303,14 +303,14 @@ class _WriteUnit(beam.DoFn):
       counts = agreement_counts(batch, rankings[0])
       if counts is not None:
         yield 'agreement', counts
-      yield 'tally', ('counts', split, audit_summary.file_counts(
+      yield 'tally', audit_summary.CountsTally(split, audit_summary.file_counts(
           split, batch.target_class, batch.label, batch.predicted_class,
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'], batch.signals))
       if out.write_history:
         lines = history_lines(batch, placed)
         shard = out.history_shard_of[(split, unit_index)]
         drift_lib.write_history_lines(out.work_dir, shard, out.num_history_shards, lines)
-        yield 'tally', audit_summary.history_written_tally(split, len(lines))
+        yield 'tally', audit_summary.HistoryWrittenTally(split, len(lines))
       else:
         for shard, chunk in drift_lib.history_chunks(
             batch, placed, out.num_history_shards).items():
@@ -450,7 +450,7 @@ class _WriteQuarantineShard(beam.DoFn):
         (json.dumps(quarantine_row(q), sort_keys=True) for q in rows),
         temp_dir=record_files.temp_folder(self._work_dir))
     for q in rows:
-      yield audit_summary.quarantined_tally(q.split, q.kind)
+      yield audit_summary.QuarantinedTally(q.split, q.kind)
 
 
 def _agreement_slices(kv: Tuple[str, AgreementCounts], per_part: int
@@ -601,17 +601,17 @@ class WriteDifficultyReport(beam.PTransform):
             _join_flagged_parts, os.path.join(self._work_dir, FLAGGED_RECORDS_FILE)))
     tallies = (
         inputs['files_read'] | 'FileTallies' >> beam.Map(
-            lambda f: audit_summary.file_tally(f.split, f.path, f.records, f.damage)),
+            lambda f: audit_summary.FileTally(f.split, f.path, f.records, f.damage)),
         inputs['tallies'],
         quarantine_tallies,
         inputs['class_stats'] | 'ClassTallies' >> beam.Map(
-            lambda kv: audit_summary.class_stats_tally(kv[0][0], kv[0][1], kv[1])),
+            lambda kv: audit_summary.ClassStatsTally(kv[0][0], kv[0][1], *kv[1])),
         inputs['written'] | 'WrittenTallies' >> beam.Map(
-            lambda w: audit_summary.written_tally(w.split, w.written, w.written_flagged,
-                                                  w.unmatched)),
+            lambda w: audit_summary.WrittenTally(w.split, w.written, w.written_flagged,
+                                                 w.unmatched)),
         # The flagged rows are counted once they are written.
         flagged_path | 'FlaggedWritten' >> beam.Map(
-            lambda _: audit_summary.flagged_file_tally()),
+            lambda _: audit_summary.DoneTally(audit_summary.FLAGGED_FILE_DONE)),
     ) + ((inputs['more_tallies'],) if 'more_tallies' in inputs else ())
     summary_path = (
         tallies

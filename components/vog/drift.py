@@ -315,7 +315,7 @@ class _ReadHistory(beam.DoFn):
     by_shard: Dict[int, List[fmt.HistoryRow]] = {}
     for item in read_history_shard(path):
       if isinstance(item, Refused):
-        yield 'tally', audit_summary.history_refused_tally(item.where, item.reason)
+        yield 'tally', audit_summary.HistoryRefusedTally(item.where, item.reason)
       else:
         example_id, row = item
         by_shard.setdefault(history_shard_of(example_id, self._num_shards), []).append(row)
@@ -388,7 +388,7 @@ class _MatchShard(beam.DoFn):
         per_split[row.split] = per_split.get(row.split, 0) + 1
       for split, n in sorted(per_split.items()):
         counts[(audit_summary.HISTORY_WRITTEN, split)] = n
-    yield 'tally', ('counts', '', counts)
+    yield 'tally', audit_summary.CountsTally('', counts)
     for status in statuses:
       yield 'flag_status', status
 
@@ -422,7 +422,8 @@ class MatchHistory(beam.PTransform):
             beam.combiners.ToListCombineFn()).without_defaults()
         | 'WriteStatuses' >> beam.Map(_write_flag_status,
                                       os.path.join(self._work_dir, FLAG_STATUS_FILE))
-        | 'StatusesWritten' >> beam.Map(lambda _: audit_summary.flag_status_file_tally()))
+        | 'StatusesWritten' >> beam.Map(
+            lambda _: audit_summary.DoneTally(audit_summary.STATUS_FILE_DONE)))
     return {'tallies': (parts['tally'], out['tally'], status_file)
                        | 'MatchTallies' >> beam.Flatten()}
 
