@@ -35,6 +35,7 @@ from typing import Tuple
 
 from tfx import v1 as tfx
 
+from components.review_gate import spec_keys as review_gate_keys
 from pipeline import demo_data
 from pipeline import reference_datasets
 from pipeline.config import PipelineConfig
@@ -190,7 +191,7 @@ def create_pipeline(config: PipelineConfig,
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
-      model_blessing=gate.outputs['review_blessing'],
+      model_blessing=gate.outputs[review_gate_keys.REVIEW_BLESSING_KEY],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=config.serving_model_dir)))

@@ -16,7 +16,9 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
+from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
+from components.review_gate import spec_keys as review_gate_keys
 from components.vog import report_format
 from pipeline import audit_pipeline
 from pipeline import demo_data
@@ -231,7 +233,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
       outputs[audit_pipeline.VOG]['difficulty_report'].uri)
   evaluation = outputs[audit_pipeline.EVALUATOR]['evaluation'].uri
   evaluator_blessing = _props(outputs[audit_pipeline.EVALUATOR]['blessing'])
-  gate = _props(outputs[audit_pipeline.REVIEW_GATE]['review_blessing'])
+  gate = _props(outputs[audit_pipeline.REVIEW_GATE][review_gate_keys.REVIEW_BLESSING_KEY])
   pushed = _props(outputs[audit_pipeline.PUSHER]['pushed_model'])
   state_names = type(nodes[audit_pipeline.VOG]).State.Name
   return DemoSummary(
@@ -241,7 +243,7 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
       scored=scored, accuracy=read_bucket_accuracy(evaluation),
       evaluator_blessed=evaluator_blessing.get('blessed') == 1,
       evaluator_failures=read_evaluator_failures(evaluation),
-      review={k: str(gate.get(k) or '') for k in ('review_decision', 'reviewer',
+      review={k: str(gate.get(k) or '') for k in (decision_lib.DECISION_PROPERTY, 'reviewer',
                                                   'review_comment', 'review_backend',
                                                   'review_reason')},
       blessed=gate.get('blessed') == 1,
@@ -274,7 +276,7 @@ def format_summary(s: DemoSummary) -> List[str]:
   lines.append('Evaluator: ' + ('BLESSED' if s.evaluator_blessed else 'NOT_BLESSED'))
   lines.extend(f'  failed: {f}' for f in s.evaluator_failures)
   r = s.review
-  lines.append(f'review: {r["review_decision"] or "none"}'
+  lines.append(f'review: {r[decision_lib.DECISION_PROPERTY] or "none"}'
                + (f' by {r["reviewer"]}' if r['reviewer'] else '')
                + (f' ({r["review_backend"]} backend)' if r['review_backend'] else ''))
   if r['review_comment']:

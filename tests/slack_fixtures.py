@@ -36,7 +36,7 @@ def logs(caplog):
 _GATE_SCRIPT = textwrap.dedent('''
     import sys
     sys.path[:0] = [{tests!r}, {repo!r}]
-    import test_review_gate_support as support
+    import review_gate_support as support
     support.run_gate({root!r}, support.gate_properties(
         slack_api_url={url!r}, timeout_seconds={timeout!r}, poll_interval_seconds=0.2),
         with_montage={montage!r})

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+import review_gate_support as support
 from slack_fixtures import start_gate_and_kill_it_waiting
-import test_review_gate_support as support
 
 from components.review_gate import auto_policy
 from components.review_gate import review_store

@@ -12,7 +12,7 @@ from typing import Any, Dict
 import pytest
 from click.testing import CliRunner
 
-import test_review_gate_support as support
+import review_gate_support as support
 
 from components.review_gate import backend_api
 from components.review_gate import backends

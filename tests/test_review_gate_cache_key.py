@@ -7,7 +7,7 @@ key itself against an ML Metadata store, and the hooks that Airflow's launcher c
 import pytest
 
 from components.review_gate import component as component_lib
-from components.review_gate import executor
+from components.review_gate import spec_keys
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def _publish_blessing(store, key, decision):
   type_id = store.get_artifact_type('ModelBlessing').id
   artifact = metadata_store_pb2.Artifact(type_id=type_id, uri='/x',
                                          state=metadata_store_pb2.Artifact.LIVE)
-  artifact.custom_properties[executor.CACHE_KEY_PROPERTY].string_value = key
+  artifact.custom_properties[spec_keys.CACHE_KEY_PROPERTY].string_value = key
   artifact.custom_properties['review_decision'].string_value = decision
   [artifact_id] = store.put_artifacts([artifact])
   return artifact_id
@@ -95,4 +95,4 @@ def test_airflow_launcher_hooks_set_the_key_before_the_cache_lookup(store, monke
   assert driver.resolve_input_artifacts({}, props, None, pipeline_info) is inputs
   expected_prefix = component_lib.cache_key(store, inputs, 'digits_audit',
                                             'HumanReviewGate').split('/')[0]
-  assert props[executor.CACHE_KEY_PROPERTY].startswith(expected_prefix + '/')
+  assert props[spec_keys.CACHE_KEY_PROPERTY].startswith(expected_prefix + '/')

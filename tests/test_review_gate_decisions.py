@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import test_review_gate_support as support
+import review_gate_support as support
 
 from components.review_gate import decision_rule
 

@@ -8,7 +8,7 @@ test_review_gate_decisions.py.
 
 import pytest
 
-import test_review_gate_support as support
+import review_gate_support as support
 
 from components.review_gate import slack_grammar
 

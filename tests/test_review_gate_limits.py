@@ -21,7 +21,7 @@ import unicodedata
 import pytest
 from click.testing import CliRunner
 
-import test_review_gate_support as support
+import review_gate_support as support
 
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_store

@@ -9,8 +9,8 @@ import os
 
 from click.testing import CliRunner
 
+import review_gate_support as support
 from slack_server import FakeSlack
-import test_review_gate_support as support
 
 ALICE = 'U0ALICE'
 

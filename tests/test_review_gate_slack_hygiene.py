@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+import review_gate_support as support
 from slack_fixtures import start_gate_and_kill_it_waiting
-import test_review_gate_support as support
 
 from components.review_gate import review_store
+from components.review_gate import slack_backend
 
 ALICE, BOB = 'U0ALICE', 'U0BOB'
 
@@ -72,7 +73,9 @@ def test_slack_api_url_must_be_https_except_loopback(url):
     'http://127.0.0.2/api/', 'http://[::1]:9000/api/', 'http://localhost:8080/api/',
 ])
 def test_https_and_loopback_urls_are_accepted(url):
-  _gate(approvers=[ALICE], slack_api_url=url)
+  gate = _gate(approvers=[ALICE], slack_api_url=url)
+  assert gate.exec_properties['slack_api_url'] == url
+  assert slack_backend.check_api_url(url) == (url if url.endswith('/') else url + '/')
 
 
 def test_executor_refuses_a_plain_http_url_to_another_host_before_sending_the_token(

@@ -14,7 +14,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import test_review_gate_support as support
+import review_gate_support as support
 
 from components.review_gate import component as component_lib
 from components.review_gate import local_backend

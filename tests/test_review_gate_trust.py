@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+import review_gate_support as support
 from slack_server import FakeSlack
-import test_review_gate_support as support
 
 from components.review_gate import slack_backend
 

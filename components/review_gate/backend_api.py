@@ -31,6 +31,7 @@ from components.review_gate import decision_rule
 from components.review_gate import review_record
 from components.review_gate import review_store
 from components.review_gate import review_summary
+from components.review_gate import spec_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,31 +55,35 @@ class GateSettings:
 
     A pipeline compiled before `quorum` existed has none: it means 1.
     """
-    approvers = json.loads(props.get('approvers') or '[]')
-    policy = props.get('auto_policy')
-    quorum = props.get('quorum')
+    approvers = json.loads(props.get(spec_keys.APPROVERS_KEY) or '[]')
+    policy = props.get(spec_keys.AUTO_POLICY_KEY)
+    quorum = props.get(spec_keys.QUORUM_KEY)
     return cls(
-        backend=props['backend'], approvers=tuple(approvers),
+        backend=props[spec_keys.BACKEND_KEY], approvers=tuple(approvers),
         quorum=1 if quorum in (None, '') else int(quorum),
-        timeout_seconds=float(props['timeout_seconds']),
-        poll_interval_seconds=float(props['poll_interval_seconds']),
-        slack_channel=props.get('slack_channel') or '',
-        slack_token_env=props.get('slack_token_env') or 'SLACK_BOT_TOKEN',
-        slack_api_url=props.get('slack_api_url') or None,
-        report_url_template=props.get('report_url_template') or None,
+        timeout_seconds=float(props[spec_keys.TIMEOUT_SECONDS_KEY]),
+        poll_interval_seconds=float(props[spec_keys.POLL_INTERVAL_SECONDS_KEY]),
+        slack_channel=props.get(spec_keys.SLACK_CHANNEL_KEY) or '',
+        slack_token_env=props.get(spec_keys.SLACK_TOKEN_ENV_KEY) or 'SLACK_BOT_TOKEN',
+        slack_api_url=props.get(spec_keys.SLACK_API_URL_KEY) or None,
+        report_url_template=props.get(spec_keys.REPORT_URL_TEMPLATE_KEY) or None,
         auto_policy=json.loads(policy) if policy else None,
-        reviews_dir=props.get('reviews_dir') or None)
+        reviews_dir=props.get(spec_keys.REVIEWS_DIR_KEY) or None)
 
   def to_exec_properties(self) -> Dict[str, Any]:
     """The inverse of `from_exec_properties`, for the component spec."""
     return {
-        'backend': self.backend, 'approvers': json.dumps(list(self.approvers)),
-        'quorum': self.quorum, 'timeout_seconds': float(self.timeout_seconds),
-        'poll_interval_seconds': float(self.poll_interval_seconds),
-        'slack_channel': self.slack_channel or None, 'slack_token_env': self.slack_token_env,
-        'slack_api_url': self.slack_api_url, 'report_url_template': self.report_url_template,
-        'auto_policy': json.dumps(self.auto_policy) if self.auto_policy else None,
-        'reviews_dir': self.reviews_dir,
+        spec_keys.BACKEND_KEY: self.backend,
+        spec_keys.APPROVERS_KEY: json.dumps(list(self.approvers)),
+        spec_keys.QUORUM_KEY: self.quorum,
+        spec_keys.TIMEOUT_SECONDS_KEY: float(self.timeout_seconds),
+        spec_keys.POLL_INTERVAL_SECONDS_KEY: float(self.poll_interval_seconds),
+        spec_keys.SLACK_CHANNEL_KEY: self.slack_channel or None,
+        spec_keys.SLACK_TOKEN_ENV_KEY: self.slack_token_env,
+        spec_keys.SLACK_API_URL_KEY: self.slack_api_url,
+        spec_keys.REPORT_URL_TEMPLATE_KEY: self.report_url_template,
+        spec_keys.AUTO_POLICY_KEY: json.dumps(self.auto_policy) if self.auto_policy else None,
+        spec_keys.REVIEWS_DIR_KEY: self.reviews_dir,
     }
 
 

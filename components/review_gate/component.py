@@ -58,42 +58,44 @@ from components.review_gate import decision as decision_lib
 from components.review_gate import executor
 from components.review_gate import review_summary
 from components.review_gate import slack_backend
+from components.review_gate import spec_keys
 from components.vog.artifacts import DifficultyReport
 from components.vog.artifacts import ShippedAudit
 
 BACKENDS = backends.NAMES  # declared once, in backends.py
-UPSTREAM_BLESSING_KEY = 'model_blessing'
 
 
 class HumanReviewGateSpec(types.ComponentSpec):
   """Inputs, output and parameters of HumanReviewGate."""
 
   PARAMETERS = {
-      'backend': ExecutionParameter(type=str),
-      'approvers': ExecutionParameter(type=str),  # JSON list
-      'quorum': ExecutionParameter(type=int, optional=True),  # absent in older pipelines: 1
-      'timeout_seconds': ExecutionParameter(type=float),
-      'poll_interval_seconds': ExecutionParameter(type=float),
-      'slack_channel': ExecutionParameter(type=str, optional=True),
-      'slack_token_env': ExecutionParameter(type=str),
-      'slack_api_url': ExecutionParameter(type=str, optional=True),
-      'report_url_template': ExecutionParameter(type=str, optional=True),
-      'auto_policy': ExecutionParameter(type=str, optional=True),  # JSON object
-      'reviews_dir': ExecutionParameter(type=str, optional=True),
+      spec_keys.BACKEND_KEY: ExecutionParameter(type=str),
+      spec_keys.APPROVERS_KEY: ExecutionParameter(type=str),  # JSON list
+      # Absent in pipelines compiled before it existed: 1.
+      spec_keys.QUORUM_KEY: ExecutionParameter(type=int, optional=True),
+      spec_keys.TIMEOUT_SECONDS_KEY: ExecutionParameter(type=float),
+      spec_keys.POLL_INTERVAL_SECONDS_KEY: ExecutionParameter(type=float),
+      spec_keys.SLACK_CHANNEL_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.SLACK_TOKEN_ENV_KEY: ExecutionParameter(type=str),
+      spec_keys.SLACK_API_URL_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.REPORT_URL_TEMPLATE_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.AUTO_POLICY_KEY: ExecutionParameter(type=str, optional=True),  # JSON object
+      spec_keys.REVIEWS_DIR_KEY: ExecutionParameter(type=str, optional=True),
       # Set at run time by ReviewGateDriver, never by hand: part of TFX's cache key.
-      executor.CACHE_KEY_PROPERTY: ExecutionParameter(type=str, optional=True),
+      spec_keys.CACHE_KEY_PROPERTY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
-      'model': ChannelParameter(type=standard_artifacts.Model),
-      'difficulty_report': ChannelParameter(type=DifficultyReport),
-      UPSTREAM_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
-                                              optional=True),
-      'evaluation': ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
-      executor.LAST_SHIPPED_KEY: ChannelParameter(type=ShippedAudit, optional=True),
+      spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.DIFFICULTY_REPORT_KEY: ChannelParameter(type=DifficultyReport),
+      spec_keys.UPSTREAM_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
+                                                        optional=True),
+      spec_keys.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation,
+                                                 optional=True),
+      spec_keys.LAST_SHIPPED_KEY: ChannelParameter(type=ShippedAudit, optional=True),
   }
   OUTPUTS = {
-      executor.OUTPUT_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-      executor.SHIPPED_KEY: ChannelParameter(type=ShippedAudit),
+      spec_keys.REVIEW_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+      spec_keys.SHIPPED_AUDIT_KEY: ChannelParameter(type=ShippedAudit),
   }
 
 
@@ -119,7 +121,7 @@ class ReviewGateDriver(base_driver.BaseDriver):
       key = cache_key(m.store, execution_info.input_dict, execution_info.pipeline_info.id,
                       execution_info.pipeline_node.node_info.id)
     output = driver_output_pb2.DriverOutput()
-    output.exec_properties[executor.CACHE_KEY_PROPERTY].string_value = key
+    output.exec_properties[spec_keys.CACHE_KEY_PROPERTY].string_value = key
     return output
 
   def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
@@ -131,7 +133,7 @@ class ReviewGateDriver(base_driver.BaseDriver):
     """Airflow's launcher: resolves the inputs, then sets the key before the cache lookup."""
     artifacts = super().resolve_input_artifacts(input_dict, exec_properties, driver_args,
                                                 pipeline_info)
-    exec_properties[executor.CACHE_KEY_PROPERTY] = cache_key(
+    exec_properties[spec_keys.CACHE_KEY_PROPERTY] = cache_key(
         self._metadata_handle.store, artifacts, pipeline_info.pipeline_name,
         getattr(self, '_component_id', ''))
     return artifacts
@@ -156,9 +158,10 @@ def cache_key(store, input_artifacts: Mapping[str, Sequence[types.Artifact]], pi
   newest = None
   for blessing in store.get_artifacts_by_type(standard_artifacts.ModelBlessing.TYPE_NAME):
     props = blessing.custom_properties
-    key = props[executor.CACHE_KEY_PROPERTY].string_value if (
-        executor.CACHE_KEY_PROPERTY in props) else ''
-    decided = props['review_decision'].string_value if 'review_decision' in props else ''
+    key = props[spec_keys.CACHE_KEY_PROPERTY].string_value if (
+        spec_keys.CACHE_KEY_PROPERTY in props) else ''
+    decided = props[decision_lib.DECISION_PROPERTY].string_value if (
+        decision_lib.DECISION_PROPERTY in props) else ''
     if (key.startswith(prefix) and decided in decision_lib.REUSABLE
         and blessing.state == metadata_store_pb2.Artifact.LIVE
         and (newest is None or blessing.id > newest[0])):
@@ -264,12 +267,12 @@ class HumanReviewGate(base_component.BaseComponent):
                        f'SLACK_BOT_TOKEN), got {slack_token_env!r}; never pass the token itself')
     review_summary.check_report_url_template(report_url_template)
     spec = HumanReviewGateSpec(
-        model=model,
-        difficulty_report=difficulty_report,
-        model_blessing=blessing,
-        evaluation=evaluation,
-        last_shipped=last_shipped,
-        review_blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-        shipped_audit=types.Channel(type=ShippedAudit),
+        **{spec_keys.MODEL_KEY: model,
+           spec_keys.DIFFICULTY_REPORT_KEY: difficulty_report,
+           spec_keys.UPSTREAM_BLESSING_KEY: blessing,
+           spec_keys.EVALUATION_KEY: evaluation,
+           spec_keys.LAST_SHIPPED_KEY: last_shipped,
+           spec_keys.REVIEW_BLESSING_KEY: types.Channel(type=standard_artifacts.ModelBlessing),
+           spec_keys.SHIPPED_AUDIT_KEY: types.Channel(type=ShippedAudit)},
         **settings.to_exec_properties())
     super().__init__(spec=spec)

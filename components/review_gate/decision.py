@@ -4,14 +4,17 @@ import dataclasses
 import datetime
 from typing import Optional
 
+from components.review_gate import spec_keys
+
 # Custom properties written onto the gate's output ModelBlessing (all strings), read back
-# by `vog-audit runs`. `review_cache` says whether TFX's cache may hand this outcome out
-# again; `review_cache_key` is the key the gate's driver gave the execution
-# (component.ReviewGateDriver), '' where no driver ran.
-CACHE_KEY_PROPERTY = 'review_cache_key'
-REVIEW_PROPERTIES = ('review_decision', 'reviewer', 'review_comment', 'reviewed_at',
+# by `vog-audit runs`. `review_decision` is one of DECISIONS; `review_cache` says whether
+# TFX's cache may hand this outcome out again; `review_cache_key` is the key the gate's
+# driver gave the execution (component.ReviewGateDriver, spec_keys.CACHE_KEY_PROPERTY), ''
+# where no driver ran.
+DECISION_PROPERTY = 'review_decision'
+REVIEW_PROPERTIES = (DECISION_PROPERTY, 'reviewer', 'review_comment', 'reviewed_at',
                      'review_backend', 'review_reason', 'review_id', 'slack_channel',
-                     'slack_thread_ts', 'review_cache', CACHE_KEY_PROPERTY)
+                     'slack_thread_ts', 'review_cache', spec_keys.CACHE_KEY_PROPERTY)
 
 APPROVED = 'approved'
 REJECTED = 'rejected'

@@ -16,16 +16,8 @@ from components.review_gate import backends
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_store
 from components.review_gate import review_summary
+from components.review_gate import spec_keys
 from components.vog import baseline as baseline_lib
-
-UPSTREAM_BLESSING_KEY = 'model_blessing'
-LAST_SHIPPED_KEY = 'last_shipped'
-# Not `blessing`: under TFX's Airflow runner an artifact is named `<output key>:<run id>`,
-# unique per type, so the gate's ModelBlessing must not share the Evaluator's key.
-OUTPUT_KEY = 'review_blessing'
-SHIPPED_KEY = 'shipped_audit'
-CACHE_KEY_PROPERTY = decision_lib.CACHE_KEY_PROPERTY
-REVIEW_PROPERTIES = decision_lib.REVIEW_PROPERTIES
 
 
 class Executor(base_executor.BaseExecutor):
@@ -54,23 +46,24 @@ class Executor(base_executor.BaseExecutor):
         never raise: they are written as NOT_BLESSED with the reason.
     """
     self._log_startup(input_dict, output_dict, exec_properties)
-    last = (input_dict.get(LAST_SHIPPED_KEY) or [None])[0]
+    last = (input_dict.get(spec_keys.LAST_SHIPPED_KEY) or [None])[0]
     last_pointer = None if last is None else baseline_lib.read_pointer(last.uri)
     outcome, review_id, cache_key = self._review(input_dict, output_dict, exec_properties)
-    blessing = artifact_utils.get_single_instance(output_dict[OUTPUT_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[spec_keys.REVIEW_BLESSING_KEY])
     _write_blessing(blessing, outcome, review_id, cache_key)
-    if output_dict.get(SHIPPED_KEY):
-      _write_shipped(artifact_utils.get_single_instance(output_dict[SHIPPED_KEY]), outcome,
-                     input_dict, last_pointer)
+    if output_dict.get(spec_keys.SHIPPED_AUDIT_KEY):
+      _write_shipped(
+          artifact_utils.get_single_instance(output_dict[spec_keys.SHIPPED_AUDIT_KEY]),
+          outcome, input_dict, last_pointer)
 
   def _review(self, input_dict, output_dict, exec_properties
               ) -> Tuple[decision_lib.Decision, str, str]:
     """(outcome, review id or '', cache key) of this execution's review."""
-    model = artifact_utils.get_single_instance(input_dict['model'])
-    report = artifact_utils.get_single_instance(input_dict['difficulty_report'])
-    blessing = artifact_utils.get_single_instance(output_dict[OUTPUT_KEY])
-    upstream = (input_dict.get(UPSTREAM_BLESSING_KEY) or [None])[0]
-    evaluation = (input_dict.get('evaluation') or [None])[0]
+    model = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    report = artifact_utils.get_single_instance(input_dict[spec_keys.DIFFICULTY_REPORT_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[spec_keys.REVIEW_BLESSING_KEY])
+    upstream = (input_dict.get(spec_keys.UPSTREAM_BLESSING_KEY) or [None])[0]
+    evaluation = (input_dict.get(spec_keys.EVALUATION_KEY) or [None])[0]
     settings = backend_api.GateSettings.from_exec_properties(exec_properties)
     backend = backends.get(settings.backend)
     # Like the Evaluator, so that the Pusher and LatestBlessedModelStrategy find the model.
@@ -85,7 +78,7 @@ class Executor(base_executor.BaseExecutor):
     node_id = self._node_id()
     fingerprint = review_fingerprint(pipeline, node_id, settings.backend, model, report,
                                      upstream, evaluation)
-    cache_key = exec_properties.get(CACHE_KEY_PROPERTY) or ''
+    cache_key = exec_properties.get(spec_keys.CACHE_KEY_PROPERTY) or ''
 
     refusal = _upstream_refusal(upstream)
     if refusal:
@@ -118,12 +111,12 @@ class Executor(base_executor.BaseExecutor):
 
   def _reviews_dir(self, exec_properties: Dict[str, Any], output_uri: str) -> str:
     """`reviews_dir` when given, else `<pipeline_root>/reviews` read off the output URI."""
-    if exec_properties.get('reviews_dir'):
-      return exec_properties['reviews_dir']
+    if exec_properties.get(spec_keys.REVIEWS_DIR_KEY):
+      return exec_properties[spec_keys.REVIEWS_DIR_KEY]
     # TFX lays outputs out as <pipeline_root>/<node_id>/<output_key>/<execution_id>.
     node_dir, key = os.path.split(os.path.dirname(os.path.normpath(output_uri)))
     root, node = os.path.split(node_dir)
-    if key != OUTPUT_KEY or node != self._node_id():
+    if key != spec_keys.REVIEW_BLESSING_KEY or node != self._node_id():
       raise ValueError(
           f'cannot tell the pipeline root from the output URI {output_uri}; set reviews_dir '
           'on HumanReviewGate to the folder where pending reviews should be written')
@@ -180,14 +173,14 @@ def _write_blessing(blessing: types.Artifact, outcome: decision_lib.Decision,
     blessed = evaluator_constants.NOT_BLESSED_VALUE
   blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY, blessed)
   values = {
-      'review_decision': outcome.decision, 'reviewer': outcome.reviewer,
+      decision_lib.DECISION_PROPERTY: outcome.decision, 'reviewer': outcome.reviewer,
       'review_comment': outcome.comment, 'reviewed_at': outcome.reviewed_at,
       'review_backend': outcome.backend, 'review_reason': outcome.reason,
       'review_id': review_id, 'slack_channel': outcome.slack_channel,
       'slack_thread_ts': outcome.slack_thread_ts,
-      'review_cache': _cache_note(outcome, cache_key), CACHE_KEY_PROPERTY: cache_key,
+      'review_cache': _cache_note(outcome, cache_key), spec_keys.CACHE_KEY_PROPERTY: cache_key,
   }
-  for name in REVIEW_PROPERTIES:
+  for name in decision_lib.REVIEW_PROPERTIES:
     blessing.set_string_custom_property(name, values[name] or '')
   logging.info('Review decision %s (%s): %s written to %s; %s', outcome.decision,
                'BLESSED' if blessed else 'NOT_BLESSED', outcome.reason, blessing.uri,
@@ -198,8 +191,8 @@ def _write_shipped(shipped: types.Artifact, outcome: decision_lib.Decision,
                    input_dict: Dict[str, List[types.Artifact]],
                    last_pointer: Optional[baseline_lib.ShippedPointer]) -> None:
   """This run's report when the model shipped, else the last shipped one passed on."""
-  report = artifact_utils.get_single_instance(input_dict['difficulty_report'])
-  model = artifact_utils.get_single_instance(input_dict['model'])
+  report = artifact_utils.get_single_instance(input_dict[spec_keys.DIFFICULTY_REPORT_KEY])
+  model = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
   if outcome.blessed:
     pointer = baseline_lib.shipped_now(report.uri, report.id or None, model.id or None)
   else:
