@@ -128,7 +128,9 @@ def feature_values(feature: tf.train.Feature) -> Union[List[Any], None]:
 def float_values(float_list: tf.train.FloatList) -> np.ndarray:
   """A FloatList's values as float32, read straight from its packed wire bytes.
 
-  Element-wise conversion of a repeated field costs ~100x more for an image.
+  This avoids converting the repeated field element by element, which is much slower for
+  an image and stays the fallback for any other encoding; for measured costs, see the
+  README's "Speed and memory (`make bench`)".
   """
   count = len(float_list.value)
   raw = float_list.SerializeToString()
@@ -439,8 +441,9 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
   it had none), a feature of the same name (from an earlier audit) replaced: protobuf
   merges the two on parsing, so the original bytes stay as they were. Each suffix is
   the wire encoding of a tf.train.Example holding only the new features, built by
-  joining pieces encoded once per batch (floats through NumPy), so a record costs a few
-  microseconds, not a Python tf.train.Example.
+  joining pieces encoded once per batch (floats through NumPy), not through a Python
+  tf.train.Example per record; for the cost per record, see the README's "Speed and
+  memory (`make bench`)".
 
   Args:
     columns: one batch of n examples, as 1-D columns of length n by field name: every

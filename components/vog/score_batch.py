@@ -10,8 +10,8 @@ A batch crosses the shuffle once (to its input file's writer). `__reduce__` pack
 into a few byte strings: integers in the narrowest type that holds them, positions only
 when the batch skips a record, the label only when it is not the target, ids as one
 UTF-8 blob with their lengths: under 50 bytes per labelled example with a short id
-(tests/test_score_batch.py checks it; `make bench` measures what crosses), where a
-pickled tuple per example took several hundred.
+(tests/test_score_batch.py checks it). For the bytes that cross each grouping, see the
+README's "Speed and memory (`make bench`)".
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
