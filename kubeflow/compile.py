@@ -15,7 +15,7 @@ See kubeflow/README.md for building the image and running the spec.
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 # TFX 1.16 and TFMA 0.47 expect Keras 2 (tf-keras); this must precede any TensorFlow import.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -27,11 +27,8 @@ DEFAULT_BUCKET = 'gs://YOUR_BUCKET/vog-audit'
 
 def _parser() -> argparse.ArgumentParser:
   # Defaults come from the objects that own them, so they cannot drift apart.
-  from components.vog.scoring import NORMALIZATIONS, TARGETS  # pylint: disable=g-import-not-at-top
-  from components.vog.settings import RANK_BY, VogSettings  # pylint: disable=g-import-not-at-top
   from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
   from pipeline.reference_datasets import DATASETS  # pylint: disable=g-import-not-at-top
-  vog_defaults = VogSettings()
   config_defaults = PipelineConfig('', '', '')
   p = argparse.ArgumentParser(prog='python -m kubeflow.compile', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,20 +52,51 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--dataset', default=config_defaults.dataset, choices=DATASETS,
                  help='reference pipeline: digits, or tabular / text behind Transform')
   p.add_argument('--epochs', type=int, default=config_defaults.epochs)
-  p.add_argument('--vog-target', default=vog_defaults.target, choices=TARGETS)
-  p.add_argument('--vog-normalize', default=vog_defaults.normalize, choices=NORMALIZATIONS)
-  p.add_argument('--vog-stage', default=vog_defaults.stage)
-  p.add_argument('--vog-num-checkpoints', type=int, default=vog_defaults.num_checkpoints)
-  p.add_argument('--vog-batch-size', type=int, default=vog_defaults.batch_size)
-  p.add_argument('--inspection-budget', type=int, default=vog_defaults.inspection_budget)
-  p.add_argument('--vog-rank-by', default=vog_defaults.rank_by, choices=RANK_BY,
-                 help='what flags the examples (auto: confidence with labels)')
-  p.add_argument('--bucket-percentiles', type=float, nargs=2,
-                 default=tuple(vog_defaults.bucket_percentiles), metavar=('MEDIUM', 'HARD'))
+  _add_vog_setting_flags(p)
   p.add_argument('--min-accuracy', type=float, default=config_defaults.min_accuracy)
   p.add_argument('--min-hard-accuracy', type=float, default=config_defaults.min_hard_accuracy)
   p.add_argument('--max-accuracy-drop', type=float, default=config_defaults.max_accuracy_drop)
   return p
+
+
+def _add_vog_setting_flags(parser: argparse.ArgumentParser) -> None:
+  """Adds a flag for each VoG setting that `kubeflow.compile` shows (settings.declared():
+  `--` + its PipelineConfig field with dashes, e.g. --vog-stage, --inspection-budget).
+
+  Each takes the setting's text form (or its words, e.g. --bucket-percentiles 50 90),
+  lists its choices where the setting declares them, and is None when not given, so
+  the setting keeps its default; `_vog_setting_fields` reads them.
+  """
+  from components.vog.settings import declared, to_text  # pylint: disable=g-import-not-at-top
+  for setting in declared():
+    if setting.kubeflow_flag is None:
+      continue
+    choices = setting.choices() if setting.choices else None
+    default = '' if setting.default is None else f' (default {to_text(setting.default)})'
+    parser.add_argument(
+        setting.kubeflow_flag, dest=setting.config_field, default=None, choices=choices,
+        nargs=len(setting.kubeflow_words) or None,
+        metavar=setting.kubeflow_words or (None if choices else setting.form.metavar),
+        help=f'{setting.help}{default}'.replace('%', '%%'))
+
+
+def _vog_setting_fields(parser: argparse.ArgumentParser,
+                        args: argparse.Namespace) -> Dict[str, Any]:
+  """{PipelineConfig field: value} of the VoG setting flags given, each read in its
+  setting's text form. Ends like argparse (exit 2, one line naming the flag) for text
+  that cannot be read."""
+  from components.vog.settings import declared  # pylint: disable=g-import-not-at-top
+  fields = {}
+  for setting in declared():
+    if setting.kubeflow_flag is None or getattr(args, setting.config_field) is None:
+      continue
+    given = getattr(args, setting.config_field)
+    text = ','.join(given) if setting.kubeflow_words else given
+    try:
+      fields[setting.config_field] = setting.form.parse(text, setting.kubeflow_flag)
+    except ValueError as e:
+      parser.error(str(e))
+  return fields
 
 
 def compile_pipeline(argv: Optional[List[str]] = None) -> str:
@@ -77,7 +105,9 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   Raises SystemExit with argparse's message for bad flags, and ValueError naming the
   setting for values the pipeline refuses.
   """
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  vog_settings = _vog_setting_fields(parser, args)
   from components.vog import beam_args  # pylint: disable=g-import-not-at-top
   vog_beam_args = beam_args.checked(args.vog_beam_args, '--vog-beam-arg')
   # Imported after parsing so that `--help` and flag errors come back quickly.
@@ -97,17 +127,10 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       dataset=args.dataset,
       transform_module_file=None,
       epochs=args.epochs,
-      vog_target=args.vog_target,
-      vog_normalize=args.vog_normalize,
-      vog_stage=args.vog_stage,
-      vog_num_checkpoints=args.vog_num_checkpoints,
-      vog_batch_size=args.vog_batch_size,
-      inspection_budget=args.inspection_budget,
-      vog_rank_by=args.vog_rank_by,
-      bucket_percentiles=tuple(args.bucket_percentiles),
       min_accuracy=args.min_accuracy,
       min_hard_accuracy=args.min_hard_accuracy,
-      max_accuracy_drop=args.max_accuracy_drop)
+      max_accuracy_drop=args.max_accuracy_drop,
+      **vog_settings)
   os.makedirs(args.output, exist_ok=True)
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),

@@ -22,6 +22,11 @@ the environment of the scheduler and workers:
                            how many examples VoG flags for review (default 200); keep it
                            well under half of each class, or the auto policy's
                            max_class_flagged_share rule rejects every model
+  VOG_AUDIT_<FIELD>        any other VoG setting: its PipelineConfig field in capitals,
+                           the value in the setting's text form, e.g.
+                           VOG_AUDIT_VOG_STAGE=late, VOG_AUDIT_VOG_SPLITS=train,eval,
+                           VOG_AUDIT_BUCKET_PERCENTILES=50,90 (components/vog/settings.py
+                           declares the settings and their fields)
   VOG_AUDIT_REVIEW_BACKEND auto (default), local or slack: who approves before the Pusher
   VOG_AUDIT_REVIEW_APPROVERS, VOG_AUDIT_REVIEW_QUORUM, VOG_AUDIT_REVIEW_TIMEOUT,
   VOG_AUDIT_SLACK_CHANNEL  approvers (comma separated), how many must approve (default 1,

@@ -6,11 +6,11 @@ from `VOG_AUDIT_*` environment variables, which is how the Airflow DAG file is c
 
 import dataclasses
 import os
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from components.vog import beam_args as beam_args_lib
 from components.vog.settings import VogSettings
-from components.vog.settings import stage_from_text
+from components.vog.settings import declared
 from pipeline import reference_datasets
 
 # The digits Trainer module file, and its run_fn in the installed package.
@@ -28,8 +28,6 @@ DEFAULT_BEAM_ARGS = ('--direct_running_mode=multi_processing', '--direct_num_wor
 # broken, not hard), or when VoG flags more than half of one class in a split (that class is
 # probably mislabeled wholesale, which a model trained on it has learned).
 DEFAULT_AUTO_POLICY = (('max_quarantined_share', 0.01), ('max_class_flagged_share', 0.5))
-# The VarianceOfGradients defaults, which the vog_* fields below start from.
-VOG_DEFAULTS = VogSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +103,29 @@ class MetadataConfig:
     return True
 
 
+def _with_vog_settings(cls: type) -> type:
+  """Adds to `cls` a field for each VoG setting the pipeline configuration shows.
+
+  The declaration in components/vog/settings.py names each field (`vog_<setting>`
+  unless it says otherwise: label_key, example_id_key, inspection_budget,
+  bucket_percentiles) and gives its type and default; applied under
+  @dataclasses.dataclass, they become fields of the dataclass, after the ones the class
+  declares. Raises TypeError when the class already has a field of that name.
+  """
+  annotations = cls.__dict__['__annotations__']
+  for setting in declared():
+    if setting.config_field is None:
+      continue
+    if setting.config_field in annotations:
+      raise TypeError(f'{cls.__name__}.{setting.config_field} is declared twice: by the '
+                      f'class and by the VoG setting {setting.name}; rename one of them')
+    annotations[setting.config_field] = setting.type
+    setattr(cls, setting.config_field, setting.default)
+  return cls
+
+
 @dataclasses.dataclass(frozen=True)
+@_with_vog_settings
 class PipelineConfig:
   """Everything the reference pipeline needs. Paths may be local or gs://.
 
@@ -142,7 +162,13 @@ class PipelineConfig:
     `--temp_location`) still applies to it. Checked when the config is built
     (ValueError naming the setting; a value that looks secret is not repeated).
   epochs, batch_size, learning_rate, max_checkpoints: the Trainer's custom_config.
-  vog_*: the VarianceOfGradients parameters.
+  label_key, example_id_key, inspection_budget, bucket_percentiles and vog_* (vog_stage,
+    vog_splits, vog_gradient_layers, vog_pad_id, ...): the VarianceOfGradients settings,
+    one field per setting that components/vog/settings.py declares (added to this class
+    from there, each with the setting's type and default). A field also takes text,
+    read in the setting's text form: vog_stage='120,240,360', vog_splits='eval,train',
+    bucket_percentiles='50,90', vog_copy_splits='all'. `label_key` also names the label
+    for the Evaluator.
   seed: the Trainer's seed (weights and shuffling).
   min_accuracy, min_hard_accuracy, max_accuracy_drop: the Evaluator's thresholds.
   review_*: the HumanReviewGate between the Evaluator and the Pusher. `review_backend`
@@ -170,21 +196,10 @@ class PipelineConfig:
   trainer_run_fn: Optional[str] = None
   transform_module_file: Optional[str] = REFERENCE_MODULE
   preprocessing_fn: Optional[str] = None
-  label_key: str = VOG_DEFAULTS.label_key
-  example_id_key: str = VOG_DEFAULTS.example_id_key
   epochs: int = 12
   batch_size: int = 32
   learning_rate: float = 0.003
   max_checkpoints: int = 10
-  vog_target: str = VOG_DEFAULTS.target
-  vog_label_mode: str = VOG_DEFAULTS.label_mode
-  vog_normalize: str = VOG_DEFAULTS.normalize
-  vog_stage: str = VOG_DEFAULTS.stage
-  vog_num_checkpoints: int = VOG_DEFAULTS.num_checkpoints
-  vog_batch_size: int = VOG_DEFAULTS.batch_size
-  inspection_budget: int = VOG_DEFAULTS.inspection_budget
-  bucket_percentiles: Tuple[float, float] = tuple(VOG_DEFAULTS.bucket_percentiles)
-  vog_rank_by: str = VOG_DEFAULTS.rank_by
   min_accuracy: float = 0.8
   min_hard_accuracy: float = 0.0  # off: see pipeline.evaluation.difficulty_eval_config
   max_accuracy_drop: float = 0.05
@@ -238,18 +253,21 @@ class PipelineConfig:
     return MetadataConfig(sqlite_path=os.path.join(self.pipeline_root, 'metadata.sqlite'))
 
   def vog_settings(self) -> VogSettings:
-    """The VarianceOfGradients settings of this config (every split is scored).
+    """The VarianceOfGradients settings of this config, from its VoG setting fields.
 
-    `vog_stage` is a stage name or steps such as '120,240,360'. Values are checked by
-    the component, which refuses a bad one by name; unreadable steps raise ValueError.
+    A text value is read in its setting's text form (vog_stage='120,240,360',
+    vog_splits='eval,train', an empty label_key: none); ValueError names the field for
+    text that cannot be read. The values themselves are checked by the component, which
+    refuses a bad one by name.
     """
-    return VogSettings(
-        label_key=self.label_key, target=self.vog_target, label_mode=self.vog_label_mode,
-        normalize=self.vog_normalize, stage=stage_from_text(self.vog_stage),
-        num_checkpoints=self.vog_num_checkpoints, batch_size=self.vog_batch_size,
-        inspection_budget=self.inspection_budget,
-        bucket_percentiles=tuple(self.bucket_percentiles),
-        example_id_key=self.example_id_key, rank_by=self.vog_rank_by)
+    values: Dict[str, Any] = {}
+    for setting in declared():
+      if setting.config_field is None:
+        continue
+      value = getattr(self, setting.config_field)
+      values[setting.name] = (setting.form.parse(value, setting.config_field)
+                              if isinstance(value, str) else value)
+    return VogSettings(**values)
 
   def trainer_custom_config(self) -> Dict[str, object]:
     return {'epochs': self.epochs, 'batch_size': self.batch_size,
@@ -270,9 +288,12 @@ class PipelineConfig:
     VOG_AUDIT_MYSQL_PORT, VOG_AUDIT_MYSQL_DATABASE, VOG_AUDIT_MYSQL_USER and the
     password in VOG_AUDIT_MYSQL_PASSWORD. VOG_AUDIT_BEAM_ARGS (space separated),
     VOG_AUDIT_VOG_BEAM_ARGS (space separated, each `--name=value`; added for the
-    VarianceOfGradients step alone, see `vog_beam_pipeline_args`), VOG_AUDIT_EPOCHS
-    and VOG_AUDIT_INSPECTION_BUDGET (how many examples VoG flags for review) override
-    the defaults. The review gate: VOG_AUDIT_REVIEW_BACKEND
+    VarianceOfGradients step alone, see `vog_beam_pipeline_args`) and VOG_AUDIT_EPOCHS
+    override the defaults, and so does VOG_AUDIT_<FIELD> for the field of each VoG
+    setting (VOG_AUDIT_INSPECTION_BUDGET: how many examples VoG flags for review;
+    VOG_AUDIT_VOG_STAGE=120,240,360; VOG_AUDIT_VOG_SPLITS=eval,train; ...), read in the
+    setting's text form (ValueError naming the variable for text that cannot be read;
+    an empty variable is unset). The review gate: VOG_AUDIT_REVIEW_BACKEND
     (auto, local or slack), VOG_AUDIT_REVIEW_APPROVERS (comma separated),
     VOG_AUDIT_REVIEW_TIMEOUT (seconds) and VOG_AUDIT_SLACK_CHANNEL. VOG_AUDIT_DATASET
     picks the reference pipeline (digits, tabular or text; default digits).
@@ -301,9 +322,11 @@ class PipelineConfig:
     if environ.get('VOG_AUDIT_VOG_BEAM_ARGS'):
       kwargs['vog_beam_pipeline_args'] = beam_args_lib.checked(
           environ['VOG_AUDIT_VOG_BEAM_ARGS'].split(), 'VOG_AUDIT_VOG_BEAM_ARGS')
+    for setting in declared():
+      if setting.env_variable and environ.get(setting.env_variable):
+        kwargs[setting.config_field] = setting.form.parse(environ[setting.env_variable],
+                                                          setting.env_variable)
     for field, name, what in (('epochs', 'VOG_AUDIT_EPOCHS', ''),
-                              ('inspection_budget', 'VOG_AUDIT_INSPECTION_BUDGET',
-                               ' of examples'),
                               ('review_quorum', 'VOG_AUDIT_REVIEW_QUORUM', ' of approvers')):
       if environ.get(name):
         value = environ[name]

@@ -11,7 +11,9 @@ Every VoG setting travels in one execution property, `vog_settings`: the JSON te
 `VogSettings` (as StatisticsGen carries its StatsOptions).
 """
 
-from typing import Any, List, Optional, Sequence, Union
+import inspect
+import textwrap
+from typing import Any, Callable, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component
@@ -25,6 +27,7 @@ from components.vog import executor
 from components.vog.artifacts import DifficultyReport
 from components.vog.artifacts import ShippedAudit
 from components.vog.settings import VogSettings
+from components.vog.settings import declared
 from components.vog.spec_keys import BASELINE_KEY
 from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
 from components.vog.spec_keys import EXAMPLES_KEY
@@ -35,16 +38,31 @@ from components.vog.spec_keys import SCORED_EXAMPLES_KEY
 from components.vog.spec_keys import SETTINGS_KEY
 from components.vog.spec_keys import TRANSFORM_GRAPH_KEY
 
+# Where the docstring of VarianceOfGradients.__init__ lists the settings.
+_SETTINGS_ARGS = '<one line per VoG setting>'
 
 
-class _Default:
-  """Marks a setting the caller did not give; it takes its VogSettings default."""
+def _with_setting_keywords(init: Callable[..., None]) -> Callable[..., None]:
+  """`init` with one keyword argument per VoG setting in its signature and docstring.
 
-  def __repr__(self) -> str:
-    return 'VogSettings default'
-
-
-_DEFAULT: Any = _Default()
+  `init` takes the settings as **setting_values; its signature (what help() and IDEs
+  show) lists each declared setting instead, with its type and default, and its
+  docstring gets the setting's help line where it says _SETTINGS_ARGS.
+  """
+  signature = inspect.signature(init)
+  parameters = [p for p in signature.parameters.values()
+                if p.kind is not inspect.Parameter.VAR_KEYWORD]
+  parameters += [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY,
+                                   default=s.default, annotation=s.type)
+                 for s in declared()]
+  init.__signature__ = signature.replace(parameters=parameters)
+  if init.__doc__:  # None when Python runs with -OO
+    lines = []
+    for s in declared():
+      lines += textwrap.wrap(f'{s.name}: {s.help} [{s.default!r}].', width=80,
+                             initial_indent=' ' * 8, subsequent_indent=' ' * 10)
+    init.__doc__ = init.__doc__.replace(' ' * 8 + _SETTINGS_ARGS, '\n'.join(lines))
+  return init
 
 
 class VarianceOfGradientsSpec(ComponentSpec):
@@ -84,32 +102,18 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
   SPEC_CLASS = VarianceOfGradientsSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
+  @_with_setting_keywords
   def __init__(self,
                examples: types.BaseChannel,
                model_run: types.BaseChannel,
                schema: Optional[types.BaseChannel] = None,
                baseline: Optional[types.BaseChannel] = None,
                transform_graph: Optional[types.BaseChannel] = None,
-               label_key: Optional[str] = _DEFAULT,
-               target: str = _DEFAULT,
-               label_mode: str = _DEFAULT,
-               normalize: str = _DEFAULT,
-               stage: Union[str, Sequence[int]] = _DEFAULT,
-               num_checkpoints: int = _DEFAULT,
-               splits: Optional[List[str]] = _DEFAULT,
-               batch_size: int = _DEFAULT,
-               inspection_budget: int = _DEFAULT,
-               bucket_percentiles: Sequence[float] = _DEFAULT,
-               example_id_key: str = _DEFAULT,
-               rank_by: str = _DEFAULT,
-               gradient_layers: Optional[List[str]] = _DEFAULT,
-               pad_id: Optional[int] = _DEFAULT,
-               copy_splits: Union[None, str, List[str]] = _DEFAULT,
-               output_compression: str = _DEFAULT,
-               max_record_bytes: int = _DEFAULT,
+               *,
                module_file: Optional[str] = None,
-               settings: Optional[VogSettings] = None):
-    """Args (settings left out take the defaults of VogSettings, shown in brackets):
+               settings: Optional[VogSettings] = None,
+               **setting_values: Any):
+    """Args:
       examples: Examples to score (every split unless `splits` says otherwise).
       model_run: the Trainer's ModelRun holding `vog_checkpoints/` written by
         VogCheckpointCallback.
@@ -122,60 +126,29 @@ class VarianceOfGradients(base_beam_component.BaseBeamComponent):
         read, each batch goes through the graph before scoring, and the scored examples
         keep the raw features. Every model input must be an output of the graph, and
         a module_file must not define vog_inputs_fn as well.
-      label_key: int label feature, needed in `label` mode ['label'].
-      target: `loss` (best at finding mislabeled examples), `prob` or `logit` ['loss'].
-      label_mode: `label`, or `predicted` for unlabeled data ['label'].
-      normalize: `class`, `abs-class` or `raw` ['class'].
-      stage: `early`, `middle`, `late`, `complete` or a list of saved steps
-        ['complete'].
-      num_checkpoints: at most this many checkpoints of the stage, evenly spaced [10].
-      splits: splits to score; all when None [None].
-      batch_size: examples per gradient batch (size it to the worker's memory) [256].
-      inspection_budget: how many examples at most to surface for people [200].
-      bucket_percentiles: the two percentile cut points for easy/medium/hard
-        [(50, 90)].
-      example_id_key: feature holding example ids; fingerprints are used without it
-        ['example_id'].
-      rank_by: what ranks the examples for the buckets, the slices and the flagged set:
-        `vog`, or a label-error signal (`confidence`, `margin_mean`, `margin_last`,
-        `final_loss`, `el2n`, `variability`, `forgetting`); `auto` is `confidence` with
-        labels and `vog` in `predicted` mode ['auto'].
-      gradient_layers: layers whose outputs stand in for inputs that are not
-        differentiable (token or category ids into an Embedding); None finds the
-        Embedding layers that integer and text inputs feed [None].
-      pad_id: the padding id of integer inputs into an Embedding without a mask; padded
-        positions are left out of VoG [None].
-      copy_splits: the splits `scored_examples` holds in full, every example with its
-        VoG fields: a list of split names, `all`, or None for the split the Evaluator
-        reads, `eval`; every split's scores are in the report's score table either
-        way [None].
-      output_compression: `gzip` (the copies gzip level 1, the score table zstd) or
-        `none` ['gzip'].
-      max_record_bytes: an input record longer than this is quarantined (`record too
-        large`) without being read into memory [64 MiB].
       module_file: optional Python file defining `vog_inputs_fn(features) -> inputs`
         (not with `transform_graph`) and/or `custom_objects` for custom layers. Trusted
         code: it is imported in the executor process and in every Beam worker, and its
         custom_objects run while checkpoints load and score.
-      settings: every setting above at once, as a VogSettings; give either this or
-        the separate settings, not both.
+      settings: every VoG setting at once, as a VogSettings; give either this or the
+        separate settings below, not both.
+      **setting_values: each VogSettings field, by name (components/vog/settings.py
+        declares them); one left out takes its default, in brackets:
+        <one line per VoG setting>
 
     Raises:
+      TypeError: a keyword argument that names no setting (named, with the settings).
       ValueError: a bad setting, named; or `settings` given together with separate
         settings (named). A module_file defining vog_inputs_fn together with
         `transform_graph` is refused when the executor starts, before any example is
         scored (the module is read there).
     """
-    given = {name: value for name, value in (
-        ('label_key', label_key), ('target', target), ('label_mode', label_mode),
-        ('normalize', normalize), ('stage', stage), ('num_checkpoints', num_checkpoints),
-        ('splits', splits), ('batch_size', batch_size),
-        ('inspection_budget', inspection_budget),
-        ('bucket_percentiles', bucket_percentiles), ('example_id_key', example_id_key),
-        ('rank_by', rank_by), ('gradient_layers', gradient_layers), ('pad_id', pad_id),
-        ('copy_splits', copy_splits), ('output_compression', output_compression),
-        ('max_record_bytes', max_record_bytes),
-    ) if value is not _DEFAULT}
+    names = VogSettings.field_names()
+    unknown = sorted(set(setting_values) - set(names))
+    if unknown:
+      raise TypeError(f'VarianceOfGradients got unknown setting(s) {", ".join(unknown)}; '
+                      f'the settings are {", ".join(names)}')
+    given = {name: setting_values[name] for name in names if name in setting_values}
     if settings is None:
       settings = VogSettings(**given)
     elif not isinstance(settings, VogSettings):

@@ -1,25 +1,35 @@
-"""The parameters of a VoG audit, validated once for the component and the CLI alike.
+"""The parameters of a VoG audit: declared once, validated once, for every surface.
 
 `VogSettings` travels as one JSON object, the way TFX's StatisticsGen carries its
 StatsOptions: the VarianceOfGradients component stores `to_json_string()` in a single
 execution property, the executor reads it back with `from_json()`, and summary.json
 records `to_json()`.
+
+Each field of VogSettings is declared with `setting(...)`: its type and default, a
+one-line help, its text form (how command lines, environment variables and text values
+of PipelineConfig write it) and the surfaces that show it. `declared()` reads that back,
+and every surface is derived from it:
+
+  surface                      the setting's name there          e.g. `stage`
+  VarianceOfGradients keyword  the field's name                  stage=[120, 240]
+  `vog-audit score` option     `--` + the name, with dashes      --stage 120,240
+  PipelineConfig field         `vog_` + the name                 vog_stage='120,240'
+  environment (Airflow DAG)    VOG_AUDIT_ + the config field     VOG_AUDIT_VOG_STAGE=late
+  `kubeflow.compile` flag      `--` + the config field, dashes   --vog-stage 120,240
+
+A setting may name its option or config field otherwise (`--split`, `label_key`), or
+leave a surface out. Adding a setting is one `setting(...)` field below, plus the code
+that computes with it.
 """
 
 import dataclasses
+import functools
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from components.vog import stages
 
 Stage = Union[str, List[int]]
-
-# The settings people look for first; the executor also records them as ML Metadata
-# custom properties of the difficulty report.
-HEADLINE = ('target', 'label_mode', 'normalize', 'stage', 'num_checkpoints',
-            'inspection_budget', 'rank_by')
-
-_TEXT_FIELDS = ('target', 'label_mode', 'normalize', 'example_id_key', 'rank_by')
 
 # What ranks the examples (`rank_by`): VoG, or one of the label-error signals of
 # signals.py by its short name. `auto` is `confidence` with labels (the most dependable
@@ -30,7 +40,6 @@ VOG = 'vog'
 SIGNAL_CHOICES = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2n',
                   'variability', 'forgetting')
 RANK_BY = (AUTO, VOG) + SIGNAL_CHOICES
-_COUNT_FIELDS = ('num_checkpoints', 'batch_size', 'inspection_budget', 'max_record_bytes')
 # Which splits `scored_examples` holds in full (every example with its VoG fields):
 # by default the split the Evaluator reads; `all` copies every scored split. Every
 # split gets its score table either way.
@@ -49,6 +58,8 @@ MAX_INSPECTION_BUDGET = 100_000
 # on a record's length (record_files.MAX_RECORD_BYTES), beyond which a length is damage.
 DEFAULT_MAX_RECORD_BYTES = 64 << 20
 RECORD_BYTES_BOUND = 1 << 31
+# The prefix of the environment variables PipelineConfig.from_env reads.
+ENV_PREFIX = 'VOG_AUDIT_'
 
 
 def _is_int(value: Any) -> bool:
@@ -59,52 +70,293 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _scoring():
+  # scoring.py imports TensorFlow: read only where its choices are needed.
+  from components.vog import scoring  # pylint: disable=g-import-not-at-top
+  return scoring
+
+
+def to_text(value: Any) -> str:
+  """A value as the text forms write it: None as empty text, lists comma separated
+  (numbers as %g), anything else as str()."""
+  if value is None:
+    return ''
+  if isinstance(value, (list, tuple)):
+    return ','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)
+  return str(value)
+
+
+def stage_from_text(text: str, label: str = 'stage') -> Stage:
+  """A stage name, or a JSON list / comma-separated list of steps.
+
+  Raises ValueError naming `label` and the text when it is neither.
+  """
+  text = text.strip()
+  if text in stages.STAGES:
+    return text
+  try:
+    steps = json.loads(text) if text.startswith('[') else [int(s) for s in text.split(',')]
+    if not isinstance(steps, list) or not all(float(s).is_integer() for s in steps):
+      raise ValueError(text)
+    return [int(s) for s in steps]
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{label}={text!r}: give {", ".join(stages.STAGES)} or a list of '
+                     'saved steps such as "120,240,360"') from e
+
+
+def _text(text: str, label: str) -> str:
+  del label  # Any text is a text value; validate() judges it.
+  return text
+
+
+def _text_or_none(text: str, label: str) -> Optional[str]:
+  del label
+  return text or None
+
+
+def _whole_number(text: str, label: str) -> int:
+  try:
+    return int(text.strip())
+  except ValueError:
+    raise ValueError(f'{label}={text!r} is not a whole number') from None
+
+
+def _names(text: str, label: str) -> List[str]:
+  del label
+  return [name.strip() for name in text.split(',') if name.strip()]
+
+
+def _copy_splits(text: str, label: str) -> Union[str, List[str]]:
+  return ALL if text.strip() == ALL else _names(text, label)
+
+
+def _percentiles(text: str, label: str) -> Tuple[float, ...]:
+  try:
+    return tuple(float(c) for c in text.split(','))
+  except ValueError:
+    raise ValueError(f'{label}={text!r} is not two numbers; give cut points such as '
+                     '50,90') from None
+
+
+def _same(value: Any) -> Any:
+  return value
+
+
+def _list_not_tuple(value: Any) -> Any:
+  return list(value) if isinstance(value, tuple) else value
+
+
+def _floats(value: Any) -> Any:
+  if isinstance(value, (list, tuple)) and all(_is_number(c) for c in value):
+    return tuple(float(c) for c in value)
+  return value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextForm:
+  """How a setting's value is written as text: on the command line, in an environment
+  variable, and as a text value of its PipelineConfig field.
+
+  name: what the form is called (for reading the declaration).
+  metavar: how help texts show a value, e.g. INTEGER.
+  parse: (text, label) -> the value; raises ValueError naming `label` (how the surface
+    calls the setting, e.g. `--stage`) and the text when the text cannot be read.
+    Whether the value is valid is for VogSettings.validate() to say.
+  canonical: a value given in Python -> the one form VogSettings keeps (lists as lists,
+    cut points as a tuple of floats); what it does not recognise it leaves as given,
+    for validate() to judge.
+  """
+  name: str
+  metavar: str
+  parse: Callable[[str, str], Any]
+  canonical: Callable[[Any], Any] = _same
+
+
+TEXT = TextForm('text', 'TEXT', _text)
+# Empty text is None (label_key: unlabeled data).
+TEXT_OR_NONE = TextForm('text or none', 'TEXT', _text_or_none)
+WHOLE_NUMBER = TextForm('whole number', 'INTEGER', _whole_number)
+# The same text as WHOLE_NUMBER; the value may also be None (left out).
+WHOLE_NUMBER_OR_NONE = TextForm('whole number or none', 'INTEGER', _whole_number)
+# A stage name, or steps: 120,240,360 or [120, 240, 360].
+STAGE = TextForm('stage', 'STAGE', stage_from_text, _list_not_tuple)
+# Names, comma separated: eval,train.
+NAMES = TextForm('names', 'NAMES', _names, _list_not_tuple)
+# `all`, or split names, comma separated (empty text: no split is copied).
+COPY_SPLITS = TextForm('all or names', 'all|NAMES', _copy_splits, _list_not_tuple)
+# Two numbers, comma separated: 50,90.
+PERCENTILES = TextForm('percentiles', 'P1,P2', _percentiles, _floats)
+
+# Where a VogSettings field keeps its declaration.
+_METADATA_KEY = 'vog_setting'
+# Marks a surface name that is derived from the field's name.
+_DERIVED = '<derived from the name>'
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One VoG setting as VogSettings declares it, with what each surface needs.
+
+  name, type, default: the VogSettings field.
+  help: one line saying what the setting does; every surface shows it.
+  form: how its value is written as text (a TextForm).
+  choices: None, or a function returning the values it takes (called when a surface
+    lists them, e.g. as argparse choices; validate() refuses any other value).
+  option: the `vog-audit score` option, or None when the command line leaves it out.
+  repeatable: the option is given once per item of the list (`--split eval --split
+    test`) instead of as one text.
+  config_field: the PipelineConfig field, or None when the pipeline configuration
+    leaves it out (and with it the environment and `kubeflow.compile`).
+  kubeflow: whether `kubeflow.compile` has a flag for it.
+  kubeflow_words: names of the words when that flag takes the value as separate words
+    (`--bucket-percentiles 50 90`) rather than as one text.
+  headline: recorded as an ML Metadata custom property of the report (HEADLINE).
+  """
+  name: str
+  type: Any
+  default: Any
+  help: str
+  form: TextForm
+  choices: Optional[Callable[[], Sequence[str]]]
+  option: Optional[str]
+  repeatable: bool
+  config_field: Optional[str]
+  kubeflow: bool
+  kubeflow_words: Tuple[str, ...]
+  headline: bool
+
+  @property
+  def env_variable(self) -> Optional[str]:
+    """The environment variable of its PipelineConfig field (ENV_PREFIX + the field in
+    capitals), or None when the configuration leaves the setting out."""
+    return None if self.config_field is None else ENV_PREFIX + self.config_field.upper()
+
+  @property
+  def kubeflow_flag(self) -> Optional[str]:
+    """The `kubeflow.compile` flag (`--` + the config field, dashes), or None."""
+    if self.config_field is None or not self.kubeflow:
+      return None
+    return '--' + self.config_field.replace('_', '-')
+
+
+def setting(default: Any, help: str, *,  # pylint: disable=redefined-builtin
+            form: TextForm = TEXT,
+            choices: Optional[Callable[[], Sequence[str]]] = None,
+            option: Optional[str] = _DERIVED,
+            repeatable: bool = False,
+            config: Optional[str] = _DERIVED,
+            kubeflow: bool = True,
+            kubeflow_words: Tuple[str, ...] = (),
+            headline: bool = False) -> Any:
+  """A VogSettings field, declared with what every surface needs (see Setting).
+
+  `option` defaults to `--` + the field's name with dashes, `config` to `vog_` + the
+  field's name; None leaves that surface out. The default must be immutable (None,
+  text, a number or a tuple).
+  """
+  return dataclasses.field(default=default, metadata={_METADATA_KEY: dict(
+      help=help, form=form, choices=choices, option=option, repeatable=repeatable,
+      config_field=config, kubeflow=kubeflow, kubeflow_words=tuple(kubeflow_words),
+      headline=headline)})
+
+
+def declared(cls: Optional[type] = None) -> Tuple[Setting, ...]:
+  """Every setting of `cls` (VogSettings when None), in field order.
+
+  Raises TypeError naming a field that is not declared with `setting(...)`.
+  """
+  return _declared(VogSettings if cls is None else cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _declared(cls: type) -> Tuple[Setting, ...]:
+  out = []
+  for field in dataclasses.fields(cls):
+    declaration = field.metadata.get(_METADATA_KEY)
+    if declaration is None:
+      raise TypeError(f'{cls.__name__}.{field.name} is not declared with setting(...); '
+                      'declare its default, help and text form there')
+    declaration = dict(declaration)
+    if declaration['option'] == _DERIVED:
+      declaration['option'] = '--' + field.name.replace('_', '-')
+    if declaration['config_field'] == _DERIVED:
+      declaration['config_field'] = 'vog_' + field.name
+    out.append(Setting(name=field.name, type=field.type, default=field.default,
+                       **declaration))
+  return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class VogSettings:
   """What a VoG audit computes. `validate()` refuses every bad value with a clear line.
 
   Lists are kept in one canonical form (stage and splits as lists, bucket_percentiles
   as a tuple of floats), so equal settings compare equal and survive a JSON round trip.
+  Each field is declared with `setting(...)`: see the module docstring.
   """
-  label_key: Optional[str] = 'label'
-  target: str = 'loss'
-  label_mode: str = 'label'
-  normalize: str = 'class'
-  stage: Stage = 'complete'
-  num_checkpoints: int = 10
-  splits: Optional[List[str]] = None
-  batch_size: int = 256
-  inspection_budget: int = 200
-  bucket_percentiles: Sequence[float] = (50.0, 90.0)
-  example_id_key: str = 'example_id'
-  rank_by: str = AUTO
-  # Layers whose outputs stand in for the inputs where those are not differentiable
-  # (token or category ids into an Embedding); None finds the Embedding layers that
-  # read an integer or text input.
-  gradient_layers: Optional[List[str]] = None
-  # The token id that marks padding in integer inputs feeding an Embedding, when the
-  # layer has no mask (`mask_zero=False`); None: every position counts.
-  pad_id: Optional[int] = None
-  # The splits copied in full into scored_examples (see DEFAULT_COPY_SPLITS): None for
-  # the default, `all`, or a list of split names.
-  copy_splits: Union[None, str, List[str]] = None
-  output_compression: str = 'gzip'
-  # Input records longer than this many bytes are quarantined unread.
-  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+  label_key: Optional[str] = setting(
+      'label', 'int label feature, needed in label mode; none (empty text) for '
+      'unlabeled data', form=TEXT_OR_NONE, config='label_key')
+  target: str = setting(
+      'loss', 'what is differentiated: loss (finds mislabeled examples), prob or logit',
+      choices=lambda: _scoring().TARGETS, headline=True)
+  label_mode: str = setting(
+      'label', "label, or predicted (the latest checkpoint's class) for unlabeled data",
+      choices=lambda: _scoring().LABEL_MODES, headline=True)
+  normalize: str = setting(
+      'class', "how VoG is normalised: class (z-score within the example's split and "
+      'class), abs-class or raw', choices=lambda: _scoring().NORMALIZATIONS, headline=True)
+  stage: Stage = setting(
+      'complete', 'early, middle, late (thirds of the saved checkpoints), complete, or '
+      'saved steps such as 120,240,360', form=STAGE, headline=True)
+  num_checkpoints: int = setting(
+      10, 'at most this many checkpoints of the stage, evenly spaced', form=WHOLE_NUMBER,
+      headline=True)
+  splits: Optional[List[str]] = setting(
+      None, 'splits to score; every split when unset', form=NAMES, option='--split',
+      repeatable=True)
+  batch_size: int = setting(
+      256, "examples per gradient batch; size it to the worker's memory",
+      form=WHOLE_NUMBER)
+  inspection_budget: int = setting(
+      200, 'how many examples, at most, are flagged for people to review',
+      form=WHOLE_NUMBER, config='inspection_budget', headline=True)
+  bucket_percentiles: Sequence[float] = setting(
+      (50.0, 90.0), 'the two percentile cut points of easy / medium / hard',
+      form=PERCENTILES, config='bucket_percentiles', kubeflow_words=('MEDIUM', 'HARD'))
+  example_id_key: str = setting(
+      'example_id', 'feature holding example ids; a fingerprint of the record without it',
+      config='example_id_key')
+  rank_by: str = setting(
+      AUTO, 'what ranks the examples for the buckets, the slices and the flagged set: '
+      f'{VOG}, or a label-error signal ({", ".join(SIGNAL_CHOICES)}); {AUTO} is '
+      f'confidence with labels and {VOG} without', choices=lambda: RANK_BY, headline=True)
+  gradient_layers: Optional[List[str]] = setting(
+      None, 'layers whose outputs stand in for inputs that are not differentiable (ids '
+      'into an Embedding); by default the Embedding layers that integer and text inputs '
+      'feed', form=NAMES, option='--gradient-layer', repeatable=True)
+  pad_id: Optional[int] = setting(
+      None, 'padding id of integer inputs into an Embedding without a mask; padded '
+      'positions are left out of VoG (by default every position counts)',
+      form=WHOLE_NUMBER_OR_NONE)
+  copy_splits: Union[None, str, List[str]] = setting(
+      None, 'splits scored_examples holds in full with their VoG fields: split names, or '
+      f'{ALL}; by default {",".join(DEFAULT_COPY_SPLITS)}; every split gets its score '
+      'table either way', form=COPY_SPLITS)
+  output_compression: str = setting(
+      'gzip', 'gzip (the copies gzip level 1, the score table zstd) or none',
+      choices=lambda: COMPRESSIONS)
+  max_record_bytes: int = setting(
+      DEFAULT_MAX_RECORD_BYTES, 'input records longer than this many bytes are '
+      'quarantined without being read into memory', form=WHOLE_NUMBER)
 
   def __post_init__(self):
     # Only the container changes here; validate() judges the values.
-    if isinstance(self.stage, tuple):
-      object.__setattr__(self, 'stage', list(self.stage))
-    if isinstance(self.splits, tuple):
-      object.__setattr__(self, 'splits', list(self.splits))
-    if isinstance(self.copy_splits, tuple):
-      object.__setattr__(self, 'copy_splits', list(self.copy_splits))
-    if isinstance(self.gradient_layers, tuple):
-      object.__setattr__(self, 'gradient_layers', list(self.gradient_layers))
-    cuts = self.bucket_percentiles
-    if isinstance(cuts, (list, tuple)) and all(_is_number(c) for c in cuts):
-      object.__setattr__(self, 'bucket_percentiles', tuple(float(c) for c in cuts))
+    for entry in declared(type(self)):
+      value = getattr(self, entry.name)
+      canonical = entry.form.canonical(value)
+      if canonical is not value:
+        object.__setattr__(self, entry.name, canonical)
 
   @classmethod
   def field_names(cls) -> List[str]:
@@ -115,16 +367,17 @@ class VogSettings:
     if self.label_key is not None and not isinstance(self.label_key, str):
       raise ValueError(f'label_key={self.label_key!r} must be a feature name (text), '
                        'or null for unlabeled data')
-    for name in _TEXT_FIELDS:
-      value = getattr(self, name)
-      if not isinstance(value, str):
-        raise ValueError(f'{name}={value!r} must be text, e.g. '
-                         f'{getattr(VogSettings, name)!r}')
-    for name in _COUNT_FIELDS:
-      value = getattr(self, name)
-      if not _is_int(value):
-        raise ValueError(f'{name}={value!r} must be a whole number, e.g. '
-                         f'{getattr(VogSettings, name)}')
+    if not isinstance(self.output_compression, str):
+      raise ValueError(f'output_compression={self.output_compression!r} must be text, '
+                       f'one of {", ".join(COMPRESSIONS)}')
+    # Text and whole numbers by their declared form; the other forms one by one below.
+    for entry in declared(type(self)):
+      value = getattr(self, entry.name)
+      if entry.form is TEXT and not isinstance(value, str):
+        raise ValueError(f'{entry.name}={value!r} must be text, e.g. {entry.default!r}')
+      if entry.form is WHOLE_NUMBER and not _is_int(value):
+        raise ValueError(f'{entry.name}={value!r} must be a whole number, e.g. '
+                         f'{entry.default}')
     if not isinstance(self.stage, str) and not (
         isinstance(self.stage, list) and self.stage and all(_is_int(s) for s in self.stage)):
       raise ValueError(f'stage={self.stage!r}: give a stage name '
@@ -143,9 +396,6 @@ class VogSettings:
         all(isinstance(s, str) and s for s in self.copy_splits)):
       raise ValueError(f'copy_splits={self.copy_splits!r} must be a list of split names, '
                        f'{ALL!r}, or null for the default {list(DEFAULT_COPY_SPLITS)}')
-    if not isinstance(self.output_compression, str):
-      raise ValueError(f'output_compression={self.output_compression!r} must be text, '
-                       f'one of {", ".join(COMPRESSIONS)}')
     if self.pad_id is not None and not _is_int(self.pad_id):
       raise ValueError(f'pad_id={self.pad_id!r} must be a whole number (the padding '
                        'token id), or null')
@@ -157,12 +407,12 @@ class VogSettings:
     """Returns these settings, or raises ValueError naming the first bad setting."""
     from components.vog import scoring  # pylint: disable=g-import-not-at-top
     self._check_types()
-    scoring.check_choice('target', self.target, scoring.TARGETS)
-    scoring.check_choice('label_mode', self.label_mode, scoring.LABEL_MODES)
-    scoring.check_choice('normalize', self.normalize, scoring.NORMALIZATIONS)
+    # Every setting that declares its choices takes only those (a stage also takes steps).
+    for entry in declared(type(self)):
+      if entry.choices is not None:
+        scoring.check_choice(entry.name, getattr(self, entry.name), entry.choices())
     if isinstance(self.stage, str):
       scoring.check_choice('stage', self.stage, stages.STAGES)
-    scoring.check_choice('rank_by', self.rank_by, RANK_BY)
     if self.label_mode == 'predicted' and self.rank_by in SIGNAL_CHOICES:
       raise ValueError(f"rank_by={self.rank_by!r} compares the model with the label; with "
                        "label_mode='predicted' use rank_by='vog' (or 'auto')")
@@ -183,7 +433,6 @@ class VogSettings:
           'which signals agree), the report holds every flagged record and the review '
           'page shows them all, so a larger budget stops being bounded - query the '
           'score table (score_table/ in the report) for more than that')
-    scoring.check_choice('output_compression', self.output_compression, COMPRESSIONS)
     if not 1 <= self.max_record_bytes <= RECORD_BYTES_BOUND:
       raise ValueError(
           f'max_record_bytes={self.max_record_bytes}; give a record size in bytes from 1 '
@@ -255,22 +504,12 @@ class VogSettings:
   def headline(self) -> Dict[str, Union[int, str]]:
     """HEADLINE settings as ML Metadata property values (a list of steps as JSON text)."""
     out: Dict[str, Union[int, str]] = {}
-    for name in HEADLINE:
+    for name in (s.name for s in declared(type(self)) if s.headline):
       value = self.ranked_by if name == 'rank_by' else getattr(self, name)
       out[name] = value if isinstance(value, (int, str)) else json.dumps(value)
     return out
 
 
-def stage_from_text(text: str) -> Stage:
-  """A stage name, or a JSON list / comma-separated list of steps."""
-  text = text.strip()
-  if text in stages.STAGES:
-    return text
-  try:
-    steps = json.loads(text) if text.startswith('[') else [int(s) for s in text.split(',')]
-    if not isinstance(steps, list) or not all(float(s).is_integer() for s in steps):
-      raise ValueError(text)
-    return [int(s) for s in steps]
-  except (TypeError, ValueError) as e:
-    raise ValueError(f'stage={text!r}: give {", ".join(stages.STAGES)} or a list of '
-                     'saved steps such as "120,240,360"') from e
+# The settings people look for first; the executor also records them as ML Metadata
+# custom properties of the difficulty report (`headline=True` in the declaration).
+HEADLINE = tuple(s.name for s in declared() if s.headline)

@@ -27,11 +27,13 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import IO, List, Optional, Sequence
+from typing import IO, Any, List, Mapping, Optional, Sequence
 
 import click
 
 from components.vog.settings import VogSettings
+from components.vog.settings import declared
+from components.vog.settings import to_text
 from pipeline.cli import fail
 
 SPLIT_PREFIX = 'Split-'
@@ -43,24 +45,52 @@ INCOMPLETE = '.incomplete'
 RUNNERS = ('direct', 'dask')
 DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
 DASK_CONNECT_TIMEOUT_S = 5
-DEFAULTS = VogSettings()
 # Runners whose workers run on this machine, where they can write the progress folder.
 LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner',
                  'FnApiRunner', 'PrismRunner')
 
 
-def _text(value) -> str:
-  """A default as the command line writes it: lists comma separated."""
-  if isinstance(value, (list, tuple)):
-    return ','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)
-  return str(value)
+def setting_options(command):
+  """Adds to `command` one option per VoG setting the command line shows
+  (settings.declared()), in declaration order.
+
+  Each reaches the command as a keyword argument named as the setting: its text (or,
+  for a repeatable option, the tuple of its items), None or () when not given. Turn
+  them into VogSettings with `settings_of`.
+  """
+  for setting in reversed(declared()):  # click lists the options innermost first
+    if setting.option is None:
+      continue
+    shown = '' if setting.default is None else f'  [default: {to_text(setting.default)}]'
+    command = click.option(
+        setting.option, setting.name, multiple=setting.repeatable, default=None,
+        metavar='NAME' if setting.repeatable else setting.form.metavar,
+        help=f'{setting.help}{" (repeatable)" if setting.repeatable else ""}.{shown}',
+    )(command)
+  return command
 
 
-def _copy_splits_of(text: Optional[str]):
-  """--copy-splits as VogSettings.copy_splits: None, 'all', or a list of split names."""
-  if text is None or text.strip() == 'all':
-    return None if text is None else 'all'
-  return [s.strip() for s in text.split(',') if s.strip()]
+def settings_of(options: Mapping[str, Any]) -> VogSettings:
+  """VogSettings from the setting options of `setting_options`, validated; a setting
+  not given takes its default.
+
+  Ends the command (exit 2, one line) for a text its setting cannot read, named by its
+  option, and for a bad setting, named as VogSettings.validate() names it.
+  """
+  given = {}
+  for setting in declared():
+    value = options.get(setting.name)
+    if setting.option is None or value is None or value == ():
+      continue
+    try:
+      given[setting.name] = (list(value) if setting.repeatable
+                             else setting.form.parse(value, setting.option))
+    except ValueError as e:
+      fail(str(e))
+  try:
+    return VogSettings(**given).validate()
+  except ValueError as e:
+    fail(str(e))
 
 
 def split_patterns_of(path: str):
@@ -99,42 +129,7 @@ def _reason(error: BaseException) -> str:
               help='Examples artifact folder (Split-*/) or a TFRecord file pattern.')
 @click.option('--output', required=True, type=click.Path(file_okay=False),
               help='Where scored_examples/ and difficulty_report/ go.')
-@click.option('--label-key', default=DEFAULTS.label_key or '', show_default=True,
-              help='Label feature; empty for unlabeled data (with --label-mode predicted).')
-@click.option('--target', default=DEFAULTS.target, show_default=True,
-              help='loss (finds mislabeled examples), prob or logit.')
-@click.option('--label-mode', default=DEFAULTS.label_mode, show_default=True,
-              help='label, or predicted for unlabeled data.')
-@click.option('--normalize', default=DEFAULTS.normalize, show_default=True,
-              help='class, abs-class or raw.')
-@click.option('--stage', default=_text(DEFAULTS.stage), show_default=True,
-              help='early, middle, late, complete, or steps such as 120,240,360.')
-@click.option('--num-checkpoints', default=DEFAULTS.num_checkpoints, show_default=True,
-              type=int)
-@click.option('--split', 'splits', multiple=True, help='Split to score (repeatable).')
-@click.option('--batch-size', default=DEFAULTS.batch_size, show_default=True, type=int)
-@click.option('--inspection-budget', default=DEFAULTS.inspection_budget, show_default=True,
-              type=int)
-@click.option('--bucket-percentiles', default=_text(DEFAULTS.bucket_percentiles),
-              show_default=True, help='Two cut points for easy/medium/hard.')
-@click.option('--example-id-key', default=DEFAULTS.example_id_key, show_default=True)
-@click.option('--rank-by', default=DEFAULTS.rank_by, show_default=True,
-              help='What flags the examples: vog, or a label-error signal (confidence, '
-              'margin_mean, margin_last, final_loss, el2n, variability, forgetting); auto '
-              'is confidence with labels, vog without.')
-@click.option('--gradient-layer', 'gradient_layers', multiple=True,
-              help='Layer whose output stands in for a non-differentiable input '
-              '(repeatable); by default the Embedding layers integer and text inputs feed.')
-@click.option('--pad-id', default=None, type=int,
-              help='Padding id of integer inputs into an Embedding without a mask.')
-@click.option('--copy-splits', default=None,
-              help='Splits written in full with their VoG fields under scored_examples/ '
-              '(comma separated), or "all"; by default eval. Every split gets its score '
-              'table.')
-@click.option('--output-compression', default=DEFAULTS.output_compression,
-              show_default=True, help='gzip or none.')
-@click.option('--max-record-bytes', default=DEFAULTS.max_record_bytes, show_default=True,
-              type=int, help='Input records longer than this are quarantined unread.')
+@setting_options
 @click.option('--module-file', default=None,
               help='Python file with vog_inputs_fn and/or custom_objects.')
 @click.option('--runner', 'runner', type=click.Choice(RUNNERS), default='direct',
@@ -153,36 +148,15 @@ def _reason(error: BaseException) -> str:
 @click.option('--transform-graph', default=None, type=click.Path(file_okay=False),
               help='Transform output folder (transform_fn/, metadata/) when the model '
               'takes transformed features; EXAMPLES are then the raw examples.')
-def score(model_run, examples, output, label_key, target, label_mode, normalize, stage,
-          num_checkpoints, splits, batch_size, inspection_budget, bucket_percentiles,
-          example_id_key, rank_by, gradient_layers, pad_id, copy_splits, output_compression,
-          max_record_bytes, module_file, runner, dask_address, dask_partitions, beam_args,
-          baseline, transform_graph):
+def score(model_run, examples, output, module_file, runner, dask_address, dask_partitions,
+          beam_args, baseline, transform_graph, **setting_texts):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import score_table  # pylint: disable=g-import-not-at-top
-  from components.vog.settings import stage_from_text  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.INFO)
-  try:
-    cuts = tuple(float(c) for c in bucket_percentiles.split(','))
-  except ValueError:
-    fail(f'--bucket-percentiles {bucket_percentiles!r} is not two numbers; give cut '
-         f'points such as {_text(DEFAULTS.bucket_percentiles)}')
-  try:
-    settings = VogSettings(
-        label_key=label_key or None, target=target, label_mode=label_mode,
-        normalize=normalize, stage=stage_from_text(stage), num_checkpoints=num_checkpoints,
-        splits=list(splits) or None, batch_size=batch_size,
-        inspection_budget=inspection_budget, bucket_percentiles=cuts,
-        example_id_key=example_id_key, rank_by=rank_by,
-        gradient_layers=list(gradient_layers) or None, pad_id=pad_id,
-        copy_splits=_copy_splits_of(copy_splits),
-        output_compression=output_compression,
-        max_record_bytes=max_record_bytes).validate()
-  except ValueError as e:
-    fail(str(e))
+  settings = settings_of(setting_texts)
   patterns = split_patterns_of(examples)
   if baseline:
     check_baseline(baseline)
