@@ -52,6 +52,8 @@ VOG = 'VarianceOfGradients'
 SHIPPED_AUDIT_RESOLVER = 'latest_shipped_audit_resolver'
 BASELINE_RESOLVER = 'latest_blessed_model_resolver'
 EVALUATOR = 'Evaluator'
+# The split the Trainer evaluates on and the Evaluator reads from scored_examples.
+EVAL_SPLIT = 'eval'
 REVIEW_GATE = 'HumanReviewGate'
 PUSHER = 'Pusher'
 # The digits pipeline (the default); `component_ids` gives those of any data set.
@@ -125,7 +127,7 @@ def create_pipeline(config: PipelineConfig,
       **training,
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(splits=['train']),
-      eval_args=tfx.proto.EvalArgs(splits=['eval']),
+      eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
       custom_config=config.trainer_custom_config())
 
   # The audit of the last model that shipped; none before the first one ships.
@@ -139,12 +141,18 @@ def create_pipeline(config: PipelineConfig,
   vog_inputs = {}
   if transform is not None:
     vog_inputs['transform_graph'] = transform.outputs['transform_graph']
+  settings = config.vog_settings()
+  if EVAL_SPLIT not in settings.copied_splits(settings.splits or [EVAL_SPLIT]):
+    raise ValueError(
+        f'vog_copy_splits={settings.copy_splits!r} and vog_splits={settings.splits!r} leave '
+        f'the {EVAL_SPLIT!r} split out of scored_examples, which the Evaluator reads - keep '
+        f'{EVAL_SPLIT!r} in both (or leave them unset)')
   vog = VarianceOfGradients(
       examples=example_gen.outputs['examples'],
       model_run=trainer.outputs['model_run'],
       schema=schema_gen.outputs['schema'],
       baseline=shipped_resolver.outputs['shipped_audit'],
-      settings=config.vog_settings(),
+      settings=settings,
       **vog_inputs).with_id(VOG)
   if config.vog_beam_pipeline_args:
     # VoG alone (a GPU pool, another runner); tfx.dsl.Pipeline puts the pipeline's
@@ -163,7 +171,7 @@ def create_pipeline(config: PipelineConfig,
       examples=vog.outputs['scored_examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
-      example_splits=['eval'],
+      example_splits=[EVAL_SPLIT],
       eval_config=difficulty_eval_config(
           label_key=config.label_key,
           min_accuracy=config.min_accuracy,

@@ -212,6 +212,11 @@ def test_vog_beam_args_from_env_split_like_the_pipelines():
      "target='gradient' is not supported; choose one of"),
     (lambda t: audit_pipeline.create_pipeline(_config(t, vog_stage='warmup')),
      "stage='warmup': give early, middle, late, complete or a list"),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, vog_copy_splits=['train'])),
+     r"vog_copy_splits=\['train'\] and vog_splits=None leave the 'eval' split out of "
+     'scored_examples, which the Evaluator reads'),
+    (lambda t: audit_pipeline.create_pipeline(_config(t, vog_splits=['train'])),
+     "leave the 'eval' split out of scored_examples"),
     (lambda t: audit_pipeline.create_pipeline(_config(t, min_hard_accuracy=1.5)),
      r'min_hard_accuracy=1.5 is an accuracy bound and must be in \[0, 1\]'),
     (lambda t: audit_pipeline.create_pipeline(_config(t, review_backend='local')),
