@@ -20,6 +20,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from sklearn import datasets, metrics  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from benchmarks import baselines  # pylint: disable=g-import-not-at-top
 from components import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
 from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
 from components.vog import scoring  # pylint: disable=g-import-not-at-top
@@ -64,7 +65,8 @@ def main(argv=None):
       for target in scoring.TARGETS:
         result = scoring.VogScorer(models, target=target).score({'image': images}, labels)
         for normalize in ('raw', 'class'):
-          score = scoring.normalize_scores(result.vog_raw, result.target_class, normalize)
+          score = baselines.normalize_scores(result.vog_raw, result.target_class,
+                                             normalize)
           auroc = metrics.roc_auc_score(flipped, score)
           table.setdefault((target, normalize), []).append(auroc)
           print(f'seed {seed} target={target:5s} normalize={normalize:5s} '

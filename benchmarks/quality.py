@@ -3,9 +3,9 @@
 Every model is trained with VogCheckpointCallback (12 saved checkpoints); the audit's
 default selection (stage `complete`, 10 checkpoints) is loaded back from the manifest,
 and each training example is scored by VoG (the product's VogScorer, target `loss`,
-class-normalised) and by every signal of components/vog/signals.py from the same
-checkpoints' logits. cleanlab runs beside them on 5-fold out-of-sample probabilities of
-the same architecture.
+class-normalised) and by every signal of components/vog/signals.py's REGISTRY from the
+same checkpoints' logits, and by `combined` (benchmarks/baselines.py). cleanlab runs
+beside them on 5-fold out-of-sample probabilities of the same architecture.
 
 Scenarios:
   uniform    sklearn digits, 10% of labels flipped to a random other class;
@@ -43,6 +43,7 @@ from scipy import ndimage  # pylint: disable=g-import-not-at-top
 from sklearn import datasets, metrics, model_selection  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from benchmarks import baselines  # pylint: disable=g-import-not-at-top
 from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
 from components.vog import scoring  # pylint: disable=g-import-not-at-top
 from components.vog import signals  # pylint: disable=g-import-not-at-top
@@ -58,10 +59,8 @@ FOLDS = 5
 PAIRS = ((1, 7), (3, 8), (4, 9))
 VOG = 'vog'
 CLEANLAB = 'cleanlab'
-SHORT = {name: name[len('audit_'):] for name in signals.SIGNALS + (signals.COMBINED,)}
 VOG_RAW = 'vog_raw'
-ROWS = ([SHORT[n] for n in signals.SIGNALS] +
-        [VOG, VOG_RAW, SHORT[signals.COMBINED], CLEANLAB])
+ROWS = list(signals.names()) + [VOG, VOG_RAW, baselines.COMBINED, CLEANLAB]
 # Ways to combine signals that the combined signal was chosen among: mean percentile rank
 # of each suspicion, split-wide unless marked.
 CANDIDATES = {
@@ -255,7 +254,7 @@ def vog_scores(models, data: Data) -> Tuple[np.ndarray, np.ndarray]:
   raw = np.concatenate([
       scorer.score({name: data.x[i:i + BATCH_SIZE]}, data.labels[i:i + BATCH_SIZE]).vog_raw
       for i in range(0, len(data.x), BATCH_SIZE)])
-  return scoring.normalize_scores(raw, data.labels, 'class'), raw
+  return baselines.normalize_scores(raw, data.labels, 'class'), raw
 
 
 def out_of_sample_probabilities(data: Data, recipe: Recipe, seed: int) -> np.ndarray:
@@ -318,17 +317,17 @@ def run_one(scenario: str, seed: int) -> Dict[str, object]:
     start = time.perf_counter()
     vog, vog_raw = vog_scores(models, data)
     vog_seconds = time.perf_counter() - start
-  scores = {SHORT[n]: signals.suspicion(n, values[n]) for n in signals.SIGNALS}
+  scores = {s.name: signals.suspicion(s.field, values[s.field]) for s in signals.REGISTRY}
   scores[VOG] = vog
   scores[VOG_RAW] = vog_raw
-  scores[SHORT[signals.COMBINED]] = signals.combined_suspicion(values)
+  scores[baselines.COMBINED] = baselines.combined_suspicion(values)
   seconds = {name: logits_seconds for name in scores}
   seconds[VOG] = seconds[VOG_RAW] = vog_seconds
   scores[CLEANLAB], issues, seconds[CLEANLAB] = cleanlab_scores(data, recipe, seed)
   result = {name: dict(measure(score, data), seconds=seconds[name])
             for name, score in scores.items()}
   candidates = {
-      name: measure(signals.combined_suspicion(
+      name: measure(baselines.combined_suspicion(
           values, names, data.labels if within_class else None), data)
       for name, (names, within_class) in CANDIDATES.items()}
   flagged = int(issues.sum())
@@ -362,7 +361,7 @@ def markdown(results: Dict[str, Dict[int, Dict[str, object]]], cleanlab_version:
            'Mean (min-max) over seeds. AUROC and P@budget: "this label is wrong", budget = '
            'number of wrong labels; P@budget is also the share of wrong labels among the '
            'budget highest. vog: VoG (target loss) normalised per class as the audit ranks '
-           'by default; vog_raw: unnormalised. combined: see components/vog/signals.py. '
+           'by default; vog_raw: unnormalised. combined: see benchmarks/baselines.py. '
            'AUROC wrong vs atypical: wrong labels against atypical-but-correct examples '
            'only. Seconds: compute over the trained checkpoints (the logits-only signals '
            'share one forward pass; cleanlab includes its 5-fold training). cleanlab '

@@ -239,7 +239,7 @@ def main(argv=None):
       'tally': _timed(lambda: audit_summary.file_counts(
           SPLIT, joined.target_class, joined.label, joined.predicted_class,
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'],
-          joined.signals)),
+          score_batch.signal_columns(joined))),
       'score table': _timed(lambda: score_table.write_shard(
           table_path, score_table_columns(joined, placed))),
       'history': _timed(lambda: drift.write_history_lines(

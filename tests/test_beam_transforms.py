@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.baselines import normalize_scores
 from components.vog import audit
 from components.vog import audit_summary
 from components.vog import beam_audit
@@ -19,9 +20,9 @@ from components.vog import percentiles
 from components.vog import report_format as fmt
 from components.vog import score_batch
 from components.vog import score_table
+from components.vog import signals as signals_lib
 from components.vog.beam_audit import FileRead, InputFile, WorkUnit
 from components.vog.examples_io import InputRecord, Quarantined
-from components.vog.scoring import normalize_scores
 from components.vog.settings import VogSettings
 import fixtures
 
@@ -176,9 +177,11 @@ def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
   raw = rng.gamma(2.0, 1.0, n)
   classes = np.repeat([0, 1, 2], 20)
   confidence = rng.uniform(0.05, 0.95, n)
-  values = rng.normal(size=(n, 7)).astype(np.float32)
-  values[:, 3] = confidence  # signals.SIGNALS order: confidence is the fourth
-  confidence = values[:, 3].astype(np.float64)  # as the scorer stores it (float32)
+  # A batch's signal columns follow signals.REGISTRY.
+  column = signals_lib.fields().index(signals_lib.CONFIDENCE)
+  values = rng.normal(size=(n, len(signals_lib.REGISTRY))).astype(np.float32)
+  values[:, column] = confidence
+  confidence = values[:, column].astype(np.float64)  # as the scorer stores it (float32)
   raw = raw.astype(np.float32).astype(np.float64)
   batches = [_batch('train', list(range(k, min(k + 16, n))), raw[k:k + 16],
                     classes[k:k + 16], values[k:k + 16]) for k in range(0, n, 16)]
@@ -382,7 +385,7 @@ def test_file_counts_count_a_whole_file_at_once():
   classes, labels = rng.integers(0, 3, n), rng.integers(-1, 3, n)
   predicted, deciles = rng.integers(0, 3, n), rng.integers(1, 11, n)
   flagged, hard = rng.integers(0, 2, n), rng.integers(0, 2, n)
-  signals = rng.normal(size=(n, 2))
+  signals = {'audit_a': rng.normal(size=n), 'audit_b': rng.normal(size=n)}
   counts = audit_summary.file_counts('s', classes, labels, predicted, deciles, flagged,
                                      hard, signals)
   oracle = {}
@@ -395,9 +398,9 @@ def test_file_counts_count_a_whole_file_at_once():
         else []) + ([('class_errors', 's', c), ('decile_errors', 's', d)]
                     if labels[i] >= 0 and predicted[i] != labels[i] else []):
       oracle[key] = oracle.get(key, 0) + 1
-    for j in range(2):
-      oracle[('class_signal', 's', c, j)] = oracle.get(('class_signal', 's', c, j), 0.0) + \
-          signals[i, j]
+    for name, column in signals.items():
+      key = ('class_signal', 's', c, name)
+      oracle[key] = oracle.get(key, 0.0) + column[i]
   assert set(counts) == set(oracle)
   for key, value in oracle.items():
     assert counts[key] == pytest.approx(value)
@@ -408,7 +411,7 @@ def test_audit_summary_fn_combines_tallies_into_counts():
              audit_summary.CountsTally('train', audit_summary.file_counts(
                  'train', np.array([1, 1, 2]), np.array([1, 1, -1]), np.array([1, 2, 2]),
                  np.array([10, 3, 1]), np.array([1, 0, 0]), np.array([1, 0, 0]),
-                 np.zeros((3, 0)))),
+                 {})),
              audit_summary.QuarantinedTally('train', 'missing label'),
              audit_summary.ClassStatsTally('train', 1, 2, 0.5, 0.1),
              audit_summary.ClassStatsTally('train', 2, 1, 0.2, 0.0),
@@ -449,7 +452,7 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
       'files_read': [FileRead('train', 0, 'f', 2)],
       'tallies': [audit_summary.CountsTally('train', audit_summary.file_counts(
           'train', np.array([1]), np.array([1]), np.array([1]), np.array([10]),
-          np.array([1]), np.array([1]), np.zeros((1, 0))))],
+          np.array([1]), np.array([1]), {}))],
       'quarantined': [Quarantined('train', 'q', 'missing label', 'no value', b'raw', 0, 1)],
       'class_stats': [(('train', 1), (1, 0.3, 0.0))],
       'written': [beam_writers.FileWritten('train', 0, 1, 1, 0)],

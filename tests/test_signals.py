@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
+from benchmarks import baselines
 from components.vog import signals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,33 +184,75 @@ def test_suspicion_refuses_an_unknown_signal():
     signals.suspicion('audit_loss', np.zeros(3))
 
 
-def test_every_signal_needs_a_label_and_has_an_orientation():
-  assert set(signals.SIGNALS) <= set(signals.LABEL_SIGNALS)
-  assert signals.COMBINED in signals.LABEL_SIGNALS
-  assert set(signals.ORIENTATION) == set(signals.SIGNALS) | {signals.COMBINED}
-  assert all(name.startswith('audit_') for name in signals.LABEL_SIGNALS)
+def test_every_registered_signal_is_declared_once_with_a_field_and_an_orientation():
+  names = [s.name for s in signals.REGISTRY]
+  assert len(set(names)) == len(names) and names == list(signals.names())
+  assert signals.SIGNALS == signals.fields() == tuple('audit_' + n for n in names)
+  assert signals.ORIENTATION == {s.field: s.orientation for s in signals.REGISTRY}
+  assert set(signals.ORIENTATION.values()) <= {signals.HIGH, signals.LOW}
+  assert all(s.kind in signals.KINDS and s.description for s in signals.REGISTRY)
+  assert {signals.FINAL_LOSS, signals.MARGIN_LAST, signals.MARGIN_MEAN, signals.CONFIDENCE,
+          signals.VARIABILITY, signals.FORGETTING, signals.EL2N} <= set(signals.SIGNALS)
+  got = signals.compute_signals(LOGITS, TARGET)
+  assert list(got) == list(signals.SIGNALS)
+  assert all(got[s.field].dtype == s.dtype for s in signals.REGISTRY)
+  assert signals.by_name('confidence').field == signals.CONFIDENCE
+  assert signals.by_field(signals.CONFIDENCE).suspicious_when == 'low'
+  with pytest.raises(ValueError, match="'loss' is not known"):
+    signals.by_name('loss')
 
 
-def test_percentile_ranks_split_wide_and_within_class():
+def test_every_registered_signal_needs_a_label():
+  # Each compares the checkpoints with the target, so another target changes it: with
+  # label_mode='predicted' (the target being the model's own prediction) none is kept.
+  with_label = signals.compute_signals(LOGITS, TARGET)
+  with_another = signals.compute_signals(LOGITS, (TARGET + 1) % 3)
+  for s in signals.REGISTRY:
+    assert not np.array_equal(with_label[s.field], with_another[s.field]), s.name
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(name='Loss'), 'lowercase'),
+    (dict(orientation=0), 'orientation 0'),
+    (dict(kind='int'), "kind 'int'"),
+    (dict(description='two\nlines'), 'one-line description'),
+])
+def test_a_malformed_signal_is_refused(fields, message):
+  declared = dict(name='toy', orientation=signals.HIGH, kind=signals.FLOAT,
+                  compute=lambda d: -d.log_p_target[0], description='loss at the start')
+  with pytest.raises(ValueError, match=message):
+    signals.Signal(**dict(declared, **fields))
+
+
+def test_a_signal_must_give_one_value_per_example(monkeypatch):
+  wrong = signals.Signal('toy', signals.HIGH, signals.FLOAT, lambda d: d.margin,
+                         'the margin at every checkpoint')
+  monkeypatch.setattr(signals, 'REGISTRY', signals.REGISTRY + (wrong,))
+  with pytest.raises(ValueError, match=r"'toy' computed shape \(3, 4\)"):
+    signals.compute_signals(LOGITS, TARGET)
+
+
+def test_the_benchmarks_percentile_ranks_split_wide_and_within_class():
   values = np.array([5.0, 1.0, 3.0, 3.0, 10.0, 0.0])
   classes = np.array([0, 0, 0, 1, 1, 1])
-  _close(signals.percentile_ranks(values), 100 * np.array([5, 2, 4, 4, 6, 1]) / 6)
-  _close(signals.percentile_ranks(values, classes), 100 * np.array([3, 1, 2, 2, 3, 1]) / 3)
+  _close(baselines.percentile_ranks(values), 100 * np.array([5, 2, 4, 4, 6, 1]) / 6)
+  _close(baselines.percentile_ranks(values, classes),
+         100 * np.array([3, 1, 2, 2, 3, 1]) / 3)
   with pytest.raises(ValueError, match='one length'):
-    signals.percentile_ranks(values, classes[:4])
+    baselines.percentile_ranks(values, classes[:4])
 
 
-def test_combined_is_the_mean_percentile_of_its_signals():
+def test_the_benchmarks_combined_is_the_mean_percentile_of_its_signals():
   values = signals.compute_signals(LOGITS, TARGET)
-  names = signals.COMBINED_SIGNALS
+  names = baselines.COMBINED_SIGNALS
   want = np.zeros(4)
   for name in names:
     suspicion = signals.suspicion(name, values[name])
     want += [100.0 * sum(s <= x for s in suspicion) / 4 for x in suspicion]
-  _close(signals.combined_suspicion(values), want / len(names))
+  _close(baselines.combined_suspicion(values), want / len(names))
   with pytest.raises(ValueError, match='missing'):
-    signals.combined_suspicion({signals.MARGIN_MEAN: values[signals.MARGIN_MEAN]},
-                               names=(signals.MARGIN_MEAN, signals.CONFIDENCE))
+    baselines.combined_suspicion({signals.MARGIN_MEAN: values[signals.MARGIN_MEAN]},
+                                 names=(signals.MARGIN_MEAN, signals.CONFIDENCE))
 
 
 def test_importing_the_signals_does_not_import_tensorflow():

@@ -8,12 +8,14 @@ Its accumulator is bounded by splits x classes x deciles, never by the examples.
 `check_conservation` refuses a summary in which an example was lost or counted twice.
 """
 
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import apache_beam as beam
 import numpy as np
 
 from components.vog import report_format as fmt
+from components.vog import signals as signals_lib
 
 WRITTEN = 'written'
 WRITTEN_FLAGGED = 'written_flagged'
@@ -91,19 +93,28 @@ Tally = Union[FileTally, CountsTally, QuarantinedTally, ClassStatsTally, Written
 
 def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
                 predicted: np.ndarray, decile: np.ndarray, flagged: np.ndarray,
-                raw_hard: np.ndarray, signals: np.ndarray) -> Dict[tuple, Any]:
+                raw_hard: np.ndarray, signals: Mapping[str, np.ndarray]
+                ) -> Dict[tuple, Any]:
   """What the scored examples of one input file add to the summary, as counts by key
   (the keys AuditSummaryFn reads), computed on the file's columns at once.
 
   `label` is -1 where there is none; `raw_hard` 1 where the ranked value is above the
-  hard cut among the split's (the drift's per-class hard share); `signals` [n, S], S
-  being 0 without them (their per-class sums give the class means).
+  hard cut among the split's (the drift's per-class hard share); `signals` the
+  label-error signals by field name (score_batch.signal_columns), {} without them: their
+  per-class sums give the class means.
   """
   counts: Dict[tuple, Any] = {(fmt.SCORED, split): int(len(target_class))}
   flagged = np.asarray(flagged).astype(bool)
   labelled = np.asarray(label) >= 0
   errors = labelled & (np.asarray(predicted) != np.asarray(label))
   decile = np.asarray(decile, dtype=np.int64)
+  if not isinstance(signals, Mapping):
+    raise TypeError(f'signals is a {type(signals).__name__}; give the columns by field name '
+                    '(score_batch.signal_columns)')
+  fields = list(signals)
+  # One [n, S] float64 table, so that each class sums every signal at once.
+  table = (np.stack([np.asarray(signals[f], dtype=np.float64) for f in fields], axis=1)
+           if fields else np.zeros((len(target_class), 0)))
 
   def put(key, n):
     if n:
@@ -122,9 +133,8 @@ def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
     put(('class_flagged', split, c), int(flagged[members].sum()))
     put(('class_labelled', split, c), int(labelled[members].sum()))
     put(('class_errors', split, c), int(errors[members].sum()))
-    sums = np.asarray(signals, dtype=np.float64)[members].sum(axis=0)
-    for j, value in enumerate(sums.tolist()):
-      counts[('class_signal', split, c, j)] = value
+    for field, value in zip(fields, table[members].sum(axis=0).tolist()):
+      counts[('class_signal', split, c, field)] = value
   return counts
 
 
@@ -207,9 +217,9 @@ class AuditSummaryFn(beam.CombineFn):
           'vog_raw_std': std, 'error_rate': errors / labelled if labelled else None,
           'hard': counts.get(('class_hard', split, cls), 0),
           'signal_means': {
-              name: counts[('class_signal', split, cls, j)] / count
-              for j, name in enumerate(fmt.SIGNAL_FIELDS)
-              if count and ('class_signal', split, cls, j) in counts} or None,
+              field: counts[('class_signal', split, cls, field)] / count
+              for field in signals_lib.fields()
+              if count and ('class_signal', split, cls, field) in counts} or None,
           'decile_counts': [counts.get(('class_decile', split, cls, d), 0)
                             for d in range(1, 11)]})
     by_decile = []

@@ -140,10 +140,6 @@ ClassKey = Tuple[str, int]
 ClassStats = Tuple[int, float, float]  # count, mean, population std
 
 VOG = fmt.VOG
-# What `rank_by` may name besides VoG: each signal by its field name less `audit_`.
-SIGNAL_NAMES = fmt.SIGNAL_NAMES
-# What a flagged example's `agreeing` may list: each signal, and VoG (vog_raw).
-AGREEMENT_NAMES = fmt.AGREEMENT_NAMES
 
 
 class BatchPartials(NamedTuple):
@@ -473,7 +469,7 @@ class ParseAndScore(beam.PTransform):
 
   `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
   `parser_factory()` an ExampleParser; both run inside the workers. `rank_by` is VOG
-  or one of SIGNAL_NAMES (VogSettings.ranked_by); `inspection_budget` and `two_sided`
+  or one of fmt.SIGNAL_NAMES (VogSettings.ranked_by); `inspection_budget` and `two_sided`
   (abs-class normalisation) say how many candidates for review each batch keeps.
   """
 

@@ -51,6 +51,7 @@ from components.vog import record_files
 from components.vog import report_format as fmt
 from components.vog import score_batch
 from components.vog import score_table
+from components.vog import signals as signals_lib
 from components.vog.beam_audit import FileRead, Tagged, WorkUnit, read_unit, split_by_tag
 from components.vog.examples_io import Quarantined
 from components.vog.score_batch import ScoredBatch
@@ -156,8 +157,9 @@ def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray],
 
 def _empty_columns(with_signals: bool) -> Dict[str, Any]:
   """The score table columns of a file without scored examples: no rows."""
-  empty = score_batch.ScoredBatch('', 0, [], [], [], [], [], [], [],
-                                  np.zeros((0, len(fmt.SIGNAL_FIELDS) if with_signals else 0)))
+  empty = score_batch.ScoredBatch(
+      '', 0, [], [], [], [], [], [], [],
+      np.zeros((0, len(signals_lib.REGISTRY) if with_signals else 0)))
   nothing = {k: np.zeros(0) for k in ('vog_score', 'vog_percentile', 'vog_decile', 'bucket',
                                       'vog_flagged', 'review_rank', 'rank_value')}
   return _score_table_columns(empty, nothing)
@@ -170,10 +172,10 @@ def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
   if not len(rows):
     return {}
   tops = score_batch.top_sigma_rows(batch.top_sigma, rows)
+  columns = score_batch.signal_columns(batch)  # by field; counts are integers
   out = {}
   for i, top in zip(rows.tolist(), tops):
-    signals = ({name: (int(v) if name in fmt.INT_SIGNALS else float(v))
-                for name, v in zip(fmt.SIGNAL_FIELDS, batch.signals[i].tolist())}
+    signals = ({field: column[i].item() for field, column in columns.items()}
                if batch.has_signals else None)
     out[int(batch.record_index[i])] = fmt.FlaggedRow(
         rank=int(placed['review_rank'][i]), example_id=batch.example_id[i],
@@ -305,7 +307,8 @@ class _WriteUnit(beam.DoFn):
         yield 'agreement', counts
       yield 'tally', audit_summary.CountsTally(split, audit_summary.file_counts(
           split, batch.target_class, batch.label, batch.predicted_class,
-          placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'], batch.signals))
+          placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'],
+          score_batch.signal_columns(batch)))
       if out.write_history:
         lines = history_lines(batch, placed)
         shard = out.history_shard_of[(split, unit_index)]

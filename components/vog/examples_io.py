@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.vog import report_format as fmt
+from components.vog import signals
 
 InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
 
@@ -449,8 +450,8 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
     columns: one batch of n examples, as 1-D columns of length n by field name: every
       report_format.FLOAT_FIELDS (floats), INT_FIELDS (integers or bools) and
       BYTES_FIELDS (vog_bucket, as int codes into report_format.BUCKETS); with
-      `with_signals`, every SIGNAL_FIELDS too (floats; INT_SIGNALS integers). Other
-      keys are ignored.
+      `with_signals`, the field of every signal of signals.REGISTRY too (floats;
+      counts as integers). Other keys are ignored.
     example_id_key: the feature that holds an example's id.
     example_ids: None when every example carries its id already; else one entry per
       example: None when it carries its id, or the id (str, or bytes) to add to it as
@@ -467,10 +468,10 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
       non-integers or values outside int64, a bucket code is outside BUCKETS, or
       `example_ids` is not of length n.
   """
-  float_keys = fmt.FLOAT_FIELDS + (tuple(k for k in fmt.SIGNAL_FIELDS
-                                         if k not in fmt.INT_SIGNALS)
-                                   if with_signals else ())
-  int_keys = fmt.INT_FIELDS + (tuple(fmt.INT_SIGNALS) if with_signals else ())
+  registry = signals.REGISTRY if with_signals else ()
+  float_keys = fmt.FLOAT_FIELDS + tuple(s.field for s in registry
+                                        if s.kind != signals.COUNT)
+  int_keys = fmt.INT_FIELDS + tuple(s.field for s in registry if s.kind == signals.COUNT)
   (bucket_key,) = fmt.BYTES_FIELDS
   needed = float_keys + int_keys + (bucket_key,)
   missing = [k for k in needed if k not in columns]

@@ -42,6 +42,8 @@ import os
 import re
 from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
+from components.vog import signals as signals_lib
+
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 RANKED_BY_MIN_VERSION = 4  # reports before it were all ranked by VoG
@@ -97,15 +99,13 @@ VOG_DECILE = 'vog_decile'
 VOG_BUCKET = 'vog_bucket'
 VOG_FLAGGED = 'vog_flagged'
 VOG_TARGET_CLASS = 'vog_target_class'
-# The label-error signals (components/vog/signals.py) every scored example carries too
-# in label_mode='label'; audit_forgetting is a count, the rest are floats.
-SIGNAL_FIELDS = ('audit_final_loss', 'audit_margin_last', 'audit_margin_mean',
-                 'audit_confidence', 'audit_variability', 'audit_forgetting', 'audit_el2n')
-INT_SIGNALS = ('audit_forgetting',)
-# The names `rank_by` and a flagged row's `agreeing` use: each signal less `audit_`, and VoG.
+# The label-error signals every scored example carries too in label_mode='label' are
+# those of signals.REGISTRY, in its order. Read from it each time (see __getattr__ below):
+#   SIGNAL_FIELDS    every signal's field (`audit_<name>`);
+#   INT_SIGNALS      the fields of the counts (the others are floats);
+#   SIGNAL_NAMES     every signal's short name: what `rank_by` may name besides VoG;
+#   AGREEMENT_NAMES  SIGNAL_NAMES and VOG: what a flagged row's `agreeing` may list.
 VOG = 'vog'
-SIGNAL_NAMES = tuple(name[len('audit_'):] for name in SIGNAL_FIELDS)
-AGREEMENT_NAMES = SIGNAL_NAMES + (VOG,)
 # summary.json: what ranked the examples (one of AGREEMENT_NAMES; `vog` before version 4).
 RANKED_BY = 'ranked_by'
 FLOAT_FIELDS = (VOG_SCORE, VOG_RAW, VOG_PERCENTILE)
@@ -121,6 +121,37 @@ _SHARD_NAME = re.compile(re.escape(QUARANTINE_PREFIX) + r'-(\d+)-of-(\d+)'
                          + re.escape(QUARANTINE_SUFFIX) + '$')
 _HISTORY_NAME = re.compile(re.escape(HISTORY_PREFIX) + r'-(\d+)-of-(\d+)'
                            + re.escape(HISTORY_SUFFIX) + '$')
+
+
+def _signal_fields() -> Tuple[str, ...]:
+  """SIGNAL_FIELDS: the field of every registered signal, in registry order."""
+  return signals_lib.fields()
+
+
+def _int_signals() -> Tuple[str, ...]:
+  """INT_SIGNALS: the fields of the registered counts, in registry order."""
+  return tuple(s.field for s in signals_lib.REGISTRY if s.kind == signals_lib.COUNT)
+
+
+def _signal_names() -> Tuple[str, ...]:
+  """SIGNAL_NAMES: the short name of every registered signal, in registry order."""
+  return signals_lib.names()
+
+
+def _agreement_names() -> Tuple[str, ...]:
+  """AGREEMENT_NAMES: every signal's short name, then VOG."""
+  return _signal_names() + (VOG,)
+
+
+_DERIVED = {'SIGNAL_FIELDS': _signal_fields, 'INT_SIGNALS': _int_signals,
+            'SIGNAL_NAMES': _signal_names, 'AGREEMENT_NAMES': _agreement_names}
+
+
+def __getattr__(name: str):
+  # The names derived from signals.REGISTRY, computed when read.
+  if name in _DERIVED:
+    return _DERIVED[name]()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class ReportFormatError(ValueError):
@@ -276,10 +307,11 @@ def _signal_map(obj: Mapping[str, Any], key: str, where: str) -> Optional[Dict[s
   if raw is None:
     return None
   _check(raw, _OBJ, where, repr(key))
-  unknown = sorted(k for k in raw if k not in SIGNAL_FIELDS)
+  known = _signal_fields()
+  unknown = sorted(k for k in raw if k not in known)
   if unknown:
     _fail(where, f'has {key!r} naming unknown signal(s) {unknown[:3]}; known: '
-                 f'{", ".join(SIGNAL_FIELDS)}')
+                 f'{", ".join(known)}')
   return {k: _check(v, _NUM, where, f'{key}[{k!r}]') for k, v in raw.items()}
 
 
@@ -629,10 +661,11 @@ def _agreeing(obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, ...]]:
     return None
   names = tuple(_check(n, _STR, where, 'an agreeing name')
                 for n in _check(raw, _LIST, where, "'agreeing'"))
-  unknown = sorted(set(names) - set(AGREEMENT_NAMES))
+  known = _agreement_names()
+  unknown = sorted(set(names) - set(known))
   if unknown or len(set(names)) != len(names):
     _fail(where, f"has 'agreeing' {list(names)[:9]}; expected distinct names among "
-                 f'{", ".join(AGREEMENT_NAMES)}')
+                 f'{", ".join(known)}')
   return names
 
 
@@ -749,8 +782,9 @@ def _ranked_by(raw: Mapping[str, Any], version: int, where: str) -> str:
   if version < RANKED_BY_MIN_VERSION:
     return VOG
   name = _field(raw, RANKED_BY, _STR, where)
-  if name not in AGREEMENT_NAMES:
-    _fail(where, f'has {RANKED_BY!r} {name!r}; expected one of {", ".join(AGREEMENT_NAMES)}')
+  known = _agreement_names()
+  if name not in known:
+    _fail(where, f'has {RANKED_BY!r} {name!r}; expected one of {", ".join(known)}')
   return name
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from components.vog import report_format
+from components.vog import signals as signals_lib
 
 THUMBNAIL_PX = 64  # small digits (8x8) are upscaled by whole pixels to about this size
 MAX_THUMBNAIL_PX = 128  # larger images are shrunk to fit, so 200 previews keep the page light
@@ -118,11 +119,13 @@ def _mismatch(label: Any, predicted: Any) -> bool:
 
 
 def _ranked_value(row: Mapping[str, Any], ranked_by: str) -> str:
-  """The flagged row's value of what ranked it: its signal, or vog_score for VoG."""
+  """The flagged row's value of what ranked it: its signal's field (signals.REGISTRY), or
+  vog_score for VoG."""
   if ranked_by == report_format.VOG:
     return _fmt(row.get(report_format.VOG_SCORE), '.3f')
   signals = row.get('signals')
-  value = signals.get('audit_' + ranked_by) if isinstance(signals, Mapping) else None
+  value = (signals.get(signals_lib.by_name(ranked_by).field)
+           if isinstance(signals, Mapping) else None)
   return _fmt(value, '.3g')
 
 
@@ -135,27 +138,30 @@ def _top_sigma(row: Mapping[str, Any]) -> List[Tuple[str, str]]:
           if isinstance(p, (list, tuple)) and len(p) == 2]
 
 
-def _agreeing(row: Mapping[str, Any]) -> Optional[List[str]]:
+def _agreeing(row: Mapping[str, Any], known: Sequence[str]) -> Optional[List[str]]:
+  """The row's `agreeing` names among `known`; None when it has none."""
   names = row.get('agreeing')
   if not isinstance(names, (list, tuple)):
     return None
-  return [str(n) for n in names if str(n) in report_format.AGREEMENT_NAMES]
+  return [str(n) for n in names if str(n) in known]
 
 
-def _agreement_rows(flagged: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-  """How many flagged examples each signal agrees on, most first."""
-  lists = [a for a in (_agreeing(r) for r in flagged) if a is not None]
+def _agreement_rows(flagged: Sequence[Mapping[str, Any]], known: Sequence[str]
+                    ) -> List[Dict[str, Any]]:
+  """How many flagged examples each of `known` (every signal, then VoG) agrees on, most
+  first."""
+  lists = [a for a in (_agreeing(r, known) for r in flagged) if a is not None]
   if not lists:
     return []
-  counts = [(name, sum(name in a for a in lists)) for name in report_format.AGREEMENT_NAMES]
+  counts = [(name, sum(name in a for a in lists)) for name in known]
   counts.sort(key=lambda kv: -kv[1])
   return [{'name': name, 'count': _fmt(n), 'share': _pct(n / len(lists)),
            'width': _bar_width(n, len(lists))} for name, n in counts]
 
 
 def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
-                  previews: Sequence[ExamplePreview],
-                  ranked_by: str = report_format.VOG) -> List[Dict[str, Any]]:
+                  previews: Sequence[ExamplePreview], ranked_by: str,
+                  known: Sequence[str]) -> List[Dict[str, Any]]:
   by_rank = {p.rank: p for p in previews}
   rows = []
   for row in flagged:
@@ -180,7 +186,7 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'features': sorted(preview.features.items()) if preview and image_uri is None else [],
         'drift': _drift_status(row),
         'ranked': _ranked_value(row, ranked_by),
-        'agreeing': _agreeing(row),
+        'agreeing': _agreeing(row, known),
         'moved': _top_sigma(row),
     })
   return rows
@@ -414,8 +420,10 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       seen == scored + quarantined)
   splits = summary.get('splits')
   baseline = summary.get('baseline')
+  # What `agreeing` may name: every signal of signals.REGISTRY by its short name, then VoG.
+  known = report_format.AGREEMENT_NAMES
   ranked_by = summary.get(report_format.RANKED_BY)
-  if ranked_by not in report_format.AGREEMENT_NAMES:
+  if ranked_by not in known:
     ranked_by = report_format.VOG  # reports before format_version 4 were ranked by VoG
   context = {
       'created_at': _fmt(summary.get('created_at')),
@@ -430,10 +438,10 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'splits': None if not isinstance(splits, Mapping) else [
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],
-      'flagged': _flagged_rows(flagged, previews, ranked_by),
+      'flagged': _flagged_rows(flagged, previews, ranked_by, known),
       'ranked_by': ranked_by,
-      'agreement': _agreement_rows(flagged),
-      'agreement_total': len(report_format.AGREEMENT_NAMES),
+      'agreement': _agreement_rows(flagged, known),
+      'agreement_total': len(known),
       'drift_column': any(r.get('drift_status') is not None for r in flagged),
       'moved_column': any(r.get('top_sigma') for r in flagged),
       'per_class': _per_class_rows(summary['per_class']) if summary.get('per_class') else None,
@@ -518,105 +526,223 @@ header h1{margin:0;font-size:22px}header p{margin:4px 0 0;color:#c9d3e6}
 .card b{display:block;font-size:26px}.card span{color:#5a6478;text-transform:uppercase;font-size:12px}
 .card.flagged b{color:#b00020}.card.quarantined b{color:#a15c00}
 section{background:#fff;border-radius:8px;padding:12px 18px;margin:14px 0;box-shadow:0 1px 3px #0002}
-h2{font-size:17px;margin:4px 0 10px}.grid{display:flex;gap:14px;flex-wrap:wrap}.grid section{flex:1;min-width:300px;margin:0}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e3e7ee;vertical-align:middle}
+h2{font-size:17px;margin:4px 0 10px}.grid{display:flex;gap:14px;flex-wrap:wrap}\
+.grid section{flex:1;min-width:300px;margin:0}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;\
+border-bottom:1px solid #e3e7ee;vertical-align:middle}
 th{background:#eef1f6;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.mismatch{background:#fde8eb}tr.mismatch td.label,tr.mismatch td.pred{color:#b00020;font-weight:700}
-.badge{display:inline-block;background:#b00020;color:#fff;border-radius:4px;padding:0 5px;font-size:11px;margin-left:4px}
+.badge{display:inline-block;background:#b00020;color:#fff;border-radius:4px;padding:0 5px;\
+font-size:11px;margin-left:4px}
 .warn{background:#fff4d6;border-left:4px solid #a15c00;padding:8px 12px}
 img.thumb{image-rendering:pixelated;image-rendering:crisp-edges;border:1px solid #ccd;background:#000;display:block}
 .id{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 table.features td{border:0;padding:0 6px 0 0;font-size:12px}
-.bar{display:inline-block;vertical-align:middle;background:#e3e7ee;height:12px;width:80px;margin-right:6px;border-radius:2px}td.rate{white-space:nowrap}.bar div{background:#3d6fd1;height:12px;border-radius:2px}
+.bar{display:inline-block;vertical-align:middle;background:#e3e7ee;height:12px;width:80px;\
+margin-right:6px;border-radius:2px}td.rate{white-space:nowrap}\
+.bar div{background:#3d6fd1;height:12px;border-radius:2px}
 .na{color:#7a8294}
 .drift-cards .card{flex:1;min-width:150px}.drift-cards .card small{display:block;color:#5a6478;font-size:12px}
 .drift-cards .card b{font-size:22px}
-.up{color:#b00020;font-weight:600}.psi-stable{color:#1b7a3a}.psi-moderate{color:#a15c00;font-weight:600}.psi-large{color:#b00020;font-weight:700}
+.up{color:#b00020;font-weight:600}.psi-stable{color:#1b7a3a}\
+.psi-moderate{color:#a15c00;font-weight:600}.psi-large{color:#b00020;font-weight:700}
 .status{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;white-space:nowrap}
-.status.newly_flagged{background:#fde8eb;color:#b00020}.status.still_flagged{background:#fff4d6;color:#7a4500}.status.new_data,.status.other{background:#e6effc;color:#1d4fa8}
+.status.newly_flagged{background:#fde8eb;color:#b00020}\
+.status.still_flagged{background:#fff4d6;color:#7a4500}\
+.status.new_data,.status.other{background:#e6effc;color:#1d4fa8}
 figure.chart{margin:6px 0;overflow-x:auto}figure.chart figcaption{color:#5a6478;font-size:12px}
-p.note{color:#5a6478;font-size:12px;margin:6px 0}.chip{display:inline-block;border-radius:8px;padding:0 6px;margin:1px;font-size:11px;background:#e6effc;color:#1d4fa8}td.agreeing{min-width:160px}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
+p.note{color:#5a6478;font-size:12px;margin:6px 0}.chip{display:inline-block;border-radius:8px;\
+padding:0 6px;margin:1px;font-size:11px;background:#e6effc;color:#1d4fa8}\
+td.agreeing{min-width:160px}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
 </style></head><body>
-<header><h1>Variance of Gradients audit</h1><p>created {{ created_at }} &middot; {{ flagged_share }} of scored examples flagged for review</p></header>
+<header><h1>Variance of Gradients audit</h1><p>created {{ created_at }} &middot; \
+{{ flagged_share }} of scored examples flagged for review</p></header>
 <main>
 <section id="drift"><h2>Since the last shipped model</h2>
-{% if drift.state == 'none' %}<p class="drift-none">No baseline yet: no model has shipped since auditing began, so there is nothing to compare with.</p>
+{% if drift.state == 'none' %}<p class="drift-none">\
+No baseline yet: no model has shipped since auditing began, so there is nothing to compare with.</p>
 {% elif drift.state == 'unreadable' %}<p class="warn">Drift cannot be shown: {{ drift.reason }}</p>
 {% elif drift.state == 'unavailable' %}<p class="warn drift-unavailable">Drift unavailable: {{ drift.reason }}</p>
-<p class="note">Baseline (the audit of the last model that shipped): <span class="id">{{ drift.baseline.uri }}</span></p>
+<p class="note">Baseline (the audit of the last model that shipped): <span class="id">\
+{{ drift.baseline.uri }}</span></p>
 {% else %}
-<p class="note">Against the audit of the last model that shipped: <span class="id">{{ drift.baseline.uri }}</span>{% if drift.baseline.created_at %}, audited {{ drift.baseline.created_at }}{% endif %}. Shares are of scored examples; changes are now minus then, in percentage points (pts).</p>
+<p class="note">Against the audit of the last model that shipped: <span class="id">\
+{{ drift.baseline.uri }}</span>{% if drift.baseline.created_at %}\
+, audited {{ drift.baseline.created_at }}{% endif %}\
+. Shares are of scored examples; changes are now minus then, in percentage points (pts).</p>
 <div class="cards drift-cards">
-<div class="card"><b>{{ drift.flagged_now }}</b><span>flagged now</span><small>was {{ drift.flagged_then }}; {{ drift.flagged_change }}</small></div>
-<div class="card"><b>{{ drift.newly_flagged }}</b><span>newly flagged</span><small>in the last shipped model's data, not flagged then</small></div>
-<div class="card"><b>{{ drift.still_flagged }}</b><span>still flagged</span><small>{% if drift.longest_streak >= 2 %}flagged then too; the longest for {{ drift.longest_streak }} audits in a row{% else %}flagged then too{% endif %}</small></div>
-<div class="card"><b>{{ drift.new_data_share }}</b><span>of flagged are new data</span><small>{{ drift.new_data }} of {{ drift.flagged_total }} flagged were not in the last shipped model's data</small></div>
-<div class="card"><b>{% if drift.top_class %}class {{ drift.top_class.class }} ({{ drift.top_class.split }}){% else %}none{% endif %}</b><span>largest hard-share rise</span><small>{% if drift.top_class %}hard share {{ drift.top_class.then }} &rarr; {{ drift.top_class.now }} ({{ drift.top_class.change }}){% else %}no class&#39;s hard share rose{% endif %}</small></div>
+<div class="card"><b>{{ drift.flagged_now }}</b><span>flagged now</span>\
+<small>was {{ drift.flagged_then }}; {{ drift.flagged_change }}</small></div>
+<div class="card"><b>{{ drift.newly_flagged }}</b><span>newly flagged</span>\
+<small>in the last shipped model's data, not flagged then</small></div>
+<div class="card"><b>{{ drift.still_flagged }}</b><span>still flagged</span>\
+<small>{% if drift.longest_streak >= 2 %}flagged then too; the longest for \
+{{ drift.longest_streak }} audits in a row{% else %}flagged then too{% endif %}</small></div>
+<div class="card"><b>{{ drift.new_data_share }}</b><span>of flagged are new data</span>\
+<small>{{ drift.new_data }} of {{ drift.flagged_total }} flagged were not in the last shipped \
+model's data</small></div>
+<div class="card"><b>{% if drift.top_class %}class {{ drift.top_class.class }} \
+({{ drift.top_class.split }}){% else %}none{% endif %}</b><span>largest hard-share rise</span>\
+<small>{% if drift.top_class %}hard share {{ drift.top_class.then }} &rarr; \
+{{ drift.top_class.now }} ({{ drift.top_class.change }}){% else %}no class&#39;s hard share rose\
+{% endif %}</small></div>
 </div>
-{% if drift.streaks %}<p class="note">Flagged in a row: {% for n, count in drift.streaks %}{{ count }} for {{ n }} audits{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
+{% if drift.streaks %}<p class="note">Flagged in a row: {% for n, count in drift.streaks %}\
+{{ count }} for {{ n }} audits{% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}
 {% set c = drift.chart %}{% if c %}<h2>Hard share by class, {{ c.split }} split</h2><figure class="chart">
-<svg class="hard-share" width="{{ c.width }}" height="{{ c.height }}" viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="Hard share by class in the {{ c.split }} split: the last shipped model&#39;s audit against now">
-<rect x="{{ c.legend_x }}" y="8" width="10" height="10" fill="#9aa5b8"/><text x="{{ c.legend_x + 14 }}" y="17" font-size="12">last shipped</text>
-<rect x="{{ c.legend_x + 110 }}" y="8" width="10" height="10" fill="#3d6fd1"/><text x="{{ c.legend_x + 124 }}" y="17" font-size="12">now</text>
-{% for t in c.ticks %}<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ t.y }}" y2="{{ t.y }}" stroke="#e3e7ee"/><text x="{{ c.left - 6 }}" y="{{ t.y + 4 }}" font-size="11" text-anchor="end">{{ t.text }}</text>
+<svg class="hard-share" width="{{ c.width }}" height="{{ c.height }}" \
+viewBox="0 0 {{ c.width }} {{ c.height }}" role="img" aria-label="Hard share by class in the \
+{{ c.split }} split: the last shipped model&#39;s audit against now">
+<rect x="{{ c.legend_x }}" y="8" width="10" height="10" fill="#9aa5b8"/>\
+<text x="{{ c.legend_x + 14 }}" y="17" font-size="12">last shipped</text>
+<rect x="{{ c.legend_x + 110 }}" y="8" width="10" height="10" fill="#3d6fd1"/>\
+<text x="{{ c.legend_x + 124 }}" y="17" font-size="12">now</text>
+{% for t in c.ticks %}<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ t.y }}" y2="{{ t.y }}" \
+stroke="#e3e7ee"/><text x="{{ c.left - 6 }}" y="{{ t.y + 4 }}" font-size="11" text-anchor="end">\
+{{ t.text }}</text>
 {% endfor %}
-{% for b in c.bars %}<rect class="hs-{{ b.when }}" x="{{ b.x }}" y="{{ b.y }}" width="{{ c.bar }}" height="{{ b.h }}" fill="{{ '#9aa5b8' if b.when == 'then' else '#3d6fd1' }}"><title>{{ b.title }}</title></rect>
+{% for b in c.bars %}<rect class="hs-{{ b.when }}" x="{{ b.x }}" y="{{ b.y }}" width="{{ c.bar }}" \
+height="{{ b.h }}" fill="{{ '#9aa5b8' if b.when == 'then' else '#3d6fd1' }}">\
+<title>{{ b.title }}</title></rect>
 {% endfor %}
-<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ c.base }}" y2="{{ c.base }}" stroke="#1d2330"/><line x1="{{ c.left }}" x2="{{ c.left }}" y1="{{ c.top }}" y2="{{ c.base }}" stroke="#1d2330"/>
-{% for l in c.labels %}<text x="{{ l.x }}" y="{{ c.base + 15 }}" font-size="11" text-anchor="middle">{{ l.text }}</text>
+<line x1="{{ c.left }}" x2="{{ c.right }}" y1="{{ c.base }}" y2="{{ c.base }}" stroke="#1d2330"/>\
+<line x1="{{ c.left }}" x2="{{ c.left }}" y1="{{ c.top }}" y2="{{ c.base }}" stroke="#1d2330"/>
+{% for l in c.labels %}<text x="{{ l.x }}" y="{{ c.base + 15 }}" font-size="11" \
+text-anchor="middle">{{ l.text }}</text>
 {% endfor %}
 <text x="{{ c.mid_x }}" y="{{ c.height - 6 }}" font-size="12" text-anchor="middle">class</text>
 <text transform="rotate(-90)" x="{{ -c.mid_y }}" y="14" font-size="12" text-anchor="middle">hard share</text>
-</svg><figcaption>Hard share: the share of a class&#39;s scored examples among the split&#39;s hardest (above the hard cut of {{ ranked_by }}{% if ranked_by == 'vog' %} raw VoG{% endif %} ranked across the split; class normalisation would leave every class about the same share).{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>{% endif %}
-<h2>Per split</h2><table class="drift-splits"><tr><th>split</th><th class="num">flagged then</th><th class="num">now</th><th class="num">change</th><th class="num">hard then</th><th class="num">now</th><th class="num">change</th><th class="num">newly flagged</th><th class="num">still flagged</th><th class="num">flagged new data</th><th class="num">no longer flagged</th></tr>
-{% for s in drift.splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.flagged_then }}</td><td class="num">{{ s.flagged_now }}</td><td class="num">{{ s.flagged_change }}</td><td class="num">{{ s.hard_then }}</td><td class="num">{{ s.hard_now }}</td><td class="num">{{ s.hard_change }}</td><td class="num">{{ s.newly }}</td><td class="num">{{ s.still }}</td><td class="num">{{ s.new_data }}</td><td class="num">{{ s.no_longer }}</td></tr>
+</svg><figcaption>Hard share: the share of a class&#39;s scored examples among the split&#39;s \
+hardest (above the hard cut of {{ ranked_by }}{% if ranked_by == 'vog' %} raw VoG{% endif %}\
+ ranked across the split; class normalisation would leave every class about the same share).\
+{% if c.splits > 1 %} The per-class table below lists every split.{% endif %}</figcaption></figure>\
+{% endif %}
+<h2>Per split</h2><table class="drift-splits"><tr><th>split</th><th class="num">flagged then</th>\
+<th class="num">now</th><th class="num">change</th><th class="num">hard then</th>\
+<th class="num">now</th><th class="num">change</th><th class="num">newly flagged</th>\
+<th class="num">still flagged</th><th class="num">flagged new data</th>\
+<th class="num">no longer flagged</th></tr>
+{% for s in drift.splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.flagged_then }}</td>\
+<td class="num">{{ s.flagged_now }}</td><td class="num">{{ s.flagged_change }}</td>\
+<td class="num">{{ s.hard_then }}</td><td class="num">{{ s.hard_now }}</td>\
+<td class="num">{{ s.hard_change }}</td><td class="num">{{ s.newly }}</td>\
+<td class="num">{{ s.still }}</td><td class="num">{{ s.new_data }}</td>\
+<td class="num">{{ s.no_longer }}</td></tr>
 {% endfor %}</table>
-<p class="note">Examples matched by example_id: {% for s in drift.splits %}{{ s.split }} {{ s.matched }} in both, {{ s.new }} new, {{ s.gone }} gone{% if not loop.last %}; {% endif %}{% endfor %}.</p>
-<details class="drift-classes"{% if drift.classes|length <= 30 %} open{% endif %}><summary><b>Per class ({{ drift.classes|length }} rows), largest hard-share rise first</b></summary>
-<table class="drift-classes"><tr><th>split</th><th>class</th><th class="num">examples then &rarr; now</th><th class="num">hard share then</th><th class="num">now</th><th class="num">change</th><th class="num">flagged share then</th><th class="num">now</th><th class="num">change</th><th class="num">shift (PSI)</th><th>reading</th></tr>
-{% for r in drift.classes %}<tr><td>{{ r.split }}</td><td>{{ r.class }}</td><td class="num">{{ r.count_then }} &rarr; {{ r.count_now }}</td><td class="num">{{ r.hard_then }}</td><td class="num">{{ r.hard_now }}</td><td class="num{% if r.rose %} up{% endif %}">{{ r.hard_change }}</td><td class="num">{{ r.flagged_then }}</td><td class="num">{{ r.flagged_now }}</td><td class="num">{{ r.flagged_change }}</td><td class="num">{{ r.psi }}</td><td class="psi-{{ r.reading if r.reading != 'n/a' else 'na' }}">{{ r.reading }}</td></tr>
+<p class="note">Examples matched by example_id: {% for s in drift.splits %}\
+{{ s.split }} {{ s.matched }} in both, {{ s.new }} new, {{ s.gone }} gone\
+{% if not loop.last %}; {% endif %}{% endfor %}.</p>
+<details class="drift-classes"{% if drift.classes|length <= 30 %} open{% endif %}><summary><b>\
+Per class ({{ drift.classes|length }} rows), largest hard-share rise first</b></summary>
+<table class="drift-classes"><tr><th>split</th><th>class</th>\
+<th class="num">examples then &rarr; now</th><th class="num">hard share then</th>\
+<th class="num">now</th><th class="num">change</th><th class="num">flagged share then</th>\
+<th class="num">now</th><th class="num">change</th><th class="num">shift (PSI)</th>\
+<th>reading</th></tr>
+{% for r in drift.classes %}<tr><td>{{ r.split }}</td><td>{{ r.class }}</td>\
+<td class="num">{{ r.count_then }} &rarr; {{ r.count_now }}</td>\
+<td class="num">{{ r.hard_then }}</td><td class="num">{{ r.hard_now }}</td>\
+<td class="num{% if r.rose %} up{% endif %}">{{ r.hard_change }}</td>\
+<td class="num">{{ r.flagged_then }}</td><td class="num">{{ r.flagged_now }}</td>\
+<td class="num">{{ r.flagged_change }}</td><td class="num">{{ r.psi }}</td>\
+<td class="psi-{{ r.reading if r.reading != 'n/a' else 'na' }}">{{ r.reading }}</td></tr>
 {% endfor %}</table>
-<p class="note">Shift (PSI): the population stability index of the class&#39;s vog_decile histogram now against then. Percentiles are ranks of what ranks the examples ({{ ranked_by }}), so they compare across models where raw values do not. Under {{ drift.psi_moderate }} reads as stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above {{ drift.psi_large }} as a large one.</p></details>
+<p class="note">Shift (PSI): the population stability index of the class&#39;s vog_decile \
+histogram now against then. Percentiles are ranks of what ranks the examples ({{ ranked_by }}), so \
+they compare across models where raw values do not. Under {{ drift.psi_moderate }} reads as \
+stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above \
+{{ drift.psi_large }} as a large one.</p></details>
 {% endif %}</section>
 <div class="cards">
 {% for name, value in headline %}<div class="card {{ name }}"><b>{{ value }}</b><span>{{ name }}</span></div>
 {% endfor %}</div>
-{% if not counts_add_up %}<p class="warn">Counts do not add up: seen is not scored + quarantined. Some examples are unaccounted for.</p>{% endif %}
+{% if not counts_add_up %}<p class="warn">Counts do not add up: seen is not scored + quarantined. \
+Some examples are unaccounted for.</p>{% endif %}
 <div class="grid">
-<section><h2>Settings</h2><table>{% for k, v in settings %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></section>
-<section><h2>Checkpoints used ({{ checkpoints|length }})</h2><table><tr><th class="num">epoch</th><th class="num">step</th><th>file</th></tr>
-{% for c in checkpoints %}<tr><td class="num">{{ c.epoch }}</td><td class="num">{{ c.step }}</td><td class="id">{{ c.file }}</td></tr>
+<section><h2>Settings</h2><table>\
+{% for k, v in settings %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}\
+</table></section>
+<section><h2>Checkpoints used ({{ checkpoints|length }})</h2><table><tr><th class="num">epoch</th>\
+<th class="num">step</th><th>file</th></tr>
+{% for c in checkpoints %}<tr><td class="num">{{ c.epoch }}</td><td class="num">{{ c.step }}</td>\
+<td class="id">{{ c.file }}</td></tr>
 {% endfor %}</table></section>
-<section><h2>Per split</h2>{% if splits %}<table><tr><th>split</th><th class="num">seen</th><th class="num">scored</th><th class="num">quarantined</th><th class="num">flagged</th></tr>
-{% for s in splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.seen }}</td><td class="num">{{ s.scored }}</td><td class="num">{{ s.quarantined }}</td><td class="num">{{ s.flagged }}</td></tr>
+<section><h2>Per split</h2>{% if splits %}<table><tr><th>split</th><th class="num">seen</th>\
+<th class="num">scored</th><th class="num">quarantined</th><th class="num">flagged</th></tr>
+{% for s in splits %}<tr><td>{{ s.split }}</td><td class="num">{{ s.seen }}</td>\
+<td class="num">{{ s.scored }}</td><td class="num">{{ s.quarantined }}</td>\
+<td class="num">{{ s.flagged }}</td></tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (not in this summary)</p>{% endif %}
-{% if baseline %}<h2>Baseline</h2><table>{% for k, v in baseline %}<tr><th>{{ k }}</th><td class="id">{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+{% if baseline %}<h2>Baseline</h2><table>{% for k, v in baseline %}<tr><th>{{ k }}</th>\
+<td class="id">{{ v }}</td></tr>{% endfor %}</table>{% endif %}
 </section></div>
 <section id="flagged"><h2>Flagged for review ({{ flagged|length }}, ranked by {{ ranked_by }}, most suspect first)</h2>
-{% if agreement %}<div class="agreement"><p class="note">Which signals agree: a signal agrees with a flag when its own rank across the split puts the example among the hardest (above the hard cut). Where the signals that find wrong labels (confidence, margin, el2n, loss, VoG) agree, the label is probably wrong; where only variability or forgetting agree, the example is more likely atypical but rightly labeled.</p>
+{% if agreement %}<div class="agreement"><p class="note">\
+Which signals agree: a signal agrees with a flag when its own rank across the split puts the \
+example among the hardest (above the hard cut). Where the signals that find wrong labels \
+(confidence, margin, el2n, loss, VoG) agree, the label is probably wrong; where only variability \
+or forgetting agree, the example is more likely atypical but rightly labeled.</p>
 <table class="agreement"><tr><th>signal</th><th class="num">agrees on</th><th>share of flagged</th></tr>
-{% for a in agreement %}<tr><td>{{ a.name }}{% if a.name == ranked_by %} (ranks){% endif %}</td><td class="num">{{ a.count }}</td><td class="rate"><div class="bar"><div style="width:{{ a.width }}%"></div></div>{{ a.share }}</td></tr>
+{% for a in agreement %}<tr><td>{{ a.name }}{% if a.name == ranked_by %} (ranks){% endif %}</td>\
+<td class="num">{{ a.count }}</td><td class="rate"><div class="bar"><div \
+style="width:{{ a.width }}%"></div></div>{{ a.share }}</td></tr>
 {% endfor %}</table></div>{% endif %}
-{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th><th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}<th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th><th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}<th>signals that agree</th>{% endif %}{% if moved_column %}<th>gradients moved most (sigma)</th>{% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
-{% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
-<td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" alt="example {{ r.example_id }}" width="64">{% elif r.features %}<table class="features">{% for k, v in r.features %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>{% endfor %}</table>{% else %}<span class="na">n/a</span>{% endif %}</td>
-<td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td><td class="pred">{{ r.predicted }}{% if r.mismatch %}<span class="badge">label &ne; predicted</span>{% endif %}</td>
-{% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td><td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}<td class="agreeing">{% if r.agreeing is not none %}<b>{{ r.agreeing|length }} of {{ agreement_total }}</b> {% for a in r.agreeing %}<span class="chip">{{ a }}</span>{% endfor %}{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}{% if moved_column %}<td class="moved">{% for name, value in r.moved %}<span class="chip">{{ name }} {{ value }}</span>{% endfor %}</td>{% endif %}{% if drift_column %}<td class="drift-status">{% if r.drift %}<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
+{% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th>\
+<th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}\
+<th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th>\
+<th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}\
+<th>signals that agree</th>{% endif %}{% if moved_column %}<th>gradients moved most (sigma)</th>\
+{% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
+{% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" \
+data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
+<td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" \
+alt="example {{ r.example_id }}" width="64">{% elif r.features %}\
+<table class="features">\
+{% for k, v in r.features %}<tr><td><b>{{ k }}</b></td><td>{{ v }}</td></tr>{% endfor %}\
+</table>{% else %}<span class="na">n/a</span>{% endif %}</td>
+<td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td>\
+<td class="pred">{{ r.predicted }}{% if r.mismatch %}\
+<span class="badge">label &ne; predicted</span>{% endif %}</td>
+{% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}\
+<td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td>\
+<td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}\
+<td class="agreeing">{% if r.agreeing is not none %}\
+<b>{{ r.agreeing|length }} of {{ agreement_total }}</b> {% for a in r.agreeing %}\
+<span class="chip">{{ a }}</span>{% endfor %}{% else %}<span class="na">n/a</span>{% endif %}</td>\
+{% endif %}{% if moved_column %}<td class="moved">{% for name, value in r.moved %}\
+<span class="chip">{{ name }} {{ value }}</span>{% endfor %}</td>{% endif %}{% if drift_column %}\
+<td class="drift-status">{% if r.drift %}\
+<span class="status {{ r.drift.kind }}">{{ r.drift.text }}</span>\
+{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}</tr>
 {% endfor %}</tbody></table>{% else %}<p class="na">No examples were flagged.</p>{% endif %}</section>
 <div class="grid">
-<section><h2>Per class, by flagged share</h2>{% if per_class %}<table><tr><th>split</th><th>class</th><th class="num">count</th><th class="num">flagged</th><th>flagged share</th><th class="num">vog_raw mean &plusmn; std</th><th class="num">error rate</th></tr>
-{% for c in per_class %}<tr><td>{{ c.split }}</td><td>{{ c.class }}</td><td class="num">{{ c.count }}</td><td class="num">{{ c.flagged }}</td><td class="rate"><div class="bar"><div style="width:{{ c.share_width }}%"></div></div>{{ c.share }}</td><td class="num rate">{{ c.raw }}</td><td class="num">{{ c.error_rate }}</td></tr>
+<section><h2>Per class, by flagged share</h2>{% if per_class %}<table><tr><th>split</th>\
+<th>class</th><th class="num">count</th><th class="num">flagged</th><th>flagged share</th>\
+<th class="num">vog_raw mean &plusmn; std</th><th class="num">error rate</th></tr>
+{% for c in per_class %}<tr><td>{{ c.split }}</td><td>{{ c.class }}</td>\
+<td class="num">{{ c.count }}</td><td class="num">{{ c.flagged }}</td>\
+<td class="rate"><div class="bar"><div style="width:{{ c.share_width }}%"></div></div>\
+{{ c.share }}</td><td class="num rate">{{ c.raw }}</td><td class="num">{{ c.error_rate }}</td></tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (not in this summary)</p>{% endif %}</section>
-<section><h2>Error rate by decile of {{ ranked_by }}</h2>{% if deciles %}<table><tr><th>split</th><th class="num">decile</th><th class="num">count</th><th class="num">errors</th><th>error rate (bars scaled to the highest)</th></tr>
-{% for d in deciles %}<tr><td>{{ d.split }}</td><td class="num">{{ d.decile }}</td><td class="num">{{ d.count }}</td><td class="num">{{ d.errors }}</td><td class="rate"><div class="bar"><div style="width:{{ d.width }}%"></div></div>{{ d.rate }}</td></tr>
+<section><h2>Error rate by decile of {{ ranked_by }}</h2>{% if deciles %}<table><tr><th>split</th>\
+<th class="num">decile</th><th class="num">count</th><th class="num">errors</th>\
+<th>error rate (bars scaled to the highest)</th></tr>
+{% for d in deciles %}<tr><td>{{ d.split }}</td><td class="num">{{ d.decile }}</td>\
+<td class="num">{{ d.count }}</td><td class="num">{{ d.errors }}</td>\
+<td class="rate"><div class="bar"><div style="width:{{ d.width }}%"></div></div>{{ d.rate }}</td>\
+</tr>
 {% endfor %}</table>{% else %}<p class="na">n/a (no labels or predictions in this audit)</p>{% endif %}</section>
 </div>
 <section id="quarantine"><h2>Quarantined examples (not scored)</h2>
 {% if quarantine_kinds %}<table><tr><th>split</th><th>kind</th><th class="num">count</th></tr>
 {% for q in quarantine_kinds %}<tr><td>{{ q.split }}</td><td>{{ q.kind }}</td><td class="num">{{ q.count }}</td></tr>
-{% endfor %}</table>{% elif quarantine_kinds is none %}<p class="na">Kinds: n/a (not in this summary)</p>{% else %}<p>Nothing was quarantined.</p>{% endif %}
-{% if quarantine_sample %}<h2>Sample ({{ quarantine_sample|length }})</h2><table><tr><th>split</th><th>id</th><th>kind</th><th>reason</th></tr>
-{% for q in quarantine_sample %}<tr><td>{{ q.split }}</td><td class="id">{{ q.example_id }}</td><td>{{ q.kind }}</td><td>{{ q.reason }}</td></tr>
+{% endfor %}</table>{% elif quarantine_kinds is none %}\
+<p class="na">Kinds: n/a (not in this summary)</p>{% else %}<p>Nothing was quarantined.</p>\
+{% endif %}
+{% if quarantine_sample %}<h2>Sample ({{ quarantine_sample|length }})</h2><table><tr><th>split</th>\
+<th>id</th><th>kind</th><th>reason</th></tr>
+{% for q in quarantine_sample %}<tr><td>{{ q.split }}</td><td class="id">{{ q.example_id }}</td>\
+<td>{{ q.kind }}</td><td>{{ q.reason }}</td></tr>
 {% endfor %}</table>{% endif %}</section>
 </main></body></html>
 ''')

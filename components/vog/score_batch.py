@@ -29,8 +29,9 @@ class ScoredBatch:
 
   Row i of every column belongs to the same example. `record_index` says where it
   was read (its position is its identity: copies of one record are different
-  examples); `label` is -1 where there is none; `signals` is [n, len(SIGNAL_FIELDS)]
-  float32 in fmt.SIGNAL_FIELDS order, [n, 0] in label_mode='predicted';
+  examples); `label` is -1 where there is none; `signals` is [n, S] float32, column j
+  the j-th signal of signals.REGISTRY (`signal_columns` names them), [n, 0] in
+  label_mode='predicted';
   `top_sigma` is None for a model with one gradient source, else (names, index [n, T]
   int8 into names, -1 for none, value [n, T] float32), largest first.
   """
@@ -178,30 +179,43 @@ def concat(batches: Sequence[ScoredBatch]) -> ScoredBatch:
   return joined.take(np.argsort(joined.record_index, kind='stable'))
 
 
-def signal_columns(batch: ScoredBatch) -> Dict[str, np.ndarray]:
-  """{field name: column} of the batch's signals, counts (INT_SIGNALS) as int64; {}
-  without signals."""
+def _registered_columns(batch: ScoredBatch
+                        ) -> List[Tuple[signals_lib.Signal, np.ndarray]]:
+  """(signal, float32 column) of each of the batch's signals: column j of `signals` is
+  the j-th entry of signals.REGISTRY (`signal_matrix` puts it there). [] without
+  signals."""
   if not batch.has_signals:
-    return {}
-  return {name: (batch.signals[:, j].astype(np.int64) if name in fmt.INT_SIGNALS
-                 else np.ascontiguousarray(batch.signals[:, j]))
-          for j, name in enumerate(fmt.SIGNAL_FIELDS)}
+    return []
+  registry = signals_lib.REGISTRY
+  if batch.signals.shape[1] != len(registry):
+    raise ValueError(f'the batch holds {batch.signals.shape[1]} signal columns; '
+                     f'{len(registry)} signals are registered')
+  return [(s, batch.signals[:, j]) for j, s in enumerate(registry)]
+
+
+def signal_columns(batch: ScoredBatch) -> Dict[str, np.ndarray]:
+  """{field name: column} of the batch's signals in registry order, counts as int64;
+  {} without signals."""
+  return {s.field: (column.astype(np.int64) if s.kind == signals_lib.COUNT
+                    else np.ascontiguousarray(column))
+          for s, column in _registered_columns(batch)}
 
 
 def suspicions(batch: ScoredBatch) -> Dict[str, np.ndarray]:
   """{name: float64 [n]} for fmt.AGREEMENT_NAMES, higher = more likely mislabeled:
-  each signal oriented by signals.ORIENTATION, and VoG (vog_raw); {} without signals."""
+  each signal by its short name, oriented as the registry says, and VoG (vog_raw); {}
+  without signals."""
   if not batch.has_signals:
     return {}
-  out = {short: signals_lib.ORIENTATION[field] * batch.signals[:, j].astype(np.float64)
-         for j, (short, field) in enumerate(zip(fmt.SIGNAL_NAMES, fmt.SIGNAL_FIELDS))}
+  out = {s.name: s.orientation * column.astype(np.float64)
+         for s, column in _registered_columns(batch)}
   out[fmt.VOG] = batch.vog_raw.astype(np.float64)
   return out
 
 
 def suspicion_matrix(batch: ScoredBatch) -> np.ndarray:
-  """`suspicions` as one float64 [n, len(AGREEMENT_NAMES)] array; [n, 0] without
-  signals."""
+  """`suspicions` as one float64 [n, len(AGREEMENT_NAMES)] array, columns in
+  AGREEMENT_NAMES order; [n, 0] without signals."""
   found = suspicions(batch)
   if not found:
     return np.zeros((len(batch), 0))
@@ -215,24 +229,24 @@ def rank_values(batch: ScoredBatch, rank_by: str) -> np.ndarray:
   if not batch.has_signals:
     raise ValueError(f'rank_by={rank_by!r} needs the label-error signals, which are left '
                      "out with label_mode='predicted'; use rank_by='vog'")
-  if rank_by not in fmt.SIGNAL_NAMES:
-    raise ValueError(f'rank_by={rank_by!r} is not one of {fmt.AGREEMENT_NAMES}')
-  j = fmt.SIGNAL_NAMES.index(rank_by)
-  return (signals_lib.ORIENTATION[fmt.SIGNAL_FIELDS[j]] *
-          batch.signals[:, j].astype(np.float64))
+  for s, column in _registered_columns(batch):
+    if s.name == rank_by:
+      return s.orientation * column.astype(np.float64)
+  raise ValueError(f'rank_by={rank_by!r} is not one of {fmt.AGREEMENT_NAMES}')
 
 
 def signal_matrix(logits: np.ndarray, target_class: np.ndarray) -> np.ndarray:
-  """[N, len(SIGNAL_FIELDS)] float32 signals of a batch from every checkpoint's logits
-  ([K, N, C]); a row of NaN where an example's logits are not finite, so that it is
-  quarantined rather than the batch failing."""
+  """[N, S] float32 signals of a batch from every checkpoint's logits ([K, N, C]),
+  column j the j-th signal of signals.REGISTRY; a row of NaN where an example's logits
+  are not finite, so that it is quarantined rather than the batch failing."""
+  registry = signals_lib.REGISTRY
   n = logits.shape[1]
-  out = np.full((n, len(fmt.SIGNAL_FIELDS)), np.nan, dtype=np.float32)
+  out = np.full((n, len(registry)), np.nan, dtype=np.float32)
   finite = np.isfinite(logits).all(axis=(0, 2))
   if finite.any():
     found = signals_lib.compute_signals(logits[:, finite], target_class[finite])
-    for j, name in enumerate(fmt.SIGNAL_FIELDS):
-      out[finite, j] = found[name]
+    for j, s in enumerate(registry):
+      out[finite, j] = found[s.field]
   return out
 
 

@@ -35,8 +35,9 @@ Every shard holds exactly the columns of `schema()`:
     vog_bucket        dictionary<int8, string>: easy, medium or hard
     vog_flagged       int8      1 when flagged for review, else 0
     review_rank       int32     0 when not flagged, else its review rank (1 first)
-    audit_*           float32 (audit_forgetting: int32), the label-error signals of
-                      report_format.SIGNAL_FIELDS, in label_mode='label' only
+    audit_*           the label-error signals of signals.REGISTRY, in its order:
+                      float32, a count (audit_forgetting) int32; in label_mode='label'
+                      only
 
 Only `label` holds nulls. A table has all the signal columns or none of them.
 
@@ -58,6 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.vog import report_format as fmt
+from components.vog import signals
 from components.vog.report_format import ReportFormatError
 
 TABLE_DIR = 'score_table'
@@ -96,14 +98,9 @@ _REQUIRED_TYPES = (
     (fmt.VOG_FLAGGED, pa.int8()),
     (REVIEW_RANK, pa.int32()),
 )
-_SIGNAL_TYPES = tuple((name, pa.int32() if name in fmt.INT_SIGNALS else pa.float32())
-                      for name in fmt.SIGNAL_FIELDS)
 # Every shard has these columns, and the signal columns all or none.
 REQUIRED_COLUMNS = tuple(name for name, _ in _REQUIRED_TYPES)
-SIGNAL_COLUMNS = tuple(name for name, _ in _SIGNAL_TYPES)
-COLUMNS = REQUIRED_COLUMNS + SIGNAL_COLUMNS
 NULLABLE_COLUMNS = (LABEL,)
-_TYPES = dict(_REQUIRED_TYPES + _SIGNAL_TYPES)
 _BUCKET_VALUES = pa.array(fmt.BUCKETS, pa.string())
 _ORDER = [(FILE_INDEX, 'ascending'), (RECORD_INDEX, 'ascending')]
 
@@ -113,9 +110,30 @@ _SHARD_NAME = re.compile(re.escape(SHARD_PREFIX) + r'-(\d+)-of-(\d+)'
 _RERUN = 're-run the VarianceOfGradients audit to write the score table again'
 
 
+def _signal_types() -> Tuple[Tuple[str, pa.DataType], ...]:
+  """(column, type) of each signal of signals.REGISTRY, in its order: int32 for a count,
+  float32 for the others."""
+  return tuple((s.field, pa.int32() if s.kind == signals.COUNT else pa.float32())
+               for s in signals.REGISTRY)
+
+
+def signal_column_names() -> Tuple[str, ...]:
+  """The signal columns, in order: a table has all of them or none."""
+  return tuple(name for name, _ in _signal_types())
+
+
+def column_names() -> Tuple[str, ...]:
+  """Every column a table may have, in order: REQUIRED_COLUMNS, then the signals'."""
+  return REQUIRED_COLUMNS + signal_column_names()
+
+
+def _type_of(name: str) -> pa.DataType:
+  return dict(_REQUIRED_TYPES + _signal_types())[name]
+
+
 def schema(with_signals: bool) -> pa.Schema:
   """The score table's columns, in order; the signal columns only `with_signals`."""
-  pairs = _REQUIRED_TYPES + (_SIGNAL_TYPES if with_signals else ())
+  pairs = _REQUIRED_TYPES + (_signal_types() if with_signals else ())
   return pa.schema([pa.field(name, type_, nullable=name in NULLABLE_COLUMNS)
                     for name, type_ in pairs])
 
@@ -177,9 +195,9 @@ def _numbers(name: str, values: Any, where: str) -> pa.Array:
   if array.dtype.kind not in 'biuf' and len(array):
     raise ValueError(f'{where}: column {name!r} holds {array.dtype} values; give numbers')
   try:
-    return pa.array(array).cast(_TYPES[name])
+    return pa.array(array).cast(_type_of(name))
   except pa.ArrowInvalid as e:
-    raise ValueError(f'{where}: column {name!r} does not fit {_TYPES[name]} ({e})') from None
+    raise ValueError(f'{where}: column {name!r} does not fit {_type_of(name)} ({e})') from None
 
 
 def _labels(values: Any, num_rows: int, where: str) -> pa.Array:
@@ -237,18 +255,20 @@ def _example_ids(values: Any, where: str) -> pa.Array:
 
 def _table(columns: Mapping[str, Any], where: str) -> pa.Table:
   """The columns as a pyarrow Table of exactly `schema()`; see write_shard."""
-  unknown = [name for name in columns if name not in COLUMNS]
+  known = column_names()
+  unknown = [name for name in columns if name not in known]
   if unknown:
     raise ValueError(f'{where}: unknown column {unknown[0]!r}; the score table has '
-                     f'{", ".join(COLUMNS)}')
+                     f'{", ".join(known)}')
   missing = [name for name in REQUIRED_COLUMNS if name not in columns]
   if missing:
     raise ValueError(f'{where}: no column {missing[0]!r}; give every one of '
                      f'{", ".join(REQUIRED_COLUMNS)}')
-  signals = [name for name in SIGNAL_COLUMNS if name in columns]
-  if signals and len(signals) != len(SIGNAL_COLUMNS):
-    absent = [name for name in SIGNAL_COLUMNS if name not in columns]
-    raise ValueError(f'{where}: has signal column(s) {", ".join(signals)} but not '
+  signal_columns = signal_column_names()
+  given = [name for name in signal_columns if name in columns]
+  if given and len(given) != len(signal_columns):
+    absent = [name for name in signal_columns if name not in columns]
+    raise ValueError(f'{where}: has signal column(s) {", ".join(given)} but not '
                      f'{", ".join(absent)}; give all of the signal columns (label_mode='
                      "'label') or none")
   none = [name for name, values in columns.items() if values is None and name != LABEL]
@@ -271,7 +291,7 @@ def _table(columns: Mapping[str, Any], where: str) -> pa.Table:
     if array.null_count and name not in NULLABLE_COLUMNS:
       raise ValueError(f'{where}: column {name!r} holds {array.null_count} null value(s); '
                        'every example has one')
-  target = schema(bool(signals))
+  target = schema(bool(given))
   return pa.Table.from_arrays([arrays[field.name] for field in target], schema=target)
 
 
@@ -279,12 +299,12 @@ def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd'
                 temp_dir: Optional[str] = None) -> int:
   """Writes one shard of the score table whole under `path`; returns its size in bytes.
 
-  `columns` maps every name of REQUIRED_COLUMNS, and either all of SIGNAL_COLUMNS or
-  none, to one value per example: NumPy arrays or lists, cast to the column's type.
-  `example_id` holds str; `label` holds class ids with NO_LABEL (-1) for an example
-  without a label, or is None when no example has one; `vog_bucket` holds bucket names
-  (str or bytes) or their codes into report_format.BUCKETS. Use `shard_path` for where a
-  shard of the table goes.
+  `columns` maps every name of REQUIRED_COLUMNS, and either all of
+  `signal_column_names()` or none, to one value per example: NumPy arrays or lists, cast
+  to the column's type. `example_id` holds str; `label` holds class ids with NO_LABEL
+  (-1) for an example without a label, or is None when no example has one; `vog_bucket`
+  holds bucket names (str or bytes) or their codes into report_format.BUCKETS. Use
+  `shard_path` for where a shard of the table goes.
 
   The shard is written to a temporary name in `temp_dir` (by default one starting with
   '.' in the same folder; the audit gives a folder outside the table, where no reader of
@@ -414,7 +434,7 @@ def _projection(columns: Optional[Iterable[str]], extra: Tuple[str, ...] = ()
   if isinstance(columns, str):
     raise ValueError(f'columns={columns!r}; give a list of column names')
   names = list(columns)
-  known = COLUMNS + extra
+  known = column_names() + extra
   unknown = [name for name in names if name not in known]
   if unknown:
     raise ValueError(f'unknown column {unknown[0]!r}; the score table has '
@@ -427,7 +447,7 @@ def _projection(columns: Optional[Iterable[str]], extra: Tuple[str, ...] = ()
 def _check_schema(found: pa.Schema, path: str) -> bool:
   """Whether the shard has the signal columns; refuses a missing or mistyped column."""
   names = found.names
-  for name in COLUMNS:
+  for name in column_names():
     count = names.count(name)
     if count > 1:
       _fail(path, f'has column {name!r} {count} times')
@@ -438,18 +458,20 @@ def _check_schema(found: pa.Schema, path: str) -> bool:
       fits = (pa.types.is_dictionary(got) and pa.types.is_integer(got.index_type)
               and got.value_type == pa.string())
     else:
-      fits = got == _TYPES[name]
+      fits = got == _type_of(name)
     if not fits:
       _fail(path, f'has column {name!r} of type {got}; the score table\'s is '
-                  f'{_TYPES[name]}')
+                  f'{_type_of(name)}')
   missing = [name for name in REQUIRED_COLUMNS if name not in names]
   if missing:
     _fail(path, f'has no column {missing[0]!r}')
-  signals = [name for name in SIGNAL_COLUMNS if name in names]
-  if signals and len(signals) != len(SIGNAL_COLUMNS):
-    absent = [name for name in SIGNAL_COLUMNS if name not in names]
-    _fail(path, f'has signal column(s) {", ".join(signals)} but not {", ".join(absent)}')
-  return bool(signals)
+  signal_columns = signal_column_names()
+  found_signals = [name for name in signal_columns if name in names]
+  if found_signals and len(found_signals) != len(signal_columns):
+    absent = [name for name in signal_columns if name not in names]
+    _fail(path, f'has signal column(s) {", ".join(found_signals)} but not '
+                f'{", ".join(absent)}')
+  return bool(found_signals)
 
 
 def _canonical_buckets(column: pa.ChunkedArray, path: str) -> pa.ChunkedArray:

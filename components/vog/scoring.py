@@ -38,8 +38,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components.vog.percentiles import normalize_score
-
 TARGETS = ('logit', 'prob', 'loss')
 LABEL_MODES = ('label', 'predicted')
 NORMALIZATIONS = ('raw', 'class', 'abs-class')
@@ -630,18 +628,3 @@ class VogScorer:
       counts += layer_count
     return BatchScore(_masked_mean(sigma_sum, counts), target_class, predicted,
                       np.stack(every_logits), input_sigma)
-
-
-def normalize_scores(vog_raw: np.ndarray, classes: np.ndarray,
-                     normalize: str) -> np.ndarray:
-  """Normalises the scores of one split (arrays of equal length) per target class."""
-  check_choice('normalize', normalize, NORMALIZATIONS)
-  vog_raw = np.asarray(vog_raw, dtype=np.float64)
-  classes = np.asarray(classes)
-  out = np.empty_like(vog_raw)
-  for c in np.unique(classes):
-    members = classes == c
-    values = vog_raw[members]
-    mean, std = values.mean(), values.std()
-    out[members] = [normalize_score(v, mean, std, values.size, normalize) for v in values]
-  return out

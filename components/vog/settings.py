@@ -27,6 +27,7 @@ import functools
 import json
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from components.vog import signals
 from components.vog import stages
 
 Stage = Union[str, List[int]]
@@ -37,9 +38,25 @@ Stage = Union[str, List[int]]
 # the signals carry no information.
 AUTO = 'auto'
 VOG = 'vog'
-SIGNAL_CHOICES = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2n',
-                  'variability', 'forgetting')
-RANK_BY = (AUTO, VOG) + SIGNAL_CHOICES
+
+
+# The order rank_by's choices are listed in: the most dependable in `make quality` first.
+# A signal added to the registry is listed after these, with nothing to add here.
+_LISTED_FIRST = ('confidence', 'margin_mean', 'margin_last', 'final_loss', 'el2n',
+                 'variability', 'forgetting')
+
+
+def signal_choices() -> Tuple[str, ...]:
+  """The signals `rank_by` may name: every entry of signals.REGISTRY, read when asked."""
+  names = signals.names()
+  return (tuple(n for n in _LISTED_FIRST if n in names)
+          + tuple(n for n in names if n not in _LISTED_FIRST))
+
+
+def rank_by_choices() -> Tuple[str, ...]:
+  """Every value `rank_by` takes."""
+  return (AUTO, VOG) + signal_choices()
+
 # Which splits `scored_examples` holds in full (every example with its VoG fields):
 # by default the split the Evaluator reads; `all` copies every scored split. Every
 # split gets its score table either way.
@@ -329,8 +346,8 @@ class VogSettings:
       config='example_id_key')
   rank_by: str = setting(
       AUTO, 'what ranks the examples for the buckets, the slices and the flagged set: '
-      f'{VOG}, or a label-error signal ({", ".join(SIGNAL_CHOICES)}); {AUTO} is '
-      f'confidence with labels and {VOG} without', choices=lambda: RANK_BY, headline=True)
+      f'{VOG}, or a label-error signal ({", ".join(signal_choices())}); {AUTO} is '
+      f'confidence with labels and {VOG} without', choices=rank_by_choices, headline=True)
   gradient_layers: Optional[List[str]] = setting(
       None, 'layers whose outputs stand in for inputs that are not differentiable (ids '
       'into an Embedding); by default the Embedding layers that integer and text inputs '
@@ -413,7 +430,7 @@ class VogSettings:
         scoring.check_choice(entry.name, getattr(self, entry.name), entry.choices())
     if isinstance(self.stage, str):
       scoring.check_choice('stage', self.stage, stages.STAGES)
-    if self.label_mode == 'predicted' and self.rank_by in SIGNAL_CHOICES:
+    if self.label_mode == 'predicted' and self.rank_by in signal_choices():
       raise ValueError(f"rank_by={self.rank_by!r} compares the model with the label; with "
                        "label_mode='predicted' use rank_by='vog' (or 'auto')")
     if self.label_mode == 'label' and not self.label_key:
@@ -447,7 +464,7 @@ class VogSettings:
 
   @property
   def ranked_by(self) -> str:
-    """What ranks the examples: `rank_by` with `auto` resolved (see RANK_BY)."""
+    """What ranks the examples: `rank_by` with `auto` resolved (see rank_by_choices)."""
     if self.rank_by != AUTO:
       return self.rank_by
     return 'confidence' if self.label_mode == 'label' else VOG

@@ -5,52 +5,47 @@ each example's fit to its label evolved during training. Once a model has memori
 wrong labels, the final loss of a flipped example is small too, but how late and how
 weakly it was fitted still shows. Pure NumPy: no TensorFlow, no Beam.
 
-Every signal takes the logits of the K selected checkpoints in training order, shape
-[K, N, C], and the target class of each of the N examples (its label):
+`REGISTRY` declares every signal once, as a `Signal`: its short name (what `rank_by` and
+a flagged row's `agreeing` say), the field it adds to each scored example
+(`audit_<name>`), which way is suspicious, whether it is a float or a count, how it is
+computed and a one-line description. The report's names (report_format.SIGNAL_FIELDS,
+INT_SIGNALS, SIGNAL_NAMES, AGREEMENT_NAMES), the score table's columns, the features
+added to the scored examples, the summary's class means, the flagged rows and the review
+page all follow it, in its order, which is the order of the signals in every file an
+audit writes. Adding a signal is adding an entry: `rank_by` takes its name too
+(settings.signal_choices), and the CLI's help lists it.
 
-* `audit_final_loss`: cross-entropy of the target at the last checkpoint;
-* `audit_margin_last`: target logit minus the largest other logit, last checkpoint;
-* `audit_margin_mean`: that margin averaged over the checkpoints, the Area Under the
-  Margin (Pleiss et al. 2020);
-* `audit_confidence`: mean softmax probability of the target over the checkpoints, and
-  `audit_variability`: its population standard deviation (Data Maps, Swayamdipta et al.
-  2020);
-* `audit_forgetting`: the number of times the prediction goes from the target to another
-  class between consecutive checkpoints, in training order (Toneva et al. 2019); the
-  target is predicted when its logit is above every other (a tie is not), and an example
-  never predicted as its target has no forgetting event;
-* `audit_el2n`: L2 norm of softmax minus one-hot at the earliest selected checkpoint
-  (Paul et al. 2021).
+Every signal is computed from the logits of the K selected checkpoints in training order,
+shape [K, N, C], and the target class of each of the N examples (its label), through the
+per-checkpoint arrays of `Dynamics`; the functions named in REGISTRY say what each one
+is. All of them compare the model with the target, so they mean nothing when the target
+is the model's own prediction (label_mode='predicted'), and the audit leaves them out
+then. `suspicion` orients a signal so that higher means more likely mislabeled. How well
+each finds wrong labels is measured by benchmarks/quality.py (`make quality`).
 
-All of them compare the model with the target, so they mean nothing when the target is
-the model's own prediction (label_mode='predicted'): `LABEL_SIGNALS` lists them.
-
-`suspicion` orients each signal so that higher means more likely mislabeled;
-`combined_suspicion` is `audit_combined`, a percentile rank built from them.
-
-Which to trust (benchmarks/quality.py, `make quality`: sklearn digits and a tabular set,
-10 checkpoints, three seeds; precision at a budget of as many examples as there are wrong
-labels, mean over seeds):
-
-* confidence is the most dependable single signal: 0.97 with 10% uniform flips, 0.91
-  with class-pair flips, 0.85 after a wide MLP memorised 20% flips (training accuracy
-  100%), 0.91 with atypical-but-correct examples mixed in, 0.73 on tabular data; never
-  more than 0.044 behind the best signal of a scenario;
-* margin_mean is as good or slightly better while the model has not memorised (0.93
-  with pair flips, 0.75 tabular) but falls to 0.71 after memorisation: late, large
-  logits dominate its mean, while confidence weighs every checkpoint alike;
-* el2n and variability are the best once flips are memorised (0.89 and 0.88) and weak
-  elsewhere (el2n 0.73 with pair flips; variability ranks never-fitted flips low);
-* final_loss and margin_last trail whenever the training dynamics carry the signal
-  (0.59 and 0.56 after memorisation); forgetting is weak with 10 checkpoints (0.16-0.39);
-* VoG (target `loss`, class-normalised) ranks below confidence in every scenario (0.47
-  to 0.91) at three to seven times the compute.
+The registry is read where it is used, never copied at import: `SIGNALS` and
+`ORIENTATION` here, like the names report_format derives from it, are computed from
+`REGISTRY` each time they are read.
 """
 
-from typing import Dict, Mapping, Optional, Sequence
+import dataclasses
+import re
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+FIELD_PREFIX = 'audit_'
+# Which way is suspicious (`Signal.orientation`): the sign that turns a value into a
+# suspicion, higher = more likely mislabeled.
+HIGH = 1
+LOW = -1
+# What a signal holds (`Signal.kind`): a float (float32 in the examples, the score table
+# and flagged.jsonl), or a count (int64 in the examples, int32 in the score table).
+FLOAT = 'float'
+COUNT = 'count'
+KINDS = (FLOAT, COUNT)
+
+# The field names of the registered signals, for code that names one of them.
 FINAL_LOSS = 'audit_final_loss'
 MARGIN_LAST = 'audit_margin_last'
 MARGIN_MEAN = 'audit_margin_mean'
@@ -58,34 +53,187 @@ CONFIDENCE = 'audit_confidence'
 VARIABILITY = 'audit_variability'
 FORGETTING = 'audit_forgetting'
 EL2N = 'audit_el2n'
-COMBINED = 'audit_combined'
 
-SIGNALS = (FINAL_LOSS, MARGIN_LAST, MARGIN_MEAN, CONFIDENCE, VARIABILITY, FORGETTING,
-           EL2N)
-# Every signal compares the checkpoints with the label: with label_mode='predicted' the
-# target is the latest checkpoint's own prediction and they carry no information.
-LABEL_SIGNALS = SIGNALS + (COMBINED,)
+_NAME = re.compile(r'[a-z][a-z0-9_]*')
 
-# The sign that turns each signal into a suspicion, higher = more likely mislabeled:
-# a high loss, a low margin, a low confidence, many forgetting events, a large early
-# error, a high variability. Variability is high for labels fitted late: memorised wrong
-# labels, but also atypical correct examples; a wrong label the model never fits keeps a
-# low confidence with little variability, so in a model that has not memorised its wrong
-# labels this orientation ranks them below the typical example.
-ORIENTATION: Dict[str, int] = {
-    FINAL_LOSS: 1,
-    MARGIN_LAST: -1,
-    MARGIN_MEAN: -1,
-    CONFIDENCE: -1,
-    VARIABILITY: 1,
-    FORGETTING: 1,
-    EL2N: 1,
-    COMBINED: 1,
-}
 
-# The signals whose split-wide percentile ranks `audit_combined` averages: confidence
-# alone (see `combined_suspicion` for why).
-COMBINED_SIGNALS = (CONFIDENCE,)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dynamics:
+  """How the K checkpoints (earliest first) fit N examples: what a signal is computed from.
+
+  logits: [K, N, C] float64, pre-softmax; target: [N] int64, each example's class;
+  log_p: [K, N, C] log-softmax; log_p_target: [K, N] log-softmax of the target, and
+  p_target its probability; margin: [K, N] target logit minus the largest other logit;
+  correct: [K, N] whether the target is predicted (margin > 0: a tie with another class
+  is not a correct prediction).
+  """
+  logits: np.ndarray
+  target: np.ndarray
+  log_p: np.ndarray
+  log_p_target: np.ndarray
+  p_target: np.ndarray
+  margin: np.ndarray
+  correct: np.ndarray
+
+  @property
+  def checkpoints(self) -> int:
+    return self.logits.shape[0]
+
+  @property
+  def examples(self) -> int:
+    return self.logits.shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+  """One label-error signal.
+
+  Attributes:
+    name: the short name (`rank_by`, a flagged row's `agreeing`, the review page).
+    orientation: HIGH when a high value is suspicious, LOW when a low one is.
+    kind: FLOAT or COUNT.
+    compute: Dynamics -> [N] values, one per example.
+    description: what the value is, in one line.
+  """
+  name: str
+  orientation: int
+  kind: str
+  compute: Callable[[Dynamics], np.ndarray]
+  description: str
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+      raise ValueError(f'signal name {self.name!r} must be lowercase letters, digits and '
+                       "'_', starting with a letter")
+    if self.orientation not in (HIGH, LOW):
+      raise ValueError(f'signal {self.name!r} has orientation {self.orientation!r}; '
+                       f'give HIGH ({HIGH}) or LOW ({LOW})')
+    if self.kind not in KINDS:
+      raise ValueError(f'signal {self.name!r} has kind {self.kind!r}; give one of '
+                       f'{", ".join(KINDS)}')
+    if not callable(self.compute):
+      raise ValueError(f'signal {self.name!r} has no compute function')
+    if not isinstance(self.description, str) or not self.description.strip() or (
+        '\n' in self.description):
+      raise ValueError(f'signal {self.name!r} needs a one-line description')
+
+  @property
+  def field(self) -> str:
+    """The feature, score table column and summary key: `audit_<name>`."""
+    return FIELD_PREFIX + self.name
+
+  @property
+  def dtype(self) -> type:
+    """What `compute_signals` returns for it: int64 for a count, else float32."""
+    return np.int64 if self.kind == COUNT else np.float32
+
+  @property
+  def suspicious_when(self) -> str:
+    """'high' or 'low': which values point at a wrong label."""
+    return 'high' if self.orientation == HIGH else 'low'
+
+
+def _final_loss(d: Dynamics) -> np.ndarray:
+  """Cross-entropy of the target at the last checkpoint."""
+  return -d.log_p_target[-1]
+
+
+def _margin_last(d: Dynamics) -> np.ndarray:
+  """Target logit minus the largest other logit, at the last checkpoint."""
+  return d.margin[-1]
+
+
+def _margin_mean(d: Dynamics) -> np.ndarray:
+  """The margin averaged over the checkpoints: the Area Under the Margin (Pleiss et al.
+  2020)."""
+  return d.margin.mean(axis=0)
+
+
+def _confidence(d: Dynamics) -> np.ndarray:
+  """Mean softmax probability of the target over the checkpoints (Data Maps,
+  Swayamdipta et al. 2020)."""
+  return d.p_target.mean(axis=0)
+
+
+def _variability(d: Dynamics) -> np.ndarray:
+  """Population standard deviation of that probability over the checkpoints (Data
+  Maps). High for labels fitted late: memorised wrong labels, but also atypical correct
+  examples; a wrong label the model never fits keeps a low confidence with little
+  variability, so in a model that has not memorised its wrong labels this orientation
+  ranks them below the typical example."""
+  return d.p_target.std(axis=0)
+
+
+def _forgetting(d: Dynamics) -> np.ndarray:
+  """How many times the prediction goes from the target to another class between
+  consecutive checkpoints, in training order (Toneva et al. 2019); an example never
+  predicted as its target has no forgetting event. 0 with one checkpoint."""
+  if d.checkpoints < 2:
+    return np.zeros(d.examples, int)
+  return (d.correct[:-1] & ~d.correct[1:]).sum(axis=0)
+
+
+def _el2n(d: Dynamics) -> np.ndarray:
+  """L2 norm of softmax minus one-hot at the earliest selected checkpoint (Paul et al.
+  2021)."""
+  first_p = np.exp(d.log_p[0])
+  first_p[np.arange(d.examples), d.target] -= 1.0
+  return np.sqrt((first_p ** 2).sum(axis=-1))
+
+
+# Every signal, in the order of the signal fields and columns of the audit's files.
+REGISTRY: Tuple[Signal, ...] = (
+    Signal('final_loss', HIGH, FLOAT, _final_loss,
+           'cross-entropy of the label at the last checkpoint'),
+    Signal('margin_last', LOW, FLOAT, _margin_last,
+           'label logit minus the largest other logit, at the last checkpoint'),
+    Signal('margin_mean', LOW, FLOAT, _margin_mean,
+           'label logit minus the largest other logit, averaged over the checkpoints '
+           '(area under the margin)'),
+    Signal('confidence', LOW, FLOAT, _confidence,
+           "the label's softmax probability averaged over the checkpoints"),
+    Signal('variability', HIGH, FLOAT, _variability,
+           "standard deviation of the label's softmax probability over the checkpoints"),
+    Signal('forgetting', HIGH, COUNT, _forgetting,
+           'how often the prediction leaves the label from one checkpoint to the next'),
+    Signal('el2n', HIGH, FLOAT, _el2n,
+           'L2 norm of softmax minus one-hot label at the earliest checkpoint'),
+)
+
+
+def fields() -> Tuple[str, ...]:
+  """The field of every registered signal, in registry order."""
+  return tuple(s.field for s in REGISTRY)
+
+
+def names() -> Tuple[str, ...]:
+  """The short name of every registered signal, in registry order."""
+  return tuple(s.name for s in REGISTRY)
+
+
+def by_name(name: str) -> Signal:
+  """The registered signal of short name `name`; ValueError naming the others if none."""
+  for s in REGISTRY:
+    if s.name == name:
+      return s
+  raise ValueError(f'signal {name!r} is not known; choose one of {", ".join(names())}')
+
+
+def by_field(field: str) -> Signal:
+  """The registered signal of field `field` (`audit_<name>`); ValueError if none."""
+  for s in REGISTRY:
+    if s.field == field:
+      return s
+  raise ValueError(f'signal {field!r} is not known; choose one of {", ".join(fields())}')
+
+
+def __getattr__(name: str):
+  # SIGNALS: every field, in registry order; ORIENTATION: {field: HIGH or LOW}.
+  if name == 'SIGNALS':
+    return fields()
+  if name == 'ORIENTATION':
+    return {s.field: s.orientation for s in REGISTRY}
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def _check(logits: np.ndarray, target: np.ndarray):
@@ -128,8 +276,21 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
   return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def dynamics(logits: np.ndarray, target: np.ndarray) -> Dynamics:
+  """The Dynamics of N examples; checks its arguments as `compute_signals` does."""
+  logits, target = _check(logits, target)
+  rows = np.arange(logits.shape[1])
+  log_p = _log_softmax(logits)
+  log_p_target = log_p[:, rows, target]  # [K, N]
+  others = logits.copy()
+  others[:, rows, target] = -np.inf
+  margin = logits[:, rows, target] - others.max(axis=-1)  # [K, N]
+  return Dynamics(logits=logits, target=target, log_p=log_p, log_p_target=log_p_target,
+                  p_target=np.exp(log_p_target), margin=margin, correct=margin > 0)
+
+
 def compute_signals(logits: np.ndarray, target: np.ndarray) -> Dict[str, np.ndarray]:
-  """Every signal of `SIGNALS` for N examples, keyed by field name.
+  """Every registered signal for N examples, keyed by field name, in registry order.
 
   Args:
     logits: pre-softmax outputs of the K selected checkpoints, earliest first, shape
@@ -137,105 +298,27 @@ def compute_signals(logits: np.ndarray, target: np.ndarray) -> Dict[str, np.ndar
     target: the target class of each example, shape [N], integers in [0, C).
 
   Returns:
-    Arrays of length N: float32 for every signal but `audit_forgetting` (int64).
+    Arrays of length N: int64 for a count (`audit_forgetting`), float32 for the others.
 
   Raises:
     ValueError: logits not of rank 3, without a checkpoint, with fewer than 2 classes or
       with a non-finite value; a target of another length, not integral, or outside
-      [0, C).
+      [0, C); a signal whose computation gives other than one value per example.
   """
-  logits, target = _check(logits, target)
-  k, n, _ = logits.shape
-  rows = np.arange(n)
-  log_p = _log_softmax(logits)
-  log_p_target = log_p[:, rows, target]  # [K, N]
-  p_target = np.exp(log_p_target)
-  target_logit = logits[:, rows, target]
-  others = logits.copy()
-  others[:, rows, target] = -np.inf
-  margin = target_logit - others.max(axis=-1)  # [K, N]
-  correct = margin > 0  # [K, N]; a tie with another class is not a correct prediction
-  forgotten = (correct[:-1] & ~correct[1:]).sum(axis=0) if k > 1 else np.zeros(n, int)
-  first_p = np.exp(log_p[0])
-  first_p[rows, target] -= 1.0
-  return {
-      FINAL_LOSS: (-log_p_target[-1]).astype(np.float32),
-      MARGIN_LAST: margin[-1].astype(np.float32),
-      MARGIN_MEAN: margin.mean(axis=0).astype(np.float32),
-      CONFIDENCE: p_target.mean(axis=0).astype(np.float32),
-      VARIABILITY: p_target.std(axis=0).astype(np.float32),
-      FORGETTING: np.asarray(forgotten, dtype=np.int64),
-      EL2N: np.sqrt((first_p ** 2).sum(axis=-1)).astype(np.float32),
-  }
-
-
-def suspicion(name: str, values: np.ndarray) -> np.ndarray:
-  """`values` of signal `name` as float64 with higher = more likely mislabeled.
-
-  The sign per signal is `ORIENTATION[name]`. Raises ValueError for an unknown name.
-  """
-  if name not in ORIENTATION:
-    raise ValueError(f'signal {name!r} is not known; choose one of '
-                     f'{", ".join(ORIENTATION)}')
-  return ORIENTATION[name] * np.asarray(values, dtype=np.float64)
-
-
-def percentile_ranks(values: np.ndarray, classes: Optional[np.ndarray] = None
-                     ) -> np.ndarray:
-  """Each value's percentile (0-100): the share of values at or below it.
-
-  Without `classes` the share is taken over all values (the split); with `classes`,
-  within each value's class. Either is what an audit reads off per-class quantiles:
-  the split-wide share is the count-weighted mean of every class's share at or below
-  the value (percentiles.Ranking.percentiles), so a score built from these needs no more
-  than per-class quantiles of each signal.
-  """
-  values = np.asarray(values, dtype=np.float64)
-  if values.ndim != 1:
-    raise ValueError(f'values must be 1-D; got shape {values.shape}')
-  if classes is None:
-    classes = np.zeros(len(values), np.int64)
-  classes = np.asarray(classes)
-  if classes.shape != values.shape:
-    raise ValueError(f'values and classes must be of one length; got shapes '
-                     f'{values.shape} and {classes.shape}')
-  out = np.empty(len(values))
-  for c in np.unique(classes):
-    members = classes == c
-    ordered = np.sort(values[members])
-    out[members] = 100.0 * np.searchsorted(ordered, values[members], side='right') / len(
-        ordered)
+  d = dynamics(logits, target)
+  out = {}
+  for s in REGISTRY:
+    values = np.asarray(s.compute(d))
+    if values.shape != (d.examples,):
+      raise ValueError(f'signal {s.name!r} computed shape {values.shape}; expected one '
+                       f'value per example, ({d.examples},)')
+    out[s.field] = values.astype(s.dtype)
   return out
 
 
-def combined_suspicion(values: Mapping[str, np.ndarray],
-                       names: Sequence[str] = COMBINED_SIGNALS,
-                       classes: Optional[np.ndarray] = None) -> np.ndarray:
-  """`audit_combined`: the mean over `names` of each suspicion's percentile rank (0-100).
+def suspicion(name: str, values: np.ndarray) -> np.ndarray:
+  """`values` of the signal of field `name` as float64 with higher = more likely mislabeled.
 
-  `values` maps signal names to arrays as `compute_signals` returns them. Ranks are
-  split-wide unless `classes` is given (then within class). Higher = more likely
-  mislabeled.
-
-  By default this is the percentile rank of confidence alone, because no combination
-  beat it in `make quality` (precision at budget, mean over three seeds, scenarios
-  uniform / pairs / memorised / atypical / tabular; the mean over them; the largest
-  shortfall from a scenario's best):
-
-      confidence                     .974 .909 .850 .907 .733   mean .875  shortfall .044
-      confidence+margin_mean         .976 .918 .794 .926 .747   mean .872  shortfall .100
-      confidence+el2n                .967 .819 .889 .906 .765   mean .869  shortfall .107
-      confidence+margin_mean+el2n    .970 .865 .861 .913 .767   mean .875  shortfall .062
-      the same, ranks within class   .920 .604 .800 .900 .758   mean .797  shortfall .322
-
-  Adding margin_mean helps until the model memorises and costs 0.056 after; adding el2n
-  helps after memorisation and costs up to 0.09 before. Ranks within class cost most
-  where wrong labels crowd into a few classes (pair flips: 0.60 against 0.87), as they
-  give every class the same share of the top; split-wide ranks are the count-weighted
-  mean of per-class shares, so they too need no more than per-class quantiles.
+  The sign is the signal's orientation. Raises ValueError for an unknown name.
   """
-  missing = [n for n in names if n not in values]
-  if missing or not names:
-    raise ValueError(f'combined needs the signals {list(names)}; missing {missing}')
-  return np.mean([percentile_ranks(suspicion(n, values[n]), classes) for n in names],
-                 axis=0)
+  return by_field(name).orientation * np.asarray(values, dtype=np.float64)
