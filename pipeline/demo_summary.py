@@ -20,12 +20,13 @@ from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
 from components.review_gate import spec_keys as review_gate_keys
 from components.vog import report_format
+from components.vog import vocabulary as vocab
 from pipeline import audit_pipeline
 from pipeline import demo_data
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import ACCURACY, BUCKET_KEY
 
-BUCKETS = report_format.BUCKETS
+BUCKETS = vocab.BUCKETS
 OVERALL = 'overall'
 _ACCURACY_NAME = 'sparse_categorical_accuracy'
 
@@ -258,9 +259,9 @@ def format_summary(s: DemoSummary) -> List[str]:
                                 'from an earlier run)' if reused else '')]
   lines.append('examples per split:')
   for split, c in s.splits.items():
-    lines.append(f'  {split:<6} {c[report_format.SCORED]:5d} scored, '
-                 f'{c[report_format.QUARANTINED]} quarantined, {c[report_format.FLAGGED]} '
-                 f'flagged (of {c[report_format.SEEN]} seen)')
+    lines.append(f'  {split:<6} {c[vocab.SCORED]:5d} scored, '
+                 f'{c[vocab.QUARANTINED]} quarantined, {c[vocab.FLAGGED]} '
+                 f'flagged (of {c[vocab.SEEN]} seen)')
   lines.append(review_summary.drift_headline(s.drift))
   found = f'{s.flipped_in_flagged} of {s.flipped} flipped labels found'
   lines.append(f'flipped labels in the flagged set: {s.flipped_in_flagged} of {s.flagged} '

@@ -14,12 +14,12 @@ The `hard` slice threshold is a `PerSliceMetricThreshold` on the metric: the dic
 
 import tensorflow_model_analysis as tfma
 
-from components.vog import report_format
+from components.vog import vocabulary as vocab
 
 ACCURACY = 'SparseCategoricalAccuracy'
-BUCKET_KEY = report_format.VOG_BUCKET
-DECILE_KEY = report_format.VOG_DECILE
-HARD_BUCKET = report_format.HARD
+BUCKET_KEY = vocab.VOG_BUCKET
+DECILE_KEY = vocab.VOG_DECILE
+HARD_BUCKET = vocab.HARD
 
 
 def _check_share(name: str, value: float) -> None:

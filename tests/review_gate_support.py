@@ -9,6 +9,8 @@ from PIL import Image
 
 from components.vog import report_format
 
+from components.vog import vocabulary as vocab
+
 SUMMARY = {
     'format_version': 1, 'created_at': '2025-01-01T00:00:00Z',
     'settings': {'label_key': 'label', 'target': 'loss', 'label_mode': 'label',
@@ -87,7 +89,7 @@ def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] 
   with open(os.path.join(folder, 'flagged.jsonl'), 'w') as f:
     for row in FLAGGED if flagged is None else flagged:
       f.write(json.dumps(row) + '\n')
-  with open(os.path.join(folder, report_format.quarantine_shard_name(0, 1)), 'w') as f:
+  with open(os.path.join(folder, vocab.quarantine_shard_name(0, 1)), 'w') as f:
     f.write(json.dumps(report_format.quarantine_row_to_json(report_format.QuarantineRow(
         'train', 'digit-9999', 'missing label', 'missing label: no label', b'\x00'))) + '\n')
   with open(os.path.join(folder, 'report.html'), 'w') as f:

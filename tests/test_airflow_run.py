@@ -285,13 +285,14 @@ def test_the_corrupted_class_has_the_largest_rise_in_hard_share(runs):
 
 def test_the_second_runs_flagged_examples_say_whether_they_are_new(runs):
   from components.vog import report_format  # pylint: disable=g-import-not-at-top
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
   report = _produced(_store(runs), 'components.DifficultyReport', 'difficulty_report',
                      DATES[1])
   flagged = report_format.load_report(report.uri).flagged
   assert len(flagged) == INSPECTION_BUDGET
   statuses = [row.drift_status for row in flagged]
-  assert set(statuses) <= set(report_format.DRIFT_STATUSES), statuses
+  assert set(statuses) <= set(vocab.DRIFT_STATUSES), statuses
   # Two audits so far: flagged in both is a streak of 2, flagged only now a streak of 1.
   for row in flagged:
-    assert row.flagged_streak == (2 if row.drift_status == report_format.STILL_FLAGGED
+    assert row.flagged_streak == (2 if row.drift_status == vocab.STILL_FLAGGED
                                   else 1), row

@@ -17,6 +17,7 @@ import tensorflow as tf
 from components.vog import audit
 from components.vog import checkpoints
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_table
 from components.vog import scoring
 from components.vog import signals
@@ -58,11 +59,11 @@ def _audit(data, name, **settings):
   assert len(table) == len(rows)
   for row in table:
     feature = rows[row['example_id']]
-    for name in (fmt.VOG_RAW, fmt.VOG_SCORE, fmt.VOG_PERCENTILE, fmt.VOG_DECILE,
-                 fmt.VOG_FLAGGED, fmt.VOG_TARGET_CLASS) + tuple(
+    for name in (vocab.VOG_RAW, vocab.VOG_SCORE, vocab.VOG_PERCENTILE, vocab.VOG_DECILE,
+                 vocab.VOG_FLAGGED, vocab.VOG_TARGET_CLASS) + tuple(
                      n for n in signals.SIGNALS if n in row):
       assert row[name] == pytest.approx(_value(feature, name), rel=1e-6), (row, name)
-    assert row[fmt.VOG_BUCKET].encode() == _value(feature, fmt.VOG_BUCKET)
+    assert row[vocab.VOG_BUCKET].encode() == _value(feature, vocab.VOG_BUCKET)
   return plan, summary, rows, os.path.join(out, 'report')
 
 
@@ -204,7 +205,7 @@ def test_each_flag_says_which_signals_agree(labelled):
     split = row.split
     peers = [f for eid, f in rows.items() if _split_of(report_dir, eid) == split]
     expected = []
-    for short, field in zip(fmt.SIGNAL_NAMES, fmt.SIGNAL_FIELDS):
+    for short, field in zip(vocab.SIGNAL_NAMES, vocab.SIGNAL_FIELDS):
       sign = signals.ORIENTATION[field]
       share = _share_below([sign * _value(f, field) for f in peers],
                            sign * row.signals[field])

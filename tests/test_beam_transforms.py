@@ -18,6 +18,7 @@ from components.vog import beam_writers
 from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_batch
 from components.vog import score_table
 from components.vog import signals as signals_lib
@@ -207,7 +208,7 @@ def test_a_signal_ranks_across_the_split_and_vog_score_stays_class_normalised():
     below = sum(percentiles.agreement_counts(flagged, score_batch.suspicion_matrix(b))
                 for b in batches)
     for rank, i in enumerate(top, start=1):
-      agreeing = percentiles.agreeing(fmt.AGREEMENT_NAMES, below[rank - 1], n, 90.0)
+      agreeing = percentiles.agreeing(vocab.AGREEMENT_NAMES, below[rank - 1], n, 90.0)
       oracle = [name for name, col in suspicions.items()
                 if 100.0 * np.mean(np.asarray(col) < col[i]) > 90.0]
       assert list(agreeing) == [name for _, name in oracle]
@@ -475,14 +476,14 @@ def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_
 def _flagged_report(work, per_part):
   """WriteDifficultyReport of seven flagged rows of two splits, whose agreement counts
   come from two files per split; returns the flagged work file's rows."""
-  names = fmt.AGREEMENT_NAMES
+  names = vocab.AGREEMENT_NAMES
   rows, agreement = [], []
   for split, ranks in (('train', [1, 3, 4, 7]), ('eval', [2, 5, 6])):
     for rank in ranks:
       rows.append((fmt.FlaggedRow(
           rank=rank, example_id=f'{split}-{rank}', split=split, label=0, predicted_class=0,
           target_class=0, vog_score=1.0 / rank, vog_raw=1.0 / rank, vog_percentile=99.0,
-          vog_bucket='hard', signals={n: 0.0 for n in fmt.SIGNAL_FIELDS}, agreeing=()),
+          vog_bucket='hard', signals={n: 0.0 for n in vocab.SIGNAL_FIELDS}, agreeing=()),
                    f'bytes of {split}-{rank}'.encode()))
     for half in range(2):  # two files of 50 examples: rank r is above 90 - 10 r of them
       below = np.asarray([[max(0, 45 - 5 * r + 3 * j) for j in range(len(names))]
@@ -515,7 +516,7 @@ def test_flagged_rows_written_in_parts_join_in_rank_order_with_their_agreement(t
   # Each row has its own split's counts: 100 examples, 90 - 10 r + 6 j of them below
   # name j, so a name agrees (above 90% of the split) when 6 j > 10 r.
   for row in parts:
-    expected = [n for j, n in enumerate(fmt.AGREEMENT_NAMES)
+    expected = [n for j, n in enumerate(vocab.AGREEMENT_NAMES)
                 if 2 * max(0, 45 - 5 * row['rank'] + 3 * j) > 90]
     assert row['agreeing'] == expected, row['rank']
   assert any(row['agreeing'] for row in parts)

@@ -20,6 +20,7 @@ import pytest
 from components.vog import audit
 from components.vog import drift as drift_lib
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_table
 from components.vog.settings import VogSettings
 import fixtures
@@ -147,11 +148,11 @@ def test_flagged_rows_say_whether_they_are_new_newly_or_still_flagged(runs):
   flagged_then = _flagged(before)
   for row in fmt.load_report(report_dir).flagged:
     if row.example_id not in before:
-      assert (row.drift_status, row.flagged_streak) == (fmt.NEW_DATA, 1)
+      assert (row.drift_status, row.flagged_streak) == (vocab.NEW_DATA, 1)
     elif row.example_id in flagged_then:
-      assert (row.drift_status, row.flagged_streak) == (fmt.STILL_FLAGGED, 2)
+      assert (row.drift_status, row.flagged_streak) == (vocab.STILL_FLAGGED, 2)
     else:
-      assert (row.drift_status, row.flagged_streak) == (fmt.NEWLY_FLAGGED, 1)
+      assert (row.drift_status, row.flagged_streak) == (vocab.NEWLY_FLAGGED, 1)
 
 
 def test_the_corrupted_class_shows_the_largest_hard_share_increase(runs):
@@ -199,9 +200,9 @@ def test_a_streak_grows_only_while_an_example_stays_flagged(runs):
 def test_the_drift_headline_is_in_the_summary_properties(runs):
   drift = fmt.load_report(runs['r2'][1]).summary.drift
   props = drift.properties()
-  assert props[fmt.NEWLY_FLAGGED] == drift.newly_flagged
-  assert props[fmt.MAX_HARD_SHARE_CLASS] == f'train/{CORRUPTED}'
-  assert props[fmt.FLAGGED_SHARE_CHANGE] == pytest.approx(
+  assert props[vocab.NEWLY_FLAGGED] == drift.newly_flagged
+  assert props[vocab.MAX_HARD_SHARE_CLASS] == f'train/{CORRUPTED}'
+  assert props[vocab.FLAGGED_SHARE_CHANGE] == pytest.approx(
       drift.flagged_share_now - drift.flagged_share_then)
 
 
@@ -227,8 +228,8 @@ def test_a_tampered_history_makes_drift_unavailable_and_the_audit_still_publishe
   drift = fmt.load_report(report_dir).summary.drift
   assert 'refused' in drift.unavailable and f'{path} line 1' in drift.unavailable
   assert drift.per_class == ()
-  assert drift.properties() == {fmt.DRIFT_UNAVAILABLE: drift.unavailable,
-                                fmt.DRIFT_BASELINE_URI: bad}
+  assert drift.properties() == {vocab.DRIFT_UNAVAILABLE: drift.unavailable,
+                                vocab.DRIFT_BASELINE_URI: bad}
   assert summary['counts']['scored'] == len(scored)
   assert all(r.drift_status is None for r in fmt.load_report(report_dir).flagged)
   # The history starts again, so the next audit can compare.
@@ -350,12 +351,12 @@ def test_a_history_line_is_the_rows_json_and_reads_back(row):
 # never in a traceback, a hang or a worker's memory.
 
 def _summary(report_dir):
-  with open(os.path.join(report_dir, fmt.SUMMARY_FILE)) as f:
+  with open(os.path.join(report_dir, vocab.SUMMARY_FILE)) as f:
     return json.load(f)
 
 
 def _write_summary(report_dir, summary):
-  with open(os.path.join(report_dir, fmt.SUMMARY_FILE), 'w') as f:
+  with open(os.path.join(report_dir, vocab.SUMMARY_FILE), 'w') as f:
     json.dump(summary, f)
 
 
@@ -386,7 +387,7 @@ def _inflate_a_class(report_dir):
 
 
 def _summary_path(d):
-  return os.path.join(d, fmt.SUMMARY_FILE)
+  return os.path.join(d, vocab.SUMMARY_FILE)
 
 
 @pytest.mark.parametrize('break_it, reason', [
@@ -442,7 +443,7 @@ def _within(seconds, fn, folder):
 
 
 def _shard_of(tmp_path, lines):
-  path = str(tmp_path / fmt.history_shard_name(0, 1))
+  path = str(tmp_path / vocab.history_shard_name(0, 1))
   with gzip.open(path, 'wb') as f:
     for line in lines:
       f.write(line + b'\n')
@@ -481,7 +482,7 @@ def test_a_history_line_nested_too_deep_is_refused(tmp_path):
 
 def test_one_huge_history_line_is_refused_without_being_held(tmp_path):
   # 64 MB of one line gzip to 64 KB; the reader holds at most MAX_HISTORY_LINE_BYTES.
-  path = str(tmp_path / fmt.history_shard_name(0, 1))
+  path = str(tmp_path / vocab.history_shard_name(0, 1))
   with gzip.open(path, 'wb') as f:
     f.write(GOOD_ROW + b'\n{"example_id": "')
     for _ in range(64):
@@ -503,7 +504,7 @@ def test_one_huge_history_line_is_refused_without_being_held(tmp_path):
 
 
 def test_a_history_shard_that_is_no_file_is_refused_where_it_is_read(tmp_path):
-  fifo = str(tmp_path / fmt.history_shard_name(0, 1))
+  fifo = str(tmp_path / vocab.history_shard_name(0, 1))
   os.mkfifo(fifo)
   items = _within(30, lambda: list(drift_lib.read_history_shard(fifo)), str(tmp_path))
   assert items == [drift_lib.Refused(fifo, f'{fifo} is not a regular file (a FIFO, socket '

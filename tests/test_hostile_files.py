@@ -18,6 +18,7 @@ import pytest
 from components.vog import audit
 from components.vog import beam_audit
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_table
 from pipeline.cli import main as cli
 import fixtures
@@ -66,7 +67,7 @@ def test_a_record_above_max_record_bytes_is_quarantined_unread(audited, tmp_path
   assert result.exit_code == 0, result.output
   assert 'scored 60, quarantined 1, flagged 5 of 61 examples' in result.output
   report = tmp_path / 'difficulty_report'
-  summary = json.loads((report / fmt.SUMMARY_FILE).read_text())
+  summary = json.loads((report / vocab.SUMMARY_FILE).read_text())
   assert summary['counts'] == {'seen': N + 1, 'scored': N, 'quarantined': 1, 'flagged': 5}
   assert summary['quarantine_kinds'] == {'data': {'record too large': 1}}
   assert summary['settings']['max_record_bytes'] == LIMIT
@@ -131,8 +132,8 @@ def _report_read_only(audited, tmp_path):
 
 def _summary_a_folder(audited, tmp_path):
   report = shutil.copytree(audited['report'], tmp_path / 'report')
-  os.remove(report / fmt.SUMMARY_FILE)
-  os.mkdir(report / fmt.SUMMARY_FILE)
+  os.remove(report / vocab.SUMMARY_FILE)
+  os.mkdir(report / vocab.SUMMARY_FILE)
   return None, ['report', report]
 
 
@@ -192,6 +193,6 @@ def test_a_killed_score_publishes_nothing_and_a_rerun_completes(audited, tmp_pat
   units = beam_audit.work_units(audit.input_files('data', str(root / 'many' / '*.gz')))
   assert 1 < len(units) < KILL_FILES
   assert len(_scored_files(out / 'scored_examples')) == len(units)
-  summary = json.loads((out / 'difficulty_report' / fmt.SUMMARY_FILE).read_text())
+  summary = json.loads((out / 'difficulty_report' / vocab.SUMMARY_FILE).read_text())
   assert summary['counts']['seen'] == summary['counts']['scored'] == KILL_FILES
   assert sorted(os.listdir(out)) == ['difficulty_report', 'scored_examples']

@@ -256,13 +256,13 @@ def test_vog_task_report_matches_the_local_run(vog_task, local_run):
 
 def test_vog_executor_output_carries_the_report_headline(vog_task, local_run):
   """What Kubeflow records on the DifficultyReport: the counts and headline settings."""
-  from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import settings  # pylint: disable=g-import-not-at-top
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
   result, executor_output = vog_task
   assert result.returncode == 0, result.stderr[-5000:]
   metadata = _output(executor_output, 'difficulty_report')['metadata']
   local = local_run[VOG]['outputs']['difficulty_report']['custom_properties']
-  names = report_format.HEADLINE + settings.HEADLINE
+  names = vocab.HEADLINE + settings.HEADLINE
   assert {k: metadata.get(k) for k in names} == {k: local[k] for k in names}
 
 

@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 
 from components.vog import report_format as fmt
+
+from components.vog import vocabulary as vocab
 from components.vog import storage
 from pipeline.cli import main as cli
 import fixtures
@@ -106,24 +108,24 @@ def test_score_on_ram_gives_the_results_of_local_folders(audits):
 def test_a_second_score_into_the_same_ram_output_is_refused(audits):
   assert audits['result'].exit_code == 0, audits['result'].output
   out = audits['ram']
-  summary = _read(f'{out}/difficulty_report/{fmt.SUMMARY_FILE}')
+  summary = _read(f'{out}/difficulty_report/{vocab.SUMMARY_FILE}')
   result = _score(*audits['args'])
   assert result.exit_code == 2, result.output
   assert result.stderr.strip() == (
       f'error: {out}/scored_examples is not empty; choose a new --output so earlier '
       'results are kept')
-  assert _read(f'{out}/difficulty_report/{fmt.SUMMARY_FILE}') == summary
+  assert _read(f'{out}/difficulty_report/{vocab.SUMMARY_FILE}') == summary
   assert sorted(storage.list_dir(out)) == ['difficulty_report', 'scored_examples']
 
 
 def test_report_rebuilds_the_page_in_a_ram_folder(audits):
   assert audits['result'].exit_code == 0, audits['result'].output
   report_dir = f'{audits["ram"]}/difficulty_report'
-  tf.io.gfile.remove(f'{report_dir}/{fmt.REPORT_FILE}')
+  tf.io.gfile.remove(f'{report_dir}/{vocab.REPORT_FILE}')
   result = CliRunner().invoke(cli, ['report', report_dir])
   assert result.exit_code == 0, result.output
-  assert f'report: {report_dir}/{fmt.REPORT_FILE}' in result.output
-  assert _read(f'{report_dir}/{fmt.REPORT_FILE}').startswith('<!DOCTYPE html>')
+  assert f'report: {report_dir}/{vocab.REPORT_FILE}' in result.output
+  assert _read(f'{report_dir}/{vocab.REPORT_FILE}').startswith('<!DOCTYPE html>')
   assert not os.path.exists('ram:')
 
 

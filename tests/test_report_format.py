@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 from components.vog import report_format
+
+from components.vog import vocabulary as vocab
 from components.vog.report_format import ReportFormatError
 
 SUMMARY = {
@@ -155,7 +157,7 @@ def test_writer_helpers_round_trip():
   q = report_format.QuarantineRow('eval', 'q-9', 'not an example', 'why', b'\x00\x01')
   line = report_format.quarantine_row_to_json(q)
   assert report_format.quarantine_row_from_json(json.loads(json.dumps(line))) == q
-  assert report_format.quarantine_shard_name(3, 8) == 'quarantine-00003-of-00008.jsonl'
+  assert vocab.quarantine_shard_name(3, 8) == 'quarantine-00003-of-00008.jsonl'
 
 
 def test_the_writer_helpers_turn_numpy_scalars_into_json():

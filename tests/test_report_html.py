@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 
 import browser
 from components.vog import report_format
+from components.vog import vocabulary as vocab
 from components.vog import report_html
 from components.vog.report_html import ExamplePreview
 
@@ -72,8 +73,8 @@ def _drift_summary(drift=None):
 
 def _with_statuses(flagged):
   """Flagged rows as an audit with a baseline writes them: each says how it stands now."""
-  statuses = [(report_format.NEW_DATA, 1), (report_format.NEWLY_FLAGGED, 1),
-              (report_format.STILL_FLAGGED, 4), (report_format.STILL_FLAGGED, 2)]
+  statuses = [(vocab.NEW_DATA, 1), (vocab.NEWLY_FLAGGED, 1),
+              (vocab.STILL_FLAGGED, 4), (vocab.STILL_FLAGGED, 2)]
   return [dict(row, drift_status=statuses[i % 4][0], flagged_streak=statuses[i % 4][1])
           for i, row in enumerate(flagged)]
 
@@ -477,7 +478,7 @@ def test_a_signal_ranked_report_shows_the_signal_and_which_signals_agree():
   agree = [['confidence', 'margin_mean', 'el2n', 'vog'], ['confidence', 'variability'],
            ['confidence', 'margin_mean'], ['confidence']]
   for row, names in zip(flagged, agree):
-    row['signals'] = {f: 0.5 for f in report_format.SIGNAL_FIELDS}
+    row['signals'] = {f: 0.5 for f in vocab.SIGNAL_FIELDS}
     row['signals']['audit_confidence'] = 0.01 * row['rank']
     row['agreeing'] = names
   page = report_html.render_report(dict(_summary(), ranked_by='confidence'), flagged, [],

@@ -6,26 +6,26 @@ import json
 from click.testing import CliRunner
 import pytest
 
-from components.vog import report_format
+from components.vog import vocabulary as vocab
 
 PIPELINE = 'digits_audit'
 DRIFT = {
-    report_format.FLAGGED_SHARE_CHANGE: 0.019,
-    report_format.NEWLY_FLAGGED: 40,
-    report_format.STILL_FLAGGED_COUNT: 25,
-    report_format.MAX_CLASS_HARD_SHARE_INCREASE: 0.12,
-    report_format.MAX_HARD_SHARE_CLASS: 'eval/3',
-    report_format.DRIFT_BASELINE_URI: '/root/VarianceOfGradients/difficulty_report/1',
+    vocab.FLAGGED_SHARE_CHANGE: 0.019,
+    vocab.NEWLY_FLAGGED: 40,
+    vocab.STILL_FLAGGED_COUNT: 25,
+    vocab.MAX_CLASS_HARD_SHARE_INCREASE: 0.12,
+    vocab.MAX_HARD_SHARE_CLASS: 'eval/3',
+    vocab.DRIFT_BASELINE_URI: '/root/VarianceOfGradients/difficulty_report/1',
 }
-CALM = dict(DRIFT, **{report_format.FLAGGED_SHARE_CHANGE: -0.004,
-                      report_format.MAX_CLASS_HARD_SHARE_INCREASE: 0.0,
-                      report_format.MAX_HARD_SHARE_CLASS: '',
-                      report_format.NEWLY_FLAGGED: 3, report_format.STILL_FLAGGED_COUNT: 190,
-                      report_format.DRIFT_BASELINE_URI:
+CALM = dict(DRIFT, **{vocab.FLAGGED_SHARE_CHANGE: -0.004,
+                      vocab.MAX_CLASS_HARD_SHARE_INCREASE: 0.0,
+                      vocab.MAX_HARD_SHARE_CLASS: '',
+                      vocab.NEWLY_FLAGGED: 3, vocab.STILL_FLAGGED_COUNT: 190,
+                      vocab.DRIFT_BASELINE_URI:
                           '/root/VarianceOfGradients/difficulty_report/2'})
-LOST = {report_format.DRIFT_UNAVAILABLE: 'the baseline report cannot be read: /root/gone\n'
+LOST = {vocab.DRIFT_UNAVAILABLE: 'the baseline report cannot be read: /root/gone\n'
                                           'summary.json: does not exist',
-        report_format.DRIFT_BASELINE_URI: '/root/gone'}
+        vocab.DRIFT_BASELINE_URI: '/root/gone'}
 COUNTS = {'seen': 1797, 'scored': 1790, 'quarantined': 7, 'flagged': 200}
 
 

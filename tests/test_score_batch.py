@@ -6,7 +6,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_batch
 from components.vog.score_batch import ScoredBatch
 
@@ -23,7 +23,7 @@ def _batch(n=64, contiguous=True, labelled=True, seed=0, top=False, base=1000):
       'train', 3, index, [f'img-{i}' if i % 7 else f'ünï-{i}' for i in range(n)],
       rng.integers(0, 2, n).astype(bool), target if labelled else np.full(n, -1), target,
       rng.integers(0, 10, n), rng.random(n).astype(np.float32),
-      rng.random((n, len(fmt.SIGNAL_FIELDS))) if labelled else np.zeros((n, 0)), top_sigma)
+      rng.random((n, len(vocab.SIGNAL_FIELDS))) if labelled else np.zeros((n, 0)), top_sigma)
 
 
 @pytest.mark.parametrize('contiguous', [True, False])
@@ -71,12 +71,12 @@ def test_top_sigma_names_the_largest_sources_first_and_skips_non_finite():
 
 def test_rank_values_and_suspicions_are_oriented_so_higher_is_more_suspect():
   batch = _batch(n=16)
-  confidence = batch.signals[:, fmt.SIGNAL_FIELDS.index('audit_confidence')]
+  confidence = batch.signals[:, vocab.SIGNAL_FIELDS.index('audit_confidence')]
   np.testing.assert_array_equal(score_batch.rank_values(batch, 'confidence'), -confidence)
   np.testing.assert_array_equal(score_batch.rank_values(batch, 'vog'), batch.vog_raw)
   matrix = score_batch.suspicion_matrix(batch)
-  assert matrix.shape == (16, len(fmt.AGREEMENT_NAMES))
-  np.testing.assert_array_equal(matrix[:, fmt.AGREEMENT_NAMES.index('confidence')],
+  assert matrix.shape == (16, len(vocab.AGREEMENT_NAMES))
+  np.testing.assert_array_equal(matrix[:, vocab.AGREEMENT_NAMES.index('confidence')],
                                 -confidence)
   with pytest.raises(ValueError, match="label_mode='predicted'"):
     score_batch.rank_values(_batch(labelled=False), 'confidence')

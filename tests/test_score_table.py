@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_table
 from components.vog.report_format import ReportFormatError
 
@@ -28,20 +28,20 @@ def _columns(n, file_index=0, signals=True, seed=0):
       'file_index': np.full(n, file_index),
       'record_index': np.arange(n),
       'label': labels,
-      fmt.VOG_TARGET_CLASS: rng.integers(0, 3, n),
+      vocab.VOG_TARGET_CLASS: rng.integers(0, 3, n),
       'predicted_class': rng.integers(0, 3, n),
-      fmt.VOG_RAW: rng.random(n),
-      fmt.VOG_SCORE: rng.normal(size=n),
+      vocab.VOG_RAW: rng.random(n),
+      vocab.VOG_SCORE: rng.normal(size=n),
       'rank_value': rng.normal(size=n),
-      fmt.VOG_PERCENTILE: rng.random(n) * 100,
-      fmt.VOG_DECILE: rng.integers(1, 11, n),
-      fmt.VOG_BUCKET: rng.choice(fmt.BUCKETS, n),
-      fmt.VOG_FLAGGED: flagged,
+      vocab.VOG_PERCENTILE: rng.random(n) * 100,
+      vocab.VOG_DECILE: rng.integers(1, 11, n),
+      vocab.VOG_BUCKET: rng.choice(vocab.BUCKETS, n),
+      vocab.VOG_FLAGGED: flagged,
       'review_rank': np.where(flagged, np.cumsum(flagged), 0),
   }
   if signals:
-    for name in fmt.SIGNAL_FIELDS:
-      columns[name] = (rng.integers(0, 5, n) if name in fmt.INT_SIGNALS
+    for name in vocab.SIGNAL_FIELDS:
+      columns[name] = (rng.integers(0, 5, n) if name in vocab.INT_SIGNALS
                        else rng.random(n))
   return columns
 
@@ -60,8 +60,8 @@ def _assert_holds(table, columns):
     got = table.column(name).to_pylist()
     if name == 'label':
       assert got == [None if v == -1 else v for v in given]
-    elif name == fmt.VOG_BUCKET:
-      assert got == [fmt.BUCKETS[v] if isinstance(v, (int, np.integer)) else v
+    elif name == vocab.VOG_BUCKET:
+      assert got == [vocab.BUCKETS[v] if isinstance(v, (int, np.integer)) else v
                      for v in given]
     elif table.schema.field(name).type == pa.float32():
       np.testing.assert_array_equal(got, np.asarray(given, np.float32))
@@ -91,26 +91,26 @@ def test_round_trip_without_signals_or_labels_and_bucket_codes(tmp_path):
   report = str(tmp_path)
   columns = _columns(6, signals=False)
   columns['label'] = None
-  columns[fmt.VOG_BUCKET] = np.array([0, 1, 2, 2, 1, 0], np.int64)
+  columns[vocab.VOG_BUCKET] = np.array([0, 1, 2, 2, 1, 0], np.int64)
   _write(report, 'unlabeled', [columns])
   table = score_table.read_split(report, 'unlabeled')
   assert table.schema == score_table.schema(with_signals=False)
-  assert not set(fmt.SIGNAL_FIELDS) & set(table.column_names)
+  assert not set(vocab.SIGNAL_FIELDS) & set(table.column_names)
   assert table.column('label').null_count == 6
-  assert table.column(fmt.VOG_BUCKET).to_pylist() == [
+  assert table.column(vocab.VOG_BUCKET).to_pylist() == [
       'easy', 'medium', 'hard', 'hard', 'medium', 'easy']
-  # The bucket's codes index report_format.BUCKETS, whatever the file's dictionary.
-  assert table.column(fmt.VOG_BUCKET).chunk(0).indices.to_pylist() == [0, 1, 2, 2, 1, 0]
+  # The bucket's codes index vocabulary.BUCKETS, whatever the file's dictionary.
+  assert table.column(vocab.VOG_BUCKET).chunk(0).indices.to_pylist() == [0, 1, 2, 2, 1, 0]
   columns.pop('label')
   _assert_holds(table, columns)
 
 
 def test_bucket_names_may_be_bytes_as_in_tf_examples(tmp_path):
   columns = _columns(3, signals=False)
-  columns[fmt.VOG_BUCKET] = [b'hard', b'easy', b'hard']
+  columns[vocab.VOG_BUCKET] = [b'hard', b'easy', b'hard']
   _write(str(tmp_path), 'train', [columns])
   assert score_table.read_split(str(tmp_path), 'train').column(
-      fmt.VOG_BUCKET).to_pylist() == ['hard', 'easy', 'hard']
+      vocab.VOG_BUCKET).to_pylist() == ['hard', 'easy', 'hard']
 
 
 def test_read_table_adds_the_split_and_columns_pick_and_order(tmp_path):
@@ -137,7 +137,7 @@ def test_pandas_reads_the_split_as_a_hive_partition(tmp_path):
   dataset = ds.dataset(score_table.table_dir(report), format='parquet', partitioning='hive')
   frame = dataset.to_table().to_pandas()
   assert sorted(frame['split'].value_counts().items()) == [('eval', 2), ('train', 3)]
-  assert set(frame[fmt.VOG_BUCKET].astype(str)) <= set(fmt.BUCKETS)
+  assert set(frame[vocab.VOG_BUCKET].astype(str)) <= set(vocab.BUCKETS)
   assert frame['label'].isna().sum() == 2  # record 0 of each split had label -1
 
 
@@ -290,8 +290,8 @@ def _set(name, value):
     (_set('example_id', ['a', 'b', 'c']), "'example_id' has 3"),
     (_drop('review_rank'), "no column 'review_rank'"),
     (_drop('audit_margin_mean'), 'but not audit_margin_mean'),
-    (_set(fmt.VOG_BUCKET, ['easy', 'hard', 'hrad', 'easy']), "holds 'hrad'"),
-    (_set(fmt.VOG_BUCKET, [0, 1, 3, 0]), 'holds code 3'),
+    (_set(vocab.VOG_BUCKET, ['easy', 'hard', 'hrad', 'easy']), "holds 'hrad'"),
+    (_set(vocab.VOG_BUCKET, [0, 1, 3, 0]), 'holds code 3'),
     (_set('file_index', np.full(4, 2**40)), "'file_index' does not fit int32"),
     (_set('vog_decile', np.full(4, 1.5)), "'vog_decile' does not fit int8"),
     (_set('label', np.array([0, -2, 1, 1])), 'holds -2'),

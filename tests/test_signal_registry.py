@@ -20,6 +20,7 @@ import tensorflow as tf
 from components.vog import audit
 from components.vog import checkpoints
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_table
 from components.vog import scoring
 from components.vog import signals
@@ -98,10 +99,10 @@ def _expected(plan, images, labels, ids):
 
 def test_the_registry_names_the_toys_in_its_order(audited):
   del audited  # the registry is patched while it is in use
-  assert fmt.SIGNAL_FIELDS[0] == 'audit_toy' and fmt.SIGNAL_FIELDS[-1] == 'audit_toy_fits'
-  assert fmt.INT_SIGNALS[-1] == 'audit_toy_fits' and 'audit_toy' not in fmt.INT_SIGNALS
-  assert fmt.AGREEMENT_NAMES[0] == 'toy' and fmt.AGREEMENT_NAMES[-2:] == ('toy_fits', 'vog')
-  assert signals.SIGNALS == fmt.SIGNAL_FIELDS
+  assert vocab.SIGNAL_FIELDS[0] == 'audit_toy' and vocab.SIGNAL_FIELDS[-1] == 'audit_toy_fits'
+  assert vocab.INT_SIGNALS[-1] == 'audit_toy_fits' and 'audit_toy' not in vocab.INT_SIGNALS
+  assert vocab.AGREEMENT_NAMES[0] == 'toy' and vocab.AGREEMENT_NAMES[-2:] == ('toy_fits', 'vog')
+  assert signals.SIGNALS == vocab.SIGNAL_FIELDS
 
 
 def test_every_scored_example_carries_every_signal_under_its_own_name(audited):
@@ -139,7 +140,7 @@ def test_summary_and_flagged_rows_name_the_toys(audited):
     assert set(row.signals) == set(signals.fields())
     for name, value in row.signals.items():
       assert value == pytest.approx(_value(rows[row.example_id], name), rel=1e-6)
-    assert set(row.agreeing) <= set(fmt.AGREEMENT_NAMES)
+    assert set(row.agreeing) <= set(vocab.AGREEMENT_NAMES)
   splits = {eid: ('train' if int(eid[2:]) < 60 else 'eval') for eid in rows}
   for row in report.summary.per_class:
     members = [f for eid, f in rows.items() if splits[eid] == row.split
@@ -152,12 +153,12 @@ def test_summary_and_flagged_rows_name_the_toys(audited):
 
 def test_the_review_page_counts_the_toys_among_the_signals_that_agree(audited):
   _, _, _, report_dir, _, _, _ = audited
-  with open(os.path.join(report_dir, fmt.REPORT_FILE)) as f:
+  with open(os.path.join(report_dir, vocab.REPORT_FILE)) as f:
     page = f.read()
   table = page.split('<table class="agreement">', 1)[1].split('</table>', 1)[0]
-  for name in fmt.AGREEMENT_NAMES:
+  for name in vocab.AGREEMENT_NAMES:
     assert f'<tr><td>{name}' in table, name
-  assert f' of {len(fmt.AGREEMENT_NAMES)}</b>' in page
+  assert f' of {len(vocab.AGREEMENT_NAMES)}</b>' in page
 
 
 def test_rank_by_takes_a_registered_signal_and_the_command_line_help_names_it():

@@ -316,6 +316,6 @@ def test_training_dynamics_find_memorised_flips_that_final_loss_misses(memorised
 
 
 def test_the_report_format_names_the_signals_as_this_module_does():
-  from components.vog import report_format  # pylint: disable=g-import-not-at-top
-  assert report_format.SIGNAL_FIELDS == signals.SIGNALS
-  assert report_format.INT_SIGNALS == (signals.FORGETTING,)
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
+  assert vocab.SIGNAL_FIELDS == signals.SIGNALS
+  assert vocab.INT_SIGNALS == (signals.FORGETTING,)

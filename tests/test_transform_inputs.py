@@ -28,6 +28,7 @@ from components.vog import audit
 from components.vog import examples_io
 from components.vog import executor as vog_executor
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import spec_keys
 from components.vog import transform_inputs
 from components.vog.checkpoints import VogCheckpointCallback
@@ -241,12 +242,12 @@ def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
     raw = by_id[features['example_id'].bytes_list.value[0].decode()]
     assert record[:len(raw)] == raw  # the raw example byte for byte, then the new fields
     added = tf.train.Example.FromString(record[len(raw):]).features.feature
-    assert set(added) == set(fmt.VOG_FIELDS) | set(fmt.SIGNAL_FIELDS)
+    assert set(added) == set(vocab.VOG_FIELDS) | set(vocab.SIGNAL_FIELDS)
     assert np.isfinite(added['vog_raw'].float_list.value[0])
     assert 'x1_z' not in features  # transformed features stay out of the examples
 
   report_dir = str(tmp_path / 'out' / 'report')
-  rows = [json.loads(line) for path in glob.glob(os.path.join(report_dir, fmt.QUARANTINE_GLOB))
+  rows = [json.loads(line) for path in glob.glob(os.path.join(report_dir, vocab.QUARANTINE_GLOB))
           for line in open(path)]
   assert [(r['example_id'], r['reason']) for r in rows] == [
       (f'ex-{N}', "missing feature: 'color' (a raw feature the transform graph reads)")]
@@ -262,7 +263,7 @@ def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
     names = [name for name, _ in row.top_sigma]
     sigmas = [value for _, value in row.top_sigma]
     assert len(names) == 5 and set(names) <= sources and sigmas == sorted(sigmas, reverse=True)
-  page = open(os.path.join(report_dir, fmt.REPORT_FILE)).read()
+  page = open(os.path.join(report_dir, vocab.REPORT_FILE)).read()
   assert 'gradients moved most (sigma)' in page and '<table class="features">' in page
 
 

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from components.vog import examples_io
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 
 ID_KEY = 'example_id'
-FLOAT_SIGNALS = tuple(k for k in fmt.SIGNAL_FIELDS if k not in fmt.INT_SIGNALS)
+FLOAT_SIGNALS = tuple(k for k in vocab.SIGNAL_FIELDS if k not in vocab.INT_SIGNALS)
 SPECIAL_FLOATS = [0.0, -0.0, float('nan'), float('inf'), float('-inf'), 1e39, -1e39,
                   1e-50, 3.4028235e38, 1.0000000596046448, 0.1, -123.456,
                   # -NaN, and a NaN with a payload float32 keeps (0x7fc00001).
@@ -31,9 +31,9 @@ def _record(i, has_id=True, earlier_audit=False):
   if has_id:
     feature[ID_KEY].bytes_list.value.append(f'had-{i}'.encode())
   if earlier_audit:
-    feature[fmt.VOG_BUCKET].bytes_list.value.extend([b'stale', b'two values'])
-    feature[fmt.VOG_SCORE].int64_list.value.extend([7, 8, 9])  # Another kind, even.
-    feature[fmt.VOG_DECILE].int64_list.value.append(99)
+    feature[vocab.VOG_BUCKET].bytes_list.value.extend([b'stale', b'two values'])
+    feature[vocab.VOG_SCORE].int64_list.value.extend([7, 8, 9])  # Another kind, even.
+    feature[vocab.VOG_DECILE].int64_list.value.append(99)
     feature['audit_forgetting'].float_list.value.append(0.5)
   return example.SerializeToString()
 
@@ -56,12 +56,12 @@ def _columns(rng, n, with_signals=True):
     values[:k] = rng.permutation(np.array(SPECIAL_INTS, dtype=np.int64))[:k]
     return values
 
-  columns = {k: floats() for k in fmt.FLOAT_FIELDS}
-  columns.update({k: ints() for k in fmt.INT_FIELDS})
-  columns[fmt.VOG_BUCKET] = rng.permutation(np.arange(n) % len(fmt.BUCKETS))
+  columns = {k: floats() for k in vocab.FLOAT_FIELDS}
+  columns.update({k: ints() for k in vocab.INT_FIELDS})
+  columns[vocab.VOG_BUCKET] = rng.permutation(np.arange(n) % len(vocab.BUCKETS))
   if with_signals:
     columns.update({k: floats() for k in FLOAT_SIGNALS})
-    columns.update({k: ints() for k in fmt.INT_SIGNALS})
+    columns.update({k: ints() for k in vocab.INT_SIGNALS})
   return columns
 
 
@@ -71,7 +71,7 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
   """The example with the VoG fields added (and its id when it had none), one
   tf.train.Example per record: the oracle the byte encoder is checked against.
 
-  `fields` maps every report_format.VOG_FIELDS name to its value; `signal_values` the
+  `fields` maps every vocabulary.VOG_FIELDS name to its value; `signal_values` the
   label-error signals (signals.py) by field name, counts (audit_forgetting) as integers.
 
   Appends a serialized Example holding only the new features: protobuf merges the
@@ -82,14 +82,14 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
   feature = extra.features.feature
   if not has_example_id:
     feature[example_id_key].bytes_list.value.append(example_id.encode('utf-8'))
-  for key in fmt.FLOAT_FIELDS:
+  for key in vocab.FLOAT_FIELDS:
     feature[key].float_list.value.append(float(fields[key]))
-  for key in fmt.INT_FIELDS:
+  for key in vocab.INT_FIELDS:
     feature[key].int64_list.value.append(int(fields[key]))
-  for key in fmt.BYTES_FIELDS:
+  for key in vocab.BYTES_FIELDS:
     feature[key].bytes_list.value.append(str(fields[key]).encode('utf-8'))
   for key, value in (signal_values or {}).items():
-    if key in fmt.INT_SIGNALS:
+    if key in vocab.INT_SIGNALS:
       feature[key].int64_list.value.append(int(value))
     else:
       feature[key].float_list.value.append(float(value))
@@ -98,13 +98,13 @@ def with_vog_features(serialized: bytes, example_id_key: str, example_id: str,
 
 def _old(record, columns, i, example_id, with_signals):
   """with_vog_features for example i of `columns`; example_id None: it has its id."""
-  fields = {k: float(columns[k][i]) for k in fmt.FLOAT_FIELDS}
-  fields.update({k: int(columns[k][i]) for k in fmt.INT_FIELDS})
-  fields[fmt.VOG_BUCKET] = fmt.BUCKETS[int(columns[fmt.VOG_BUCKET][i])]
+  fields = {k: float(columns[k][i]) for k in vocab.FLOAT_FIELDS}
+  fields.update({k: int(columns[k][i]) for k in vocab.INT_FIELDS})
+  fields[vocab.VOG_BUCKET] = vocab.BUCKETS[int(columns[vocab.VOG_BUCKET][i])]
   signals = None
   if with_signals:
-    signals = {k: (int(columns[k][i]) if k in fmt.INT_SIGNALS else float(columns[k][i]))
-               for k in fmt.SIGNAL_FIELDS}
+    signals = {k: (int(columns[k][i]) if k in vocab.INT_SIGNALS else float(columns[k][i]))
+               for k in vocab.SIGNAL_FIELDS}
   has_id = example_id is None
   return with_vog_features(record, ID_KEY, 'unused' if has_id else example_id, fields,
                            has_id, signals)
@@ -147,10 +147,10 @@ def test_record_plus_suffix_reads_as_with_vog_features(with_signals, ids_missing
     got = _features(record + suffix)
     assert got == _features(_old(record, columns, i, example_id, with_signals)), i
     # And what a reader sees, against the columns themselves.
-    assert got[fmt.VOG_BUCKET] == ('bytes_list',
-                                   [fmt.BUCKETS[columns[fmt.VOG_BUCKET][i]].encode()])
-    assert got[fmt.VOG_DECILE] == ('int64_list', [int(columns[fmt.VOG_DECILE][i])])
-    assert got[fmt.VOG_SCORE] == ('float_list', [_float32_bits(columns[fmt.VOG_SCORE][i])])
+    assert got[vocab.VOG_BUCKET] == ('bytes_list',
+                                   [vocab.BUCKETS[columns[vocab.VOG_BUCKET][i]].encode()])
+    assert got[vocab.VOG_DECILE] == ('int64_list', [int(columns[vocab.VOG_DECILE][i])])
+    assert got[vocab.VOG_SCORE] == ('float_list', [_float32_bits(columns[vocab.VOG_SCORE][i])])
     if example_id is not None:
       assert got[ID_KEY] == ('bytes_list', [example_id.encode('utf-8')])
     else:
@@ -163,34 +163,34 @@ def test_special_values_read_back_exactly():
   n = max(len(SPECIAL_INTS), len(SPECIAL_FLOATS))
   ints = (SPECIAL_INTS * 2)[:n]
   columns = _columns(rng, n)
-  columns[fmt.VOG_RAW] = np.array((SPECIAL_FLOATS * 2)[:n])
-  columns[fmt.VOG_TARGET_CLASS] = np.array(ints, dtype=np.int64)
+  columns[vocab.VOG_RAW] = np.array((SPECIAL_FLOATS * 2)[:n])
+  columns[vocab.VOG_TARGET_CLASS] = np.array(ints, dtype=np.int64)
   suffixes = examples_io.vog_feature_suffixes(columns, ID_KEY)
   for i, suffix in enumerate(suffixes):
     got = tf.train.Example.FromString(_record(i) + suffix).features.feature
-    assert got[fmt.VOG_TARGET_CLASS].int64_list.value == [ints[i]]
-    raw = np.array(got[fmt.VOG_RAW].float_list.value, dtype=np.float32)
-    assert raw.view(np.uint32).tolist() == [_float32_bits(columns[fmt.VOG_RAW][i])]
+    assert got[vocab.VOG_TARGET_CLASS].int64_list.value == [ints[i]]
+    raw = np.array(got[vocab.VOG_RAW].float_list.value, dtype=np.float32)
+    assert raw.view(np.uint32).tolist() == [_float32_bits(columns[vocab.VOG_RAW][i])]
   inf_at = SPECIAL_FLOATS.index(1e39)  # Beyond float32: inf, as float_list stores it.
   got = tf.train.Example.FromString(suffixes[inf_at]).features.feature
-  assert got[fmt.VOG_RAW].float_list.value == [float('inf')]
+  assert got[vocab.VOG_RAW].float_list.value == [float('inf')]
   payload_at = len(SPECIAL_FLOATS) - 1
   got = tf.train.Example.FromString(suffixes[payload_at]).features.feature
-  bits = np.array(got[fmt.VOG_RAW].float_list.value, dtype=np.float32).view(np.uint32)
+  bits = np.array(got[vocab.VOG_RAW].float_list.value, dtype=np.float32).view(np.uint32)
   assert bits.tolist() == [0x7fc00001]
 
 
 def test_earlier_audit_features_are_replaced():
-  columns = {k: np.array([1.5]) for k in fmt.FLOAT_FIELDS + FLOAT_SIGNALS}
-  columns.update({k: np.array([3]) for k in fmt.INT_FIELDS + fmt.INT_SIGNALS})
-  columns[fmt.VOG_BUCKET] = np.array([0])
+  columns = {k: np.array([1.5]) for k in vocab.FLOAT_FIELDS + FLOAT_SIGNALS}
+  columns.update({k: np.array([3]) for k in vocab.INT_FIELDS + vocab.INT_SIGNALS})
+  columns[vocab.VOG_BUCKET] = np.array([0])
   record = _record(5, earlier_audit=True)
   (suffix,) = examples_io.vog_feature_suffixes(columns, ID_KEY)
   got = tf.train.Example.FromString(record + suffix).features.feature
-  assert got[fmt.VOG_BUCKET].bytes_list.value == [b'easy']
-  assert got[fmt.VOG_SCORE].WhichOneof('kind') == 'float_list'
-  assert got[fmt.VOG_SCORE].float_list.value == [1.5]
-  assert got[fmt.VOG_DECILE].int64_list.value == [3]
+  assert got[vocab.VOG_BUCKET].bytes_list.value == [b'easy']
+  assert got[vocab.VOG_SCORE].WhichOneof('kind') == 'float_list'
+  assert got[vocab.VOG_SCORE].float_list.value == [1.5]
+  assert got[vocab.VOG_DECILE].int64_list.value == [3]
   assert got['audit_forgetting'].WhichOneof('kind') == 'int64_list'
   assert got['audit_forgetting'].int64_list.value == [3]
   assert got['pixels'].float_list.value == [1.25, -1.0, 2.5]  # The record's own, kept.
@@ -203,7 +203,7 @@ def test_suffix_alone_is_an_example_of_just_the_new_features(with_signals):
   example_ids = [None, 'a', None, '', 'ü', None]
   suffixes = examples_io.vog_feature_suffixes(columns, ID_KEY, example_ids, with_signals)
   for i, suffix in enumerate(suffixes):
-    expected = set(fmt.VOG_FIELDS) | (set(fmt.SIGNAL_FIELDS) if with_signals else set())
+    expected = set(vocab.VOG_FIELDS) | (set(vocab.SIGNAL_FIELDS) if with_signals else set())
     if example_ids[i] is not None:
       expected.add(ID_KEY)
     got = _features(suffix)
@@ -211,48 +211,48 @@ def test_suffix_alone_is_an_example_of_just_the_new_features(with_signals):
     assert all(len(values) == 1 for _, values in got.values())
     kinds = {k: kind for k, (kind, _) in got.items()}
     assert {k for k, kind in kinds.items() if kind == 'float_list'} == (
-        set(fmt.FLOAT_FIELDS) | (set(FLOAT_SIGNALS) if with_signals else set()))
+        set(vocab.FLOAT_FIELDS) | (set(FLOAT_SIGNALS) if with_signals else set()))
     assert {k for k, kind in kinds.items() if kind == 'bytes_list'} == (
-        expected & {fmt.VOG_BUCKET, ID_KEY})
+        expected & {vocab.VOG_BUCKET, ID_KEY})
 
 
 def test_tf_parse_single_example_reads_the_appended_features():
   columns = _columns(np.random.default_rng(5), 3)
-  columns[fmt.VOG_SCORE] = np.array([0.1, -2.5, 1e6])
-  columns[fmt.VOG_BUCKET] = np.array([2, 0, 1])
+  columns[vocab.VOG_SCORE] = np.array([0.1, -2.5, 1e6])
+  columns[vocab.VOG_BUCKET] = np.array([2, 0, 1])
   records = [_record(0, earlier_audit=True), _record(1, has_id=False), _record(2)]
   suffixes = examples_io.vog_feature_suffixes(columns, ID_KEY, [None, 'fresh-1', None])
-  spec = {fmt.VOG_BUCKET: tf.io.FixedLenFeature([], tf.string),
-          fmt.VOG_SCORE: tf.io.FixedLenFeature([], tf.float32),
-          fmt.VOG_DECILE: tf.io.FixedLenFeature([], tf.int64),
+  spec = {vocab.VOG_BUCKET: tf.io.FixedLenFeature([], tf.string),
+          vocab.VOG_SCORE: tf.io.FixedLenFeature([], tf.float32),
+          vocab.VOG_DECILE: tf.io.FixedLenFeature([], tf.int64),
           ID_KEY: tf.io.FixedLenFeature([], tf.string),
           'pixels': tf.io.FixedLenFeature([3], tf.float32)}
   for i, (record, suffix) in enumerate(zip(records, suffixes)):
     parsed = tf.io.parse_single_example(record + suffix, spec)
-    assert parsed[fmt.VOG_BUCKET].numpy() == fmt.BUCKETS[columns[fmt.VOG_BUCKET][i]].encode()
-    assert parsed[fmt.VOG_SCORE].numpy() == np.float32(columns[fmt.VOG_SCORE][i])
-    assert parsed[fmt.VOG_DECILE].numpy() == columns[fmt.VOG_DECILE][i]
+    assert parsed[vocab.VOG_BUCKET].numpy() == vocab.BUCKETS[columns[vocab.VOG_BUCKET][i]].encode()
+    assert parsed[vocab.VOG_SCORE].numpy() == np.float32(columns[vocab.VOG_SCORE][i])
+    assert parsed[vocab.VOG_DECILE].numpy() == columns[vocab.VOG_DECILE][i]
     assert parsed[ID_KEY].numpy() == (b'fresh-1' if i == 1 else f'had-{i}'.encode())
   batch = tf.io.parse_example([r + s for r, s in zip(records, suffixes)], spec)
-  assert batch[fmt.VOG_BUCKET].numpy().tolist() == [b'hard', b'easy', b'medium']
+  assert batch[vocab.VOG_BUCKET].numpy().tolist() == [b'hard', b'easy', b'medium']
 
 
 def test_takes_columns_of_other_dtypes():
   n = 4
-  columns = {fmt.VOG_SCORE: np.array([0.5, np.nan, -1.0, 2.0], dtype=np.float32),
-             fmt.VOG_RAW: [1, 2, 3, 2**53 + 1],  # A list of Python ints, even.
-             fmt.VOG_PERCENTILE: np.array([10.0, 20.0, 30.0, 40.0], dtype='>f8'),
-             fmt.VOG_DECILE: np.array([1, 2, 3, 9], dtype=np.int32),
-             fmt.VOG_FLAGGED: np.array([True, False, True, False]),
-             fmt.VOG_TARGET_CLASS: np.array([0, 255, 7, 1], dtype=np.uint8),
-             fmt.VOG_BUCKET: np.array([0, 1, 2, 1], dtype=np.uint8),
+  columns = {vocab.VOG_SCORE: np.array([0.5, np.nan, -1.0, 2.0], dtype=np.float32),
+             vocab.VOG_RAW: [1, 2, 3, 2**53 + 1],  # A list of Python ints, even.
+             vocab.VOG_PERCENTILE: np.array([10.0, 20.0, 30.0, 40.0], dtype='>f8'),
+             vocab.VOG_DECILE: np.array([1, 2, 3, 9], dtype=np.int32),
+             vocab.VOG_FLAGGED: np.array([True, False, True, False]),
+             vocab.VOG_TARGET_CLASS: np.array([0, 255, 7, 1], dtype=np.uint8),
+             vocab.VOG_BUCKET: np.array([0, 1, 2, 1], dtype=np.uint8),
              'unrelated': np.zeros(n)}
   suffixes = examples_io.vog_feature_suffixes(columns, ID_KEY, with_signals=False)
   for i, suffix in enumerate(suffixes):
     record = _record(i)
     assert _features(record + suffix) == _features(_old(record, columns, i, None, False))
   got = tf.train.Example.FromString(suffixes[0]).features.feature
-  assert got[fmt.VOG_FLAGGED].int64_list.value == [1]
+  assert got[vocab.VOG_FLAGGED].int64_list.value == [1]
 
 
 def test_refuses_columns_it_cannot_encode():
@@ -261,13 +261,13 @@ def test_refuses_columns_it_cannot_encode():
       {k: v[:0] for k, v in good.items()}, ID_KEY, with_signals=False) == []
   with pytest.raises(ValueError, match='audit_el2n'):
     examples_io.vog_feature_suffixes(good, ID_KEY)  # Signals asked for, not given.
-  with pytest.raises(ValueError, match=fmt.VOG_BUCKET):
+  with pytest.raises(ValueError, match=vocab.VOG_BUCKET):
     examples_io.vog_feature_suffixes(dict(good, vog_bucket=np.array([0, 3, 1])), ID_KEY,
                                      with_signals=False)
-  with pytest.raises(ValueError, match=fmt.VOG_DECILE):
+  with pytest.raises(ValueError, match=vocab.VOG_DECILE):
     examples_io.vog_feature_suffixes(dict(good, vog_decile=np.array([1.5, 2.0, 3.0])),
                                      ID_KEY, with_signals=False)
-  with pytest.raises(ValueError, match=fmt.VOG_RAW):
+  with pytest.raises(ValueError, match=vocab.VOG_RAW):
     examples_io.vog_feature_suffixes(dict(good, vog_raw=np.zeros(2)), ID_KEY,
                                      with_signals=False)
   with pytest.raises(ValueError, match='example_ids'):

@@ -15,12 +15,14 @@ from absl import logging
 
 from components.vog import report_format
 
+from components.vog import vocabulary as vocab
+
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
 # Keras names the same metric differently depending on how the model was compiled.
 ACCURACY_METRICS = ('accuracy', 'sparse_categorical_accuracy', 'categorical_accuracy',
                     'binary_accuracy')
-HARD_SLICE = (report_format.VOG_BUCKET, report_format.HARD)
+HARD_SLICE = (vocab.VOG_BUCKET, vocab.HARD)
 REPORT_URL_FIELDS = ('report_uri', 'report_html', 'report_id', 'model_uri', 'model_id',
                      'pipeline', 'run_id')
 
@@ -44,8 +46,8 @@ class ReviewSummary:
   per_class: List[Dict] = dataclasses.field(default_factory=list)
   # Against the last shipped model's audit; None when nothing had shipped (no baseline).
   drift: Optional[report_format.Drift] = None
-  # What ranked the flagged examples (report_format.AGREEMENT_NAMES).
-  ranked_by: str = report_format.VOG
+  # What ranked the flagged examples (vocab.AGREEMENT_NAMES).
+  ranked_by: str = vocab.VOG
 
   def headline(self) -> Dict:
     """The few numbers that go into the pending-review record and the CLI listing."""
@@ -224,11 +226,11 @@ def flagged_line(row: Dict, ranked_by: str) -> str:
   `confidence 0.12, 5 of 8 signals agree`, or `score 3.41` where VoG ranked it."""
   signals = row.get('signals') if isinstance(row.get('signals'), dict) else {}
   value = signals.get('audit_' + ranked_by)
-  if ranked_by == report_format.VOG or not isinstance(value, (int, float)):
+  if ranked_by == vocab.VOG or not isinstance(value, (int, float)):
     text = f'score {float(row.get("vog_score") or 0):.2f}'
   else:
     text = f'{ranked_by} {float(value):.2f}'
   agreeing = row.get('agreeing')
   if isinstance(agreeing, list):
-    text += f', {len(agreeing)} of {len(report_format.AGREEMENT_NAMES)} signals agree'
+    text += f', {len(agreeing)} of {len(vocab.AGREEMENT_NAMES)} signals agree'
   return text

@@ -26,6 +26,7 @@ from components.vog import examples_io
 from components.vog import record_files
 from components.vog import report_folder
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import stages
 from components.vog import storage
 from components.vog import transform_inputs
@@ -455,8 +456,8 @@ def run_audit(plan: AuditPlan, pipeline: beam.Pipeline, scored_examples_dir: str
         for d in summary['damaged_files'])
         + ' - nothing was published; rewrite the damaged files or leave them out')
   report_folder.publish(
-      report_dir, work_dir, tf.io.gfile.glob(os.path.join(work_dir, fmt.QUARANTINE_GLOB)),
-      tf.io.gfile.glob(os.path.join(work_dir, fmt.HISTORY_GLOB)),
+      report_dir, work_dir, tf.io.gfile.glob(os.path.join(work_dir, vocab.QUARANTINE_GLOB)),
+      tf.io.gfile.glob(os.path.join(work_dir, vocab.HISTORY_GLOB)),
       len(all_units), summary, flagged, records,
       report_folder.previews_of(parser_factory(), plan.input_specs, flagged, records))
   tf.io.gfile.rmtree(work_dir)
@@ -501,11 +502,11 @@ def _counters(result) -> Dict[str, int]:
 def _summary_base(plan: AuditPlan) -> Dict[str, Any]:
   """What summary.json says of the plan; the pipeline adds what it counted."""
   return {
-      'format_version': fmt.FORMAT_VERSION,
+      'format_version': vocab.FORMAT_VERSION,
       'created_at': datetime.datetime.now(datetime.timezone.utc).strftime(
           '%Y-%m-%dT%H:%M:%SZ'),
       'settings': dict(plan.settings.to_json(), splits=list(plan.split_files)),
-      fmt.RANKED_BY: plan.settings.ranked_by,
+      vocab.RANKED_BY: plan.settings.ranked_by,
       'checkpoints': [{'path': e.path, 'epoch': e.epoch, 'step': e.step}
                       for e in plan.entries],
       'num_classes': plan.num_classes,
@@ -526,7 +527,7 @@ def signals_note(settings: VogSettings) -> Dict[str, Any]:
   """summary.json's `signals`: the label-error signal fields the examples carry, or why
   there are none."""
   if settings.label_mode == 'label':
-    return {'fields': list(fmt.SIGNAL_FIELDS), 'left_out': None}
+    return {'fields': list(vocab.SIGNAL_FIELDS), 'left_out': None}
   return {'fields': [], 'left_out': (
       "label_mode='predicted': the signals compare the checkpoints with the label, and "
       "without one the target is the model's own prediction, so they are left out")}
@@ -542,8 +543,8 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   or malformed file.
   """
   for path in [os.path.join(report_dir, name) for name in (
-      fmt.SUMMARY_FILE, fmt.FLAGGED_FILE, fmt.FLAGGED_EXAMPLES_FILE)] + tf.io.gfile.glob(
-          os.path.join(report_dir, fmt.QUARANTINE_GLOB)):
+      vocab.SUMMARY_FILE, vocab.FLAGGED_FILE, vocab.FLAGGED_EXAMPLES_FILE)] + tf.io.gfile.glob(
+          os.path.join(report_dir, vocab.QUARANTINE_GLOB)):
     # A missing file is named by the loader; one that is no regular file is never
     # opened (a FIFO would wait forever, a folder fail in TensorFlow's reader).
     problem = (record_files.file_problem(path) if tf.io.gfile.exists(path) else None)
@@ -555,8 +556,8 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   except fmt.ReportFormatError as e:
     raise AuditConfigError(str(e)) from e
   except RecursionError:
-    raise AuditConfigError(f'{os.path.join(report_dir, fmt.SUMMARY_FILE)} or '
-                           f'{fmt.FLAGGED_FILE} nests too deep to be an audit\'s - give the '
+    raise AuditConfigError(f'{os.path.join(report_dir, vocab.SUMMARY_FILE)} or '
+                           f'{vocab.FLAGGED_FILE} nests too deep to be an audit\'s - give the '
                            'difficulty_report folder of an audit') from None
   except (OSError, tf.errors.OpError) as e:
     raise AuditConfigError(f'the report in {report_dir} cannot be read '
@@ -571,7 +572,7 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   try:
     settings = VogSettings.from_json(summary.settings)
   except ValueError as e:
-    raise AuditConfigError(f'the settings in {report_dir}/{fmt.SUMMARY_FILE} are not '
+    raise AuditConfigError(f'the settings in {report_dir}/{vocab.SUMMARY_FILE} are not '
                            f'valid: {e}') from e
   flagged = [fmt.flagged_row_to_json(row) for row in report.flagged]
   records = {row.rank: record for row, record in zip(report.flagged, examples)}

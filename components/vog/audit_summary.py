@@ -14,14 +14,14 @@ from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Se
 import apache_beam as beam
 import numpy as np
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import signals as signals_lib
 
 WRITTEN = 'written'
 WRITTEN_FLAGGED = 'written_flagged'
 UNMATCHED = 'unmatched'  # read on the second pass, but neither scored nor quarantined
 HISTORY_WRITTEN = 'history_written'  # rows of the history shards
-SPLIT_COUNTS = fmt.HEADLINE + (WRITTEN, WRITTEN_FLAGGED, UNMATCHED, HISTORY_WRITTEN)
+SPLIT_COUNTS = vocab.HEADLINE + (WRITTEN, WRITTEN_FLAGGED, UNMATCHED, HISTORY_WRITTEN)
 # Per-example drift counts per split (report_format.DriftSplit's fields of that name).
 DRIFT_COUNTS = ('matched', 'new_examples', 'gone_examples', 'newly_flagged', 'still_flagged',
                 'no_longer_flagged', 'flagged_new_data')
@@ -103,7 +103,7 @@ def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
   label-error signals by field name (score_batch.signal_columns), {} without them: their
   per-class sums give the class means.
   """
-  counts: Dict[tuple, Any] = {(fmt.SCORED, split): int(len(target_class))}
+  counts: Dict[tuple, Any] = {(vocab.SCORED, split): int(len(target_class))}
   flagged = np.asarray(flagged).astype(bool)
   labelled = np.asarray(label) >= 0
   errors = labelled & (np.asarray(predicted) != np.asarray(label))
@@ -120,7 +120,7 @@ def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
     if n:
       counts[key] = n
 
-  put((fmt.FLAGGED, split), int(flagged.sum()))
+  put((vocab.FLAGGED, split), int(flagged.sum()))
   for d in range(1, 11):
     at = decile == d
     put(('decile_labelled', split, d), int((at & labelled).sum()))
@@ -164,7 +164,7 @@ class AuditSummaryFn(beam.CombineFn):
 
   def add_input(self, acc: _Accumulator, tally: Tally):
     if isinstance(tally, FileTally):
-      acc.bump((fmt.SEEN, tally.split), tally.records)
+      acc.bump((vocab.SEEN, tally.split), tally.records)
       if tally.damage:
         acc.damaged.append({'split': tally.split, 'path': tally.path,
                             'records_read': tally.records, 'damage': tally.damage})
@@ -172,7 +172,7 @@ class AuditSummaryFn(beam.CombineFn):
       for key, n in tally.counts.items():
         acc.bump(key, n)
     elif isinstance(tally, QuarantinedTally):
-      acc.bump((fmt.QUARANTINED, tally.split))
+      acc.bump((vocab.QUARANTINED, tally.split))
       acc.bump(('quarantine_kind', tally.split, tally.kind))
     elif isinstance(tally, ClassStatsTally):
       acc.class_stats[(tally.split, tally.class_id)] = (tally.count, tally.mean, tally.std)
@@ -234,7 +234,7 @@ class AuditSummaryFn(beam.CombineFn):
     for key, n in sorted(counts.items()):
       if key[0] == 'quarantine_kind':
         kinds.setdefault(key[1], {})[key[2]] = n
-    total = {k: sum(s[k] for s in per_split.values()) for k in fmt.HEADLINE}
+    total = {k: sum(s[k] for s in per_split.values()) for k in vocab.HEADLINE}
     drift_counts = {split: {k: counts.get(('drift', split, k), 0) for k in DRIFT_COUNTS}
                     for split in sorted({key[1] for key in counts if key[0] == 'drift'})}
     streaks = {str(key[1]): n for key, n in sorted(counts.items()) if key[0] == 'streak'}
@@ -254,16 +254,16 @@ def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:
   unmatched; overall: flagged = examples written with vog_flagged=1 = `flagged_rows`.
   """
   for split, s in summary['splits'].items():
-    if (s[fmt.SEEN] != s[WRITTEN] + s[fmt.QUARANTINED] or s[WRITTEN] != s[fmt.SCORED]
-        or s[UNMATCHED] or s[HISTORY_WRITTEN] != s[fmt.SCORED]):
+    if (s[vocab.SEEN] != s[WRITTEN] + s[vocab.QUARANTINED] or s[WRITTEN] != s[vocab.SCORED]
+        or s[UNMATCHED] or s[HISTORY_WRITTEN] != s[vocab.SCORED]):
       raise AuditLostExamples(
-          f'VoG audit lost examples in split {split!r}: seen {s[fmt.SEEN]}, written '
-          f'{s[WRITTEN]}, quarantined {s[fmt.QUARANTINED]}, scored {s[fmt.SCORED]}, '
+          f'VoG audit lost examples in split {split!r}: seen {s[vocab.SEEN]}, written '
+          f'{s[WRITTEN]}, quarantined {s[vocab.QUARANTINED]}, scored {s[vocab.SCORED]}, '
           f'unmatched on re-read {s[UNMATCHED]}, in the history {s[HISTORY_WRITTEN]}; '
           'nothing was published - check that the '
           'input files did not change during the audit, and report this with the Beam '
           'logs')
-  flagged = summary['counts'][fmt.FLAGGED]
+  flagged = summary['counts'][vocab.FLAGGED]
   written_flagged = sum(s[WRITTEN_FLAGGED] for s in summary['splits'].values())
   if not flagged == written_flagged == flagged_rows:
     raise AuditLostExamples(

@@ -38,7 +38,7 @@ from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import progress as progress_lib
 from components.vog import record_files
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_batch
 from components.vog.examples_io import InputRecord, Quarantined
 
@@ -139,7 +139,7 @@ class FileRead(NamedTuple):
 ClassKey = Tuple[str, int]
 ClassStats = Tuple[int, float, float]  # count, mean, population std
 
-VOG = fmt.VOG
+VOG = vocab.VOG
 
 
 class BatchPartials(NamedTuple):
@@ -469,7 +469,7 @@ class ParseAndScore(beam.PTransform):
 
   `scorer_factory()` builds a VogScorer (its `cache_key()` names what it loads) and
   `parser_factory()` an ExampleParser; both run inside the workers. `rank_by` is VOG
-  or one of fmt.SIGNAL_NAMES (VogSettings.ranked_by); `inspection_budget` and `two_sided`
+  or one of vocab.SIGNAL_NAMES (VogSettings.ranked_by); `inspection_budget` and `two_sided`
   (abs-class normalisation) say how many candidates for review each batch keeps.
   """
 

@@ -49,6 +49,7 @@ from components.vog import examples_io
 from components.vog import percentiles
 from components.vog import record_files
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import score_batch
 from components.vog import score_table
 from components.vog import signals as signals_lib
@@ -145,11 +146,11 @@ def _score_table_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray],
   columns = {
       'example_id': batch.example_id, 'file_index': file_index,
       'record_index': record_index, 'label': batch.label,
-      fmt.VOG_TARGET_CLASS: batch.target_class, 'predicted_class': batch.predicted_class,
-      fmt.VOG_RAW: batch.vog_raw, fmt.VOG_SCORE: placed['vog_score'],
+      vocab.VOG_TARGET_CLASS: batch.target_class, 'predicted_class': batch.predicted_class,
+      vocab.VOG_RAW: batch.vog_raw, vocab.VOG_SCORE: placed['vog_score'],
       'rank_value': placed['rank_value'],
-      fmt.VOG_PERCENTILE: placed['vog_percentile'], fmt.VOG_DECILE: placed['vog_decile'],
-      fmt.VOG_BUCKET: placed['bucket'], fmt.VOG_FLAGGED: placed['vog_flagged'],
+      vocab.VOG_PERCENTILE: placed['vog_percentile'], vocab.VOG_DECILE: placed['vog_decile'],
+      vocab.VOG_BUCKET: placed['bucket'], vocab.VOG_FLAGGED: placed['vog_flagged'],
       'review_rank': placed['review_rank']}
   columns.update(score_batch.signal_columns(batch))
   return columns
@@ -184,7 +185,7 @@ def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
         target_class=int(batch.target_class[i]),
         vog_score=float(placed['vog_score'][i]), vog_raw=float(batch.vog_raw[i]),
         vog_percentile=float(placed['vog_percentile'][i]),
-        vog_bucket=fmt.BUCKETS[int(placed['bucket'][i])], signals=signals,
+        vog_bucket=vocab.BUCKETS[int(placed['bucket'][i])], signals=signals,
         # Which signals agree is decided once every file counted (AgreementCounts).
         agreeing=() if batch.has_signals else None, top_sigma=top or None)
   return out
@@ -378,10 +379,10 @@ class _WriteUnit(beam.DoFn):
 
 
 def _vog_columns(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> Dict[str, Any]:
-  columns = {fmt.VOG_SCORE: placed['vog_score'], fmt.VOG_RAW: batch.vog_raw,
-             fmt.VOG_PERCENTILE: placed['vog_percentile'],
-             fmt.VOG_DECILE: placed['vog_decile'], fmt.VOG_FLAGGED: placed['vog_flagged'],
-             fmt.VOG_TARGET_CLASS: batch.target_class, fmt.VOG_BUCKET: placed['bucket']}
+  columns = {vocab.VOG_SCORE: placed['vog_score'], vocab.VOG_RAW: batch.vog_raw,
+             vocab.VOG_PERCENTILE: placed['vog_percentile'],
+             vocab.VOG_DECILE: placed['vog_decile'], vocab.VOG_FLAGGED: placed['vog_flagged'],
+             vocab.VOG_TARGET_CLASS: batch.target_class, vocab.VOG_BUCKET: placed['bucket']}
   columns.update(score_batch.signal_columns(batch))
   return columns
 
@@ -449,7 +450,7 @@ class _WriteQuarantineShard(beam.DoFn):
     shard, rows = element
     rows = sorted(rows, key=lambda q: q.record_index)
     record_files.write_lines(
-        os.path.join(self._work_dir, fmt.quarantine_shard_name(shard, self._num_shards)),
+        os.path.join(self._work_dir, vocab.quarantine_shard_name(shard, self._num_shards)),
         (json.dumps(quarantine_row(q), sort_keys=True) for q in rows),
         temp_dir=record_files.temp_folder(self._work_dir))
     for q in rows:
@@ -531,7 +532,7 @@ def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> List[
     split_counts = counts[row.split]
     below = split_counts.below[at[row.split][row.rank]]
     pairs[i] = (dataclasses.replace(row, agreeing=percentiles.agreeing(
-        fmt.AGREEMENT_NAMES, below, split_counts.count, cut)), record)
+        vocab.AGREEMENT_NAMES, below, split_counts.count, cut)), record)
   ordered = sorted(pairs, key=lambda pair: pair[0].rank)
   ranks = [row.rank for row, _ in ordered]
   if len(set(ranks)) != len(ranks):

@@ -43,6 +43,7 @@ import numpy as np
 from components.vog import audit_summary
 from components.vog import record_files
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog.beam_audit import Tagged, split_by_tag
 
 FLAG_STATUS_FILE = 'flag_status.jsonl'  # work file: review rank -> drift status, streak
@@ -115,16 +116,16 @@ def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> B
     # system error) is a reason, not a failed audit.
     return Baseline(info, None, (), f'the baseline report {uri} cannot be read '
                                     f'({type(e).__name__}: {str(e)[:300]})')
-  if summary.format_version < fmt.DRIFT_MIN_VERSION:
+  if summary.format_version < vocab.DRIFT_MIN_VERSION:
     return Baseline(info, None, (), (
         f'the baseline report {uri} has format_version {summary.format_version}; drift '
-        f'needs {fmt.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
+        f'needs {vocab.DRIFT_MIN_VERSION} or later (it keeps per-class hard counts and the '
         'example history) - the next audit of a shipped model will have it'))
   problem = count_problem(summary)
   if problem is not None:
     return Baseline(info, None, (), (
         f'the baseline report {uri} has counts that cannot be true: {problem} - its '
-        f'{fmt.SUMMARY_FILE} was changed or damaged'))
+        f'{vocab.SUMMARY_FILE} was changed or damaged'))
   if ranked_by is not None and summary.ranked_by != ranked_by:
     return Baseline(info, None, (), (
         f'the baseline report {uri} ranked its examples by {summary.ranked_by} and this '
@@ -153,7 +154,7 @@ def read_summary(uri: str) -> fmt.ReportSummary:
   MAX_SUMMARY_DEPTH; ReportFormatError or record_files.UnreadableFile naming the
   problem."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  path = os.path.join(uri, fmt.SUMMARY_FILE)
+  path = os.path.join(uri, vocab.SUMMARY_FILE)
   if not tf.io.gfile.exists(path):
     raise fmt.ReportFormatError(f'{path}: does not exist; is this the difficulty_report '
                                 'output of VarianceOfGradients?')
@@ -172,12 +173,12 @@ def count_problem(summary: fmt.ReportSummary) -> Optional[str]:
   for where, c in counted:
     if min(c.values()) < 0:
       return f'{where} holds a negative count ({c})'
-    if c[fmt.FLAGGED] > c[fmt.SCORED]:
-      return f'{where} flags {c[fmt.FLAGGED]:,} of {c[fmt.SCORED]:,} scored examples'
-    if c[fmt.SCORED] + c[fmt.QUARANTINED] > c[fmt.SEEN]:
-      return (f'{where} scores {c[fmt.SCORED]:,} and quarantines {c[fmt.QUARANTINED]:,} '
-              f'of {c[fmt.SEEN]:,} seen examples')
-  for key in fmt.HEADLINE:
+    if c[vocab.FLAGGED] > c[vocab.SCORED]:
+      return f'{where} flags {c[vocab.FLAGGED]:,} of {c[vocab.SCORED]:,} scored examples'
+    if c[vocab.SCORED] + c[vocab.QUARANTINED] > c[vocab.SEEN]:
+      return (f'{where} scores {c[vocab.SCORED]:,} and quarantines {c[vocab.QUARANTINED]:,} '
+              f'of {c[vocab.SEEN]:,} seen examples')
+  for key in vocab.HEADLINE:
     total = sum(c[key] for c in summary.splits.values())
     if summary.counts[key] != total:
       return f'counts[{key!r}] is {summary.counts[key]:,} but its splits add up to {total:,}'
@@ -195,9 +196,9 @@ def count_problem(summary: fmt.ReportSummary) -> Optional[str]:
     total[1] += row.flagged
   for name, c in sorted(summary.splits.items()):
     count, flagged = sums.get(name, (0, 0))
-    if (count, flagged) != (c[fmt.SCORED], c[fmt.FLAGGED]):
+    if (count, flagged) != (c[vocab.SCORED], c[vocab.FLAGGED]):
       return (f'the class rows of split {name!r} count {count:,} examples and {flagged:,} '
-              f'flagged, the split {c[fmt.SCORED]:,} scored and {c[fmt.FLAGGED]:,} flagged')
+              f'flagged, the split {c[vocab.SCORED]:,} scored and {c[vocab.FLAGGED]:,} flagged')
   return None
 
 
@@ -283,7 +284,7 @@ def write_history_shard(work_dir: str, shard: int, num_shards: int,
 def write_history_lines(work_dir: str, shard: int, num_shards: int,
                         lines: Iterable[str]) -> None:
   """Writes one history shard whole from its lines, already in the shard's order."""
-  path = os.path.join(work_dir, fmt.history_shard_name(shard, num_shards))
+  path = os.path.join(work_dir, vocab.history_shard_name(shard, num_shards))
   record_files.write_lines(path, lines, gzip_level=6,
                            temp_dir=record_files.temp_folder(work_dir))
 
@@ -366,16 +367,16 @@ class _MatchShard(beam.DoFn):
         history.append(fmt.HistoryRow(example_id, split, class_id, flagged, streak,
                                       percentile))
         if before is None:
-          status = fmt.NEW_DATA
+          status = vocab.NEW_DATA
           count(split, 'new_examples')
         else:
           count(split, 'matched')
           if before[1] and not flagged:
             count(split, 'no_longer_flagged')
-          status = fmt.STILL_FLAGGED if before[1] else fmt.NEWLY_FLAGGED
+          status = vocab.STILL_FLAGGED if before[1] else vocab.NEWLY_FLAGGED
         if flagged:
-          count(split, {fmt.NEW_DATA: 'flagged_new_data', fmt.NEWLY_FLAGGED: 'newly_flagged',
-                        fmt.STILL_FLAGGED: 'still_flagged'}[status])
+          count(split, {vocab.NEW_DATA: 'flagged_new_data', vocab.NEWLY_FLAGGED: 'newly_flagged',
+                        vocab.STILL_FLAGGED: 'still_flagged'}[status])
           if streak >= 2:
             counts[('streak', streak)] = counts.get(('streak', streak), 0) + 1
           statuses.append((rank, status, streak))
@@ -507,18 +508,18 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
           psi(a['decile_counts'] if a else [0] * 10,
               list(b.decile_counts or [0] * 10) if b else [0] * 10)))
     c = counts.get(split, {})
-    flagged_now = now_s[fmt.FLAGGED]
-    fn, ft = _share(flagged_now, now_s[fmt.SCORED]), _share(then_s[fmt.FLAGGED],
-                                                             then_s[fmt.SCORED])
-    hn, ht = _share(hard_now, now_s[fmt.SCORED]), _share(hard_then, then_s[fmt.SCORED])
+    flagged_now = now_s[vocab.FLAGGED]
+    fn, ft = _share(flagged_now, now_s[vocab.SCORED]), _share(then_s[vocab.FLAGGED],
+                                                             then_s[vocab.SCORED])
+    hn, ht = _share(hard_now, now_s[vocab.SCORED]), _share(hard_then, then_s[vocab.SCORED])
     splits.append(fmt.DriftSplit(
         split, fn, ft, hn, ht,
         **{k: int(c.get(k, 0)) for k in audit_summary.DRIFT_COUNTS},
         flagged_new_data_share=(_share(c.get('flagged_new_data', 0), flagged_now)
                                 if flagged_now else None)))
   total_now, total_then = summary['counts'], then.counts
-  fn = _share(total_now[fmt.FLAGGED], total_now[fmt.SCORED])
-  ft = _share(total_then[fmt.FLAGGED], total_then[fmt.SCORED])
+  fn = _share(total_now[vocab.FLAGGED], total_now[vocab.SCORED])
+  ft = _share(total_then[vocab.FLAGGED], total_then[vocab.SCORED])
   streaks = {int(k): int(v) for k, v in (summary.get('streaks') or {}).items()}
   drift = fmt.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft,
                     tuple(splits), tuple(per_class), streaks)

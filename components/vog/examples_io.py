@@ -18,7 +18,7 @@ from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Se
 import numpy as np
 import tensorflow as tf
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import signals
 
 InputsFn = Callable[[Dict[str, np.ndarray]], Mapping[str, Any]]
@@ -449,7 +449,7 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
   Args:
     columns: one batch of n examples, as 1-D columns of length n by field name: every
       report_format.FLOAT_FIELDS (floats), INT_FIELDS (integers or bools) and
-      BYTES_FIELDS (vog_bucket, as int codes into report_format.BUCKETS); with
+      BYTES_FIELDS (vog_bucket, as int codes into vocabulary.BUCKETS); with
       `with_signals`, the field of every signal of signals.REGISTRY too (floats;
       counts as integers). Other keys are ignored.
     example_id_key: the feature that holds an example's id.
@@ -469,21 +469,21 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
       `example_ids` is not of length n.
   """
   registry = signals.REGISTRY if with_signals else ()
-  float_keys = fmt.FLOAT_FIELDS + tuple(s.field for s in registry
+  float_keys = vocab.FLOAT_FIELDS + tuple(s.field for s in registry
                                         if s.kind != signals.COUNT)
-  int_keys = fmt.INT_FIELDS + tuple(s.field for s in registry if s.kind == signals.COUNT)
-  (bucket_key,) = fmt.BYTES_FIELDS
+  int_keys = vocab.INT_FIELDS + tuple(s.field for s in registry if s.kind == signals.COUNT)
+  (bucket_key,) = vocab.BYTES_FIELDS
   needed = float_keys + int_keys + (bucket_key,)
   missing = [k for k in needed if k not in columns]
   if missing:
     raise ValueError(f'the VoG columns lack {", ".join(map(repr, missing))}')
-  n = np.asarray(columns[fmt.VOG_SCORE]).size
+  n = np.asarray(columns[vocab.VOG_SCORE]).size
   arrays = {}
   for key in needed:
     arrays[key] = np.asarray(columns[key]).reshape(-1)
     if arrays[key].size != n:
       raise ValueError(f'column {key!r} has {arrays[key].size} values; '
-                       f'{fmt.VOG_SCORE!r} has {n}')
+                       f'{vocab.VOG_SCORE!r} has {n}')
   if example_ids is not None and len(example_ids) != n:
     raise ValueError(f'example_ids has {len(example_ids)} entries for {n} examples')
   if n == 0:
@@ -495,10 +495,10 @@ def vog_feature_suffixes(columns: Mapping[str, Any], example_id_key: str,
     table = {v: _int_entry(key, v) for v in set(values)}
     pieces.append(list(map(table.__getitem__, values)))
   codes = arrays[bucket_key]
-  if codes.dtype.kind not in 'iu' or (codes < 0).any() or (codes >= len(fmt.BUCKETS)).any():
+  if codes.dtype.kind not in 'iu' or (codes < 0).any() or (codes >= len(vocab.BUCKETS)).any():
     raise ValueError(f'column {bucket_key!r} holds {codes[:8].tolist()}...; expected int '
-                     f'codes 0..{len(fmt.BUCKETS) - 1} into {fmt.BUCKETS}')
-  bucket_entries = [_bytes_entry(bucket_key, b.encode('utf-8')) for b in fmt.BUCKETS]
+                     f'codes 0..{len(vocab.BUCKETS) - 1} into {vocab.BUCKETS}')
+  bucket_entries = [_bytes_entry(bucket_key, b.encode('utf-8')) for b in vocab.BUCKETS]
   pieces.append(list(map(bucket_entries.__getitem__, codes.tolist())))
   if example_ids is not None:
     pieces.append(_id_entries(example_id_key, example_ids))

@@ -13,6 +13,7 @@ from components.vog import audit
 from components.vog import baseline as baseline_lib
 from components.vog import beam_args
 from components.vog import report_format
+from components.vog import vocabulary as vocab
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
 from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
@@ -72,7 +73,7 @@ def record_headline(report: types.Artifact, settings: VogSettings,
                     summary: Dict[str, Any]) -> None:
   """Sets the report's ML Metadata custom properties: counts, headline settings and, when
   the audit had a baseline it could compare with, the drift headline (DRIFT_PROPERTIES)."""
-  for name in report_format.HEADLINE:
+  for name in vocab.HEADLINE:
     report.set_int_custom_property(name, summary['counts'][name])
   for name, value in settings.headline().items():
     if isinstance(value, int):

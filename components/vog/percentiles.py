@@ -507,7 +507,7 @@ def deciles_of(percentiles: np.ndarray) -> np.ndarray:
 
 
 def bucket_codes(percentiles: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-  """`bucket_of` of each percentile as its index into report_format.BUCKETS."""
+  """`bucket_of` of each percentile as its index into vocabulary.BUCKETS."""
   p = np.asarray(percentiles)
   return np.where(p <= cuts[0], 0, np.where(p <= cuts[1], 1, 2)).astype(np.int64)
 

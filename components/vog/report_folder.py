@@ -14,11 +14,12 @@ import tensorflow as tf
 
 from components.vog import examples_io
 from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import report_html
 from components.vog import score_table
 from components.vog import storage
-from components.vog.report_format import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
-                                          QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
+from components.vog.vocabulary import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
+                                       QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
 
 QUARANTINE_SAMPLE = 50
 
@@ -128,9 +129,9 @@ def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
   """
   _move_score_table(work_dir, report_dir)
   _move_shards(report_dir, QUARANTINE_GLOB, quarantine_shards, num_shards,
-               fmt.quarantine_shard_name, b'')
-  _move_shards(report_dir, fmt.HISTORY_GLOB, history_shards, num_shards,
-               fmt.history_shard_name, gzip.compress(b'', mtime=0))
+               vocab.quarantine_shard_name, b'')
+  _move_shards(report_dir, vocab.HISTORY_GLOB, history_shards, num_shards,
+               vocab.history_shard_name, gzip.compress(b'', mtime=0))
   write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:

@@ -1,33 +1,12 @@
-"""The DifficultyReport's format: its files, summary keys and the fields added to examples.
+"""The DifficultyReport's typed rows and its one reader.
 
-This module is the one owner of these names. The audit writes through them (and through
-`flagged_row_to_json` and `quarantine_row_to_json`), and everything that reads a report
-(the review gate, the demo summary, `vog-audit runs` and `vog-audit report`) reads
-through `load_report`.
-
-A DifficultyReport folder holds:
-
-    summary.json               settings, checkpoints, counts per split and class, drift
-    flagged.jsonl              at most `inspection_budget` rows, highest score first
-    flagged_examples.tfrecord  the flagged examples' bytes, in the same order
-    quarantine-SSSSS-of-NNNNN.jsonl
-                               every example that could not be scored, with the reason
-                               (sharded: its size grows with the data)
-    history-SSSSS-of-NNNNN.jsonl.gz
-                               one compact row per scored example, keyed by example_id:
-                               whether it was flagged and for how many audits in a row;
-                               the next audit that takes this report as its baseline reads
-                               it instead of every older report (see HistoryRow)
-    score_table/split=<name>/part-SSSSS-of-NNNNN.parquet
-                               one row per scored example of every split: its id,
-                               position, label, classes, scores, signals, placement and
-                               flag (owned by score_table.py; what analysts query)
-    report.html, flagged.png   the review page (the montage only for image inputs)
-
-Every example of `scored_examples` (the splits in summary.json's `copied_splits`)
-carries its original features plus the VoG fields below, `example_id` when it had none
-(a fingerprint of its bytes), and in label_mode='label' the label-error signals of
-SIGNAL_FIELDS (components/vog/signals.py).
+The audit writes the report's rows through `flagged_row_to_json`,
+`quarantine_row_to_json` and the history line functions here, and everything that reads a
+report (the review gate, the demo summary, `vog-audit runs` and `vog-audit report`) reads
+it through `load_report`, which checks every value's JSON type and refuses a folder that
+does not hold what the format says (ReportFormatError naming the file and the fix). The
+drift model (Drift, DriftSplit, DriftClass) and its shift statistic are read here too.
+The names of the files, keys and fields are vocabulary.py's.
 
 Importing this module does not import TensorFlow; only reading a folder does.
 """
@@ -42,116 +21,15 @@ import os
 import re
 from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from components.vog import signals as signals_lib
-
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
-RANKED_BY_MIN_VERSION = 4  # reports before it were all ranked by VoG
-DRIFT_MIN_VERSION = 3  # baselines before it lack hard counts, decile counts and history
-
-SUMMARY_FILE = 'summary.json'
-FLAGGED_FILE = 'flagged.jsonl'
-FLAGGED_EXAMPLES_FILE = 'flagged_examples.tfrecord'
-QUARANTINE_PREFIX = 'quarantine'
-QUARANTINE_SUFFIX = '.jsonl'
-QUARANTINE_GLOB = QUARANTINE_PREFIX + '-*-of-*' + QUARANTINE_SUFFIX
-LEGACY_QUARANTINE_FILE = QUARANTINE_PREFIX + QUARANTINE_SUFFIX  # format_version 1: one file
-HISTORY_PREFIX = 'history'
-HISTORY_SUFFIX = '.jsonl.gz'
-HISTORY_GLOB = HISTORY_PREFIX + '-*-of-*' + HISTORY_SUFFIX
-REPORT_FILE = 'report.html'
-MONTAGE_FILE = 'flagged.png'
-RECORD_BASE64 = 'record_base64'  # an example's bytes inside a JSON line
-
-# summary.json: `counts` (totals) and `splits[<split>]` hold these headline counts.
-SEEN = 'seen'
-SCORED = 'scored'
-QUARANTINED = 'quarantined'
-FLAGGED = 'flagged'
-HEADLINE = (SEEN, SCORED, QUARANTINED, FLAGGED)
-# The drift headline as ML Metadata custom properties of the DifficultyReport, set only
-# when drift was computed: fractions change in points of share (0.05 = 5 points).
-FLAGGED_SHARE_CHANGE = 'flagged_share_change'  # float
-NEWLY_FLAGGED = 'newly_flagged'  # int
-STILL_FLAGGED_COUNT = 'still_flagged'  # int
-MAX_CLASS_HARD_SHARE_INCREASE = 'max_class_hard_share_increase'  # float, 0 when none rose
-MAX_HARD_SHARE_CLASS = 'max_hard_share_class'  # string "<split>/<class>", '' when none rose
-DRIFT_BASELINE_URI = 'drift_baseline_uri'  # string
-# Set instead of the others when a baseline was given but could not be compared: why.
-DRIFT_UNAVAILABLE = 'drift_unavailable'  # string
-DRIFT_PROPERTIES = (FLAGGED_SHARE_CHANGE, NEWLY_FLAGGED, STILL_FLAGGED_COUNT,
-                    MAX_CLASS_HARD_SHARE_INCREASE, MAX_HARD_SHARE_CLASS, DRIFT_BASELINE_URI,
-                    DRIFT_UNAVAILABLE)
-# summary.json keys every reader needs; the loader also needs `format_version` and splits.
-SETTINGS = 'settings'
-CHECKPOINTS = 'checkpoints'
-COUNTS = 'counts'
-REQUIRED_SUMMARY_KEYS = (SETTINGS, CHECKPOINTS, COUNTS)
-# Per-class rows of summary.json: the mean and std of vog_raw within the class.
-VOG_RAW_MEAN = 'vog_raw_mean'
-VOG_RAW_STD = 'vog_raw_std'
-
-# Features VarianceOfGradients adds to every scored example.
-VOG_SCORE = 'vog_score'
-VOG_RAW = 'vog_raw'
-VOG_PERCENTILE = 'vog_percentile'
-VOG_DECILE = 'vog_decile'
-VOG_BUCKET = 'vog_bucket'
-VOG_FLAGGED = 'vog_flagged'
-VOG_TARGET_CLASS = 'vog_target_class'
-# The label-error signals every scored example carries too in label_mode='label' are
-# those of signals.REGISTRY, in its order. Read from it each time (see __getattr__ below):
-#   SIGNAL_FIELDS    every signal's field (`audit_<name>`);
-#   INT_SIGNALS      the fields of the counts (the others are floats);
-#   SIGNAL_NAMES     every signal's short name: what `rank_by` may name besides VoG;
-#   AGREEMENT_NAMES  SIGNAL_NAMES and VOG: what a flagged row's `agreeing` may list.
-VOG = 'vog'
-# summary.json: what ranked the examples (one of AGREEMENT_NAMES; `vog` before version 4).
-RANKED_BY = 'ranked_by'
-FLOAT_FIELDS = (VOG_SCORE, VOG_RAW, VOG_PERCENTILE)
-INT_FIELDS = (VOG_DECILE, VOG_FLAGGED, VOG_TARGET_CLASS)
-BYTES_FIELDS = (VOG_BUCKET,)
-VOG_FIELDS = FLOAT_FIELDS + INT_FIELDS + BYTES_FIELDS
-EASY, MEDIUM, HARD = 'easy', 'medium', 'hard'
-BUCKETS = (EASY, MEDIUM, HARD)
+from components.vog import vocabulary as vocab
 
 _REWRITE = ('re-run the VarianceOfGradients audit to rewrite the report, or give the '
             'difficulty_report folder of one')
-_SHARD_NAME = re.compile(re.escape(QUARANTINE_PREFIX) + r'-(\d+)-of-(\d+)'
-                         + re.escape(QUARANTINE_SUFFIX) + '$')
-_HISTORY_NAME = re.compile(re.escape(HISTORY_PREFIX) + r'-(\d+)-of-(\d+)'
-                           + re.escape(HISTORY_SUFFIX) + '$')
+_SHARD_NAME = re.compile(re.escape(vocab.QUARANTINE_PREFIX) + r'-(\d+)-of-(\d+)'
+                         + re.escape(vocab.QUARANTINE_SUFFIX) + '$')
+_HISTORY_NAME = re.compile(re.escape(vocab.HISTORY_PREFIX) + r'-(\d+)-of-(\d+)'
+                           + re.escape(vocab.HISTORY_SUFFIX) + '$')
 
-
-def _signal_fields() -> Tuple[str, ...]:
-  """SIGNAL_FIELDS: the field of every registered signal, in registry order."""
-  return signals_lib.fields()
-
-
-def _int_signals() -> Tuple[str, ...]:
-  """INT_SIGNALS: the fields of the registered counts, in registry order."""
-  return tuple(s.field for s in signals_lib.REGISTRY if s.kind == signals_lib.COUNT)
-
-
-def _signal_names() -> Tuple[str, ...]:
-  """SIGNAL_NAMES: the short name of every registered signal, in registry order."""
-  return signals_lib.names()
-
-
-def _agreement_names() -> Tuple[str, ...]:
-  """AGREEMENT_NAMES: every signal's short name, then VOG."""
-  return _signal_names() + (VOG,)
-
-
-_DERIVED = {'SIGNAL_FIELDS': _signal_fields, 'INT_SIGNALS': _int_signals,
-            'SIGNAL_NAMES': _signal_names, 'AGREEMENT_NAMES': _agreement_names}
-
-
-def __getattr__(name: str):
-  # The names derived from signals.REGISTRY, computed when read.
-  if name in _DERIVED:
-    return _DERIVED[name]()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class ReportFormatError(ValueError):
@@ -236,13 +114,13 @@ class FlaggedRow:
   vog_raw: float
   vog_percentile: float
   vog_bucket: str
-  # Against the baseline's history (None without one): DRIFT_STATUSES, and for how many
+  # Against the baseline's history (None without one): vocab.DRIFT_STATUSES, and for how many
   # audits in a row, this one included, the example has been flagged.
   drift_status: Optional[str] = None
   flagged_streak: Optional[int] = None
-  # The example's label-error signals by field name (SIGNAL_FIELDS); None without them.
+  # The example's label-error signals by field name (vocab.SIGNAL_FIELDS); None without them.
   signals: Optional[Dict[str, float]] = None
-  # The names (AGREEMENT_NAMES) whose own rank across the split puts the example in its
+  # The names (vocab.AGREEMENT_NAMES) whose own rank across the split puts the example in its
   # hard bucket too (`vog` by raw VoG, whatever `normalize` is); None without signals
   # (label_mode='predicted', or before version 4).
   agreeing: Optional[Tuple[str, ...]] = None
@@ -250,12 +128,6 @@ class FlaggedRow:
   # a source being a float input, an element `name[j]` of a vector input or an Embedding
   # layer; None for a model with one source.
   top_sigma: Optional[Tuple[Tuple[str, float], ...]] = None
-
-
-# drift_status of a flagged example: not in the baseline's data at all; in it but not
-# flagged then; flagged then too.
-NEW_DATA, NEWLY_FLAGGED, STILL_FLAGGED = 'new_data', 'newly_flagged', 'still_flagged'
-DRIFT_STATUSES = (NEW_DATA, NEWLY_FLAGGED, STILL_FLAGGED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +157,7 @@ class ClassRow:
   # how many fell in each vog_decile 1..10 (what the drift's shift statistic compares).
   hard: Optional[int] = None
   decile_counts: Optional[Tuple[int, ...]] = None
-  # The mean of each label-error signal over the class (SIGNAL_FIELDS); None without them.
+  # The mean of each label-error signal over the class (vocab.SIGNAL_FIELDS); None without them.
   signal_means: Optional[Dict[str, float]] = None
 
   @property
@@ -307,7 +179,7 @@ def _signal_map(obj: Mapping[str, Any], key: str, where: str) -> Optional[Dict[s
   if raw is None:
     return None
   _check(raw, _OBJ, where, repr(key))
-  known = _signal_fields()
+  known = vocab.SIGNAL_FIELDS
   unknown = sorted(k for k in raw if k not in known)
   if unknown:
     _fail(where, f'has {key!r} naming unknown signal(s) {unknown[:3]}; known: '
@@ -403,11 +275,6 @@ def history_row_from_json(obj: Any, where: str = 'history row') -> HistoryRow:
 
 # A streak counts audits in a row; one a minute for four thousand years stays below this.
 MAX_STREAK = 2 ** 31 - 1
-
-
-def history_shard_name(index: int, count: int) -> str:
-  """`history-00003-of-00008.jsonl.gz` for shard 3 of 8."""
-  return f'{HISTORY_PREFIX}-{index:05d}-of-{count:05d}{HISTORY_SUFFIX}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,16 +425,17 @@ class Drift:
     return max(self.streaks, default=0)
 
   def properties(self) -> Dict[str, Any]:
-    """The DRIFT_PROPERTIES values; only the baseline and why when it could not be
+    """The vocab.DRIFT_PROPERTIES values; only the baseline and why when it could not be
     compared."""
     if self.unavailable is not None:
-      return {DRIFT_UNAVAILABLE: self.unavailable[:1000], DRIFT_BASELINE_URI: self.baseline_uri}
+      return {vocab.DRIFT_UNAVAILABLE: self.unavailable[:1000],
+              vocab.DRIFT_BASELINE_URI: self.baseline_uri}
     top = self.largest_hard_share_increase
-    return {FLAGGED_SHARE_CHANGE: float(self.flagged_share_change or 0.0),
-            NEWLY_FLAGGED: self.newly_flagged, STILL_FLAGGED_COUNT: self.still_flagged,
-            MAX_CLASS_HARD_SHARE_INCREASE: float(top.hard_share_change) if top else 0.0,
-            MAX_HARD_SHARE_CLASS: f'{top.split}/{top.class_id}' if top else '',
-            DRIFT_BASELINE_URI: self.baseline_uri}
+    return {vocab.FLAGGED_SHARE_CHANGE: float(self.flagged_share_change or 0.0),
+            vocab.NEWLY_FLAGGED: self.newly_flagged, vocab.STILL_FLAGGED_COUNT: self.still_flagged,
+            vocab.MAX_CLASS_HARD_SHARE_INCREASE: float(top.hard_share_change) if top else 0.0,
+            vocab.MAX_HARD_SHARE_CLASS: f'{top.split}/{top.class_id}' if top else '',
+            vocab.DRIFT_BASELINE_URI: self.baseline_uri}
 
   def to_json(self) -> Dict[str, Any]:
     return {
@@ -612,7 +480,7 @@ def parse_drift(raw: Any, where: str) -> Drift:
 
 
 def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict[str, Any]:
-  """flagged.jsonl's line for `row`; with `record`, its bytes too (as RECORD_BASE64)."""
+  """flagged.jsonl's line for `row`; with `record`, its bytes too (as vocab.RECORD_BASE64)."""
   line = _to_json(row)
   if row.signals is not None:
     line['signals'] = {k: float(v) for k, v in row.signals.items()}
@@ -621,7 +489,7 @@ def flagged_row_to_json(row: FlaggedRow, record: Optional[bytes] = None) -> Dict
   if row.top_sigma is not None:
     line['top_sigma'] = [[str(name), float(value)] for name, value in row.top_sigma]
   if record is not None:
-    line[RECORD_BASE64] = base64.b64encode(record).decode('ascii')
+    line[vocab.RECORD_BASE64] = base64.b64encode(record).decode('ascii')
   return line
 
 
@@ -655,13 +523,13 @@ def _top_sigma(obj: Mapping[str, Any], where: str) -> Optional[Tuple[Tuple[str, 
 
 
 def _agreeing(obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, ...]]:
-  """obj['agreeing'] as a tuple of AGREEMENT_NAMES; None when absent."""
+  """obj['agreeing'] as a tuple of vocab.AGREEMENT_NAMES; None when absent."""
   raw = obj.get('agreeing')
   if raw is None:
     return None
   names = tuple(_check(n, _STR, where, 'an agreeing name')
                 for n in _check(raw, _LIST, where, "'agreeing'"))
-  known = _agreement_names()
+  known = vocab.AGREEMENT_NAMES
   unknown = sorted(set(names) - set(known))
   if unknown or len(set(names)) != len(names):
     _fail(where, f"has 'agreeing' {list(names)[:9]}; expected distinct names among "
@@ -670,8 +538,8 @@ def _agreeing(obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, ...]]:
 
 
 def quarantine_row_to_json(row: QuarantineRow) -> Dict[str, Any]:
-  """A quarantine shard's line for `row`, its bytes as RECORD_BASE64."""
-  return dict(_to_json(row), **{RECORD_BASE64: base64.b64encode(row.record).decode('ascii')})
+  """A quarantine shard's line for `row`, its bytes as vocab.RECORD_BASE64."""
+  return dict(_to_json(row), **{vocab.RECORD_BASE64: base64.b64encode(row.record).decode('ascii')})
 
 
 def quarantine_row_from_json(obj: Any, where: str = 'quarantine row') -> QuarantineRow:
@@ -681,17 +549,12 @@ def quarantine_row_from_json(obj: Any, where: str = 'quarantine row') -> Quarant
 
 
 def record_from_json(obj: Mapping[str, Any], where: str) -> bytes:
-  """The example bytes of a line's RECORD_BASE64; refuses text that is not base64."""
-  text = _field(obj, RECORD_BASE64, _STR, where)
+  """The example bytes of a line's vocab.RECORD_BASE64; refuses text that is not base64."""
+  text = _field(obj, vocab.RECORD_BASE64, _STR, where)
   try:
     return base64.b64decode(text, validate=True)
   except (binascii.Error, ValueError):
-    _fail(where, f'has {RECORD_BASE64} that is not valid base64')
-
-
-def quarantine_shard_name(index: int, count: int) -> str:
-  """`quarantine-00003-of-00008.jsonl` for shard 3 of 8 (as Beam names shards)."""
-  return f'{QUARANTINE_PREFIX}-{index:05d}-of-{count:05d}{QUARANTINE_SUFFIX}'
+    _fail(where, f'has {vocab.RECORD_BASE64} that is not valid base64')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -699,8 +562,8 @@ class ReportSummary:
   """summary.json, typed. Keys this class does not name are in `raw`."""
   format_version: int
   created_at: Optional[str]
-  counts: Dict[str, int]  # every HEADLINE key
-  splits: Dict[str, Dict[str, int]]  # split -> every HEADLINE key
+  counts: Dict[str, int]  # every vocab.HEADLINE key
+  splits: Dict[str, Dict[str, int]]  # split -> every vocab.HEADLINE key
   per_class: Tuple[ClassRow, ...]
   error_rate_by_decile: Tuple[DecileRow, ...]
   quarantine_kinds: Dict[str, Dict[str, int]]  # split -> kind -> count
@@ -711,13 +574,13 @@ class ReportSummary:
   baseline: Optional[Dict[str, Any]]
   drift: Optional[Drift]  # None without a baseline
   raw: Dict[str, Any]
-  ranked_by: str = VOG  # what ranked the examples (RANKED_BY; `vog` before version 4)
+  ranked_by: str = vocab.VOG  # what ranked the examples (vocab.RANKED_BY; `vog` before version 4)
 
 
 def _counts(obj: Any, where: str, what: str) -> Dict[str, int]:
-  """{HEADLINE key: count} of `obj`, which must hold every HEADLINE key."""
+  """{vocab.HEADLINE key: count} of `obj`, which must hold every vocab.HEADLINE key."""
   _check(obj, _OBJ, where, what)
-  return {k: _field(obj, k, _INT, f'{where}, {what}') for k in HEADLINE}
+  return {k: _field(obj, k, _INT, f'{where}, {what}') for k in vocab.HEADLINE}
 
 
 def _int_map(obj: Any, where: str, what: str) -> Dict[str, Dict[str, int]]:
@@ -743,7 +606,7 @@ def _model_inputs(values: Any, where: str) -> Tuple[ModelInput, ...]:
   return tuple(inputs)
 
 
-def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
+def parse_summary(raw: Any, where: str = vocab.SUMMARY_FILE) -> ReportSummary:
   """The ReportSummary of summary.json's parsed content.
 
   Refuses (ReportFormatError naming `where`) a summary that is not an object, a
@@ -753,15 +616,15 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
   if not isinstance(raw, dict):
     _fail(where, f'is {_describe(raw)}; expected an object')
   version = _field(raw, 'format_version', _INT, where)
-  if version not in READABLE_VERSIONS:
-    _fail(where, f'has format_version {version}; this release reads {READABLE_VERSIONS}',
+  if version not in vocab.READABLE_VERSIONS:
+    _fail(where, f'has format_version {version}; this release reads {vocab.READABLE_VERSIONS}',
           'upgrade vog-audit to read it, or re-run the audit with this release')
   splits = _field(raw, 'splits', _OBJ, where)
   inputs = raw.get('model_inputs')
   return ReportSummary(
       format_version=version,
       created_at=_field(raw, 'created_at', _STR, where, optional=True),
-      counts=_counts(_field(raw, COUNTS, _OBJ, where), where, COUNTS),
+      counts=_counts(_field(raw, vocab.COUNTS, _OBJ, where), where, vocab.COUNTS),
       splits={name: _counts(v, where, f'splits[{name!r}]') for name, v in splits.items()},
       per_class=tuple(_class_row(v, f'{where}, per_class[{i}]') for i, v in enumerate(
           _check(raw.get('per_class') or [], _LIST, where, "'per_class'"))),
@@ -769,8 +632,9 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
                                  DecileRow, where),
       quarantine_kinds=_int_map(raw.get('quarantine_kinds') or {}, where,
                                 'quarantine_kinds'),
-      settings=_field(raw, SETTINGS, _OBJ, where),
-      checkpoints=_rows(_field(raw, CHECKPOINTS, _LIST, where), CHECKPOINTS, Checkpoint, where),
+      settings=_field(raw, vocab.SETTINGS, _OBJ, where),
+      checkpoints=_rows(_field(raw, vocab.CHECKPOINTS, _LIST, where), vocab.CHECKPOINTS,
+                        Checkpoint, where),
       num_classes=_field(raw, 'num_classes', _INT, where, optional=True),
       model_inputs=None if inputs is None else _model_inputs(inputs, where),
       baseline=_field(raw, 'baseline', _OBJ, where, optional=True),
@@ -779,12 +643,12 @@ def parse_summary(raw: Any, where: str = SUMMARY_FILE) -> ReportSummary:
 
 
 def _ranked_by(raw: Mapping[str, Any], version: int, where: str) -> str:
-  if version < RANKED_BY_MIN_VERSION:
-    return VOG
-  name = _field(raw, RANKED_BY, _STR, where)
-  known = _agreement_names()
+  if version < vocab.RANKED_BY_MIN_VERSION:
+    return vocab.VOG
+  name = _field(raw, vocab.RANKED_BY, _STR, where)
+  known = vocab.AGREEMENT_NAMES
   if name not in known:
-    _fail(where, f'has {RANKED_BY!r} {name!r}; expected one of {", ".join(known)}')
+    _fail(where, f'has {vocab.RANKED_BY!r} {name!r}; expected one of {", ".join(known)}')
   return name
 
 
@@ -817,12 +681,12 @@ class LoadedReport:
 
   @property
   def page_path(self) -> str:
-    return os.path.join(self.uri, REPORT_FILE)
+    return os.path.join(self.uri, vocab.REPORT_FILE)
 
   @property
   def montage_path(self) -> Optional[str]:
     """flagged.png's path; None when the folder has none (data that is not images)."""
-    path = os.path.join(self.uri, MONTAGE_FILE)
+    path = os.path.join(self.uri, vocab.MONTAGE_FILE)
     return path if _tf().io.gfile.exists(path) else None
 
   def flagged_examples(self) -> List[bytes]:
@@ -832,7 +696,7 @@ class LoadedReport:
     and one whose record count differs from flagged.jsonl's row count.
     """
     tf = _tf()
-    path = os.path.join(self.uri, FLAGGED_EXAMPLES_FILE)
+    path = os.path.join(self.uri, vocab.FLAGGED_EXAMPLES_FILE)
     if not tf.io.gfile.exists(path):
       _fail(path, 'does not exist; the review page is built from it')
     try:
@@ -841,7 +705,7 @@ class LoadedReport:
       detail = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip()
       _fail(path, f'is truncated or corrupt ({detail})')
     if len(records) != len(self.flagged):
-      _fail(path, f'holds {len(records)} examples but {FLAGGED_FILE} lists '
+      _fail(path, f'holds {len(records)} examples but {vocab.FLAGGED_FILE} lists '
                   f'{len(self.flagged)}')
     return records
 
@@ -850,17 +714,17 @@ class LoadedReport:
 
     Refuses an incomplete shard set, or none when summary.json counts quarantined examples.
     """
-    shards = _shard_set(self.uri, QUARANTINE_GLOB, _SHARD_NAME, quarantine_shard_name,
+    shards = _shard_set(self.uri, vocab.QUARANTINE_GLOB, _SHARD_NAME, vocab.quarantine_shard_name,
                         'quarantine')
     if shards:
       return shards
     gfile = _tf().io.gfile
-    legacy = os.path.join(self.uri, LEGACY_QUARANTINE_FILE)
+    legacy = os.path.join(self.uri, vocab.LEGACY_QUARANTINE_FILE)
     if self.summary.format_version == 1 and gfile.exists(legacy):
       return [legacy]
-    if self.summary.counts[QUARANTINED]:
-      _fail(self.uri, f'has no {QUARANTINE_GLOB} though {SUMMARY_FILE} counts '
-                      f'{self.summary.counts[QUARANTINED]} quarantined examples')
+    if self.summary.counts[vocab.QUARANTINED]:
+      _fail(self.uri, f'has no {vocab.QUARANTINE_GLOB} though {vocab.SUMMARY_FILE} counts '
+                      f'{self.summary.counts[vocab.QUARANTINED]} quarantined examples')
     return []
 
   def quarantine_rows(self, limit: Optional[int] = None) -> Iterator[QuarantineRow]:
@@ -911,9 +775,9 @@ def history_files(uri: str) -> List[str]:
 
   Refuses (ReportFormatError) a folder without them, or with an incomplete or mixed set.
   """
-  shards = _shard_set(uri, HISTORY_GLOB, _HISTORY_NAME, history_shard_name, 'history')
+  shards = _shard_set(uri, vocab.HISTORY_GLOB, _HISTORY_NAME, vocab.history_shard_name, 'history')
   if not shards:
-    _fail(uri, f'has no history shards ({HISTORY_GLOB})')
+    _fail(uri, f'has no history shards ({vocab.HISTORY_GLOB})')
   return shards
 
 
@@ -925,7 +789,7 @@ def load_report(uri: str) -> LoadedReport:
   invalid JSON, a value of the wrong type, or flagged rows out of rank order.
   """
   tf = _tf()
-  path = os.path.join(uri, SUMMARY_FILE)
+  path = os.path.join(uri, vocab.SUMMARY_FILE)
   if not tf.io.gfile.exists(path):
     _fail(path, 'does not exist; is this the difficulty_report output of VarianceOfGradients?',
           'give the difficulty_report folder of an audit')
@@ -937,7 +801,7 @@ def load_report(uri: str) -> LoadedReport:
     _fail(path, f'is not valid JSON ({e})')
   summary = parse_summary(raw, path)
   flagged, rank = [], 0
-  flagged_path = os.path.join(uri, FLAGGED_FILE)
+  flagged_path = os.path.join(uri, vocab.FLAGGED_FILE)
   for number, obj in _lines(flagged_path, 'flagged rows'):
     where = f'{flagged_path} line {number}'
     row = flagged_row_from_json(obj, where)

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from components.vog import report_format
+
+from components.vog import vocabulary as vocab
 from components.vog import signals as signals_lib
 
 THUMBNAIL_PX = 64  # small digits (8x8) are upscaled by whole pixels to about this size
@@ -34,8 +36,8 @@ MONTAGE_COLUMNS = 6
 MONTAGE_LABEL_FEATURE = 'label'
 MONTAGE_PREDICTED_FEATURE = 'predicted_class'
 NA = 'n/a'
-_REQUIRED_SUMMARY_KEYS = report_format.REQUIRED_SUMMARY_KEYS
-_HEADLINE_COUNTS = report_format.HEADLINE
+_REQUIRED_SUMMARY_KEYS = vocab.REQUIRED_SUMMARY_KEYS
+_HEADLINE_COUNTS = vocab.HEADLINE
 
 
 class ExamplePreview(NamedTuple):
@@ -121,8 +123,8 @@ def _mismatch(label: Any, predicted: Any) -> bool:
 def _ranked_value(row: Mapping[str, Any], ranked_by: str) -> str:
   """The flagged row's value of what ranked it: its signal's field (signals.REGISTRY), or
   vog_score for VoG."""
-  if ranked_by == report_format.VOG:
-    return _fmt(row.get(report_format.VOG_SCORE), '.3f')
+  if ranked_by == vocab.VOG:
+    return _fmt(row.get(vocab.VOG_SCORE), '.3f')
   signals = row.get('signals')
   value = (signals.get(signals_lib.by_name(ranked_by).field)
            if isinstance(signals, Mapping) else None)
@@ -178,10 +180,10 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'label': _fmt(row.get('label')),
         'predicted': _fmt(row.get('predicted_class')),
         'mismatch': _mismatch(row.get('label'), row.get('predicted_class')),
-        'score': _fmt(row.get(report_format.VOG_SCORE), '.3f'),
-        'raw': _fmt(row.get(report_format.VOG_RAW), '.3g'),
-        'percentile': _fmt(row.get(report_format.VOG_PERCENTILE), '.1f'),
-        'bucket': _fmt(row.get(report_format.VOG_BUCKET)),
+        'score': _fmt(row.get(vocab.VOG_SCORE), '.3f'),
+        'raw': _fmt(row.get(vocab.VOG_RAW), '.3g'),
+        'percentile': _fmt(row.get(vocab.VOG_PERCENTILE), '.1f'),
+        'bucket': _fmt(row.get(vocab.VOG_BUCKET)),
         'image_uri': image_uri,
         'features': sorted(preview.features.items()) if preview and image_uri is None else [],
         'drift': _drift_status(row),
@@ -198,10 +200,10 @@ def _per_class_rows(per_class: Sequence[Mapping[str, Any]]) -> List[Dict[str, st
     return (-share if _is_number(share) else math.inf, str(row.get('split')), str(row.get('class')))
   return [{
       'split': _fmt(r.get('split')), 'class': _fmt(r.get('class')), 'count': _fmt(r.get('count')),
-      'flagged': _fmt(r.get(report_format.FLAGGED)), 'share': _pct(r.get('flagged_share')),
+      'flagged': _fmt(r.get(vocab.FLAGGED)), 'share': _pct(r.get('flagged_share')),
       'share_width': _bar_width(r.get('flagged_share'), 1.0),
-      'raw': (f"{_fmt(r.get(report_format.VOG_RAW_MEAN), '.3g')} ± "
-              f"{_fmt(r.get(report_format.VOG_RAW_STD), '.2g')}"),
+      'raw': (f"{_fmt(r.get(vocab.VOG_RAW_MEAN), '.3g')} ± "
+              f"{_fmt(r.get(vocab.VOG_RAW_STD), '.2g')}"),
       'error_rate': _pct(r.get('error_rate')),
   } for r in sorted(per_class, key=key)]
 
@@ -234,9 +236,9 @@ def _quarantine_kind_rows(kinds: Mapping[str, Mapping[str, Any]]) -> List[Dict[s
 
 PSI_MODERATE = 0.1  # report_format.SHIFT_STATISTIC is read as stable below this,
 PSI_LARGE = 0.25  # as a moderate shift up to this, and as a large one above it
-_STATUS_TEXT = {report_format.NEW_DATA: 'new data',
-                report_format.NEWLY_FLAGGED: 'newly flagged',
-                report_format.STILL_FLAGGED: 'still flagged'}
+_STATUS_TEXT = {vocab.NEW_DATA: 'new data',
+                vocab.NEWLY_FLAGGED: 'newly flagged',
+                vocab.STILL_FLAGGED: 'still flagged'}
 # The hard-share chart: one group of two bars (then, now) per class.
 _CHART_BAR = 12
 _CHART_GAP = 8
@@ -268,7 +270,7 @@ def _drift_status(row: Mapping[str, Any]) -> Optional[Dict[str, str]]:
     return None
   text = _STATUS_TEXT.get(status, str(status))
   streak = row.get('flagged_streak')
-  if status == report_format.STILL_FLAGGED and _is_integral(streak) and streak >= 2:
+  if status == vocab.STILL_FLAGGED and _is_integral(streak) and streak >= 2:
     text += f' ({streak} audits in a row)'
   return {'text': text, 'kind': status if status in _STATUS_TEXT else 'other'}
 
@@ -333,7 +335,7 @@ def _drift_context(raw: Any) -> Dict[str, Any]:
     return {'state': 'none'}
   try:
     drift = raw if isinstance(raw, report_format.Drift) else report_format.parse_drift(
-        raw, report_format.SUMMARY_FILE)
+        raw, vocab.SUMMARY_FILE)
   except report_format.ReportFormatError as e:
     return {'state': 'unreadable', 'reason': str(e)}
   baseline = {'uri': drift.baseline_uri, 'created_at': drift.baseline_created_at}
@@ -384,7 +386,7 @@ def _drift_context(raw: Any) -> Dict[str, Any]:
 
 
 def _check_summary(summary: Any) -> None:
-  name = report_format.SUMMARY_FILE
+  name = vocab.SUMMARY_FILE
   if not isinstance(summary, Mapping):
     raise ValueError(f'summary must be the mapping read from {name}, got '
                      f'{type(summary).__name__}')
@@ -392,8 +394,8 @@ def _check_summary(summary: Any) -> None:
   if missing:
     raise ValueError(f'{name} has no {", ".join(missing)}; the report needs '
                      f'{", ".join(_REQUIRED_SUMMARY_KEYS)} - rerun the audit to rebuild it')
-  for key, kind in ((report_format.SETTINGS, Mapping), (report_format.COUNTS, Mapping),
-                    (report_format.CHECKPOINTS, list)):
+  for key, kind in ((vocab.SETTINGS, Mapping), (vocab.COUNTS, Mapping),
+                    (vocab.CHECKPOINTS, list)):
     if not isinstance(summary[key], kind):
       raise ValueError(f"{name} '{key}' is a {type(summary[key]).__name__}; expected "
                        f"{'an object' if kind is Mapping else 'a list'}")
@@ -412,29 +414,29 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
   settings/checkpoints/counts and a preview image of an unsupported shape (ValueError naming it).
   """
   _check_summary(summary)
-  counts = summary[report_format.COUNTS]
+  counts = summary[vocab.COUNTS]
   seen, scored, quarantined = (counts.get(k) for k in (
-      report_format.SEEN, report_format.SCORED, report_format.QUARANTINED))
-  flagged_count = counts.get(report_format.FLAGGED)
+      vocab.SEEN, vocab.SCORED, vocab.QUARANTINED))
+  flagged_count = counts.get(vocab.FLAGGED)
   counts_add_up = not all(_is_number(v) for v in (seen, scored, quarantined)) or (
       seen == scored + quarantined)
   splits = summary.get('splits')
   baseline = summary.get('baseline')
   # What `agreeing` may name: every signal of signals.REGISTRY by its short name, then VoG.
-  known = report_format.AGREEMENT_NAMES
-  ranked_by = summary.get(report_format.RANKED_BY)
+  known = vocab.AGREEMENT_NAMES
+  ranked_by = summary.get(vocab.RANKED_BY)
   if ranked_by not in known:
-    ranked_by = report_format.VOG  # reports before format_version 4 were ranked by VoG
+    ranked_by = vocab.VOG  # reports before format_version 4 were ranked by VoG
   context = {
       'created_at': _fmt(summary.get('created_at')),
       'headline': [(k, _fmt(counts.get(k))) for k in _HEADLINE_COUNTS],
       'counts_add_up': counts_add_up,
       'flagged_share': _pct(flagged_count / scored) if _is_number(flagged_count)
                        and _is_number(scored) and scored else NA,
-      'settings': [(str(k), _fmt(v)) for k, v in summary[report_format.SETTINGS].items()],
+      'settings': [(str(k), _fmt(v)) for k, v in summary[vocab.SETTINGS].items()],
       'checkpoints': [{'epoch': _fmt(c.get('epoch')), 'step': _fmt(c.get('step')),
                        'file': _file_name(c.get('path'))}
-                      for c in summary[report_format.CHECKPOINTS] if isinstance(c, Mapping)],
+                      for c in summary[vocab.CHECKPOINTS] if isinstance(c, Mapping)],
       'splits': None if not isinstance(splits, Mapping) else [
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import signals as signals_lib
 
 TOP_SIGMA = 5  # how many of an example's gradient sources its flagged row names
@@ -202,14 +202,14 @@ def signal_columns(batch: ScoredBatch) -> Dict[str, np.ndarray]:
 
 
 def suspicions(batch: ScoredBatch) -> Dict[str, np.ndarray]:
-  """{name: float64 [n]} for fmt.AGREEMENT_NAMES, higher = more likely mislabeled:
+  """{name: float64 [n]} for vocab.AGREEMENT_NAMES, higher = more likely mislabeled:
   each signal by its short name, oriented as the registry says, and VoG (vog_raw); {}
   without signals."""
   if not batch.has_signals:
     return {}
   out = {s.name: s.orientation * column.astype(np.float64)
          for s, column in _registered_columns(batch)}
-  out[fmt.VOG] = batch.vog_raw.astype(np.float64)
+  out[vocab.VOG] = batch.vog_raw.astype(np.float64)
   return out
 
 
@@ -219,12 +219,12 @@ def suspicion_matrix(batch: ScoredBatch) -> np.ndarray:
   found = suspicions(batch)
   if not found:
     return np.zeros((len(batch), 0))
-  return np.stack([found[name] for name in fmt.AGREEMENT_NAMES], axis=1)
+  return np.stack([found[name] for name in vocab.AGREEMENT_NAMES], axis=1)
 
 
 def rank_values(batch: ScoredBatch, rank_by: str) -> np.ndarray:
   """The value `rank_by` ranks, float64 [n]: vog_raw, or a signal's suspicion."""
-  if rank_by == fmt.VOG:
+  if rank_by == vocab.VOG:
     return batch.vog_raw.astype(np.float64)
   if not batch.has_signals:
     raise ValueError(f'rank_by={rank_by!r} needs the label-error signals, which are left '
@@ -232,7 +232,7 @@ def rank_values(batch: ScoredBatch, rank_by: str) -> np.ndarray:
   for s, column in _registered_columns(batch):
     if s.name == rank_by:
       return s.orientation * column.astype(np.float64)
-  raise ValueError(f'rank_by={rank_by!r} is not one of {fmt.AGREEMENT_NAMES}')
+  raise ValueError(f'rank_by={rank_by!r} is not one of {vocab.AGREEMENT_NAMES}')
 
 
 def signal_matrix(logits: np.ndarray, target_class: np.ndarray) -> np.ndarray:

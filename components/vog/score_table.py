@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.vog import report_format as fmt
+from components.vog import vocabulary as vocab
 from components.vog import signals
 from components.vog.report_format import ReportFormatError
 
@@ -87,21 +87,21 @@ _REQUIRED_TYPES = (
     (FILE_INDEX, pa.int32()),
     (RECORD_INDEX, pa.int64()),
     (LABEL, pa.int32()),
-    (fmt.VOG_TARGET_CLASS, pa.int32()),
+    (vocab.VOG_TARGET_CLASS, pa.int32()),
     (PREDICTED_CLASS, pa.int32()),
-    (fmt.VOG_RAW, pa.float32()),
-    (fmt.VOG_SCORE, pa.float32()),
+    (vocab.VOG_RAW, pa.float32()),
+    (vocab.VOG_SCORE, pa.float32()),
     (RANK_VALUE, pa.float64()),
-    (fmt.VOG_PERCENTILE, pa.float32()),
-    (fmt.VOG_DECILE, pa.int8()),
-    (fmt.VOG_BUCKET, BUCKET_TYPE),
-    (fmt.VOG_FLAGGED, pa.int8()),
+    (vocab.VOG_PERCENTILE, pa.float32()),
+    (vocab.VOG_DECILE, pa.int8()),
+    (vocab.VOG_BUCKET, BUCKET_TYPE),
+    (vocab.VOG_FLAGGED, pa.int8()),
     (REVIEW_RANK, pa.int32()),
 )
 # Every shard has these columns, and the signal columns all or none.
 REQUIRED_COLUMNS = tuple(name for name, _ in _REQUIRED_TYPES)
 NULLABLE_COLUMNS = (LABEL,)
-_BUCKET_VALUES = pa.array(fmt.BUCKETS, pa.string())
+_BUCKET_VALUES = pa.array(vocab.BUCKETS, pa.string())
 _ORDER = [(FILE_INDEX, 'ascending'), (RECORD_INDEX, 'ascending')]
 
 _SPLIT_NAME = re.compile(r'[A-Za-z0-9_.-]+')
@@ -219,26 +219,26 @@ def _labels(values: Any, num_rows: int, where: str) -> pa.Array:
 
 def _buckets(values: Any, where: str) -> pa.DictionaryArray:
   """`vog_bucket` from bucket names (str or bytes) or from codes into BUCKETS."""
-  array = _values(fmt.VOG_BUCKET, values, where)
+  array = _values(vocab.VOG_BUCKET, values, where)
   if array.dtype.kind in 'iu':
-    bad = array[(array < 0) | (array >= len(fmt.BUCKETS))]
+    bad = array[(array < 0) | (array >= len(vocab.BUCKETS))]
     if len(bad):
-      raise ValueError(f'{where}: column {fmt.VOG_BUCKET!r} holds code {bad[0]}; a code is '
-                       f'0 to {len(fmt.BUCKETS) - 1} ({", ".join(fmt.BUCKETS)})')
+      raise ValueError(f'{where}: column {vocab.VOG_BUCKET!r} holds code {bad[0]}; a code is '
+                       f'0 to {len(vocab.BUCKETS) - 1} ({", ".join(vocab.BUCKETS)})')
     codes = array.astype(np.int8)
   elif array.dtype.kind in 'USO' or not len(array):
-    code_of = {name: code for code, name in enumerate(fmt.BUCKETS)}
+    code_of = {name: code for code, name in enumerate(vocab.BUCKETS)}
     names = [v.decode('utf-8', 'replace') if isinstance(v, bytes) else v
              for v in array.tolist()]
     bad = [v for v in names if v not in code_of]
     if bad:
-      raise ValueError(f'{where}: column {fmt.VOG_BUCKET!r} holds {bad[0]!r}; a bucket is '
-                       f'one of {", ".join(fmt.BUCKETS)}')
+      raise ValueError(f'{where}: column {vocab.VOG_BUCKET!r} holds {bad[0]!r}; a bucket is '
+                       f'one of {", ".join(vocab.BUCKETS)}')
     codes = np.array([code_of[v] for v in names], dtype=np.int8)
   else:
-    raise ValueError(f'{where}: column {fmt.VOG_BUCKET!r} holds {array.dtype} values; give '
-                     f'bucket names ({", ".join(fmt.BUCKETS)}) or their codes 0..'
-                     f'{len(fmt.BUCKETS) - 1}')
+    raise ValueError(f'{where}: column {vocab.VOG_BUCKET!r} holds {array.dtype} values; give '
+                     f'bucket names ({", ".join(vocab.BUCKETS)}) or their codes 0..'
+                     f'{len(vocab.BUCKETS) - 1}')
   return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), _BUCKET_VALUES)
 
 
@@ -277,7 +277,7 @@ def _table(columns: Mapping[str, Any], where: str) -> pa.Table:
                      '(no example has a label)')
   arrays: Dict[str, pa.Array] = {EXAMPLE_ID: _example_ids(columns[EXAMPLE_ID], where)}
   for name in columns:
-    if name == fmt.VOG_BUCKET:
+    if name == vocab.VOG_BUCKET:
       arrays[name] = _buckets(columns[name], where)
     elif name not in (EXAMPLE_ID, LABEL):
       arrays[name] = _numbers(name, columns[name], where)
@@ -303,7 +303,7 @@ def write_shard(path: str, columns: Mapping[str, Any], compression: str = 'zstd'
   `signal_column_names()` or none, to one value per example: NumPy arrays or lists, cast
   to the column's type. `example_id` holds str; `label` holds class ids with NO_LABEL
   (-1) for an example without a label, or is None when no example has one; `vog_bucket`
-  holds bucket names (str or bytes) or their codes into report_format.BUCKETS. Use
+  holds bucket names (str or bytes) or their codes into vocabulary.BUCKETS. Use
   `shard_path` for where a shard of the table goes.
 
   The shard is written to a temporary name in `temp_dir` (by default one starting with
@@ -454,7 +454,7 @@ def _check_schema(found: pa.Schema, path: str) -> bool:
     if not count:
       continue
     got = found.field(name).type
-    if name == fmt.VOG_BUCKET:
+    if name == vocab.VOG_BUCKET:
       fits = (pa.types.is_dictionary(got) and pa.types.is_integer(got.index_type)
               and got.value_type == pa.string())
     else:
@@ -475,15 +475,15 @@ def _check_schema(found: pa.Schema, path: str) -> bool:
 
 
 def _canonical_buckets(column: pa.ChunkedArray, path: str) -> pa.ChunkedArray:
-  """`vog_bucket` re-coded so that its codes index report_format.BUCKETS."""
+  """`vog_bucket` re-coded so that its codes index vocabulary.BUCKETS."""
   chunks = []
   for chunk in column.chunks:
     code_of = pc.index_in(chunk.dictionary, value_set=_BUCKET_VALUES)
     if code_of.null_count:
       bad = [v for v, c in zip(chunk.dictionary.to_pylist(), code_of.to_pylist())
              if c is None]
-      _fail(path, f'has {fmt.VOG_BUCKET!r} value {bad[0]!r}; a bucket is one of '
-                  f'{", ".join(fmt.BUCKETS)}')
+      _fail(path, f'has {vocab.VOG_BUCKET!r} value {bad[0]!r}; a bucket is one of '
+                  f'{", ".join(vocab.BUCKETS)}')
     codes = code_of.take(chunk.indices).cast(pa.int8())
     chunks.append(pa.DictionaryArray.from_arrays(codes, _BUCKET_VALUES))
   return pa.chunked_array(chunks, BUCKET_TYPE)
@@ -518,7 +518,7 @@ def _read_shard(path: str, names: Optional[Sequence[str]]) -> Tuple[pa.Table, bo
     nulls = table.column(name).null_count
     if nulls and name not in NULLABLE_COLUMNS:
       _fail(path, f'holds {nulls} null value(s) in column {name!r}, which every example has')
-  arrays = [_canonical_buckets(table.column(name), path) if name == fmt.VOG_BUCKET
+  arrays = [_canonical_buckets(table.column(name), path) if name == vocab.VOG_BUCKET
             else table.column(name) for name in wanted]
   declared = pa.schema([target.field(name) for name in wanted])
   return pa.Table.from_arrays(arrays, schema=declared), with_signals

@@ -8,7 +8,7 @@ weakly it was fitted still shows. Pure NumPy: no TensorFlow, no Beam.
 `REGISTRY` declares every signal once, as a `Signal`: its short name (what `rank_by` and
 a flagged row's `agreeing` say), the field it adds to each scored example
 (`audit_<name>`), which way is suspicious, whether it is a float or a count, how it is
-computed and a one-line description. The report's names (report_format.SIGNAL_FIELDS,
+computed and a one-line description. The report's names (vocabulary.SIGNAL_FIELDS,
 INT_SIGNALS, SIGNAL_NAMES, AGREEMENT_NAMES), the score table's columns, the features
 added to the scored examples, the summary's class means, the flagged rows and the review
 page all follow it, in its order, which is the order of the signals in every file an

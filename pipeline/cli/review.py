@@ -22,7 +22,7 @@ from components.review_gate import local_backend
 from components.review_gate import review_record
 from components.review_gate import review_store
 from components.review_gate import review_summary
-from components.vog import report_format
+from components.vog import vocabulary as vocab
 from pipeline.cli import fail
 
 DEFAULT_PIPELINE_ROOT = os.path.join('demo_output', 'pipeline')
@@ -94,7 +94,7 @@ def _describe(r: review_record.ReviewRecord) -> List[str]:
   lines = [f'{r.review_id}  {state:<9} {r.backend}  {r.created_at}  pipeline '
            f'{f(r.pipeline) or "-"}  model #{r.model_id} {f(r.model_uri)}']
   flagged, scored, quarantined = (counts.get(k, '?') for k in (
-      report_format.FLAGGED, report_format.SCORED, report_format.QUARANTINED))
+      vocab.FLAGGED, vocab.SCORED, vocab.QUARANTINED))
   lines.append(f'    {flagged} flagged of {scored} scored, {quarantined} quarantined; report '
                f'{f(r.headline.get("report_url", "-"))}')
   drift = r.headline.get('drift')

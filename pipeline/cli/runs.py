@@ -15,13 +15,13 @@ import click
 
 from components.review_gate import decision
 from components.review_gate import review_summary
-from components.vog import report_format
+from components.vog import vocabulary as vocab
 from pipeline.cli import fail
 
 COMPONENTS = ('VarianceOfGradients', 'HumanReviewGate')
-COUNT_PROPERTIES = report_format.HEADLINE
+COUNT_PROPERTIES = vocab.HEADLINE
 REVIEW_PROPERTIES = ('blessed',) + decision.REVIEW_PROPERTIES
-DRIFT_PROPERTIES = report_format.DRIFT_PROPERTIES
+DRIFT_PROPERTIES = vocab.DRIFT_PROPERTIES
 NO_DRIFT = 'no drift recorded: no shipped model to compare with'
 
 
@@ -139,11 +139,11 @@ def _number(value, kind):
 
 
 def drift_line(drift: Dict) -> str:
-  """The drift headline of a DifficultyReport's custom properties (report_format's
+  """The drift headline of a DifficultyReport's custom properties (vocabulary's
   DRIFT_PROPERTIES), e.g. `since the last shipped model: flagged share +1.9 pts; class 3 hard
   share +12.0 pts (eval); 40 newly flagged, 25 still flagged; baseline /.../difficulty_report`.
   """
-  fmt = report_format
+  fmt = vocab
   if isinstance(drift.get(fmt.DRIFT_UNAVAILABLE), str):
     return review_summary.one_line(
         f'drift unavailable: {drift[fmt.DRIFT_UNAVAILABLE]}'

@@ -154,6 +154,7 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
   from absl import logging  # pylint: disable=g-import-not-at-top
   from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.INFO)
   settings = settings_of(setting_texts)
@@ -183,19 +184,19 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
   counts = summary['counts']
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
-             f'of {counts["seen"]} examples, ranked by {summary[report_format.RANKED_BY]}')
+             f'of {counts["seen"]} examples, ranked by {summary[vocab.RANKED_BY]}')
   if baseline:
     from components.review_gate import review_summary  # pylint: disable=g-import-not-at-top
     click.echo(review_summary.drift_headline(report_format.parse_drift(summary['drift'],
                                                                        'summary')))
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
-               f'{os.path.join(report_dir, report_format.QUARANTINE_GLOB)}')
+               f'{os.path.join(report_dir, vocab.QUARANTINE_GLOB)}')
   click.echo(f'scores of every example: {score_table.table_dir(report_dir)} (Parquet); '
              'examples with their VoG fields: '
              + (', '.join(os.path.join(scored_dir, f'Split-{s}')
                           for s in summary['copied_splits']) or 'none copied'))
-  click.echo(f'report: {os.path.join(report_dir, report_format.REPORT_FILE)}')
+  click.echo(f'report: {os.path.join(report_dir, vocab.REPORT_FILE)}')
 
 
 def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
@@ -251,13 +252,13 @@ def check_baseline(baseline: str) -> None:
   What the folder holds is judged by the audit, which names any problem as drift
   unavailable."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.vog import report_format  # pylint: disable=g-import-not-at-top
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
   fix = 'give the difficulty_report folder of an earlier audit, e.g. OUT/difficulty_report'
   if not tf.io.gfile.isdir(baseline):
     what = 'does not exist' if not tf.io.gfile.exists(baseline) else 'is not a folder'
     fail(f'--baseline {baseline} {what}; {fix}')
-  if not tf.io.gfile.exists(os.path.join(baseline, report_format.SUMMARY_FILE)):
-    fail(f'--baseline {baseline} holds no {report_format.SUMMARY_FILE}, so it is no '
+  if not tf.io.gfile.exists(os.path.join(baseline, vocab.SUMMARY_FILE)):
+    fail(f'--baseline {baseline} holds no {vocab.SUMMARY_FILE}, so it is no '
          f'audit report; {fix}')
 
 
@@ -335,12 +336,12 @@ def publish_output(staging: str, output: str) -> None:
   """Moves the complete folders from `staging` to their names under `output`: the
   scored examples first, the report (the sign that the run finished) last, and its
   summary.json last of all."""
-  from components.vog import report_format  # pylint: disable=g-import-not-at-top
   from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
   for name in (SCORED_FOLDER, REPORT_FOLDER):
     # An empty folder under the name gives way: prepare_output refused a full one.
     storage.move_tree(os.path.join(staging, name), os.path.join(output, name),
-                      last=(report_format.SUMMARY_FILE,))
+                      last=(vocab.SUMMARY_FILE,))
   storage.remove_tree(staging)
 
 
