@@ -13,7 +13,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 _PUBLIC = {
     'HumanReviewGate': 'components.review_gate.component',
-    'VogCheckpointCallback': 'components.vog.checkpoints',
+    'VogCheckpointCallback': 'components.vog.inputs.checkpoints',
     'VarianceOfGradients': 'components.vog.component',
     'DifficultyReport': 'components.vog.artifacts',
     'ShippedAudit': 'components.vog.artifacts',

@@ -16,7 +16,7 @@ The Pusher obeys the gate's blessing: a model ships only when the Evaluator bles
 the review (a written policy by default; a person over Slack or `vog-audit review`) approved.
 
 That is the `digits` pipeline (`config.dataset`). The `tabular` and `text` pipelines put
-Transform before the Trainer (pipeline.reference_datasets names their module files):
+Transform before the Trainer (pipeline.reference.reference_datasets names their module files):
 
     ImportExampleGen + SchemaGen -> Transform
     Transform.transformed_examples + Transform.transform_graph -> Trainer
@@ -36,8 +36,8 @@ from typing import Tuple
 from tfx import v1 as tfx
 
 from components.review_gate import spec_keys as review_gate_keys
-from pipeline import demo_data
-from pipeline import reference_datasets
+from pipeline.reference import demo_data
+from pipeline.reference import reference_datasets
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import difficulty_eval_config
 

@@ -11,13 +11,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from components.vog import beam_args as beam_args_lib
 from components.vog.settings import VogSettings
 from components.vog.settings import declared
-from pipeline import reference_datasets
+from pipeline.reference import reference_datasets
 
 # The digits Trainer module file, and its run_fn in the installed package.
-MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'trainer_module.py')
-TRAINER_RUN_FN = 'pipeline.trainer_module.run_fn'
+MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reference',
+                           'trainer_module.py')
+TRAINER_RUN_FN = 'pipeline.reference.trainer_module.run_fn'
 # module_file and transform_module_file default to the reference module file of the
-# config's `dataset` (pipeline.reference_datasets).
+# config's `dataset` (pipeline.reference.reference_datasets).
 REFERENCE_MODULE = 'reference'
 MYSQL_PASSWORD_ENV = 'VOG_AUDIT_MYSQL_PASSWORD'
 # Where the MySQL client library inside ML Metadata looks for a password the config lacks.
@@ -129,19 +130,19 @@ def _with_vog_settings(cls: type) -> type:
 class PipelineConfig:
   """Everything the reference pipeline needs. Paths may be local or gs://.
 
-  data_root: folder with `train/` and `eval/` TFRecords (see pipeline.demo_data).
+  data_root: folder with `train/` and `eval/` TFRecords (see pipeline.reference.demo_data).
   pipeline_root: where TFX writes artifacts.
   serving_model_dir: where the Pusher copies a blessed model.
-  dataset: the reference pipeline to build (pipeline.reference_datasets): `digits`
+  dataset: the reference pipeline to build (pipeline.reference.reference_datasets): `digits`
     (no Transform), or `tabular` or `text`, which put Transform between SchemaGen and
     the Trainer; VarianceOfGradients then reads the raw examples and the transform graph.
   metadata: the ML Metadata store; SQLite under `pipeline_root` when None.
   module_file: the Trainer module file, packaged by TFX with each run so that edits
     invalidate the cache; REFERENCE_MODULE (the default) is the dataset's own
-    (pipeline/trainer_module.py for digits); None uses `trainer_run_fn` from the
+    (pipeline/reference/trainer_module.py for digits); None uses `trainer_run_fn` from the
     installed package instead (container images, where nothing needs packaging).
   trainer_run_fn: the installed run_fn used when module_file is None; None is the
-    dataset's (e.g. `pipeline.trainer_module.run_fn`).
+    dataset's (e.g. `pipeline.reference.trainer_module.run_fn`).
   transform_module_file, preprocessing_fn: the same pair for Transform (datasets with
     Transform only): REFERENCE_MODULE is the dataset's module file, None uses
     `preprocessing_fn` from the installed package (None: the dataset's).

@@ -1,13 +1,13 @@
 """The demo: a reference audit pipeline on data with flipped labels, run locally, summarised.
 
 `run_demo(output_dir, dataset=...)` writes the demo data of a reference data set
-(pipeline.reference_datasets: `digits`, the default; `tabular` or `text`, whose pipelines
+(pipeline.reference.reference_datasets: `digits`, the default; `tabular` or `text`, whose pipelines
 put Transform before the Trainer), runs `audit_pipeline.create_pipeline` with
 LocalDagRunner and prints what the run found, read back from ML Metadata. Under
 `output_dir`:
 
-    data/              the demo TFRecords and demo_data.json (pipeline.demo_data,
-                       pipeline.tabular_data, pipeline.text_data)
+    data/              the demo TFRecords and demo_data.json (pipeline.reference.demo_data,
+                       pipeline.reference.tabular_data, pipeline.reference.text_data)
     pipeline/          the pipeline root: every artifact; reviews/ for the `local` backend
     metadata.sqlite    ML Metadata (SQLite)
     serving/           the pushed model, one numbered folder per push, only when blessed
@@ -39,9 +39,9 @@ from typing import Callable, Dict, Iterator, Optional
 # TFX 1.16 and TFMA 0.47 expect Keras 2 (tf-keras); this must precede any TensorFlow import.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-from pipeline import demo_data  # pylint: disable=g-import-not-at-top
+from pipeline.reference import demo_data  # pylint: disable=g-import-not-at-top
 from pipeline import demo_summary  # pylint: disable=g-import-not-at-top
-from pipeline import reference_datasets  # pylint: disable=g-import-not-at-top
+from pipeline.reference import reference_datasets  # pylint: disable=g-import-not-at-top
 from pipeline.config import MetadataConfig, PipelineConfig  # pylint: disable=g-import-not-at-top
 
 DATA_DIR = 'data'
@@ -276,7 +276,7 @@ def run_demo(output_dir: str, noise_rate: float = DEFAULT_NOISE_RATE,
       customers or sentences (2000 each by default); the data set's default when None.
     echo: where the lines go.
     verbose: keep TFX's INFO logs.
-    dataset: `digits`, `tabular` or `text` (pipeline.reference_datasets).
+    dataset: `digits`, `tabular` or `text` (pipeline.reference.reference_datasets).
     **overrides: PipelineConfig fields, e.g. epochs=4, review_backend='local'.
 
   Returns:

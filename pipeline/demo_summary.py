@@ -5,7 +5,7 @@ Metadata store and reads, from the artifacts that run produced or reused:
   * the DifficultyReport's summary (through `report_format.load_report`): examples seen,
     scored, quarantined, flagged per split;
   * the score table and the audit's input: how many flagged examples carry a flipped
-    label (`label_flipped == 1`, written by pipeline.demo_data), against chance;
+    label (`label_flipped == 1`, written by pipeline.reference.demo_data), against chance;
   * the Evaluator's TFMA metrics and validation: accuracy per `vog_bucket`, the blessing;
   * the HumanReviewGate's ModelBlessing: decision, reviewer, comment;
   * the Pusher's PushedModel: whether and where the model was pushed.
@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Tuple
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
 from components.review_gate import spec_keys as review_gate_keys
-from components.vog import report_format
+from components.vog.report import report_format
 from components.vog import vocabulary as vocab
 from pipeline import audit_pipeline
-from pipeline import demo_data
+from pipeline.reference import demo_data
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import ACCURACY, BUCKET_KEY
 
@@ -122,8 +122,8 @@ def count_flipped_in_flagged(examples_uri: str, report_uri: str
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
-  from components.vog import record_files  # pylint: disable=g-import-not-at-top
-  from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import record_files  # pylint: disable=g-import-not-at-top
+  from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
   table = score_table.read_table(report_uri, ['file_index', 'record_index', 'vog_flagged',
                                               'split']).to_pydict()
   if not table['split']:

@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn import datasets
 
-from components.vog import score_table
-from components.vog.checkpoints import VogCheckpointCallback
+from components.vog.report import score_table
+from components.vog.inputs.checkpoints import VogCheckpointCallback
 
 
 def digits(n: int, seed: int = 0, flip_rate: float = 0.0):

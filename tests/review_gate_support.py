@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 
 from PIL import Image
 
-from components.vog import report_format
+from components.vog.report import report_format
 
 from components.vog import vocabulary as vocab
 

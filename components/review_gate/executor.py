@@ -17,7 +17,7 @@ from components.review_gate import decision as decision_lib
 from components.review_gate import review_store
 from components.review_gate import review_summary
 from components.review_gate import spec_keys
-from components.vog import baseline as baseline_lib
+from components.vog.report import baseline as baseline_lib
 
 
 class Executor(base_executor.BaseExecutor):

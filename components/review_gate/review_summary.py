@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 
-from components.vog import report_format
+from components.vog.report import report_format
 
 from components.vog import vocabulary as vocab
 

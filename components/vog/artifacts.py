@@ -20,7 +20,7 @@ class DifficultyReport(artifact.Artifact):
 class ShippedAudit(artifact.Artifact):
   """Which audit belongs to the last model that shipped: the drift baseline of the next.
 
-  HumanReviewGate writes one per review (shipped_audit.json, see components.vog.baseline):
+  HumanReviewGate writes one per review (shipped_audit.json, see components.vog.report.baseline):
   this run's DifficultyReport when it blessed the model, else the one it was given, so the
   newest ShippedAudit always names the audit of the newest shipped model (or none yet).
   Custom properties repeat the file: difficulty_report_uri, difficulty_report_id,

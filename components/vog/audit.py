@@ -17,20 +17,20 @@ from absl import logging
 import apache_beam as beam
 import tensorflow as tf
 
-from components.vog import audit_summary
-from components.vog import beam_audit
-from components.vog import beam_writers
-from components.vog import checkpoints
-from components.vog import drift as drift_lib
-from components.vog import examples_io
-from components.vog import record_files
-from components.vog import report_folder
-from components.vog import report_format as fmt
+from components.vog.dataflow import audit_summary
+from components.vog.dataflow import beam_audit
+from components.vog.dataflow import beam_writers
+from components.vog.inputs import checkpoints
+from components.vog.dataflow import drift as drift_lib
+from components.vog.inputs import examples_io
+from components.vog.inputs import record_files
+from components.vog.report import report_folder
+from components.vog.report import report_format as fmt
 from components.vog import vocabulary as vocab
-from components.vog import stages
-from components.vog import storage
-from components.vog import transform_inputs
-from components.vog.scoring import VogScorer
+from components.vog.compute import stages
+from components.vog.inputs import storage
+from components.vog.inputs import transform_inputs
+from components.vog.compute.scoring import VogScorer
 from components.vog.settings import VogSettings
 
 PEEK_RECORDS = 50

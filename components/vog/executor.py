@@ -10,9 +10,9 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.vog import audit
-from components.vog import baseline as baseline_lib
+from components.vog.report import baseline as baseline_lib
 from components.vog import beam_args
-from components.vog import report_format
+from components.vog.report import report_format
 from components.vog import vocabulary as vocab
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY

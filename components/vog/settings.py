@@ -27,8 +27,8 @@ import functools
 import json
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from components.vog import signals
-from components.vog import stages
+from components.vog.compute import signals
+from components.vog.compute import stages
 
 Stage = Union[str, List[int]]
 
@@ -89,7 +89,7 @@ def _is_number(value: Any) -> bool:
 
 def _scoring():
   # scoring.py imports TensorFlow: read only where its choices are needed.
-  from components.vog import scoring  # pylint: disable=g-import-not-at-top
+  from components.vog.compute import scoring  # pylint: disable=g-import-not-at-top
   return scoring
 
 
@@ -422,7 +422,7 @@ class VogSettings:
 
   def validate(self) -> 'VogSettings':
     """Returns these settings, or raises ValueError naming the first bad setting."""
-    from components.vog import scoring  # pylint: disable=g-import-not-at-top
+    from components.vog.compute import scoring  # pylint: disable=g-import-not-at-top
     self._check_types()
     # Every setting that declares its choices takes only those (a stage also takes steps).
     for entry in declared(type(self)):

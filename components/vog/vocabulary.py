@@ -31,7 +31,7 @@ Imports only the signal registry (compute/signals.py), for the signal fields.
 
 from typing import Tuple
 
-from components.vog import signals as signals_lib
+from components.vog.compute import signals as signals_lib
 
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)

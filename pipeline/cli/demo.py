@@ -7,7 +7,7 @@
 
 `--dataset` picks the reference pipeline: digits (the default; a CNN on pixels), tabular
 (generated customers, numeric and categorical columns) or text (generated sentences);
-the last two run Transform before the Trainer (see pipeline.reference_datasets).
+the last two run Transform before the Trainer (see pipeline.reference.reference_datasets).
 Writes `DIR/data/`, `DIR/pipeline/`, `DIR/metadata.sqlite` and, when the model is blessed
 and approved, `DIR/serving/`; prints a line per finished step and then what the audit found.
 An earlier demo of the same data set in DIR is reused (see pipeline.demo); one of another
@@ -21,7 +21,7 @@ import click
 
 from components.review_gate import backends as review_backends
 from pipeline.cli import fail
-from pipeline.reference_datasets import DATASETS
+from pipeline.reference.reference_datasets import DATASETS
 
 
 def _policy(text):

@@ -18,7 +18,7 @@ from pipeline.cli import fail
               help='The audit\'s module file, when it used vog_inputs_fn.')
 def report(report_dir, module_file):
   """Rebuild the review page of the VoG audit in REPORT_DIR."""
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   try:
     folder = storage.is_dir(report_dir)
   except storage.ERRORS as e:

@@ -98,7 +98,7 @@ def split_patterns_of(path: str):
   local or a URI. Refuses (exit 2, one line) a path that matches no file or cannot be
   read."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   try:
     if storage.is_dir(path):
       splits = sorted(d[len(SPLIT_PREFIX):] for d in storage.list_dir(path)
@@ -152,8 +152,8 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
           beam_args, baseline, transform_graph, **setting_texts):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from components.vog import report_format  # pylint: disable=g-import-not-at-top
-  from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  from components.vog.report import report_format  # pylint: disable=g-import-not-at-top
+  from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
   from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
 
   logging.set_verbosity(logging.INFO)
@@ -164,7 +164,7 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
   check_runner(beam_args)
   scored_dir = os.path.join(output, SCORED_FOLDER)
   report_dir = os.path.join(output, REPORT_FOLDER)
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   try:
     created = not storage.exists(output)
   except storage.ERRORS as e:
@@ -205,7 +205,7 @@ def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
   Ends the command (exit 2, one line) for a configuration problem or damaged input."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
-  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
   settings, model_run, patterns, module_file, baseline, transform_graph = plan_args
   click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
   try:
@@ -282,7 +282,7 @@ def prepare_output(output: str) -> str:
   that cannot be written and one whose scored_examples/ or difficulty_report/ already
   holds results, so that earlier results are kept.
   """
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   staging = os.path.join(output, INCOMPLETE)
   try:
     storage.make_dirs(output)
@@ -312,7 +312,7 @@ def clear_incomplete(output: str) -> None:
   store a folder is moved file by file, so one can be half moved: the part already
   under its name goes as well.
   """
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   staging = os.path.join(output, INCOMPLETE)
   if not storage.exists(staging):
     return
@@ -336,7 +336,7 @@ def publish_output(staging: str, output: str) -> None:
   """Moves the complete folders from `staging` to their names under `output`: the
   scored examples first, the report (the sign that the run finished) last, and its
   summary.json last of all."""
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
   for name in (SCORED_FOLDER, REPORT_FOLDER):
     # An empty folder under the name gives way: prepare_output refused a full one.
@@ -348,7 +348,7 @@ def publish_output(staging: str, output: str) -> None:
 def discard_output(staging: str, created: Optional[str]) -> None:
   """Removes what a run that failed wrote, and `created` (the --output folder this run
   made) when nothing else is in it."""
-  from components.vog import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
   try:
     storage.remove_tree(staging)
     if created is not None and storage.is_empty_dir(created):
@@ -421,7 +421,7 @@ def _paths_of(plan, split: str) -> List[str]:
 
 def _estimate(plan) -> Optional[int]:
   """About how many examples the plan's files hold; None when a split cannot tell."""
-  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  from components.vog.dataflow import progress  # pylint: disable=g-import-not-at-top
   total = 0
   for split in plan.split_files:
     count = progress.estimate_records(_paths_of(plan, split),
@@ -442,7 +442,7 @@ def run_with_progress_bar(run, num_files: int, estimated_total: Optional[int],
   until then `estimated_total` is shown (with `~`).
   """
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from components.vog import progress  # pylint: disable=g-import-not-at-top
+  from components.vog.dataflow import progress  # pylint: disable=g-import-not-at-top
   folder = tempfile.mkdtemp(prefix='vog-progress-')
   # Info lines would break into the bar's line; warnings and errors still show.
   verbosity = logging.get_verbosity()

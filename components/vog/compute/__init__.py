@@ -1,0 +1,7 @@
+"""The VoG and label-error math: gradients over checkpoints, the signals and their
+registry, percentiles and the ranking, checkpoint stages and device set-up.
+
+Imports NumPy and TensorFlow only (and absl's logging, which comes with TensorFlow),
+never another room: this is what a change to the formula touches, and what the
+benchmarks time.
+"""
