@@ -14,9 +14,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from components.vog import scoring
-from components.vog import signals
-from components.vog.percentiles import normalize_score
+from components.vog.compute import scoring
+from components.vog.compute import signals
+from components.vog.compute.percentiles import normalize_score
 
 # The `combined` row of benchmarks/quality.py, and the signals it averages by default:
 # confidence alone, since no combination tried beat it in `make quality` (the README's

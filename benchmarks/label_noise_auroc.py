@@ -22,8 +22,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from benchmarks import baselines  # pylint: disable=g-import-not-at-top
 from components import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
-from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-from components.vog import scoring  # pylint: disable=g-import-not-at-top
+from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
+from components.vog.compute import scoring  # pylint: disable=g-import-not-at-top
 
 
 def noisy_digits(noise_rate: float, seed: int):

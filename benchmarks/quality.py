@@ -3,7 +3,7 @@
 Every model is trained with VogCheckpointCallback (12 saved checkpoints); the audit's
 default selection (stage `complete`, 10 checkpoints) is loaded back from the manifest,
 and each training example is scored by VoG (the product's VogScorer, target `loss`,
-class-normalised) and by every signal of components/vog/signals.py's REGISTRY from the
+class-normalised) and by every signal of components/vog/compute/signals.py's REGISTRY from the
 same checkpoints' logits, and by `combined` (benchmarks/baselines.py). cleanlab runs
 beside them on 5-fold out-of-sample probabilities of the same architecture.
 
@@ -44,10 +44,10 @@ from sklearn import datasets, metrics, model_selection  # pylint: disable=g-impo
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from benchmarks import baselines  # pylint: disable=g-import-not-at-top
-from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-from components.vog import scoring  # pylint: disable=g-import-not-at-top
-from components.vog import signals  # pylint: disable=g-import-not-at-top
-from components.vog import stages  # pylint: disable=g-import-not-at-top
+from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
+from components.vog.compute import scoring  # pylint: disable=g-import-not-at-top
+from components.vog.compute import signals  # pylint: disable=g-import-not-at-top
+from components.vog.compute import stages  # pylint: disable=g-import-not-at-top
 
 tf.get_logger().setLevel('ERROR')  # retracing notes from one scorer per run
 

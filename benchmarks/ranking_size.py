@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 
-from components.vog import percentiles
+from components.vog.compute import percentiles
 
 CLASSES = 10
 FILES = 100

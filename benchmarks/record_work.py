@@ -58,16 +58,16 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import vog_throughput  # pylint: disable=g-import-not-at-top
 from components.vog import audit  # pylint: disable=g-import-not-at-top
-from components.vog import audit_summary  # pylint: disable=g-import-not-at-top
-from components.vog import beam_audit  # pylint: disable=g-import-not-at-top
-from components.vog import beam_writers  # pylint: disable=g-import-not-at-top
-from components.vog import drift  # pylint: disable=g-import-not-at-top
-from components.vog import examples_io  # pylint: disable=g-import-not-at-top
-from components.vog import percentiles  # pylint: disable=g-import-not-at-top
-from components.vog import record_files  # pylint: disable=g-import-not-at-top
-from components.vog import score_batch  # pylint: disable=g-import-not-at-top
-from components.vog import score_table  # pylint: disable=g-import-not-at-top
-from components.vog.checkpoints import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
+from components.vog.dataflow import audit_summary  # pylint: disable=g-import-not-at-top
+from components.vog.dataflow import beam_audit  # pylint: disable=g-import-not-at-top
+from components.vog.dataflow import beam_writers  # pylint: disable=g-import-not-at-top
+from components.vog.dataflow import drift  # pylint: disable=g-import-not-at-top
+from components.vog.inputs import examples_io  # pylint: disable=g-import-not-at-top
+from components.vog.compute import percentiles  # pylint: disable=g-import-not-at-top
+from components.vog.inputs import record_files  # pylint: disable=g-import-not-at-top
+from components.vog.dataflow import score_batch  # pylint: disable=g-import-not-at-top
+from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
+from components.vog.inputs.checkpoints import VogCheckpointCallback  # pylint: disable=g-import-not-at-top
 from components.vog.settings import VogSettings  # pylint: disable=g-import-not-at-top
 
 # The writer's own helpers, so that each step runs the code the audit runs.

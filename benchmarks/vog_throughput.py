@@ -165,8 +165,8 @@ def write_splits(folder: str, images, labels) -> Dict[str, str]:
 
 
 def load_scorer(model_run: str):
-  from components.vog import checkpoints  # pylint: disable=g-import-not-at-top
-  from components.vog.scoring import VogScorer  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
+  from components.vog.compute.scoring import VogScorer  # pylint: disable=g-import-not-at-top
   entries = checkpoints.load_manifest(model_run)
   return VogScorer(checkpoints.load_checkpoint_models(entries), target='loss')
 
@@ -241,7 +241,7 @@ def shuffle_figures(result, pipeline, examples: int) -> Dict[str, Any]:
 def history_bytes_by_split(report_dir: str) -> Dict[str, float]:
   """Each split's share of the report's history shards, in bytes on disk: a shard's
   size shared among the splits of its rows, by row count."""
-  from components.vog import report_format as fmt  # pylint: disable=g-import-not-at-top
+  from components.vog.report import report_format as fmt  # pylint: disable=g-import-not-at-top
   shares = collections.Counter()
   for path in fmt.history_files(report_dir):
     rows = collections.Counter()
@@ -264,7 +264,7 @@ def output_bytes(report_dir: str, scored_dir: str, summary: Dict[str, Any],
   """Per split: examples scored, and the bytes of its input files, its score table
   shards, its share of the history shards and its scored_examples copy (0 when the
   split is not copied)."""
-  from components.vog import score_table  # pylint: disable=g-import-not-at-top
+  from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
   history = history_bytes_by_split(report_dir)
   out = {}
   for split, counts in summary['splits'].items():

@@ -8,7 +8,7 @@
 
 Writes `<output>/vog_audit_pipeline.json` with TFX's KubeflowV2DagRunner. On the cluster
 ML Metadata is the one Kubeflow provides, so the spec carries no connection config, and
-the Trainer runs `pipeline.trainer_module.run_fn` from the image (nothing to package).
+the Trainer runs `pipeline.reference.trainer_module.run_fn` from the image (nothing to package).
 See kubeflow/README.md for building the image and running the spec.
 """
 
@@ -28,7 +28,7 @@ DEFAULT_BUCKET = 'gs://YOUR_BUCKET/vog-audit'
 def _parser() -> argparse.ArgumentParser:
   # Defaults come from the objects that own them, so they cannot drift apart.
   from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-  from pipeline.reference_datasets import DATASETS  # pylint: disable=g-import-not-at-top
+  from pipeline.reference.reference_datasets import DATASETS  # pylint: disable=g-import-not-at-top
   config_defaults = PipelineConfig('', '', '')
   p = argparse.ArgumentParser(prog='python -m kubeflow.compile', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
