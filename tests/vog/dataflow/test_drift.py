@@ -64,7 +64,7 @@ def _scored(report_dir, raw=False):
 def _audit(root, model_run, patterns, name, baseline=None):
   # Ranked by class-normalised VoG: the hard case for a per-class hard share (every class
   # keeps a tenth of itself in its own hard bucket). The default ranking's drift is run
-  # by tests/test_airflow_run.py and test_a_baseline_ranked_otherwise_is_not_compared.
+  # by tests/pipeline/test_airflow_run.py and test_a_baseline_ranked_otherwise_is_not_compared.
   settings = VogSettings(inspection_budget=40, batch_size=64, rank_by='vog')
   plan = audit.plan_audit(settings, model_run, patterns, baseline=baseline)
   out = os.path.join(root, name)
