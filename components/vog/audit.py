@@ -176,11 +176,7 @@ class ScorerFactory:
     return hashlib.sha256(text.encode()).hexdigest()
 
   def __call__(self) -> VogScorer:
-    for gpu in tf.config.list_physical_devices('GPU'):
-      try:
-        tf.config.experimental.set_memory_growth(gpu, True)
-      except RuntimeError:  # Already initialised in this process.
-        pass
+    # load_checkpoint_models turns on GPU memory growth (devices.grow_gpu_memory) first.
     _, custom_objects = load_user_module(self.user_module)
     models = checkpoints.load_checkpoint_models(self.entries, custom_objects)
     return VogScorer(models, self.target, self.label_mode,
