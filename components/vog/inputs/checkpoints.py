@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.vog.compute import devices
+from components.vog.inputs import storage
 
 CHECKPOINT_DIR = 'vog_checkpoints'
 MANIFEST_FILE = 'manifest.json'
@@ -129,16 +130,12 @@ class VogCheckpointCallback(tf.keras.callbacks.Callback):
         {'format_version': FORMAT_VERSION, 'checkpoints': self._entries})
 
 
-def _is_local(path: str) -> bool:
-  return '://' not in path
-
-
 def _save_model(model: tf.keras.Model, path: str) -> None:
   # The zip .keras format by name: Keras picks it from a `.keras` path only in the
   # thread that imported it, and writes HDF5 under that name from any other thread
   # (a trainer run by a thread pool), which the audit then refuses to load.
-  if _is_local(path):
-    model.save(path, save_format='keras_v3')
+  if storage.is_local(path):
+    model.save(storage.local_path(path), save_format='keras_v3')
     return
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, os.path.basename(path))
@@ -183,9 +180,10 @@ def _confined_path(folder: str, name: Any) -> str:
   if '..' in re.split(r'[\\/]', name):
     raise CheckpointError(f'path {name!r} climbs out of the folder with .. - {fix}')
   joined = os.path.join(folder, name)
-  if _is_local(folder):
-    real_folder = os.path.realpath(folder)
-    real = os.path.realpath(joined)
+  if storage.is_local(folder):
+    # file:// too: a link inside a file:// folder leads out of it as well.
+    real_folder = os.path.realpath(storage.local_path(folder))
+    real = os.path.realpath(storage.local_path(joined))
     if not real.startswith(real_folder.rstrip(os.sep) + os.sep):
       raise CheckpointError(f'path {name!r} resolves to {real}, outside {real_folder} '
                             f'(through a symbolic link) - {fix}')
@@ -265,9 +263,9 @@ def _same_file(a: str, b: str) -> bool:
   for local files the same file once links are followed."""
   if os.path.normpath(a) == os.path.normpath(b):
     return True
-  if _is_local(a) and _is_local(b):
+  if storage.is_local(a) and storage.is_local(b):
     try:
-      return os.path.samefile(a, b)
+      return os.path.samefile(storage.local_path(a), storage.local_path(b))
     except OSError:
       return False
   return False
@@ -383,8 +381,8 @@ def load_checkpoint_models(entries: Sequence[CheckpointEntry],
   custom_objects = dict(custom_objects or {})
   models = []
   for entry in entries:
-    if _is_local(entry.path):
-      model = _load_keras_zip(entry.path, entry.path, custom_objects)
+    if storage.is_local(entry.path):
+      model = _load_keras_zip(storage.local_path(entry.path), entry.path, custom_objects)
     else:
       with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(entry.path))

@@ -34,6 +34,8 @@ import numpy as np
 import google_crc32c
 import tensorflow as tf
 
+from components.vog.inputs import storage
+
 GZIP_MAGIC = b'\x1f\x8b'
 _HEADER = struct.Struct('<QI')
 _FOOTER = struct.Struct('<I')
@@ -279,13 +281,13 @@ def file_problem(path: str, max_bytes: Optional[int] = None) -> Optional[str]:
   is judged by its size and whether it is a folder.
   """
   try:
-    if '://' in path:
+    if not storage.is_local(path):
       info = tf.io.gfile.stat(path)
       if info.is_directory:
         return f'{path} is a folder, not a file'
       size = info.length
     else:
-      info = os.stat(path)
+      info = os.stat(storage.local_path(path))  # file:// too: a FIFO there blocks as well
       if stat.S_ISDIR(info.st_mode):
         return f'{path} is a folder, not a file'
       if not stat.S_ISREG(info.st_mode):

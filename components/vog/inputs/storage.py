@@ -44,13 +44,14 @@ def is_local(path: str) -> bool:
   return not _SCHEME.match(path) or path.startswith(_FILE_SCHEME)
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+  """A local `path` as the operating system names it: file:// taken off."""
   return path[len(_FILE_SCHEME):] if path.startswith(_FILE_SCHEME) else path
 
 
 def exists(path: str) -> bool:
   """True when something is at `path`; on a local file system a broken link counts."""
-  return os.path.lexists(_local(path)) if is_local(path) else tf.io.gfile.exists(path)
+  return os.path.lexists(local_path(path)) if is_local(path) else tf.io.gfile.exists(path)
 
 
 def is_dir(path: str) -> bool:
@@ -82,8 +83,8 @@ def remove_tree(path: str) -> None:
   """Removes `path` and all it holds; nothing when it is missing. A local link is
   refused (OSError), not followed. Raises one of ERRORS when a file cannot go."""
   if is_local(path):
-    if os.path.lexists(_local(path)):
-      shutil.rmtree(_local(path))
+    if os.path.lexists(local_path(path)):
+      shutil.rmtree(local_path(path))
     return
   if not tf.io.gfile.exists(path):
     return
@@ -114,9 +115,9 @@ def move_tree(src: str, dst: str, last: Sequence[str] = ()) -> None:
   that holds anything; an empty `dst` folder gives way.
   """
   if is_local(src) and is_local(dst):
-    if os.path.isdir(_local(dst)):
-      os.rmdir(_local(dst))  # Raises when it is not empty.
-    os.rename(_local(src), _local(dst))
+    if os.path.isdir(local_path(dst)):
+      os.rmdir(local_path(dst))  # Raises when it is not empty.
+    os.rename(local_path(src), local_path(dst))
     return
   if not is_dir(src):
     raise FileNotFoundError(f'{src} is no folder; there is nothing to move to {dst}')

@@ -165,6 +165,7 @@ def test_only_regular_files_within_their_limits_are_read(tmp_path):
   good = tmp_path / 'good.json'
   good.write_text('{"a": [1, {"b": "[[[[ in a string ]]]]"}]}')
   assert record_files.file_problem(str(good)) is None
+  assert record_files.file_problem(f'file://{good}') is None
   assert record_files.read_json_file(str(good), 1000, 3) == {
       'a': [1, {'b': '[[[[ in a string ]]]]'}]}
   (tmp_path / 'folder').mkdir()
@@ -180,6 +181,9 @@ def test_only_regular_files_within_their_limits_are_read(tmp_path):
       (str(tmp_path / 'absent'), 8, 'absent cannot be read (No such file or directory)')]:
     with pytest.raises(record_files.UnreadableFile, match=re.escape(problem)):
       record_files.read_json_file(path, 1 << 20, max_depth)
+  # A file:// URI names this machine's disk: its FIFO would block a reader just the same.
+  assert record_files.file_problem(f'file://{fifo}') == (
+      f'file://{fifo} is not a regular file (a FIFO, socket or device is never read)')
   with pytest.raises(record_files.UnreadableFile,
                      match=r'good.json is 42 bytes, above the limit of 40 for this file'):
     record_files.read_json_file(str(good), 40, 8)
