@@ -2,6 +2,7 @@
 
     (units, files_read, scored, quarantined, ranking)
         | WriteScoredExamples -> {written, flagged, tallies, history}
+          (+ {slice_pairs, slice_batches} for slices.FindWhatFlaggedExamplesShare)
     (files_read, quarantined, class_stats, written, flagged, tallies, more_tallies)
         | WriteDifficultyReport -> the summary's path
 
@@ -37,7 +38,7 @@ writer counts what it wrote, and the summary is combined from those counts.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -51,6 +52,7 @@ from components.vog.inputs import record_files
 from components.vog.report import report_format as fmt
 from components.vog import vocabulary as vocab
 from components.vog.dataflow import score_batch
+from components.vog.dataflow import slices as slices_lib
 from components.vog.report import score_table
 from components.vog.compute import signals as signals_lib
 from components.vog.dataflow.beam_audit import FileRead, Tagged, WorkUnit, read_unit, split_by_tag
@@ -94,6 +96,10 @@ class FileOutputs(NamedTuple):
   num_history_shards: int
   write_history: bool  # False when drift.MatchHistory writes it (with a baseline)
   with_signals: bool  # label_mode='label': the score tables have the signal columns
+  # None: no slice statistics. Else the writers also yield what slices.py counts (every
+  # unit's label pairs, the copied splits' records as RecordBatches), leaving out these
+  # features (the label) besides the example id and the audit's own.
+  slice_leave_out: Optional[Tuple[str, ...]] = None
 
 
 def scored_file_path(output_dir: str, split: str, unit_index: int, num_units: int,
@@ -259,7 +265,9 @@ class _WriteUnit(beam.DoFn):
 
   Yields ('tally', counts of the unit), ('written', FileWritten) once,
   ('flagged', (FlaggedRow, bytes)) for each flagged example and, with a baseline,
-  ('history', (history shard, drift.HistoryChunk)).
+  ('history', (history shard, drift.HistoryChunk)); with slice statistics
+  (FileOutputs.slice_leave_out), ('slice_pairs', slices.GroupCounts) and, for a copied
+  split, ('slice_batch', (split, RecordBatch)) per slices.CHUNK_ROWS examples read.
   """
 
   def __init__(self, outputs: FileOutputs):
@@ -295,13 +303,17 @@ class _WriteUnit(beam.DoFn):
         compression='zstd' if out.compression == 'gzip' else 'none',
         temp_dir=record_files.temp_folder(out.work_dir))
     if split in out.copy_splits:
-      written, unread, records = self._copy(unit, batch, placed, quarantined,
-                                            set(flagged), num_units)
+      written, unread, records = yield from self._copy(unit, batch, placed, quarantined,
+                                                       set(flagged), num_units)
       unmatched += unread
     else:
       written = len(scored_at)
       records = self._read_flagged(unit, sorted(flagged))
       unmatched += len(flagged) - len(records)
+    if batch is not None and out.slice_leave_out is not None:
+      yield 'slice_pairs', slices_lib.unit_group_counts(
+          split, batch.label, batch.predicted_class, placed['vog_flagged'],
+          placed['bucket'] == slices_lib.HARD_INDEX)
     if batch is not None:
       counts = agreement_counts(batch, rankings[0])
       if counts is not None:
@@ -328,10 +340,15 @@ class _WriteUnit(beam.DoFn):
 
   def _copy(self, unit: WorkUnit, batch: Optional[ScoredBatch],
             placed: Optional[Dict[str, np.ndarray]], quarantined, flagged_at,
-            num_units: int) -> Tuple[int, int, Dict[int, bytes]]:
-    """Writes the unit's scored examples with their VoG fields as one file; (written,
-    unmatched, the flagged examples' original bytes by position)."""
+            num_units: int) -> Iterator[Tagged]:
+    """Writes the unit's scored examples with their VoG fields as one file; returns
+    (written, unmatched, the flagged examples' original bytes by position). With slice
+    statistics, yields ('slice_batch', (split, RecordBatch)) of the examples written,
+    slices.CHUNK_ROWS at a time, as they are read."""
     out = self._out
+    slicing = out.slice_leave_out is not None
+    leave_out = (out.example_id_key,) + tuple(out.slice_leave_out or ())
+    chunk: List[Tuple[bytes, int, int]] = []
     suffixes: List[bytes] = []
     indices: List[int] = []
     if batch is not None:
@@ -361,6 +378,14 @@ class _WriteUnit(beam.DoFn):
         written += 1
         if index in flagged_at:
           records[index] = serialized
+        if slicing:
+          chunk.append((serialized, int(placed['bucket'][row]),
+                        int(placed['vog_flagged'][row])))
+          if len(chunk) >= slices_lib.CHUNK_ROWS:
+            yield 'slice_batch', (unit.split, slices_lib.record_batch_of(chunk, leave_out))
+            chunk = []
+    if chunk:
+      yield 'slice_batch', (unit.split, slices_lib.record_batch_of(chunk, leave_out))
     unmatched += len(set(indices) - seen) + len(set(quarantined) - seen)
     return written, unmatched, records
 
@@ -395,7 +420,10 @@ class WriteScoredExamples(beam.PTransform):
   'quarantined': Quarantined, 'ranking': the one Ranking}; returns {'written':
   FileWritten per unit, 'flagged': (FlaggedRow, bytes), 'tallies': one per unit (and
   per history shard it wrote), 'history': (shard, drift.HistoryChunk) when drift
-  matches it, 'agreement': (split, AgreementCounts) per unit, with signals}.
+  matches it, 'agreement': (split, AgreementCounts) per unit, with signals}; with
+  slice statistics (FileOutputs.slice_leave_out) also 'slice_pairs' (slices.GroupCounts
+  per unit) and 'slice_batches' ((split, RecordBatch) of the copied splits), the inputs
+  of slices.FindWhatFlaggedExamplesShare.
   Work unit k of a split's n becomes output file k of n.
   """
 
@@ -421,14 +449,19 @@ class WriteScoredExamples(beam.PTransform):
             lambda r: [(key, r.for_file(*key)) for key in unit_keys]),
     } | 'GroupByUnit' >> beam.CoGroupByKey())
     tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteUnit(self._out))
-    parts = split_by_tag(tagged, {'written': FileWritten,
-                                  'flagged': Tuple[fmt.FlaggedRow, bytes],
-                                  'tally': audit_summary.Tally,
-                                  'history': Tuple[int, Any],
-                                  'agreement': Tuple[str, AgreementCounts]})
-    return {'written': parts['written'], 'flagged': parts['flagged'],
-            'tallies': parts['tally'], 'history': parts['history'],
-            'agreement': parts['agreement']}
+    types = {'written': FileWritten, 'flagged': Tuple[fmt.FlaggedRow, bytes],
+             'tally': audit_summary.Tally, 'history': Tuple[int, Any],
+             'agreement': Tuple[str, AgreementCounts]}
+    slicing = self._out.slice_leave_out is not None
+    if slicing:
+      types.update(slice_pairs=slices_lib.GroupCounts, slice_batch=Tuple[str, Any])
+    parts = split_by_tag(tagged, types)
+    result = {'written': parts['written'], 'flagged': parts['flagged'],
+              'tallies': parts['tally'], 'history': parts['history'],
+              'agreement': parts['agreement']}
+    if slicing:
+      result.update(slice_pairs=parts['slice_pairs'], slice_batches=parts['slice_batch'])
+    return result
 
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
