@@ -1,16 +1,22 @@
 """What the generated reference data sets share: splits, seeded label flips, TFRecords.
 
-`pipeline.reference.tabular_data` and `pipeline.reference.text_data` build their rows and true labels, then
-hand them to `write_splits`, which splits them into `train` and `eval`, flips an exact,
-seeded share of the labels in each split to another class (recorded in `label_flipped`,
-which no model reads), and writes `<output_dir>/<split>/<name>.tfrecord.gz` plus the
-summary file `demo_data.json`, laid out as pipeline.reference.demo_data lays out the digits, so that
-ImportExampleGen reads them with `demo_data.input_config()`.
+`pipeline.reference.tabular_data` and `pipeline.reference.text_data` build their rows
+and true labels, then hand them to `write_splits`, which splits them into `train` and
+`eval`, flips an exact, seeded share of the labels in each split to another class
+(recorded in `label_flipped`, which no model reads), and writes
+`<output_dir>/<split>/<name>.tfrecord.gz` plus the summary file `demo_data.json`, laid
+out as pipeline.reference.demo_data lays out the digits, so that ImportExampleGen reads
+them with `demo_data.input_config()`.
+
+A data set may plant a slice: half of each split's flips (PLANTED_SHARE) are drawn from
+the rows of one value of one feature, so the audit's slice statistics have something to
+find. The flip count stays exact and each flip still goes to another class drawn
+uniformly.
 """
 
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +28,9 @@ FLIPPED_KEY = demo_data.FLIPPED_KEY
 EXAMPLE_ID_KEY = demo_data.EXAMPLE_ID_KEY
 SUMMARY_FILE = demo_data.SUMMARY_FILE
 SplitSummary = demo_data.SplitSummary
+# The share of each split's flips drawn from the planted slice's rows (as far as it has
+# rows): the wrong labels gather there, as when one source or labeler is careless.
+PLANTED_SHARE = 0.5
 
 # A row's raw features: name -> a float, an int or text (one value each).
 Row = Mapping[str, Any]
@@ -65,20 +74,35 @@ def feature(value: Any):
 
 def write_generated(output_dir: str, name: str, generate_rows, num_classes: int,
                     class_names: Sequence[str], flip_fraction: float, seed: int,
-                    num_examples: int, eval_fraction: float) -> Dict[str, SplitSummary]:
+                    num_examples: int, eval_fraction: float,
+                    planted: Optional[Tuple[str, Callable[[Row], bool]]] = None,
+                    planted_share: float = PLANTED_SHARE) -> Dict[str, SplitSummary]:
   """Checks the sizes, draws `generate_rows(num_examples, seed) -> (rows, labels)` and
-  writes them with `write_splits`, recording the class names and size."""
+  writes them with `write_splits`, recording the class names and size. `planted` is
+  (its description, whether a row is in the planted slice): `planted_share` of each
+  split's flips are drawn from its rows."""
   check_sizes(num_examples, flip_fraction, eval_fraction)
+  if not 0.0 <= planted_share <= 1.0:
+    raise ValueError(f'planted_share={planted_share!r} must be in [0, 1], e.g. '
+                     f'{PLANTED_SHARE}; 0 spreads the flips evenly')
   rows, labels = generate_rows(num_examples, seed)
+  extra = {'class_names': list(class_names), 'num_examples': num_examples}
+  members = None
+  if planted is not None and planted_share > 0:
+    description, is_member = planted
+    members = np.array([bool(is_member(row)) for row in rows], dtype=bool)
+    extra.update(planted_slice=description, planted_share=planted_share)
   return write_splits(output_dir, name, rows, labels, num_classes, flip_fraction, seed,
-                      eval_fraction, extra={'class_names': list(class_names),
-                                            'num_examples': num_examples})
+                      eval_fraction, extra=extra, planted=members,
+                      planted_share=planted_share)
 
 
 def write_splits(output_dir: str, name: str, rows: Sequence[Row], labels: np.ndarray,
                  num_classes: int, flip_fraction: float, seed: int,
                  eval_fraction: float = 0.25,
-                 extra: Optional[Mapping[str, Any]] = None) -> Dict[str, SplitSummary]:
+                 extra: Optional[Mapping[str, Any]] = None,
+                 planted: Optional[np.ndarray] = None,
+                 planted_share: float = PLANTED_SHARE) -> Dict[str, SplitSummary]:
   """Splits, flips and writes `rows`; returns what was written per split.
 
   Args:
@@ -92,6 +116,11 @@ def write_splits(output_dir: str, name: str, rows: Sequence[Row], labels: np.nda
     seed: seeds the split, which labels flip and to what.
     eval_fraction: share of rows in `eval`.
     extra: more entries for `demo_data.json` (the generator's settings).
+    planted: which rows are in the planted slice (booleans, one per row), or None:
+      then `round(planted_share * flips)` of each split's flips are drawn from the
+      slice's rows of that split (all of them where it has fewer), the rest from the
+      other rows; None draws every flip from the whole split.
+    planted_share: that share, in [0, 1].
 
   Raises:
     ValueError: sizes that leave a split empty, or labels outside the classes.
@@ -104,6 +133,10 @@ def write_splits(output_dir: str, name: str, rows: Sequence[Row], labels: np.nda
     raise ValueError(f'labels must be classes 0..{num_classes - 1}; got '
                      f'{labels.min()}..{labels.max()}')
   n = len(rows)
+  if planted is not None:
+    planted = np.asarray(planted, dtype=bool)
+    if planted.shape != (n,):
+      raise ValueError(f'planted has {planted.size} entries for {n} rows; give one per row')
   n_eval = int(round(eval_fraction * n))
   if not 1 <= n_eval < n:
     raise ValueError(f'eval_fraction={eval_fraction} of {n} examples gives an eval split '
@@ -116,7 +149,16 @@ def write_splits(output_dir: str, name: str, rows: Sequence[Row], labels: np.nda
     index = members[split]
     given = labels[index].copy()
     flipped = np.zeros(len(index), dtype=np.int64)
-    flipped[rng.permutation(len(index))[:int(round(flip_fraction * len(index)))]] = 1
+    count = int(round(flip_fraction * len(index)))
+    if planted is None:
+      flipped[rng.permutation(len(index))[:count]] = 1
+    else:
+      inside = np.flatnonzero(planted[index])
+      outside = np.flatnonzero(~planted[index])
+      there = min(len(inside), int(round(planted_share * count)))
+      there = max(there, count - len(outside))  # the slice takes what the rest cannot
+      flipped[inside[rng.permutation(len(inside))[:there]]] = 1
+      flipped[outside[rng.permutation(len(outside))[:count - there]]] = 1
     # An offset of 1..num_classes-1 always lands on another class, uniformly.
     offsets = rng.integers(1, num_classes, size=len(index))
     given = np.where(flipped == 1, (given + offsets) % num_classes, given)

@@ -7,6 +7,11 @@ joined by shared filler phrases, so length varies (about 5 to 25 words) and most
 carry no signal. One slot in about sixteen takes a word of another topic instead, so a
 few sentences are genuinely ambiguous and a model does not reach 100% on clean labels.
 
+The wrong labels are planted: half of each split's flipped labels are drawn from the
+sentences that hold the filler `according to the news` (about one in seven), so the
+tokens `according` and `news` gather among them (PLANTED_TOKEN; `planted_share=0` spreads
+the flips evenly). The filler belongs to no topic, so the model cannot learn the noise.
+
 Each example holds `example_id` (`text-<row>`), `text` (bytes, UTF-8), `label` (the topic
 the model trains on, flipped for some sentences) and `label_flipped` (1 where it was
 flipped; never read by a model). Splits go to `<output_dir>/<split>/text.tfrecord.gz`
@@ -27,6 +32,9 @@ NUM_CLASSES = len(CLASS_NAMES)
 DEFAULT_EXAMPLES = 2000
 # The share of slots filled with another topic's word.
 CONFUSION = 0.06
+# The planted slice: the sentences holding this token (of the filler 'according to the
+# news') hold half of the flipped labels.
+PLANTED_TOKEN = 'news'
 
 # Per topic: nouns, verbs (past tense), adjectives.
 _VOCABULARY = {
@@ -112,7 +120,9 @@ def generate_rows(num_examples: int, seed: int
 
 def write_text_data(output_dir: str, flip_fraction: float = 0.1, seed: int = 0,
                     num_examples: int = DEFAULT_EXAMPLES,
-                    eval_fraction: float = 0.25) -> Dict[str, noisy_labels.SplitSummary]:
+                    eval_fraction: float = 0.25,
+                    planted_share: float = noisy_labels.PLANTED_SHARE
+                    ) -> Dict[str, noisy_labels.SplitSummary]:
   """Writes the text data set; returns a summary per split.
 
   Args:
@@ -121,6 +131,8 @@ def write_text_data(output_dir: str, flip_fraction: float = 0.1, seed: int = 0,
     seed: seeds the sentences, the split, which labels flip and to what.
     num_examples: how many sentences (at least 20); DEFAULT_EXAMPLES when None.
     eval_fraction: share of the sentences in the `eval` split, in (0, 1).
+    planted_share: share of each split's flips drawn from the sentences holding
+      PLANTED_TOKEN, in [0, 1]; 0 draws them from every sentence alike.
 
   Raises:
     ValueError: a share out of range or too few examples, named.
@@ -128,4 +140,9 @@ def write_text_data(output_dir: str, flip_fraction: float = 0.1, seed: int = 0,
   num_examples = DEFAULT_EXAMPLES if num_examples is None else num_examples
   return noisy_labels.write_generated(output_dir, NAME, generate_rows, NUM_CLASSES,
                                       CLASS_NAMES, flip_fraction, seed, num_examples,
-                                      eval_fraction)
+                                      eval_fraction, _planted(), planted_share)
+
+
+def _planted():
+  return (f'{TEXT_KEY} token {PLANTED_TOKEN}',
+          lambda row: PLANTED_TOKEN in row[TEXT_KEY].split())
