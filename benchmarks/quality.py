@@ -24,6 +24,17 @@ cleanlab needs 5 more trainings). For `atypical` also: AUROC of wrong vs atypica
 (positives: wrong labels, among wrong and atypical examples only) and the share of each
 in the top budget. Three seeds; mean and range.
 
+`auto` is what rank_by='auto' ranks by with labels (components/vog/compute/auto_rank.py):
+the memorisation evidence is computed from a sample of up to 1,000 training examples (the
+training set the benchmark scores), from the selected checkpoints' logits, as the audit's
+plan does; the table "What auto chooses" gives its choice and evidence per seed. "Kinds of
+the flagged examples" applies components/vog/compute/flag_kinds.py to auto's top budget and
+top twice the budget (and, where there are atypical examples, to every wrong or atypical
+example): how many get each kind, the share of `wrong label` that are wrong labels, of
+`atypical` that are atypical (and that have the right label). "Signals for a memorised
+model" compares what auto could rank by once the model memorised its labels, beside el2n
+and variability: combinations and early-checkpoint variants computed here from the logits.
+
     python -m benchmarks.quality --output quality_output [--seeds 0 1 2]
         [--scenarios uniform pairs memorised atypical tabular]
 """
@@ -45,6 +56,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from benchmarks import baselines  # pylint: disable=g-import-not-at-top
 from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
+from components.vog.compute import auto_rank  # pylint: disable=g-import-not-at-top
+from components.vog.compute import flag_kinds  # pylint: disable=g-import-not-at-top
 from components.vog.compute import scoring  # pylint: disable=g-import-not-at-top
 from components.vog.compute import signals  # pylint: disable=g-import-not-at-top
 from components.vog.compute import stages  # pylint: disable=g-import-not-at-top
@@ -60,7 +73,9 @@ PAIRS = ((1, 7), (3, 8), (4, 9))
 VOG = 'vog'
 CLEANLAB = 'cleanlab'
 VOG_RAW = 'vog_raw'
-ROWS = list(signals.names()) + [VOG, VOG_RAW, baselines.COMBINED, CLEANLAB]
+AUTO = 'auto'
+AUTO_SAMPLE = 1000  # the training examples the audit's plan scores for the evidence
+ROWS = [AUTO] + list(signals.names()) + [VOG, VOG_RAW, baselines.COMBINED, CLEANLAB]
 # Ways to combine signals that the combined signal was chosen among: mean percentile rank
 # of each suspicion, split-wide unless marked.
 CANDIDATES = {
@@ -72,6 +87,36 @@ CANDIDATES = {
         (signals.CONFIDENCE, signals.MARGIN_MEAN, signals.EL2N), True),
 }
 CANDIDATE_REFERENCES = ('confidence', 'margin_mean', 'el2n')
+
+
+def _early(k: int) -> int:
+  """The first third of k checkpoints, at least one."""
+  return max(1, k // 3)
+
+
+def _el2n_each(d: signals.Dynamics) -> np.ndarray:
+  """[K, N] EL2N at every checkpoint."""
+  p = np.exp(d.log_p)
+  p[:, np.arange(d.examples), d.target] -= 1.0
+  return np.sqrt((p ** 2).sum(axis=-1))
+
+
+# What auto could rank by once a model memorised its labels: suspicion from the Dynamics
+# and the registered signals' values (higher = more likely wrong).
+MEMORISED_CANDIDATES = {
+    'el2n': lambda d, v: signals.suspicion(signals.EL2N, v[signals.EL2N]),
+    'variability': lambda d, v: signals.suspicion(signals.VARIABILITY,
+                                                  v[signals.VARIABILITY]),
+    'confidence': lambda d, v: signals.suspicion(signals.CONFIDENCE, v[signals.CONFIDENCE]),
+    'el2n + variability, ranks': lambda d, v: baselines.combined_suspicion(
+        v, (signals.EL2N, signals.VARIABILITY)),
+    'el2n + variability, values': lambda d, v: (
+        v[signals.EL2N].astype(np.float64) + v[signals.VARIABILITY]),
+    'margin, first 2 checkpoints': lambda d, v: -d.margin[:2].mean(axis=0),
+    'margin, first third': lambda d, v: -d.margin[:_early(d.checkpoints)].mean(axis=0),
+    'confidence, first third': lambda d, v: -d.p_target[:_early(d.checkpoints)].mean(axis=0),
+    'el2n, first third': lambda d, v: _el2n_each(d)[:_early(d.checkpoints)].mean(axis=0),
+}
 
 
 class Data:
@@ -299,6 +344,43 @@ def measure(score: np.ndarray, data: Data) -> Dict[str, float]:
   return out
 
 
+def auto_choice(logits: np.ndarray, labels: np.ndarray, seed: int):
+  """(signal, reason): auto's choice from a sample of up to AUTO_SAMPLE training examples."""
+  sample = np.random.default_rng(seed).permutation(len(labels))[:AUTO_SAMPLE]
+  return auto_rank.choose(auto_rank.evidence_from_logits(logits[:, sample], labels[sample]))
+
+
+def measure_kinds(score: np.ndarray, values: Dict[str, np.ndarray], data: Data,
+                  memorised: bool) -> Dict[str, Dict[str, float]]:
+  """The kinds flag_kinds gives the top budget, the top twice the budget and (with
+  atypical examples) every wrong or atypical example: counts and precisions."""
+  budget = int(data.flipped.sum())
+  order = top_budget(score, len(score))
+  scopes = {'budget': order[:budget], 'twice': order[:2 * budget]}
+  if data.atypical.any():
+    scopes['wrong_or_atypical'] = np.flatnonzero(data.flipped | data.atypical)
+  found = flag_kinds.kinds(values, memorised)
+  out = {}
+  for name, rows in scopes.items():
+    kinds = found[rows]
+    wrong, atypical = kinds == flag_kinds.WRONG_LABEL, kinds == flag_kinds.ATYPICAL
+    nan = float('nan')
+    out[name] = {
+        'flags': len(rows),
+        'wrong_labels': int(data.flipped[rows].sum()),
+        'atypical_examples': int(data.atypical[rows].sum()),
+        **{f'n_{k.replace(" ", "_")}': int(v)
+           for k, v in flag_kinds.counts(kinds).items()},
+        'precision_wrong_label': float(data.flipped[rows][wrong].mean()) if wrong.any() else nan,
+        'precision_atypical': (float(data.atypical[rows][atypical].mean()) if atypical.any()
+                               else nan),
+        'right_label_atypical': (float((~data.flipped[rows][atypical]).mean())
+                                 if atypical.any() else nan),
+        'recall_wrong_label': float(data.flipped[rows][wrong].sum() / max(1, data.flipped.sum())),
+    }
+  return out
+
+
 def run_one(scenario: str, seed: int) -> Dict[str, object]:
   """Every signal's numbers for one scenario and seed."""
   make_data, recipe = SETUPS[scenario]
@@ -314,10 +396,13 @@ def run_one(scenario: str, seed: int) -> Dict[str, object]:
     logits = checkpoint_logits(models, data.x)
     values = signals.compute_signals(logits, data.labels)
     logits_seconds = time.perf_counter() - start
+    auto_signal, auto_reason = auto_choice(logits, data.labels, seed)
+    dynamics = signals.dynamics(logits, data.labels)
     start = time.perf_counter()
     vog, vog_raw = vog_scores(models, data)
     vog_seconds = time.perf_counter() - start
   scores = {s.name: signals.suspicion(s.field, values[s.field]) for s in signals.REGISTRY}
+  scores[AUTO] = scores[auto_signal]
   scores[VOG] = vog
   scores[VOG_RAW] = vog_raw
   scores[baselines.COMBINED] = baselines.combined_suspicion(values)
@@ -330,8 +415,12 @@ def run_one(scenario: str, seed: int) -> Dict[str, object]:
       name: measure(baselines.combined_suspicion(
           values, names, data.labels if within_class else None), data)
       for name, (names, within_class) in CANDIDATES.items()}
+  memorised_candidates = {name: measure(fn(dynamics, values), data)
+                          for name, fn in MEMORISED_CANDIDATES.items()}
+  kinds = measure_kinds(scores[AUTO], values, data, auto_reason['memorised'])
   flagged = int(issues.sum())
   summary = {
+      'auto_signal': auto_signal, 'auto_reason': auto_reason,
       'examples': len(data.labels), 'wrong_labels': int(data.flipped.sum()),
       'atypical': int(data.atypical.sum()), 'train_accuracy': train_accuracy,
       'train_seconds': trained, 'checkpoints': len(models),
@@ -343,8 +432,11 @@ def run_one(scenario: str, seed: int) -> Dict[str, object]:
         f'AUROC confidence {result["confidence"]["auroc"]:.3f} '
         f'final_loss {result["final_loss"]["auroc"]:.3f} vog {result[VOG]["auroc"]:.3f} '
         f'cleanlab {result[CLEANLAB]["auroc"]:.3f}; seconds signals {logits_seconds:.2f} '
-        f'vog {vog_seconds:.2f} cleanlab {seconds[CLEANLAB]:.1f}', flush=True)
-  return {'signals': result, 'candidates': candidates, 'summary': summary}
+        f'vog {vog_seconds:.2f} cleanlab {seconds[CLEANLAB]:.1f}; auto ranks by '
+        f'{auto_signal} (fitted share {auto_reason["evidence"]["fitted_share"]:.3f})',
+        flush=True)
+  return {'signals': result, 'candidates': candidates, 'summary': summary,
+          'memorised_candidates': memorised_candidates, 'kinds': kinds}
 
 
 def _stat(values: List[float], digits: int = 3) -> str:
@@ -397,6 +489,9 @@ def markdown(results: Dict[str, Dict[int, Dict[str, object]]], cleanlab_version:
       lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
   lines += candidates_table(results)
+  lines += auto_table(results)
+  lines += kinds_table(results)
+  lines += memorised_candidates_table(results)
   return '\n'.join(lines)
 
 
@@ -431,6 +526,104 @@ def candidates_table(results: Dict[str, Dict[int, Dict[str, object]]]) -> List[s
   return lines
 
 
+def auto_table(results: Dict[str, Dict[int, Dict[str, object]]]) -> List[str]:
+  """What auto chose per scenario and seed, its evidence, and its P@budget beside
+  confidence's (auto's default)."""
+  lines = ['## What auto chooses', '',
+           f'Evidence: the share of a sample of up to {AUTO_SAMPLE} training examples whose '
+           'label the last selected checkpoint predicts (margin_last > 0); memorised from '
+           f'{auto_rank.MEMORISED_FIT_SHARE} over at least {auto_rank.MIN_EXAMPLES} examples '
+           f'(components/vog/compute/auto_rank.py).', '',
+           '| scenario | seed | fitted share | examples | memorised | auto ranks by | '
+           'P@budget auto | P@budget confidence |', '|---|---|---|---|---|---|---|---|']
+  for scenario, by_seed in results.items():
+    for seed, run in by_seed.items():
+      reason = run['summary']['auto_reason']
+      evidence = reason['evidence']
+      lines.append(
+          f'| {scenario} | {seed} | {evidence["fitted_share"]:.3f} | {evidence["examples"]} | '
+          f'{"yes" if reason["memorised"] else "no"} | {reason["signal"]} | '
+          f'{run["signals"][AUTO]["precision_at_budget"]:.3f} | '
+          f'{run["signals"]["confidence"]["precision_at_budget"]:.3f} |')
+  lines += ['', '| scenario | P@budget auto, mean | confidence, mean | change |',
+            '|---|---|---|---|']
+  for scenario, by_seed in results.items():
+    runs = list(by_seed.values())
+    got = float(np.mean([r['signals'][AUTO]['precision_at_budget'] for r in runs]))
+    was = float(np.mean([r['signals']['confidence']['precision_at_budget'] for r in runs]))
+    lines.append(f'| {scenario} | {got:.3f} | {was:.3f} | {got - was:+.3f} |')
+  lines.append('')
+  return lines
+
+
+def _mean(values: List[float]) -> str:
+  values = [v for v in values if not np.isnan(v)]
+  return f'{np.mean(values):.3f}' if values else 'n/a'
+
+
+def kinds_table(results: Dict[str, Dict[int, Dict[str, object]]]) -> List[str]:
+  """The kinds of auto's flagged examples, mean over seeds."""
+  lines = ['## Kinds of the flagged examples', '',
+           'components/vog/compute/flag_kinds.py on auto\'s ranking (rule 2, el2n, where auto '
+           'found memorisation). Scope: budget = the top budget (the flagged set), twice = '
+           'the top twice the budget, wrong or atypical = every wrong or atypical example. '
+           'Counts are means over seeds; precision of wrong label: the share of examples '
+           'given that kind that are wrong labels; of atypical: the share that are atypical '
+           '(and, in brackets, that have the right label: atypical or clean); n/a where no '
+           'example got the kind in any seed. Recall: the share of all wrong labels given '
+           '`wrong label`.', '',
+           '| scenario | scope | flags | wrong labels in scope | atypical in scope | '
+           'wrong label | atypical | unclear | precision wrong label | precision atypical '
+           '(right label) | recall wrong label |', '|' + '---|' * 11]
+  for scenario, by_seed in results.items():
+    runs = list(by_seed.values())
+    for scope in runs[0]['kinds']:
+      k = [r['kinds'][scope] for r in runs]
+
+      def avg(key, k=k):
+        return f'{np.mean([x[key] for x in k]):.1f}'
+
+      lines.append(
+          f'| {scenario} | {scope.replace("_", " ")} | {avg("flags")} | '
+          f'{avg("wrong_labels")} | {avg("atypical_examples")} | {avg("n_wrong_label")} | '
+          f'{avg("n_atypical")} | {avg("n_unclear")} | '
+          f'{_mean([x["precision_wrong_label"] for x in k])} | '
+          f'{_mean([x["precision_atypical"] for x in k])} '
+          f'({_mean([x["right_label_atypical"] for x in k])}) | '
+          f'{_mean([x["recall_wrong_label"] for x in k])} |')
+  lines.append('')
+  return lines
+
+
+def memorised_candidates_table(results: Dict[str, Dict[int, Dict[str, object]]]
+                               ) -> List[str]:
+  """P@budget of what auto could rank by once memorised, per scenario, mean (min-max)."""
+  scenarios = list(results)
+  lines = ['## Signals for a memorised model', '',
+           'P@budget, mean (min-max) over seeds, of what auto could rank by once the model '
+           'memorised its labels (auto ranks by el2n then). Ranks: the mean of split-wide '
+           'percentile ranks; values: el2n plus variability as they are; first 2 / first '
+           'third: the mean over the earliest selected checkpoints only.', '',
+           '| signal | ' + ' | '.join(scenarios) + ' |', '|' + '---|' * (len(scenarios) + 1)]
+  for name in MEMORISED_CANDIDATES:
+    cells = [_stat([r['memorised_candidates'][name]['precision_at_budget']
+                    for r in results[s].values()]) for s in scenarios]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
+  return lines
+
+
+def _json_ready(value):
+  """NaN (a precision with no example of a kind) as None, so results.json is strict JSON."""
+  if isinstance(value, dict):
+    return {k: _json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_ready(v) for v in value]
+  if isinstance(value, float) and np.isnan(value):
+    return None
+  return value
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--output', default='quality_output')
@@ -447,9 +640,10 @@ def main(argv=None):
   table = markdown(results, cleanlab.__version__)
   os.makedirs(args.output, exist_ok=True)
   with open(os.path.join(args.output, 'results.json'), 'w') as f:
-    json.dump({'cleanlab_version': cleanlab.__version__,
-               'seconds': time.perf_counter() - started,
-               'results': {s: {str(k): v for k, v in r.items()} for s, r in results.items()}},
+    json.dump(_json_ready({
+        'cleanlab_version': cleanlab.__version__,
+        'seconds': time.perf_counter() - started,
+        'results': {s: {str(k): v for k, v in r.items()} for s, r in results.items()}}),
               f, indent=2)
   with open(os.path.join(args.output, 'results.md'), 'w') as f:
     f.write(table + '\n')
