@@ -57,7 +57,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import vog_throughput  # pylint: disable=g-import-not-at-top
-from components.vog import audit  # pylint: disable=g-import-not-at-top
+from components.vog import audit_plan  # pylint: disable=g-import-not-at-top
+from components.vog import factories  # pylint: disable=g-import-not-at-top
 from components.vog.dataflow import audit_summary  # pylint: disable=g-import-not-at-top
 from components.vog.dataflow import beam_audit  # pylint: disable=g-import-not-at-top
 from components.vog.dataflow import beam_writers  # pylint: disable=g-import-not-at-top
@@ -163,12 +164,12 @@ def main(argv=None):
   path = os.path.join(work, 'data.gz')
   vog_throughput.write_tfrecords(path, images, labels)
   settings = VogSettings(batch_size=batch_size)
-  plan = audit.plan_audit(settings, model_run, {SPLIT: path})
+  plan = audit_plan.plan_audit(settings, model_run, {SPLIT: path})
   rank_by = settings.ranked_by
   two_sided = settings.rank_normalize == 'abs-class'
-  example_parser = audit.ParserFactory(plan.input_specs, settings, plan.num_classes,
-                                       None)()
-  scorer = audit.ScorerFactory(plan.entries, None, settings.target, settings.label_mode)()
+  example_parser = factories.ParserFactory(plan.input_specs, settings, plan.num_classes,
+                                           None)()
+  scorer = factories.ScorerFactory(plan.entries, None, settings.target, settings.label_mode)()
   records = [r for _, r in record_files.read_records(path, 'GZIP')]
   positioned = [examples_io.InputRecord(SPLIT, 0, i, r) for i, r in enumerate(records)]
   chunks = [positioned[i:i + batch_size] for i in range(0, n, batch_size)]

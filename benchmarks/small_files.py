@@ -70,12 +70,13 @@ def layout_run(spec: Dict[str, Any]) -> Dict[str, Any]:
   """One layout through the component path, in this process (a fresh one)."""
   # pylint: disable=g-import-not-at-top
   from components.vog import audit
+  from components.vog import audit_plan
   from components.vog.settings import VogSettings
   # pylint: enable=g-import-not-at-top
   pipeline, _ = vog_throughput.fn_api_pipeline()
   settings = VogSettings(batch_size=vog_throughput.BATCH_SIZE, copy_splits='all')
   start = time.perf_counter()
-  plan = audit.plan_audit(settings, spec['model_run'], {SPLIT: spec['pattern']})
+  plan = audit_plan.plan_audit(settings, spec['model_run'], {SPLIT: spec['pattern']})
   summary = audit.run_audit(plan, pipeline, os.path.join(spec['output'], 'scored'),
                             os.path.join(spec['output'], 'report'))
   return {'seconds': time.perf_counter() - start,

@@ -283,9 +283,10 @@ def _audit(settings, model_run: str, split_patterns: Dict[str, str], folder: str
            baseline: Optional[Dict[str, Any]] = None):
   """One audit on the FnApiRunner: (seconds, summary, pipeline, result, checkpoints)."""
   from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import audit_plan  # pylint: disable=g-import-not-at-top
   pipeline, results = fn_api_pipeline()
   start = time.perf_counter()
-  plan = audit.plan_audit(settings, model_run, split_patterns, baseline=baseline)
+  plan = audit_plan.plan_audit(settings, model_run, split_patterns, baseline=baseline)
   summary = audit.run_audit(plan, pipeline, os.path.join(folder, 'scored'),
                             os.path.join(folder, 'report'))
   seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
 from components.review_gate import spec_keys as review_gate_keys
+from components.vog.report import drift_model
 from components.vog.report import report_format
 from components.vog import vocabulary as vocab
 from pipeline import audit_pipeline
@@ -48,7 +49,7 @@ class DemoSummary:
   blessed: bool
   pushed_to: Optional[str]
   report_html: str
-  drift: Optional[report_format.Drift] = None  # None: no model had shipped before this run
+  drift: Optional[drift_model.Drift] = None  # None: no model had shipped before this run
 
   @property
   def chance(self) -> float:
@@ -121,7 +122,7 @@ def count_flipped_in_flagged(examples_uri: str, report_uri: str
   `label_flipped`: only the demo data carries that truth.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import audit_plan  # pylint: disable=g-import-not-at-top
   from components.vog.inputs import record_files  # pylint: disable=g-import-not-at-top
   from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
   table = score_table.read_table(report_uri, ['file_index', 'record_index', 'vog_flagged',
@@ -132,7 +133,7 @@ def count_flipped_in_flagged(examples_uri: str, report_uri: str
       table['split'], table['file_index'], table['record_index'], table['vog_flagged'])}
   flagged = hit = flipped = 0
   for split in sorted(set(table['split'])):
-    files = audit.input_files(split, os.path.join(examples_uri, f'Split-{split}', '*'))
+    files = audit_plan.input_files(split, os.path.join(examples_uri, f'Split-{split}', '*'))
     for input_file in files:
       for index, record in record_files.read_records(input_file.path,
                                                      input_file.compression):

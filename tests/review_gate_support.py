@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Tuple
 
 from PIL import Image
 
-from components.vog.report import report_format
+from components.vog.report import drift_model
+from components.vog.report import report_rows
 
 from components.vog import vocabulary as vocab
 
@@ -44,24 +45,24 @@ FLAGGED = [
 
 def example_drift(flagged_then: float = 0.111,
                   class_3_rises: Tuple[float, float] = (0.05, 0.12),
-                  streaks: Optional[Dict[int, int]] = None) -> report_format.Drift:
+                  streaks: Optional[Dict[int, int]] = None) -> drift_model.Drift:
   """A Drift as the audit writes it: flagged 11.1% -> 13.0% overall; class 3's hard share
   rises by `class_3_rises` in (train, eval), by default most in eval (+12 points); class 8
   of eval falls; 40 newly flagged, 25 still flagged, 4 audits in a row at most.
   """
   def cls(split, class_id, then, change, psi):
-    return report_format.DriftClass(
+    return drift_model.DriftClass(
         split, class_id, count_now=40, count_then=40, flagged_share_now=0.1,
         flagged_share_then=0.1, hard_share_now=then + change, hard_share_then=then, psi=psi)
 
   def split(name, newly, still, new_data):
-    return report_format.DriftSplit(
+    return drift_model.DriftSplit(
         name, 0.13, flagged_then, 0.2, 0.18, matched=300,
         new_examples=20, gone_examples=3, newly_flagged=newly, still_flagged=still,
         no_longer_flagged=4, flagged_new_data=new_data,
         flagged_new_data_share=new_data / (newly + still + new_data))
 
-  return report_format.Drift(
+  return drift_model.Drift(
       '/pipelines/digits/VarianceOfGradients/difficulty_report/2', '2025-01-01T00:00:00Z', None,
       0.130, flagged_then,
       (split('train', 30, 20, 110), split('eval', 10, 5, 25)),
@@ -70,13 +71,13 @@ def example_drift(flagged_then: float = 0.111,
       {2: 18, 3: 6, 4: 1} if streaks is None else streaks)
 
 
-def unavailable_drift(reason: str) -> report_format.Drift:
-  return report_format.Drift('/pipelines/digits/VarianceOfGradients/difficulty_report/2', None,
-                             reason, None, None, (), (), {})
+def unavailable_drift(reason: str) -> drift_model.Drift:
+  return drift_model.Drift('/pipelines/digits/VarianceOfGradients/difficulty_report/2', None,
+                           reason, None, None, (), (), {})
 
 
 def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] = None,
-                 drift: Optional[report_format.Drift] = None,
+                 drift: Optional[drift_model.Drift] = None,
                  flagged: Optional[List[Dict]] = None) -> str:
   """A DifficultyReport folder as VarianceOfGradients writes it; with `drift`, an audit that
   had the last shipped model's audit to compare with; `flagged` replaces FLAGGED's rows."""
@@ -90,7 +91,7 @@ def write_report(folder: str, with_montage: bool = True, counts: Optional[Dict] 
     for row in FLAGGED if flagged is None else flagged:
       f.write(json.dumps(row) + '\n')
   with open(os.path.join(folder, vocab.quarantine_shard_name(0, 1)), 'w') as f:
-    f.write(json.dumps(report_format.quarantine_row_to_json(report_format.QuarantineRow(
+    f.write(json.dumps(report_rows.quarantine_row_to_json(report_rows.QuarantineRow(
         'train', 'digit-9999', 'missing label', 'missing label: no label', b'\x00'))) + '\n')
   with open(os.path.join(folder, 'report.html'), 'w') as f:
     f.write('<html><body>report</body></html>')
@@ -141,7 +142,7 @@ def gate_properties(**overrides) -> Dict:
 def run_gate(root: str, props: Dict, *, upstream_blessed: Optional[int] = None,
              evaluation_uri: Optional[str] = None, with_montage: bool = True,
              execution_id: int = 7, model_id: int = 11, report_id: int = 12,
-             drift: Optional[report_format.Drift] = None,
+             drift: Optional[drift_model.Drift] = None,
              flagged: Optional[List[Dict]] = None):
   """Runs the HumanReviewGate executor as the orchestrator would; returns the output blessing.
 

@@ -13,7 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 
+from components.vog.report import drift_model
 from components.vog.report import report_format
+from components.vog.report import report_rows
 
 from components.vog import vocabulary as vocab
 
@@ -45,7 +47,7 @@ class ReviewSummary:
   montage_path: Optional[str] = None
   per_class: List[Dict] = dataclasses.field(default_factory=list)
   # Against the last shipped model's audit; None when nothing had shipped (no baseline).
-  drift: Optional[report_format.Drift] = None
+  drift: Optional[drift_model.Drift] = None
   # What ranked the flagged examples (vocab.AGREEMENT_NAMES).
   ranked_by: str = vocab.VOG
 
@@ -93,7 +95,7 @@ def terminal_safe(value) -> str:
   return ''.join(out)
 
 
-def drift_headline(drift: Optional[report_format.Drift]) -> str:
+def drift_headline(drift: Optional[drift_model.Drift]) -> str:
   """One line on how this audit compares with the audit of the last shipped model.
 
   For example `Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard
@@ -144,7 +146,7 @@ def check_report_url_template(template: Optional[str]) -> None:
   report_url(template, {f: 'x' for f in REPORT_URL_FIELDS})
 
 
-def worst_classes(per_class: Sequence[report_format.ClassRow],
+def worst_classes(per_class: Sequence[report_rows.ClassRow],
                   limit: int = WORST_CLASSES) -> List[Dict]:
   """Classes by flagged share, largest first, ties broken by flagged count then class.
 
@@ -201,7 +203,7 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
                   report_url_template: Optional[str]) -> ReviewSummary:
   """Reads the report folder and the evaluation into a ReviewSummary.
 
-  Refuses (report_format.ReportFormatError, a ValueError naming the file) a report folder
+  Refuses (json_checks.ReportFormatError, a ValueError naming the file) a report folder
   without a readable summary.json or flagged.jsonl.
   """
   report = report_format.load_report(report_uri)
@@ -216,7 +218,7 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
       splits={name: dict(c) for name, c in report.summary.splits.items()},
       per_class=[row.to_json() for row in report.summary.per_class],
       worst_classes=worst_classes(report.summary.per_class),
-      top_flagged=[report_format.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
+      top_flagged=[report_rows.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
       overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path,
       drift=report.summary.drift, ranked_by=report.summary.ranked_by)
 

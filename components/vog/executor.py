@@ -10,10 +10,12 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.vog import audit
+from components.vog import audit_errors
+from components.vog import audit_plan
 from components.vog.report import baseline as baseline_lib
 from components.vog import beam_args
-from components.vog.report import report_format
 from components.vog import vocabulary as vocab
+from components.vog.report.summary_model import ReportSummary
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
 from components.vog.spec_keys import DIFFICULTY_REPORT_KEY
@@ -30,31 +32,32 @@ def settings_from_exec_properties(exec_properties: Dict[str, Any]) -> VogSetting
   """VogSettings from the component's `vog_settings` execution property (JSON text).
 
   The text comes from ML Metadata or a compiled pipeline spec, so it is checked like
-  any outside input. Raises audit.AuditConfigError (a ValueError) when the property is
-  missing, or for an unknown key, a wrong type or a bad value, each named.
+  any outside input (`from_json` validates it; the audit below takes it as it is).
+  Raises audit_errors.AuditConfigError (a ValueError) when the property is missing, or
+  for an unknown key, a wrong type or a bad value, each named.
   """
   text = exec_properties.get(SETTINGS_KEY)
   if not text:
-    raise audit.AuditConfigError(
+    raise audit_errors.AuditConfigError(
         f'execution property {SETTINGS_KEY!r} is missing; VarianceOfGradients carries '
         'its settings there as VogSettings JSON - recompile the pipeline with this '
         'release of the component')
   try:
     return VogSettings.from_json(text)
   except ValueError as e:
-    raise audit.AuditConfigError(f'{SETTINGS_KEY}: {e}') from e
+    raise audit_errors.AuditConfigError(f'{SETTINGS_KEY}: {e}') from e
 
 
 def baseline_of(shipped: types.Artifact):
   """The plan's baseline from a ShippedAudit: the shipped audit's report, or None.
 
-  Raises audit.AuditConfigError when the ShippedAudit's pointer file is missing or
+  Raises audit_errors.AuditConfigError when the ShippedAudit's pointer file is missing or
   malformed (it is read like any outside input).
   """
   try:
     pointer = baseline_lib.read_pointer(shipped.uri)
   except baseline_lib.BaselineError as e:
-    raise audit.AuditConfigError(f'baseline: {e}') from e
+    raise audit_errors.AuditConfigError(f'baseline: {e}') from e
   if pointer.report_uri is None:
     logging.info('No model has shipped yet (%s); the audit has no drift baseline', shipped.uri)
     return None
@@ -70,19 +73,18 @@ def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
 
 
 def record_headline(report: types.Artifact, settings: VogSettings,
-                    summary: Dict[str, Any]) -> None:
+                    summary: ReportSummary) -> None:
   """Sets the report's ML Metadata custom properties: counts, headline settings and, when
   the audit had a baseline it could compare with, the drift headline (DRIFT_PROPERTIES)."""
   for name in vocab.HEADLINE:
-    report.set_int_custom_property(name, summary['counts'][name])
+    report.set_int_custom_property(name, summary.counts[name])
   for name, value in settings.headline().items():
     if isinstance(value, int):
       report.set_int_custom_property(name, value)
     else:
       report.set_string_custom_property(name, value)
-  drift = summary.get('drift')
-  if drift is not None:
-    for name, value in report_format.parse_drift(drift, 'summary').properties().items():
+  if summary.drift is not None:
+    for name, value in summary.drift.properties().items():
       if isinstance(value, float):
         report.set_float_custom_property(name, value)
       elif isinstance(value, int):
@@ -111,7 +113,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     transform_graph = (artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY])
                        if input_dict.get(TRANSFORM_GRAPH_KEY) else None)
 
-    plan = audit.plan_audit(
+    plan = audit_plan.plan_audit(
         settings,
         artifact_utils.get_single_uri(input_dict[MODEL_RUN_KEY]),
         split_patterns,
@@ -130,6 +132,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     # component's own): the one place to confirm a VoG-only pool took effect.
     logging.info('VarianceOfGradients runs Beam with: %s',
                  ' '.join(beam_args.shown(self._beam_pipeline_args)))
-    summary = audit.run_audit(plan, self._make_beam_pipeline(), scored.uri, report.uri)
+    summary = audit.audit_and_publish(plan, self._make_beam_pipeline(), scored.uri,
+                                      report.uri)
     record_headline(report, settings, summary)
     logging.info('VarianceOfGradients wrote %s and %s', scored.uri, report.uri)

@@ -5,6 +5,12 @@ StatsOptions: the VarianceOfGradients component stores `to_json_string()` in a s
 execution property, the executor reads it back with `from_json()`, and summary.json
 records `to_json()`.
 
+Settings are validated where they come in from outside, and only there: the component's
+constructor and `vog-audit score` call `validate()`, and `from_json()` validates what the
+executor reads back from ML Metadata or a compiled spec (and what `vog-audit report`
+reads from a summary.json). Everything below (audit_plan.plan_audit, the Beam pipeline)
+takes a validated VogSettings and does not check it again.
+
 Each field of VogSettings is declared with `setting(...)`: its type and default, a
 one-line help, its text form (how command lines, environment variables and text values
 of PipelineConfig write it) and the surfaces that show it. `declared()` reads that back,

@@ -26,9 +26,10 @@ def report(report_dir, module_file):
          'audit that this user can read')
   if not folder:
     fail(f'{report_dir} is not a folder; give the difficulty_report folder of an audit')
-  from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import audit_errors  # pylint: disable=g-import-not-at-top
+  from components.vog import report_page  # pylint: disable=g-import-not-at-top
   try:
-    page = audit.rebuild_report_page(report_dir, module_file)
-  except audit.AuditConfigError as e:
+    page = report_page.rebuild_report_page(report_dir, module_file)
+  except audit_errors.AuditConfigError as e:
     fail(str(e))
   click.echo(f'report: {page}')

@@ -152,7 +152,6 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
           beam_args, baseline, transform_graph, **setting_texts):
   """Score every example of EXAMPLES with VoG across the checkpoints of MODEL_RUN."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from components.vog.report import report_format  # pylint: disable=g-import-not-at-top
   from components.vog.report import score_table  # pylint: disable=g-import-not-at-top
   from components.vog import vocabulary as vocab  # pylint: disable=g-import-not-at-top
 
@@ -181,21 +180,20 @@ def score(model_run, examples, output, module_file, runner, dask_address, dask_p
   except BaseException:
     discard_output(staging, output if created else None)
     raise
-  counts = summary['counts']
+  counts = summary.counts
   click.echo(f'done in {time.time() - started:.1f}s: scored {counts["scored"]}, '
              f'quarantined {counts["quarantined"]}, flagged {counts["flagged"]} '
-             f'of {counts["seen"]} examples, ranked by {summary[vocab.RANKED_BY]}')
+             f'of {counts["seen"]} examples, ranked by {summary.ranked_by}')
   if baseline:
     from components.review_gate import review_summary  # pylint: disable=g-import-not-at-top
-    click.echo(review_summary.drift_headline(report_format.parse_drift(summary['drift'],
-                                                                       'summary')))
+    click.echo(review_summary.drift_headline(summary.drift))
   if counts['quarantined']:
     click.echo(f'quarantined examples and reasons: '
                f'{os.path.join(report_dir, vocab.QUARANTINE_GLOB)}')
   click.echo(f'scores of every example: {score_table.table_dir(report_dir)} (Parquet); '
              'examples with their VoG fields: '
              + (', '.join(os.path.join(scored_dir, f'Split-{s}')
-                          for s in summary['copied_splits']) or 'none copied'))
+                          for s in summary.copied_splits) or 'none copied'))
   click.echo(f'report: {os.path.join(report_dir, vocab.REPORT_FILE)}')
 
 
@@ -205,14 +203,16 @@ def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
   Ends the command (exit 2, one line) for a configuration problem or damaged input."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from components.vog import audit  # pylint: disable=g-import-not-at-top
+  from components.vog import audit_errors  # pylint: disable=g-import-not-at-top
+  from components.vog import audit_plan  # pylint: disable=g-import-not-at-top
   from components.vog.inputs import checkpoints  # pylint: disable=g-import-not-at-top
   settings, model_run, patterns, module_file, baseline, transform_graph = plan_args
   click.echo(f'checking checkpoints in {model_run} and splits {", ".join(patterns)}')
   try:
-    plan = audit.plan_audit(settings, model_run, patterns, module_file=module_file,
-                            baseline={'uri': baseline} if baseline else None,
-                            transform_graph=transform_graph)
-  except (audit.AuditConfigError, checkpoints.CheckpointError) as e:
+    plan = audit_plan.plan_audit(settings, model_run, patterns, module_file=module_file,
+                                 baseline={'uri': baseline} if baseline else None,
+                                 transform_graph=transform_graph)
+  except (audit_errors.AuditConfigError, checkpoints.CheckpointError) as e:
     fail(str(e))
   scored_dir = os.path.join(staging, SCORED_FOLDER)
   report_dir = os.path.join(staging, REPORT_FOLDER)
@@ -237,11 +237,12 @@ def _score(plan_args, staging: str, beam_args: Sequence[str], runner: str,
   try:
     if _shows_bar(stream, beam_args):
       summary = run_with_progress_bar(
-          lambda sink: audit.run_audit(plan, pipeline, scored_dir, report_dir, progress=sink),
+          lambda sink: audit.audit_and_publish(plan, pipeline, scored_dir, report_dir,
+                                               progress=sink),
           len(files), estimate, stream)
     else:
-      summary = audit.run_audit(plan, pipeline, scored_dir, report_dir)
-  except audit.AuditInputError as e:  # A damaged input file: nothing was published.
+      summary = audit.audit_and_publish(plan, pipeline, scored_dir, report_dir)
+  except audit_errors.AuditInputError as e:  # A damaged input file: nothing was published.
     fail(str(e))
   return summary, started
 

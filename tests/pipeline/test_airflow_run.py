@@ -248,12 +248,13 @@ def test_the_first_run_is_blessed_pushed_and_becomes_the_shipped_audit(runs):
 
 
 def test_the_second_audit_compares_itself_with_the_first(runs):
+  from components.vog.report import drift_model  # pylint: disable=g-import-not-at-top
   from components.vog.report import report_format  # pylint: disable=g-import-not-at-top
   store = _store(runs)
   first, second = (_produced(store, 'components.DifficultyReport', 'difficulty_report', date)
                    for date in DATES)
   drift = report_format.load_report(second.uri).summary.drift
-  assert isinstance(drift, report_format.Drift), (
+  assert isinstance(drift, drift_model.Drift), (
       f'{second.uri}/summary.json has no drift against {first.uri}')
   assert drift.baseline_uri == first.uri
   assert drift.unavailable is None

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.dataflow import drift as drift_lib
 from components.vog.report import report_format
 from components.vog.report import score_table
@@ -178,8 +179,8 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
   module_file = str(tmp_path / 'pid_module.py')
   with open(module_file, 'w') as f:
     f.write(PID_MODULE.format(log=pid_log))
-  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
-                          os.path.join(root, 'run'), patterns, module_file=module_file)
+  plan = audit_plan.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
+                               os.path.join(root, 'run'), patterns, module_file=module_file)
 
   direct_summary, direct_scored, direct_flagged = _run(plan, str(tmp_path / 'direct'), [])
   os.remove(pid_log)
@@ -255,9 +256,9 @@ def test_dask_runner_matches_the_direct_runner(dask_cluster, trained, tmp_path):
 
   # The next audit compares with this one: the history join by example_id runs on the
   # workers too, and gives what the DirectRunner gives, copies of one record included.
-  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
-                          os.path.join(root, 'run'), patterns, module_file=module_file,
-                          baseline={'uri': str(tmp_path / 'direct' / 'report')})
+  plan = audit_plan.plan_audit(VogSettings(batch_size=16, inspection_budget=12),
+                               os.path.join(root, 'run'), patterns, module_file=module_file,
+                               baseline={'uri': str(tmp_path / 'direct' / 'report')})
   again = {'direct': _run(plan, str(tmp_path / 'direct2'), [])}
   try:
     again['dask'] = _run(plan, str(tmp_path / 'dask2'),

@@ -46,6 +46,7 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.dataflow import drift as drift_lib
 from components.vog.report import report_format
 from components.vog.settings import VogSettings
@@ -256,8 +257,8 @@ def test_portable_runner_matches_the_direct_runner(portable, trained, tmp_path):
   with open(module_file, 'w') as f:
     f.write(PID_MODULE.format(log=pid_log))
   settings = VogSettings(batch_size=16, inspection_budget=10)
-  plan = audit.plan_audit(settings, os.path.join(root, 'run'), patterns,
-                          module_file=module_file)
+  plan = audit_plan.plan_audit(settings, os.path.join(root, 'run'), patterns,
+                               module_file=module_file)
 
   direct_summary, direct_rows, direct_flagged = _run(plan, str(tmp_path / 'direct'))
   assert 'ScorerFactory' in {factory for _, _, factory in _loads(pid_log)}
@@ -298,9 +299,9 @@ def test_portable_runner_matches_the_direct_runner(portable, trained, tmp_path):
 
   # The next audit compares with the portable one: the history join by example_id
   # runs in the harness too, and gives what the DirectRunner gives.
-  plan = audit.plan_audit(settings, os.path.join(root, 'run'), patterns,
-                          module_file=module_file,
-                          baseline={'uri': str(tmp_path / 'portable' / 'report')})
+  plan = audit_plan.plan_audit(settings, os.path.join(root, 'run'), patterns,
+                               module_file=module_file,
+                               baseline={'uri': str(tmp_path / 'portable' / 'report')})
   again = {'direct': _run(plan, str(tmp_path / 'direct2')),
            'portable': _run_portable(portable, plan, str(tmp_path / 'portable2'))}
   for name, (s, _, flagged_again) in again.items():

@@ -16,7 +16,7 @@ from components.review_gate import auto_policy
 from components.review_gate import review_store
 from components.review_gate import review_summary
 from components.review_gate import slack_grammar
-from components.vog.report import report_format
+from components.vog.report import drift_model
 
 ALICE, BOB, EVE = 'U0ALICE', 'U0BOB', 'U0EVE'
 DRIFT_LINE = ('Since the last shipped model: flagged 11.1% → 13.0% (+1.9 pts); class 3 hard share '
@@ -378,8 +378,8 @@ def test_drift_rules_pass_without_a_baseline_and_say_so():
   # The other rules still decide.
   strict = auto_policy.decide(dict(policy, max_flagged_share=0.1), _policy_summary(None))
   assert strict.reason.startswith('rejected by auto policy: rule max_flagged_share failed')
-  no_common_split = report_format.Drift('/pipelines/renamed_splits', None, None, 0.13, 0.111,
-                                        (), (), {})
+  no_common_split = drift_model.Drift('/pipelines/renamed_splits', None, None, 0.13, 0.111,
+                                      (), (), {})
   decided = auto_policy.decide({'max_class_hard_share_increase': 0.0},
                                _policy_summary(no_common_split))
   assert decided.decision == 'approved'

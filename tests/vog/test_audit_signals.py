@@ -15,8 +15,11 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.inputs import checkpoints
+from components.vog.report import json_checks
 from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.report import score_table
 from components.vog.compute import scoring
@@ -44,8 +47,8 @@ def _audit(data, name, **settings):
   # Every split copied in full: these tests read what each scored example carries.
   root, _, _, _, patterns = data
   settings.setdefault('copy_splits', 'all')
-  plan = audit.plan_audit(VogSettings(batch_size=32, inspection_budget=15, **settings),
-                          os.path.join(root, 'run'), patterns)
+  plan = audit_plan.plan_audit(VogSettings(batch_size=32, inspection_budget=15, **settings),
+                               os.path.join(root, 'run'), patterns)
   out = os.path.join(root, name)
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
                             os.path.join(out, 'report'))
@@ -152,15 +155,15 @@ def test_a_flagged_row_naming_an_unknown_signal_is_refused():
   line = {'rank': 1, 'example_id': 'a', 'split': 't', 'label': 1, 'predicted_class': 1,
           'target_class': 1, 'vog_score': 1.0, 'vog_raw': 1.0, 'vog_percentile': 99.0,
           'vog_bucket': 'hard', 'signals': {'audit_confidence': 0.2, 'audit_magic': 1.0}}
-  with pytest.raises(fmt.ReportFormatError, match="unknown signal"):
-    fmt.flagged_row_from_json(line, 'flagged.jsonl line 1')
+  with pytest.raises(json_checks.ReportFormatError, match="unknown signal"):
+    report_rows.flagged_row_from_json(line, 'flagged.jsonl line 1')
   line['signals'] = {'audit_confidence': 'high'}
-  with pytest.raises(fmt.ReportFormatError, match='expected a number'):
-    fmt.flagged_row_from_json(line, 'flagged.jsonl line 1')
+  with pytest.raises(json_checks.ReportFormatError, match='expected a number'):
+    report_rows.flagged_row_from_json(line, 'flagged.jsonl line 1')
   line['signals'] = {'audit_confidence': 0.25}
-  assert fmt.flagged_row_from_json(line).signals == {'audit_confidence': 0.25}
-  assert json.loads(json.dumps(fmt.flagged_row_to_json(fmt.flagged_row_from_json(line))))[
-      'signals'] == {'audit_confidence': 0.25}
+  assert report_rows.flagged_row_from_json(line).signals == {'audit_confidence': 0.25}
+  assert json.loads(json.dumps(report_rows.flagged_row_to_json(
+      report_rows.flagged_row_from_json(line))))['signals'] == {'audit_confidence': 0.25}
 
 
 def _split_wide_share(values, value):

@@ -17,6 +17,8 @@ from tfx.types import standard_artifacts
 from tfx.types import artifact_utils
 
 from components.vog import audit
+from components.vog import audit_errors
+from components.vog import audit_plan
 from components.vog.report import score_table
 from components.vog import spec_keys
 from components.vog import executor as vog_executor
@@ -48,8 +50,8 @@ def test_multiprocessing_runner_gives_the_same_scores(trained, tmp_path):
   root, _, _, records = trained
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {
       'train': records[:80], 'eval': records[80:]})
-  plan = audit.plan_audit(VogSettings(batch_size=16, inspection_budget=10),
-                          os.path.join(root, 'run'), patterns)
+  plan = audit_plan.plan_audit(VogSettings(batch_size=16, inspection_budget=10),
+                               os.path.join(root, 'run'), patterns)
   summary_1, in_process = _run(plan, str(tmp_path / 'a'))
   summary_2, two_workers = _run(plan, str(tmp_path / 'b'), [
       '--direct_running_mode=multi_processing', '--direct_num_workers=2'])
@@ -75,8 +77,8 @@ def test_bad_records_are_quarantined_and_none_is_lost(trained, tmp_path):
   planted = [e.SerializeToString() for e in bad.values()] + [b'\x00garbage bytes']
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'),
                                               {'train': records[:50] + planted})
-  plan = audit.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
-                          patterns)
+  plan = audit_plan.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
+                               patterns)
   summary, scored = _run(plan, str(tmp_path / 'out'))
   assert summary['counts'] == {'seen': 55, 'scored': 50, 'quarantined': 5, 'flagged': 5}
   counters = summary['beam_counters']
@@ -277,13 +279,13 @@ def test_exact_duplicates_are_separate_examples_and_counts_agree(trained, tmp_pa
   settings = VogSettings(inspection_budget=5, normalize='raw', copy_splits='all')
   data = records[:40] + [records[0]] * 5 + [b'\x00junk'] * 2
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'first'), {'train': data})
-  _run(audit.plan_audit(settings, os.path.join(root, 'run'), patterns), str(tmp_path / 'a'))
+  _run(audit_plan.plan_audit(settings, os.path.join(root, 'run'), patterns), str(tmp_path / 'a'))
   top_id = json.loads(open(tmp_path / 'a' / 'report' / 'flagged.jsonl').readline())[
       'example_id']
   top = records[int(top_id.split('-')[1])]
   data += [top, top]
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'dup'), {'train': data})
-  plan = audit.plan_audit(settings, os.path.join(root, 'run'), patterns)
+  plan = audit_plan.plan_audit(settings, os.path.join(root, 'run'), patterns)
   summary, _ = _run(plan, str(tmp_path / 'b'))
   split = summary['splits']['train']
   assert split['seen'] == len(data) == split['written'] + split['quarantined']
@@ -317,12 +319,12 @@ def test_a_damaged_input_file_stops_the_audit_naming_the_file(trained, tmp_path)
   with open(damaged, 'wb') as f:
     f.write(data[:len(data) * 3 // 4 + 7])  # cut inside record 15
   os.makedirs(str(tmp_path / 'ex' / 'Split-train' / 'a-folder'))  # globs keep files only
-  plan = audit.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
-                          patterns)
+  plan = audit_plan.plan_audit(VogSettings(inspection_budget=5), os.path.join(root, 'run'),
+                               patterns)
   # The folder is left out; each file's compression is found as it is read.
   assert [os.path.basename(f.path) for f in plan.split_files['train']] == [
       'data_tfrecord-00000-of-00001.gz', 'plain-part', 'zz-damaged']
-  with pytest.raises(audit.AuditInputError, match=r'input file .*zz-damaged is damaged at '
+  with pytest.raises(audit_errors.AuditInputError, match=r'input file .*zz-damaged is damaged at '
                      r'record 15 \(byte offset \d+ of the file\): the file ends inside'):
     _run(plan, str(tmp_path / 'out'))
   assert not os.path.exists(tmp_path / 'out' / 'report' / 'summary.json')

@@ -15,9 +15,10 @@ import time
 from click.testing import CliRunner
 import pytest
 
-from components.vog import audit
+from components.vog import audit_plan
 from components.vog.dataflow import beam_audit
 from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.report import score_table
 from pipeline.cli import main as cli
@@ -74,7 +75,7 @@ def test_a_record_above_max_record_bytes_is_quarantined_unread(audited, tmp_path
   assert summary['settings']['max_record_bytes'] == LIMIT
   rows = list(fmt.load_report(str(report)).quarantine_rows())
   path = str(root / 'data' / 'part-0.gz')
-  assert rows == [fmt.QuarantineRow(
+  assert rows == [report_rows.QuarantineRow(
       'data', f'{path}#{HUGE_AT}', 'record too large',
       f'record too large: record {HUGE_AT} of {path}: the record is '
       f'{audited["huge_size"]:,} bytes, above the limit of {LIMIT:,} (max_record_bytes); '
@@ -191,7 +192,7 @@ def test_a_killed_score_publishes_nothing_and_a_rerun_completes(audited, tmp_pat
   assert f'removing what an earlier run that did not finish left in {out}/.incomplete' in (
       result.output)
   # Every work unit's file (the input files grouped by size), each once.
-  units = beam_audit.work_units(audit.input_files('data', str(root / 'many' / '*.gz')))
+  units = beam_audit.work_units(audit_plan.input_files('data', str(root / 'many' / '*.gz')))
   assert 1 < len(units) < KILL_FILES
   assert len(_scored_files(out / 'scored_examples')) == len(units)
   summary = json.loads((out / 'difficulty_report' / vocab.SUMMARY_FILE).read_text())

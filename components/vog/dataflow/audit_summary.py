@@ -16,13 +16,15 @@ import numpy as np
 
 from components.vog import vocabulary as vocab
 from components.vog.compute import signals as signals_lib
+from components.vog.report import report_rows
+from components.vog.report import summary_model
 
 WRITTEN = 'written'
 WRITTEN_FLAGGED = 'written_flagged'
 UNMATCHED = 'unmatched'  # read on the second pass, but neither scored nor quarantined
 HISTORY_WRITTEN = 'history_written'  # rows of the history shards
 SPLIT_COUNTS = vocab.HEADLINE + (WRITTEN, WRITTEN_FLAGGED, UNMATCHED, HISTORY_WRITTEN)
-# Per-example drift counts per split (report_format.DriftSplit's fields of that name).
+# Per-example drift counts per split (drift_model.DriftSplit's fields of that name).
 DRIFT_COUNTS = ('matched', 'new_examples', 'gone_examples', 'newly_flagged', 'still_flagged',
                 'no_longer_flagged', 'flagged_new_data')
 
@@ -144,7 +146,7 @@ class _Accumulator:
   def __init__(self):
     self.counts: Dict[tuple, int] = {}
     self.class_stats: Dict[Tuple[str, int], Tuple[int, float, float]] = {}
-    self.damaged: List[Dict[str, Any]] = []
+    self.damaged: List[summary_model.DamagedFile] = []
     self.refused: List[Tuple[str, str]] = []  # the first few refused history lines
 
   def bump(self, key: tuple, n: int = 1) -> None:
@@ -166,8 +168,8 @@ class AuditSummaryFn(beam.CombineFn):
     if isinstance(tally, FileTally):
       acc.bump((vocab.SEEN, tally.split), tally.records)
       if tally.damage:
-        acc.damaged.append({'split': tally.split, 'path': tally.path,
-                            'records_read': tally.records, 'damage': tally.damage})
+        acc.damaged.append(summary_model.DamagedFile(tally.split, tally.path, tally.records,
+                                                     tally.damage))
     elif isinstance(tally, CountsTally):
       for key, n in tally.counts.items():
         acc.bump(key, n)
@@ -203,6 +205,7 @@ class AuditSummaryFn(beam.CombineFn):
     return out
 
   def extract_output(self, acc: _Accumulator) -> Dict[str, Any]:
+    """summary.json's counted part (summary_model.SummaryCounts) as JSON, `base` merged in."""
     counts = acc.counts
     per_split = {split: {k: counts.get((k, split), 0) for k in SPLIT_COUNTS}
                  for split in self._splits}
@@ -211,25 +214,25 @@ class AuditSummaryFn(beam.CombineFn):
       labelled = counts.get(('class_labelled', split, cls), 0)
       errors = counts.get(('class_errors', split, cls), 0)
       flagged = counts.get(('class_flagged', split, cls), 0)
-      per_class.append({
-          'split': split, 'class': cls, 'count': count, 'flagged': flagged,
-          'flagged_share': flagged / count if count else 0.0, 'vog_raw_mean': mean,
-          'vog_raw_std': std, 'error_rate': errors / labelled if labelled else None,
-          'hard': counts.get(('class_hard', split, cls), 0),
-          'signal_means': {
+      per_class.append(report_rows.ClassRow(
+          split=split, class_id=cls, count=count, flagged=flagged,
+          flagged_share=flagged / count if count else 0.0, vog_raw_mean=mean,
+          vog_raw_std=std, error_rate=errors / labelled if labelled else None,
+          hard=counts.get(('class_hard', split, cls), 0),
+          signal_means={
               field: counts[('class_signal', split, cls, field)] / count
               for field in signals_lib.fields()
               if count and ('class_signal', split, cls, field) in counts} or None,
-          'decile_counts': [counts.get(('class_decile', split, cls, d), 0)
-                            for d in range(1, 11)]})
+          decile_counts=tuple(counts.get(('class_decile', split, cls, d), 0)
+                              for d in range(1, 11))))
     by_decile = []
     for split in self._splits:
       for decile in range(1, 11):
         labelled = counts.get(('decile_labelled', split, decile), 0)
         if labelled:
           errors = counts.get(('decile_errors', split, decile), 0)
-          by_decile.append({'split': split, 'decile': decile, 'count': labelled,
-                            'errors': errors, 'error_rate': errors / labelled})
+          by_decile.append(report_rows.DecileRow(split, decile, labelled, errors,
+                                                 errors / labelled))
     kinds: Dict[str, Dict[str, int]] = {}
     for key, n in sorted(counts.items()):
       if key[0] == 'quarantine_kind':
@@ -239,12 +242,14 @@ class AuditSummaryFn(beam.CombineFn):
                     for split in sorted({key[1] for key in counts if key[0] == 'drift'})}
     streaks = {str(key[1]): n for key, n in sorted(counts.items()) if key[0] == 'streak'}
     refused = sorted(acc.refused)
-    return dict(self._base, counts=total, splits=per_split, quarantine_kinds=kinds,
-                per_class=per_class, error_rate_by_decile=by_decile,
-                damaged_files=sorted(acc.damaged, key=lambda d: (d['split'], d['path'])),
-                drift_counts=drift_counts, streaks=streaks,
-                history_refused={'count': counts.get(('history_refused',), 0),
-                                 'first': ': '.join(refused[0]) if refused else None})
+    counted = summary_model.SummaryCounts(
+        counts=total, splits=per_split, quarantine_kinds=kinds, per_class=tuple(per_class),
+        error_rate_by_decile=tuple(by_decile),
+        damaged_files=tuple(sorted(acc.damaged, key=lambda d: (d.split, d.path))),
+        drift_counts=drift_counts, streaks=streaks,
+        history_refused=summary_model.HistoryRefused(
+            counts.get(('history_refused',), 0), ': '.join(refused[0]) if refused else None))
+    return dict(self._base, **counted.to_json())
 
 
 def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:

@@ -49,7 +49,7 @@ from components.vog.dataflow import drift as drift_lib
 from components.vog.inputs import examples_io
 from components.vog.compute import percentiles
 from components.vog.inputs import record_files
-from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.dataflow import score_batch
 from components.vog.dataflow import slices as slices_lib
@@ -173,7 +173,7 @@ def _empty_columns(with_signals: bool) -> Dict[str, Any]:
 
 
 def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
-                  ranking: percentiles.Ranking) -> Dict[int, fmt.FlaggedRow]:
+                  ranking: percentiles.Ranking) -> Dict[int, report_rows.FlaggedRow]:
   """{record index: FlaggedRow} of the file's flagged examples (few: the budget's)."""
   rows = np.flatnonzero(placed['review_rank'] > 0)
   if not len(rows):
@@ -184,7 +184,7 @@ def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
   for i, top in zip(rows.tolist(), tops):
     signals = ({field: column[i].item() for field, column in columns.items()}
                if batch.has_signals else None)
-    out[int(batch.record_index[i])] = fmt.FlaggedRow(
+    out[int(batch.record_index[i])] = report_rows.FlaggedRow(
         rank=int(placed['review_rank'][i]), example_id=batch.example_id[i],
         split=batch.split, label=None if batch.label[i] < 0 else int(batch.label[i]),
         predicted_class=int(batch.predicted_class[i]),
@@ -255,7 +255,7 @@ def history_lines(batch: ScoredBatch, placed: Dict[str, np.ndarray]) -> List[str
   classes, flagged = batch.target_class.tolist(), placed['vog_flagged'].tolist()
   order = sorted(range(len(ids)), key=lambda i: (ids[i], percentile[i]))
   flags = [flagged[i] for i in order]
-  return fmt.history_lines([ids[i] for i in order], batch.split,
+  return report_rows.history_lines([ids[i] for i in order], batch.split,
                            [classes[i] for i in order], flags, flags,
                            [percentile[i] for i in order])
 
@@ -449,7 +449,7 @@ class WriteScoredExamples(beam.PTransform):
             lambda r: [(key, r.for_file(*key)) for key in unit_keys]),
     } | 'GroupByUnit' >> beam.CoGroupByKey())
     tagged = grouped | 'PlaceAndWrite' >> beam.ParDo(_WriteUnit(self._out))
-    types = {'written': FileWritten, 'flagged': Tuple[fmt.FlaggedRow, bytes],
+    types = {'written': FileWritten, 'flagged': Tuple[report_rows.FlaggedRow, bytes],
              'tally': audit_summary.Tally, 'history': Tuple[int, Any],
              'agreement': Tuple[str, AgreementCounts]}
     slicing = self._out.slice_leave_out is not None
@@ -466,7 +466,7 @@ class WriteScoredExamples(beam.PTransform):
 
 def quarantine_row(q: Quarantined) -> Dict[str, Any]:
   """The quarantine shard line of one quarantined example."""
-  return fmt.quarantine_row_to_json(fmt.QuarantineRow(
+  return report_rows.quarantine_row_to_json(report_rows.QuarantineRow(
       split=q.split, example_id=q.example_id, kind=q.kind, reason=q.reason,
       record=q.serialized))
 
@@ -570,7 +570,7 @@ def _write_flagged(parts: List[Tuple[str, Any]], path: str, cut: float) -> List[
   ranks = [row.rank for row, _ in ordered]
   if len(set(ranks)) != len(ranks):
     raise ValueError(f'two flagged examples share a review rank ({ranks[:10]}...)')
-  record_files.write_lines(path, (json.dumps(fmt.flagged_row_to_json(row, record),
+  record_files.write_lines(path, (json.dumps(report_rows.flagged_row_to_json(row, record),
                                              sort_keys=True) for row, record in ordered))
   return ranks
 

@@ -4,7 +4,7 @@
                  it cannot be compared)
     Beam:        (HistoryChunk per input file and history shard, baseline shard paths)
                      | MatchHistory -> {tallies, flag_status}, one history shard each
-    after Beam:  class_drift(summary, baseline, counts) -> report_format.Drift
+    after Beam:  class_drift(summary, baseline, counts) -> drift_model.Drift
 
 With a baseline that can be compared, the examples of each input file are cut into
 chunks by history shard (a hash of `example_id`), the baseline's rows are read and cut
@@ -42,7 +42,11 @@ import numpy as np
 
 from components.vog.dataflow import audit_summary
 from components.vog.inputs import record_files
+from components.vog.report import drift_model
+from components.vog.report import json_checks
 from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
+from components.vog.report import summary_model
 from components.vog import vocabulary as vocab
 from components.vog.dataflow.beam_audit import Tagged, split_by_tag
 
@@ -82,7 +86,7 @@ class Baseline:
   not otherwise.
   """
   info: Dict[str, Any]
-  summary: Optional[fmt.ReportSummary]
+  summary: Optional[summary_model.ReportSummary]
   history_paths: Tuple[str, ...]
   unavailable: Optional[str]
 
@@ -109,7 +113,7 @@ def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> B
     return Baseline(info, None, (), f'the baseline names no report folder ({uri!r})')
   try:
     summary = read_summary(uri)
-  except (fmt.ReportFormatError, record_files.UnreadableFile) as e:
+  except (json_checks.ReportFormatError, record_files.UnreadableFile) as e:
     return Baseline(info, None, (), f'the baseline report cannot be read: {e}')
   except Exception as e:  # pylint: disable=broad-except
     # Whatever else a hostile file provokes (a number too long to convert, a file
@@ -133,7 +137,7 @@ def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> B
         'comparable - the next audit of a shipped model will be'))
   try:
     paths = fmt.history_files(uri)
-  except fmt.ReportFormatError as e:
+  except json_checks.ReportFormatError as e:
     return Baseline(info, None, (), str(e))
   except Exception as e:  # pylint: disable=broad-except
     return Baseline(info, None, (), f'the history shards of the baseline report {uri} '
@@ -149,20 +153,20 @@ def load_baseline(info: Mapping[str, Any], ranked_by: Optional[str] = None) -> B
   return Baseline(info, summary, tuple(paths), None)
 
 
-def read_summary(uri: str) -> fmt.ReportSummary:
+def read_summary(uri: str) -> summary_model.ReportSummary:
   """The summary.json of the report folder `uri`, read within MAX_SUMMARY_BYTES and
   MAX_SUMMARY_DEPTH; ReportFormatError or record_files.UnreadableFile naming the
   problem."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = os.path.join(uri, vocab.SUMMARY_FILE)
   if not tf.io.gfile.exists(path):
-    raise fmt.ReportFormatError(f'{path}: does not exist; is this the difficulty_report '
-                                'output of VarianceOfGradients?')
-  return fmt.parse_summary(
+    raise json_checks.ReportFormatError(f'{path}: does not exist; is this the '
+                                        'difficulty_report output of VarianceOfGradients?')
+  return summary_model.parse_summary(
       record_files.read_json_file(path, MAX_SUMMARY_BYTES, MAX_SUMMARY_DEPTH), path)
 
 
-def count_problem(summary: fmt.ReportSummary) -> Optional[str]:
+def count_problem(summary: summary_model.ReportSummary) -> Optional[str]:
   """What makes a summary's counts impossible, or None: a negative count, more flagged
   than scored, more scored and quarantined than seen, totals that are not the sum of
   the splits, a class row of a split the summary does not count, a class share outside
@@ -254,11 +258,11 @@ def read_history_shard(path: str) -> Iterable[Any]:
         if not line.strip():
           continue
         try:
-          row = fmt.history_row_from_json(json.loads(line), where)
+          row = report_rows.history_row_from_json(json.loads(line), where)
         except RecursionError:
           yield Refused(where, 'nests deeper than a history row, a flat object, can')
           continue
-        except (ValueError, fmt.ReportFormatError) as e:
+        except (ValueError, json_checks.ReportFormatError) as e:
           yield Refused(where, _reason(e, where))
           continue
         yield row.example_id, row
@@ -275,10 +279,10 @@ def _reason(error: Exception, where: str) -> str:
 
 
 def write_history_shard(work_dir: str, shard: int, num_shards: int,
-                        rows: Sequence[fmt.HistoryRow]) -> None:
+                        rows: Sequence[report_rows.HistoryRow]) -> None:
   """Writes one history shard whole, sorted by example_id."""
   rows = sorted(rows, key=lambda r: (r.example_id, r.split, r.percentile))
-  write_history_lines(work_dir, shard, num_shards, map(fmt.history_row_line, rows))
+  write_history_lines(work_dir, shard, num_shards, map(report_rows.history_row_line, rows))
 
 
 def write_history_lines(work_dir: str, shard: int, num_shards: int,
@@ -313,7 +317,7 @@ class _ReadHistory(beam.DoFn):
     self._num_shards = num_shards
 
   def process(self, path: str) -> Iterable[Tagged]:
-    by_shard: Dict[int, List[fmt.HistoryRow]] = {}
+    by_shard: Dict[int, List[report_rows.HistoryRow]] = {}
     for item in read_history_shard(path):
       if isinstance(item, Refused):
         yield 'tally', audit_summary.HistoryRefusedTally(item.where, item.reason)
@@ -364,8 +368,8 @@ class _MatchShard(beam.DoFn):
       for i, (split, _, _, class_id, flagged, percentile, rank) in enumerate(entries):
         before = before_rows[i] if i < len(before_rows) else None
         streak = (before[2] + 1 if before is not None and before[1] else 1) if flagged else 0
-        history.append(fmt.HistoryRow(example_id, split, class_id, flagged, streak,
-                                      percentile))
+        history.append(report_rows.HistoryRow(example_id, split, class_id, flagged, streak,
+                                              percentile))
         if before is None:
           status = vocab.NEW_DATA
           count(split, 'new_examples')
@@ -452,7 +456,7 @@ def read_flag_status(work_dir: str) -> Dict[int, Tuple[str, int]]:
 
 
 def psi(now: Sequence[int], then: Sequence[int]) -> float:
-  """The population stability index of two histograms (see fmt.SHIFT_STATISTIC)."""
+  """The population stability index of two histograms (see drift_model.SHIFT_STATISTIC)."""
   bins = len(now)
   total_now, total_then = sum(now), sum(then)
   value = 0.0
@@ -467,12 +471,12 @@ def _share(part: float, whole: float) -> float:
   return part / whole if whole else 0.0
 
 
-def unavailable(baseline: Baseline, reason: str) -> fmt.Drift:
-  return fmt.Drift(baseline.uri, baseline.info.get('created_at'), reason, None, None,
-                   (), (), {})
+def unavailable(baseline: Baseline, reason: str) -> drift_model.Drift:
+  return drift_model.Drift(baseline.uri, baseline.info.get('created_at'), reason, None, None,
+                           (), (), {})
 
 
-def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
+def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> drift_model.Drift:
   """The Drift of this audit's summary (counted, with `drift_counts`) against `baseline`."""
   if baseline.unavailable is not None:
     return unavailable(baseline, baseline.unavailable)
@@ -503,7 +507,7 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
       f_then = _share(b.flagged, count_then) if b else 0.0
       h_now = _share(a['hard'], count_now) if a else 0.0
       h_then = _share(b.hard or 0, count_then) if b else 0.0
-      per_class.append(fmt.DriftClass(
+      per_class.append(drift_model.DriftClass(
           split, c, count_now, count_then, f_now, f_then, h_now, h_then,
           psi(a['decile_counts'] if a else [0] * 10,
               list(b.decile_counts or [0] * 10) if b else [0] * 10)))
@@ -512,7 +516,7 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
     fn, ft = _share(flagged_now, now_s[vocab.SCORED]), _share(then_s[vocab.FLAGGED],
                                                              then_s[vocab.SCORED])
     hn, ht = _share(hard_now, now_s[vocab.SCORED]), _share(hard_then, then_s[vocab.SCORED])
-    splits.append(fmt.DriftSplit(
+    splits.append(drift_model.DriftSplit(
         split, fn, ft, hn, ht,
         **{k: int(c.get(k, 0)) for k in audit_summary.DRIFT_COUNTS},
         flagged_new_data_share=(_share(c.get('flagged_new_data', 0), flagged_now)
@@ -521,8 +525,8 @@ def class_drift(summary: Mapping[str, Any], baseline: Baseline) -> fmt.Drift:
   fn = _share(total_now[vocab.FLAGGED], total_now[vocab.SCORED])
   ft = _share(total_then[vocab.FLAGGED], total_then[vocab.SCORED])
   streaks = {int(k): int(v) for k, v in (summary.get('streaks') or {}).items()}
-  drift = fmt.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft,
-                    tuple(splits), tuple(per_class), streaks)
+  drift = drift_model.Drift(baseline.uri, baseline.info.get('created_at'), None, fn, ft,
+                            tuple(splits), tuple(per_class), streaks)
   logging.info('VoG drift against %s: flagged share %.4f -> %.4f, newly flagged %d, still '
                'flagged %d', baseline.uri, ft, fn, drift.newly_flagged, drift.still_flagged)
   return drift

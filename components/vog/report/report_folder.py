@@ -1,6 +1,8 @@
 """Publishing a difficulty report folder, and the review page built from it.
 
-The folder's files and fields are defined in report_format.py.
+Everything written here goes through the report's types: summary.json through
+summary_model.ReportSummary, flagged.jsonl through report_rows.FlaggedRow; the page renders
+their JSON.
 """
 
 import gzip
@@ -13,10 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from components.vog.inputs import examples_io
-from components.vog.report import report_format as fmt
+from components.vog.report import report_format
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.report import report_html
 from components.vog.report import score_table
+from components.vog.report.report_rows import FlaggedRow
+from components.vog.report.summary_model import ReportSummary
 from components.vog.inputs import storage
 from components.vog.vocabulary import (FLAGGED_EXAMPLES_FILE, FLAGGED_FILE, MONTAGE_FILE,
                                        QUARANTINE_GLOB, REPORT_FILE, SUMMARY_FILE)
@@ -31,7 +36,7 @@ def write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
       f.write(json.dumps(row, sort_keys=True) + '\n')
 
 
-def read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
+def read_flagged(path: str) -> Tuple[List[FlaggedRow], Dict[int, bytes]]:
   """Flagged rows of the audit's work file in rank order, and each rank's example bytes."""
   rows, records = [], {}
   if not tf.io.gfile.exists(path):  # Some runners write no file for no rows.
@@ -41,10 +46,10 @@ def read_flagged(path: str) -> Tuple[List[Dict[str, Any]], Dict[int, bytes]]:
       if line.strip():
         where = f'{path} line {line_no}'
         obj = json.loads(line)
-        row = fmt.flagged_row_from_json(obj, where)
-        records[row.rank] = fmt.record_from_json(obj, where)
-        rows.append(fmt.flagged_row_to_json(row))
-  rows.sort(key=lambda r: r['rank'])
+        row = report_rows.flagged_row_from_json(obj, where)
+        records[row.rank] = report_rows.record_from_json(obj, where)
+        rows.append(row)
+  rows.sort(key=lambda r: r.rank)
   return rows, records
 
 
@@ -57,7 +62,7 @@ def _short(values: np.ndarray) -> str:
 
 def previews_of(parser: examples_io.ExampleParser,
                 input_specs: Sequence[examples_io.InputSpec],
-                flagged: Sequence[Mapping[str, Any]],
+                flagged: Sequence[FlaggedRow],
                 records: Mapping[int, bytes]) -> List[report_html.ExamplePreview]:
   """Thumbnails (the first float model input of rank 2 or 3 is an image) or the feature
   values of flagged examples (tabular rows; text as its text)."""
@@ -65,19 +70,18 @@ def previews_of(parser: examples_io.ExampleParser,
                       if s.kind == 'float' and len(s.shape) in (2, 3)), None)
   previews = []
   for row in flagged:
-    serialized = records[row['rank']]
+    serialized = records[row.rank]
     example = tf.train.Example.FromString(serialized)
     features = {k: _short(v) for k, v in sorted(examples_io.example_features(example).items())
                 if not k.startswith('vog_')}
     image = None
     if image_input is not None:
-      parsed = parser.parse(row['split'], serialized)
+      parsed = parser.parse(row.split, serialized)
       if isinstance(parsed, examples_io.ScorableExample):
         image = parsed.inputs[image_input]
     if image is not None:  # The page shows the image; the montage captions these.
-      features = {'label': str(row['label']), 'predicted_class': str(row['predicted_class'])}
-    previews.append(report_html.ExamplePreview(row['rank'], row['example_id'], image,
-                                               features))
+      features = {'label': str(row.label), 'predicted_class': str(row.predicted_class)}
+    previews.append(report_html.ExamplePreview(row.rank, row.example_id, image, features))
   return previews
 
 
@@ -116,7 +120,7 @@ def _move_score_table(work_dir: str, report_dir: str) -> None:
 
 def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
             history_shards: Sequence[str], num_shards: int,
-            summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
+            summary: ReportSummary, flagged: Sequence[FlaggedRow],
             records: Mapping[int, bytes],
             previews: Sequence[report_html.ExamplePreview]) -> None:
   """Writes every file of the report folder; the quarantine and history shards and the
@@ -132,23 +136,27 @@ def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
                vocab.quarantine_shard_name, b'')
   _move_shards(report_dir, vocab.HISTORY_GLOB, history_shards, num_shards,
                vocab.history_shard_name, gzip.compress(b'', mtime=0))
-  write_jsonl(os.path.join(report_dir, FLAGGED_FILE), flagged)
+  write_jsonl(os.path.join(report_dir, FLAGGED_FILE),
+              [report_rows.flagged_row_to_json(row) for row in flagged])
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:
-      writer.write(records[row['rank']])
+      writer.write(records[row.rank])
   with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
-    f.write(json.dumps(summary, indent=2, sort_keys=True))
+    f.write(json.dumps(summary.to_json(), indent=2, sort_keys=True))
   write_report_page(report_dir, summary, flagged, previews)
 
 
-def write_report_page(report_dir: str, summary: Mapping[str, Any],
-                      flagged: Sequence[Mapping[str, Any]],
+def write_report_page(report_dir: str, summary: ReportSummary, flagged: Sequence[FlaggedRow],
                       previews: Sequence[report_html.ExamplePreview]) -> None:
-  """Writes report.html (and flagged.png for image data) into `report_dir`."""
+  """Writes report.html (and flagged.png for image data) into `report_dir`; the page
+  renders the summary's and the rows' JSON, as the files hold them."""
   sample = [{'split': q.split, 'example_id': q.example_id, 'kind': q.kind,
              'reason': q.reason}
-            for q in fmt.load_report(report_dir).quarantine_rows(limit=QUARANTINE_SAMPLE)]
-  html = report_html.render_report(summary, flagged, sample, previews)
+            for q in report_format.load_report(report_dir).quarantine_rows(
+                limit=QUARANTINE_SAMPLE)]
+  html = report_html.render_report(
+      summary.to_json(), [report_rows.flagged_row_to_json(row) for row in flagged], sample,
+      previews)
   with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
     f.write(html)
   with tempfile.TemporaryDirectory() as tmp:  # report_dir may be remote (gs://...).

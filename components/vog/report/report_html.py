@@ -7,7 +7,7 @@ images as data: URIs, the chart as inline SVG, no JavaScript, so it opens from a
 a mail attachment.
 
 The page opens with "Since the last shipped model": summary.json's `drift` (see
-report_format.Drift) as a headline, a chart of per-class hard share then and now, and per-split
+drift_model.Drift) as a headline, a chart of per-class hard share then and now, and per-split
 and per-class tables with the shift statistic and how to read it; the reason when the drift
 was unavailable; one line when there was no baseline. Flagged rows say whether each example
 is newly flagged, still flagged (and for how many audits in a row) or new data.
@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 import numpy as np
 from PIL import Image
 
-from components.vog.report import report_format
+from components.vog.report import drift_model
+from components.vog.report import json_checks
 
 from components.vog import vocabulary as vocab
 from components.vog.compute import signals as signals_lib
@@ -234,7 +235,7 @@ def _quarantine_kind_rows(kinds: Mapping[str, Mapping[str, Any]]) -> List[Dict[s
   return [{'split': s, 'kind': k, 'count': _fmt(c)} for s, k, c in rows]
 
 
-PSI_MODERATE = 0.1  # report_format.SHIFT_STATISTIC is read as stable below this,
+PSI_MODERATE = 0.1  # drift_model.SHIFT_STATISTIC is read as stable below this,
 PSI_LARGE = 0.25  # as a moderate shift up to this, and as a large one above it
 _STATUS_TEXT = {vocab.NEW_DATA: 'new data',
                 vocab.NEWLY_FLAGGED: 'newly flagged',
@@ -255,7 +256,7 @@ def _pts(change: Any) -> str:
 
 
 def psi_reading(psi: Any) -> str:
-  """'stable', 'moderate' or 'large' for a value of report_format.SHIFT_STATISTIC."""
+  """'stable', 'moderate' or 'large' for a value of drift_model.SHIFT_STATISTIC."""
   if not _is_number(psi) or not math.isfinite(float(psi)):
     return NA
   if psi < PSI_MODERATE:
@@ -275,7 +276,7 @@ def _drift_status(row: Mapping[str, Any]) -> Optional[Dict[str, str]]:
   return {'text': text, 'kind': status if status in _STATUS_TEXT else 'other'}
 
 
-def _chart_split(drift: report_format.Drift) -> Optional[str]:
+def _chart_split(drift: drift_model.Drift) -> Optional[str]:
   """The split the chart shows: eval when it has classes, else the first that has."""
   with_classes = {c.split for c in drift.per_class}
   order = [s.split for s in drift.splits] + [c.split for c in drift.per_class]
@@ -291,7 +292,7 @@ def _nice_top(value: float) -> float:
   return min(1.0, max(step, math.ceil(round(value / step, 6)) * step))
 
 
-def _hard_share_chart(drift: report_format.Drift) -> Optional[Dict[str, Any]]:
+def _hard_share_chart(drift: drift_model.Drift) -> Optional[Dict[str, Any]]:
   """Geometry of the grouped bar chart of per-class hard share, then and now, for one split."""
   split = _chart_split(drift)
   if split is None:
@@ -334,9 +335,9 @@ def _drift_context(raw: Any) -> Dict[str, Any]:
   if raw is None:
     return {'state': 'none'}
   try:
-    drift = raw if isinstance(raw, report_format.Drift) else report_format.parse_drift(
+    drift = raw if isinstance(raw, drift_model.Drift) else drift_model.parse_drift(
         raw, vocab.SUMMARY_FILE)
-  except report_format.ReportFormatError as e:
+  except json_checks.ReportFormatError as e:
     return {'state': 'unreadable', 'reason': str(e)}
   baseline = {'uri': drift.baseline_uri, 'created_at': drift.baseline_created_at}
   if drift.unavailable is not None:
@@ -409,7 +410,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
   In: `summary` as in summary.json (settings, checkpoints and counts are required; every other
   key may be missing and shows as n/a), `flagged` rows of flagged.jsonl highest score first,
   up to ~50 rows of the quarantine shards, and previews matched to flagged rows by rank. Everything
-  from the data is HTML-escaped. A `drift` that does not parse (report_format.parse_drift) is
+  from the data is HTML-escaped. A `drift` that does not parse (drift_model.parse_drift) is
   shown as unreadable, with why, rather than refused. Refuses a summary without
   settings/checkpoints/counts and a preview image of an unsupported shape (ValueError naming it).
   """

@@ -60,7 +60,7 @@ import pyarrow.parquet as pq
 
 from components.vog import vocabulary as vocab
 from components.vog.compute import signals
-from components.vog.report.report_format import ReportFormatError
+from components.vog.report.json_checks import ReportFormatError
 
 TABLE_DIR = 'score_table'
 SPLIT = 'split'  # the Hive partition key, and the column read_table adds

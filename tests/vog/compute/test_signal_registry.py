@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.inputs import checkpoints
 from components.vog.report import report_format as fmt
 from components.vog import vocabulary as vocab
@@ -60,7 +61,7 @@ def audited(tmp_path_factory):
                                               {'train': records[:60], 'eval': records[60:]})
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(signals, 'REGISTRY', (TOY,) + signals.REGISTRY + (TOY_FITS,))
-    plan = audit.plan_audit(
+    plan = audit_plan.plan_audit(
         VogSettings(batch_size=32, inspection_budget=BUDGET, copy_splits='all'),
         os.path.join(root, 'run'), patterns)
     out = os.path.join(root, 'out')

@@ -11,13 +11,14 @@ import pytest
 import tensorflow as tf
 
 from benchmarks.baselines import normalize_scores
-from components.vog import audit
+from components.vog import audit_plan
+from components.vog import factories
 from components.vog.dataflow import audit_summary
 from components.vog.dataflow import beam_audit
 from components.vog.dataflow import beam_writers
 from components.vog.inputs import examples_io
 from components.vog.compute import percentiles
-from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.dataflow import score_batch
 from components.vog.report import score_table
@@ -99,11 +100,11 @@ def test_read_record_batches_numbers_every_copy_and_reports_damage(tmp_path):
 
 def test_parse_and_score_quarantines_bad_records_and_scores_the_rest(trained):
   root, records = trained
-  plan = audit.plan_audit(VogSettings(batch_size=8), os.path.join(root, 'run'),
-                          fixtures.write_examples_artifact(os.path.join(root, 'ex'),
+  plan = audit_plan.plan_audit(VogSettings(batch_size=8), os.path.join(root, 'run'),
+                               fixtures.write_examples_artifact(os.path.join(root, 'ex'),
                                                            {'train': records}))
-  scorer = audit.ScorerFactory(plan.entries, None, 'loss', 'label')
-  parser = audit.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)
+  scorer = factories.ScorerFactory(plan.entries, None, 'loss', 'label')
+  parser = factories.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)
   inputs = [InputRecord('train', 0, i, r) for i, r in enumerate(records[:20])]
   inputs.append(InputRecord('train', 0, 20, records[0]))  # an exact copy
   inputs.append(InputRecord('train', 0, 21, b'\x00not an example'))
@@ -446,9 +447,9 @@ def test_conservation_check_names_the_split_and_counts():
 
 
 def test_write_difficulty_report_writes_summary_flagged_rows_and_quarantine(tmp_path):
-  s = fmt.FlaggedRow(rank=1, example_id='e', split='train', label=1, predicted_class=1,
-                     target_class=1, vog_score=0.3, vog_raw=0.3, vog_percentile=100.0,
-                     vog_bucket='hard')
+  s = report_rows.FlaggedRow(rank=1, example_id='e', split='train', label=1, predicted_class=1,
+                             target_class=1, vog_score=0.3, vog_raw=0.3, vog_percentile=100.0,
+                             vog_bucket='hard')
   inputs = {
       'files_read': [FileRead('train', 0, 'f', 2)],
       'tallies': [audit_summary.CountsTally('train', audit_summary.file_counts(
@@ -480,7 +481,7 @@ def _flagged_report(work, per_part):
   rows, agreement = [], []
   for split, ranks in (('train', [1, 3, 4, 7]), ('eval', [2, 5, 6])):
     for rank in ranks:
-      rows.append((fmt.FlaggedRow(
+      rows.append((report_rows.FlaggedRow(
           rank=rank, example_id=f'{split}-{rank}', split=split, label=0, predicted_class=0,
           target_class=0, vog_score=1.0 / rank, vog_raw=1.0 / rank, vog_percentile=99.0,
           vog_bucket='hard', signals={n: 0.0 for n in vocab.SIGNAL_FIELDS}, agreeing=()),
@@ -533,10 +534,10 @@ def test_flagged_parts_that_overlap_are_refused(tmp_path):
 
 def test_batch_parsing_agrees_with_record_by_record_parsing(trained):
   root, records = trained
-  plan = audit.plan_audit(VogSettings(), os.path.join(root, 'run'),
-                          fixtures.write_examples_artifact(os.path.join(root, 'ex2'),
+  plan = audit_plan.plan_audit(VogSettings(), os.path.join(root, 'run'),
+                               fixtures.write_examples_artifact(os.path.join(root, 'ex2'),
                                                            {'train': records}))
-  parser = audit.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)()
+  parser = factories.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None)()
   image = np.linspace(0, 1, 64)
   nan_image = image.copy()
   nan_image[3] = np.nan

@@ -18,8 +18,12 @@ import numpy as np
 import pytest
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.dataflow import drift as drift_lib
+from components.vog.report import drift_model
+from components.vog.report import json_checks
 from components.vog.report import report_format as fmt
+from components.vog.report import report_rows
 from components.vog import vocabulary as vocab
 from components.vog.report import score_table
 from components.vog.settings import VogSettings
@@ -66,7 +70,7 @@ def _audit(root, model_run, patterns, name, baseline=None):
   # keeps a tenth of itself in its own hard bucket). The default ranking's drift is run
   # by tests/pipeline/test_airflow_run.py and test_a_baseline_ranked_otherwise_is_not_compared.
   settings = VogSettings(inspection_budget=40, batch_size=64, rank_by='vog')
-  plan = audit.plan_audit(settings, model_run, patterns, baseline=baseline)
+  plan = audit_plan.plan_audit(settings, model_run, patterns, baseline=baseline)
   out = os.path.join(root, name)
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
                             os.path.join(out, 'report'))
@@ -282,8 +286,8 @@ def test_psi_is_zero_for_the_same_histogram_and_grows_with_the_shift():
     ([], 'expected an object'),
 ])
 def test_history_rows_are_checked_like_outside_input(row, problem):
-  with pytest.raises(fmt.ReportFormatError, match=problem):
-    fmt.history_row_from_json(row, 'h line 1')
+  with pytest.raises(json_checks.ReportFormatError, match=problem):
+    report_rows.history_row_from_json(row, 'h line 1')
 
 
 def test_score_command_compares_with_a_baseline_folder(runs, tmp_path):
@@ -305,14 +309,14 @@ def test_score_command_compares_with_a_baseline_folder(runs, tmp_path):
 
 def test_the_largest_rise_is_weighed_against_chance():
   def cls(split, c, n_then, n_now, then, now):
-    return fmt.DriftClass(split, c, n_now, n_then, 0.1, 0.1, now, then, 0.0)
+    return drift_model.DriftClass(split, c, n_now, n_then, 0.1, 0.1, now, then, 0.0)
   jitter = cls('eval', 1, 13, 12, 1 / 13, 2 / 12)  # one example more: +9.0 points
   real = cls('train', 3, 200, 210, 0.10, 0.16)  # 13 examples more: +6.0 points
-  drift = fmt.Drift('b', None, None, 0.1, 0.1, (), (jitter, real), {})
+  drift = drift_model.Drift('b', None, None, 0.1, 0.1, (), (jitter, real), {})
   assert jitter.hard_share_change > real.hard_share_change
   assert real.hard_share_z > 1.5 > 0.7 > jitter.hard_share_z
   assert drift.largest_hard_share_increase == real
-  falling = fmt.Drift('b', None, None, 0.1, 0.1, (), (cls('t', 0, 50, 50, 0.2, 0.1),), {})
+  falling = drift_model.Drift('b', None, None, 0.1, 0.1, (), (cls('t', 0, 50, 50, 0.2, 0.1),), {})
   assert falling.largest_hard_share_increase is None
 
 
@@ -321,8 +325,8 @@ def test_a_baseline_ranked_otherwise_is_not_compared(runs):
   # for other reasons, so comparing flagged sets or hard shares would report a false change.
   settings = VogSettings(inspection_budget=40, batch_size=64)
   assert settings.ranked_by == 'confidence'
-  plan = audit.plan_audit(settings, runs['model_run'], runs['data2'],
-                          baseline={'uri': runs['r2'][1]})
+  plan = audit_plan.plan_audit(settings, runs['model_run'], runs['data2'],
+                               baseline={'uri': runs['r2'][1]})
   out = os.path.join(runs['root'], 'other-ranking')
   summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(out, 'scored'),
                             os.path.join(out, 'report'))
@@ -337,14 +341,14 @@ def test_a_baseline_ranked_otherwise_is_not_compared(runs):
 
 
 @pytest.mark.parametrize('row', [
-    fmt.HistoryRow('ex-1', 'train', 3, 1, 2, 97.5),
-    fmt.HistoryRow('quote " and é and \\\\ and \u2028', 'eval', 0, 0, 0, 1e-07),
-    fmt.HistoryRow('', 's', 12, 0, 0, 100.0)])
+    report_rows.HistoryRow('ex-1', 'train', 3, 1, 2, 97.5),
+    report_rows.HistoryRow('quote " and é and \\\\ and \u2028', 'eval', 0, 0, 0, 1e-07),
+    report_rows.HistoryRow('', 's', 12, 0, 0, 100.0)])
 def test_a_history_line_is_the_rows_json_and_reads_back(row):
-  line = fmt.history_row_line(row)
-  assert line == json.dumps(fmt.history_row_to_json(row), sort_keys=True,
+  line = report_rows.history_row_line(row)
+  assert line == json.dumps(report_rows.history_row_to_json(row), sort_keys=True,
                             separators=(',', ':'))
-  assert fmt.history_row_from_json(json.loads(line)) == row
+  assert report_rows.history_row_from_json(json.loads(line)) == row
 
 
 # Hostile or broken baseline files: each ends in `drift.unavailable` with its reason,

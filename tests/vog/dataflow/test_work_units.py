@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from components.vog import audit
+from components.vog import audit_plan
 from components.vog.dataflow import beam_audit
 from components.vog.inputs import record_files
 from components.vog.report import report_format
@@ -87,7 +88,7 @@ def audits(tmp_path_factory):
     pattern = fixtures.write_split(os.path.join(root, name, 'examples'), 'train', shards)
     with pytest.MonkeyPatch.context() as patch:
       patch.setattr(beam_audit, 'UNIT_TARGET', 8)  # about 8 units of the 60 files
-      plan = audit.plan_audit(settings, os.path.join(root, 'run'), {'train': pattern})
+      plan = audit_plan.plan_audit(settings, os.path.join(root, 'run'), {'train': pattern})
     folder = os.path.join(root, name)
     summary = audit.run_audit(plan, beam.Pipeline(), os.path.join(folder, 'scored'),
                               os.path.join(folder, 'report'))

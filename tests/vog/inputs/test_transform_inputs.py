@@ -25,6 +25,11 @@ import apache_beam as beam
 
 from components import VarianceOfGradients
 from components.vog import audit
+from components.vog import audit_errors
+from components.vog import audit_plan
+from components.vog import factories
+from components.vog import report_page
+from components.vog.report import summary_model
 from components.vog.inputs import examples_io
 from components.vog import executor as vog_executor
 from components.vog.report import report_format as fmt
@@ -225,13 +230,13 @@ def _run_audit(plan, out):
 def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
   records = list(setup['records']) + [raw_example(N, color=None)]
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {'train': records})
-  plan = audit.plan_audit(VogSettings(batch_size=8, inspection_budget=4,
-                                      copy_splits=['train']),
-                          setup['run'], patterns, transform_graph=setup['graph'])
+  plan = audit_plan.plan_audit(VogSettings(batch_size=8, inspection_budget=4,
+                                           copy_splits=['train']),
+                               setup['run'], patterns, transform_graph=setup['graph'])
   assert [s.name for s in plan.input_specs] == list(FLOAT_INPUTS)
   summary = _run_audit(plan, str(tmp_path / 'out'))
   assert summary['counts'] == {'seen': N + 1, 'scored': N, 'quarantined': 1, 'flagged': 4}
-  assert summary[audit.TRANSFORM_GRAPH] == setup['graph']
+  assert summary[summary_model.TRANSFORM_GRAPH] == setup['graph']
 
   by_id = {f'ex-{i}': r for i, r in enumerate(records)}
   scored = [r.numpy() for path in glob.glob(str(tmp_path / 'out/scored/Split-train/*.gz'))
@@ -254,8 +259,8 @@ def test_audit_scores_raw_examples_and_keeps_their_bytes(setup, tmp_path):
   assert base64.b64decode(rows[0]['record_base64']) == records[-1]
   # The report reads back with the extra summary key, and its page rebuilds.
   loaded = fmt.load_report(report_dir)
-  assert loaded.summary.raw[audit.TRANSFORM_GRAPH] == setup['graph']
-  assert os.path.exists(audit.rebuild_report_page(report_dir))
+  assert loaded.summary.raw[summary_model.TRANSFORM_GRAPH] == setup['graph']
+  assert os.path.exists(report_page.rebuild_report_page(report_dir))
   # Each flagged row names the model inputs (each one-hot column apart) whose gradients
   # moved most, largest first; the page shows them beside the example's raw features.
   sources = {'x1_z', 'x2_z'} | {f'color_onehot[{j}]' for j in range(VOCAB_SIZE)}
@@ -272,10 +277,10 @@ def test_vog_inputs_fn_and_a_transform_graph_are_refused(setup, tmp_path):
   module.write_text('def vog_inputs_fn(features):\n  return features\n')
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'),
                                               {'train': setup['records'][:4]})
-  with pytest.raises(audit.AuditConfigError, match='defines vog_inputs_fn and a transform '
+  with pytest.raises(audit_errors.AuditConfigError, match='defines vog_inputs_fn and a transform '
                      'graph'):
-    audit.plan_audit(VogSettings(), setup['run'], patterns, module_file=str(module),
-                     transform_graph=setup['graph'])
+    audit_plan.plan_audit(VogSettings(), setup['run'], patterns, module_file=str(module),
+                          transform_graph=setup['graph'])
 
   # Through the component's executor too, before anything is written.
   examples = standard_artifacts.Examples()
@@ -289,7 +294,7 @@ def test_vog_inputs_fn_and_a_transform_graph_are_refused(setup, tmp_path):
   scored.uri = str(tmp_path / 'scored')
   report = standard_artifacts.Examples()
   report.uri = str(tmp_path / 'report')
-  with pytest.raises(audit.AuditConfigError, match='use the transform graph alone'):
+  with pytest.raises(audit_errors.AuditConfigError, match='use the transform graph alone'):
     vog_executor.Executor().Do(
         {spec_keys.EXAMPLES_KEY: [examples], spec_keys.MODEL_RUN_KEY: [model_run],
          spec_keys.TRANSFORM_GRAPH_KEY: [graph]},
@@ -308,8 +313,8 @@ def test_a_model_input_the_transform_does_not_make_is_refused(setup, tmp_path):
   message = ("model input(s) ['x3_z'] are not produced by the transform graph "
              f"{setup['graph']} (it produces ['color_id', 'color_onehot', 'label', "
              "'x1_z', 'x2_z'])")
-  with pytest.raises(audit.AuditConfigError) as refused:
-    audit.plan_audit(VogSettings(), run, patterns, transform_graph=setup['graph'])
+  with pytest.raises(audit_errors.AuditConfigError) as refused:
+    audit_plan.plan_audit(VogSettings(), run, patterns, transform_graph=setup['graph'])
   assert message in str(refused.value)
 
   # `vog-audit score --transform-graph` says the same in one line, exit code 2.
@@ -324,13 +329,14 @@ def test_a_model_input_the_transform_does_not_make_is_refused(setup, tmp_path):
 def test_raw_features_the_transform_reads_are_checked_before_beam(setup, tmp_path):
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {
       'train': [raw_example(i, x2=None) for i in range(4)]})
-  with pytest.raises(audit.AuditConfigError,
+  with pytest.raises(audit_errors.AuditConfigError,
                      match=r"raw feature\(s\) \['x2'\] that the transform graph .* reads "
                            r"are not features of split 'train'"):
-    audit.plan_audit(VogSettings(), setup['run'], patterns, transform_graph=setup['graph'])
-  with pytest.raises(audit.AuditConfigError, match='transform graph .*nowhere does not exist'):
-    audit.plan_audit(VogSettings(), setup['run'], patterns,
-                     transform_graph=str(tmp_path / 'nowhere'))
+    audit_plan.plan_audit(VogSettings(), setup['run'], patterns, transform_graph=setup['graph'])
+  with pytest.raises(audit_errors.AuditConfigError,
+                     match='transform graph .*nowhere does not exist'):
+    audit_plan.plan_audit(VogSettings(), setup['run'], patterns,
+                          transform_graph=str(tmp_path / 'nowhere'))
 
 
 def test_the_component_takes_a_transform_graph_channel():
@@ -346,8 +352,8 @@ def test_the_component_takes_a_transform_graph_channel():
 
 
 def test_scorer_cache_key_names_the_gradient_layers_and_pad_id():
-  keys = {audit.ScorerFactory([], None, 'loss', 'label', gradient_layers=layers,
-                              pad_id=pad).cache_key()
+  keys = {factories.ScorerFactory([], None, 'loss', 'label', gradient_layers=layers,
+                                  pad_id=pad).cache_key()
           for layers, pad in ((None, None), (['emb'], None), (['emb'], 0), (None, 0))}
   assert len(keys) == 4
 
@@ -358,18 +364,18 @@ def test_embedding_over_vocabulary_ids(setup, tmp_path):
   run = train(str(tmp_path / 'run'), embedding_model(2), setup['transformed'], epochs=2)
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'),
                                               {'train': setup['records']})
-  plan = audit.plan_audit(VogSettings(batch_size=8), run, patterns,
-                          transform_graph=setup['graph'])
+  plan = audit_plan.plan_audit(VogSettings(batch_size=8), run, patterns,
+                               transform_graph=setup['graph'])
   assert {s.name: s.dtype for s in plan.input_specs}['color_id'] == 'int64'
-  parser = audit.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None,
-                               plan.transform_graph)()
+  parser = factories.ParserFactory(plan.input_specs, plan.settings, plan.num_classes, None,
+                                   plan.transform_graph)()
   batch, bad = parser.parse_batch(_records(setup['records']))
   assert bad == []
   np.testing.assert_array_equal(batch.inputs['color_id'][:, 0],
                                 setup['transformed']['color_id'])
-  scorer = audit.ScorerFactory(plan.entries, None, 'loss', 'label',
-                               gradient_layers=plan.settings.gradient_layers,
-                               pad_id=plan.settings.pad_id)()
+  scorer = factories.ScorerFactory(plan.entries, None, 'loss', 'label',
+                                   gradient_layers=plan.settings.gradient_layers,
+                                   pad_id=plan.settings.pad_id)()
   result = scorer.score(batch.inputs, np.asarray(batch.labels))
   assert result.vog_raw.shape == (N,) and np.isfinite(result.vog_raw).all()
 
@@ -383,8 +389,8 @@ def test_an_id_beyond_the_embedding_is_quarantined_and_its_batch_scored(setup, t
       bytes_list=tf.train.BytesList(value=[b'mauve'])))
   records = setup['records'][:10] + [unseen] + setup['records'][10:]
   patterns = fixtures.write_examples_artifact(str(tmp_path / 'ex'), {'train': records})
-  plan = audit.plan_audit(VogSettings(batch_size=8), run, patterns,
-                          transform_graph=setup['graph'])
+  plan = audit_plan.plan_audit(VogSettings(batch_size=8), run, patterns,
+                               transform_graph=setup['graph'])
   summary = _run_audit(plan, str(tmp_path / 'out'))
   assert summary['counts']['scored'] == N and summary['counts']['quarantined'] == 1
   report = fmt.load_report(str(tmp_path / 'out' / 'report'))

@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from components.vog.report import report_format
+from components.vog.report import report_rows
+from components.vog.report import summary_model
 
 from components.vog import vocabulary as vocab
-from components.vog.report.report_format import ReportFormatError
+from components.vog.report.json_checks import ReportFormatError
 
 SUMMARY = {
     'format_version': 2, 'created_at': '2026-11-24T12:00:00Z',
@@ -90,20 +92,20 @@ def test_a_good_folder_loads_typed(tmp_path):
   assert s.format_version == 2 and s.created_at == '2026-11-24T12:00:00Z'
   assert s.counts == {'seen': 20, 'scored': 17, 'quarantined': 3, 'flagged': 3}
   assert s.splits['eval'] == {'seen': 8, 'scored': 7, 'quarantined': 1, 'flagged': 1}
-  assert s.per_class == (report_format.ClassRow('train', 8, 10, 2, 0.2, 0.01, 0.003, None),)
+  assert s.per_class == (report_rows.ClassRow('train', 8, 10, 2, 0.2, 0.01, 0.003, None),)
   assert s.per_class[0].to_json() == SUMMARY['per_class'][0]
   assert s.error_rate_by_decile[0].error_rate == 0.25
   assert s.quarantine_kinds == SUMMARY['quarantine_kinds']
   assert s.settings['inspection_budget'] == 3
-  assert s.checkpoints[1] == report_format.Checkpoint('/run/ckpt-epoch006.keras', 6, 192)
+  assert s.checkpoints[1] == summary_model.Checkpoint('/run/ckpt-epoch006.keras', 6, 192)
   assert s.num_classes == 10
-  assert s.model_inputs == (report_format.ModelInput('pixels', (8, 8), 'float32'),)
+  assert s.model_inputs == (summary_model.ModelInput('pixels', (8, 8), 'float32'),)
   assert s.baseline == {'artifact_id': 7} and s.drift is None
   assert s.raw['beam_counters'] == {'batches': 2}
   assert [r.rank for r in report.flagged] == [1, 2, 4]
   assert report.flagged[1].label is None and report.flagged[1].vog_score == 3.0
   assert isinstance(report.flagged[1].vog_score, float)
-  assert report.flagged[0] == report_format.flagged_row_from_json(FLAGGED[0])
+  assert report.flagged[0] == report_rows.flagged_row_from_json(FLAGGED[0])
   assert report.flagged_examples() == RECORDS
   assert report.page_path == os.path.join(report.uri, 'report.html')
   assert report.montage_path is None
@@ -149,23 +151,23 @@ def test_a_format_version_1_folder_reads_its_single_quarantine_file(tmp_path):
 
 
 def test_writer_helpers_round_trip():
-  row = report_format.flagged_row_from_json(FLAGGED[1])
-  assert report_format.flagged_row_to_json(row) == dict(FLAGGED[1], vog_score=3.0)
-  with_bytes = report_format.flagged_row_to_json(row, record=b'\x01\x02')
-  assert report_format.record_from_json(with_bytes, 'work file') == b'\x01\x02'
-  assert report_format.flagged_row_from_json(with_bytes) == row
-  q = report_format.QuarantineRow('eval', 'q-9', 'not an example', 'why', b'\x00\x01')
-  line = report_format.quarantine_row_to_json(q)
-  assert report_format.quarantine_row_from_json(json.loads(json.dumps(line))) == q
+  row = report_rows.flagged_row_from_json(FLAGGED[1])
+  assert report_rows.flagged_row_to_json(row) == dict(FLAGGED[1], vog_score=3.0)
+  with_bytes = report_rows.flagged_row_to_json(row, record=b'\x01\x02')
+  assert report_rows.record_from_json(with_bytes, 'work file') == b'\x01\x02'
+  assert report_rows.flagged_row_from_json(with_bytes) == row
+  q = report_rows.QuarantineRow('eval', 'q-9', 'not an example', 'why', b'\x00\x01')
+  line = report_rows.quarantine_row_to_json(q)
+  assert report_rows.quarantine_row_from_json(json.loads(json.dumps(line))) == q
   assert vocab.quarantine_shard_name(3, 8) == 'quarantine-00003-of-00008.jsonl'
 
 
 def test_the_writer_helpers_turn_numpy_scalars_into_json():
-  row = report_format.FlaggedRow(np.int64(1), 'id', 'train', None, np.int64(2), np.int64(2),
-                                 np.float32(1.5), np.float64(0.25), np.float32(99.5), 'hard')
-  line = json.loads(json.dumps(report_format.flagged_row_to_json(row)))
+  row = report_rows.FlaggedRow(np.int64(1), 'id', 'train', None, np.int64(2), np.int64(2),
+                               np.float32(1.5), np.float64(0.25), np.float32(99.5), 'hard')
+  line = json.loads(json.dumps(report_rows.flagged_row_to_json(row)))
   assert line['rank'] == 1 and line['vog_score'] == 1.5 and line['label'] is None
-  assert report_format.flagged_row_from_json(line) == row
+  assert report_rows.flagged_row_from_json(line) == row
 
 
 def _summary_with(**changes):
@@ -315,7 +317,7 @@ def test_a_class_row_whose_counts_contradict_each_other_is_refused(extra, proble
   # What drift compares a later audit with: a baseline summary on disk is outside input.
   row = dict(SUMMARY['per_class'][0], **extra)
   with pytest.raises(ReportFormatError, match=re.escape(problem)):
-    report_format.parse_summary(dict(SUMMARY, per_class=[row]))
+    summary_model.parse_summary(dict(SUMMARY, per_class=[row]))
 
 
 def test_history_lines_of_a_file_are_the_lines_one_at_a_time():
@@ -328,7 +330,7 @@ def test_history_lines_of_a_file_are_the_lines_one_at_a_time():
   classes = list(range(len(ids)))
   flagged = [i % 2 for i in range(len(ids))]
   for split in ('train', 'ev%sal', 'spé'):
-    lines = report_format.history_lines(ids, split, classes, flagged, flagged, percentiles)
-    assert lines == [report_format.history_line(i, split, c, f, f, p)
+    lines = report_rows.history_lines(ids, split, classes, flagged, flagged, percentiles)
+    assert lines == [report_rows.history_line(i, split, c, f, f, p)
                      for i, c, f, p in zip(ids, classes, flagged, percentiles)]
     assert [json.loads(line)['example_id'] for line in lines] == ids

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import browser
-from components.vog.report import report_format
+from components.vog.report import drift_model
 from components.vog import vocabulary as vocab
 from components.vog.report import report_html
 from components.vog.report.report_html import ExamplePreview
@@ -50,21 +50,21 @@ def _summary():
 
 def _drift(baseline_uri='/pipelines/run6/difficulty_report'):
   """A Drift as the audit writes it: flagged 11.1% -> 13.0%, class 3 of eval hard share up 12 pts."""
-  per_class = [report_format.DriftClass(
+  per_class = [drift_model.DriftClass(
       'eval', c, 40, 40, 0.1, 0.1, hard_share_now=now, hard_share_then=then,
       psi=psi) for c, (then, now, psi) in EVAL_CLASSES.items()]
-  per_class.append(report_format.DriftClass(
+  per_class.append(drift_model.DriftClass(
       'train', 3, count_now=120, count_then=118, flagged_share_now=0.12, flagged_share_then=0.1,
       hard_share_now=0.15, hard_share_then=0.1, psi=0.04))
   splits = (
-      report_format.DriftSplit('train', 0.112, 0.1, 0.2, 0.18, 1400, 32, 5,
-                               newly_flagged=30, still_flagged=20, no_longer_flagged=9,
-                               flagged_new_data=110, flagged_new_data_share=110 / 160),
-      report_format.DriftSplit('eval', 0.13, 0.111, 0.2, 0.18, 350, 8, 0,
-                               newly_flagged=10, still_flagged=5, no_longer_flagged=2,
-                               flagged_new_data=25, flagged_new_data_share=25 / 40))
-  return report_format.Drift(baseline_uri, '2026-11-20T09:00:00Z', None, 0.130, 0.111,
-                             splits, tuple(per_class), {2: 18, 3: 6, 4: 1})
+      drift_model.DriftSplit('train', 0.112, 0.1, 0.2, 0.18, 1400, 32, 5,
+                             newly_flagged=30, still_flagged=20, no_longer_flagged=9,
+                             flagged_new_data=110, flagged_new_data_share=110 / 160),
+      drift_model.DriftSplit('eval', 0.13, 0.111, 0.2, 0.18, 350, 8, 0,
+                             newly_flagged=10, still_flagged=5, no_longer_flagged=2,
+                             flagged_new_data=25, flagged_new_data_share=25 / 40))
+  return drift_model.Drift(baseline_uri, '2026-11-20T09:00:00Z', None, 0.130, 0.111,
+                           splits, tuple(per_class), {2: 18, 3: 6, 4: 1})
 
 
 def _drift_summary(drift=None):
@@ -366,8 +366,8 @@ def test_hard_share_chart_is_inline_svg_of_the_eval_split_then_and_now():
 
 def test_chart_falls_back_to_the_first_split_without_eval():
   drift = _drift()
-  drift = report_format.Drift(drift.baseline_uri, None, None, 0.13, 0.111,
-                              drift.splits[:1], drift.per_class[-1:], {})
+  drift = drift_model.Drift(drift.baseline_uri, None, None, 0.13, 0.111,
+                            drift.splits[:1], drift.per_class[-1:], {})
   section = _drift_section(report_html.render_report(_drift_summary(drift), [], [], []))
   assert 'Hard share by class, train split' in section
   assert [b['title'] for b in _svg(section).bars] == [
@@ -416,7 +416,7 @@ def test_per_split_table_counts_what_changed():
 
 
 def test_unavailable_drift_says_why_and_shows_no_numbers():
-  drift = report_format.Drift(
+  drift = drift_model.Drift(
       '/pipelines/run6/difficulty_report', None,
       'the baseline report /pipelines/run6 has format_version 2; drift needs 3 <or later>',
       None, None, (), (), {})
@@ -466,8 +466,8 @@ def test_text_from_the_drift_is_escaped():
   assert '<script>alert(1)' not in page and '<b>odd</b>' not in page
   assert '/pipelines/&lt;script&gt;alert(1)&lt;/script&gt;/difficulty_report' in page
   assert '<span class="status other">&lt;b&gt;odd&lt;/b&gt;</span>' in page
-  unavailable = report_format.Drift(HOSTILE_URI, None, f'cannot read {HOSTILE_URI}', None, None,
-                                    (), (), {})
+  unavailable = drift_model.Drift(HOSTILE_URI, None, f'cannot read {HOSTILE_URI}', None, None,
+                                  (), (), {})
   page = report_html.render_report(_drift_summary(unavailable), [], [], [])
   assert '<script>' not in page
   assert page.count('&lt;script&gt;alert(1)&lt;/script&gt;') == 2

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from components.vog import vocabulary as vocab
 from components.vog.report import score_table
-from components.vog.report.report_format import ReportFormatError
+from components.vog.report.json_checks import ReportFormatError
 
 
 def _columns(n, file_index=0, signals=True, seed=0):
