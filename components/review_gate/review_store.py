@@ -21,7 +21,9 @@ can still hold it: every wait for the lock is bounded (by the gate's deadline, s
 Records are created 0660 less the umask, so a reviewer in the same group can read them and,
 with a group-writable folder, answer. The folder must be on a local or network POSIX file
 system that honours `flock` and atomic `rename` (a local disk, NFSv4): object stores and their
-FUSE mounts provide neither reliably, so do not put reviews there.
+FUSE mounts provide neither reliably, so do not put reviews there. The lock, the atomic write
+and the bounded read are module functions (`lock_folder`, `write_json`, `read_json`), which the
+analysts' verdicts (verdicts.py) keep their own folder with too.
 """
 
 import contextlib
@@ -30,8 +32,9 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import time
-from typing import Callable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple
 
 from absl import logging
 
@@ -116,79 +119,16 @@ class ReviewStore:
       return now + self._lock_wait_seconds
     return max(self._lock_deadline, now + LOCK_GRACE_SECONDS)
 
-  @contextlib.contextmanager
-  def _locked(self) -> Iterator[None]:
-    try:
-      os.makedirs(self.reviews_dir, exist_ok=True)
-    except OSError as e:
-      raise ReviewStoreError(f'cannot create the reviews folder {self.reviews_dir} '
-                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
-    path = os.path.join(self.reviews_dir, _LOCK_FILE)
-    try:
-      # Read-only is enough for flock, so a reviewer who may only read the lock file can lock.
-      fd = os.open(path, os.O_RDONLY | os.O_CREAT, RECORD_MODE)
-    except OSError as e:
-      raise ReviewStoreError(f'cannot open the lock file {path} ({_os_reason(e)}); '
-                             f'{_ACCESS_HINT}') from None
-    try:
-      self._acquire(fd, path)
-      yield
-    finally:
-      os.close(fd)  # releases the lock
-
-  def _acquire(self, fd: int, path: str) -> None:
-    limit = self._lock_limit()
-    started = time.monotonic()
-    while True:
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-      except OSError as e:
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-          raise ReviewStoreError(f'cannot lock {path} ({_os_reason(e)}); the reviews folder '
-                                 'must be on a file system with flock (a local disk, NFSv4)'
-                                 ) from None
-      remaining = limit - time.monotonic()
-      if remaining <= 0:
-        raise ReviewLockTimeout(
-            f'another process held the lock {path} for {time.monotonic() - started:.1f}s, '
-            'as long as this one may wait; find who holds it (e.g. `fuser -v '
-            f'{path}`) and try again')
-      time.sleep(min(_LOCK_POLL_SECONDS, remaining))
+  def _locked(self):
+    return lock_folder(self.reviews_dir, self._lock_limit())
 
   def _path(self, review_id: str) -> str:
     return os.path.join(self.reviews_dir, check_review_id(review_id) + RECORD_SUFFIX)
 
   def _write(self, record: ReviewRecord) -> None:
     """Writes `record` to a new file, fsyncs it, renames it into place and fsyncs the folder."""
-    path = self._path(record.review_id)
-    tmp = os.path.join(self.reviews_dir, f'{_TMP_PREFIX}{secrets.token_hex(8)}{RECORD_SUFFIX}')
-    try:
-      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RECORD_MODE)
-    except OSError as e:
-      raise ReviewStoreError(f'cannot write review {record.review_id} in {self.reviews_dir} '
-                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
-    try:
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        json.dump(record.to_json(), f, indent=1, sort_keys=True, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException as e:
-      with contextlib.suppress(OSError):
-        os.remove(tmp)
-      if isinstance(e, OSError):
-        raise ReviewStoreError(f'cannot write review {record.review_id} in {self.reviews_dir} '
-                               f'({_os_reason(e)}); {_ACCESS_HINT}') from None
-      raise
-    try:
-      folder = os.open(self.reviews_dir, os.O_RDONLY)
-      try:
-        os.fsync(folder)
-      finally:
-        os.close(folder)
-    except OSError as e:  # the record is in place; only its durability is in question
-      logging.warning('Review store: could not fsync %s (%s)', self.reviews_dir, _os_reason(e))
+    write_json(self.reviews_dir, self._path(record.review_id), record.to_json(),
+               what=f'review {record.review_id}')
 
   def _skip(self, path: str, why: str) -> None:
     self.skipped.append((path, why))
@@ -204,7 +144,7 @@ class ReviewStore:
       return []
     except OSError as e:
       raise ReviewStoreError(f'cannot list the reviews folder {self.reviews_dir} '
-                             f'({_os_reason(e)}); {_ACCESS_HINT}') from None
+                             f'({os_reason(e)}); {_ACCESS_HINT}') from None
     records = []
     for name in names:
       if not name.endswith(RECORD_SUFFIX) or name.startswith('.'):
@@ -224,26 +164,11 @@ class ReviewStore:
     """The checked record of `review_id`; ReviewStoreError naming the file when it is not one."""
     path = self._path(review_id)
     try:
-      with open(path, 'rb') as f:
-        raw = f.read(MAX_RECORD_BYTES + 1)
+      data = read_json(path)
     except FileNotFoundError:
       raise ReviewStoreError(
           f'no review {review_id!r} in {self.reviews_dir}; `vog-audit review list` shows the '
           'pending ones') from None
-    except OSError as e:
-      raise ReviewStoreError(f'review file {path} cannot be read ({_os_reason(e)}); move it '
-                             'out of the reviews folder') from None
-    if len(raw) > MAX_RECORD_BYTES:
-      raise ReviewStoreError(f'review file {path} is larger than {MAX_RECORD_BYTES} bytes; '
-                             'move it out of the reviews folder')
-    try:
-      data = json.loads(raw.decode('utf-8'))
-    except UnicodeDecodeError:
-      raise ReviewStoreError(f'review file {path} is not UTF-8 text; move it out of the '
-                             'reviews folder') from None
-    except (ValueError, RecursionError) as e:
-      raise ReviewStoreError(f'review file {path} is not valid JSON ({e}); move it out of the '
-                             'reviews folder') from None
     try:
       return ReviewRecord.from_json(data, declared_state_fields, review_id)
     except review_record.RecordError as e:
@@ -305,8 +230,130 @@ _ACCESS_HINT = ('the gate and everyone who answers local reviews need read and w
                 'the reviews folder')
 
 
-def _os_reason(error: OSError) -> str:
+def os_reason(error: OSError) -> str:
+  """What the OS said went wrong, for a one-line message."""
   return error.strerror or str(error) or type(error).__name__
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str, limit: float, *, noun: str = 'reviews folder',
+                hint: str = _ACCESS_HINT) -> Iterator[None]:
+  """Holds the exclusive `flock` on `<folder>/.lock` (making both when missing).
+
+  Waits for it until `limit` (a `time.monotonic()` time) at most, then raises
+  ReviewLockTimeout; other failures are ReviewStoreError naming `noun` and adding `hint`.
+  """
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise ReviewStoreError(f'cannot create the {noun} {folder} ({os_reason(e)}); {hint}'
+                           ) from None
+  path = os.path.join(folder, _LOCK_FILE)
+  try:
+    # Read-only is enough for flock, so a reviewer who may only read the lock file can lock.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, RECORD_MODE)
+  except OSError as e:
+    raise ReviewStoreError(f'cannot open the lock file {path} ({os_reason(e)}); {hint}'
+                           ) from None
+  try:
+    _acquire(fd, path, limit, noun)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, path: str, limit: float, noun: str) -> None:
+  started = time.monotonic()
+  while True:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return
+    except OSError as e:
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise ReviewStoreError(f'cannot lock {path} ({os_reason(e)}); the {noun} must be on a '
+                               'file system with flock (a local disk, NFSv4)') from None
+    remaining = limit - time.monotonic()
+    if remaining <= 0:
+      raise ReviewLockTimeout(
+          f'another process held the lock {path} for {time.monotonic() - started:.1f}s, '
+          'as long as this one may wait; find who holds it (e.g. `fuser -v '
+          f'{path}`) and try again')
+    time.sleep(min(_LOCK_POLL_SECONDS, remaining))
+
+
+def write_json(folder: str, path: str, data, *, what: str, hint: str = _ACCESS_HINT) -> None:
+  """Writes `data` as JSON to a new file in `folder`, fsyncs it, renames it to `path` (in
+  `folder`) and fsyncs the folder; a failure is ReviewStoreError 'cannot write <what> ...'.
+
+  Call it holding `lock_folder`: the rename replaces whatever `path` was.
+  """
+  tmp = os.path.join(folder, f'{_TMP_PREFIX}{secrets.token_hex(8)}{RECORD_SUFFIX}')
+  try:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RECORD_MODE)
+  except OSError as e:
+    raise ReviewStoreError(f'cannot write {what} in {folder} ({os_reason(e)}); {hint}'
+                           ) from None
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      json.dump(data, f, indent=1, sort_keys=True, allow_nan=False)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if isinstance(e, OSError):
+      raise ReviewStoreError(f'cannot write {what} in {folder} ({os_reason(e)}); {hint}'
+                             ) from None
+    raise
+  try:
+    folder_fd = os.open(folder, os.O_RDONLY)
+    try:
+      os.fsync(folder_fd)
+    finally:
+      os.close(folder_fd)
+  except OSError as e:  # the record is in place; only its durability is in question
+    logging.warning('Review store: could not fsync %s (%s)', folder, os_reason(e))
+
+
+def read_json(path: str, *, what: str = 'review file', noun: str = 'reviews folder',
+              max_bytes: int = MAX_RECORD_BYTES, follow_symlinks: bool = True) -> Any:
+  """The parsed JSON of the file at `path`, read whole up to `max_bytes`.
+
+  Raises FileNotFoundError for a missing file, and ReviewStoreError ('<what> <path> is ...;
+  move it out of the <noun>') for one that cannot be read, is larger, is not UTF-8 or not
+  JSON. With follow_symlinks=False a symbolic link or anything but a regular file (a FIFO
+  would block the reader) is refused too.
+  """
+  move = f'move it out of the {noun}'
+  flags = os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+  try:
+    fd = os.open(path, flags)
+  except FileNotFoundError:
+    raise
+  except OSError as e:
+    why = ('is a symbolic link' if e.errno == errno.ELOOP and not follow_symlinks
+           else f'cannot be read ({os_reason(e)})')
+    raise ReviewStoreError(f'{what} {path} {why}; {move}') from None
+  try:
+    if not follow_symlinks and not stat.S_ISREG(os.fstat(fd).st_mode):
+      raise ReviewStoreError(f'{what} {path} is not a regular file; {move}')
+    with os.fdopen(fd, 'rb') as f:
+      fd = -1
+      raw = f.read(max_bytes + 1)
+  except OSError as e:
+    raise ReviewStoreError(f'{what} {path} cannot be read ({os_reason(e)}); {move}') from None
+  finally:
+    if fd >= 0:
+      os.close(fd)
+  if len(raw) > max_bytes:
+    raise ReviewStoreError(f'{what} {path} is larger than {max_bytes} bytes; {move}')
+  try:
+    return json.loads(raw.decode('utf-8'))
+  except UnicodeDecodeError:
+    raise ReviewStoreError(f'{what} {path} is not UTF-8 text; {move}') from None
+  except (ValueError, RecursionError) as e:
+    raise ReviewStoreError(f'{what} {path} is not valid JSON ({e}); {move}') from None
 
 
 def _why(error: ReviewStoreError, path: str) -> str:
