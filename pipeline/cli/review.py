@@ -1,8 +1,12 @@
-"""`vog-audit review`: list reviews, and answer the ones HumanReviewGate(backend='local') waits on.
+"""`vog-audit review`: list reviews, answer the ones HumanReviewGate(backend='local') waits on,
+and keep analysts' verdicts on flagged examples.
 
     vog-audit review list [--all]
     vog-audit review approve ID --by NAME [--comment TEXT]
     vog-audit review reject ID --by NAME [--comment TEXT]
+    vog-audit review mark EXAMPLE_ID VERDICT --report DIR --by NAME [--label N] [--note TEXT]
+    vog-audit review verdicts [--report DIR] [--all]
+    vog-audit review export --format csv|jsonl --output FILE
 
 Reviews live in `<pipeline root>/reviews` (override with --reviews-dir). Only the gate's
 approvers may answer, once each, before the review's deadline; the gate checks each answer
@@ -10,10 +14,17 @@ against its own approvers again when it reads it, and decides when `quorum` of t
 and none rejected. Files in the folder that are not review records are skipped with a warning
 on stderr. Everything printed from a record is terminal-safe (control characters shown as
 escapes). Bad input, and a folder that cannot be read or written, exit 2 with one line.
+
+Verdicts (`wrong label` with the right class, `correct`, `ambiguous`, `exclude`) live in
+`<pipeline root>/verdicts` (override with --verdicts-dir), one file per verdict; the latest
+verdict on an example supersedes the earlier ones (see components/review_gate/verdicts.py).
+Only approvers give verdicts and only theirs are listed and exported: the names in
+--approvers, or else the approvers of the gate's reviews in the reviews folder (of the report,
+for `mark` and `verdicts --report`).
 """
 
 import os
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import click
 
@@ -22,6 +33,7 @@ from components.review_gate import local_backend
 from components.review_gate import review_record
 from components.review_gate import review_store
 from components.review_gate import review_summary
+from components.review_gate import verdicts as verdicts_lib
 from components.vog import vocabulary as vocab
 from pipeline.cli import fail
 
@@ -59,7 +71,7 @@ def _location_options(fn):
 
 @click.group()
 def review():
-  """List model reviews and answer local ones (HumanReviewGate backend='local')."""
+  """List model reviews, answer local ones, and keep verdicts on flagged examples."""
 
 
 @review.command('list')
@@ -147,3 +159,225 @@ def approve(review_id, by, comment, pipeline_root, reviews_dir):
 def reject(review_id, by, comment, pipeline_root, reviews_dir):
   """Reject pending review REVIEW_ID: the gate does not bless the model."""
   _answer(False, review_id, by, comment, pipeline_root, reviews_dir)
+
+
+def _verdict_options(fn):
+  fn = click.option('--verdicts-dir', default=None,
+                    type=click.Path(file_okay=False, readable=False),
+                    help='Folder of verdict files; default <pipeline root>/verdicts.')(fn)
+  fn = click.option('--approvers', default=None,
+                    help='Comma-separated names whose verdicts count; default: the approvers '
+                         'of the gate\'s reviews in the reviews folder.')(fn)
+  return _location_options(fn)
+
+
+def _normal_uri(uri: str) -> str:
+  """A report URI as verdicts keep it: a local path made absolute, a URI without a final /."""
+  return uri.rstrip('/') if '://' in uri else os.path.abspath(uri)
+
+
+def _approvers(given: Optional[str], pipeline_root: str, reviews_dir: str,
+               report_uri: Optional[str] = None) -> Tuple[Tuple[str, ...], Optional[int]]:
+  """(approvers, the report's ML Metadata id or None) for verdicts.
+
+  With --approvers, those names. Otherwise the approvers of the gate's reviews, as
+  `review approve` checks them: the reviews of `report_uri` when given, else every review in
+  the folder (closed ones too: they were approvers when they gave their verdicts).
+  """
+  folder = reviews_dir or review_store.default_reviews_dir(pipeline_root)
+  records = []
+  if os.path.isdir(folder):
+    store = _store(pipeline_root, reviews_dir)
+    try:
+      records = store.list(include_closed=True)
+    except review_store.ReviewStoreError as e:
+      _fail(str(e))
+    for path, why in store.skipped:
+      click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
+  if report_uri is not None:
+    records = [r for r in records if r.report_uri and _normal_uri(r.report_uri) == report_uri]
+  ids = {r.report_id for r in records if r.report_id}
+  report_id = ids.pop() if len(ids) == 1 else None
+  if given is not None:
+    names = tuple(dict.fromkeys(n.strip() for n in given.split(',') if n.strip()))
+    if not names:
+      _fail('--approvers names nobody; give the approvers\' names separated by commas')
+    return names, report_id
+  names = tuple(dict.fromkeys(a for r in records for a in r.approvers))
+  if not names:
+    of = f' of the report {report_uri}' if report_uri is not None else ''
+    _fail(f'no approvers known: the reviews folder {folder} holds no review{of} to take them '
+          'from; pass --approvers A,B')
+  return names, report_id
+
+
+def _verdict_store(pipeline_root: str, verdicts_dir: str,
+                   create: bool = False) -> verdicts_lib.VerdictStore:
+  folder = verdicts_dir or verdicts_lib.default_verdicts_dir(pipeline_root)
+  if create:
+    if not verdicts_dir and not os.path.isdir(pipeline_root):
+      _fail(f'no pipeline root at {pipeline_root}; pass --pipeline-root of the pipeline whose '
+            'audit you judge (or --verdicts-dir)')
+  elif not os.path.isdir(folder) and not os.path.isdir(verdicts_dir or pipeline_root):
+    _fail(f'no verdicts folder at {folder}; pass --pipeline-root of the pipeline (or '
+          '--verdicts-dir)')
+  try:
+    return verdicts_lib.VerdictStore(folder)
+  except verdicts_lib.VerdictError as e:
+    _fail(str(e))
+
+
+def _history(store: verdicts_lib.VerdictStore,
+             approvers: Sequence[str]) -> List[verdicts_lib.Verdict]:
+  try:
+    history = store.history(approvers)
+  except review_store.ReviewStoreError as e:
+    _fail(str(e))
+  for path, why in store.skipped:
+    click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
+  return history
+
+
+def _load_report(report_uri: str):
+  # Imported here: reading a report loads TensorFlow, which the other commands do not need.
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.report import json_checks  # pylint: disable=g-import-not-at-top
+  from components.vog.report import report_format  # pylint: disable=g-import-not-at-top
+  try:
+    return report_format.load_report(report_uri)
+  except json_checks.ReportFormatError as e:
+    _fail(str(e))
+  except storage.ERRORS as e:
+    _fail(f'the report {report_uri} cannot be read ({e}); give the difficulty_report folder '
+          'of an audit that this user can read')
+
+
+@review.command()
+@click.argument('example_id')
+@click.argument('verdict')
+@click.option('--report', 'report_uri', default=None,
+              help='The difficulty report folder that flagged the example.')
+@click.option('--by', default='', help='Who gives the verdict (one of the approvers).')
+@click.option('--label', default=None,
+              help='The right class, for the verdict "wrong label" (and only for it).')
+@click.option('--split', default=None,
+              help='The example\'s split, when the report flagged its id in several.')
+@click.option('--note', default='', help=f'Why, in one line of at most '
+              f'{verdicts_lib.MAX_NOTE} characters.')
+@_verdict_options
+def mark(example_id, verdict, report_uri, by, label, split, note, approvers, verdicts_dir,
+         pipeline_root, reviews_dir):
+  """Give a verdict on flagged example EXAMPLE_ID: "wrong label" (with --label), correct,
+  ambiguous or exclude. A later verdict on the same example supersedes this one."""
+  if not report_uri:
+    _fail('say which audit flagged the example: pass --report with its difficulty_report '
+          'folder')
+  try:
+    verdict = verdicts_lib.parse_verdict(verdict)
+  except verdicts_lib.VerdictError as e:
+    _fail(str(e))
+  label_number = None
+  if label is not None:
+    if not label.strip().isdigit() or not label.strip().isascii():
+      _fail(f'--label {label!r} is not a class (a whole number >= 0)')
+    label_number = int(label.strip())
+  report_uri = _normal_uri(report_uri)
+  names, report_id = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
+  store = _verdict_store(pipeline_root, verdicts_dir, create=True)
+  report = _load_report(report_uri)
+  # Imported here, as in _load_report.
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.report import json_checks  # pylint: disable=g-import-not-at-top
+  try:
+    before = store.latest(names)
+    recorded = verdicts_lib.mark(store, report, example_id=example_id, verdict=verdict, by=by,
+                                 approvers=names, label=label_number, note=note, split=split,
+                                 report_id=report_id)
+  except (review_store.ReviewStoreError, json_checks.ReportFormatError) as e:
+    _fail(str(e))
+  except storage.ERRORS as e:
+    _fail(f'the report {report_uri} cannot be read ({e}); give the difficulty_report folder '
+          'of an audit that this user can read')
+  f = review_summary.terminal_safe
+  line = (f'verdict {recorded.verdict_id}: {f(recorded.by)} marked {f(recorded.example_id)} '
+          f'({f(recorded.split)}) {f(recorded.describe())}')
+  prior = before.get(recorded.key())
+  if prior is not None:
+    line += (f'; it supersedes verdict {prior.verdict_id} ({f(prior.describe())} by '
+             f'{f(prior.by)})')
+  click.echo(line)
+
+
+def _verdict_lines(v: verdicts_lib.Verdict, superseded_by: Optional[int] = None) -> List[str]:
+  """The lines `review verdicts` prints for one verdict, each value made terminal-safe."""
+  f = review_summary.terminal_safe
+  line = (f'{v.verdict_id:>4}  {v.at}  {f(v.example_id)} ({f(v.split)})  {f(v.describe())}  '
+          f'by {f(v.by)}')
+  if superseded_by is not None:
+    line += f'  [superseded by {superseded_by}]'
+  lines = [line]
+  if v.note:
+    lines.append(f'      note: {f(v.note)}')
+  audit = f(v.report_uri) + (f' (artifact {v.report_id})' if v.report_id else '')
+  lines.append(f'      fingerprint {v.fingerprint}; audit {audit}')
+  return lines
+
+
+@review.command('verdicts')
+@click.option('--report', 'report_uri', default=None,
+              help='Only the verdicts given on this difficulty report folder.')
+@click.option('--all', 'show_all', is_flag=True,
+              help='Every verdict, superseded ones too, in the order they were given.')
+@_verdict_options
+def list_verdicts(report_uri, show_all, approvers, verdicts_dir, pipeline_root, reviews_dir):
+  """Show the latest verdict on each example (with --all, every verdict)."""
+  if report_uri is not None:
+    report_uri = _normal_uri(report_uri)
+  names, _ = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
+  store = _verdict_store(pipeline_root, verdicts_dir)
+  history = _history(store, names)
+  latest = verdicts_lib.latest_of(history)
+  shown = history if show_all else sorted(latest.values(), key=lambda v: v.verdict_id)
+  if report_uri is not None:
+    shown = [v for v in shown if _normal_uri(v.report_uri) == report_uri]
+  if not shown:
+    of = f' on {report_uri}' if report_uri is not None else ''
+    click.echo(_show(f'no verdicts{of} in {store.folder}'))
+    return
+  for v in shown:
+    latest_one = latest[v.key()]
+    superseded_by = None if latest_one.verdict_id == v.verdict_id else latest_one.verdict_id
+    for line in _verdict_lines(v, superseded_by):
+      click.echo(line)
+
+
+@review.command('export')
+@click.option('--format', 'fmt', default=None, help='csv or jsonl.')
+@click.option('--output', default=None,
+              help='The file to write (replaced if it exists).')
+@_verdict_options
+def export(fmt, output, approvers, verdicts_dir, pipeline_root, reviews_dir):
+  """Write the latest "wrong label" and "exclude" verdicts, for relabelling elsewhere.
+
+  Columns: example_id, split, fingerprint, verdict, corrected_label, by, at, audit (the
+  report folder), note. CSV cells that a spreadsheet would run as a formula start with '.
+  """
+  if fmt not in ('csv', 'jsonl'):
+    _fail(f'--format {fmt!r} is not csv or jsonl' if fmt else 'pass --format csv or jsonl')
+  if not output:
+    _fail('say where to write the export: pass --output FILE')
+  names, _ = _approvers(approvers, pipeline_root, reviews_dir)
+  store = _verdict_store(pipeline_root, verdicts_dir)
+  rows = verdicts_lib.export_rows(verdicts_lib.latest_of(_history(store, names)).values())
+  try:
+    with open(output, 'w', encoding='utf-8', newline='') as out:
+      if fmt == 'csv':
+        verdicts_lib.write_csv(rows, out)
+      else:
+        verdicts_lib.write_jsonl(rows, out)
+  except OSError as e:
+    _fail(f'cannot write {output} ({review_store.os_reason(e)}); give a file this user can '
+          'write')
+  counts = {kind: sum(r['verdict'] == kind for r in rows) for kind in verdicts_lib.EXPORTED}
+  said = ', '.join(f'{n} {kind}' for kind, n in counts.items())
+  click.echo(_show(f'exported {len(rows)} verdicts ({said}) to {output}'))
