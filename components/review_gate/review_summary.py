@@ -3,16 +3,20 @@
 `build_summary` reads the report folder through `report_format.load_report` (the summary,
 the flagged rows and the optional montage) and, when given, the Evaluator's TFMA output, into a
 `ReviewSummary` that every backend renders in its own way. `drift_headline` is the one line
-every backend shows of the comparison with the last shipped model's audit.
+every backend shows of the comparison with the last shipped model's audit; `slices_headline`
+the one of what the flagged examples have in common (slices.json's top rows), and
+`kinds_headline` how many flags are of each kind (summary.json's `flag_kinds`).
 """
 
 import dataclasses
+import os
 import re
 import unicodedata
 from typing import Dict, List, Optional, Sequence
 
 from absl import logging
 
+from components.vog.compute import slice_stats
 from components.vog.report import drift_model
 from components.vog.report import report_format
 from components.vog.report import report_rows
@@ -21,6 +25,8 @@ from components.vog import vocabulary as vocab
 
 WORST_CLASSES = 5
 TOP_FLAGGED = 5
+TOP_SLICES = 2  # slices per split in the slices headline
+SLICE_VALUE_LIMIT = 40  # characters of a feature name or value there
 # Keras names the same metric differently depending on how the model was compiled.
 ACCURACY_METRICS = ('accuracy', 'sparse_categorical_accuracy', 'categorical_accuracy',
                     'binary_accuracy')
@@ -50,6 +56,10 @@ class ReviewSummary:
   drift: Optional[drift_model.Drift] = None
   # What ranked the flagged examples (vocab.AGREEMENT_NAMES).
   ranked_by: str = vocab.VOG
+  # slices.json: what the flagged examples have in common; None in an older report.
+  slices: Optional[report_format.Slices] = None
+  # How many flags are of each kind (report_format.flag_kind_totals); None before kinds.
+  flag_kinds: Optional[Dict[str, int]] = None
 
   def headline(self) -> Dict:
     """The few numbers that go into the pending-review record and the CLI listing."""
@@ -119,6 +129,60 @@ def drift_headline(drift: Optional[drift_model.Drift]) -> str:
   parts.append(f'{drift.newly_flagged} newly flagged, {drift.still_flagged} still flagged'
                + (f' (up to {streak} audits in a row)' if streak >= 2 else ''))
   return 'Since the last shipped model: ' + '; '.join(parts)
+
+
+def clip(text, limit: int) -> str:
+  """`text` on one line and at most `limit` characters, ending in … when cut."""
+  text = one_line(str(text))
+  return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def slice_name(row: report_format.SliceRow) -> str:
+  """A slice in a few words: `region=r3`, `income_k in [3, 7.5)`, `income_k >= 7.5`, `"news"
+  in text`, `label 3 -> predicted 5`; names and values from the file are put on one line and
+  shortened."""
+  feature, value = clip(row.feature, SLICE_VALUE_LIMIT), clip(row.value, SLICE_VALUE_LIMIT)
+  if row.kind == slice_stats.LABEL_PAIR and row.classes is not None:
+    return f'label {row.classes[0]} -> predicted {row.classes[1]}'
+  if row.kind == slice_stats.NUMERIC:  # '[3, 7.5)', or '< 3' and '>= 7.5' at the ends
+    return f'{feature} in {value}' if value.startswith('[') else f'{feature} {value}'
+  if row.kind == slice_stats.TOKEN:
+    return f'"{value}" in {feature}'
+  return f'{feature}={value}'
+
+
+def slice_evidence(row: report_format.SliceRow, entry: report_format.SplitSlices) -> str:
+  """`3.1x, 42 of 200 flagged`: the slice's lift and its count in its group."""
+  return (f'{row.lift:.1f}x, {row.group_count} of {entry.group_size(row.group)} '
+          f'{row.group}')
+
+
+def slices_headline(slices: Optional[report_format.Slices], top: int = TOP_SLICES
+                    ) -> Optional[str]:
+  """One line on what the flagged examples have in common, the `top` slices of each split,
+  e.g. `What the flagged share: eval: region=r3 (3.1x, 42 of 200 flagged); train: label 3
+  -> predicted 5 (4.0x, 20 of 200 flagged)`; None without slices.json (an older report).
+  Text from the file is put on one line and shortened but not escaped: each backend
+  escapes for its medium."""
+  if slices is None:
+    return None
+  parts = []
+  for split, entry in slices.splits.items():
+    rows = entry.rows[:top]
+    if rows:
+      parts.append(f'{clip(split, 40)}: ' + ', '.join(
+          f'{slice_name(r)} ({slice_evidence(r, entry)})' for r in rows))
+  if not parts:
+    return 'What the flagged share: no slice stands out among the flagged or hard examples'
+  return 'What the flagged share: ' + '; '.join(parts)
+
+
+def kinds_headline(totals: Optional[Dict[str, int]]) -> Optional[str]:
+  """`flags: 120 wrong label, 30 atypical, 50 unclear` (report_format.flag_kind_totals);
+  None without kinds (an older report)."""
+  if totals is None:
+    return None
+  return 'flags: ' + ', '.join(f'{n} {clip(kind, 40)}' for kind, n in totals.items())
 
 
 def format_accuracy(value: Optional[float]) -> str:
@@ -204,7 +268,8 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
   """Reads the report folder and the evaluation into a ReviewSummary.
 
   Refuses (json_checks.ReportFormatError, a ValueError naming the file) a report folder
-  without a readable summary.json or flagged.jsonl.
+  without a readable summary.json or flagged.jsonl, or with a slices.json or `flag_kinds`
+  that do not hold what the format says.
   """
   report = report_format.load_report(report_uri)
   overall, hard = read_accuracies(evaluation_uri)
@@ -220,12 +285,15 @@ def build_summary(*, report_uri: str, model_uri: str, model_id: int, report_id: 
       worst_classes=worst_classes(report.summary.per_class),
       top_flagged=[report_rows.flagged_row_to_json(r) for r in report.flagged[:TOP_FLAGGED]],
       overall_accuracy=overall, hard_accuracy=hard, montage_path=report.montage_path,
-      drift=report.summary.drift, ranked_by=report.summary.ranked_by)
+      drift=report.summary.drift, ranked_by=report.summary.ranked_by, slices=report.slices,
+      flag_kinds=report_format.flag_kind_totals(
+          report.summary.raw, os.path.join(report_uri, vocab.SUMMARY_FILE)))
 
 
 def flagged_line(row: Dict, ranked_by: str) -> str:
-  """What ranked one flagged row (flagged.jsonl's line) and how many signals agree:
-  `confidence 0.12, 5 of 8 signals agree`, or `score 3.41` where VoG ranked it."""
+  """What ranked one flagged row (flagged.jsonl's line), how many signals agree and its
+  kind: `confidence 0.12, 5 of 8 signals agree, wrong label`, or `score 3.41` where VoG
+  ranked it."""
   signals = row.get('signals') if isinstance(row.get('signals'), dict) else {}
   value = signals.get('audit_' + ranked_by)
   if ranked_by == vocab.VOG or not isinstance(value, (int, float)):
@@ -235,4 +303,7 @@ def flagged_line(row: Dict, ranked_by: str) -> str:
   agreeing = row.get('agreeing')
   if isinstance(agreeing, list):
     text += f', {len(agreeing)} of {len(vocab.AGREEMENT_NAMES)} signals agree'
+  kind = row.get('kind')
+  if isinstance(kind, str):
+    text += f', {clip(kind, 40)}'
   return text

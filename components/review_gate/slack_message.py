@@ -1,10 +1,11 @@
 """The Slack review message: Block Kit blocks within Slack's limits, data escaped for mrkdwn.
 
 Everything shown comes from files others write (example IDs, class names, split names, paths,
-the drift reason), so each value is put on one line, shortened, and escaped before it enters
-the message: `&`, `<` and `>` as Slack's entities (no mention, link or `<!channel>` can be
-injected), and a backtick inside code as `ˋ` (U+02CB), since mrkdwn has no way to escape one
-and a bare backtick would end the code span. Lists (worst classes, top flagged examples) keep
+the drift reason, slice features and values, kinds), so each value is put on one line,
+shortened, and escaped before it enters the message: `&`, `<` and `>` as Slack's entities
+(no mention, link or `<!channel>` can be injected), and a backtick inside code, or anywhere
+in the slices line, as `ˋ` (U+02CB), since mrkdwn has no way to escape one and a bare
+backtick would open or end a code span. Lists (worst classes, top flagged examples) keep
 whole lines up to the block's limit and say how many more the report holds.
 
 Slack refuses a message whose blocks break a limit (`invalid_blocks`); these are the limits:
@@ -28,6 +29,8 @@ TEXT_LIMIT = 3000  # the notification text; Slack truncates at 40,000 and advise
 ID_LIMIT = 80  # characters of one example ID, class or split name
 PATH_LIMIT = 300
 DRIFT_LIMIT = 1000
+SLICES_LIMIT = 1500  # the slices headline, escaped; each feature and value is shortened first
+KINDS_LIMIT = 300  # the kinds headline, escaped
 ELLIPSIS = '…'
 
 
@@ -41,6 +44,17 @@ def escape(value, limit: int = ID_LIMIT) -> str:
   """Data as mrkdwn text: one line, shortened to `limit`, then &, < and > escaped."""
   text = shorten(value, limit)
   return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+
+
+def escape_within(value, limit: int) -> str:
+  """`escape`d data of at most `limit` characters once escaped (an escaped `&`, `<` or `>`
+  takes four or five), cut shorter where the entities need the room."""
+  cut = limit
+  while True:
+    text = escape(value, cut)
+    if len(text) <= limit or cut <= 1:
+      return text[:limit]
+    cut -= max(1, (len(text) - limit) // 4)
 
 
 def code(value, limit: int = ID_LIMIT) -> str:
@@ -82,8 +96,10 @@ def build(summary: review_summary.ReviewSummary, review_id: str, approvers: Sequ
   """Returns (notification text, Block Kit blocks) of the review message.
 
   The drift headline (review_summary.drift_headline) says what changed since the last shipped
-  model, or why there is nothing to compare with; the context block states the grammar and
-  the decision rule.
+  model, or why there is nothing to compare with; a report with slices or kinds adds a block
+  with what the flagged examples have in common (review_summary.slices_headline) and how
+  many flags are of each kind (review_summary.kinds_headline); the context block states the
+  grammar and the decision rule.
   """
   c = summary.counts
   by = (f'by {decision_lib.iso_time(deadline_at)} ({timeout_seconds:g}s after this message)'
@@ -126,6 +142,7 @@ def build(summary: review_summary.ReviewSummary, review_id: str, approvers: Sequ
                                       f'{acc(summary.hard_accuracy)}')},
       ]},
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': drift}},
+      *_findings_block(summary),
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': classes}},
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': examples}},
       {'type': 'section', 'text': {'type': 'mrkdwn', 'text': f'*Report*: {report}'}},
@@ -141,6 +158,20 @@ def build(summary: review_summary.ReviewSummary, review_id: str, approvers: Sequ
   if problems:
     raise AssertionError('the review message breaks Slack\'s limits: ' + '; '.join(problems))
   return text, blocks
+
+
+def _findings_block(summary: review_summary.ReviewSummary) -> List[Dict]:
+  """The block of the slices and kinds headlines; none for a report that has neither."""
+  lines = []
+  shared = review_summary.slices_headline(summary.slices)
+  if shared is not None:
+    lines.append(escape_within(shared.replace('`', '\u02cb'), SLICES_LIMIT))
+  kinds = review_summary.kinds_headline(summary.flag_kinds)
+  if kinds is not None:
+    lines.append(escape_within(kinds, KINDS_LIMIT))
+  if not lines:
+    return []
+  return [{'type': 'section', 'text': {'type': 'mrkdwn', 'text': '\n'.join(lines)}}]
 
 
 def check_limits(text: str, blocks: Sequence[Dict]) -> List[str]:

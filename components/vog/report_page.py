@@ -26,11 +26,11 @@ from components.vog.settings import VogSettings
 def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> str:
   """Rebuilds report.html (and flagged.png) from a difficulty report folder alone.
 
-  Reads the folder through report_format.load_report; `module_file` only when the
-  audit used a vog_inputs_fn. The transform graph the audit used (summary.json's
-  `transform_graph`) makes the thumbnails' inputs; where it is gone the page is built
-  without thumbnails. Returns the page's path. Raises AuditConfigError naming a missing
-  or malformed file.
+  Reads the folder through report_format.load_report (slices.json too, when the folder
+  has one); `module_file` only when the audit used a vog_inputs_fn. The transform graph
+  the audit used (summary.json's `transform_graph`) makes the thumbnails' inputs; where it
+  is gone the page is built without thumbnails. Returns the page's path. Raises
+  AuditConfigError naming a missing or malformed file (slices.json included).
   """
   for path in [os.path.join(report_dir, name) for name in (
       vocab.SUMMARY_FILE, vocab.FLAGGED_FILE, vocab.FLAGGED_EXAMPLES_FILE)] + tf.io.gfile.glob(
@@ -77,7 +77,8 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
   try:
     report_folder.write_report_page(
         report_dir, summary, report.flagged,
-        report_folder.previews_of(parser, input_specs, report.flagged, records))
+        report_folder.previews_of(parser, input_specs, report.flagged, records),
+        slices=None if report.slices is None else report.slices.content)
   except json_checks.ReportFormatError as e:  # a bad quarantine shard, read for the sample
     raise AuditConfigError(str(e)) from e
   except (OSError, tf.errors.OpError) as e:  # a folder this user cannot write, say

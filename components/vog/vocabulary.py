@@ -19,6 +19,8 @@ A DifficultyReport folder holds:
                                one row per scored example of every split: its id,
                                position, label, classes, scores, signals, placement and
                                flag (owned by score_table.py; what analysts query)
+    slices.json                per split, the feature values and label -> predicted pairs
+                               the flagged or hard examples over-index on (dataflow/slices.py)
     report.html, flagged.png   the review page (the montage only for image inputs)
 
 Every example of `scored_examples` (the splits in summary.json's `copied_splits`)
@@ -26,11 +28,13 @@ carries its original features plus the VoG fields below, `example_id` when it ha
 (a fingerprint of its bytes), and in label_mode='label' the label-error signals of
 SIGNAL_FIELDS (signals.REGISTRY).
 
-Imports only the signal registry (compute/signals.py), for the signal fields.
+Imports only the signal registry (compute/signals.py), for the signal fields, and the
+flag kinds (compute/flag_kinds.py), for their properties.
 """
 
 from typing import Tuple
 
+from components.vog.compute import flag_kinds
 from components.vog.compute import signals as signals_lib
 
 FORMAT_VERSION = 4
@@ -49,6 +53,8 @@ HISTORY_PREFIX = 'history'
 HISTORY_SUFFIX = '.jsonl.gz'
 HISTORY_GLOB = HISTORY_PREFIX + '-*-of-*' + HISTORY_SUFFIX
 REPORT_FILE = 'report.html'
+# What the flagged examples have in common, per split (dataflow/slices.py writes it).
+SLICES_FILE = 'slices.json'
 MONTAGE_FILE = 'flagged.png'
 RECORD_BASE64 = 'record_base64'  # an example's bytes inside a JSON line
 
@@ -71,6 +77,16 @@ DRIFT_UNAVAILABLE = 'drift_unavailable'  # string
 DRIFT_PROPERTIES = (FLAGGED_SHARE_CHANGE, NEWLY_FLAGGED, STILL_FLAGGED_COUNT,
                     MAX_CLASS_HARD_SHARE_INCREASE, MAX_HARD_SHARE_CLASS, DRIFT_BASELINE_URI,
                     DRIFT_UNAVAILABLE)
+# What the flagged examples are, as ML Metadata custom properties of the DifficultyReport:
+# how many of every split's flagged examples are of each kind (ints, set on every audit;
+# compute/flag_kinds.py), whether the model memorised its labels (int 0/1, set only when
+# measured: with labels, when a sample could be scored), and the slice that stands out
+# most across splits, as one line (string, '' when none).
+FLAGGED_KIND_PROPERTIES = {flag_kinds.WRONG_LABEL: 'flagged_wrong_label',
+                           flag_kinds.ATYPICAL: 'flagged_atypical',
+                           flag_kinds.UNCLEAR: 'flagged_unclear'}
+MEMORISED = 'memorised'
+TOP_SLICE = 'top_slice'
 # summary.json keys every reader needs; the loader also needs `format_version` and splits.
 SETTINGS = 'settings'
 CHECKPOINTS = 'checkpoints'

@@ -23,7 +23,8 @@ def fail(where: str, problem: str, fix: str = REWRITE) -> NoReturn:
 
 
 INT, NUM, STR, OBJ, LIST = 'an integer', 'a number', 'a string', 'an object', 'a list'
-_JSON_KINDS = {dict: OBJ, list: LIST, str: STR, bool: 'a boolean', int: INT, float: NUM,
+BOOL = 'a boolean'
+_JSON_KINDS = {dict: OBJ, list: LIST, str: STR, bool: BOOL, int: INT, float: NUM,
                type(None): 'null'}
 
 

@@ -1,15 +1,15 @@
 """Publishing a difficulty report folder, and the review page built from it.
 
 Everything written here goes through the report's types: summary.json through
-summary_model.ReportSummary, flagged.jsonl through report_rows.FlaggedRow; the page renders
-their JSON.
+summary_model.ReportSummary, flagged.jsonl through report_rows.FlaggedRow, slices.json through
+report_format.parse_slices; the page renders their JSON.
 """
 
 import gzip
 import json
 import os
 import tempfile
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -118,18 +118,38 @@ def _move_score_table(work_dir: str, report_dir: str) -> None:
                          os.path.basename(path)), overwrite=True), paths)
 
 
+def write_slices(report_dir: str, slices: Optional[Mapping[str, Any]]) -> None:
+  """Writes `slices` (slices.json's content) as <report_dir>/slices.json, whole or not at
+  all (a temporary file renamed over it); None removes the slices.json of an earlier audit
+  into the same folder, so a report never shows another audit's slices. Refuses content
+  that report_format.parse_slices refuses (ReportFormatError), before writing anything."""
+  path = os.path.join(report_dir, report_format.SLICES_FILE)
+  if slices is None:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+    return
+  report_format.parse_slices(slices, 'the slices to publish')
+  partial = path + '.partial'
+  with tf.io.gfile.GFile(partial, 'w') as f:
+    f.write(json.dumps(slices, indent=1, sort_keys=True))
+  tf.io.gfile.rename(partial, path, overwrite=True)
+
+
 def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
             history_shards: Sequence[str], num_shards: int,
             summary: ReportSummary, flagged: Sequence[FlaggedRow],
             records: Mapping[int, bytes],
-            previews: Sequence[report_html.ExamplePreview]) -> None:
+            previews: Sequence[report_html.ExamplePreview],
+            slices: Optional[Mapping[str, Any]] = None) -> None:
   """Writes every file of the report folder; the quarantine and history shards and the
   score table move in from `work_dir`.
 
   The audit writes one quarantine shard per input file that had quarantined examples
   and one history shard per group of example ids that had examples; the others of the
   `num_shards` are written empty here, so each set is complete. Shards of an earlier
-  audit into the same folder are removed first.
+  audit into the same folder are removed first. `slices`, slices.json's content (what
+  the flagged examples have in common; None: not computed), is written before
+  summary.json (`write_slices`) and shown at the top of the page.
   """
   _move_score_table(work_dir, report_dir)
   _move_shards(report_dir, QUARANTINE_GLOB, quarantine_shards, num_shards,
@@ -141,22 +161,25 @@ def publish(report_dir: str, work_dir: str, quarantine_shards: Sequence[str],
   with tf.io.TFRecordWriter(os.path.join(report_dir, FLAGGED_EXAMPLES_FILE)) as writer:
     for row in flagged:
       writer.write(records[row.rank])
+  write_slices(report_dir, slices)
   with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE), 'w') as f:
     f.write(json.dumps(summary.to_json(), indent=2, sort_keys=True))
-  write_report_page(report_dir, summary, flagged, previews)
+  write_report_page(report_dir, summary, flagged, previews, slices)
 
 
 def write_report_page(report_dir: str, summary: ReportSummary, flagged: Sequence[FlaggedRow],
-                      previews: Sequence[report_html.ExamplePreview]) -> None:
+                      previews: Sequence[report_html.ExamplePreview],
+                      slices: Optional[Mapping[str, Any]] = None) -> None:
   """Writes report.html (and flagged.png for image data) into `report_dir`; the page
-  renders the summary's and the rows' JSON, as the files hold them."""
+  renders the summary's and the rows' JSON, and slices.json's content (None: no
+  section), as the files hold them."""
   sample = [{'split': q.split, 'example_id': q.example_id, 'kind': q.kind,
              'reason': q.reason}
             for q in report_format.load_report(report_dir).quarantine_rows(
                 limit=QUARANTINE_SAMPLE)]
   html = report_html.render_report(
       summary.to_json(), [report_rows.flagged_row_to_json(row) for row in flagged], sample,
-      previews)
+      previews, slices=slices)
   with tf.io.gfile.GFile(os.path.join(report_dir, REPORT_FILE), 'w') as f:
     f.write(html)
   with tempfile.TemporaryDirectory() as tmp:  # report_dir may be remote (gs://...).

@@ -11,6 +11,14 @@ drift_model.Drift) as a headline, a chart of per-class hard share then and now, 
 and per-class tables with the shift statistic and how to read it; the reason when the drift
 was unavailable; one line when there was no baseline. Flagged rows say whether each example
 is newly flagged, still flagged (and for how many audits in a row) or new data.
+
+Then "What the flagged examples have in common" (slices.json, report_format.Slices): per split
+a ranked table of the feature values, numeric ranges, tokens and label pairs where the
+flagged (or hard) examples gather, their share there against the split's with bars, the
+lift and the adjusted p-value, the most confused class pairs, and a line for a split whose
+features were not examined. Each flagged example shows its kind (flag_kinds.KINDS) as a
+chip; radio buttons filter the flagged table by kind with CSS alone (no JavaScript), and the
+header counts the kinds. A report without slices or kinds renders as before.
 """
 
 import base64
@@ -26,9 +34,12 @@ from PIL import Image
 
 from components.vog.report import drift_model
 from components.vog.report import json_checks
+from components.vog.report import report_format
 
 from components.vog import vocabulary as vocab
+from components.vog.compute import flag_kinds as flag_kinds_lib
 from components.vog.compute import signals as signals_lib
+from components.vog.compute import slice_stats
 
 THUMBNAIL_PX = 64  # small digits (8x8) are upscaled by whole pixels to about this size
 MAX_THUMBNAIL_PX = 128  # larger images are shrunk to fit, so 200 previews keep the page light
@@ -191,8 +202,143 @@ def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
         'ranked': _ranked_value(row, ranked_by),
         'agreeing': _agreeing(row, known),
         'moved': _top_sigma(row),
+        'kind': _kind_of(row),
+        'kind_slug': kind_slug(row.get('kind')),
     })
   return rows
+
+
+_NOT_EXAMINED = 'not examined: '
+SLICE_TEXT_LIMIT = 120  # characters of a feature name or value shown (the file keeps it all)
+_SLICE_KIND_TEXT = {slice_stats.CATEGORICAL: 'value', slice_stats.NUMERIC: 'range',
+                    slice_stats.TOKEN: 'token', slice_stats.LABEL_PAIR: 'label pair'}
+
+
+def _clip(text: Any, limit: int = SLICE_TEXT_LIMIT) -> str:
+  """Text from a file on one line, at most `limit` characters, ending in … when cut."""
+  text = ' '.join(str(text).split())
+  return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def kind_slug(kind: Any) -> str:
+  """The CSS name of a flag kind ('wrong label' -> 'wrong-label'); 'other' for one that
+  flag_kinds.KINDS does not name."""
+  return kind.replace(' ', '-') if kind in flag_kinds_lib.KINDS else 'other'
+
+
+def _kind_of(row: Mapping[str, Any]) -> Optional[str]:
+  kind = row.get('kind')
+  return None if kind is None else _clip(kind, 40)
+
+
+def _class_name(class_id: int, class_names: Optional[Sequence[str]]) -> str:
+  if class_names and 0 <= class_id < len(class_names):
+    name = _clip(class_names[class_id], 40)
+    return name if name == str(class_id) else f'{name} ({class_id})'
+  return str(class_id)
+
+
+def slice_text(row: report_format.SliceRow,
+               class_names: Optional[Sequence[str]] = None) -> str:
+  """A slice as a reader says it: 'region = r3', 'income_k in [3, 7.5)', 'income_k >= 7.5',
+  'token "news" in text', 'labelled 3, predicted 5' (with class names where known); text
+  is clipped."""
+  feature, value = _clip(row.feature), _clip(row.value)
+  if row.kind == slice_stats.LABEL_PAIR and row.classes is not None:
+    return (f'labelled {_class_name(row.classes[0], class_names)}, predicted '
+            f'{_class_name(row.classes[1], class_names)}')
+  if row.kind == slice_stats.NUMERIC:  # '[3, 7.5)', or '< 3' and '>= 7.5' at the ends
+    return f'{feature} in {value}' if value.startswith('[') else f'{feature} {value}'
+  if row.kind == slice_stats.TOKEN:
+    return f'token "{value}" in {feature}'
+  return f'{feature} = {value}'
+
+
+def _slice_row_context(row: report_format.SliceRow, entry: report_format.SplitSlices,
+                       class_names: Optional[Sequence[str]], top: float) -> Dict[str, Any]:
+  """One row of a split's slice table; bars are scaled to `top`, the split's largest share."""
+  size = entry.group_size(row.group)
+  return {
+      'rank': _fmt(row.rank), 'text': slice_text(row, class_names),
+      'kind': _SLICE_KIND_TEXT[row.kind], 'count': _fmt(row.count),
+      'split_share': _pct(row.share_in_split), 'group': row.group,
+      'in_group': f'{_fmt(row.group_count)} of {_fmt(size)}',
+      'group_share': _pct(row.group_share),
+      'group_width': _bar_width(row.group_share, top),
+      'split_width': _bar_width(row.share_in_split, top),
+      'lift': f'{row.lift:.1f}×', 'p': _fmt(row.p_adjusted, '.2g'),
+      'approximate': row.approximate,
+  }
+
+
+def _slices_context(raw: Any, class_names: Optional[Sequence[str]]) -> Optional[Dict[str, Any]]:
+  """What "What the flagged examples have in common" shows of slices.json; None without
+  one (an older report), the reason when it does not parse."""
+  if raw is None:
+    return None
+  try:
+    slices = raw if isinstance(raw, report_format.Slices) else report_format.parse_slices(raw)
+  except json_checks.ReportFormatError as e:
+    return {'state': 'unreadable', 'reason': str(e)}
+  splits = []
+  for name, entry in slices.splits.items():
+    top = max((max(r.group_share, r.share_in_split) for r in entry.rows), default=1.0)
+    rows = [_slice_row_context(r, entry, class_names, top) for r in entry.rows]
+    reason = entry.features
+    if reason.startswith(_NOT_EXAMINED):
+      reason = reason[len(_NOT_EXAMINED):]
+    pairs = [r for r, raw_row in zip(rows, entry.rows)
+             if raw_row.kind == slice_stats.LABEL_PAIR]
+    splits.append({
+        'split': _clip(name, 80), 'examples': _fmt(entry.examples),
+        'flagged': _fmt(entry.flagged), 'hard': _fmt(entry.hard),
+        'not_examined': None if entry.examined else _clip(reason, 300),
+        'tests': _fmt(entry.tests),
+        'features': [r for r, raw_row in zip(rows, entry.rows)
+                     if raw_row.kind != slice_stats.LABEL_PAIR],
+        'pairs': pairs,
+    })
+  alpha = slices.settings.get('alpha')
+  return {'state': 'available', 'splits': splits,
+          'alpha': _fmt(alpha) if _is_number(alpha) else NA,
+          'approximate': any(r['approximate'] for s in splits
+                             for r in s['features'] + s['pairs'])}
+
+
+def _kind_counts(summary: Mapping[str, Any]) -> Optional[List[Dict[str, str]]]:
+  """The header's kind counts ({'kind', 'count', 'slug'}); None without kinds, and the
+  reason as the only item's kind when summary.json's `flag_kinds` does not parse."""
+  try:
+    totals = report_format.flag_kind_totals(summary)
+  except json_checks.ReportFormatError as e:
+    return [{'kind': f'kinds cannot be shown: {e}', 'count': '', 'slug': 'other'}]
+  if totals is None:
+    return None
+  return [{'kind': _clip(kind, 40), 'count': _fmt(count), 'slug': kind_slug(kind)}
+          for kind, count in totals.items()]
+
+
+def _kind_rule(summary: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+  """summary.json's `flag_kind_rule`: which signal decided the kinds, and why."""
+  rule = summary.get('flag_kind_rule')
+  if not isinstance(rule, Mapping):
+    return None
+  memorised = rule.get('memorised')
+  return {'rule': _clip(rule.get('rule') or NA, 60), 'reason': _clip(rule.get('reason') or '', 600),
+          'memorised': ('yes' if memorised is True else 'no' if memorised is False else NA)}
+
+
+def _kind_filter(flagged: Sequence[Mapping[str, Any]]) -> List[Dict[str, str]]:
+  """The kind filter's choices: every kind the flagged rows hold, KINDS first, with counts."""
+  found: Dict[str, int] = {}
+  for row in flagged:
+    kind = _kind_of(row)
+    if kind is not None:
+      slug = kind_slug(kind)
+      found[slug] = found.get(slug, 0) + 1
+  order = [kind_slug(k) for k in flag_kinds_lib.KINDS] + ['other']
+  return [{'slug': slug, 'text': slug.replace('-', ' ') if slug != 'other' else 'other kind',
+           'count': _fmt(found[slug])} for slug in order if slug in found]
 
 
 def _per_class_rows(per_class: Sequence[Mapping[str, Any]]) -> List[Dict[str, str]]:
@@ -404,14 +550,17 @@ def _check_summary(summary: Any) -> None:
 
 def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
                   quarantine_sample: Sequence[Mapping[str, Any]],
-                  previews: Sequence[ExamplePreview]) -> str:
+                  previews: Sequence[ExamplePreview], slices: Any = None) -> str:
   """The self-contained review page (one HTML string, no external resources: CSS inline, images as data: URIs).
 
   In: `summary` as in summary.json (settings, checkpoints and counts are required; every other
   key may be missing and shows as n/a), `flagged` rows of flagged.jsonl highest score first,
   up to ~50 rows of the quarantine shards, and previews matched to flagged rows by rank. Everything
   from the data is HTML-escaped. A `drift` that does not parse (drift_model.parse_drift) is
-  shown as unreadable, with why, rather than refused. Refuses a summary without
+  shown as unreadable, with why, rather than refused; so are `slices` (slices.json's content
+  or report_format.Slices; None: no section) that report_format.parse_slices refuses and a
+  summary's `flag_kinds` that report_format.flag_kind_totals refuses. Label pairs name
+  their classes by summary.json's `class_names` where it has them. Refuses a summary without
   settings/checkpoints/counts and a preview image of an unsupported shape (ValueError naming it).
   """
   _check_summary(summary)
@@ -428,6 +577,9 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
   ranked_by = summary.get(vocab.RANKED_BY)
   if ranked_by not in known:
     ranked_by = vocab.VOG  # reports before format_version 4 were ranked by VoG
+  names = summary.get('class_names')
+  class_names = ([str(n) for n in names] if isinstance(names, list)
+                 and all(isinstance(n, (str, int)) for n in names) else None)
   context = {
       'created_at': _fmt(summary.get('created_at')),
       'headline': [(k, _fmt(counts.get(k))) for k in _HEADLINE_COUNTS],
@@ -457,6 +609,11 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'baseline': None if not isinstance(baseline, Mapping) else [
           (str(k), _fmt(v)) for k, v in baseline.items()],
       'drift': _drift_context(summary.get('drift')),
+      'slices': _slices_context(slices, class_names),
+      'kinds': _kind_counts(summary),
+      'kind_rule': _kind_rule(summary),
+      'kind_column': any(r.get('kind') is not None for r in flagged),
+      'kind_filter': _kind_filter(flagged),
   }
   return _TEMPLATE.render(**context)
 
@@ -515,7 +672,16 @@ def write_flagged_montage(path: str, previews: Sequence[ExamplePreview],
 
 _TEMPLATE = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-    lstrip_blocks=True).from_string('''<!DOCTYPE html>
+    lstrip_blocks=True).from_string('''{% macro slice_row(r) %}\
+<tr class="slice-row"><td class="num">{{ r.rank }}</td><td>{{ r.text }}</td><td>{{ r.kind }}</td>\
+<td class="num">{{ r.count }}{% if r.approximate %} <span class="approx" title="approximate: a \
+sketch&#39;s bound or a histogram&#39;s estimate">&asymp;</span>{% endif %}</td>\
+<td class="num">{{ r.in_group }} {{ r.group }}</td><td class="shares"><span class="line">\
+<span class="sbar group"><span style="width:{{ r.group_width }}%"></span></span>\
+{{ r.group_share }} of {{ r.group }}</span><span class="line"><span class="sbar split"><span \
+style="width:{{ r.split_width }}%"></span></span>{{ r.split_share }} of the split</span></td><td\
+ class="num lift">{{ r.lift }}</td><td class="num">{{ r.p }}</td></tr>
+{% endmacro %}<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>VoG audit {{ created_at }}</title>
@@ -557,9 +723,32 @@ figure.chart{margin:6px 0;overflow-x:auto}figure.chart figcaption{color:#5a6478;
 p.note{color:#5a6478;font-size:12px;margin:6px 0}.chip{display:inline-block;border-radius:8px;\
 padding:0 6px;margin:1px;font-size:11px;background:#e6effc;color:#1d4fa8}\
 td.agreeing{min-width:160px}details.drift-classes summary{cursor:pointer;margin:10px 0 6px}
+{% if slices or kind_column %}
+h3{font-size:15px;margin:14px 0 6px}h3 small{color:#5a6478;font-weight:400;font-size:12px}
+.sbar{display:inline-block;vertical-align:middle;background:#e3e7ee;height:8px;width:120px;\
+margin:1px 6px 1px 0;border-radius:2px}.sbar span{display:block;height:8px;border-radius:2px}\
+.sbar.group span{background:#b00020}.sbar.split span{background:#9aa5b8}
+td.shares{white-space:nowrap;font-size:12px}td.shares .line{display:block}.approx{color:#a15c00;cursor:help}
+.kind-chip{display:inline-block;border-radius:8px;padding:0 7px;font-size:12px;white-space:nowrap}
+.kind-chip.wrong-label{background:#fde8eb;color:#b00020}.kind-chip.atypical{background:#e6f4ea;\
+color:#1b7a3a}.kind-chip.unclear{background:#eef1f6;color:#3a4256}\
+.kind-chip.other{background:#fff4d6;color:#7a4500}
+header .kinds b{color:#fff}
+input.kind-radio{position:absolute;opacity:0;width:1px;height:1px}\
+label.kind-choice{display:inline-block;border:1px solid #ccd3df;border-radius:14px;padding:1px\
+ 10px;margin:0 6px 8px 0;cursor:pointer;font-size:13px}\
+input.kind-radio:checked+label.kind-choice{background:#1d2c4d;color:#fff;border-color:#1d2c4d}\
+input.kind-radio:focus-visible+label.kind-choice{outline:2px solid #3d6fd1}
+#kind-wrong-label:checked~table.flagged tr.flagged-row:not(.kind-wrong-label),\
+#kind-atypical:checked~table.flagged tr.flagged-row:not(.kind-atypical),\
+#kind-unclear:checked~table.flagged tr.flagged-row:not(.kind-unclear),\
+#kind-other:checked~table.flagged tr.flagged-row:not(.kind-other){display:none}
+{% endif %}
 </style></head><body>
 <header><h1>Variance of Gradients audit</h1><p>created {{ created_at }} &middot; \
-{{ flagged_share }} of scored examples flagged for review</p></header>
+{{ flagged_share }} of scored examples flagged for review{% if kinds %} &middot; <span\
+ class="kinds">{% for k in kinds %}<b>{{ k.count }}</b> {{ k.kind }}{% if not loop.last %}, {%\
+ endif %}{% endfor %}</span>{% endif %}</p></header>
 <main>
 <section id="drift"><h2>Since the last shipped model</h2>
 {% if drift.state == 'none' %}<p class="drift-none">\
@@ -656,6 +845,36 @@ they compare across models where raw values do not. Under {{ drift.psi_moderate 
 stable, {{ drift.psi_moderate }} to {{ drift.psi_large }} as a moderate shift, above \
 {{ drift.psi_large }} as a large one.</p></details>
 {% endif %}</section>
+{% if slices %}<section id="slices"><h2>What the flagged examples have in common</h2>
+{% if slices.state == 'unreadable' %}<p class="warn">The slices cannot be shown: {{ slices.reason }}</p>
+{% else %}<p class="note">Feature values, numeric ranges, text tokens and label pairs that the\
+ flagged examples (or the hard bucket) hold more often than the split does, best first: the share\
+ of the group that holds the slice (red bar) against the share of the split (grey bar), their ratio\
+ (lift) and the chance of so large a share by luck, adjusted for every slice tried\
+ (Benjamini-Hochberg; only slices with an adjusted p-value up to {{ slices.alpha }} are listed).{%\
+ if slices.approximate %} <span class="approx">&asymp;</span> marks counts that are a sketch&#39;s\
+ bound or a histogram&#39;s estimate.{% endif %}</p>
+{% for s in slices.splits %}<h3>{{ s.split }} split <small>{{ s.examples }} examples, {{ s.flagged\
+ }} flagged, {{ s.hard }} hard</small></h3>
+{% if s.not_examined %}<p class="note slices-not-examined">Features of the {{ s.split }} split were\
+ not examined: {{ s.not_examined }}. Its label pairs were.</p>
+{% endif %}
+{% if s.features %}<table class="slices"><tr><th class="num">rank</th><th>slice</th><th>kind</th>\
+<th class="num">in split</th><th class="num">in group</th><th>share of group vs share of split</th>\
+<th class="num">lift</th><th class="num">adjusted p</th></tr>
+{% for r in s.features %}{{ slice_row(r) }}{% endfor %}</table>
+{% endif %}
+{% if s.pairs %}<h3>Most confused class pairs, {{ s.split }} split</h3><table class="slices pairs">\
+<tr><th class="num">rank</th><th>label pair</th><th>kind</th><th class="num">in split</th><th\
+ class="num">in group</th><th>share of group vs share of split</th><th class="num">lift</th><th\
+ class="num">adjusted p</th></tr>
+{% for r in s.pairs %}{{ slice_row(r) }}{% endfor %}</table>
+{% endif %}
+{% if not s.features and not s.pairs %}<p class="na">Nothing over-indexes among the flagged or hard\
+ examples of this split ({{ s.tests }} tests).</p>
+{% endif %}
+{% endfor %}{% endif %}</section>
+{% endif %}
 <div class="cards">
 {% for name, value in headline %}<div class="card {{ name }}"><b>{{ value }}</b><span>{{ name }}</span></div>
 {% endfor %}</div>
@@ -690,13 +909,27 @@ or forgetting agree, the example is more likely atypical but rightly labeled.</p
 <td class="num">{{ a.count }}</td><td class="rate"><div class="bar"><div \
 style="width:{{ a.width }}%"></div></div>{{ a.share }}</td></tr>
 {% endfor %}</table></div>{% endif %}
+{% if kind_column %}<p class="note kind-note">Kind of each flag: <b>wrong label</b>, relabel it; \
+<b>atypical</b>, the label is right and the example unusual; <b>unclear</b>, the signals do not say\
+ which.{% if kind_rule %} Decided by {{ kind_rule.rule }} (memorised: {{ kind_rule.memorised }}){%\
+ if kind_rule.reason %}: {{ kind_rule.reason }}{% endif %}.{% endif %}</p>
+{% endif %}
+{% if kind_filter and flagged %}<input type="radio" name="kind-filter" id="kind-all"\
+ class="kind-radio" checked><label for="kind-all" class="kind-choice">all kinds ({{ flagged|length\
+ }})</label>
+{% for k in kind_filter %}<input type="radio" name="kind-filter" id="kind-{{ k.slug }}"\
+ class="kind-radio"><label for="kind-{{ k.slug }}" class="kind-choice">{{ k.text }} ({{ k.count }})\
+</label>
+{% endfor %}{% endif %}
 {% if flagged %}<table class="flagged"><thead><tr><th class="num">rank</th><th>example</th>\
-<th>id</th><th>split</th><th>label</th><th>predicted</th>{% if ranked_by != 'vog' %}\
+<th>id</th><th>split</th><th>label</th><th>predicted</th>{% if kind_column %}<th>kind</th>\
+{% endif %}{% if ranked_by != 'vog' %}\
 <th class="num">{{ ranked_by }}</th>{% endif %}<th class="num">VoG score</th>\
 <th class="num">VoG raw</th><th class="num">percentile</th><th>bucket</th>{% if agreement %}\
 <th>signals that agree</th>{% endif %}{% if moved_column %}<th>gradients moved most (sigma)</th>\
 {% endif %}{% if drift_column %}<th>since last shipped</th>{% endif %}</tr></thead><tbody>
-{% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}" \
+{% for r in flagged %}<tr class="flagged-row{% if r.mismatch %} mismatch{% endif %}\
+{% if kind_column %} kind-{{ r.kind_slug }}{% endif %}" \
 data-rank="{{ r.rank }}"><td class="num">{{ r.rank }}</td>
 <td>{% if r.image_uri %}<img class="thumb" src="{{ r.image_uri }}" \
 alt="example {{ r.example_id }}" width="64">{% elif r.features %}\
@@ -706,6 +939,8 @@ alt="example {{ r.example_id }}" width="64">{% elif r.features %}\
 <td class="id">{{ r.example_id }}</td><td>{{ r.split }}</td><td class="label">{{ r.label }}</td>\
 <td class="pred">{{ r.predicted }}{% if r.mismatch %}\
 <span class="badge">label &ne; predicted</span>{% endif %}</td>
+{% if kind_column %}<td class="kind">{% if r.kind %}<span class="kind-chip {{ r.kind_slug }}">\
+{{ r.kind }}</span>{% else %}<span class="na">n/a</span>{% endif %}</td>{% endif %}\
 {% if ranked_by != 'vog' %}<td class="num ranked">{{ r.ranked }}</td>{% endif %}\
 <td class="num">{{ r.score }}</td><td class="num">{{ r.raw }}</td>\
 <td class="num">{{ r.percentile }}</td><td>{{ r.bucket }}</td>{% if agreement %}\

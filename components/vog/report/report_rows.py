@@ -15,12 +15,13 @@ import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from components.vog import vocabulary as vocab
+from components.vog.compute import flag_kinds
 from components.vog.report import json_checks as jc
 
 
 # Fields added in format_version 3, left out of a row's JSON while None, so that a row
 # without them is written as before.
-_FLAGGED_ROW_ADDED = ('drift_status', 'flagged_streak')
+_FLAGGED_ROW_ADDED = ('drift_status', 'flagged_streak', 'kind')
 _CLASS_ROW_ADDED = ('hard',)
 
 
@@ -51,6 +52,10 @@ class FlaggedRow:
   # a source being a float input, an element `name[j]` of a vector input or an Embedding
   # layer; None for a model with one source.
   top_sigma: Optional[Tuple[Tuple[str, float], ...]] = None
+  # What the reviewer will most likely find (compute/flag_kinds.py): one of
+  # flag_kinds.KINDS ('wrong label', 'atypical', 'unclear'); None in rows written before
+  # kinds, and then left out of the JSON.
+  kind: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +234,12 @@ def flagged_row_from_json(obj: Any, where: str = 'flagged row') -> FlaggedRow:
   """The FlaggedRow of one parsed line; extra keys are ignored.
 
   Refuses (ReportFormatError naming `where`) a line that is not an object, lacks a
-  field or holds one of the wrong type.
+  field or holds one of the wrong type, or a `kind` that is not one of flag_kinds.KINDS.
   """
   fields = jc.fields(FlaggedRow, obj, where)
+  if fields['kind'] is not None and fields['kind'] not in flag_kinds.KINDS:
+    jc.fail(where, f"has 'kind' {fields['kind'][:40]!r}; expected one of "
+                   f'{", ".join(flag_kinds.KINDS)}')
   return FlaggedRow(signals=_signal_map(obj, 'signals', where),
                     agreeing=_agreeing(obj, where), top_sigma=_top_sigma(obj, where),
                     **fields)

@@ -334,3 +334,116 @@ def test_history_lines_of_a_file_are_the_lines_one_at_a_time():
     assert lines == [report_rows.history_line(i, split, c, f, f, p)
                      for i, c, f, p in zip(ids, classes, flagged, percentiles)]
     assert [json.loads(line)['example_id'] for line in lines] == ids
+
+
+def _slices():
+  """slices.json's content as the audit writes it (compute/slice_stats.slice_rows)."""
+  from components.vog.compute import slice_stats as ss  # pylint: disable=g-import-not-at-top
+  rows, tests = ss.slice_rows(
+      [ss.SliceCounts('region', ss.CATEGORICAL, 'r3', 130, 42, 20, False),
+       ss.SliceCounts('income_k', ss.NUMERIC, '>= 7.5', 100, 30, 12, True, 7.5, None),
+       ss.SliceCounts('label -> predicted', ss.LABEL_PAIR, '3 -> 5', 25, 20, 10, False,
+                      classes=(3, 5))], ss.GroupSizes(1000, 200, 100))
+  return {'format_version': 1, 'settings': {'alpha': 0.05},
+          'splits': {'train': {'examples': 1000, 'flagged': 200, 'hard': 100,
+                               'features': 'examined', 'tests': tests, 'rows': rows},
+                     'eval': {'examples': 7, 'flagged': 1, 'hard': 1, 'tests': 0, 'rows': [],
+                              'features': 'not examined: the split is not copied'}}}
+
+
+def _write_slices(folder, content):
+  with open(os.path.join(folder, 'slices.json'), 'w') as f:
+    f.write(content if isinstance(content, str) else json.dumps(content))
+
+
+def test_slices_load_typed_and_an_older_report_has_none(tmp_path):
+  older = report_format.load_report(write_folder(tmp_path / 'older'))
+  assert older.slices is None
+  folder = write_folder(tmp_path / 'r')
+  _write_slices(folder, _slices())
+  slices = report_format.load_report(folder).slices
+  assert slices.content == _slices()
+  train, eval_ = slices.splits['train'], slices.splits['eval']
+  assert (train.examples, train.flagged, train.hard, train.examined) == (1000, 200, 100, True)
+  assert not eval_.examined and eval_.rows == ()
+  pair, region, income = train.rows
+  assert (pair.rank, pair.kind, pair.classes, pair.group_count) == (1, 'label_pair', (3, 5), 20)
+  assert (region.feature, region.value, region.count, region.group) == ('region', 'r3', 130,
+                                                                       'flagged')
+  assert region.lift == pytest.approx(0.21 / 0.13) and not region.approximate
+  assert income.range == (7.5, None) and income.approximate
+  assert slices.top('train', 1) == (pair,) and slices.top('test') == ()
+
+
+def _slices_with(**row_changes):
+  content = _slices()
+  content['splits']['train']['rows'][1].update(row_changes)
+  return content
+
+
+SLICES_ERRORS = {
+    'not JSON': ('{"format_version": 1,', 'is not valid JSON'),
+    'a list': ('[1, 2]', 'is a list; expected an object'),
+    'newer format': (dict(_slices(), format_version=2), 'has format_version 2'),
+    'kind unknown': (_slices_with(kind='<script>'), "rows[1]: has 'kind' '<script>'"),
+    'count is text': (_slices_with(count='130'), "rows[1]: 'count' is a string ('130')"),
+    'negative count': (_slices_with(flagged=-1), "rows[1]: has 'flagged' -1"),
+    'share above 1': (_slices_with(share_flagged=3.0), "rows[1]: has 'share_flagged' 3.0"),
+    'p-value NaN': (_slices_with(p_adjusted=float('nan')), "rows[1]: has 'p_adjusted' nan"),
+    'ranks out of order': (_slices_with(rank=1), 'rows[1]: has rank 1 after rank 1'),
+    'split without rows': ({'format_version': 1, 'splits': {'train': {'examples': 1}}},
+                           "splits['train']: has no 'flagged'"),
+    'more flagged than examples': (
+        {'format_version': 1, 'splits': {'t': {'examples': 1, 'flagged': 5, 'hard': 0,
+                                               'features': 'examined', 'rows': []}}},
+        'has examples 1, flagged 5 and hard 0'),
+    'nested deep': ('{"format_version": 1, "splits": {"t": ' + '[' * 100000 + ']' * 100000
+                    + '}}', 'nests deeper than 8 levels'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(SLICES_ERRORS))
+def test_a_hostile_slices_file_is_refused_naming_it(tmp_path, case):
+  content, what = SLICES_ERRORS[case]
+  folder = write_folder(tmp_path)
+  _write_slices(folder, content)
+  with pytest.raises(ReportFormatError) as refused:
+    report_format.load_report(folder)
+  message = str(refused.value)
+  assert message.startswith(os.path.join(folder, 'slices.json')) and what in message, message
+  assert ' - ' in message
+
+
+def test_a_slices_folder_or_fifo_is_refused_without_opening_it(tmp_path):
+  folder = write_folder(tmp_path)
+  os.mkfifo(os.path.join(folder, 'slices.json'))
+  with pytest.raises(ReportFormatError, match='slices.json: is not a regular file'):
+    report_format.load_report(folder)
+
+
+def test_flag_kind_totals_add_the_splits_known_kinds_first():
+  assert report_format.flag_kind_totals(SUMMARY) is None
+  summary = dict(SUMMARY, flag_kinds={'train': {'unclear': 2, 'wrong label': 5, 'zzz': 1},
+                                      'eval': {'wrong label': 1}})
+  assert list(report_format.flag_kind_totals(summary).items()) == [
+      ('wrong label', 6), ('atypical', 0), ('unclear', 2), ('zzz', 1)]
+  for bad, what in (({'train': {'unclear': -1}}, "flag_kinds['train']['unclear'] is -1"),
+                    ({'train': {'unclear': 1.5}}, "flag_kinds['train']['unclear'] is a number"),
+                    ([1], 'flag_kinds is a list')):
+    with pytest.raises(ReportFormatError, match=re.escape(what)):
+      report_format.flag_kind_totals(dict(SUMMARY, flag_kinds=bad))
+
+
+def test_published_slices_replace_an_earlier_audits_whole(tmp_path):
+  from components.vog.report import report_folder  # pylint: disable=g-import-not-at-top
+  folder = write_folder(tmp_path)
+  report_folder.write_slices(folder, _slices())
+  assert json.load(open(os.path.join(folder, 'slices.json'))) == _slices()
+  assert sorted(n for n in os.listdir(folder) if 'slices' in n) == ['slices.json']
+  assert report_format.load_report(folder).slices.content == _slices()
+  with pytest.raises(ReportFormatError, match="rows\\[1\\]: has 'kind' 'odd'"):
+    report_folder.write_slices(folder, _slices_with(kind='odd'))
+  assert json.load(open(os.path.join(folder, 'slices.json'))) == _slices()  # untouched
+  report_folder.write_slices(folder, None)  # an audit without slices into the same folder
+  assert not os.path.exists(os.path.join(folder, 'slices.json'))
+  assert report_format.load_report(folder).slices is None

@@ -513,3 +513,197 @@ def test_tabular_rows_show_where_their_gradients_moved_most():
   assert rows[1][1][-1] == ''
   # Text and tabular features are shown as their values, not as a thumbnail.
   assert '<table class="features">' in page and 'pixels' in page
+
+
+def _slices(feature='region', value='r3'):
+  """slices.json's content as the audit writes it (compute/slice_stats.slice_rows): train
+  examined (a value, a range, a token, a label pair), eval not copied (a label pair)."""
+  from components.vog.compute import slice_stats as ss  # pylint: disable=g-import-not-at-top
+
+  def split(features, candidates, sizes):
+    rows, tests = ss.slice_rows(candidates, ss.GroupSizes(*sizes))
+    return {'examples': sizes[0], 'flagged': sizes[1], 'hard': sizes[2],
+            'features': features, 'tests': tests, 'rows': rows}
+
+  train = [ss.SliceCounts(feature, ss.CATEGORICAL, value, 130, 42, 20, False),
+           ss.SliceCounts('income_k', ss.NUMERIC, '[3, 7.5)', 100, 30, 12, True, 3.0, 7.5),
+           ss.SliceCounts('text', ss.TOKEN, 'news', 90, 35, 15, False),
+           ss.SliceCounts('label -> predicted', ss.LABEL_PAIR, '3 -> 5', 25, 20, 10, False,
+                          classes=(3, 5))]
+  eval_ = [ss.SliceCounts('label -> predicted', ss.LABEL_PAIR, '3 -> 8', 10, 8, 6, False,
+                          classes=(3, 8))]
+  return {'format_version': 1, 'settings': {'alpha': 0.05, 'min_support': 5},
+          'splits': {'train': split('examined', train, (1000, 200, 100)),
+                     'eval': split('not examined: the split is not copied', eval_,
+                                   (300, 40, 30))}}
+
+
+def _slices_section(page):
+  return page.split('<section id="slices">', 1)[1].split('</section>', 1)[0]
+
+
+def _slice_rows(fragment):
+  """[(rank, slice, kind, in split, in group, shares, lift, adjusted p)] of slice tables."""
+  rows = []
+  for row in fragment.split('<tr class="slice-row">')[1:]:
+    cells = row.split('</tr>', 1)[0].split('</td>')[:-1]
+    rows.append(tuple(_visible_text(c) for c in cells))
+  return rows
+
+
+def test_what_the_flagged_examples_have_in_common_comes_before_the_examples():
+  flagged, previews = _flagged_and_previews(n=3)
+  page = report_html.render_report(_drift_summary(), flagged, [], previews, slices=_slices())
+  main = page.split('<main>', 1)[1]
+  assert main.lstrip().startswith('<section id="drift">')  # the drift still opens the page
+  assert (main.index('id="drift"') < main.index('What the flagged examples have in common')
+          < main.index('<div class="cards">') < main.index('Flagged for review'))
+  section = _slices_section(page)
+  train = section.split('<h3>train split', 1)[1].split('<h3>eval split', 1)[0]
+  assert 'train split 1,000 examples, 200 flagged, 100 hard' in _visible_text(
+      '<h3>train split' + train)
+  features, pairs = train.split('Most confused class pairs, train split')
+  # Ranked by adjusted p-value across the split: the label pair is rank 1.
+  assert _slice_rows(features) == [
+      ('2', 'token "news" in text', 'token', '90', '35 of 200 flagged',
+       '17.5% of flagged 9.0% of the split', '1.9×', '4.3e-05'),
+      ('3', 'region = r3', 'value', '130', '42 of 200 flagged',
+       '21.0% of flagged 13.0% of the split', '1.6×', '0.0005'),
+      ('4', 'income_k in [3, 7.5)', 'range', '100 ≈', '30 of 200 flagged',
+       '15.0% of flagged 10.0% of the split', '1.5×', '0.013')]
+  assert _slice_rows(pairs) == [
+      ('1', 'labelled 3, predicted 5', 'label pair', '25', '20 of 200 flagged',
+       '10.0% of flagged 2.5% of the split', '4.0×', '7.7e-10')]
+  # The bars are scaled to the split's largest share (21.0% of flagged is a full bar).
+  assert 'class="sbar group"><span style="width:100.0%">' in features
+  assert 'approximate: a sketch&#39;s bound' in features
+  eval_ = _visible_text(section.split('<h3>eval split', 1)[1])
+  assert ('Features of the eval split were not examined: the split is not copied. Its label '
+          'pairs were.') in eval_
+  assert 'Most confused class pairs, eval split' in eval_
+  assert 'labelled 3, predicted 8 label pair 10 8 of 40 flagged' in eval_
+  assert 'only slices with an adjusted p-value up to 0.05 are listed' in _visible_text(section)
+
+
+def test_label_pairs_name_their_classes_where_the_summary_knows_them():
+  summary = dict(_summary(), class_names=[f'class-{c}' for c in range(10)])
+  page = report_html.render_report(summary, [], [], [], slices=_slices())
+  assert 'labelled class-3 (3), predicted class-5 (5)' in page
+
+
+def test_a_split_where_nothing_stands_out_says_so():
+  slices = _slices()
+  slices['splits']['eval'].update(rows=[], features='examined', tests=4)
+  section = _visible_text(_slices_section(report_html.render_report(
+      _summary(), [], [], [], slices=slices)))
+  assert ('eval split 300 examples, 40 flagged, 30 hard Nothing over-indexes among the flagged '
+          'or hard examples of this split (4 tests).') in section
+
+
+def test_slice_values_from_the_data_are_escaped_and_clipped():
+  long_value = 'v' * 5000
+  page = report_html.render_report(_summary(), [], [], [], slices=_slices(
+      feature=HOSTILE_ID, value='<img src=x onerror=alert(1)>'))
+  assert '<script>alert' not in page and '<img src=x' not in page
+  assert ('&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; = &lt;img src=x '
+          'onerror=alert(1)&gt;') in page
+  page = report_html.render_report(_summary(), [], [], [], slices=_slices(value=long_value))
+  assert 'v' * 5000 not in page
+  assert f'region = {"v" * (report_html.SLICE_TEXT_LIMIT - 1)}…' in page
+
+
+def test_unreadable_slices_are_shown_not_refused():
+  slices = _slices()
+  slices['splits']['train']['rows'][1]['kind'] = '<b>odd</b>'
+  section = _slices_section(report_html.render_report(_summary(), [], [], [], slices=slices))
+  assert 'The slices cannot be shown: slices.json, splits[&#39;train&#39;], rows[1]: has ' \
+         '&#39;kind&#39; &#39;&lt;b&gt;odd&lt;/b&gt;&#39;; expected one of' in section
+
+
+def _with_kinds(flagged):
+  """Rows as an audit with kinds writes them: the mismatched ones wrong labels."""
+  return [dict(row, kind='wrong label' if row['label'] != row['predicted_class'] else
+               ('atypical' if i % 2 else 'unclear')) for i, row in enumerate(flagged)]
+
+
+def _kinds_summary():
+  return dict(_summary(), flag_kinds={'train': {'wrong label': 150, 'atypical': 20,
+                                                'unclear': 30},
+                                      'eval': {'wrong label': 10, 'atypical': 0,
+                                               'unclear': 30}},
+              flag_kind_rule={'rule': 'margin_mean', 'memorised': False,
+                              'reason': 'the model has not memorised its training labels'})
+
+
+def test_each_flag_shows_its_kind_and_the_header_counts_them():
+  flagged, previews = _flagged_and_previews(n=6)
+  page = report_html.render_report(_kinds_summary(), _with_kinds(flagged), [], previews)
+  header = _visible_text(page.split('<header>', 1)[1].split('</header>', 1)[0])
+  assert header.endswith('flagged for review · 160 wrong label, 20 atypical, 60 unclear')
+  rows = _rows(page)
+  # rank, example, id, split, label, predicted, kind, ...
+  assert [cells[6] for _, cells, _ in rows] == [
+      'wrong label', 'atypical', 'unclear', 'wrong label', 'unclear', 'atypical']
+  assert [c for c in rows[0][0] if c.startswith('kind-')] == ['kind-wrong-label']
+  assert '<span class="kind-chip wrong-label">wrong label</span>' in page
+  note = _visible_text(page.split('class="note kind-note">', 1)[1].split('</p>', 1)[0])
+  assert note.endswith('Decided by margin_mean (memorised: no): the model has not memorised '
+                       'its training labels.')
+  # The kind filter: one choice per kind the rows hold, with its count, all checked first.
+  choices = re.findall(r'<input type="radio" name="kind-filter" id="kind-([a-z-]+)" '
+                       r'class="kind-radio"( checked)?><label for="kind-\1" '
+                       r'class="kind-choice">([^<]+)</label>', page)
+  assert [(slug, checked, ' '.join(text.split())) for slug, checked, text in choices] == [
+      ('all', ' checked', 'all kinds (6)'), ('wrong-label', '', 'wrong label (2)'),
+      ('atypical', '', 'atypical (2)'), ('unclear', '', 'unclear (2)')]
+
+
+def test_a_report_without_kinds_or_slices_has_neither():
+  flagged, previews = _flagged_and_previews(n=3)
+  page = report_html.render_report(_summary(), flagged, [], previews)
+  assert 'kind-filter' not in page and 'kind-chip' not in page and 'id="slices"' not in page
+  assert '.kind-chip' not in page  # not even their style
+  assert [len(cells) for _, cells, _ in _rows(page)] == [10] * 3
+
+
+def test_unknown_kinds_and_hostile_kind_counts_are_escaped():
+  flagged, previews = _flagged_and_previews(n=2)
+  flagged[0]['kind'] = '<i>new</i>'
+  summary = dict(_summary(), flag_kinds={'train': {'<i>new</i>': 1, 'wrong label': 1}})
+  page = report_html.render_report(summary, flagged, [], previews)
+  assert '<i>new</i>' not in page
+  assert '<span class="kind-chip other">&lt;i&gt;new&lt;/i&gt;</span>' in page
+  assert '<b>1</b> &lt;i&gt;new&lt;/i&gt;' in page
+  assert [cells[6] for _, cells, _ in _rows(page)] == ['<i>new</i>', 'n/a']
+  bad = dict(_summary(), flag_kinds={'train': {'wrong label': 'many'}})
+  header = report_html.render_report(bad, [], [], []).split('</header>')[0]
+  assert 'kinds cannot be shown: summary.json: flag_kinds[&#39;train&#39;][&#39;wrong ' \
+         'label&#39;] is a string' in header
+
+
+def _pink_pixels(png):
+  with Image.open(png) as img:
+    pixels = np.asarray(img.convert('RGB')).reshape(-1, 3)
+  return int((pixels == (0xfd, 0xe8, 0xeb)).all(axis=1).sum())
+
+
+def test_chromium_filters_the_flagged_rows_by_kind_without_javascript(tmp_path):
+  """The mismatched rows (pink) are the wrong labels: choosing `atypical` hides them all."""
+  flagged, previews = _flagged_and_previews(n=12)
+  page = report_html.render_report(_kinds_summary(), _with_kinds(flagged), [], previews,
+                                   slices=_slices())
+  assert '<script' not in page.lower()
+  shown = tmp_path / 'all.html'
+  shown.write_text(page, encoding='utf-8')
+  chosen = tmp_path / 'atypical.html'  # as after a click on `atypical`
+  chosen.write_text(page.replace('class="kind-radio" checked>', 'class="kind-radio">').replace(
+      'id="kind-atypical" class="kind-radio">', 'id="kind-atypical" class="kind-radio" checked>'),
+                    encoding='utf-8')
+  pink = [_pink_pixels(browser.screenshot(str(p), str(tmp_path / f'{p.stem}.png'),
+                                          str(tmp_path / 'profile'), height=4000))
+          for p in (shown, chosen)]
+  assert pink[0] > 10000 and pink[1] == 0, pink
+  dom = browser.dump_dom(str(shown), str(tmp_path / 'profile'))
+  assert len(_rows(dom)) == 12
+  section = _slices_section(dom)
+  assert len(_slice_rows(section)) == 5 and '<script>' not in section
