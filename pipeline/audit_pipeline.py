@@ -27,15 +27,21 @@ The audit reads the RAW examples and applies the transform graph to each batch b
 takes gradients, so `scored_examples` hold the raw features plus the vog_* fields; the
 serving model applies the same graph to raw tf.Examples, so the Evaluator is unchanged.
 
+Every reference data set records which labels it planted wrong in `label_flipped`; the
+audit leaves that feature out of its slice statistics (REFERENCE_SLICE_LEAVE_OUT) unless
+`vog_slice_leave_out` names the features to leave out.
+
 Runners: `tfx.orchestration.LocalDagRunner().run(create_pipeline(config))`, the Airflow DAG
 in `pipeline/airflow_dag.py`, and `python -m kubeflow.compile`.
 """
 
+import dataclasses
 from typing import Tuple
 
 from tfx import v1 as tfx
 
 from components.review_gate import spec_keys as review_gate_keys
+from components.vog.settings import VogSettings
 from pipeline.reference import demo_data
 from pipeline.reference import reference_datasets
 from pipeline.config import PipelineConfig
@@ -73,6 +79,23 @@ def component_ids(dataset: str = reference_datasets.DIGITS) -> Tuple[str, ...]:
   """
   uses_transform = reference_datasets.reference_dataset(dataset).uses_transform
   return TRANSFORM_COMPONENT_IDS if uses_transform else COMPONENT_IDS
+
+
+# Features of the reference data sets the audit never slices unless
+# vog_slice_leave_out names others: `label_flipped` records which labels were planted
+# wrong, the answer the audit is measured against, so a slice on it would only find
+# the planted labels again.
+REFERENCE_SLICE_LEAVE_OUT = (demo_data.FLIPPED_KEY,)
+
+
+def reference_vog_settings(config: PipelineConfig) -> VogSettings:
+  """The VarianceOfGradients settings of the reference pipeline: the config's, with
+  slice_leave_out REFERENCE_SLICE_LEAVE_OUT when the config leaves it empty."""
+  settings = config.vog_settings()
+  if not settings.slice_leave_out:
+    settings = dataclasses.replace(settings,
+                                   slice_leave_out=list(REFERENCE_SLICE_LEAVE_OUT))
+  return settings
 
 
 def create_pipeline(config: PipelineConfig,
@@ -141,7 +164,7 @@ def create_pipeline(config: PipelineConfig,
   vog_inputs = {}
   if transform is not None:
     vog_inputs['transform_graph'] = transform.outputs['transform_graph']
-  settings = config.vog_settings()
+  settings = reference_vog_settings(config)
   if EVAL_SPLIT not in settings.copied_splits(settings.splits or [EVAL_SPLIT]):
     raise ValueError(
         f'vog_copy_splits={settings.copy_splits!r} and vog_splits={settings.splits!r} leave '

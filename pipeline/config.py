@@ -169,7 +169,9 @@ class PipelineConfig:
     from there, each with the setting's type and default). A field also takes text,
     read in the setting's text form: vog_stage='120,240,360', vog_splits='eval,train',
     bucket_percentiles='50,90', vog_copy_splits='all'. `label_key` also names the label
-    for the Evaluator.
+    for the Evaluator. An empty vog_slice_leave_out makes the reference pipeline leave
+    out `label_flipped` (the planted wrong labels' record) from its slice statistics
+    (audit_pipeline.REFERENCE_SLICE_LEAVE_OUT).
   seed: the Trainer's seed (weights and shuffling).
   min_accuracy, min_hard_accuracy, max_accuracy_drop: the Evaluator's thresholds.
   review_*: the HumanReviewGate between the Evaluator and the Pusher. `review_backend`

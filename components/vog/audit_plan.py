@@ -5,6 +5,10 @@ component, the executor reading its execution property, `vog-audit score`), read
 checkpoint manifest, the user module and the transform graph, loads the checkpoints
 once to learn the model inputs, lists and peeks at each split's files, and reads the
 baseline; any configuration problem is an AuditConfigError before an example is scored.
+With labels it also scores a sample of the training examples with the last selected
+checkpoint (memorisation.py): whether the model memorised its labels decides what
+rank_by='auto' ranks by (compute/auto_rank.py) and how flags get their kind
+(compute/flag_kinds.py).
 """
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -12,9 +16,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from absl import logging
 import tensorflow as tf
 
+from components.vog import memorisation as memorisation_lib
 from components.vog import user_module as user_module_lib
 from components.vog.audit_errors import AuditConfigError
 from components.vog.audit_errors import AuditInputError
+from components.vog.factories import ParserFactory
 from components.vog.compute import stages
 from components.vog.compute.scoring import VogScorer
 from components.vog.dataflow import beam_audit
@@ -24,6 +30,7 @@ from components.vog.inputs import examples_io
 from components.vog.inputs import record_files
 from components.vog.inputs import storage
 from components.vog.inputs import transform_inputs
+from components.vog.settings import AUTO
 from components.vog.settings import VogSettings
 
 PEEK_RECORDS = 50
@@ -65,7 +72,10 @@ class AuditPlan:
   """A checked audit: settings, checkpoints, model inputs and the files of each split."""
 
   def __init__(self, settings, entries, input_specs, num_classes, split_files,
-               user_module, baseline, transform_graph=None):
+               user_module, baseline, transform_graph=None, memorisation=None,
+               auto_rank=None):
+    # rank_by `auto` is resolved here (VogSettings.resolving_auto): settings.ranked_by
+    # is what ranks the examples everywhere downstream.
     self.settings: VogSettings = settings
     self.entries: List[checkpoints.CheckpointEntry] = entries
     self.input_specs: List[examples_io.InputSpec] = input_specs
@@ -80,6 +90,18 @@ class AuditPlan:
     self.baseline: Optional[drift_lib.Baseline] = baseline
     # The TransformGraph folder whose output the model takes; None: the raw features.
     self.transform_graph: Optional[str] = transform_graph
+    # Whether the model memorised its training labels, from a sample of them
+    # (memorisation.measure); None without labels (label_mode='predicted').
+    self.memorisation: Optional[memorisation_lib.MemorisationSample] = memorisation
+    # What rank_by='auto' chose and why (MemorisationSample.auto_rank); None when rank_by
+    # named what ranks, or without labels (auto is then VoG).
+    self.auto_rank: Optional[Dict[str, Any]] = auto_rank
+
+  @property
+  def memorised(self) -> bool:
+    """Whether the flag kinds take the model as having memorised its labels (False when
+    it was not measured)."""
+    return bool(self.memorisation is not None and self.memorisation.memorised)
 
 
 def plan_audit(settings: VogSettings, model_run_dir: str,
@@ -171,10 +193,22 @@ def plan_audit(settings: VogSettings, model_run_dir: str,
   if transform_graph:
     logging.info('VoG model inputs come from the transform graph %s (raw features %s)',
                  transform_graph, raw_features)
+  sample, auto_choice = None, None
+  if settings.label_mode == 'label':
+    # The evidence is measured whatever rank_by is: the flag kinds read it too.
+    parser = ParserFactory(input_specs, settings, scorer.num_classes, user_module,
+                           transform_graph or None)()
+    sample = memorisation_lib.measure(scorer, parser, split_files, settings.batch_size)
+    if settings.rank_by == AUTO:
+      signal, auto_choice = sample.auto_rank()
+      settings = settings.resolving_auto(signal)
+      logging.info('VoG rank_by=auto ranks by %s: %s', signal, auto_choice['reason'])
+  settings = settings.resolving_auto(settings.ranked_by)
   compared_with = None if baseline is None else drift_lib.load_baseline(
       baseline, settings.ranked_by)
   return AuditPlan(settings, chosen, input_specs, scorer.num_classes, split_files,
-                   user_module, compared_with, transform_graph or None)
+                   user_module, compared_with, transform_graph or None, sample,
+                   auto_choice)
 
 
 def _check_features(split, peeked, schema_features, input_specs, inputs_fn, settings,

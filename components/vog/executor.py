@@ -15,6 +15,7 @@ from components.vog import audit_plan
 from components.vog.report import baseline as baseline_lib
 from components.vog import beam_args
 from components.vog import vocabulary as vocab
+from components.vog.dataflow import slices as slices_lib
 from components.vog.report.summary_model import ReportSummary
 from components.vog.settings import VogSettings
 from components.vog.spec_keys import BASELINE_KEY
@@ -74,10 +75,24 @@ def _schema_features(schema_artifacts: List[types.Artifact]) -> List[str]:
 
 def record_headline(report: types.Artifact, settings: VogSettings,
                     summary: ReportSummary) -> None:
-  """Sets the report's ML Metadata custom properties: counts, headline settings and, when
-  the audit had a baseline it could compare with, the drift headline (DRIFT_PROPERTIES)."""
+  """Sets the report's ML Metadata custom properties: counts, headline settings (the
+  plan's: rank_by is what ranked, `auto` resolved), what the flagged examples are
+  (flagged_wrong_label, flagged_atypical, flagged_unclear over every split; memorised
+  0/1 when it was measured; top_slice, one line, '' without a slice), ranked_by and,
+  when the audit had a baseline it could compare with, the drift headline
+  (DRIFT_PROPERTIES)."""
   for name in vocab.HEADLINE:
     report.set_int_custom_property(name, summary.counts[name])
+  kinds = summary.flag_kinds or {}
+  for kind, name in vocab.FLAGGED_KIND_PROPERTIES.items():
+    report.set_int_custom_property(name, sum(k.get(kind, 0) for k in kinds.values()))
+  memorised = None if summary.memorisation is None else summary.memorisation.memorised
+  if memorised is not None:
+    report.set_int_custom_property(vocab.MEMORISED, int(memorised))
+  report.set_string_custom_property(vocab.RANKED_BY, summary.ranked_by)
+  report.set_string_custom_property(
+      vocab.TOP_SLICE, '' if summary.slices is None else slices_lib.best_line(
+          summary.slices.top))
   for name, value in settings.headline().items():
     if isinstance(value, int):
       report.set_int_custom_property(name, value)
@@ -134,5 +149,5 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  ' '.join(beam_args.shown(self._beam_pipeline_args)))
     summary = audit.audit_and_publish(plan, self._make_beam_pipeline(), scored.uri,
                                       report.uri)
-    record_headline(report, settings, summary)
+    record_headline(report, plan.settings, summary)
     logging.info('VarianceOfGradients wrote %s and %s', scored.uri, report.uri)

@@ -39,9 +39,10 @@ from components.vog.compute import stages
 Stage = Union[str, List[int]]
 
 # What ranks the examples (`rank_by`): VoG, or one of the label-error signals of
-# signals.py by its short name. `auto` is `confidence` with labels (the most dependable
-# signal in `make quality`, see the README) and `vog` in `predicted` label mode, where
-# the signals carry no information.
+# signals.py by its short name. `auto` is, with labels, `confidence` (the most dependable
+# signal in `make quality`, see the README), or `el2n` once the model memorised its
+# training labels (compute/auto_rank.py, measured when the audit is planned), and `vog`
+# in `predicted` label mode, where the signals carry no information.
 AUTO = 'auto'
 VOG = 'vog'
 
@@ -353,7 +354,9 @@ class VogSettings:
   rank_by: str = setting(
       AUTO, 'what ranks the examples for the buckets, the slices and the flagged set: '
       f'{VOG}, or a label-error signal ({", ".join(signal_choices())}); {AUTO} is '
-      f'confidence with labels and {VOG} without', choices=rank_by_choices, headline=True)
+      'el2n when the model fits nearly every sampled training label (it memorised them) '
+      f'and confidence otherwise, with labels, and {VOG} without', choices=rank_by_choices,
+      headline=True)
   gradient_layers: Optional[List[str]] = setting(
       None, 'layers whose outputs stand in for inputs that are not differentiable (ids '
       'into an Embedding); by default the Embedding layers that integer and text inputs '
@@ -372,6 +375,10 @@ class VogSettings:
   max_record_bytes: int = setting(
       DEFAULT_MAX_RECORD_BYTES, 'input records longer than this many bytes are '
       'quarantined without being read into memory', form=WHOLE_NUMBER)
+  slice_leave_out: List[str] = setting(
+      (), 'features never sliced when the audit looks for what the flagged examples '
+      'share (the label, the example id and the vog_*/audit_* fields never are), such '
+      'as a ground-truth column', form=NAMES)
 
   def __post_init__(self):
     # Only the container changes here; validate() judges the values.
@@ -419,6 +426,10 @@ class VogSettings:
         all(isinstance(s, str) and s for s in self.copy_splits)):
       raise ValueError(f'copy_splits={self.copy_splits!r} must be a list of split names, '
                        f'{ALL!r}, or null for the default {list(DEFAULT_COPY_SPLITS)}')
+    if not (isinstance(self.slice_leave_out, list) and
+            all(isinstance(f, str) and f for f in self.slice_leave_out)):
+      raise ValueError(f'slice_leave_out={self.slice_leave_out!r} must be a list of '
+                       'feature names (empty: every feature may be sliced)')
     if self.pad_id is not None and not _is_int(self.pad_id):
       raise ValueError(f'pad_id={self.pad_id!r} must be a whole number (the padding '
                        'token id), or null')
@@ -470,10 +481,28 @@ class VogSettings:
 
   @property
   def ranked_by(self) -> str:
-    """What ranks the examples: `rank_by` with `auto` resolved (see rank_by_choices)."""
+    """What ranks the examples: `rank_by` with `auto` resolved (see rank_by_choices).
+
+    Before the audit is planned, `auto` reads as `confidence` with labels; planning
+    (audit_plan.plan_audit) measures whether the model memorised its labels and gives
+    the audit `resolving_auto(...)` of these settings, whose rank_by is what auto chose.
+    """
     if self.rank_by != AUTO:
       return self.rank_by
     return 'confidence' if self.label_mode == 'label' else VOG
+
+  def resolving_auto(self, signal: str) -> 'VogSettings':
+    """These settings with rank_by `auto` replaced by `signal`, what auto chose; the
+    same settings when rank_by names a signal already. Raises ValueError for a signal
+    rank_by cannot name, or one that needs labels without them."""
+    if self.rank_by != AUTO:
+      return self
+    if signal == AUTO or signal not in rank_by_choices():
+      raise ValueError(f'rank_by auto cannot resolve to {signal!r}; expected one of '
+                       f'{", ".join(rank_by_choices()[1:])}')
+    if self.label_mode != 'label' and signal != VOG:
+      raise ValueError(f"rank_by auto is {VOG} with label_mode='predicted'; got {signal!r}")
+    return dataclasses.replace(self, rank_by=signal)
 
   def copied_splits(self, scored: Sequence[str]) -> List[str]:
     """The splits of `scored` whose examples are copied in full (`copy_splits`)."""

@@ -96,6 +96,10 @@ def test_headline_is_ints_and_text():
     ('{"max_record_bytes": 4294967296}', 'max_record_bytes=4294967296; give a record size'),
     ('{"max_record_bytes": "64MB"}', "max_record_bytes='64MB' must be a whole number, e.g. "
                                      '67108864'),
+    ('{"slice_leave_out": "label_flipped"}', "slice_leave_out='label_flipped' must be a "
+                                             'list of feature names'),
+    ('{"slice_leave_out": [""]}', "slice_leave_out=[''] must be a list of feature names"),
+    ('{"slice_leave_out": null}', 'slice_leave_out=None must be a list of feature names'),
 ])
 def test_from_json_refuses_by_name(text, message):
   with pytest.raises(ValueError) as raised:
@@ -189,3 +193,16 @@ def test_every_setting_is_a_keyword_of_the_component():
   component = VarianceOfGradients(**_channels(), max_record_bytes=4096)
   assert VogSettings.from_json(
       component.exec_properties[spec_keys.SETTINGS_KEY]).max_record_bytes == 4096
+
+
+def test_auto_resolves_to_the_signal_planning_chose():
+  chosen = VogSettings().resolving_auto('el2n')
+  assert (chosen.rank_by, chosen.ranked_by, chosen.rank_normalize) == ('el2n', 'el2n', 'raw')
+  assert chosen.headline()['rank_by'] == 'el2n'
+  assert VogSettings(rank_by='margin_mean').resolving_auto('el2n').rank_by == 'margin_mean'
+  unlabelled = VogSettings(label_mode='predicted', label_key=None)
+  assert unlabelled.resolving_auto('vog').rank_by == 'vog'
+  with pytest.raises(ValueError, match="rank_by auto is vog with label_mode='predicted'"):
+    unlabelled.resolving_auto('el2n')
+  with pytest.raises(ValueError, match="rank_by auto cannot resolve to 'magic'"):
+    VogSettings().resolving_auto('magic')

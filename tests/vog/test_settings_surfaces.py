@@ -45,6 +45,7 @@ SAMPLES = {
     'copy_splits': ('train,eval', ['train', 'eval']),
     'output_compression': ('none', 'none'),
     'max_record_bytes': ('4096', 4096),
+    'slice_leave_out': ('region,label_flipped', ['region', 'label_flipped']),
 }
 EXPECTED = VogSettings(**{name: value for name, (_, value) in SAMPLES.items()})
 
@@ -57,7 +58,7 @@ CLI_OPTIONS = {
     'bucket_percentiles': '--bucket-percentiles', 'example_id_key': '--example-id-key',
     'rank_by': '--rank-by', 'gradient_layers': '--gradient-layer', 'pad_id': '--pad-id',
     'copy_splits': '--copy-splits', 'output_compression': '--output-compression',
-    'max_record_bytes': '--max-record-bytes'}
+    'max_record_bytes': '--max-record-bytes', 'slice_leave_out': '--slice-leave-out'}
 CONFIG_FIELDS = {
     'label_key': 'label_key', 'target': 'vog_target', 'label_mode': 'vog_label_mode',
     'normalize': 'vog_normalize', 'stage': 'vog_stage',
@@ -67,11 +68,11 @@ CONFIG_FIELDS = {
     'rank_by': 'vog_rank_by', 'gradient_layers': 'vog_gradient_layers',
     'pad_id': 'vog_pad_id', 'copy_splits': 'vog_copy_splits',
     'output_compression': 'vog_output_compression',
-    'max_record_bytes': 'vog_max_record_bytes'}
+    'max_record_bytes': 'vog_max_record_bytes', 'slice_leave_out': 'vog_slice_leave_out'}
 KUBEFLOW_FLAGS = {'--vog-target', '--vog-normalize', '--vog-stage', '--vog-num-checkpoints',
                   '--vog-batch-size', '--inspection-budget', '--vog-rank-by',
                   '--bucket-percentiles', '--vog-splits', '--vog-gradient-layers',
-                  '--vog-pad-id'}
+                  '--vog-pad-id', '--vog-slice-leave-out'}
 
 
 def _channels():
@@ -212,6 +213,23 @@ def test_splits_gradient_layers_and_pad_id_reach_the_component_from_the_config(t
       nodes['VarianceOfGradients'].exec_properties[spec_keys.SETTINGS_KEY])
   assert (carried.splits, carried.gradient_layers, carried.pad_id) == (
       ['train', 'eval'], ['embed'], 0)
+
+
+def test_the_reference_pipeline_never_slices_its_planted_truth_unless_told(tmp_path):
+  from pipeline import audit_pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
+
+  def carried(**fields):
+    config = PipelineConfig(data_root=str(tmp_path / 'data'),
+                            pipeline_root=str(tmp_path / 'root'),
+                            serving_model_dir=str(tmp_path / 'serving'), **fields)
+    nodes = {c.id: c for c in audit_pipeline.create_pipeline(config).components}
+    return VogSettings.from_json(
+        nodes['VarianceOfGradients'].exec_properties[spec_keys.SETTINGS_KEY])
+
+  assert carried().slice_leave_out == ['label_flipped']
+  assert carried(dataset='tabular').slice_leave_out == ['label_flipped']
+  assert carried(vog_slice_leave_out='region').slice_leave_out == ['region']
 
 
 def test_every_setting_is_an_environment_variable():

@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 
 from components.vog import vocabulary as vocab
+from components.vog.compute import flag_kinds
 from components.vog.compute import signals as signals_lib
 from components.vog.report import report_rows
 from components.vog.report import summary_model
@@ -89,6 +90,8 @@ class DoneTally(NamedTuple):
 
 FLAGGED_FILE_DONE = 'flagged rows'
 STATUS_FILE_DONE = 'drift statuses'
+SLICES_FILE_DONE = 'slice statistics'
+FLAG_KIND = 'flag_kind'  # the counts key of flagged examples by kind
 Tally = Union[FileTally, CountsTally, QuarantinedTally, ClassStatsTally, WrittenTally,
               HistoryWrittenTally, HistoryRefusedTally, DoneTally]
 
@@ -137,6 +140,16 @@ def file_counts(split: str, target_class: np.ndarray, label: np.ndarray,
     put(('class_errors', split, c), int(errors[members].sum()))
     for field, value in zip(fields, table[members].sum(axis=0).tolist()):
       counts[('class_signal', split, c, field)] = value
+  return counts
+
+
+def kind_counts(split: str, kinds: Sequence[str]) -> Dict[tuple, int]:
+  """What a unit's flagged examples add to summary.json's `flag_kinds`: how many of
+  them are of each kind (flag_kinds.KINDS), as counts by key."""
+  counts: Dict[tuple, int] = {}
+  for kind, n in flag_kinds.counts(np.asarray(list(kinds), dtype=object)).items():
+    if n:
+      counts[(FLAG_KIND, split, kind)] = n
   return counts
 
 
@@ -242,21 +255,25 @@ class AuditSummaryFn(beam.CombineFn):
                     for split in sorted({key[1] for key in counts if key[0] == 'drift'})}
     streaks = {str(key[1]): n for key, n in sorted(counts.items()) if key[0] == 'streak'}
     refused = sorted(acc.refused)
+    kinds_of = {split: {kind: counts.get((FLAG_KIND, split, kind), 0)
+                        for kind in flag_kinds.KINDS} for split in self._splits}
     counted = summary_model.SummaryCounts(
         counts=total, splits=per_split, quarantine_kinds=kinds, per_class=tuple(per_class),
         error_rate_by_decile=tuple(by_decile),
         damaged_files=tuple(sorted(acc.damaged, key=lambda d: (d.split, d.path))),
         drift_counts=drift_counts, streaks=streaks,
         history_refused=summary_model.HistoryRefused(
-            counts.get(('history_refused',), 0), ': '.join(refused[0]) if refused else None))
+            counts.get(('history_refused',), 0), ': '.join(refused[0]) if refused else None),
+        flag_kinds=kinds_of)
     return dict(self._base, **counted.to_json())
 
 
 def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:
   """Raises AuditLostExamples unless every example read was written or quarantined.
 
-  Per split: seen = written + quarantined, written = scored, and no record went
-  unmatched; overall: flagged = examples written with vog_flagged=1 = `flagged_rows`.
+  Per split: seen = written + quarantined, written = scored, no record went
+  unmatched, and every flagged example has one kind; overall: flagged = examples
+  written with vog_flagged=1 = `flagged_rows`.
   """
   for split, s in summary['splits'].items():
     if (s[vocab.SEEN] != s[WRITTEN] + s[vocab.QUARANTINED] or s[WRITTEN] != s[vocab.SCORED]
@@ -268,6 +285,13 @@ def check_conservation(summary: Dict[str, Any], flagged_rows: int) -> None:
           'nothing was published - check that the '
           'input files did not change during the audit, and report this with the Beam '
           'logs')
+  for split, kinds in (summary.get('flag_kinds') or {}).items():
+    flagged_in_split = summary['splits'].get(split, {}).get(vocab.FLAGGED, 0)
+    if sum(kinds.values()) != flagged_in_split:
+      raise AuditLostExamples(
+          f'VoG audit flagged {flagged_in_split} examples in split {split!r} but gave '
+          f'{sum(kinds.values())} of them a kind ({kinds}); nothing was published - '
+          'report this with the Beam logs')
   flagged = summary['counts'][vocab.FLAGGED]
   written_flagged = sum(s[WRITTEN_FLAGGED] for s in summary['splits'].values())
   if not flagged == written_flagged == flagged_rows:

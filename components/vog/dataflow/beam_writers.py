@@ -54,6 +54,7 @@ from components.vog import vocabulary as vocab
 from components.vog.dataflow import score_batch
 from components.vog.dataflow import slices as slices_lib
 from components.vog.report import score_table
+from components.vog.compute import flag_kinds
 from components.vog.compute import signals as signals_lib
 from components.vog.dataflow.beam_audit import FileRead, Tagged, WorkUnit, read_unit, split_by_tag
 from components.vog.inputs.examples_io import Quarantined
@@ -100,6 +101,12 @@ class FileOutputs(NamedTuple):
   # unit's label pairs, the copied splits' records as RecordBatches), leaving out these
   # features (the label) besides the example id and the audit's own.
   slice_leave_out: Optional[Tuple[str, ...]] = None
+  # False: the slice statistics count the label pairs alone, and the copied splits'
+  # records are not decoded for them (slices.features_not_examined).
+  slice_features: bool = True
+  # Whether the model memorised its training labels (auto_rank.Evidence.memorised):
+  # picks flag_kinds' rule for the kind of each flagged example with signals.
+  memorised: bool = False
 
 
 def scored_file_path(output_dir: str, split: str, unit_index: int, num_units: int,
@@ -173,15 +180,20 @@ def _empty_columns(with_signals: bool) -> Dict[str, Any]:
 
 
 def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
-                  ranking: percentiles.Ranking) -> Dict[int, report_rows.FlaggedRow]:
-  """{record index: FlaggedRow} of the file's flagged examples (few: the budget's)."""
+                  ranking: percentiles.Ranking, memorised: bool = False
+                  ) -> Dict[int, report_rows.FlaggedRow]:
+  """{record index: FlaggedRow} of the file's flagged examples (few: the budget's),
+  each with its kind (flag_kinds: by its signals and `memorised`; without signals
+  every flag is unclear)."""
   rows = np.flatnonzero(placed['review_rank'] > 0)
   if not len(rows):
     return {}
   tops = score_batch.top_sigma_rows(batch.top_sigma, rows)
   columns = score_batch.signal_columns(batch)  # by field; counts are integers
+  kinds = (flag_kinds.kinds({f: c[rows] for f, c in columns.items()}, memorised)
+           if batch.has_signals else flag_kinds.kinds_without_labels(len(rows)))
   out = {}
-  for i, top in zip(rows.tolist(), tops):
+  for i, top, kind in zip(rows.tolist(), tops, kinds.tolist()):
     signals = ({field: column[i].item() for field, column in columns.items()}
                if batch.has_signals else None)
     out[int(batch.record_index[i])] = report_rows.FlaggedRow(
@@ -193,7 +205,7 @@ def _flagged_rows(batch: ScoredBatch, placed: Dict[str, np.ndarray],
         vog_percentile=float(placed['vog_percentile'][i]),
         vog_bucket=vocab.BUCKETS[int(placed['bucket'][i])], signals=signals,
         # Which signals agree is decided once every file counted (AgreementCounts).
-        agreeing=() if batch.has_signals else None, top_sigma=top or None)
+        agreeing=() if batch.has_signals else None, top_sigma=top or None, kind=kind)
   return out
 
 
@@ -289,7 +301,7 @@ class _WriteUnit(beam.DoFn):
     if batches:
       batch = score_batch.concat(batches)
       placed = _placed_columns(batch, rankings[0], out.rank_by)
-      flagged = _flagged_rows(batch, placed, rankings[0])
+      flagged = _flagged_rows(batch, placed, rankings[0], out.memorised)
     else:
       batch, placed, flagged = None, None, {}
     scored_at = set() if batch is None else set(batch.record_index.tolist())
@@ -318,10 +330,12 @@ class _WriteUnit(beam.DoFn):
       counts = agreement_counts(batch, rankings[0])
       if counts is not None:
         yield 'agreement', counts
-      yield 'tally', audit_summary.CountsTally(split, audit_summary.file_counts(
+      counts = audit_summary.file_counts(
           split, batch.target_class, batch.label, batch.predicted_class,
           placed['vog_decile'], placed['vog_flagged'], placed['raw_hard'],
-          score_batch.signal_columns(batch)))
+          score_batch.signal_columns(batch))
+      counts.update(audit_summary.kind_counts(split, [r.kind for r in flagged.values()]))
+      yield 'tally', audit_summary.CountsTally(split, counts)
       if out.write_history:
         lines = history_lines(batch, placed)
         shard = out.history_shard_of[(split, unit_index)]
@@ -346,7 +360,7 @@ class _WriteUnit(beam.DoFn):
     statistics, yields ('slice_batch', (split, RecordBatch)) of the examples written,
     slices.CHUNK_ROWS at a time, as they are read."""
     out = self._out
-    slicing = out.slice_leave_out is not None
+    slicing = out.slice_leave_out is not None and out.slice_features
     leave_out = (out.example_id_key,) + tuple(out.slice_leave_out or ())
     chunk: List[Tuple[bytes, int, int]] = []
     suffixes: List[bytes] = []

@@ -47,7 +47,8 @@ it). Uses Beam, TFDV and tfx_bsl; the math is compute/slice_stats.py.
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from absl import logging
 import apache_beam as beam
@@ -58,7 +59,7 @@ from components.vog import vocabulary as vocab
 from components.vog.compute import slice_stats
 from components.vog.inputs import record_files
 
-SLICES_FILE = 'slices.json'
+SLICES_FILE = vocab.SLICES_FILE
 FORMAT_VERSION = 1
 CHUNK_ROWS = 1024  # rows per RecordBatch the writers yield
 TOP_VALUES = 1000  # values per slice in TFDV's rank histogram
@@ -467,16 +468,18 @@ class SliceSettings(NamedTuple):
 
 def split_slices(split: str, pairs: Optional[LabelPairs], datasets: Optional[Dict[str, Any]],
                  tokens: Optional[Dict[str, FeatureTokens]], leave_out: Sequence[str],
-                 settings: SliceSettings) -> Dict[str, Any]:
-  """slices.json's entry of one split, from its parts (None: not computed)."""
+                 settings: SliceSettings, not_examined: Optional[str] = None
+                 ) -> Dict[str, Any]:
+  """slices.json's entry of one split, from its parts (None: not computed);
+  `not_examined` says why no split's features were examined, when none was."""
   if pairs is None:
     pairs = LabelPairs(settings.capacity)
   sizes = slice_stats.GroupSizes(pairs.examples, pairs.flagged, pairs.hard)
   candidates = slice_stats.sketch_candidates(
       LABEL_PAIR_FEATURE, slice_stats.LABEL_PAIR, *pairs.sketches,
       name=lambda pair: f'{pair[0]} -> {pair[1]}')
-  features = 'not examined: the split is not copied'
-  if datasets is not None or tokens is not None:
+  features = f'not examined: {not_examined or "the split is not copied"}'
+  if not_examined is None and (datasets is not None or tokens is not None):
     datasets, tokens = datasets or {}, tokens or {}
     whole = datasets.get(_TFDV_ALL)
     decoded = 0 if whole is None else whole.num_examples
@@ -494,10 +497,13 @@ def split_slices(split: str, pairs: Optional[LabelPairs], datasets: Optional[Dic
 
 
 def slices_json(parts: Iterable[Tuple[str, Optional[str], Any]], splits: Sequence[str],
-                leave_out: Sequence[str], settings: SliceSettings) -> Dict[str, Any]:
+                leave_out: Sequence[str], settings: SliceSettings,
+                not_examined: Optional[str] = None) -> Dict[str, Any]:
   """slices.json's content from the pipeline's parts: ('pairs', split, LabelPairs),
   ('stats', split, DatasetFeatureStatisticsList), ('tokens', split, {feature:
-  FeatureTokens}) and the ('seed', None, None) that makes sure there is one."""
+  FeatureTokens}) and the ('seed', None, None) that makes sure there is one;
+  `not_examined`: why no split's features were examined (None: they were, in the
+  splits that have their parts)."""
   found: Dict[str, Dict[str, Any]] = {s: {} for s in splits}
   for kind, split, value in parts:
     if kind == 'seed':
@@ -515,7 +521,7 @@ def slices_json(parts: Iterable[Tuple[str, Optional[str], Any]], splits: Sequenc
     if 'stats' in part:
       datasets = {d.name: d for d in part['stats'].datasets}
     out[split] = split_slices(split, part.get('pairs'), datasets, part.get('tokens'),
-                              leave_out, settings)
+                              leave_out, settings, not_examined)
   return {'format_version': FORMAT_VERSION,
           'settings': {'min_support': settings.min_support, 'alpha': settings.alpha,
                        'max_rows': settings.max_rows,
@@ -527,8 +533,8 @@ def slices_json(parts: Iterable[Tuple[str, Optional[str], Any]], splits: Sequenc
           'splits': out}
 
 
-def _write(parts, path: str, splits, leave_out, settings) -> str:
-  content = slices_json(parts, splits, leave_out, settings)
+def _write(parts, path: str, splits, leave_out, settings, not_examined=None) -> str:
+  content = slices_json(parts, splits, leave_out, settings, not_examined)
   record_files.write_lines(path, [json.dumps(content, indent=1, sort_keys=True)])
   return path
 
@@ -541,10 +547,14 @@ class FindWhatFlaggedExamplesShare(beam.PTransform):
   'pairs': GroupCounts of every writer}. `splits` are every split of the audit,
   `feature_splits` those whose examples come as batches; `leave_out` names the
   features never sliced besides the audit's own (the label, the example id).
+  `features_not_examined`, when given, says why no feature is examined (a runner that
+  cannot run TFDV's statistics: `features_not_examined(runner)`): the batches are then
+  not read, and only the label pairs are sliced.
   """
 
   def __init__(self, work_dir: str, splits: Sequence[str], feature_splits: Sequence[str],
-               leave_out: Sequence[str] = (), settings: Optional[SliceSettings] = None):
+               leave_out: Sequence[str] = (), settings: Optional[SliceSettings] = None,
+               features_not_examined: Optional[str] = None):
     super().__init__()
     self._settings = settings or SliceSettings()
     s = self._settings
@@ -556,7 +566,8 @@ class FindWhatFlaggedExamplesShare(beam.PTransform):
       raise ValueError(f'feature_splits {unknown} are not among the splits {list(splits)}')
     self._path = os.path.join(work_dir, SLICES_FILE)
     self._splits = list(splits)
-    self._feature_splits = list(feature_splits)
+    self._not_examined = features_not_examined
+    self._feature_splits = [] if features_not_examined else list(feature_splits)
     self._leave_out = tuple(sorted(set(leave_out)))
 
   def expand(self, inputs):
@@ -573,9 +584,10 @@ class FindWhatFlaggedExamplesShare(beam.PTransform):
           | f'TFDVStatistics[{split}]' >> tfdv.GenerateStatistics(stats_options())
           | f'TagStats[{split}]' >> beam.Map(lambda stats, s=split: ('stats', s, stats)))
     capacity = self._settings.capacity
-    parts.append(batches
-                 | 'CountTokens' >> beam.CombinePerKey(CountTokens(capacity))
-                 | 'TagTokens' >> beam.Map(lambda kv: ('tokens', kv[0], kv[1])))
+    if self._not_examined is None:
+      parts.append(batches
+                   | 'CountTokens' >> beam.CombinePerKey(CountTokens(capacity))
+                   | 'TagTokens' >> beam.Map(lambda kv: ('tokens', kv[0], kv[1])))
     parts.append(pairs
                  | 'KeyPairsBySplit' >> beam.Map(lambda g: (g.split, g))
                  | 'CountLabelPairs' >> beam.CombinePerKey(CountLabelPairs(capacity))
@@ -585,7 +597,22 @@ class FindWhatFlaggedExamplesShare(beam.PTransform):
             | 'GatherSliceParts' >> beam.CombineGlobally(
                 beam.combiners.ToListCombineFn()).without_defaults()
             | 'WriteSlices' >> beam.Map(_write, self._path, self._splits, self._leave_out,
-                                        self._settings))
+                                        self._settings, self._not_examined))
+
+
+# Runners (by class name) that cannot run TFDV's statistics: Beam's DaskRunner
+# (2.74) breaks the combiners with hot-key fan-out that GenerateStatistics applies. On
+# them the slices hold the label -> predicted pairs alone.
+RUNNERS_WITHOUT_TFDV = ('DaskRunner',)
+
+
+def features_not_examined(runner: Any) -> Optional[str]:
+  """Why feature values cannot be sliced on `runner` (a Beam runner), or None."""
+  name = type(runner).__name__
+  if name in RUNNERS_WITHOUT_TFDV:
+    return (f"Beam's {name} cannot run TFDV's statistics, so only the label -> predicted "
+            'pairs are sliced')
+  return None
 
 
 def read_slices(path: str) -> Dict[str, Any]:
@@ -603,6 +630,17 @@ def read_slices(path: str) -> Dict[str, Any]:
   return content
 
 
+def describe_row(row: Dict[str, Any]) -> str:
+  """One slice row as text: `color=violet (12 flagged, 40% vs 5% of the split, lift
+  8.0)`."""
+  what = (f'label {row["value"]}' if row['kind'] == slice_stats.LABEL_PAIR
+          else f'{row["feature"]}={row["value"]}' if row['kind'] != slice_stats.NUMERIC
+          else f'{row["feature"]} {row["value"]}')
+  group = row['group']
+  return (f'{what} ({row[group]} {group}, {100 * row["share_" + group]:.0f}% vs '
+          f'{100 * row["share_in_split"]:.0f}% of the split, lift {row["lift"]:.1f})')
+
+
 def describe(content: Dict[str, Any], top: int = 3) -> List[str]:
   """One line per split: the `top` slices where the flagged or hard examples gather."""
   lines = []
@@ -611,17 +649,20 @@ def describe(content: Dict[str, Any], top: int = 3) -> List[str]:
     if not rows:
       lines.append(f'{split}: no slice over-indexes among the flagged or hard examples')
       continue
-    parts = []
-    for row in rows:
-      what = (f'label {row["value"]}' if row['kind'] == slice_stats.LABEL_PAIR
-              else f'{row["feature"]}={row["value"]}' if row['kind'] != slice_stats.NUMERIC
-              else f'{row["feature"]} {row["value"]}')
-      group = row['group']
-      parts.append(f'{what} ({row[group]} {group}, {100 * row["share_" + group]:.0f}% vs '
-                   f'{100 * row["share_in_split"]:.0f}% of the split, lift '
-                   f'{row["lift"]:.1f})')
-    lines.append(f'{split}: ' + '; '.join(parts))
+    lines.append(f'{split}: ' + '; '.join(describe_row(row) for row in rows))
   return lines
+
+
+def best_line(rows_by_split: Mapping[str, Sequence[Dict[str, Any]]]) -> str:
+  """The slice row that stands out most across splits (the smallest p-value, then the
+  largest lift, then the split's name) as `<split>: ` + describe_row; '' without one."""
+  best = min(((row['p_value'], -row['lift'], split, i)
+              for split, rows in rows_by_split.items() for i, row in enumerate(rows)),
+             default=None)
+  if best is None:
+    return ''
+  split, i = best[2], best[3]
+  return f'{split}: {describe_row(rows_by_split[split][i])}'
 
 
 def most_confused_pairs(content: Dict[str, Any], split: str, top: int = 3

@@ -409,11 +409,13 @@ def test_file_counts_count_a_whole_file_at_once():
 
 
 def test_audit_summary_fn_combines_tallies_into_counts():
+  counts = audit_summary.file_counts(
+      'train', np.array([1, 1, 2]), np.array([1, 1, -1]), np.array([1, 2, 2]),
+      np.array([10, 3, 1]), np.array([1, 0, 0]), np.array([1, 0, 0]), {})
+  # The writer counts its flagged examples by kind too.
+  counts.update(audit_summary.kind_counts('train', ['wrong label']))
   tallies = [audit_summary.FileTally('train', 'f0', 4, None),
-             audit_summary.CountsTally('train', audit_summary.file_counts(
-                 'train', np.array([1, 1, 2]), np.array([1, 1, -1]), np.array([1, 2, 2]),
-                 np.array([10, 3, 1]), np.array([1, 0, 0]), np.array([1, 0, 0]),
-                 {})),
+             audit_summary.CountsTally('train', counts),
              audit_summary.QuarantinedTally('train', 'missing label'),
              audit_summary.ClassStatsTally('train', 1, 2, 0.5, 0.1),
              audit_summary.ClassStatsTally('train', 2, 1, 0.2, 0.0),
@@ -433,8 +435,21 @@ def test_audit_summary_fn_combines_tallies_into_counts():
       assert class_1['error_rate'] == 0.5 and class_1['flagged_share'] == 0.5
       assert class_1['hard'] == 1
       assert class_1['decile_counts'] == [0, 0, 1, 0, 0, 0, 0, 0, 0, 1]
+      assert s['flag_kinds'] == {'train': {'wrong label': 1, 'atypical': 0, 'unclear': 0}}
       audit_summary.check_conservation(s, flagged_rows=1)
     assert_that(summary, check)
+
+
+def test_conservation_check_refuses_flagged_examples_without_a_kind():
+  summary = {'counts': {'flagged': 2}, 'splits': {'eval': {
+      'seen': 10, 'scored': 10, 'quarantined': 0, 'flagged': 2, 'written': 10,
+      'written_flagged': 2, 'unmatched': 0, 'history_written': 10}},
+      'flag_kinds': {'eval': {'wrong label': 1, 'atypical': 0, 'unclear': 0}}}
+  with pytest.raises(audit_summary.AuditLostExamples,
+                     match="flagged 2 examples in split 'eval' but gave 1 of them a kind"):
+    audit_summary.check_conservation(summary, flagged_rows=2)
+  summary['flag_kinds']['eval']['unclear'] = 1
+  audit_summary.check_conservation(summary, flagged_rows=2)
 
 
 def test_conservation_check_names_the_split_and_counts():

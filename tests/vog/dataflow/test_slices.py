@@ -72,7 +72,8 @@ def _data(seed=0):
   return rows, flagged.astype(np.int64), bucket, label, predicted
 
 
-def _run(work_dir, rows, flagged, bucket, label, predicted, eval_pairs=True, **settings):
+def _run(work_dir, rows, flagged, bucket, label, predicted, eval_pairs=True,
+         not_examined=None, **settings):
   records = [_example(r) for r in rows]
   leave_out = ('example_id', 'label')
   batches = [('train', b) for b in slices.record_batches(
@@ -88,7 +89,7 @@ def _run(work_dir, rows, flagged, bucket, label, predicted, eval_pairs=True, **s
              'pairs': p | 'P' >> beam.Create(pairs)}
             | slices.FindWhatFlaggedExamplesShare(
                 work_dir, ['train', 'eval'], ['train'], leave_out,
-                slices.SliceSettings(**settings)))
+                slices.SliceSettings(**settings), features_not_examined=not_examined))
     assert_that(path, equal_to([os.path.join(work_dir, slices.SLICES_FILE)]))
   return slices.read_slices(os.path.join(work_dir, slices.SLICES_FILE))
 
@@ -165,6 +166,27 @@ def test_planted_slices_come_first_and_left_out_features_never_appear(generated)
   settings = default['settings']
   assert settings['min_support'] == slice_stats.MIN_SUPPORT
   assert settings['left_out'] == ['example_id', 'label']
+
+
+def test_a_runner_that_cannot_run_tfdv_slices_the_label_pairs_alone(generated, tmp_path):
+  data, _, default = generated
+
+  class DaskRunner:  # named as Beam's
+    pass
+
+  why = slices.features_not_examined(DaskRunner())
+  assert "Beam's DaskRunner cannot run TFDV's statistics" in why
+  assert slices.features_not_examined(beam.Pipeline().runner) is None
+  found = _run(str(tmp_path), *data, not_examined=why)
+  for split in ('train', 'eval'):
+    entry = found['splits'][split]
+    assert entry['features'] == f'not examined: {why}'
+    assert {r['kind'] for r in entry['rows']} <= {slice_stats.LABEL_PAIR}
+  # The planted pair, with the same counts as when the features are examined too.
+  counted = lambda rows: [(r['value'], r['count'], r['flagged'], r['hard']) for r in rows
+                          if r['kind'] == slice_stats.LABEL_PAIR][:1]
+  assert counted(found['splits']['train']['rows']) == counted(
+      default['splits']['train']['rows']) != []
 
 
 def test_a_split_not_copied_has_its_label_pairs_only(generated):
