@@ -3,7 +3,10 @@
 `read_summary(config)` takes the newest run of `config.pipeline_name` in the config's ML
 Metadata store and reads, from the artifacts that run produced or reused:
   * the DifficultyReport's summary (through `report_format.load_report`): examples seen,
-    scored, quarantined, flagged per split;
+    scored, quarantined, flagged per split, and how many flags are of each kind;
+  * its slices.json: what the flagged examples of each split have in common (for the
+    digits, the most confused class pairs; for the tabular and text data, the slice
+    where their wrong labels were planted);
   * the score table and the audit's input: how many flagged examples carry a flipped
     label (`label_flipped == 1`, written by pipeline.reference.demo_data), against chance;
   * the Evaluator's TFMA metrics and validation: accuracy per `vog_bucket`, the blessing;
@@ -14,11 +17,12 @@ Metadata store and reads, from the artifacts that run produced or reused:
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from components.review_gate import decision as decision_lib
 from components.review_gate import review_summary
 from components.review_gate import spec_keys as review_gate_keys
+from components.vog.compute import slice_stats
 from components.vog.report import drift_model
 from components.vog.report import report_format
 from components.vog import vocabulary as vocab
@@ -29,6 +33,7 @@ from pipeline.evaluation import ACCURACY, BUCKET_KEY
 
 BUCKETS = vocab.BUCKETS
 OVERALL = 'overall'
+TOP_SLICES = 3  # feature slices and class pairs printed per split
 _ACCURACY_NAME = 'sparse_categorical_accuracy'
 
 
@@ -50,6 +55,11 @@ class DemoSummary:
   pushed_to: Optional[str]
   report_html: str
   drift: Optional[drift_model.Drift] = None  # None: no model had shipped before this run
+  # slices.json (what the flagged examples have in common); None in an older report.
+  slices: Optional[report_format.Slices] = None
+  # How many flags are of each kind (report_format.flag_kind_totals); None before kinds.
+  flag_kinds: Optional[Dict[str, int]] = None
+  class_names: Tuple[str, ...] = ()  # the label of each class index, for class pairs
 
   @property
   def chance(self) -> float:
@@ -250,7 +260,49 @@ def read_summary(config: PipelineConfig) -> DemoSummary:
                                                   'review_reason')},
       blessed=gate.get('blessed') == 1,
       pushed_to=str(pushed['pushed_destination']) if pushed.get('pushed') == 1 else None,
-      report_html=report.page_path, drift=report.summary.drift)
+      report_html=report.page_path, drift=report.summary.drift, slices=report.slices,
+      flag_kinds=report_format.flag_kind_totals(report.summary.raw),
+      class_names=tuple(config.reference().class_names))
+
+
+def _class(class_id: int, class_names: Sequence[str]) -> str:
+  return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+def slice_lines(slices: report_format.Slices, class_names: Sequence[str] = (),
+                top: int = TOP_SLICES) -> List[str]:
+  """What the flagged examples of each split have in common, a line or two per split:
+
+    train: channel=partner, 42 of 200 flagged (21.0% against 6.8% of the split, 3.1x)
+    eval: most confused class pairs: 3 -> 8 (12 flagged), 7 -> 1 (9 flagged)
+    eval: features not examined: the split is not copied
+
+  Text from slices.json is shortened and made terminal-safe."""
+  show = review_summary.terminal_safe
+  lines = []
+  for split, entry in slices.splits.items():
+    name = show(review_summary.clip(split, 20))
+    features = [r for r in entry.rows if r.kind != slice_stats.LABEL_PAIR][:top]
+    pairs = [r for r in entry.rows if r.kind == slice_stats.LABEL_PAIR][:top]
+    for row in features:
+      lines.append(
+          f'  {name}: {show(review_summary.slice_name(row))}, {row.group_count} of '
+          f'{entry.group_size(row.group)} {row.group} ({100 * row.group_share:.1f}% against '
+          f'{100 * row.share_in_split:.1f}% of the split, {row.lift:.1f}x)')
+    if pairs:
+      lines.append(f'  {name}: most confused class pairs: ' + ', '.join(
+          f'{show(review_summary.clip(_class(r.classes[0], class_names), 30))} -> '
+          f'{show(review_summary.clip(_class(r.classes[1], class_names), 30))} '
+          f'({r.group_count} {r.group})' for r in pairs))
+    if not entry.examined:
+      reason = entry.features
+      if reason.startswith('not examined: '):
+        reason = reason[len('not examined: '):]
+      lines.append(f'  {name}: features not examined: '
+                   f'{show(review_summary.clip(reason, 200))}')
+    elif not features and not pairs:
+      lines.append(f'  {name}: nothing stands out among the flagged or hard examples')
+  return lines
 
 
 def format_summary(s: DemoSummary) -> List[str]:
@@ -267,6 +319,12 @@ def format_summary(s: DemoSummary) -> List[str]:
   found = f'{s.flipped_in_flagged} of {s.flipped} flipped labels found'
   lines.append(f'flipped labels in the flagged set: {s.flipped_in_flagged} of {s.flagged} '
                f'flagged (chance: {s.chance:.1f}); {found}')
+  kinds = review_summary.kinds_headline(s.flag_kinds)
+  if kinds is not None:
+    lines.append(review_summary.terminal_safe(kinds))
+  if s.slices is not None:
+    lines.append('what the flagged examples have in common:')
+    lines.extend(slice_lines(s.slices, s.class_names))
   lines.append(f'Evaluator accuracy ({ACCURACY}, eval split, against the given labels):')
   for name in (OVERALL,) + BUCKETS:
     if name in s.accuracy:

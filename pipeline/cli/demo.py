@@ -9,7 +9,9 @@
 (generated customers, numeric and categorical columns) or text (generated sentences);
 the last two run Transform before the Trainer (see pipeline.reference.reference_datasets).
 Writes `DIR/data/`, `DIR/pipeline/`, `DIR/metadata.sqlite` and, when the model is blessed
-and approved, `DIR/serving/`; prints a line per finished step and then what the audit found.
+and approved, `DIR/serving/`; prints a line per finished step and then what the audit found:
+the flipped labels among the flagged examples, how many flags are of each kind, and what the
+flagged examples of each split have in common (pipeline.demo_summary.format_summary).
 An earlier demo of the same data set in DIR is reused (see pipeline.demo); one of another
 data set is refused. Bad input exits 2 with one line.
 """

@@ -9,8 +9,8 @@
    model did not ship.
 
 The printed summary is checked against numbers computed here another way: flagged ids from
-flagged.jsonl joined with the demo TFRecords, and accuracy per vog_bucket from the trained
-model run on the scored eval examples.
+flagged.jsonl joined with the demo TFRecords, the kinds counted from flagged.jsonl, and
+accuracy per vog_bucket from the trained model run on the scored eval examples.
 """
 
 import glob
@@ -138,6 +138,27 @@ def test_flagged_set_holds_flipped_labels_far_above_chance(runs):
   assert summary.flagged == BUDGET and summary.flipped == NUM_EXAMPLES // 10
   assert summary.chance == pytest.approx(5.0)
   assert summary.flipped_in_flagged >= MIN_FLIPPED_FOUND
+
+
+def test_kinds_and_what_the_flagged_share_are_printed_as_the_report_holds_them(runs):
+  _, [(summary, lines), _, _] = runs
+  report = _run_dirs(summary)[0]
+  rows = [json.loads(l) for l in open(os.path.join(report, 'flagged.jsonl'))]
+  kinds = [sum(r['kind'] == k for r in rows) for k in ('wrong label', 'atypical', 'unclear')]
+  assert sum(kinds) == BUDGET
+  assert _line(lines, 'flags: ') == (
+      f'flags: {kinds[0]} wrong label, {kinds[1]} atypical, {kinds[2]} unclear')
+  after = lines[lines.index('what the flagged examples have in common:') + 1:]
+  shared = after[:[l.startswith('  ') for l in after].index(False)]
+  # The train split is not copied, so only its label pairs were counted; the digits'
+  # features are pixel arrays, none a value to slice on: only class pairs can stand out.
+  assert '  train: features not examined: the split is not copied' in shared
+  assert all(l.split(': ', 1)[1].startswith(('most confused class pairs: ',
+                                             'features not examined: ', 'nothing stands out'))
+             for l in shared), shared
+  page = open(summary.report_html).read()
+  assert 'What the flagged examples have in common' in page
+  assert 'Features of the train split were not examined: the split is not copied.' in page
 
 
 def test_printed_bucket_accuracy_is_the_models_accuracy_on_each_slice(runs):
