@@ -1,8 +1,9 @@
-"""Headless Chromium for tests of the review page: installs Debian's chromium when missing.
+"""Headless Chromium for tests of the review pages: installs Debian's chromium when missing.
 
-`ensure_chromium()` returns the browser's path. When /usr/bin/chromium is absent it runs
-`apt-get update && apt-get install -y chromium` if the process is root, and otherwise raises
-with what to do; tests that need a browser fail rather than skip.
+`ensure_chromium()` returns the browser's path and `ensure_chromedriver()` the path of
+Debian's chromium-driver (for Selenium, e.g. the review workspace's test). When one is absent
+it runs `apt-get update && apt-get install -y <package>` if the process is root, and otherwise
+raises with what to do; tests that need a browser fail rather than skip.
 """
 
 import os
@@ -10,29 +11,43 @@ import subprocess
 from typing import List
 
 CHROMIUM = '/usr/bin/chromium'
+CHROMEDRIVER = '/usr/bin/chromedriver'
 INSTALL_TIMEOUT_S = 900
 BROWSER_TIMEOUT_S = 120
 _FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
           '--disable-background-networking', '--disable-component-update', '--disable-sync')
 
 
-def ensure_chromium() -> str:
-  """Path of Debian's chromium, installed with apt-get when absent. Raises RuntimeError when
-  it is absent and cannot be installed (not root, or apt-get failed)."""
-  if os.path.exists(CHROMIUM):
-    return CHROMIUM
+def _ensure_installed(path: str, package: str) -> str:
+  """`path`, installing Debian's `package` with apt-get when it is absent."""
+  if os.path.exists(path):
+    return path
   if os.geteuid() != 0:
-    raise RuntimeError(f'{CHROMIUM} is missing and this test process is not root, so it cannot '
-                       'install it; run `sudo apt-get update && sudo apt-get install -y chromium`')
-  for cmd in (['apt-get', 'update'], ['apt-get', 'install', '-y', 'chromium']):
+    raise RuntimeError(f'{path} is missing and this test process is not root, so it cannot '
+                       f'install it; run `sudo apt-get update && sudo apt-get install -y '
+                       f'{package}`')
+  for cmd in (['apt-get', 'update'], ['apt-get', 'install', '-y', package]):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
                           env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}, check=False)
     if done.returncode != 0:
       raise RuntimeError(f'`{" ".join(cmd)}` failed with exit code {done.returncode} while '
-                         f'installing chromium for the report tests:\n{done.stderr[-2000:]}')
-  if not os.path.exists(CHROMIUM):
-    raise RuntimeError(f'apt-get installed chromium but {CHROMIUM} is still missing')
-  return CHROMIUM
+                         f'installing {package} for the browser tests:\n{done.stderr[-2000:]}')
+  if not os.path.exists(path):
+    raise RuntimeError(f'apt-get installed {package} but {path} is still missing')
+  return path
+
+
+def ensure_chromium() -> str:
+  """Path of Debian's chromium, installed with apt-get when absent. Raises RuntimeError when
+  it is absent and cannot be installed (not root, or apt-get failed)."""
+  return _ensure_installed(CHROMIUM, 'chromium')
+
+
+def ensure_chromedriver() -> str:
+  """Path of Debian's chromedriver (package chromium-driver, which also brings the matching
+  chromium), installed with apt-get when absent. Raises RuntimeError as ensure_chromium."""
+  ensure_chromium()
+  return _ensure_installed(CHROMEDRIVER, 'chromium-driver')
 
 
 def _run(args: List[str], profile_dir: str) -> subprocess.CompletedProcess:

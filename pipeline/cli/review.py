@@ -7,6 +7,7 @@ and keep analysts' verdicts on flagged examples.
     vog-audit review mark EXAMPLE_ID VERDICT --report DIR --by NAME [--label N] [--note TEXT]
     vog-audit review verdicts [--report DIR] [--all]
     vog-audit review export --format csv|jsonl --output FILE
+    vog-audit review serve --report DIR --by NAME [--port P]
 
 Reviews live in `<pipeline root>/reviews` (override with --reviews-dir). Only the gate's
 approvers may answer, once each, before the review's deadline; the gate checks each answer
@@ -20,7 +21,13 @@ Verdicts (`wrong label` with the right class, `correct`, `ambiguous`, `exclude`)
 verdict on an example supersedes the earlier ones (see components/review_gate/verdicts.py).
 Only approvers give verdicts and only theirs are listed and exported: the names in
 --approvers, or else the approvers of the gate's reviews in the reviews folder (of the report,
-for `mark` and `verdicts --report`).
+for `mark`, `verdicts --report` and `serve`).
+
+`serve` opens the review workspace (components/review_gate/review_app.py): a page on
+http://127.0.0.1:PORT/ (a free port unless --port says which) to walk the report's flagged
+examples, give verdicts with the keys or the mouse, and approve or reject the model in the
+report's pending local review, as NAME. It prints the URL to open, with the token every
+request needs; Ctrl-C or SIGTERM stops it.
 """
 
 import os
@@ -381,3 +388,59 @@ def export(fmt, output, approvers, verdicts_dir, pipeline_root, reviews_dir):
   counts = {kind: sum(r['verdict'] == kind for r in rows) for kind in verdicts_lib.EXPORTED}
   said = ', '.join(f'{n} {kind}' for kind, n in counts.items())
   click.echo(_show(f'exported {len(rows)} verdicts ({said}) to {output}'))
+
+
+@review.command()
+@click.option('--report', 'report_uri', default=None,
+              help='The difficulty report folder whose flagged examples to review.')
+@click.option('--by', default='', help='Who reviews (one of the approvers).')
+@click.option('--port', default='0', show_default=True,
+              help='TCP port on 127.0.0.1 to listen on; 0 picks a free one.')
+@click.option('--module-file', default=None,
+              help='The audit\'s module file, when it used vog_inputs_fn (for thumbnails).')
+@_verdict_options
+def serve(report_uri, by, port, module_file, approvers, verdicts_dir, pipeline_root,
+          reviews_dir):
+  """Open the review workspace of a report in the browser: walk its flagged examples, give
+  verdicts, then approve or reject the model. Listens on 127.0.0.1 only."""
+  if not report_uri:
+    _fail('say which audit to review: pass --report with its difficulty_report folder')
+  port_text = str(port).strip()
+  if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+    _fail(f'--port {port!r} is not a TCP port (0 to 65535; 0 picks a free one)')
+  by = (by or '').strip()
+  report_uri = _normal_uri(report_uri)
+  names, report_id = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
+  if not by:
+    _fail(f'say who reviews: pass --by NAME (one of the approvers: {", ".join(names)})')
+  if by not in names:
+    _fail(f'{by!r} is not an approver; approvers are: {", ".join(names)}; only they may open '
+          'the review workspace')
+  store = _verdict_store(pipeline_root, verdicts_dir, create=True)
+  report = _load_report(report_uri)
+  # Imported here, as in _load_report: the workspace loads Flask and TensorFlow.
+  from components.review_gate import review_app  # pylint: disable=g-import-not-at-top
+  from components.vog.inputs import storage  # pylint: disable=g-import-not-at-top
+  from components.vog.report import json_checks  # pylint: disable=g-import-not-at-top
+  folder = reviews_dir or review_store.default_reviews_dir(pipeline_root)
+  try:
+    workspace = review_app.Workspace(
+        report, by=by, approvers=names, verdict_store=store, reviews_dir=folder,
+        report_id=report_id, module_file=module_file,
+        log=lambda line: click.echo(_show(line)))
+    server, url = review_app.start_server(workspace, port=int(port_text))
+  except (review_store.ReviewStoreError, review_app.WorkspaceError,
+          json_checks.ReportFormatError) as e:
+    _fail(str(e))
+  except storage.ERRORS as e:
+    _fail(f'the report {report_uri} cannot be read ({e}); give the difficulty_report folder '
+          'of an audit that this user can read')
+  if workspace.no_thumbnails:
+    click.echo(_show(f'note: no thumbnails: {workspace.no_thumbnails}; the examples show '
+                     'their feature values'), err=True)
+  click.echo(_show(f'review workspace of {report_uri}: {len(report.flagged)} flagged '
+                   f'examples, verdicts as {by}; {workspace.review_status()["text"]}'))
+  click.echo(f'open in a browser on this machine: {url}')
+  click.echo('(Ctrl-C stops it)')
+  review_app.serve_until_stopped(server, workspace)
+  click.echo('review workspace stopped')
