@@ -77,12 +77,6 @@ class WorkspaceError(ValueError):
     self.status = status
 
 
-def normal_uri(uri: str) -> str:
-  """A report URI as verdicts and `vog-audit review` compare them: a local path made
-  absolute, a URI without a final /."""
-  return uri.rstrip('/') if '://' in uri else os.path.abspath(uri)
-
-
 @dataclasses.dataclass(frozen=True)
 class _ReadReport(report_format.LoadedReport):
   """A loaded report whose flagged examples were read once (every verdict needs their
@@ -184,7 +178,7 @@ class Workspace:
                            'reviews')
     self.by = by
     self.report = _read_once(report)
-    self.report_uri = normal_uri(report.uri)
+    self.report_uri = verdicts_lib.normal_uri(report.uri)
     self.report_id = report_id
     self.verdict_store = verdict_store
     self.reviews_dir = reviews_dir
@@ -200,11 +194,11 @@ class Workspace:
     rows = [report_rows.flagged_row_to_json(row) for row in self.report.flagged]
     # The report page's rows: display text, and a thumbnail as a data: URI.
     try:
-      self.cards = report_html._flagged_rows(  # pylint: disable=protected-access
+      self.cards = report_html.flagged_rows(
           rows, self.previews, self.ranked_by, known)
     except ValueError as e:  # an image of a shape the page cannot show
       self.previews, self.no_thumbnails = _feature_previews(self.report), str(e)
-      self.cards = report_html._flagged_rows(  # pylint: disable=protected-access
+      self.cards = report_html.flagged_rows(
           rows, self.previews, self.ranked_by, known)
 
   def facets(self) -> List[Dict[str, Any]]:
@@ -287,7 +281,7 @@ class Workspace:
       records = store.list()
     except review_store.ReviewStoreError as e:
       raise WorkspaceError(str(e), 503) from None
-    mine = [r for r in records if r.report_uri and normal_uri(r.report_uri) == self.report_uri]
+    mine = [r for r in records if r.report_uri and verdicts_lib.normal_uri(r.report_uri) == self.report_uri]
     local = [r for r in mine if r.backend == local_backend.BACKEND]
     if not local:
       if mine:
@@ -521,7 +515,7 @@ def create_app(workspace: Workspace, *, token: str, port: int) -> flask.Flask:
                        default=0)
     names = [n for n in vocab.AGREEMENT_NAMES
              if any(f['agreeing'] and n in f['agreeing'] for f in facets)]
-    kinds = report_html._kind_filter(  # pylint: disable=protected-access
+    kinds = report_html.kind_filter(
         [{'kind': getattr(row, 'kind', None)} for row in workspace.report.flagged])
     classes = list(workspace.classes)
     return flask.render_template(

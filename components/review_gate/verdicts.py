@@ -221,6 +221,12 @@ class Verdict:
     return cls(**{name: data[name] for name in FIELDS if name != 'format_version'})
 
 
+def normal_uri(uri: str) -> str:
+  """A report URI as verdicts keep and compare it: a local path made absolute, a URI
+  without a final /."""
+  return uri.rstrip('/') if '://' in uri else os.path.abspath(uri)
+
+
 def default_verdicts_dir(pipeline_root: str) -> str:
   """Where verdicts live for a pipeline root: `<pipeline_root>/verdicts`."""
   return os.path.join(pipeline_root, 'verdicts')

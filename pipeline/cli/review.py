@@ -178,11 +178,6 @@ def _verdict_options(fn):
   return _location_options(fn)
 
 
-def _normal_uri(uri: str) -> str:
-  """A report URI as verdicts keep it: a local path made absolute, a URI without a final /."""
-  return uri.rstrip('/') if '://' in uri else os.path.abspath(uri)
-
-
 def _approvers(given: Optional[str], pipeline_root: str, reviews_dir: str,
                report_uri: Optional[str] = None) -> Tuple[Tuple[str, ...], Optional[int]]:
   """(approvers, the report's ML Metadata id or None) for verdicts.
@@ -202,7 +197,7 @@ def _approvers(given: Optional[str], pipeline_root: str, reviews_dir: str,
     for path, why in store.skipped:
       click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
   if report_uri is not None:
-    records = [r for r in records if r.report_uri and _normal_uri(r.report_uri) == report_uri]
+    records = [r for r in records if r.report_uri and verdicts_lib.normal_uri(r.report_uri) == report_uri]
   ids = {r.report_id for r in records if r.report_id}
   report_id = ids.pop() if len(ids) == 1 else None
   if given is not None:
@@ -288,7 +283,7 @@ def mark(example_id, verdict, report_uri, by, label, split, note, approvers, ver
     if not label.strip().isdigit() or not label.strip().isascii():
       _fail(f'--label {label!r} is not a class (a whole number >= 0)')
     label_number = int(label.strip())
-  report_uri = _normal_uri(report_uri)
+  report_uri = verdicts_lib.normal_uri(report_uri)
   names, report_id = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
   store = _verdict_store(pipeline_root, verdicts_dir, create=True)
   report = _load_report(report_uri)
@@ -339,14 +334,14 @@ def _verdict_lines(v: verdicts_lib.Verdict, superseded_by: Optional[int] = None)
 def list_verdicts(report_uri, show_all, approvers, verdicts_dir, pipeline_root, reviews_dir):
   """Show the latest verdict on each example (with --all, every verdict)."""
   if report_uri is not None:
-    report_uri = _normal_uri(report_uri)
+    report_uri = verdicts_lib.normal_uri(report_uri)
   names, _ = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
   store = _verdict_store(pipeline_root, verdicts_dir)
   history = _history(store, names)
   latest = verdicts_lib.latest_of(history)
   shown = history if show_all else sorted(latest.values(), key=lambda v: v.verdict_id)
   if report_uri is not None:
-    shown = [v for v in shown if _normal_uri(v.report_uri) == report_uri]
+    shown = [v for v in shown if verdicts_lib.normal_uri(v.report_uri) == report_uri]
   if not shown:
     of = f' on {report_uri}' if report_uri is not None else ''
     click.echo(_show(f'no verdicts{of} in {store.folder}'))
@@ -409,7 +404,7 @@ def serve(report_uri, by, port, module_file, approvers, verdicts_dir, pipeline_r
   if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
     _fail(f'--port {port!r} is not a TCP port (0 to 65535; 0 picks a free one)')
   by = (by or '').strip()
-  report_uri = _normal_uri(report_uri)
+  report_uri = verdicts_lib.normal_uri(report_uri)
   names, report_id = _approvers(approvers, pipeline_root, reviews_dir, report_uri)
   if not by:
     _fail(f'say who reviews: pass --by NAME (one of the approvers: {", ".join(names)})')

@@ -173,7 +173,7 @@ def _agreement_rows(flagged: Sequence[Mapping[str, Any]], known: Sequence[str]
            'width': _bar_width(n, len(lists))} for name, n in counts]
 
 
-def _flagged_rows(flagged: Sequence[Mapping[str, Any]],
+def flagged_rows(flagged: Sequence[Mapping[str, Any]],
                   previews: Sequence[ExamplePreview], ranked_by: str,
                   known: Sequence[str]) -> List[Dict[str, Any]]:
   by_rank = {p.rank: p for p in previews}
@@ -328,7 +328,7 @@ def _kind_rule(summary: Mapping[str, Any]) -> Optional[Dict[str, str]]:
           'memorised': ('yes' if memorised is True else 'no' if memorised is False else NA)}
 
 
-def _kind_filter(flagged: Sequence[Mapping[str, Any]]) -> List[Dict[str, str]]:
+def kind_filter(flagged: Sequence[Mapping[str, Any]]) -> List[Dict[str, str]]:
   """The kind filter's choices: every kind the flagged rows hold, KINDS first, with counts."""
   found: Dict[str, int] = {}
   for row in flagged:
@@ -593,7 +593,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'splits': None if not isinstance(splits, Mapping) else [
           {'split': str(name), **{k: _fmt((v or {}).get(k)) for k in _HEADLINE_COUNTS}}
           for name, v in splits.items()],
-      'flagged': _flagged_rows(flagged, previews, ranked_by, known),
+      'flagged': flagged_rows(flagged, previews, ranked_by, known),
       'ranked_by': ranked_by,
       'agreement': _agreement_rows(flagged, known),
       'agreement_total': len(known),
@@ -613,7 +613,7 @@ def render_report(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any
       'kinds': _kind_counts(summary),
       'kind_rule': _kind_rule(summary),
       'kind_column': any(r.get('kind') is not None for r in flagged),
-      'kind_filter': _kind_filter(flagged),
+      'kind_filter': kind_filter(flagged),
   }
   return _TEMPLATE.render(**context)
 
