@@ -46,11 +46,14 @@ bench: setup
 	$(PY) -m benchmarks.ranking_size --output bench_output
 	$(PY) -m benchmarks.small_files --output bench_output
 
-# Label-error signals against VoG and cleanlab (benchmarks/quality.py). cleanlab is needed
-# by this benchmark only; 2.7.1 installs without changing any pinned package.
+# Label-error signals against VoG and cleanlab, auto's choice and the flag kinds
+# (benchmarks/quality.py), and where the slices rank planted wrong labels
+# (benchmarks/slice_quality.py). cleanlab is needed by this benchmark only; 2.7.1 installs
+# without changing any pinned package.
 quality: setup
 	$(PY) -m pip install --quiet -c constraints.txt 'cleanlab==2.7.1'
 	$(PY) -m benchmarks.quality --output quality_output
+	$(PY) -m benchmarks.slice_quality --output quality_output/slices.json
 
 kubeflow: setup
 	$(PY) -m kubeflow.compile --output kubeflow/build
