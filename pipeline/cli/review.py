@@ -87,12 +87,7 @@ def review():
 def list_reviews(pipeline_root, reviews_dir, show_all):
   """Show pending reviews: ID, status, model, headline counts, drift, who may answer."""
   store = _store(pipeline_root, reviews_dir, allow_empty=True)
-  try:
-    records = store.list(include_closed=show_all)
-  except review_store.ReviewStoreError as e:
-    _fail(str(e))
-  for path, why in store.skipped:
-    click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
+  records = _read(store, lambda: store.list(include_closed=show_all))
   if not records:
     click.echo(_show(f'no {"" if show_all else "pending "}reviews in {store.reviews_dir}'))
     return
@@ -190,12 +185,7 @@ def _approvers(given: Optional[str], pipeline_root: str, reviews_dir: str,
   records = []
   if os.path.isdir(folder):
     store = _store(pipeline_root, reviews_dir)
-    try:
-      records = store.list(include_closed=True)
-    except review_store.ReviewStoreError as e:
-      _fail(str(e))
-    for path, why in store.skipped:
-      click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
+    records = _read(store, lambda: store.list(include_closed=True))
   if report_uri is not None:
     records = [r for r in records if r.report_uri and verdicts_lib.normal_uri(r.report_uri) == report_uri]
   ids = {r.report_id for r in records if r.report_id}
@@ -229,15 +219,21 @@ def _verdict_store(pipeline_root: str, verdicts_dir: str,
     _fail(str(e))
 
 
-def _history(store: verdicts_lib.VerdictStore,
-             approvers: Sequence[str]) -> List[verdicts_lib.Verdict]:
+def _read(store, read):
+  """What `read()` returns from `store` (a review or verdict store), after warning on stderr
+  about each file it skipped; a folder that cannot be read exits 2 with one line."""
   try:
-    history = store.history(approvers)
+    found = read()
   except review_store.ReviewStoreError as e:
     _fail(str(e))
   for path, why in store.skipped:
     click.echo(_show(f'warning: skipped {path}: {why}'), err=True)
-  return history
+  return found
+
+
+def _history(store: verdicts_lib.VerdictStore,
+             approvers: Sequence[str]) -> List[verdicts_lib.Verdict]:
+  return _read(store, lambda: store.history(approvers))
 
 
 def _load_report(report_uri: str):
