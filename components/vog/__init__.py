@@ -4,8 +4,8 @@ The rooms, each importing only from the rooms listed before it (and NumPy, Tenso
 
     compute/    the VoG and label-error math: gradients over checkpoints (scoring.py),
                 the signals and their registry (signals.py), percentiles and the ranking
-                (percentiles.py), checkpoint stages, device set-up. NumPy and TensorFlow
-                only.
+                (percentiles.py), checkpoint stages, device set-up, flag kinds, auto's
+                rule, slice statistics. NumPy and TensorFlow only.
     vocabulary.py
                 the names every room shares: files of a report, fields added to the
                 examples, buckets, headline counts. Imports compute/ (the signal names).
@@ -17,11 +17,11 @@ The rooms, each importing only from the rooms listed before it (and NumPy, Tenso
                 (report_format.py), the Parquet score table, the review page, writing
                 the folder, the baseline.
     dataflow/   the Beam pipeline: reading work units, scoring, the scored batch's
-                columns, writing, drift against the baseline, the summary's tallies, and
-                progress.
+                columns, writing, drift against the baseline, the summary's tallies, the
+                slices (with TFDV), and progress.
     (here)      the component (component.py, spec_keys.py, artifacts.py), its executor
                 and settings, the audit: audit_plan.py (checks before Beam),
-                user_module.py, factories.py (what each worker builds), audit.py (run
-                and publish), report_page.py (rebuilding the page), audit_errors.py;
+                user_module.py, factories.py (what each worker builds), memorisation.py
+                (the sample auto reads), audit.py (run and publish), report_page.py (rebuilding the page), audit_errors.py;
                 and the Beam arguments.
 """
