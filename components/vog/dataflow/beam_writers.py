@@ -362,7 +362,14 @@ class _WriteUnit(beam.DoFn):
     out = self._out
     slicing = out.slice_leave_out is not None and out.slice_features
     leave_out = (out.example_id_key,) + tuple(out.slice_leave_out or ())
-    chunk: List[Tuple[bytes, int, int]] = []
+    chunk: List[bytes] = []  # the records of the next slice batch, and their rows
+    chunk_rows: List[int] = []
+
+    def slice_batch():
+      rows = np.asarray(chunk_rows, dtype=np.int64)
+      return slices_lib.record_batch(chunk, placed['bucket'][rows],
+                                     placed['vog_flagged'][rows], leave_out)
+
     suffixes: List[bytes] = []
     indices: List[int] = []
     if batch is not None:
@@ -393,13 +400,13 @@ class _WriteUnit(beam.DoFn):
         if index in flagged_at:
           records[index] = serialized
         if slicing:
-          chunk.append((serialized, int(placed['bucket'][row]),
-                        int(placed['vog_flagged'][row])))
+          chunk.append(serialized)
+          chunk_rows.append(row)
           if len(chunk) >= slices_lib.CHUNK_ROWS:
-            yield 'slice_batch', (unit.split, slices_lib.record_batch_of(chunk, leave_out))
-            chunk = []
+            yield 'slice_batch', (unit.split, slice_batch())
+            chunk, chunk_rows = [], []
     if chunk:
-      yield 'slice_batch', (unit.split, slices_lib.record_batch_of(chunk, leave_out))
+      yield 'slice_batch', (unit.split, slice_batch())
     unmatched += len(set(indices) - seen) + len(set(quarantined) - seen)
     return written, unmatched, records
 

@@ -54,6 +54,7 @@ from absl import logging
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from components.vog import vocabulary as vocab
 from components.vog.compute import slice_stats
@@ -136,21 +137,10 @@ def _not_decoded(count: int) -> None:
 def record_batches(records: Iterable[Tuple[bytes, int, int]], leave_out: Sequence[str],
                    rows: int = CHUNK_ROWS) -> Iterable[pa.RecordBatch]:
   """(serialized, bucket index, flagged) of examples -> RecordBatches of at most `rows`."""
-  chunk: List[Tuple[bytes, int, int]] = []
-  for item in records:
-    chunk.append(item)
-    if len(chunk) >= rows:
-      yield record_batch_of(chunk, leave_out)
-      chunk = []
-  if chunk:
-    yield record_batch_of(chunk, leave_out)
-
-
-def record_batch_of(chunk: Sequence[Tuple[bytes, int, int]], leave_out: Sequence[str]
-                    ) -> pa.RecordBatch:
-  """`record_batch` of (serialized, bucket index, flagged) items."""
-  return record_batch([c[0] for c in chunk], np.array([c[1] for c in chunk]),
-                      np.array([c[2] for c in chunk]), leave_out)
+  items = list(records)
+  for start in range(0, len(items), rows):
+    serialized, bucket, flagged = zip(*items[start:start + rows])
+    yield record_batch(serialized, np.array(bucket), np.array(flagged), leave_out)
 
 
 class GroupCounts(NamedTuple):
@@ -264,10 +254,61 @@ class FeatureTokens:
     return self.is_bytes and self.values > 0 and 2 * self.multi_token_values >= self.values
 
 
-def _tokens_of(value, is_bytes: bool) -> List[Any]:
-  if not is_bytes:
-    return [int(value)]
+def _tokens_of(value: bytes) -> List[bytes]:
   return [t[:MAX_TOKEN_BYTES] for t in value.split()]
+
+
+def _token_counts(column: pa.Array, feature: FeatureTokens, flagged: np.ndarray,
+                  hard: np.ndarray) -> List[Dict[Any, int]]:
+  """Each example's distinct whitespace tokens of a bytes feature, counted in the split,
+  the flagged and the hard examples; `feature`'s text evidence updated on the way."""
+  counts: List[Dict[Any, int]] = [{}, {}, {}]
+  for row, values in enumerate(column.to_pylist()):
+    if not values:
+      continue
+    if len(values) > 1:
+      feature.multi_valued_rows += 1
+    tokens = set()
+    for value in values:
+      if value is None:
+        continue
+      if isinstance(value, str):
+        value = value.encode('utf-8')
+      found = _tokens_of(value)
+      feature.values += 1
+      feature.multi_token_values += len(found) > 1
+      tokens.update(found)
+    for token in tokens:
+      counts[0][token] = counts[0].get(token, 0) + 1
+      if flagged[row]:
+        counts[1][token] = counts[1].get(token, 0) + 1
+      if hard[row]:
+        counts[2][token] = counts[2].get(token, 0) + 1
+  return counts
+
+
+def _id_counts(column: pa.Array, feature: FeatureTokens, flagged: np.ndarray,
+               hard: np.ndarray) -> List[Dict[Any, int]]:
+  """Each example's distinct ids of an integer feature, counted in the split, the flagged
+  and the hard examples, on the column's arrays; `feature`'s evidence updated."""
+  lengths = np.asarray(pc.list_value_length(column).fill_null(0), dtype=np.int64)
+  items = column.flatten()
+  rows = np.repeat(np.arange(len(column), dtype=np.int64), lengths)
+  present = items.is_valid().to_numpy(zero_copy_only=False)
+  ids = np.asarray(items.drop_null().to_numpy(zero_copy_only=False))
+  rows = rows[present]
+  feature.multi_valued_rows += int((lengths > 1).sum())
+  feature.values += len(ids)
+  order = np.lexsort((ids, rows))
+  rows, ids = rows[order], ids[order]
+  first = np.ones(len(rows), dtype=bool)  # an id counts once per example
+  first[1:] = (rows[1:] != rows[:-1]) | (ids[1:] != ids[:-1])
+  rows, ids = rows[first], ids[first]
+  counts = []
+  for chosen in (np.ones(len(rows), dtype=bool), flagged[rows], hard[rows]):
+    keys, found = np.unique(ids[chosen], return_counts=True)
+    counts.append(dict(zip(keys.tolist(), found.tolist())))
+  return counts
 
 
 class CountTokens(beam.CombineFn):
@@ -299,28 +340,8 @@ class CountTokens(beam.CombineFn):
       feature = acc.get(name)
       if feature is None:
         feature = acc[name] = FeatureTokens(self._capacity, is_bytes)
-      counts: List[Dict[Any, int]] = [{}, {}, {}]
-      for row, values in enumerate(column.to_pylist()):
-        if not values:
-          continue
-        if len(values) > 1:
-          feature.multi_valued_rows += 1
-        tokens = set()
-        for value in values:
-          if value is None:
-            continue
-          if isinstance(value, str):
-            value = value.encode('utf-8')
-          found = _tokens_of(value, is_bytes)
-          feature.values += 1
-          feature.multi_token_values += len(found) > 1
-          tokens.update(found)
-        for token in tokens:
-          counts[0][token] = counts[0].get(token, 0) + 1
-          if flagged[row]:
-            counts[1][token] = counts[1].get(token, 0) + 1
-          if hard[row]:
-            counts[2][token] = counts[2].get(token, 0) + 1
+      counts = (_token_counts(column, feature, flagged, hard) if is_bytes
+                else _id_counts(column, feature, flagged, hard))
       for sketch, found in zip(feature.sketches, counts):
         sketch.add(found)
     return acc
