@@ -34,6 +34,7 @@ from components.vog.factories import ScorerFactory
 from components.vog.inputs import record_files
 from components.vog.report import drift_model
 from components.vog.report import report_folder
+from components.vog.report import report_format
 from components.vog.report import summary_model
 from components.vog.report.report_rows import FlaggedRow
 from components.vog.report.summary_model import ReportSummary
@@ -240,15 +241,16 @@ def _remove_work_files(work_dir: str, scored_examples_dir: str) -> None:
 
 def _read_slices(work_dir: str
                  ) -> Tuple[Dict[str, Any], summary_model.SlicesNote]:
-  """slices.json's content as the pipeline wrote it in the work folder, checked, and
-  the summary's note of it; AuditLostExamples when it is missing or malformed."""
+  """slices.json's content as the pipeline wrote it in the work folder, checked by the
+  report's own reader (what a report reader would refuse is not published), and the
+  summary's note of it; AuditLostExamples when it is missing or malformed."""
   path = os.path.join(work_dir, vocab.SLICES_FILE)
   if not tf.io.gfile.exists(path):
     raise audit_summary.AuditLostExamples(
         f'the Beam pipeline finished without writing {path}; nothing was published - '
         'report this with the Beam logs')
   try:
-    content = slices_lib.read_slices(path)
+    content = report_format.read_slices(path).content
     return content, summary_model.slices_note(content, vocab.SLICES_FILE, path)
   except ValueError as e:  # ReportFormatError is one
     raise audit_summary.AuditLostExamples(

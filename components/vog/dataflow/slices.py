@@ -637,7 +637,10 @@ def features_not_examined(runner: Any) -> Optional[str]:
 
 
 def read_slices(path: str) -> Dict[str, Any]:
-  """slices.json's content, checked for its shape (ValueError naming the problem)."""
+  """slices.json's content as this transform wrote it, checked for its shape only
+  (ValueError naming the problem): for reading back a run of the transform alone. A
+  report's slices.json is read by report/report_format.read_slices, which checks every
+  row."""
   try:
     content = json.loads(record_files.read_bounded(path, 64 << 20))
   except (record_files.UnreadableFile, ValueError) as e:

@@ -205,7 +205,7 @@ class SlicesNote:
 
 def slices_note(content: Mapping[str, Any], file: str,
                 where: str = vocab.SLICES_FILE) -> SlicesNote:
-  """The SlicesNote of slices.json's content (as read by dataflow/slices.read_slices),
+  """The SlicesNote of slices.json's content (as read by report_format.read_slices),
   every row checked (`slice_row`); ReportFormatError naming `where` and the row."""
   jc.check(content, jc.OBJ, where, 'the content')
   splits = jc.field(content, 'splits', jc.OBJ, where)
