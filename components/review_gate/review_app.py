@@ -103,12 +103,9 @@ def _previews(report: _ReadReport, module_file: Optional[str]
   values, as the report page shows tabular rows and text.
   """
   # Imported here: they load TensorFlow, which the module's users may not need.
-  from components.vog import user_module as user_module_lib  # pylint: disable=g-import-not-at-top
-  from components.vog.factories import ParserFactory  # pylint: disable=g-import-not-at-top
+  from components.vog import report_page  # pylint: disable=g-import-not-at-top
   from components.vog.inputs import examples_io  # pylint: disable=g-import-not-at-top
   from components.vog.report import report_folder  # pylint: disable=g-import-not-at-top
-  from components.vog.settings import VogSettings  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   records = {row.rank: record for row, record in zip(report.flagged, report.records)}
   summary = report.summary
@@ -117,19 +114,15 @@ def _previews(report: _ReadReport, module_file: Optional[str]
   parser = None
   if summary.model_inputs is None or summary.num_classes is None:
     why = 'its summary.json names no model inputs or classes (an older release wrote it)'
-  elif summary.transform_graph and not tf.io.gfile.isdir(summary.transform_graph):
-    why = f'the transform graph {summary.transform_graph} of the audit is gone'
   else:
-    specs = [examples_io.InputSpec(i.name, tuple(i.shape), i.dtype)
-             for i in summary.model_inputs]
+    specs = report_page.input_specs_of(summary)
     try:
-      parser = ParserFactory(specs, VogSettings.from_json(summary.settings),
-                             summary.num_classes, user_module_lib.read_user_module(module_file),
-                             summary.transform_graph or None)()
+      parser, why = report_page.report_parser(report.uri, summary, specs, module_file)
     except Exception as e:  # pylint: disable=broad-except
       # Thumbnails are a view; the feature values still show every example.
-      why = _cannot_parse(e)
-      specs, parser = [], None
+      parser, why = None, _cannot_parse(e)
+    if parser is None:
+      specs = []
   try:
     return report_folder.previews_of(parser, specs, report.flagged, records), why
   except Exception as e:  # pylint: disable=broad-except

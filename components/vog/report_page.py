@@ -6,7 +6,7 @@ by report/report_folder.py, as the audit writes it.
 """
 
 import os
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -20,6 +20,7 @@ from components.vog.inputs import record_files
 from components.vog.report import json_checks
 from components.vog.report import report_folder
 from components.vog.report import report_format
+from components.vog.report.summary_model import ReportSummary
 from components.vog.settings import VogSettings
 
 
@@ -57,23 +58,12 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
     raise AuditConfigError(f'the summary.json in {report_dir} lacks model_inputs or '
                            'num_classes; it was written by an older release - re-run the '
                            'audit')
-  input_specs = [examples_io.InputSpec(i.name, tuple(i.shape), i.dtype)
-                 for i in summary.model_inputs]
-  try:
-    settings = VogSettings.from_json(summary.settings)
-  except ValueError as e:
-    raise AuditConfigError(f'the settings in {report_dir}/{vocab.SUMMARY_FILE} are not '
-                           f'valid: {e}') from e
+  input_specs = input_specs_of(summary)
   records = {row.rank: record for row, record in zip(report.flagged, examples)}
-  transform_graph = summary.transform_graph
-  if transform_graph and not tf.io.gfile.isdir(transform_graph):
-    logging.warning('The transform graph %s of this audit is gone; report.html is built '
-                    'without thumbnails', transform_graph)
+  parser, why = report_parser(report_dir, summary, input_specs, module_file)
+  if parser is None:
+    logging.warning('%s; report.html is built without thumbnails', why)
     parser = _NoThumbnails()
-  else:
-    parser = ParserFactory(input_specs, settings, summary.num_classes,
-                           user_module_lib.read_user_module(module_file),
-                           transform_graph or None)()
   try:
     report_folder.write_report_page(
         report_dir, summary, report.flagged,
@@ -86,6 +76,32 @@ def rebuild_report_page(report_dir: str, module_file: Optional[str] = None) -> s
                            f'({_error_text(e)}) - make the folder writable, or copy it '
                            'somewhere writable and rebuild the page there') from None
   return report.page_path
+
+
+def input_specs_of(summary: ReportSummary) -> List[examples_io.InputSpec]:
+  """The model inputs the audit recorded in its summary (`model_inputs`, not None)."""
+  return [examples_io.InputSpec(i.name, tuple(i.shape), i.dtype)
+          for i in summary.model_inputs]
+
+
+def report_parser(report_dir: str, summary: ReportSummary,
+                  input_specs: Sequence[examples_io.InputSpec],
+                  module_file: Optional[str] = None):
+  """The parser that makes a report's flagged examples into model inputs again, as the
+  audit made them (for their thumbnails): (parser, ''), or (None, why) when the audit's
+  transform graph is gone. `module_file` only when the audit used a vog_inputs_fn.
+  Raises AuditConfigError when the summary's settings are not valid."""
+  try:
+    settings = VogSettings.from_json(summary.settings)
+  except ValueError as e:
+    raise AuditConfigError(f'the settings in {report_dir}/{vocab.SUMMARY_FILE} are not '
+                           f'valid: {e}') from e
+  transform_graph = summary.transform_graph
+  if transform_graph and not tf.io.gfile.isdir(transform_graph):
+    return None, f'the transform graph {transform_graph} of the audit is gone'
+  return ParserFactory(input_specs, settings, summary.num_classes,
+                       user_module_lib.read_user_module(module_file),
+                       transform_graph or None)(), ''
 
 
 def _error_text(error: Exception) -> str:
